@@ -1,0 +1,247 @@
+"""The records that flow through NewsPulse, validated with pydantic and sent as JSON.
+
+Every message on the wire (Kafka topics, the embedded queue, the store) is one of these
+models serialised with ``model_dump_json``. ``SCHEMA_VERSION`` travels in each record so a
+consumer can refuse or migrate records written by a newer producer instead of misreading them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+#: Upper bound on an article body; longer bodies are rejected (dead-lettered), not truncated
+#: silently, because a 5 MB "article" is almost always a scraping accident.
+MAX_BODY_CHARS = 1_000_000
+
+LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+
+_TRACKING_PREFIXES = ("utm_", "mc_", "ga_")
+_TRACKING_KEYS = {"fbclid", "gclid", "dclid", "msclkid", "yclid", "ref", "cmpid", "ncid", "smid", "s_cid"}
+
+
+class Label(str, Enum):
+    """Sentiment classes, in the fixed order used for probability vectors."""
+
+    negative = "negative"
+    neutral = "neutral"
+    positive = "positive"
+
+
+def canonical_url(url: str) -> str:
+    """Normalise a URL so that the same story reached by different links gets one id.
+
+    Lower-cases scheme and host, drops the fragment, default ports, tracking parameters
+    (utm_*, fbclid, ...) and a trailing slash, and sorts the remaining query parameters.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not k.lower().startswith(_TRACKING_PREFIXES) and k.lower() not in _TRACKING_KEYS
+    )
+    path = parts.path or "/"
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/")
+    return urlunsplit((scheme, host, path, urlencode(query), ""))
+
+
+def article_id(*, url: str | None, source: str, title: str, published_at: datetime) -> str:
+    """Stable id: a hash of the canonical URL, or of source + title + time when there is no URL.
+
+    Keying every write by this id is what makes replays and redeliveries idempotent.
+    """
+    if url:
+        key = "url:" + canonical_url(url)
+    else:
+        key = "\x1f".join(("nourl", source.strip().lower(), " ".join(title.split()).lower(), to_utc(published_at).isoformat()))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+def to_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _clean_symbols(values: Any) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = values.replace(",", ";").split(";")
+    seen: dict[str, None] = {}
+    for v in values:
+        s = str(v).strip()
+        if s:
+            seen.setdefault(s, None)
+    return list(seen)
+
+
+class Article(BaseModel):
+    """A news story as ingested: before any model has looked at it."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = ""
+    published_at: datetime
+    source: Annotated[str, Field(min_length=1, max_length=200)]
+    title: Annotated[str, Field(max_length=2000)]
+    body: Annotated[str, Field(max_length=MAX_BODY_CHARS)] = ""
+    url: str | None = None
+    tickers: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list)
+    language: str | None = None
+    novelty: float | None = None
+
+    @field_validator("published_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+    @field_validator("tickers", "topics", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> list[str]:
+        return _clean_symbols(v)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_url(cls, v: Any) -> Any:
+        return v or None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Article":
+        if self.schema_version > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {self.schema_version} is newer than this reader ({SCHEMA_VERSION})")
+        if not self.title and not self.body:
+            raise ValueError("article has neither title nor body text")
+        expected = article_id(url=self.url, source=self.source, title=self.title, published_at=self.published_at)
+        if not self.id:
+            self.id = expected
+        return self
+
+    @property
+    def text(self) -> str:
+        """Title and body as one text, the title first (it carries the most signal)."""
+        return f"{self.title}\n\n{self.body}".strip() if self.body else self.title
+
+
+class ScoredArticle(Article):
+    """An Article with the classifier's verdict and a summary attached."""
+
+    label: Label
+    probabilities: dict[Label, float]
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    summary: str = ""
+    model_version: str
+    processed_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("processed_at")
+    @classmethod
+    def _utc_processed(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> "ScoredArticle":
+        missing = set(Label) - set(self.probabilities)
+        if missing:
+            raise ValueError(f"probabilities lack {sorted(m.value for m in missing)}")
+        total = sum(self.probabilities.values())
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"probabilities sum to {total:.4f}, not 1")
+        return self
+
+    @classmethod
+    def from_article(
+        cls, article: Article, probabilities: dict[str, float], *, summary: str, model_version: str
+    ) -> "ScoredArticle":
+        """Attach a verdict: label = argmax, score = P(positive) − P(negative)."""
+        probs = {Label(k): float(v) for k, v in probabilities.items()}
+        label = max(probs, key=lambda k: probs[k])
+        score = max(-1.0, min(1.0, probs[Label.positive] - probs[Label.negative]))
+        return cls(
+            **article.model_dump(),
+            label=label,
+            probabilities=probs,
+            score=score,
+            summary=summary,
+            model_version=model_version,
+        )
+
+
+class AlertStatus(str, Enum):
+    pending = "pending"
+    firing = "firing"
+    resolved = "resolved"
+
+
+class DriverArticle(BaseModel):
+    """One of the stories that pushed an alert over its threshold."""
+
+    id: str
+    title: str
+    score: float
+    published_at: datetime | None = None
+
+
+class Alert(BaseModel):
+    """A negative-sentiment spike on one scope (market, ticker:X, topic:Y, source:Z)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    rule: str = "default"
+    scope: str
+    status: AlertStatus
+    severity: str = "warning"
+    window_minutes: int
+    started_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    magnitude: float
+    baseline: float
+    value: float
+    volume: int
+    drivers: list[DriverArticle] = Field(default_factory=list)
+    acknowledged: bool = False
+    delivery: dict[str, str] = Field(default_factory=dict)
+    message: str = ""
+
+    @field_validator("started_at", "updated_at", "resolved_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return to_utc(v) if v is not None else None
+
+
+class Feedback(BaseModel):
+    """An analyst's correction of an article's label; the retraining DAG learns from these."""
+
+    article_id: str
+    label: Label
+    text: str
+    analyst: str = "analyst"
+    created_at: datetime = Field(default_factory=utcnow)
+    note: str = ""
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)

@@ -1,0 +1,117 @@
+"""Settings from the environment or `.env`, all prefixed ``NEWSPULSE_``.
+
+A bad value must stop start-up with a message that names the variable, never surface later as
+a confusing failure deep in a worker: :func:`load_settings` turns pydantic's validation error
+into :class:`SettingsError` whose text lists each offending ``NEWSPULSE_*`` name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "NEWSPULSE_"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a setting is missing or malformed."""
+
+
+class Settings(BaseSettings):
+    """Every knob of NewsPulse. The table in README.md is generated from these fields."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    store_url: str = Field("sqlite:///var/newspulse.db", description="`sqlite:///path.db` (embedded) or `http(s)://host:port` (Elasticsearch).")
+    es_api_key: SecretStr | None = Field(None, description="Elasticsearch API key (never logged).")
+    es_username: str | None = Field(None, description="Elasticsearch basic-auth user.")
+    es_password: SecretStr | None = Field(None, description="Elasticsearch basic-auth password (never logged).")
+    es_ca_certs: Path | None = Field(None, description="CA certificate file for Elasticsearch TLS.")
+    es_verify_certs: bool = Field(True, description="Verify the Elasticsearch TLS certificate.")
+    es_index_prefix: str = Field("newspulse", description="Prefix of every Elasticsearch index and alias.")
+
+    # --- streaming -----------------------------------------------------------------------
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    kafka_group_id: str = Field("newspulse-processors", description="Consumer group of the processors.")
+    kafka_topic_raw: str = Field("news.raw", description="Topic of ingested articles.")
+    kafka_topic_scored: str = Field("news.scored", description="Topic of scored articles.")
+    kafka_topic_dlq: str = Field("news.dlq", description="Dead-letter topic for malformed messages.")
+    kafka_partitions: int = Field(6, ge=1, description="Partitions of topics created at start-up.")
+    kafka_replication: int = Field(1, ge=1, description="Replication factor of topics created at start-up.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="Kafka security protocol.")
+    kafka_sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA file for Kafka TLS.")
+
+    # --- processing ----------------------------------------------------------------------
+    batch_max_records: int = Field(64, ge=1, le=10_000, description="Largest micro-batch the processor scores at once.")
+    batch_max_wait_ms: int = Field(500, ge=1, le=60_000, description="Longest a partial batch waits before it is scored.")
+    queue_max_items: int = Field(1024, ge=1, description="Bound of the embedded in-process queue (back-pressure).")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the Prometheus metrics endpoint; unset = off.")
+
+    # --- models --------------------------------------------------------------------------
+    model_registry: Path = Field(Path("var/registry"), description="Folder of versioned models with a `production` pointer.")
+    base_model: str = Field("", description="Base encoder to fine-tune: HF id or local path; empty = the packaged all-MiniLM-L6-v2.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the classifier runs.")
+    quantize: Literal["auto", "on", "off"] = Field("auto", description="int8 dynamic quantisation on CPU (auto: when the model card says it keeps ≥99% of dev predictions).")
+    summarizer: Literal["extractive", "abstractive"] = Field("extractive", description="Summary generator.")
+    summarizer_model: str = Field("", description="Generator model id or path for the abstractive summariser.")
+
+    # --- alerting & dashboard ------------------------------------------------------------
+    alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")
+    dashboard_password: SecretStr | None = Field(None, description="If set, the dashboard asks for this password.")
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if v.startswith("sqlite:///") and len(v) > len("sqlite:///"):
+            return v
+        if v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0:
+            return v
+        raise ValueError("must be sqlite:///path.db or http(s)://host:port")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        for server in v.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return v
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the store is the embedded SQLite one."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url[len("sqlite:///"):])
+        return None
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {e['msg']}")
+    return "invalid setting(s):\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, raising :class:`SettingsError` that names each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        raise SettingsError(_explain(err)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,150 @@
+"""The one query interface that the pipeline, the alerter and the dashboard use.
+
+Both backends (embedded SQLite, Elasticsearch) implement :class:`Store`, and a shared contract
+suite (tests/test_store_contract.py) checks that they give the same answers query by query, so
+nothing above this module knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, runtime_checkable
+
+from newspulse.schema import Alert, Feedback, ScoredArticle
+
+FacetField = Literal["tickers", "topics", "source"]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which articles a query looks at. ``start`` is inclusive, ``end`` exclusive (event time)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    ticker: str | None = None
+    topic: str | None = None
+    source: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One time bucket of a series: counts per label and the mean score of its articles."""
+
+    start: datetime
+    count: int
+    negative: int
+    neutral: int
+    positive: int
+    mean_score: float
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    article: ScoredArticle
+    relevance: float
+    highlights: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A value of a facet field with its volume and tone."""
+
+    value: str
+    count: int
+    negative: int
+    mean_score: float
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative / self.count if self.count else 0.0
+
+
+@dataclass
+class WriteResult:
+    """What a bulk write accepted. Ids in ``failed`` were *not* stored and must not be acked."""
+
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not become an Article, kept with why and where it came from."""
+
+    reason: str
+    payload: bytes
+    origin: str
+    received_at: datetime
+
+
+class StoreError(RuntimeError):
+    """A store could not be reached or refused a whole request (transient: retry)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence and queries for scored articles, alerts, feedback and dead letters."""
+
+    # writes ---------------------------------------------------------------------------
+    def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
+        """Insert or replace by article id (idempotent); report per-document failures."""
+
+    def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Insert or replace alerts by alert id."""
+
+    def add_feedback(self, feedback: Feedback) -> None:
+        """Store an analyst's label correction (the latest per article wins)."""
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep malformed input with its reason (embedded mode's dead-letter queue)."""
+
+    # reads ----------------------------------------------------------------------------
+    def get_article(self, article_id: str) -> ScoredArticle | None: ...
+
+    def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
+        """Counts per label and mean score per bucket, oldest first; empty buckets omitted.
+
+        Buckets are aligned to multiples of ``bucket`` since the Unix epoch (UTC).
+        """
+
+    def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
+        """Most negative articles (lowest score; ties: newest first, then id)."""
+
+    def search(self, text: str, flt: Filter, limit: int = 20) -> list[SearchHit]:
+        """Full-text search over title, body and summary: all terms must match (English
+        stemming); best first; highlights are plain-text snippets with ``**`` around matches."""
+
+    def facets(self, field: FacetField, flt: Filter, limit: int = 10, by: Literal["volume", "negativity"] = "volume", min_count: int = 1) -> list[Facet]:
+        """Top values of a field by article count, or by negative share (``min_count`` guards
+        against one-article values topping the list)."""
+
+    def iter_articles(self, flt: Filter, batch_size: int = 500) -> Iterator[list[ScoredArticle]]:
+        """Every matching article in (published_at, id) order, a batch at a time (re-scoring)."""
+
+    def latest_published_at(self) -> datetime | None: ...
+
+    def list_alerts(self, status: str | None = None, limit: int = 200) -> list[Alert]:
+        """Alerts, newest started first."""
+
+    def get_alert(self, alert_id: str) -> Alert | None: ...
+
+    def list_feedback(self) -> list[Feedback]: ...
+
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    def stats(self) -> dict:
+        """``{"articles", "unique_ids", "by_label": {...}, "alerts", "feedback", "dead_letters",
+        "first_published_at", "last_published_at", "model_versions": {...}, "backend"}``"""
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""`newspulse crawl` command."""

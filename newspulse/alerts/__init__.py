@@ -1,0 +1,1 @@
+"""Negative-sentiment spike detection, alert lifecycle and delivery."""

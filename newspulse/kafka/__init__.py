@@ -1,0 +1,1 @@
+"""Kafka adapters: producer, topic admin and the consumer-group processor."""

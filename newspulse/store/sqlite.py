@@ -1,0 +1,322 @@
+"""The embedded store: one SQLite file in WAL mode, FTS5 for search.
+
+WAL lets the dashboard read while the pipeline writes from another process. Tickers and topics
+live in side tables so that filtering by them uses an index instead of scanning JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+
+from newspulse.schema import Alert, Feedback, ScoredArticle
+from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, WriteResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    published_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    processed_ms INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_published ON articles(published_ms);
+CREATE INDEX IF NOT EXISTS articles_score ON articles(score, published_ms);
+CREATE INDEX IF NOT EXISTS articles_source ON articles(source, published_ms);
+CREATE TABLE IF NOT EXISTS article_tickers (id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (value, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS article_tickers_id ON article_tickers(id);
+CREATE TABLE IF NOT EXISTS article_topics (id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (value, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS article_topics_id ON article_topics(id);
+CREATE VIRTUAL TABLE IF NOT EXISTS articles_fts USING fts5(
+    id UNINDEXED, title, body, summary, tokenize = 'porter unicode61'
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY, scope TEXT NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_started ON alerts(started_ms);
+CREATE TABLE IF NOT EXISTS feedback (article_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, origin TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL
+);
+"""
+
+_FACET_TABLES = {"tickers": "article_tickers", "topics": "article_topics"}
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 query: every word must match (AND), no operator injection."""
+    words = _TOKEN.findall(text)
+    return " ".join('"' + w.replace('"', "") + '"' for w in words)
+
+
+class SQLiteStore:
+    """Store implementation over one SQLite database file.
+
+    One connection per thread (sqlite3 connections are not shareable across threads), all on
+    the same WAL database; writes are serialised by a process-wide lock.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write_lock:
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            conn.commit()
+
+    # --- plumbing ------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot open {self.path}: {err}") from err
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _where(self, flt: Filter, alias: str = "a") -> tuple[str, list]:
+        clauses: list[str] = []
+        params: list = []
+        if flt.start is not None:
+            clauses.append(f"{alias}.published_ms >= ?")
+            params.append(_ms(flt.start))
+        if flt.end is not None:
+            clauses.append(f"{alias}.published_ms < ?")
+            params.append(_ms(flt.end))
+        if flt.source:
+            clauses.append(f"{alias}.source = ?")
+            params.append(flt.source)
+        if flt.label:
+            clauses.append(f"{alias}.label = ?")
+            params.append(flt.label)
+        if flt.ticker:
+            clauses.append(f"{alias}.id IN (SELECT id FROM article_tickers WHERE value = ?)")
+            params.append(flt.ticker)
+        if flt.topic:
+            clauses.append(f"{alias}.id IN (SELECT id FROM article_topics WHERE value = ?)")
+            params.append(flt.topic)
+        return (" AND ".join(clauses) or "1=1"), params
+
+    # --- writes --------------------------------------------------------------------
+    def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
+        result = WriteResult()
+        if not articles:
+            return result
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for art in articles:
+                    try:
+                        self._upsert_one(conn, art)
+                    except (sqlite3.Error, ValueError, TypeError) as err:
+                        result.failed[art.id] = f"{type(err).__name__}: {err}"
+                    else:
+                        result.written.append(art.id)
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                conn.execute("ROLLBACK")
+                return WriteResult(failed={a.id: f"transaction failed: {err}" for a in articles})
+        return result
+
+    def _upsert_one(self, conn: sqlite3.Connection, art: ScoredArticle) -> None:
+        conn.execute("SAVEPOINT one")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO articles (id, published_ms, source, label, score, model_version, processed_ms, doc) VALUES (?,?,?,?,?,?,?,?)",
+                (art.id, _ms(art.published_at), art.source, art.label.value, art.score, art.model_version, _ms(art.processed_at), art.model_dump_json()),
+            )
+            for table, values in (("article_tickers", art.tickers), ("article_topics", art.topics)):
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (art.id,))
+                conn.executemany(f"INSERT OR IGNORE INTO {table} (id, value) VALUES (?, ?)", [(art.id, v) for v in values])
+            conn.execute("DELETE FROM articles_fts WHERE id = ?", (art.id,))
+            conn.execute("INSERT INTO articles_fts (id, title, body, summary) VALUES (?,?,?,?)", (art.id, art.title, art.body, art.summary))
+        except Exception:
+            conn.execute("ROLLBACK TO one")
+            conn.execute("RELEASE one")
+            raise
+        conn.execute("RELEASE one")
+
+    def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
+        with self._write_lock:
+            conn = self._conn()
+            conn.executemany(
+                "INSERT OR REPLACE INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)",
+                [(a.id, a.scope, a.status.value, _ms(a.started_at), a.model_dump_json()) for a in alerts],
+            )
+
+    def add_feedback(self, feedback: Feedback) -> None:
+        with self._write_lock:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO feedback (article_id, created_ms, doc) VALUES (?,?,?)",
+                (feedback.article_id, _ms(feedback.created_at), feedback.model_dump_json()),
+            )
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self._write_lock:
+            self._conn().executemany(
+                "INSERT INTO dead_letters (received_ms, origin, reason, payload) VALUES (?,?,?,?)",
+                [(_ms(d.received_at), d.origin, d.reason, d.payload) for d in letters],
+            )
+
+    # --- reads ---------------------------------------------------------------------
+    def get_article(self, article_id: str) -> ScoredArticle | None:
+        row = self._conn().execute("SELECT doc FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return ScoredArticle.model_validate_json(row[0]) if row else None
+
+    def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
+        size = int(bucket.total_seconds() * 1000)
+        if size <= 0:
+            raise ValueError("bucket must be positive")
+        where, params = self._where(flt)
+        rows = self._conn().execute(
+            f"""SELECT (a.published_ms / ?) * ? AS b, COUNT(*),
+                       SUM(a.label = 'negative'), SUM(a.label = 'neutral'), SUM(a.label = 'positive'), AVG(a.score)
+                FROM articles a WHERE {where} GROUP BY b ORDER BY b""",
+            [size, size, *params],
+        ).fetchall()
+        return [Bucket(start=_from_ms(b), count=n, negative=neg, neutral=neu, positive=pos, mean_score=mean) for b, n, neg, neu, pos, mean in rows]
+
+    def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
+        where, params = self._where(flt)
+        rows = self._conn().execute(
+            f"SELECT a.doc FROM articles a WHERE {where} ORDER BY a.score ASC, a.published_ms DESC, a.id ASC LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        return [ScoredArticle.model_validate_json(r[0]) for r in rows]
+
+    def search(self, text: str, flt: Filter, limit: int = 20) -> list[SearchHit]:
+        query = fts_query(text)
+        if not query:
+            return []
+        where, params = self._where(flt)
+        rows = self._conn().execute(
+            f"""SELECT a.doc, -bm25(articles_fts, 0.0, 3.0, 1.0, 1.0) AS rel,
+                       snippet(articles_fts, 1, '**', '**', ' … ', 16), snippet(articles_fts, 2, '**', '**', ' … ', 16)
+                FROM articles_fts JOIN articles a ON a.id = articles_fts.id
+                WHERE articles_fts MATCH ? AND {where}
+                ORDER BY rel DESC, a.published_ms DESC, a.id ASC LIMIT ?""",
+            [query, *params, limit],
+        ).fetchall()
+        hits = []
+        for doc, rel, title_snip, body_snip in rows:
+            highlights = [s for s in (title_snip, body_snip) if s and "**" in s]
+            hits.append(SearchHit(article=ScoredArticle.model_validate_json(doc), relevance=float(rel), highlights=highlights))
+        return hits
+
+    def facets(
+        self,
+        field: FacetField,
+        flt: Filter,
+        limit: int = 10,
+        by: Literal["volume", "negativity"] = "volume",
+        min_count: int = 1,
+    ) -> list[Facet]:
+        where, params = self._where(flt)
+        if field == "source":
+            source = f"SELECT a.source AS value, a.label, a.score FROM articles a WHERE {where}"
+        elif field in _FACET_TABLES:
+            source = f"SELECT t.value AS value, a.label, a.score FROM {_FACET_TABLES[field]} t JOIN articles a ON a.id = t.id WHERE {where}"
+        else:
+            raise ValueError(f"unknown facet field {field!r}")
+        order = "n DESC, value ASC" if by == "volume" else "CAST(neg AS REAL) / n DESC, n DESC, value ASC"
+        rows = self._conn().execute(
+            f"""SELECT value, COUNT(*) AS n, SUM(label = 'negative') AS neg, AVG(score) FROM ({source})
+                GROUP BY value HAVING n >= ? ORDER BY {order} LIMIT ?""",
+            [*params, min_count, limit],
+        ).fetchall()
+        return [Facet(value=v, count=n, negative=neg, mean_score=m) for v, n, neg, m in rows]
+
+    def iter_articles(self, flt: Filter, batch_size: int = 500) -> Iterator[list[ScoredArticle]]:
+        where, params = self._where(flt)
+        last_ms, last_id = -(2**62), ""
+        while True:
+            rows = self._conn().execute(
+                f"""SELECT a.published_ms, a.id, a.doc FROM articles a
+                    WHERE {where} AND (a.published_ms > ? OR (a.published_ms = ? AND a.id > ?))
+                    ORDER BY a.published_ms, a.id LIMIT ?""",
+                [*params, last_ms, last_ms, last_id, batch_size],
+            ).fetchall()
+            if not rows:
+                return
+            last_ms, last_id = rows[-1][0], rows[-1][1]
+            yield [ScoredArticle.model_validate_json(r[2]) for r in rows]
+
+    def latest_published_at(self) -> datetime | None:
+        row = self._conn().execute("SELECT MAX(published_ms) FROM articles").fetchone()
+        return _from_ms(row[0]) if row and row[0] is not None else None
+
+    def list_alerts(self, status: str | None = None, limit: int = 200) -> list[Alert]:
+        sql, params = "SELECT doc FROM alerts", []
+        if status:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY started_ms DESC, id ASC LIMIT ?"
+        return [Alert.model_validate_json(r[0]) for r in self._conn().execute(sql, [*params, limit]).fetchall()]
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        row = self._conn().execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return Alert.model_validate_json(row[0]) if row else None
+
+    def list_feedback(self) -> list[Feedback]:
+        rows = self._conn().execute("SELECT doc FROM feedback ORDER BY created_ms, article_id").fetchall()
+        return [Feedback.model_validate_json(r[0]) for r in rows]
+
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self._conn().execute(
+            "SELECT reason, payload, origin, received_ms FROM dead_letters ORDER BY seq DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [DeadLetter(reason=r, payload=bytes(p), origin=o, received_at=_from_ms(ms)) for r, p, o, ms in rows]
+
+    def stats(self) -> dict:
+        conn = self._conn()
+        n, first, last = conn.execute("SELECT COUNT(*), MIN(published_ms), MAX(published_ms) FROM articles").fetchone()
+        by_label = {"negative": 0, "neutral": 0, "positive": 0}
+        by_label.update(dict(conn.execute("SELECT label, COUNT(*) FROM articles GROUP BY label").fetchall()))
+        versions = dict(conn.execute("SELECT model_version, COUNT(*) FROM articles GROUP BY model_version ORDER BY model_version").fetchall())
+        alerts_by_status = dict(conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status ORDER BY status").fetchall())
+        return {
+            "backend": self.backend,
+            "articles": n,
+            "unique_ids": conn.execute("SELECT COUNT(DISTINCT id) FROM articles").fetchone()[0],
+            "by_label": by_label,
+            "alerts": sum(alerts_by_status.values()),
+            "alerts_by_status": alerts_by_status,
+            "feedback": conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0],
+            "dead_letters": conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0],
+            "first_published_at": _from_ms(first).isoformat() if first is not None else None,
+            "last_published_at": _from_ms(last).isoformat() if last is not None else None,
+            "model_versions": versions,
+        }
+

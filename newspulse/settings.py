@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(None, description="SASL user.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
     kafka_ssl_cafile: Path | None = Field(None, description="CA file for Kafka TLS.")
+    kafka_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest Kafka message produced or accepted (topics are created with this max.message.bytes).")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer-group session timeout: how fast a dead processor's partitions move to another.")
+    kafka_max_poll_interval_ms: int = Field(300_000, ge=1000, description="Longest a processor may spend on one batch before the group considers it stuck.")
+
 
     # --- processing ----------------------------------------------------------------------
     batch_max_records: int = Field(64, ge=1, le=10_000, description="Largest micro-batch the processor scores at once.")

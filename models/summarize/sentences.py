@@ -1,0 +1,58 @@
+"""Sentence splitting that returns exact substrings of the source.
+
+The extractive summary promises that every number and ticker is copied verbatim, so the splitter
+never rewrites text: it only finds boundaries. It is rule-based (no NLTK data to download) and
+tuned for wire copy: abbreviations such as ``Inc.`` or ``U.S.``, decimals (``5.93``), one
+paragraph per line, and hard-wrapped lines (a line that continues in lower case is joined).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Tokens that end in a period without ending a sentence (compared lower-cased, no final dot).
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms dr prof sr jr st mt no nos vs v etc approx est fig inc corp co cos ltd plc llc
+    bros dept gov gen sen rep rev jan feb mar apr jun jul aug sep sept oct nov dec
+    e.g i.e u.s u.k u.n u.s.a e.u a.m p.m""".split()
+)
+
+# A boundary candidate: terminal punctuation, optional closing quotes/brackets, whitespace, then
+# something that can start a sentence (capital, digit, opening quote/bracket).
+_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_LAST_TOKEN = re.compile(r"(\S+)$")
+_WRAPPED = re.compile(r"\n[ \t]*(?=[a-z(,;])")
+
+
+def _is_abbreviation(text_before: str) -> bool:
+    """True when the word ending at a period is an abbreviation or an initial (``J.``)."""
+    m = _LAST_TOKEN.search(text_before)
+    if not m:
+        return False
+    token = m.group(1).lstrip("\"'“‘([").rstrip(".").lower()
+    return token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha())
+
+
+def paragraphs(text: str) -> list[str]:
+    """Lines of the text, with hard-wrapped continuation lines joined back by one space."""
+    joined = _WRAPPED.sub(" ", text)
+    return [line.strip() for line in joined.splitlines() if line.strip()]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text`` in order; each is an exact substring of a paragraph of it."""
+    out: list[str] = []
+    for para in paragraphs(text):
+        start = 0
+        for m in _BOUNDARY.finditer(para):
+            end = m.start() + len(m.group(0).rstrip())
+            if para[m.start()] == "." and _is_abbreviation(para[start : m.start()]):
+                continue
+            piece = para[start:end].strip()
+            if piece:
+                out.append(piece)
+            start = m.end()
+        tail = para[start:].strip()
+        if tail:
+            out.append(tail)
+    return out

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")
     dashboard_password: SecretStr | None = Field(None, description="If set, the dashboard asks for this password.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
+    dashboard_refresh_s: int = Field(30, ge=0, le=3600, description="Seconds between auto-refreshes of the dashboard's live panels; 0 = off.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
     @field_validator("store_url")

@@ -1,0 +1,69 @@
+"""Shared fixtures: isolated settings per test, and one real fine-tuned classifier per session.
+
+The classifier fixture trains the real model (the packaged MiniLM, fine-tuned on a subsample of
+the bundled train splits) once, caches it under .cache/ keyed by the training code and data, and
+hands its registry to every test that needs real predictions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/peers.py
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TRAIN_FILES = [ROOT / "data/phrasebank/train.csv", ROOT / "data/twitter_financial_news/train.csv"]
+DEV_FILES = [ROOT / "data/phrasebank/dev.csv"]
+
+
+@pytest.fixture
+def np_env(tmp_path, monkeypatch):
+    """Point every NEWSPULSE_* setting that holds state at a fresh temporary folder."""
+    from newspulse.settings import get_settings
+
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", f"sqlite:///{tmp_path / 'newspulse.db'}")
+    monkeypatch.setenv("NEWSPULSE_MODEL_REGISTRY", str(tmp_path / "registry"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _training_key() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "models").glob("*.py")) + TRAIN_FILES + DEV_FILES:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def trained_classifier_registry() -> Path:
+    """A model registry whose production model is the real classifier, quickly fine-tuned."""
+    from models.registry import Registry
+
+    cache = ROOT / ".cache" / f"test-registry-{_training_key()}"
+    cache.parent.mkdir(exist_ok=True)
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs train once, not once each
+        if Registry(cache).production_version() is None:
+            shutil.rmtree(cache, ignore_errors=True)  # a run that died before promoting
+            _train_quick(cache)
+    return cache
+
+
+def _train_quick(registry: Path) -> None:
+    """1 epoch on 2,500 rows of the bundled train splits: a real, if modest, classifier."""
+    from models.train import TrainConfig, train
+
+    train(TrainConfig(registry=registry, train_files=TRAIN_FILES, dev_files=DEV_FILES, epochs=1, max_train_rows=2500, max_length=64, promote=True))

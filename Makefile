@@ -1,0 +1,51 @@
+# NewsPulse: `make demo` runs the whole pipeline on this machine, `make test` runs the tests.
+# Both create .venv with the Python found as $(PYTHON) (3.11+) and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of PyTorch. On a CUDA host, install a CUDA build of torch into .venv first:
+# an already-installed torch is kept (see README).
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test bench install install-dev clean help
+
+help:
+	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
+	@echo "make test   - install dev dependencies and run the test suite"
+	@echo "make bench  - run the benchmarks (bench/results/*.json, BENCHMARKS.md)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,airflow]"
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/newspulse demo
+
+test: install-dev
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+bench: install-dev
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -69,7 +69,7 @@ def test_replay_real_articles_through_the_embedded_pipeline(cli_env, tmp_path):
 
 
 def test_model_evaluate_prints_the_metrics_json(cli_env):
-    done = run_cli("model", "evaluate", "--data", "data/phrasebank/dev.csv", "--json", env=cli_env)
+    done = run_cli("model", "evaluate", "--data", str(DEFAULT_CORPUS.parents[1] / "phrasebank" / "dev.csv"), "--json", env=cli_env)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["n"] == 483

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
 
     # --- alerting & dashboard ------------------------------------------------------------
     alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")
+    alert_silences: Path = Field(Path("var/alert-silences.json"), description="JSON file of alert silences, shared by the alerter and the dashboard.")
     dashboard_password: SecretStr | None = Field(None, description="If set, the dashboard asks for this password.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
     dashboard_refresh_s: int = Field(30, ge=0, le=3600, description="Seconds between auto-refreshes of the dashboard's live panels; 0 = off.")

@@ -88,7 +88,8 @@ def test_search_all_terms_stemmed_with_highlights(store):
 
 
 def test_fts_query_quotes_every_word():
-    assert fts_query('apple AND "x" OR NEAR(') == '"apple" "AND" "x" "OR" "NEAR"'
+    # operators become plain words; "and"/"or" are English stop words, dropped like Elasticsearch does
+    assert fts_query('apple AND "x" OR NEAR(') == '"apple" "x" "near"'
 
 
 def test_iter_articles_pages_in_event_order(store):

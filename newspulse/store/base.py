@@ -7,6 +7,7 @@ nothing above this module knows which one it talks to.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,6 +87,26 @@ class DeadLetter:
     payload: bytes
     origin: str
     received_at: datetime
+
+
+#: Lucene's English stop words (Elasticsearch's ``_english_`` list): dropped from search text by
+#: both backends, because Elasticsearch's English analyser never indexes them.
+ENGLISH_STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then"
+    " there these they this to was will with".split()
+)
+_TERM = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of a search, as both stores match them: lower-cased, possessive ``'s`` removed,
+    stop words dropped, duplicates removed. Every term must match (AND)."""
+    terms: dict[str, None] = {}
+    for word in _TERM.findall(text.lower()):
+        word = re.sub(r"['’]s$", "", word)
+        if word and word not in ENGLISH_STOP_WORDS:
+            terms.setdefault(word, None)
+    return list(terms)
 
 
 class StoreError(RuntimeError):

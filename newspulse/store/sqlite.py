@@ -6,7 +6,6 @@ live in side tables so that filtering by them uses an index instead of scanning 
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from newspulse.schema import Alert, Feedback, ScoredArticle
-from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, WriteResult
+from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, WriteResult, search_terms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -49,7 +48,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 _FACET_TABLES = {"tickers": "article_tickers", "topics": "article_topics"}
-_TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def _ms(value: datetime) -> int:
@@ -61,9 +59,11 @@ def _from_ms(ms: int) -> datetime:
 
 
 def fts_query(text: str) -> str:
-    """Turn free text into an FTS5 query: every word must match (AND), no operator injection."""
-    words = _TOKEN.findall(text)
-    return " ".join('"' + w.replace('"', "") + '"' for w in words)
+    """Turn free text into an FTS5 query: every word must match (AND), no operator injection.
+
+    Words come from :func:`search_terms` (stop words dropped) so that SQLite and Elasticsearch
+    match the same articles."""
+    return " ".join('"' + w.replace('"', "") + '"' for w in search_terms(text))
 
 
 class SQLiteStore:

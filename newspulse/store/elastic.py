@@ -1,0 +1,751 @@
+"""The scaled store: Elasticsearch 8 or 9 behind the same :class:`~newspulse.store.base.Store`
+interface as the embedded SQLite store.
+
+Index design (see docs/storage.md):
+
+- ``{prefix}-articles-YYYY.MM``: one index per month of ``published_at``, created on demand from
+  the index template ``{prefix}-articles`` (explicit, strict mappings). Every article is routed
+  to the index of its own month, so the same id always lands in the same index and an upsert
+  stays idempotent. Every monthly index carries the alias ``{prefix}-articles`` (for operators'
+  tools); the store itself reads ``{prefix}-articles-*``. Retention drops whole months
+  (:meth:`ElasticStore.drop_months_before`).
+- ``{prefix}-alerts``, ``{prefix}-feedback`` (one document per article: the latest wins) and
+  ``{prefix}-dead-letters``.
+
+Writes retry with exponential backoff on 429, 5xx and connection errors for
+``settings.es_retry_seconds``; what is still not acknowledged then is reported in
+``WriteResult.failed`` so that the caller (the Kafka processor) does not commit it and tries
+again later. Documents that the cluster rejects for good (a mapping conflict) are reported with
+Elasticsearch's reason at once and never hold up the rest of the batch.
+
+Writes are not refreshed one by one (that would make every bulk request pay for a Lucene
+refresh); instead a read from the same store object refreshes the indices it has written since
+its last read, so a process always reads its own writes, and other processes see new documents
+within the index refresh interval (1 s by default).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from newspulse.schema import Alert, Feedback, ScoredArticle, to_utc
+from newspulse.settings import Settings
+from newspulse.store.base import (
+    Bucket,
+    DeadLetter,
+    Facet,
+    FacetField,
+    Filter,
+    SearchHit,
+    StoreError,
+    WriteResult,
+    search_terms,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Articles per bulk request: ~0.5–2 MB of JSON for typical news, well under the 100 MB limit.
+BULK_CHUNK = 500
+#: How long a read keeps retrying a connection error before it raises StoreError: a dashboard
+#: should say "store unavailable" quickly rather than hang.
+READ_RETRY_SECONDS = 5.0
+#: Upper bound of distinct values a negativity facet ranks (terms aggregation size).
+MAX_FACET_VALUES = 10_000
+_MAX_BACKOFF = 10.0
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+_TEXT = {"type": "text", "analyzer": "english"}
+_KEYWORD = {"type": "keyword"}
+_DATE = {"type": "date"}
+
+ARTICLE_MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "schema_version": {"type": "short"},
+        "id": _KEYWORD,
+        "published_at": _DATE,
+        "processed_at": _DATE,
+        "source": _KEYWORD,
+        "title": {**_TEXT, "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
+        "body": _TEXT,
+        "summary": _TEXT,
+        "url": {"type": "keyword", "index": False, "doc_values": False},
+        "tickers": _KEYWORD,
+        "topics": _KEYWORD,
+        "language": _KEYWORD,
+        "novelty": {"type": "float"},
+        "label": _KEYWORD,
+        "model_version": _KEYWORD,
+        "probabilities": {
+            "properties": {"negative": {"type": "float"}, "neutral": {"type": "float"}, "positive": {"type": "float"}}
+        },
+        # double, not float: sorting (top_negative's ties) and averages must match SQLite's REAL
+        # exactly; float32 would merge scores that differ below 1e-7 and shift means.
+        "score": {"type": "double"},
+    },
+}
+
+ALERT_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,  # the whole alert stays in _source; only what queries use is indexed
+    "properties": {
+        "id": _KEYWORD,
+        "rule": _KEYWORD,
+        "scope": _KEYWORD,
+        "status": _KEYWORD,
+        "severity": _KEYWORD,
+        "started_at": _DATE,
+        "updated_at": _DATE,
+        "resolved_at": _DATE,
+        "acknowledged": {"type": "boolean"},
+    },
+}
+
+FEEDBACK_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {"article_id": _KEYWORD, "label": _KEYWORD, "analyst": _KEYWORD, "created_at": _DATE},
+}
+
+DEAD_LETTER_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
+        "origin": _KEYWORD,
+        "received_at": _DATE,
+        "payload": {"type": "binary"},
+        "seq": {"type": "long"},
+    },
+}
+
+
+def _ms(value: datetime) -> int:
+    return int(to_utc(value).timestamp() * 1000)
+
+
+def _from_ms(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, fit for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _compat_transport_class() -> type:
+    """A transport that can talk to a server one major version older than the client.
+
+    elasticsearch-py 9 sends ``compatible-with=9`` in Accept/Content-Type, which Elasticsearch 8
+    rejects (``media_type_header_exception``). Once the server's version is known, this
+    transport rewrites the header to the server's major version on every request.
+    """
+    from elastic_transport import HttpHeaders, Transport
+
+    class CompatTransport(Transport):
+        server_major: int | None = None
+
+        def perform_request(self, method: str, target: str, *, headers: Any = None, **kwargs: Any):  # type: ignore[override]
+            if self.server_major is not None and isinstance(headers, Mapping) and headers:
+                headers = HttpHeaders(headers)
+                for name in ("accept", "content-type"):
+                    value = headers.get(name)
+                    if value and "compatible-with=" in value:
+                        headers[name] = re.sub(r"compatible-with=\d+", f"compatible-with={self.server_major}", value)
+            if headers is None:
+                return super().perform_request(method, target, **kwargs)
+            return super().perform_request(method, target, headers=headers, **kwargs)
+
+    return CompatTransport
+
+
+class ElasticStore:
+    """:class:`~newspulse.store.base.Store` over an Elasticsearch 8.x/9.x cluster.
+
+    Connecting is lazy: the constructor does no I/O, so a processor can start while the cluster
+    is still down; the first call sets up templates and indices (idempotently).
+    """
+
+    backend = "elasticsearch"
+
+    def __init__(self, settings: Settings, *, bulk_chunk: int = BULK_CHUNK) -> None:
+        from elasticsearch import Elasticsearch
+
+        if not settings.store_url.startswith(("http://", "https://")):
+            raise ValueError("ElasticStore needs an http(s):// store URL")
+        self.url = redact_url(settings.store_url)
+        self.prefix = settings.es_index_prefix
+        self.retry_seconds = settings.es_retry_seconds
+        self.bulk_chunk = bulk_chunk
+        self.articles_alias = f"{self.prefix}-articles"
+        # Reads name the monthly indices by pattern: same result as the alias on Elasticsearch,
+        # and noida-db (the test peer) resolves a multi-index alias to a single index.
+        self.articles_read = f"{self.articles_alias}-*"
+        self.alerts_index = f"{self.prefix}-alerts"
+        self.feedback_index = f"{self.prefix}-feedback"
+        self.dead_letters_index = f"{self.prefix}-dead-letters"
+
+        kwargs: dict[str, Any] = {
+            "request_timeout": 30,
+            "max_retries": 0,  # retries (with backoff) are ours, bounded by es_retry_seconds
+            "transport_class": _compat_transport_class(),
+            "verify_certs": settings.es_verify_certs,
+        }
+        if settings.es_api_key is not None:
+            kwargs["api_key"] = settings.es_api_key.get_secret_value()
+        elif settings.es_username:
+            password = settings.es_password.get_secret_value() if settings.es_password else ""
+            kwargs["basic_auth"] = (settings.es_username, password)
+        if settings.es_ca_certs is not None:
+            kwargs["ca_certs"] = str(settings.es_ca_certs)
+        self.client = Elasticsearch(settings.store_url, **kwargs)
+        self._ready = False
+        self._setup_lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._known_indices: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+
+    def __repr__(self) -> str:
+        return f"ElasticStore({self.url!r}, prefix={self.prefix!r})"
+
+    # --- connection and setup -----------------------------------------------------------
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._setup_lock:
+            if self._ready:
+                return
+            self._negotiate_version()
+            self._install()
+            self._ready = True
+            log.info("connected to Elasticsearch at %s (prefix %s)", self.url, self.prefix)
+
+    def _negotiate_version(self) -> None:
+        """Ask the server its version with plain JSON headers (accepted by every major version)."""
+        from elasticsearch import __versionstr__ as client_version
+
+        meta, info = self.client.transport.perform_request("GET", "/", headers={"accept": "application/json"})
+        if not 200 <= meta.status < 300:
+            raise StoreError(f"Elasticsearch at {self.url} answered {meta.status} to GET /")
+        number = str(info["version"]["number"])
+        server_major = int(number.split(".")[0])
+        client_major = int(client_version.split(".")[0])
+        if server_major < 8:
+            raise StoreError(f"Elasticsearch {number} at {self.url} is too old; 8.x or 9.x is needed")
+        if server_major < client_major:
+            self.client.transport.server_major = server_major  # type: ignore[attr-defined]
+        self.server_version = number
+
+    def _install(self) -> None:
+        """Create the article index template and the side indices if they are missing."""
+        from elasticsearch import BadRequestError
+
+        self.client.indices.put_index_template(
+            name=self.articles_alias,
+            index_patterns=[f"{self.articles_alias}-*"],
+            priority=200,
+            template={
+                "settings": {"number_of_shards": 1, "refresh_interval": "1s"},
+                "mappings": ARTICLE_MAPPINGS,
+                "aliases": {self.articles_alias: {}},
+            },
+            meta={"managed_by": "newspulse", "description": "scored news articles, one index per month"},
+        )
+        for index, mappings in (
+            (self.alerts_index, ALERT_MAPPINGS),
+            (self.feedback_index, FEEDBACK_MAPPINGS),
+            (self.dead_letters_index, DEAD_LETTER_MAPPINGS),
+        ):
+            if self.client.indices.exists(index=index):
+                continue
+            try:
+                self.client.indices.create(index=index, mappings=mappings, settings={"number_of_shards": 1})
+            except BadRequestError as err:
+                if "resource_already_exists" not in str(err):  # another process won the race
+                    raise
+
+    def article_index(self, published_at: datetime) -> str:
+        """The monthly index an article lives in: fixed by its published_at, never by write time."""
+        ts = to_utc(published_at)
+        return f"{self.articles_alias}-{ts.year:04d}.{ts.month:02d}"
+
+    def _with_retry(self, what: str, call: Callable[[], T], budget: float) -> T:
+        """Run ``call`` (setup included), retrying transient errors with backoff for ``budget`` s."""
+        deadline = time.monotonic() + budget
+        delay = 0.25
+        while True:
+            try:
+                self._ensure_ready()
+                return call()
+            except Exception as err:  # noqa: BLE001 - classified right below
+                reason = _transient_reason(err)
+                if reason is None:
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
+                log.warning("Elasticsearch %s failed (%s); retrying in %.1fs", what, reason, min(delay, left))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    def _read(self, what: str, call: Callable[[], T]) -> T:
+        def refreshed() -> T:
+            self._refresh_dirty()
+            return call()
+
+        return self._with_retry(what, refreshed, READ_RETRY_SECONDS)
+
+    def _mark_dirty(self, *indices: str) -> None:
+        with self._dirty_lock:
+            self._dirty.update(indices)
+
+    def _refresh_dirty(self) -> None:
+        """Make this process's own writes visible before it reads (read-your-writes)."""
+        from elasticsearch import NotFoundError
+
+        with self._dirty_lock:
+            pending = sorted(self._dirty)
+        for index in pending:
+            try:
+                self.client.indices.refresh(index=index)
+            except NotFoundError:
+                pass
+            with self._dirty_lock:
+                self._dirty.discard(index)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- writes ------------------------------------------------------------------------
+    def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
+        """Bulk index by id into each article's monthly index; see the module docstring for
+        retries and what ``failed`` means."""
+        result = WriteResult()
+        done: dict[str, None] = {}
+        for start in range(0, len(articles), self.bulk_chunk):
+            chunk = articles[start : start + self.bulk_chunk]
+            ok, failed = self._write_chunk(chunk)
+            done.update(dict.fromkeys(ok))
+            result.failed.update(failed)
+        result.written = [a.id for a in articles if a.id in done and a.id not in result.failed]
+        if result.failed:
+            log.warning("%d of %d articles not stored in Elasticsearch", len(result.failed), len(articles))
+        return result
+
+    def _write_chunk(self, chunk: Sequence[ScoredArticle]) -> tuple[list[str], dict[str, str]]:
+        pending = {a.id: a for a in chunk}  # the same id twice in one chunk: the last one wins
+        written: list[str] = []
+        failed: dict[str, str] = {}
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.25
+        while pending:
+            reason = ""
+            try:
+                self._ensure_ready()
+                moved = self._current_locations(pending)
+                items = self._bulk_index(pending.values())
+            except Exception as err:  # noqa: BLE001 - classified right below
+                reason = _transient_reason(err) or ""
+                if not reason:
+                    raise
+            else:
+                relocated: list[tuple[str, str]] = []
+                for art_id, status, error in items:
+                    if 200 <= status < 300:
+                        written.append(art_id)
+                        art = pending.pop(art_id)
+                        old = moved.get(art_id)
+                        if old and old != self.article_index(art.published_at):
+                            relocated.append((old, art_id))
+                    elif status in _RETRYABLE_STATUS or status >= 500:
+                        reason = f"{status}: {error}"
+                    else:
+                        failed[art_id] = f"rejected by Elasticsearch ({status}): {error}"
+                        pending.pop(art_id)
+                        log.warning("article %s rejected by Elasticsearch: %s", art_id, error)
+                if relocated:
+                    self._delete_relocated(relocated)
+                if not pending:
+                    break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for art_id in pending:
+                    failed[art_id] = f"not acknowledged by Elasticsearch within {self.retry_seconds:.0f}s: {reason}"
+                break
+            log.warning("Elasticsearch bulk write of %d articles failed (%s); retrying in %.1fs", len(pending), reason, min(delay, left))
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _MAX_BACKOFF)
+        return written, failed
+
+    def _current_locations(self, pending: dict[str, ScoredArticle]) -> dict[str, str]:
+        """Where already stored ids live now: an article whose published_at was corrected moves
+        to another monthly index, and its old copy must go, or it would be counted twice."""
+        from elasticsearch import NotFoundError
+
+        try:
+            resp = self.client.search(
+                index=self.articles_read,
+                query={"ids": {"values": list(pending)}},
+                size=len(pending),
+                source=False,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except NotFoundError:
+            return {}
+        return {h["_id"]: h["_index"] for h in resp["hits"]["hits"]}
+
+    def _ensure_month_indices(self, names: set[str]) -> None:
+        """Create missing monthly indices explicitly (with the read alias) rather than relying on
+        auto-creation, which clusters often disable and which races when one bulk request
+        creates several indices."""
+        from elasticsearch import BadRequestError
+
+        for name in sorted(names - self._known_indices):
+            if not self.client.indices.exists(index=name):
+                try:
+                    self.client.indices.create(index=name, aliases={self.articles_alias: {}})
+                except BadRequestError as err:
+                    if "resource_already_exists" not in str(err):
+                        raise
+            self._known_indices.add(name)
+
+    def _bulk_index(self, articles: Any) -> list[tuple[str, int, str]]:
+        articles = list(articles)
+        indices = {self.article_index(a.published_at) for a in articles}
+        self._ensure_month_indices(indices)
+        self._mark_dirty(*indices)
+        operations: list[dict[str, Any]] = []
+        for art in articles:
+            operations.append({"index": {"_index": self.article_index(art.published_at), "_id": art.id}})
+            operations.append(art.model_dump(mode="json"))
+        resp = self.client.bulk(operations=operations)
+        out = []
+        for item in resp["items"]:
+            info = next(iter(item.values()))
+            error = info.get("error")
+            if isinstance(error, dict):
+                error = f"{error.get('type')}: {error.get('reason')}"
+            out.append((info["_id"], int(info["status"]), str(error or "")))
+        return out
+
+    def _delete_relocated(self, relocated: list[tuple[str, str]]) -> None:
+        ops = [{"delete": {"_index": index, "_id": art_id}} for index, art_id in relocated]
+        self._mark_dirty(*(index for index, _ in relocated))
+        self._with_retry("delete of relocated articles", lambda: self.client.bulk(operations=ops), self.retry_seconds)
+
+    def _index_docs(self, index: str, docs: list[tuple[str | None, dict[str, Any]]], what: str) -> None:
+        """Bulk-write side documents (alerts, feedback, dead letters); raise on any failure."""
+        if not docs:
+            return
+        ops: list[dict[str, Any]] = []
+        for doc_id, doc in docs:
+            ops.append({"index": {"_index": index, **({"_id": doc_id} if doc_id else {})}})
+            ops.append(doc)
+        resp = self._with_retry(what, lambda: self.client.bulk(operations=ops), self.retry_seconds)
+        self._mark_dirty(index)
+        if resp.get("errors"):
+            errors = [next(iter(i.values())).get("error") for i in resp["items"]]
+            raise StoreError(f"Elasticsearch refused {what}: {[e for e in errors if e][:3]}")
+
+    def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
+        self._index_docs(self.alerts_index, [(a.id, a.model_dump(mode="json")) for a in alerts], "alerts")
+
+    def add_feedback(self, feedback: Feedback) -> None:
+        self._index_docs(self.feedback_index, [(feedback.article_id, feedback.model_dump(mode="json"))], "feedback")
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        docs: list[tuple[str | None, dict[str, Any]]] = []
+        for letter in letters:
+            docs.append(
+                (
+                    None,
+                    {
+                        "reason": letter.reason,
+                        "origin": letter.origin,
+                        "received_at": _ms(letter.received_at),
+                        "payload": base64.b64encode(letter.payload).decode("ascii"),
+                        "seq": self._next_seq(),
+                    },
+                )
+            )
+        self._index_docs(self.dead_letters_index, docs, "dead letters")
+
+    def _next_seq(self) -> int:
+        """Strictly increasing arrival order (ns clock), so newest-first listing is stable."""
+        with self._seq_lock:
+            self._last_seq = max(self._last_seq + 1, time.time_ns())
+            return self._last_seq
+
+    def drop_months_before(self, cutoff: datetime) -> list[str]:
+        """Retention: delete the monthly article indices that end on or before ``cutoff``."""
+        cutoff = to_utc(cutoff)
+
+        def run() -> list[str]:
+            names = [row["index"] for row in self.client.cat.indices(format="json").body]
+            dropped = []
+            for name in sorted(names):
+                match = re.fullmatch(re.escape(self.articles_alias) + r"-(\d{4})\.(\d{2})", name)
+                if not match:
+                    continue
+                year, month = int(match[1]), int(match[2])
+                month_end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc)
+                if month_end <= cutoff:
+                    self.client.indices.delete(index=name)
+                    self._known_indices.discard(name)
+                    dropped.append(name)
+            return dropped
+
+        return self._with_retry("retention", run, READ_RETRY_SECONDS)
+
+    # --- reads -------------------------------------------------------------------------
+    def _search(self, index: str, **body: Any) -> dict[str, Any]:
+        """A search that treats a not-yet-created index as empty."""
+        return self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body).body
+
+    @staticmethod
+    def _filter(flt: Filter) -> dict[str, Any]:
+        clauses: list[dict[str, Any]] = []
+        if flt.start is not None or flt.end is not None:
+            rng: dict[str, Any] = {"format": "epoch_millis"}
+            if flt.start is not None:
+                rng["gte"] = _ms(flt.start)
+            if flt.end is not None:
+                rng["lt"] = _ms(flt.end)
+            clauses.append({"range": {"published_at": rng}})
+        for field, value in (("tickers", flt.ticker), ("topics", flt.topic), ("source", flt.source), ("label", flt.label)):
+            if value:
+                clauses.append({"term": {field: value}})
+        return {"bool": {"filter": clauses}}
+
+    def get_article(self, article_id: str) -> ScoredArticle | None:
+        resp = self._read("get_article", lambda: self._search(self.articles_read, query={"ids": {"values": [article_id]}}, size=1))
+        hits = resp["hits"]["hits"]
+        return ScoredArticle.model_validate(hits[0]["_source"]) if hits else None
+
+    def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
+        size = int(bucket.total_seconds() * 1000)
+        if size <= 0:
+            raise ValueError("bucket must be positive")
+        aggs = {
+            "series": {
+                # fixed intervals are aligned to multiples of the interval since the epoch (UTC)
+                "date_histogram": {"field": "published_at", "fixed_interval": f"{size}ms", "min_doc_count": 1},
+                "aggs": {"labels": {"terms": {"field": "label", "size": 3}}, "mean": {"avg": {"field": "score"}}},
+            }
+        }
+        resp = self._read("timeseries", lambda: self._search(self.articles_read, query=self._filter(flt), size=0, aggs=aggs))
+        out = []
+        for b in resp.get("aggregations", {}).get("series", {}).get("buckets", []):
+            if not b["doc_count"]:
+                continue
+            labels = {lb["key"]: lb["doc_count"] for lb in b["labels"]["buckets"]}
+            out.append(
+                Bucket(
+                    start=_from_ms(b["key"]),
+                    count=b["doc_count"],
+                    negative=labels.get("negative", 0),
+                    neutral=labels.get("neutral", 0),
+                    positive=labels.get("positive", 0),
+                    mean_score=float(b["mean"]["value"]),
+                )
+            )
+        return out
+
+    def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
+        sort = [{"score": "asc"}, {"published_at": "desc"}, {"id": "asc"}]
+        resp = self._read("top_negative", lambda: self._search(self.articles_read, query=self._filter(flt), size=limit, sort=sort))
+        return [ScoredArticle.model_validate(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def search(self, text: str, flt: Filter, limit: int = 20) -> list[SearchHit]:
+        terms = search_terms(text)
+        if not terms:
+            return []
+        query = self._filter(flt)
+        # one clause per term: every term must match in title, body or summary (the title
+        # weighs 3x, as in SQLite's bm25 weights)
+        query["bool"]["must"] = [
+            {"multi_match": {"query": term, "fields": ["title^3", "body", "summary"]}} for term in terms
+        ]
+        highlight = {
+            "pre_tags": ["**"],
+            "post_tags": ["**"],
+            "fields": {"title": {"number_of_fragments": 0}, "body": {"fragment_size": 120, "number_of_fragments": 1}},
+        }
+        sort = [{"_score": "desc"}, {"published_at": "desc"}, {"id": "asc"}]
+        resp = self._read(
+            "search",
+            lambda: self._search(self.articles_read, query=query, size=limit, sort=sort, highlight=highlight, track_scores=True),
+        )
+        hits = []
+        for h in resp["hits"]["hits"]:
+            hl = h.get("highlight", {})
+            snippets = [" … ".join(hl[f]) for f in ("title", "body") if hl.get(f)]
+            hits.append(
+                SearchHit(article=ScoredArticle.model_validate(h["_source"]), relevance=float(h.get("_score") or 0.0), highlights=snippets)
+            )
+        return hits
+
+    def facets(
+        self,
+        field: FacetField,
+        flt: Filter,
+        limit: int = 10,
+        by: Literal["volume", "negativity"] = "volume",
+        min_count: int = 1,
+    ) -> list[Facet]:
+        if field not in ("tickers", "topics", "source"):
+            raise ValueError(f"unknown facet field {field!r}")
+        terms: dict[str, Any] = {"field": field, "min_doc_count": max(1, min_count), "shard_size": MAX_FACET_VALUES}
+        if by == "volume":
+            terms.update(size=limit, order=[{"_count": "desc"}, {"_key": "asc"}])
+        else:
+            terms.update(size=MAX_FACET_VALUES)
+        aggs = {
+            "values": {
+                "terms": terms,
+                "aggs": {"negative": {"filter": {"term": {"label": "negative"}}}, "mean": {"avg": {"field": "score"}}},
+            }
+        }
+        resp = self._read("facets", lambda: self._search(self.articles_read, query=self._filter(flt), size=0, aggs=aggs))
+        facets = [
+            Facet(value=b["key"], count=b["doc_count"], negative=b["negative"]["doc_count"], mean_score=float(b["mean"]["value"]))
+            for b in resp.get("aggregations", {}).get("values", {}).get("buckets", [])
+            if b["doc_count"] >= min_count
+        ]
+        if by == "volume":
+            facets.sort(key=lambda f: (-f.count, f.value))
+        else:
+            facets.sort(key=lambda f: (-f.negative / f.count, -f.count, f.value))
+        return facets[:limit]
+
+    def iter_articles(self, flt: Filter, batch_size: int = 500) -> Iterator[list[ScoredArticle]]:
+        sort = [{"published_at": "asc"}, {"id": "asc"}]
+        after: list[Any] | None = None
+        while True:
+            extra = {"search_after": after} if after is not None else {}
+            resp = self._read(
+                "iter_articles", lambda: self._search(self.articles_read, query=self._filter(flt), size=batch_size, sort=sort, **extra)
+            )
+            hits = resp["hits"]["hits"]
+            if not hits:
+                return
+            after = hits[-1]["sort"]
+            yield [ScoredArticle.model_validate(h["_source"]) for h in hits]
+            if len(hits) < batch_size:
+                return
+
+    def latest_published_at(self) -> datetime | None:
+        return self._edge_published("desc")
+
+    def _edge_published(self, order: str) -> datetime | None:
+        resp = self._read(
+            "latest_published_at",
+            lambda: self._search(self.articles_read, size=1, sort=[{"published_at": order}], source=False),
+        )
+        hits = resp["hits"]["hits"]
+        return _from_ms(hits[0]["sort"][0]) if hits else None
+
+    def list_alerts(self, status: str | None = None, limit: int = 200) -> list[Alert]:
+        query = {"term": {"status": status}} if status else {"match_all": {}}
+        sort = [{"started_at": "desc"}, {"id": "asc"}]
+        resp = self._read("list_alerts", lambda: self._search(self.alerts_index, query=query, size=limit, sort=sort))
+        return [Alert.model_validate(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        resp = self._read("get_alert", lambda: self._search(self.alerts_index, query={"ids": {"values": [alert_id]}}, size=1))
+        hits = resp["hits"]["hits"]
+        return Alert.model_validate(hits[0]["_source"]) if hits else None
+
+    def list_feedback(self) -> list[Feedback]:
+        out: list[Feedback] = []
+        sort = [{"created_at": "asc"}, {"article_id": "asc"}]
+        after: list[Any] | None = None
+        while True:
+            extra = {"search_after": after} if after is not None else {}
+            resp = self._read("list_feedback", lambda: self._search(self.feedback_index, size=1000, sort=sort, **extra))
+            hits = resp["hits"]["hits"]
+            out.extend(Feedback.model_validate(h["_source"]) for h in hits)
+            if len(hits) < 1000:
+                return out
+            after = hits[-1]["sort"]
+
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        resp = self._read("list_dead_letters", lambda: self._search(self.dead_letters_index, size=limit, sort=[{"seq": "desc"}]))
+        return [
+            DeadLetter(
+                reason=s["reason"],
+                payload=base64.b64decode(s["payload"]),
+                origin=s["origin"],
+                received_at=_from_ms(s["received_at"]),
+            )
+            for s in (h["_source"] for h in resp["hits"]["hits"])
+        ]
+
+    def _count(self, index: str) -> int:
+        return int(self._search(index, size=0, track_total_hits=True)["hits"]["total"]["value"])
+
+    def stats(self) -> dict:
+        def run() -> dict:
+            aggs = {
+                "labels": {"terms": {"field": "label", "size": 10}},
+                "versions": {"terms": {"field": "model_version", "size": 1000}},
+                # ids stored more than once (should never happen: upserts route by id and month)
+                "dupes": {"terms": {"field": "id", "min_doc_count": 2, "size": 10_000}},
+            }
+            arts = self._search(self.articles_read, size=0, track_total_hits=True, aggs=aggs)
+            alerts = self._search(self.alerts_index, size=0, aggs={"status": {"terms": {"field": "status", "size": 10}}})
+            return {"articles": arts, "alerts": alerts}
+
+        resp = self._read("stats", run)
+        arts, alert_resp = resp["articles"], resp["alerts"]
+        aggs = arts.get("aggregations", {})
+        n = int(arts["hits"]["total"]["value"])
+        extra_copies = sum(b["doc_count"] - 1 for b in aggs.get("dupes", {}).get("buckets", []))
+        by_label = {"negative": 0, "neutral": 0, "positive": 0}
+        by_label.update({b["key"]: b["doc_count"] for b in aggs.get("labels", {}).get("buckets", [])})
+        versions = {b["key"]: b["doc_count"] for b in sorted(aggs.get("versions", {}).get("buckets", []), key=lambda b: b["key"])}
+        alerts_by_status = {
+            b["key"]: b["doc_count"]
+            for b in sorted(alert_resp.get("aggregations", {}).get("status", {}).get("buckets", []), key=lambda b: b["key"])
+        }
+        first, last = self._edge_published("asc"), self._edge_published("desc")
+        return {
+            "backend": self.backend,
+            "articles": n,
+            "unique_ids": n - extra_copies,
+            "by_label": by_label,
+            "alerts": sum(alerts_by_status.values()),
+            "alerts_by_status": alerts_by_status,
+            "feedback": self._read("stats", lambda: self._count(self.feedback_index)),
+            "dead_letters": self._read("stats", lambda: self._count(self.dead_letters_index)),
+            "first_published_at": first.isoformat() if first else None,
+            "last_published_at": last.isoformat() if last else None,
+            "model_versions": versions,
+        }
+
+
+def _transient_reason(err: BaseException) -> str | None:
+    """Why an error is worth retrying (connection trouble, 429, 5xx), or None if it is not."""
+    from elastic_transport import ConnectionError as TransportConnectionError
+    from elastic_transport import ConnectionTimeout
+    from elasticsearch import ApiError
+
+    if isinstance(err, (TransportConnectionError, ConnectionTimeout)):
+        return f"{type(err).__name__}: {err}"
+    if isinstance(err, ApiError) and (err.meta.status in _RETRYABLE_STATUS or err.meta.status >= 500):
+        return f"HTTP {err.meta.status}: {err.error}"
+    return None

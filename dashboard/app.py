@@ -1,0 +1,103 @@
+"""NewsPulse analyst dashboard: ``streamlit run dashboard/app.py`` (or ``newspulse dashboard``).
+
+The entry script sets the page up, asks for the password when one is configured, draws the
+shared sidebar (time range, store, auto-refresh) and hands over to the page the analyst picked.
+Each page lives in ``dashboard/views/`` with one function per panel.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sys
+from pathlib import Path
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from newspulse.settings import Settings, SettingsError, load_settings  # noqa: E402
+
+_PAGES = Path(__file__).resolve().parent / "views"
+AUTH_KEY = "np_authenticated"
+
+
+def settings_or_stop() -> Settings:
+    """Settings, or a readable error naming the bad ``NEWSPULSE_*`` variable."""
+    try:
+        return load_settings()
+    except SettingsError as err:
+        st.error(f"The dashboard cannot start: {err}")
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def password_gate(settings: Settings) -> bool:
+    """True when no password is set or this session has entered it (constant-time compare)."""
+    if settings.dashboard_password is None or st.session_state.get(AUTH_KEY):
+        return True
+    st.title("NewsPulse")
+    with st.form("login"):
+        given = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in"):
+            expected = settings.dashboard_password.get_secret_value()
+            if hmac.compare_digest(given.encode(), expected.encode()):
+                st.session_state[AUTH_KEY] = True
+                st.rerun()
+            st.error("Wrong password.")
+    return False
+
+
+def store_or_stop(settings: Settings) -> dict:
+    """The store's stats, or a clear error when the store cannot be reached."""
+    from dashboard import data
+
+    try:
+        return data.load_stats(settings)
+    except Exception as err:  # any backend failure: show it instead of a traceback
+        st.error(f"Cannot read the store at `{settings.store_url}`: {type(err).__name__}: {err}")
+        st.caption("Check NEWSPULSE_STORE_URL, and that Elasticsearch is up when the URL is http(s)://.")
+        st.stop()
+        raise
+
+
+def sidebar(settings: Settings, stats: dict) -> None:
+    from dashboard import widgets
+
+    widgets.range_selector()
+    st.sidebar.toggle("Auto-refresh", value=True, key="np_autorefresh", help=f"Reload live panels every {settings.dashboard_refresh_s} s.")
+    backend = stats.get("backend", "?")
+    st.sidebar.caption(f"Store: {backend} · {stats.get('articles', 0):,} articles · {stats.get('alerts', 0):,} alerts")
+    if st.sidebar.button("Reload data", help="Forget cached query answers now."):
+        from dashboard import data
+
+        data.clear_caches()
+
+
+def navigation() -> st.navigation:
+    pages = [
+        st.Page(_PAGES / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page(_PAGES / "alerts.py", title="Alerts", icon=":material/notifications_active:"),
+        st.Page(_PAGES / "explore.py", title="Explore", icon=":material/search:"),
+        st.Page(_PAGES / "ticker.py", title="Ticker", icon=":material/show_chart:"),
+        st.Page(_PAGES / "model.py", title="Model", icon=":material/model_training:"),
+        st.Page(_PAGES / "feedback.py", title="Feedback", icon=":material/rate_review:"),
+    ]
+    return st.navigation(pages)
+
+
+def main() -> None:
+    st.set_page_config(page_title="NewsPulse", page_icon=":material/monitoring:", layout="wide")
+    settings = settings_or_stop()
+    if not password_gate(settings):
+        return
+    stats = store_or_stop(settings)
+    page = navigation()
+    sidebar(settings, stats)
+    page.run()
+
+
+if __name__ == "__main__":
+    main()

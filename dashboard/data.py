@@ -1,0 +1,336 @@
+"""Cached reads of the store for the dashboard, and the frames its charts are drawn from.
+
+Every loader goes through the common :class:`~newspulse.store.base.Store` query interface, so
+the dashboard works the same on SQLite and Elasticsearch. Loaders are cached with a short TTL:
+many analysts (and the auto-refresh) hit the same queries, and a few seconds of staleness is
+invisible next to the pipeline's own latency. Writes (feedback, acknowledgements) clear the
+cache so that the analyst sees their own change at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
+from newspulse.settings import Settings
+from newspulse.store import Bucket, Facet, Filter, SearchHit, Store, open_store
+
+#: How long a cached query answer is reused. Shorter than the default auto-refresh interval so
+#: that every refresh shows fresh numbers.
+CACHE_TTL = timedelta(seconds=10)
+
+#: Time ranges offered in the sidebar; None = everything in the store.
+RANGES: dict[str, timedelta | None] = {
+    "Last 24 hours": timedelta(days=1),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "Last 90 days": timedelta(days=90),
+    "All time": None,
+}
+DEFAULT_RANGE = "Last 30 days"
+
+#: Bucket sizes, smallest first; :func:`pick_bucket` takes the first that gives ≤ 120 buckets.
+_BUCKETS = (
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(days=1),
+    timedelta(days=7),
+)
+_MAX_BUCKETS = 120
+
+
+def _settings_key(settings: Settings) -> tuple[str, str]:
+    """Cache key of a store: which one, not the credentials used to reach it."""
+    return (settings.store_url, settings.es_index_prefix)
+
+
+_HASH_FUNCS = {Settings: _settings_key}
+
+
+def _cached(func):
+    return st.cache_data(ttl=CACHE_TTL, show_spinner=False, hash_funcs=_HASH_FUNCS)(func)
+
+
+@st.cache_resource(show_spinner=False, hash_funcs=_HASH_FUNCS)
+def get_store(settings: Settings) -> Store:
+    """One store client per store URL, shared by all sessions (both backends are thread-safe)."""
+    return open_store(settings)
+
+
+def clear_caches() -> None:
+    """Forget cached answers after a write, so the next run reads the store again."""
+    st.cache_data.clear()
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time range the pages look at, anchored at the newest article in the store.
+
+    The data may come from 1987 (the Reuters replay) or from now (the live crawl), so "the last
+    7 days" means the 7 days up to the latest article, not up to the wall clock.
+    """
+
+    start: datetime | None
+    end: datetime | None
+    bucket: timedelta
+    label: str
+
+    def filter(self, **fields: Any) -> Filter:
+        return Filter(start=self.start, end=self.end, **fields)
+
+    def previous(self) -> "Window | None":
+        """The equally long period just before this one (for deltas), if this one is bounded."""
+        if self.start is None or self.end is None:
+            return None
+        span = self.end - self.start
+        return Window(start=self.start - span, end=self.start, bucket=self.bucket, label="previous period")
+
+
+def pick_bucket(span: timedelta) -> timedelta:
+    for bucket in _BUCKETS:
+        if span / bucket <= _MAX_BUCKETS:
+            return bucket
+    return _BUCKETS[-1]
+
+
+def make_window(choice: str, first: datetime | None, latest: datetime | None) -> Window:
+    """The window for a sidebar choice, given the oldest and newest article times."""
+    if latest is None:
+        return Window(start=None, end=None, bucket=timedelta(days=1), label=choice)
+    # The end is exclusive; one second past the newest article includes it.
+    end = latest + timedelta(seconds=1)
+    span = RANGES.get(choice)
+    if span is None:
+        start = first if first is not None else latest - timedelta(days=30)
+    else:
+        start = end - span
+    return Window(start=start, end=end, bucket=pick_bucket(end - start), label=choice)
+
+
+def bucket_label(bucket: timedelta) -> str:
+    if bucket >= timedelta(days=1):
+        return f"{bucket.days} day" + ("s" if bucket.days > 1 else "")
+    hours = bucket.total_seconds() / 3600
+    if hours >= 1:
+        return f"{hours:g} hour" + ("s" if hours > 1 else "")
+    return f"{bucket.total_seconds() / 60:g} minutes"
+
+
+# --- cached loaders ------------------------------------------------------------------------
+
+
+@_cached
+def load_stats(settings: Settings) -> dict:
+    return get_store(settings).stats()
+
+
+@_cached
+def load_latest(settings: Settings) -> datetime | None:
+    return get_store(settings).latest_published_at()
+
+
+@_cached
+def load_series(settings: Settings, flt: Filter, bucket: timedelta) -> list[Bucket]:
+    return get_store(settings).timeseries(flt, bucket)
+
+
+@_cached
+def load_facets(settings: Settings, field: str, flt: Filter, limit: int = 10, by: str = "volume", min_count: int = 1) -> list[Facet]:
+    return get_store(settings).facets(field, flt, limit=limit, by=by, min_count=min_count)  # type: ignore[arg-type]
+
+
+@_cached
+def load_top_negative(settings: Settings, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
+    return get_store(settings).top_negative(flt, limit=limit)
+
+
+@_cached
+def load_search(settings: Settings, text: str, flt: Filter, limit: int = 20) -> list[SearchHit]:
+    return get_store(settings).search(text, flt, limit=limit)
+
+
+@_cached
+def load_articles(settings: Settings, flt: Filter, limit: int = 500) -> list[ScoredArticle]:
+    """Up to ``limit`` matching articles, oldest first (for small windows such as one bucket)."""
+    out: list[ScoredArticle] = []
+    for batch in get_store(settings).iter_articles(flt, batch_size=min(limit, 500)):
+        out.extend(batch)
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+@_cached
+def load_article(settings: Settings, article_id: str) -> ScoredArticle | None:
+    return get_store(settings).get_article(article_id)
+
+
+@_cached
+def load_alerts(settings: Settings, status: str | None = None, limit: int = 200) -> list[Alert]:
+    return get_store(settings).list_alerts(status=status, limit=limit)
+
+
+@_cached
+def load_feedback(settings: Settings) -> list[Feedback]:
+    return get_store(settings).list_feedback()
+
+
+@_cached
+def load_heatmap(settings: Settings, flt: Filter, tickers: int = 12, topics: int = 10) -> pd.DataFrame:
+    """Negative share per (ticker, topic) for the busiest tickers and topics of the window.
+
+    Built from per-ticker topic facets, so it needs nothing beyond the common query interface.
+    """
+    store = get_store(settings)
+    top_topics = [f.value for f in store.facets("topics", flt, limit=topics)]
+    rows = []
+    for ticker in store.facets("tickers", flt, limit=tickers):
+        per_topic = store.facets("topics", replace(flt, ticker=ticker.value), limit=max(topics * 3, 30))
+        for facet in per_topic:
+            if facet.value in top_topics:
+                rows.append(_facet_row(facet, ticker=ticker.value, topic=facet.value))
+    return pd.DataFrame(rows, columns=["ticker", "topic", "articles", "negative", "negative_share", "mean_score"])
+
+
+@_cached
+def load_ticker_heatmap(settings: Settings, flt: Filter, bucket: timedelta, tickers: int = 12) -> pd.DataFrame:
+    """Negative share per (ticker, time bucket): the heat map when articles carry no topics."""
+    store = get_store(settings)
+    rows = []
+    for ticker in store.facets("tickers", flt, limit=tickers):
+        for b in store.timeseries(replace(flt, ticker=ticker.value), bucket):
+            rows.append({"ticker": ticker.value, "time": b.start, "articles": b.count, "negative": b.negative,
+                         "negative_share": b.negative_share, "mean_score": b.mean_score})
+    return pd.DataFrame(rows, columns=["ticker", "time", "articles", "negative", "negative_share", "mean_score"])
+
+
+def _facet_row(facet: Facet, **keys: str) -> dict:
+    return {**keys, "articles": facet.count, "negative": facet.negative,
+            "negative_share": facet.negative_share, "mean_score": facet.mean_score}
+
+
+# --- frames --------------------------------------------------------------------------------
+
+
+def series_frame(buckets: Sequence[Bucket]) -> pd.DataFrame:
+    """One row per bucket: volume per label, negative share and the sentiment index.
+
+    The sentiment index is the mean score (P(pos) − P(neg)) × 100: −100 is all-negative news,
+    +100 all-positive.
+    """
+    rows = [
+        {
+            "time": b.start,
+            "articles": b.count,
+            "negative": b.negative,
+            "neutral": b.neutral,
+            "positive": b.positive,
+            "negative_share": b.negative_share,
+            "sentiment_index": round(b.mean_score * 100, 2),
+        }
+        for b in buckets
+    ]
+    return pd.DataFrame(rows, columns=["time", "articles", *LABELS, "negative_share", "sentiment_index"])
+
+
+@dataclass(frozen=True)
+class Totals:
+    articles: int
+    negative: int
+    neutral: int
+    positive: int
+    sentiment_index: float | None
+
+    @property
+    def negative_share(self) -> float | None:
+        return self.negative / self.articles if self.articles else None
+
+    def by_label(self) -> dict[str, int]:
+        return {"negative": self.negative, "neutral": self.neutral, "positive": self.positive}
+
+
+def totals(buckets: Sequence[Bucket]) -> Totals:
+    """Sums over a series; the index is the article-weighted mean score × 100."""
+    n = sum(b.count for b in buckets)
+    index = sum(b.mean_score * b.count for b in buckets) / n * 100 if n else None
+    return Totals(
+        articles=n,
+        negative=sum(b.negative for b in buckets),
+        neutral=sum(b.neutral for b in buckets),
+        positive=sum(b.positive for b in buckets),
+        sentiment_index=index,
+    )
+
+
+@dataclass(frozen=True)
+class Move:
+    """A bucket where a series' sentiment index jumped, with its direction."""
+
+    start: datetime
+    end: datetime
+    change: float
+    articles: int
+
+
+def biggest_moves(buckets: Sequence[Bucket], bucket: timedelta, limit: int = 3) -> list[Move]:
+    """Buckets with the largest change in sentiment index from the previous non-empty bucket.
+
+    Changes are weighted by √volume so that one lone article does not outrank a real shift.
+    """
+    moves = []
+    for prev, cur in zip(buckets, buckets[1:]):
+        change = (cur.mean_score - prev.mean_score) * 100
+        moves.append((abs(change) * math.sqrt(cur.count), Move(cur.start, cur.start + bucket, change, cur.count)))
+    moves.sort(key=lambda m: m[0], reverse=True)
+    return [m for _, m in moves[:limit] if m.change != 0]
+
+
+def drivers_of(move: Move, articles: Sequence[ScoredArticle], limit: int = 3) -> list[ScoredArticle]:
+    """The articles of a move's bucket that pushed in the direction of the move."""
+    ordered = sorted(articles, key=lambda a: a.score, reverse=move.change > 0)
+    return list(ordered[:limit])
+
+
+def label_drift(train: dict[str, float], live: dict[str, float]) -> pd.DataFrame:
+    """Training vs live label shares side by side, with each label's PSI term."""
+    t_total = sum(train.values()) or 1.0
+    l_total = sum(live.values()) or 1.0
+    rows = []
+    for label in LABELS:
+        p_train = train.get(label, 0) / t_total
+        p_live = live.get(label, 0) / l_total
+        rows.append({"label": label, "train_share": p_train, "live_share": p_live, "psi": _psi_term(p_train, p_live)})
+    return pd.DataFrame(rows, columns=["label", "train_share", "live_share", "psi"])
+
+
+def _psi_term(expected: float, actual: float, eps: float = 1e-4) -> float:
+    e, a = max(expected, eps), max(actual, eps)
+    return (a - e) * math.log(a / e)
+
+
+def drift_verdict(psi: float) -> str:
+    """The usual population-stability reading of a PSI value."""
+    if psi < 0.1:
+        return "stable"
+    if psi < 0.25:
+        return "moderate shift"
+    return "significant shift"
+
+
+def parse_scope(scope: str) -> dict[str, str]:
+    """Filter fields of an alert scope: ``market``, ``ticker:X``, ``topic:Y``, ``source:Z``."""
+    kind, _, value = scope.partition(":")
+    if kind in ("ticker", "topic", "source") and value:
+        return {kind: value}
+    return {}

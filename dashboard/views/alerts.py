@@ -1,0 +1,131 @@
+"""Alerts: is it real? Each alert with its window chart, the stories that drove it, and actions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+
+from dashboard import charts, data, widgets
+from newspulse.schema import Alert
+from newspulse.settings import Settings, load_settings
+
+STATUSES = ("firing", "pending", "resolved")
+_CONTEXT_WINDOWS = 8  # window lengths of history shown before an alert starts
+
+
+def alert_table(alerts: list[Alert]) -> None:
+    st.dataframe(
+        [
+            {
+                "scope": a.scope,
+                "severity": a.severity,
+                "started": a.started_at,
+                "updated": a.updated_at,
+                "resolved": a.resolved_at,
+                "negative share": a.value,
+                "baseline": a.baseline,
+                "magnitude": a.magnitude,
+                "articles": a.volume,
+                "window (min)": a.window_minutes,
+                "acknowledged": a.acknowledged,
+                "rule": a.rule,
+            }
+            for a in alerts
+        ],
+        hide_index=True,
+        column_config={
+            "negative share": st.column_config.NumberColumn(format="percent"),
+            "baseline": st.column_config.NumberColumn(format="percent"),
+            "magnitude": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+
+
+def alert_summary(alert: Alert) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Negative share", f"{alert.value:.0%}", f"{(alert.value - alert.baseline) * 100:+.0f} pts vs baseline", delta_color="inverse")
+    cols[1].metric("Baseline", f"{alert.baseline:.0%}")
+    cols[2].metric("Magnitude", f"{alert.magnitude:.2f}")
+    cols[3].metric("Articles in window", alert.volume)
+    end = alert.resolved_at or alert.updated_at
+    st.caption(
+        f"{alert.status.value} · {alert.severity} · rule {widgets.escape_md(alert.rule)} · window {alert.window_minutes} min · "
+        f"started {widgets.fmt_time(alert.started_at)} · {'resolved' if alert.resolved_at else 'updated'} {widgets.fmt_time(end)}"
+        + (" · acknowledged" if alert.acknowledged else "")
+    )
+    if alert.message:
+        st.markdown(widgets.escape_md(alert.message))
+
+
+def window_chart(settings: Settings, alert: Alert) -> None:
+    """The alert's scope over its window, with history before it for comparison."""
+    window = timedelta(minutes=alert.window_minutes)
+    end = (alert.resolved_at or alert.updated_at) + window
+    start = alert.started_at - _CONTEXT_WINDOWS * window
+    flt = data.Filter(start=start, end=end, **data.parse_scope(alert.scope))
+    frame = data.series_frame(data.load_series(settings, flt, window))
+    if frame.empty:
+        st.caption("No article of this scope around the alert is in the store.")
+        return
+    st.altair_chart(charts.window_chart(frame, start=alert.started_at, end=alert.resolved_at or alert.updated_at), width="stretch")
+
+
+def drivers_panel(settings: Settings, alert: Alert) -> None:
+    """The stories behind the alert; full cards when the articles are in the store."""
+    st.markdown("**Articles that drove it**")
+    if not alert.drivers:
+        st.caption("The alert lists no driving articles.")
+    for driver in alert.drivers:
+        article = data.load_article(settings, driver.id)
+        if article is not None:
+            widgets.article_card(settings, article, key=f"drv-{alert.id}-{driver.id}")
+        else:
+            st.markdown(f"**{driver.score:+.2f}** {widgets.escape_md(widgets.one_line(driver.title))} · {widgets.fmt_time(driver.published_at)}")
+
+
+def acknowledge(settings: Settings, alert: Alert) -> None:
+    """Mark the alert as seen: it stays in the list but stops counting as unacknowledged."""
+    data.get_store(settings).upsert_alerts([alert.model_copy(update={"acknowledged": True})])
+    data.clear_caches()
+
+
+def actions_panel(settings: Settings, alert: Alert) -> None:
+    if alert.acknowledged:
+        st.caption("Acknowledged.")
+        return
+    if st.button("Acknowledge", key=f"ack-{alert.id}", icon=":material/done:"):
+        acknowledge(settings, alert)
+        st.rerun()
+
+
+def alert_detail(settings: Settings, alerts: list[Alert], status: str) -> None:
+    by_id = {a.id: a for a in alerts}
+    choice = st.selectbox(
+        "Alert",
+        list(by_id),
+        format_func=lambda i: f"{by_id[i].scope} · {by_id[i].window_minutes} min · {by_id[i].severity} · {widgets.fmt_time(by_id[i].started_at)}",
+        key=f"pick-{status}",
+    )
+    alert = by_id[choice]
+    alert_summary(alert)
+    actions_panel(settings, alert)
+    window_chart(settings, alert)
+    drivers_panel(settings, alert)
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Alerts")
+    tabs = st.tabs([f"{s.capitalize()} ({len(data.load_alerts(settings, status=s))})" for s in STATUSES])
+    for tab, status in zip(tabs, STATUSES):
+        with tab:
+            alerts = data.load_alerts(settings, status=status)
+            if not alerts:
+                st.caption(f"No {status} alert." + (" The alerter writes them here as it detects spikes (`newspulse alerts run`)." if status == "firing" else ""))
+                continue
+            alert_table(alerts)
+            alert_detail(settings, alerts, status)
+
+
+render()

@@ -1,0 +1,119 @@
+"""Overview: where is sentiment turning? Index, negative share, volume, heat map, firing alerts.
+
+The live part runs in a fragment that re-runs itself every ``dashboard_refresh_s`` seconds, so
+the page follows the stream without reloading the sidebar or losing the analyst's place.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, widgets
+from newspulse.schema import Alert
+from newspulse.settings import Settings, load_settings
+
+SEEN_ALERTS_KEY = "np_seen_firing"
+
+
+def alert_banner(firing: list[Alert]) -> None:
+    """A red banner listing the firing alerts (acknowledged ones are named as such)."""
+    if not firing:
+        st.success("No alert is firing.", icon=":material/check_circle:")
+        return
+    open_ = [a for a in firing if not a.acknowledged]
+    scopes = ", ".join(widgets.escape_md(a.scope) for a in firing[:8]) + (" …" if len(firing) > 8 else "")
+    text = f"**{len(firing)} alert{'s' if len(firing) != 1 else ''} firing** ({len(open_)} unacknowledged): {scopes}"
+    st.error(text, icon=":material/notifications_active:")
+    st.page_link("views/alerts.py", label="Open the alerts page", icon=":material/arrow_forward:")
+
+
+def toast_new_alerts(firing: list[Alert]) -> None:
+    """A toast for each alert that started firing since this session last looked.
+
+    The first look only records what is firing (the banner shows it); toasts are for news.
+    """
+    ids = {a.id for a in firing}
+    seen = st.session_state.get(SEEN_ALERTS_KEY)
+    if seen is not None:
+        for alert in firing:
+            if alert.id not in seen:
+                st.toast(f"New alert: {widgets.escape_md(alert.scope)} ({alert.severity}), negative share {alert.value:.0%}", icon=":material/warning:")
+    st.session_state[SEEN_ALERTS_KEY] = ids | (seen or set())
+
+
+def trend_panel(series: pd.DataFrame, window: data.Window) -> None:
+    st.subheader("Market sentiment")
+    widgets.window_caption(window)
+    st.altair_chart(charts.sentiment_chart(series), width="stretch")
+    st.altair_chart(charts.volume_chart(series), width="stretch")
+
+
+def heatmap_panel(settings: Settings, window: data.Window) -> None:
+    """Negativity by ticker and topic; by ticker and time when the articles carry no topics."""
+    st.subheader("Where the news is negative")
+    flt = window.filter()
+    frame = data.load_heatmap(settings, flt)
+    if not frame.empty:
+        st.altair_chart(charts.heatmap(frame, x="topic"), width="stretch")
+        return
+    frame = data.load_ticker_heatmap(settings, flt, max(window.bucket, timedelta(days=1)))
+    if frame.empty:
+        st.caption("No article in this window is tagged with a ticker yet.")
+        return
+    st.caption("No topics tagged in this window: negativity by ticker over time.")
+    st.altair_chart(charts.heatmap(frame, x="time", x_type="T"), width="stretch")
+
+
+def movers_panel(settings: Settings, window: data.Window) -> None:
+    """The most negative tickers (with enough volume to mean something) and stories."""
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Most negative tickers")
+        facets = data.load_facets(settings, "tickers", window.filter(), limit=10, by="negativity", min_count=3)
+        if facets:
+            st.dataframe(
+                [{"ticker": f.value, "articles": f.count, "negative share": f.negative_share, "mean score": f.mean_score} for f in facets],
+                hide_index=True,
+                column_config={
+                    "negative share": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+                    "mean score": st.column_config.NumberColumn(format="%+.2f"),
+                },
+            )
+        else:
+            st.caption("No ticker has 3 or more articles in this window.")
+    with right:
+        st.subheader("Most negative stories")
+        for article in data.load_top_negative(settings, window.filter(), limit=5):
+            st.markdown(
+                f"{widgets.label_badge(article.label.value)} **{article.score:+.2f}** "
+                f"{widgets.escape_md(widgets.one_line(article.title))} · {widgets.escape_md(article.source)} · {widgets.fmt_time(article.published_at)}"
+            )
+
+
+def live_panels(settings: Settings) -> None:
+    if not widgets.has_articles(settings):
+        return
+    window = widgets.current_window(settings)
+    firing = data.load_alerts(settings, status="firing")
+    toast_new_alerts(firing)
+    alert_banner(firing)
+    buckets = data.load_series(settings, window.filter(), window.bucket)
+    previous = window.previous()
+    before = data.totals(data.load_series(settings, previous.filter(), previous.bucket)) if previous else None
+    widgets.headline_metrics(data.totals(buckets), before, firing)
+    trend_panel(data.series_frame(buckets), window)
+    heatmap_panel(settings, window)
+    movers_panel(settings, window)
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Overview")
+    every = settings.dashboard_refresh_s if st.session_state.get("np_autorefresh", True) else 0
+    st.fragment(live_panels, run_every=every or None)(settings)
+
+
+render()

@@ -1,0 +1,90 @@
+"""Ticker view: one ticker's sentiment timeline and the articles that moved it.
+
+Deep link: ``/ticker?ticker=XOM``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data, widgets
+from newspulse.settings import Settings, load_settings
+
+_OPTIONS = 500
+
+
+def ticker_picker(settings: Settings, window: data.Window) -> str | None:
+    """Tickers of the window, busiest first; the query parameter preselects one."""
+    tickers = [f.value for f in data.load_facets(settings, "tickers", window.filter(), limit=_OPTIONS)]
+    wanted = st.query_params.get("ticker")
+    if wanted and wanted not in tickers:
+        tickers.insert(0, wanted)
+    if not tickers:
+        st.info("No article in this window is tagged with a ticker. Widen the time range in the sidebar.")
+        return None
+    index = tickers.index(wanted) if wanted in tickers else 0
+    choice = st.selectbox("Ticker", tickers, index=index, key="ticker-pick")
+    st.query_params["ticker"] = choice
+    return choice
+
+
+def timeline(settings: Settings, ticker: str, window: data.Window) -> list[data.Bucket]:
+    buckets = data.load_series(settings, window.filter(ticker=ticker), window.bucket)
+    firing = [a for a in data.load_alerts(settings, status="firing") if a.scope == f"ticker:{ticker}"]
+    widgets.headline_metrics(data.totals(buckets), _previous_totals(settings, ticker, window), firing)
+    widgets.window_caption(window)
+    if not buckets:
+        st.caption(f"No {widgets.escape_md(ticker)} article in this window.")
+        return buckets
+    frame = data.series_frame(buckets)
+    st.altair_chart(charts.sentiment_chart(frame), width="stretch")
+    st.altair_chart(charts.volume_chart(frame, height=140), width="stretch")
+    return buckets
+
+
+def _previous_totals(settings: Settings, ticker: str, window: data.Window) -> data.Totals | None:
+    previous = window.previous()
+    if previous is None:
+        return None
+    return data.totals(data.load_series(settings, previous.filter(ticker=ticker), previous.bucket))
+
+
+def moves_panel(settings: Settings, ticker: str, buckets: list[data.Bucket], window: data.Window) -> None:
+    """The biggest jumps of the index and, for each, the stories pushing in its direction."""
+    st.subheader("What moved it")
+    moves = data.biggest_moves(buckets, window.bucket)
+    if not moves:
+        st.caption("Not enough history in this window to see a move.")
+        return
+    for i, move in enumerate(moves):
+        direction = "up" if move.change > 0 else "down"
+        st.markdown(f"**{widgets.fmt_time(move.start)}**: index {direction} {abs(move.change):.0f} points on {move.articles} article{'s' if move.articles != 1 else ''}")
+        articles = data.load_articles(settings, data.Filter(start=move.start, end=move.end, ticker=ticker))
+        for article in data.drivers_of(move, articles):
+            widgets.article_card(settings, article, key=f"move-{i}-{article.id}")
+
+
+def negative_panel(settings: Settings, ticker: str, window: data.Window) -> None:
+    st.subheader("Most negative stories")
+    for article in data.load_top_negative(settings, window.filter(ticker=ticker), limit=5):
+        widgets.article_card(settings, article, key=f"tneg-{article.id}")
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Ticker")
+    if not widgets.has_articles(settings):
+        return
+    window = widgets.current_window(settings)
+    ticker = ticker_picker(settings, window)
+    if ticker is None:
+        return
+    buckets = timeline(settings, ticker, window)
+    left, right = st.columns(2)
+    with left:
+        moves_panel(settings, ticker, buckets, window)
+    with right:
+        negative_panel(settings, ticker, window)
+
+
+render()

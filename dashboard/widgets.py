@@ -1,0 +1,189 @@
+"""Building blocks shared by the pages: safe text, article cards, the feedback form, the window.
+
+Article text comes from the open web, so it is never rendered as HTML or as live Markdown:
+:func:`escape_md` backslash-escapes every ASCII punctuation character, which makes Markdown (and
+the HTML that Markdown would pass through) print literally. Links are only drawn for http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import streamlit as st
+
+from dashboard import data
+from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
+from newspulse.settings import Settings
+
+#: Every ASCII punctuation character; CommonMark lets each be backslash-escaped.
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+_LABEL_COLOURS = {"negative": "red", "neutral": "gray", "positive": "green"}
+_BAR_CELLS = 20
+
+RANGE_KEY = "np_range"
+EMPTY_STORE_HELP = (
+    "The store has no articles yet. Fill it with one of:\n\n"
+    "- `make demo` (replays the Reuters 1987 corpus through the embedded pipeline)\n"
+    "- `newspulse replay data/news/reuters21578.csv.gz --to embedded`\n"
+    "- `newspulse crawl` (live RSS/Atom feeds)\n\n"
+    "This page refreshes itself once articles arrive."
+)
+
+
+def escape_md(text: str) -> str:
+    """Text that Streamlit's Markdown shows exactly as written (no markup, no HTML, no emoji codes)."""
+    return _MD_PUNCT.sub(r"\\\1", text)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def highlight_md(snippet: str) -> str:
+    """A search snippet with ``**`` around matches: the matches bold, everything else escaped."""
+    parts = snippet.split("**")
+    out = []
+    for i, part in enumerate(parts):
+        escaped = escape_md(one_line(part))
+        out.append(f"**{escaped}**" if i % 2 == 1 and escaped else escaped)
+    return "".join(out)
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is a plain web link; ``javascript:`` and other schemes are not linked."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def sentiment_bar(article: ScoredArticle) -> str:
+    """A Markdown bar of the three probabilities, red/grey/green, with the numbers beside it."""
+    probs = {label.value: p for label, p in article.probabilities.items()}
+    cells = {label: round(probs.get(label, 0.0) * _BAR_CELLS) for label in LABELS}
+    # Rounding can leave the bar a cell short or long; the largest class absorbs the difference.
+    top = max(LABELS, key=lambda label: probs.get(label, 0.0))
+    cells[top] += _BAR_CELLS - sum(cells.values())
+    bar = "".join(f":{_LABEL_COLOURS[label]}[{'█' * n}]" for label, n in cells.items() if n > 0)
+    numbers = " · ".join(f"{label} {probs.get(label, 0.0):.0%}" for label in LABELS)
+    return f"{bar} score {article.score:+.2f} ({numbers})"
+
+
+def label_badge(label: str) -> str:
+    return f":{_LABEL_COLOURS.get(label, 'gray')}-badge[{label}]"
+
+
+def article_card(
+    settings: Settings, article: ScoredArticle, *, key: str, highlights: list[str] | None = None, correctable: bool = True
+) -> None:
+    """Title, time/source/label, sentiment bar, summary, tickers, topics, link, label correction."""
+    with st.container(border=True):
+        st.markdown(f"**{escape_md(one_line(article.title))}**")
+        st.markdown(
+            f"{label_badge(article.label.value)} {escape_md(article.source)} · {fmt_time(article.published_at)}"
+            f" · model {escape_md(article.model_version)}"
+        )
+        st.markdown(sentiment_bar(article))
+        if highlights:
+            st.markdown(" … ".join(highlight_md(h) for h in highlights))
+        if article.summary:
+            st.markdown(escape_md(one_line(article.summary)))
+        tags = []
+        if article.tickers:
+            tags.append("Tickers: " + ", ".join(article.tickers))
+        if article.topics:
+            tags.append("Topics: " + ", ".join(article.topics))
+        if tags:
+            st.caption(escape_md(" · ".join(tags)))
+        cols = st.columns([1, 3])
+        url = safe_url(article.url)
+        if url:
+            cols[0].link_button("Source", url)
+        if correctable:
+            with cols[1].popover("Correct the label"):
+                feedback_form(settings, article, key=f"{key}-fb")
+
+
+def feedback_form(settings: Settings, article: ScoredArticle, *, key: str) -> None:
+    """An analyst's label correction, stored as Feedback for the next retraining."""
+    with st.form(key=key, clear_on_submit=False, border=False):
+        st.caption(f"Model says **{article.label.value}**. What is it really?")
+        label = st.radio("Correct label", LABELS, index=LABELS.index(article.label.value), horizontal=True, key=f"{key}-label")
+        analyst = st.text_input("Analyst", value=st.session_state.get("np_analyst", "analyst"), key=f"{key}-analyst")
+        note = st.text_input("Note (optional)", key=f"{key}-note")
+        if st.form_submit_button("Save correction"):
+            save_feedback(settings, article, label=label, analyst=analyst, note=note)
+            st.session_state["np_analyst"] = analyst
+            st.success(f"Saved: {label}. The next retraining will use it.")
+
+
+def save_feedback(settings: Settings, article: ScoredArticle, *, label: str, analyst: str, note: str = "") -> Feedback:
+    feedback = Feedback(article_id=article.id, label=label, text=article.text, analyst=analyst.strip() or "analyst", note=note.strip())
+    data.get_store(settings).add_feedback(feedback)
+    data.clear_caches()
+    return feedback
+
+
+def empty_store_notice() -> None:
+    st.info(EMPTY_STORE_HELP, icon="📭")
+
+
+def has_articles(settings: Settings) -> bool:
+    """Whether the store holds any article; if not, say how to get some."""
+    if data.load_latest(settings) is None:
+        empty_store_notice()
+        return False
+    return True
+
+
+def range_selector() -> None:
+    """The sidebar's time-range choice, shared by all pages through Session State."""
+    options = list(data.RANGES)
+    if RANGE_KEY not in st.session_state:
+        st.session_state[RANGE_KEY] = data.DEFAULT_RANGE
+    st.sidebar.selectbox("Time range", options, key=RANGE_KEY, help="Anchored at the newest article in the store, not at the wall clock.")
+
+
+def current_window(settings: Settings) -> data.Window:
+    """The window for the chosen range, recomputed on each run so refreshes follow new data."""
+    choice = st.session_state.get(RANGE_KEY, data.DEFAULT_RANGE)
+    stats = data.load_stats(settings)
+    first = stats.get("first_published_at")
+    first_dt = datetime.fromisoformat(first) if isinstance(first, str) else first
+    return data.make_window(choice, first_dt, data.load_latest(settings))
+
+
+def window_caption(window: data.Window) -> None:
+    st.caption(f"{window.label}: {fmt_time(window.start)} → {fmt_time(window.end)} · buckets of {data.bucket_label(window.bucket)}")
+
+
+def headline_metrics(now: data.Totals, before: data.Totals | None, firing: list[Alert]) -> None:
+    """Volume, sentiment index, negative share and firing alerts, with change vs the previous period."""
+    cols = st.columns(4)
+
+    def delta(cur: float | None, prev: float | None, scale: float = 1.0, fmt: str = "{:+.1f}") -> str | None:
+        if cur is None or prev is None:
+            return None
+        return fmt.format((cur - prev) * scale)
+
+    prev_articles = before.articles if before and before.articles else None
+    cols[0].metric("Articles", f"{now.articles:,}", delta(now.articles, prev_articles, fmt="{:+,.0f}"))
+    cols[1].metric(
+        "Sentiment index",
+        "—" if now.sentiment_index is None else f"{now.sentiment_index:+.1f}",
+        delta(now.sentiment_index, before.sentiment_index if before else None),
+        help="Mean of P(positive) − P(negative) over the window, × 100 (−100 … +100).",
+    )
+    cols[2].metric(
+        "Negative share",
+        "—" if now.negative_share is None else f"{now.negative_share:.1%}",
+        delta(now.negative_share, before.negative_share if before else None, 100, "{:+.1f} pts"),
+        delta_color="inverse",
+    )
+    cols[3].metric("Alerts firing", len(firing), help="Alerts whose scope is over its threshold right now.")

@@ -216,6 +216,8 @@ class Alert(BaseModel):
     started_at: datetime
     updated_at: datetime
     resolved_at: datetime | None = None
+    fired_at: datetime | None = None
+    flapping: bool = False
     magnitude: float
     baseline: float
     value: float
@@ -225,7 +227,7 @@ class Alert(BaseModel):
     delivery: dict[str, str] = Field(default_factory=dict)
     message: str = ""
 
-    @field_validator("started_at", "updated_at", "resolved_at")
+    @field_validator("started_at", "updated_at", "resolved_at", "fired_at")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
         return to_utc(v) if v is not None else None

@@ -1,0 +1,218 @@
+"""Notifications: webhook (Slack-compatible JSON), email (SMTP) and the log, behind an outbox.
+
+The outbox is the alert record itself: every notification an alert owes is a key
+``"<receiver>:<event>"`` in ``Alert.delivery`` whose value is its status:
+
+* ``pending``: not sent yet (just raised, or the process stopped before sending);
+* ``failed (attempt N): <reason>``: the receiver was down; retried with exponential backoff;
+* ``delivered``, ``silenced: <silence id>``, ``rejected: <reason>`` (the receiver answered with a
+  4xx other than 408/429: retrying the same payload cannot help), ``disabled`` (receiver has no
+  URL/host configured).
+
+Because the alert is stored with its pending deliveries *before* anything is sent, a receiver
+that is down, a crash or a restart only delays a notification: whoever runs the alerter next picks
+up every ``pending``/``failed`` key and sends it. Each notification carries a dedup key
+(``<alert id>:<event>``, also sent as the ``Idempotency-Key`` header) so a receiver that got a
+message whose acknowledgement was lost can drop the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import smtplib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+
+from newspulse.alerts.rules import ReceiverConfig
+from newspulse.schema import Alert
+
+log = logging.getLogger(__name__)
+notify_log = logging.getLogger("newspulse.alerts.notify")
+
+PENDING = "pending"
+DELIVERED = "delivered"
+
+
+class DeliveryError(RuntimeError):
+    """A send failed; ``retryable`` says whether trying again later can succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
+
+
+class Notifier(Protocol):
+    def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        """Deliver one notification or raise DeliveryError."""
+
+
+def is_outstanding(status: str) -> bool:
+    """Whether a delivery status still owes a send."""
+    return status == PENDING or status.startswith("failed")
+
+
+def headline(alert: Alert, event: str) -> str:
+    if event == "resolved":
+        return f"RESOLVED {alert.scope}: negative-news spike over (rule {alert.rule})"
+    prefix = "REPEAT " if event.startswith("repeat") else ""
+    return f"{prefix}[{alert.severity.upper()}] {alert.message or alert.scope}"
+
+
+def payload(alert: Alert, event: str, dedup_key: str) -> dict:
+    """Slack-compatible body (``text`` + ``blocks``) with the full alert under ``newspulse``."""
+    lines = [f"• {d.score:+.2f} {d.title}" for d in alert.drivers]
+    text = headline(alert, event) + ("\n" + "\n".join(lines) if lines and event != "resolved" else "")
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": headline(alert, event)}},
+            *([{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}] if lines else []),
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"alert {alert.id} · {event} · dedup {dedup_key}"}]},
+        ],
+        "newspulse": {"event": event, "dedup_key": dedup_key, "alert": json.loads(alert.model_dump_json())},
+    }
+
+
+class LogNotifier:
+    def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        notify_log.warning("%s (%s)", headline(alert, event), dedup_key)
+
+
+class WebhookNotifier:
+    """POST the Slack-compatible JSON; 2xx = delivered, 408/429/5xx/network = retry later."""
+
+    def __init__(self, cfg: ReceiverConfig) -> None:
+        assert cfg.url
+        self.url = cfg.url
+        self.headers = dict(cfg.headers)
+        self.timeout = cfg.timeout_seconds
+
+    def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        try:
+            resp = httpx.post(
+                self.url,
+                json=payload(alert, event, dedup_key),
+                headers={**self.headers, "Idempotency-Key": dedup_key},
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as err:
+            raise DeliveryError(f"{type(err).__name__}: {err}") from None
+        if resp.is_success:
+            return
+        retryable = resp.status_code in (408, 429) or resp.status_code >= 500
+        raise DeliveryError(f"HTTP {resp.status_code}: {resp.text[:200]}", retryable=retryable)
+
+
+class EmailNotifier:
+    """Plain-text mail over SMTP (STARTTLS and login when configured)."""
+
+    def __init__(self, cfg: ReceiverConfig) -> None:
+        self.cfg = cfg
+
+    def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        cfg = self.cfg
+        msg = EmailMessage()
+        msg["Subject"] = headline(alert, event)[:200]
+        msg["From"] = cfg.sender
+        msg["To"] = ", ".join(cfg.to)
+        msg["Message-ID"] = f"<{dedup_key}@newspulse>"
+        msg.set_content(payload(alert, event, dedup_key)["text"] + f"\n\nalert {alert.id} · dedup {dedup_key}\n")
+        try:
+            with smtplib.SMTP(cfg.smtp_host or "", cfg.smtp_port, timeout=cfg.timeout_seconds) as smtp:
+                if cfg.starttls:
+                    smtp.starttls()
+                if cfg.username:
+                    smtp.login(cfg.username, os.environ.get(cfg.password_env or "", ""))
+                smtp.send_message(msg)
+        except smtplib.SMTPResponseException as err:
+            raise DeliveryError(f"SMTP {err.smtp_code}: {err.smtp_error!r}", retryable=err.smtp_code >= 400 and err.smtp_code < 500) from None
+        except (smtplib.SMTPException, OSError) as err:
+            raise DeliveryError(f"{type(err).__name__}: {err}") from None
+
+
+def build_notifiers(receivers: dict[str, ReceiverConfig]) -> dict[str, Notifier | None]:
+    """One notifier per configured receiver; None for a receiver that is configured but off."""
+    out: dict[str, Notifier | None] = {}
+    for name, cfg in receivers.items():
+        if not cfg.enabled:
+            out[name] = None
+        elif cfg.type == "webhook":
+            out[name] = WebhookNotifier(cfg)
+        elif cfg.type == "email":
+            out[name] = EmailNotifier(cfg)
+        else:
+            out[name] = LogNotifier()
+    return out
+
+
+@dataclass
+class _Attempts:
+    count: int = 0
+    next_due: datetime | None = None
+
+
+class Outbox:
+    """Sends what alerts owe, with per-notification exponential backoff (schedule in memory).
+
+    ``load`` fetches the current version of an alert and ``save`` writes one back; both are called
+    under the caller's lock so a concurrent lifecycle update is never overwritten.
+    """
+
+    def __init__(
+        self,
+        notifiers: dict[str, Notifier | None],
+        receivers: dict[str, ReceiverConfig],
+        silenced: Callable[[str, datetime], str | None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.notifiers = notifiers
+        self.receivers = receivers
+        self.silenced = silenced
+        self.clock = clock
+        self._attempts: dict[tuple[str, str], _Attempts] = {}
+
+    def due(self, alerts: Iterable[Alert], now: datetime) -> list[tuple[str, str]]:
+        """(alert id, delivery key) pairs whose next attempt is due."""
+        out = []
+        for alert in alerts:
+            for key, status in alert.delivery.items():
+                if is_outstanding(status):
+                    att = self._attempts.get((alert.id, key))
+                    if att is None or att.next_due is None or att.next_due <= now:
+                        out.append((alert.id, key))
+        return out
+
+    def attempt(self, alert: Alert, key: str, now: datetime) -> str:
+        """Try one notification; returns the new status for ``alert.delivery[key]``."""
+        receiver, _, event = key.partition(":")
+        notifier = self.notifiers.get(receiver)
+        if receiver not in self.notifiers or notifier is None:
+            return "disabled"
+        if event != "resolved":
+            silence = self.silenced(alert.scope, now)
+            if silence:
+                return f"silenced: {silence}"
+        att = self._attempts.setdefault((alert.id, key), _Attempts())
+        att.count += 1
+        try:
+            notifier.send(alert, event, f"{alert.id}:{event}")
+        except DeliveryError as err:
+            if not err.retryable:
+                self._attempts.pop((alert.id, key), None)
+                log.error("alert %s: %s rejected %s: %s", alert.id, receiver, event, err)
+                return f"rejected: {err}"[:300]
+            cfg = self.receivers[receiver]
+            backoff = min(cfg.max_backoff_seconds, cfg.min_backoff_seconds * 2 ** (att.count - 1))
+            att.next_due = now + timedelta(seconds=backoff * random.uniform(0.8, 1.2))
+            log.warning("alert %s: %s %s failed (attempt %d), retry in %.0fs: %s", alert.id, receiver, event, att.count, backoff, err)
+            return f"failed (attempt {att.count}): {err}"[:300]
+        self._attempts.pop((alert.id, key), None)
+        return DELIVERED

@@ -1,0 +1,334 @@
+"""The alerter: detector + lifecycle + outbox over a Store, as a pipeline Observer or a service.
+
+In the embedded pipeline it is an Observer: ``observe(batch)`` runs after each stored batch,
+and deliveries go out from a background thread so a slow webhook never holds up scoring. As a
+service (``newspulse alerts run``) it follows the store (polling new articles) or consumes the
+``news.scored`` topic with its own consumer group; either way it is the same object.
+
+Event time throughout: windows close on the watermark (newest ``published_at`` minus allowed
+lateness). :meth:`Alerter.flush` closes the remaining windows at the end of a finite replay;
+:meth:`Alerter.tick` advances the watermark by the wall clock when the stream is live but quiet,
+so the last window of a burst does not wait for the next story to close.
+
+Run one alerter per store: two would each deliver the same notifications (the dedup key lets a
+receiver drop the copies, but log and e-mail would show both).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import ValidationError
+
+from newspulse.alerts.delivery import PENDING, Notifier, Outbox, build_notifiers, is_outstanding
+from newspulse.alerts.detector import Detector
+from newspulse.alerts.lifecycle import Lifecycle, Transition
+from newspulse.alerts.rules import RuleSet
+from newspulse.alerts.silences import SilenceBook
+from newspulse.schema import Alert, AlertStatus, ScoredArticle, to_utc, utcnow
+from newspulse.store.base import Filter, Store
+
+log = logging.getLogger(__name__)
+
+#: A stream whose newest story is at most this old (wall clock) is live: quiet periods advance
+#: the watermark by the clock, and a restart recovers state from this much recent history.
+LIVE_HORIZON = timedelta(hours=6)
+#: Stories dated further in the future than this do not move the watermark (clock skew, bad feeds).
+MAX_FUTURE = timedelta(minutes=5)
+WARM_UP_CAP = timedelta(days=2)
+
+
+class Alerter:
+    """Observer of scored articles that raises, stores and delivers alerts."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        store: Store,
+        silences: SilenceBook,
+        *,
+        notifiers: dict[str, Notifier | None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rescan_seconds: float = 60.0,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.silences = silences
+        self.clock = clock
+        self.lateness = timedelta(minutes=rules.allowed_lateness_minutes)
+        self.detectors = {r.name: Detector(r) for r in rules.rules}
+        self.lifecycle = Lifecycle(rules.rules)
+        self.max_event_time: datetime | None = None
+        self.watermark: datetime | None = None
+        self.outbox = Outbox(
+            notifiers if notifiers is not None else build_notifiers(rules.receivers),
+            rules.receivers,
+            lambda scope, now: (s.id if (s := silences.match(scope, now)) else None),
+            clock,
+        )
+        self.rescan_seconds = rescan_seconds
+        self._lock = threading.RLock()
+        self._owed: dict[str, Alert] = {}  # alerts with outstanding deliveries
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- start-up ------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Adopt outstanding deliveries and recent open alerts; warm baselines from live history.
+
+        Only history within LIVE_HORIZON of the wall clock is replayed into the baselines, so a
+        replay of an old corpus into a populated store starts from scratch and raises exactly the
+        alerts it raised the first time (same ids: upserts, and delivered notices stay delivered).
+        """
+        now = self.clock()
+        with self._lock:
+            for alert in self.store.list_alerts(limit=1000):
+                if any(is_outstanding(s) for s in alert.delivery.values()):
+                    self._owed.setdefault(alert.id, alert)
+            latest = self.store.latest_published_at()
+            if latest is None or now - latest > LIVE_HORIZON:
+                return
+            span = max(r.baseline.lookback_windows * max(r.windows) for r in self.rules.rules)
+            start = latest - min(timedelta(minutes=span), WARM_UP_CAP)
+            for batch in self.store.iter_articles(Filter(start=start)):
+                self._ingest(batch, evaluate=False)
+            for alert in self.store.list_alerts(limit=1000):
+                if alert.status != AlertStatus.resolved and now - alert.updated_at <= LIVE_HORIZON:
+                    self.lifecycle.restore(alert)
+        log.info("alerter recovered: %d outstanding notifications, watermark %s", len(self._owed), self.watermark)
+
+    # --- the Observer --------------------------------------------------------------------
+    def observe(self, articles: Sequence[ScoredArticle]) -> None:
+        """Count a stored batch into its windows; close the windows the watermark has passed."""
+        if not articles:
+            return
+        with self._lock:
+            self._ingest(articles, evaluate=True)
+        self._nudge()
+
+    def flush(self) -> None:
+        """End of a finite stream: close every window that holds an article."""
+        with self._lock:
+            if self.max_event_time is not None:
+                longest = max(max(r.windows) for r in self.rules.rules)
+                self._advance(self.max_event_time + timedelta(minutes=longest), evaluate=True)
+        self._nudge()
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Let wall-clock time close windows while a live stream is quiet."""
+        now = to_utc(now) if now else self.clock()
+        with self._lock:
+            if self.max_event_time is not None and now - self.max_event_time <= LIVE_HORIZON:
+                self._advance(now - self.lateness, evaluate=True)
+        self._nudge()
+
+    def open_from(self) -> datetime | None:
+        """Start of the earliest window still open: articles older than this count as late."""
+        starts = [
+            s.next_end() - timedelta(minutes=s.minutes)  # type: ignore[operator]
+            for d in self.detectors.values()
+            for s in d.series.values()
+            if s.next_end() is not None
+        ]
+        return min(starts) if starts else None
+
+    @property
+    def late_dropped(self) -> int:
+        return sum(d.late_dropped for d in self.detectors.values())
+
+    def _ingest(self, articles: Sequence[ScoredArticle], evaluate: bool) -> None:
+        ceiling = self.clock() + MAX_FUTURE
+        for det in self.detectors.values():
+            det.add(articles)
+        newest = max((a.published_at for a in articles if a.published_at <= ceiling), default=None)
+        if newest is not None and (self.max_event_time is None or newest > self.max_event_time):
+            self.max_event_time = newest
+        if self.max_event_time is not None:
+            self._advance(self.max_event_time - self.lateness, evaluate)
+
+    def _advance(self, watermark: datetime, evaluate: bool) -> None:
+        """Close windows in event-time order up to ``watermark``; persist what changed."""
+        if self.watermark is not None and watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        transitions: list[Transition] = []
+        while True:
+            nxt = min(
+                ((c, name) for name, det in self.detectors.items() if (c := det.next_close()) is not None),
+                default=None,
+            )
+            if nxt is None or nxt[0][0] > watermark:
+                break
+            (end, minutes), name = nxt
+            det = self.detectors[name]
+            active = self.lifecycle.active_scopes(name) if evaluate else []
+            skipped_to = None if active else det.skip_idle(minutes, watermark)
+            if skipped_to is not None:
+                if evaluate:
+                    transitions.extend(self.lifecycle.expire(name, skipped_to))
+                continue
+            for verdict in det.close(minutes, active, evaluate=evaluate):
+                transitions.extend(self.lifecycle.apply(verdict))
+            if evaluate:
+                transitions.extend(self.lifecycle.expire(name, end))
+        if transitions:
+            self._persist(transitions)
+
+    # --- persistence and delivery --------------------------------------------------------
+    def _persist(self, transitions: list[Transition]) -> None:
+        changed: dict[str, Alert] = {}
+        for t in transitions:
+            rule = self.lifecycle.rules[t.alert.rule]
+            for event in t.events:
+                for receiver in rule.receivers:
+                    t.alert.delivery.setdefault(f"{receiver}:{event}", PENDING)
+            changed[t.alert.id] = t.alert
+        self._save(list(changed.values()))
+        for alert in changed.values():
+            if any(is_outstanding(s) for s in alert.delivery.values()):
+                self._owed[alert.id] = alert
+            log.info("alert %s %s %s z=%.1f", alert.id, alert.scope, alert.status.value, alert.magnitude)
+
+    def _save(self, alerts: list[Alert]) -> None:
+        """Upsert, keeping what others wrote: an analyst's ack, and notices already sent."""
+        for alert in alerts:
+            stored = self.store.get_alert(alert.id)
+            if stored is None:
+                continue
+            alert.acknowledged = alert.acknowledged or stored.acknowledged
+            for key, status in stored.delivery.items():
+                if not is_outstanding(status) and is_outstanding(alert.delivery.get(key, PENDING)):
+                    alert.delivery[key] = status
+        self.store.upsert_alerts(alerts)
+
+    def deliver_pending(self) -> int:
+        """One outbox pass: try every notification that is due. Returns how many were delivered."""
+        now = self.clock()
+        with self._lock:
+            due = self.outbox.due(list(self._owed.values()), now)
+        delivered = 0
+        for alert_id, key in due:
+            with self._lock:
+                current = self._owed.get(alert_id)
+                if current is None or not is_outstanding(current.delivery.get(key, "")):
+                    continue
+                snapshot = current.model_copy(deep=True)
+            status = self.outbox.attempt(snapshot, key, now)  # network I/O outside the lock
+            with self._lock:
+                current = self._owed.get(alert_id, current)
+                current.delivery[key] = status
+                self._save([current])
+                if not any(is_outstanding(s) for s in current.delivery.values()):
+                    self._owed.pop(alert_id, None)
+            delivered += status == "delivered"
+        return delivered
+
+    def rescan(self) -> None:
+        """Pick up outstanding notifications written by an earlier run of the alerter."""
+        with self._lock:
+            for alert in self.store.list_alerts(limit=1000):
+                if alert.id not in self._owed and any(is_outstanding(s) for s in alert.delivery.values()):
+                    self._owed[alert.id] = alert
+
+    def _nudge(self) -> None:
+        if self._owed:
+            if self._thread is None:
+                self.start()
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the delivery thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._deliver_loop, name="alert-outbox", daemon=True)
+        self._thread.start()
+
+    def _deliver_loop(self) -> None:
+        last_scan = self.clock()
+        while not self._stop.is_set():
+            try:
+                if (self.clock() - last_scan).total_seconds() >= self.rescan_seconds:
+                    self.rescan()
+                    last_scan = self.clock()
+                self.deliver_pending()
+            except Exception:  # the loop must survive a store hiccup; the outbox retries later
+                log.exception("alert delivery pass failed")
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the delivery thread after one last pass; undelivered notices stay in the store."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        try:
+            self.deliver_pending()
+        except Exception:
+            log.exception("final alert delivery pass failed; notices stay pending in the store")
+
+    # --- service loops -------------------------------------------------------------------
+    def run_forever(
+        self,
+        source: Literal["store", "kafka"] = "store",
+        stop: threading.Event | None = None,
+        poll_seconds: float = 2.0,
+        kafka_settings: object | None = None,
+    ) -> None:
+        """Follow the store (poll new articles) or consume ``news.scored`` until ``stop`` is set."""
+        stop = stop or threading.Event()
+        self.recover()
+        self.start()
+        try:
+            if source == "kafka":
+                self._consume_kafka(kafka_settings, stop, poll_seconds)
+            else:
+                self._follow_store(stop, poll_seconds)
+        finally:
+            self.close()
+
+    def _follow_store(self, stop: threading.Event, poll_seconds: float) -> None:
+        while not stop.is_set():
+            since = self.open_from()
+            for batch in self.store.iter_articles(Filter(start=since)):
+                self.observe(batch)  # re-read articles of open windows replace themselves by id
+            self.tick()
+            stop.wait(poll_seconds)
+
+    def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
+        from kafka import KafkaConsumer
+
+        from newspulse.kafka.client import connection_config
+
+        consumer = KafkaConsumer(
+            settings.kafka_topic_scored,  # type: ignore[attr-defined]
+            **connection_config(settings),  # type: ignore[arg-type]
+            group_id=f"{settings.kafka_group_id}-alerter",  # type: ignore[attr-defined]
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=getattr(settings, "kafka_max_poll_interval_ms", 300_000),
+            session_timeout_ms=getattr(settings, "kafka_session_timeout_ms", 10_000),
+        )
+        try:
+            while not stop.is_set():
+                records = consumer.poll(timeout_ms=int(poll_seconds * 1000))
+                batch: list[ScoredArticle] = []
+                for recs in records.values():
+                    for rec in recs:
+                        try:
+                            batch.append(ScoredArticle.model_validate_json(rec.value))
+                        except ValidationError as err:
+                            log.warning("skipping malformed news.scored record at %s/%s: %s", rec.partition, rec.offset, err.errors()[:1])
+                self.observe(batch)
+                self.tick()
+                if records:
+                    consumer.commit()  # after the alerts these records raised are stored
+        finally:
+            consumer.close()

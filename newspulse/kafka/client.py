@@ -1,0 +1,140 @@
+"""Connection settings shared by every Kafka client, topic creation, and retry with backoff.
+
+Secrets (the SASL password) go only into the client configuration dict; :func:`describe`
+gives the loggable view of a connection, so no log line ever carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from newspulse.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+def connection_config(settings: Settings) -> dict:
+    """kafka-python keyword arguments for bootstrap, TLS and SASL (shared by all clients).
+
+    Raises SettingsError, naming the variable, when the security settings do not fit together.
+    """
+    cfg: dict = {
+        "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
+        "security_protocol": settings.kafka_security_protocol,
+        "client_id": "newspulse",
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL") and settings.kafka_ssl_cafile is not None:
+        if not settings.kafka_ssl_cafile.is_file():
+            raise SettingsError(f"NEWSPULSE_KAFKA_SSL_CAFILE: {settings.kafka_ssl_cafile} is not a file")
+        cfg["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        missing = [
+            name
+            for name, value in (
+                ("NEWSPULSE_KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
+                ("NEWSPULSE_KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+                ("NEWSPULSE_KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
+            )
+            if not value
+        ]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)}: required with NEWSPULSE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+        cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        cfg["sasl_plain_username"] = settings.kafka_sasl_username
+        cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()  # type: ignore[union-attr]
+    return cfg
+
+
+def describe(settings: Settings) -> str:
+    """A log-safe one-line description of the connection (never the password)."""
+    text = f"{settings.kafka_bootstrap} ({settings.kafka_security_protocol}"
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        text += f", SASL {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+    return text + ")"
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for broker errors worth retrying: connection loss, timeouts, leader or coordinator moves."""
+    from kafka.errors import KafkaError
+
+    return (isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))) or isinstance(err, (ConnectionError, TimeoutError))
+
+
+def retry(
+    action: Callable[[], T],
+    what: str,
+    *,
+    timeout_s: float = 60.0,
+    stop: threading.Event | None = None,
+    first_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
+) -> T:
+    """Run ``action`` until it succeeds, backing off exponentially (with jitter) on transient
+    broker errors, for at most ``timeout_s``; other errors and the last transient one propagate."""
+    deadline = time.monotonic() + timeout_s
+    delay = first_delay_s
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as err:
+            if not is_transient(err) or time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+                raise
+            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, err)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+            delay = min(max_delay_s, delay * 2) * random.uniform(0.8, 1.2)
+            attempt += 1
+
+
+def topic_specs(settings: Settings) -> dict[str, dict]:
+    """The three NewsPulse topics with their partitions, replication and message-size limit."""
+    configs = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
+    return {
+        name: {"num_partitions": settings.kafka_partitions, "replication_factor": settings.kafka_replication, "configs": configs}
+        for name in (settings.kafka_topic_raw, settings.kafka_topic_scored, settings.kafka_topic_dlq)
+    }
+
+
+def ensure_topics(settings: Settings, *, timeout_s: float = 60.0, stop: threading.Event | None = None) -> list[str]:
+    """Create the missing NewsPulse topics (idempotent) and wait until they have leaders.
+
+    Returns the names that were created. Existing topics are left as they are, even when their
+    partition count differs from the setting (changing it would remap keys to partitions).
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    specs = topic_specs(settings)
+
+    def create() -> list[str]:
+        admin = KafkaAdminClient(**connection_config(settings))
+        try:
+            existing = set(admin.list_topics())
+            missing = {name: spec for name, spec in specs.items() if name not in existing}
+            created: list[str] = []
+            if missing:
+                response = admin.create_topics(missing, raise_errors=False)
+                for topic in response["topics"]:
+                    code = topic["error_code"]
+                    if code == 0:
+                        created.append(topic["name"])
+                    elif code != TopicAlreadyExistsError.errno:  # a concurrent processor won the race
+                        raise RuntimeError(f"cannot create topic {topic['name']}: error {code} {topic.get('error_message') or ''}")
+            admin.wait_for_topics(list(specs), timeout_ms=int(timeout_s * 1000))
+            return created
+        finally:
+            admin.close()
+
+    created = retry(create, f"creating topics on {describe(settings)}", timeout_s=timeout_s, stop=stop)
+    if created:
+        log.info("created topics %s (%d partitions, replication %d)", created, settings.kafka_partitions, settings.kafka_replication)
+    return created

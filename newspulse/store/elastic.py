@@ -30,6 +30,7 @@ import base64
 import logging
 import re
 import threading
+from collections import OrderedDict
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -61,6 +62,8 @@ BULK_CHUNK = 500
 READ_RETRY_SECONDS = 5.0
 #: Upper bound of distinct values a negativity facet ranks (terms aggregation size).
 MAX_FACET_VALUES = 10_000
+#: How many recently written ids (and their monthly index) a store remembers, ~10 MB.
+RECENT_IDS = 100_000
 _MAX_BACKOFF = 10.0
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -214,6 +217,8 @@ class ElasticStore:
         self._setup_lock = threading.Lock()
         self._dirty: set[str] = set()
         self._known_indices: set[str] = set()
+        self._recent: OrderedDict[str, str] = OrderedDict()  # id -> index, this process's latest writes
+        self._recent_lock = threading.Lock()
         self._dirty_lock = threading.Lock()
         self._seq_lock = threading.Lock()
         self._last_seq = 0
@@ -367,9 +372,9 @@ class ElasticStore:
                     if 200 <= status < 300:
                         written.append(art_id)
                         art = pending.pop(art_id)
-                        old = moved.get(art_id)
-                        if old and old != self.article_index(art.published_at):
-                            relocated.append((old, art_id))
+                        home = self.article_index(art.published_at)
+                        relocated.extend((old, art_id) for old in moved.get(art_id, ()) if old != home)
+                        self._remember(art_id, home)
                     elif status in _RETRYABLE_STATUS or status >= 500:
                         reason = f"{status}: {error}"
                     else:
@@ -390,23 +395,41 @@ class ElasticStore:
             delay = min(delay * 2, _MAX_BACKOFF)
         return written, failed
 
-    def _current_locations(self, pending: dict[str, ScoredArticle]) -> dict[str, str]:
+    def _current_locations(self, pending: dict[str, ScoredArticle]) -> dict[str, set[str]]:
         """Where already stored ids live now: an article whose published_at was corrected moves
-        to another monthly index, and its old copy must go, or it would be counted twice."""
+        to another monthly index, and its old copy must go, or it would be counted twice.
+
+        A search sees what the cluster has refreshed (within ~1 s); the ids this process wrote
+        more recently are covered by its own memory of where it put them, so no forced refresh
+        slows the write path."""
         from elasticsearch import NotFoundError
 
+        found: dict[str, set[str]] = {}
         try:
             resp = self.client.search(
                 index=self.articles_read,
                 query={"ids": {"values": list(pending)}},
-                size=len(pending),
+                size=len(pending) * 2,
                 source=False,
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
         except NotFoundError:
-            return {}
-        return {h["_id"]: h["_index"] for h in resp["hits"]["hits"]}
+            resp = {"hits": {"hits": []}}
+        for hit in resp["hits"]["hits"]:
+            found.setdefault(hit["_id"], set()).add(hit["_index"])
+        with self._recent_lock:
+            for art_id in pending:
+                if art_id in self._recent:
+                    found.setdefault(art_id, set()).add(self._recent[art_id])
+        return found
+
+    def _remember(self, art_id: str, index: str) -> None:
+        with self._recent_lock:
+            self._recent[art_id] = index
+            self._recent.move_to_end(art_id)
+            while len(self._recent) > RECENT_IDS:
+                self._recent.popitem(last=False)
 
     def _ensure_month_indices(self, names: set[str]) -> None:
         """Create missing monthly indices explicitly (with the read alias) rather than relying on

@@ -47,7 +47,7 @@ TOPICS: tuple[str, ...] = (
 
 #: Relevance below which a ticker is dropped (one plain body mention of a name scores 0.38).
 MIN_RELEVANCE = 0.45
-#: The lead is the first part of the body: where a story names its subject.
+#: The lead is the body's first sentence (at most this long): where a story names its subject.
 LEAD_CHARS = 400
 #: Text scanned for tickers; later text is rarely about the story's subject.
 MAX_SCAN_CHARS = 20_000
@@ -133,6 +133,16 @@ def _short_name(name: str) -> str:
     return " ".join(words)
 
 
+# Phrases that contain a company name but name something else (an index, a ratings desk that
+# is the messenger, not the subject): matched first so their words yield no ticker.
+_NOT_COMPANIES = (
+    "S&P 500", "S&P Global Ratings", "Standard & Poor's Ratings", "Moody's Investors Service", "Moody's Ratings",
+    "Fitch Ratings", "Nasdaq Composite", "Nasdaq 100", "Nasdaq-100", "Dow Jones Industrial Average", "Dow Jones index",
+    "Dow Jones industrials", "NYSE Composite", "Russell 2000",
+)
+_SUFFIX_WORDS = {"Inc", "Corp", "Corporation", "Co", "Company", "plc", "Ltd", "Group", "Holdings", "Airlines"}
+
+
 class CompanyDirectory:
     """Listed companies with their names and aliases, indexed for token n-gram lookup."""
 
@@ -141,7 +151,9 @@ class CompanyDirectory:
         self.aliases = aliases  # normalised alias → (symbol, form)
         # In ALL-CAPS text (wire headlines) only strong names longer than 3 letters count: "UPS
         # PAYOUT" and "GE" in a shouted headline are too often words or other firms' initials.
-        self.caps_aliases = {k.upper(): (s, "caps_name") for k, (s, f) in aliases.items() if f == "name" and len(k) > 3}
+        self.caps_aliases = {
+            k.upper(): (s, "caps_name" if f == "name" else f) for k, (s, f) in aliases.items() if f in ("name", "none") and len(k) > 3
+        }
         # First word of each alias → most words any alias starting with it has.
         self.first_words: dict[str, int] = {}
         self.caps_first_words: dict[str, int] = {}
@@ -166,10 +178,19 @@ class CompanyDirectory:
                         aliases.setdefault(key, (sym, "name"))
                 for key in weak:
                     aliases.setdefault(key, (sym, "weak"))
+        for phrase in _NOT_COMPANIES:
+            aliases[_norm_key(phrase)] = ("", "none")
         return cls(companies, aliases)
 
 
+_SENTENCE_END_RE = re.compile(r"(?<=[a-z0-9%)\]][.!?])[\"'”’]?\s+(?=[A-Z\"“(])|\n\s*\n?")
 _LOWER_RE = re.compile(r"[a-z]")
+
+
+def lead_end(body: str) -> int:
+    """Where the lead ends: after the first sentence, or at :data:`LEAD_CHARS`."""
+    m = _SENTENCE_END_RE.search(body, 20, LEAD_CHARS)
+    return m.start() if m else min(len(body), LEAD_CHARS)
 _UPPER_RE = re.compile(r"[A-Z]")
 
 
@@ -201,19 +222,22 @@ class Tagger:
     def analyze(self, title: str, body: str = "") -> Tagging:
         """Tickers (most relevant first, weak ones dropped) and topics of one text, with evidence."""
         title, body = title or "", (body or "")[:MAX_SCAN_CHARS]
-        sections = [(w, t, _words(t)) for w, t in (("title", title), ("lead", body[:LEAD_CHARS]), ("body", body[LEAD_CHARS:]))]
+        cut = lead_end(body)
+        sections = [(w, t, _words(t)) for w, t in (("title", title), ("lead", body[:cut]), ("body", body[cut:]))]
         found: dict[str, TickerMatch] = {}
         for where, text, words in sections:
             for symbol, form, surface in self._mentions(text, words):
                 found.setdefault(symbol, TickerMatch(symbol)).mentions.append((where, form, surface))
         tickers = []
         for m in found.values():
+            if len(m.mentions) == 1 and m.mentions[0][1] == "weak":
+                continue  # one everyday word ("Target", "Delta") is not evidence enough
             best = max(_WHERE_WEIGHT[w] * _FORM_CONFIDENCE[f] for w, f, _ in m.mentions)
             m.relevance = round(min(1.0, best + _REPEAT_BONUS * (len(m.mentions) - 1)), 3)
             if m.relevance >= self.min_relevance:
                 tickers.append(m)
         tickers.sort(key=lambda m: -m.relevance)
-        topic_body = body[LEAD_CHARS:TOPIC_BODY_CHARS]
+        topic_body = body[cut:TOPIC_BODY_CHARS]
         scores = _score_topics([(w, words if w != "body" else _words(topic_body)) for w, _, words in sections])
         topics = [t for t, s in sorted(scores.items(), key=lambda kv: -kv[1]) if s >= _TOPIC_THRESHOLD][:3]
         return Tagging(tickers=tickers, topics=topics or ["other"], topic_scores=scores)
@@ -243,8 +267,12 @@ class Tagger:
             for k in range(min(firsts.get(keys[i], 0), n - i), 0, -1):
                 entry = index.get(" ".join(keys[i:i + k]))
                 if entry is not None:
-                    yield entry[0], entry[1], " ".join(words[i:i + k])
+                    symbol, form = entry
                     covered = i + k
+                    if form == "weak" and covered < n and words[covered] in _SUFFIX_WORDS:
+                        form, covered = "name", covered + 1  # "Target Corp" is no everyday word
+                    if symbol:
+                        yield symbol, form, " ".join(words[i:covered])
                     break
             else:
                 if not caps and words[i] in d.bare_symbols:
@@ -289,14 +317,16 @@ _TOPIC_RULES: dict[str, tuple[str, ...]] = {
         "earnings !>2 guidance|outlook|forecast|forecasts",
         "quarterly results|profit|profits|loss|revenue|sales|earnings",
         "first|second|third|fourth|1st|2nd|3rd|4th quarter|qtr", "Q1|Q2|Q3|Q4", "qtr", "shr", "EPS",
-        "net income|profit|loss|earnings", "per share", "year|yr net", "results",
+        "first-quarter|second-quarter|third-quarter|fourth-quarter|full-year|half-year|annual|quarterly profit|profits|loss|revenue|results|earnings|sales|net !<2 forecast|forecasts|sees|expects|projects !>2 forecast|forecasts|outlook|guidance|target|targets|view",
+        "net income|profit|loss|earnings", "per share !>2 cash|premium|offer|stock", "year|yr net", "results",
+        "dividend|dividends|payout",
         "profit|profits|revenue|revenues|sales|income|earnings ~1 rose|fell|jumped|slumped|surged|dropped|declined|climbed|tumbled|rises|falls|jumps|rise|fall|grew|increased|decreased|doubled|halved",
         "beat|beats|missed|misses|tops|topped|exceeded ~2 estimates|expectations|forecasts|forecast|views",
-        "posts|posted|reports|reported|swings|swung ~1 loss|profit|deficit",
+        "posts|posted|reports|reported|swings|swung ~2 loss|profit|deficit",
         "operating|oper profit|loss|income|margin",
     ),
     "guidance": (
-        "guidance", "outlook", "forecast|forecasts|forecasted !<2 beat|beats|topped|tops|missed|misses|exceeded", "profit warning", "warns|warned",
+        "guidance", "outlook", "forecast|forecasts|forecasted !<2 beat|beats|beating|topped|tops|topping|missed|misses|missing|exceeded|exceeding|above|below", "profit warning", "warns|warned",
         "sees|expects|projects|predicts|anticipates ~3 revenue|revenues|earnings|profit|sales|net|growth|results|loss|demand|margin|margins",
         "raises|raised|lifts|lifted|cuts|cut|lowers|lowered|trims|trimmed|reaffirms|reaffirmed|maintains|boosts ~2 forecast|forecasts|outlook|guidance|view|estimates",
         "full-year forecast|outlook|target|targets",
@@ -328,11 +358,12 @@ _TOPIC_RULES: dict[str, tuple[str, ...]] = {
         "gross domestic|national product", "unemployment", "jobless", "payrolls", "recession", "economy", "economic growth",
         "trade deficit|surplus|balance|war|gap", "money supply", "treasury|bond yields|yield", "OPEC", "tariff|tariffs",
         "budget deficit", "current account", "exchange rate|rates", "housing starts", "retail sales",
-        "industrial production|output", "PMI", "discount rate", "prime rate", "monetary policy", "fiscal",
+        "industrial production|output", "PMI", "discount rate", "prime rate", "monetary policy", "fiscal policy|stimulus|deficit|spending|package",
         "crude ~1 prices|price", "oil prices|price",
     ),
     "management": (
-        "CEO|chief|CFO|COO|chairman|chairwoman|president|director|executive|head ~6 resign|resigns|resigned|quits|quit|retire|retires|retiring|retired|departs|departure|ousted|fired|steps|stepped|leaves|leaving",
+        "CEO|chief|CFO|COO|chairman|chairwoman|president|director|executive|head ~6 resign|resigns|resigned|quits|quit|retire|retires|retiring|retired|departs|departure|ousted|ousts|fired|steps|stepped|leaves|leaving",
+        "ousts|ousted|oust|replaces|replaced ~2 CEO|chief|CFO|COO|chairman|chairwoman|president",
         "names|named|name|appoints|appointed|appoint|hires|hired|elects|elected|taps|tapped|promotes|promoted ~5 CEO|chief|CFO|COO|chairman|chairwoman|president|director|head|executive",
         "resignation", "step|steps|stepped down", "successor", "succeed|succeeds|succeeded", "management shake-up|shakeup|change|changes",
         "boardroom", "activist investor|investors", "proxy fight|battle|contest",
@@ -343,7 +374,8 @@ _TOPIC_RULES: dict[str, tuple[str, ...]] = {
         "recall|recalls|recalled", "rollout", "rolls|roll|rolled out", "FDA approval|approves|approved|clears|cleared",
         "approval for|of ~2 drug|treatment|vaccine|device", "partnership|partners",
         "wins|won|awarded|secures|secured|gets|receives|received|lands|landed ~4 contract|contracts|order|orders",
-        "contract award|win", "preorders|pre-orders", "subscribers", "deliveries",
+        "contract award|win", "preorders|pre-orders",
+        "clinical|late-stage|mid-stage|early-stage|phase ~1 trial|trials|study|data",
     ),
     "credit_bankruptcy": (
         "bankrupt|bankruptcy|bankruptcies", "Chapter 11|7", "insolvent|insolvency", "default|defaults|defaulted",
@@ -458,7 +490,8 @@ _TOPIC_INDEX = _TopicIndex(_TOPIC_RULES)
 
 def topic_scores(title: str, body: str) -> dict[str, float]:
     """Score every topic: a rule hit counts 2 in the title, 1 in the lead, 0.5 later (capped at 3)."""
-    sections = (("title", title), ("lead", body[:LEAD_CHARS]), ("body", body[LEAD_CHARS:TOPIC_BODY_CHARS]))
+    cut = lead_end(body)
+    sections = (("title", title), ("lead", body[:cut]), ("body", body[cut:TOPIC_BODY_CHARS]))
     return _score_topics([(where, _words(text)) for where, text in sections])
 
 

@@ -495,3 +495,74 @@ def test_store_outage_and_refused_writes_are_retried_not_lost(kafka_bootstrap, t
     assert sink.refusals == 2 and store.get_article(sent[120].id) is not None
     assert store.stats()["articles"] == 200 and stats.dead_lettered == 0 and stats.failed > 0
     store.close()
+
+
+@pytest.mark.kafka
+def test_revocation_commits_what_was_processed_but_not_yet_committed(kafka_bootstrap, tmp_path):
+    """The rebalance callback (run on kafka-python's IO thread) commits pending offsets when the
+    partitions go away: here on close, the same callback a rebalance triggers."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from newspulse.kafka.processor import _listener_class
+
+    s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=1)
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(articles(10, run="revoke"))
+    owner = StreamProcessor(s, processor=None, dead_letters=None)  # only its offset bookkeeping is used
+    owner.consumer = KafkaConsumer(**connection_config(s), group_id=s.kafka_group_id, enable_auto_commit=False,
+                                   session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
+    owner.consumer.subscribe([s.kafka_topic_raw], listener=_listener_class()(owner))
+    wait_for(lambda: owner.consumer.poll(timeout_ms=200) is not None and owner.assigned, 30, "an assignment")
+    tp = TopicPartition(s.kafka_topic_raw, 0)
+    owner._uncommitted[tp] = 7  # processed up to offset 6, commit not yet done
+    owner.consumer.close(autocommit=False)
+    assert owner._uncommitted == {} and owner.assigned == frozenset()
+    check = KafkaConsumer(**connection_config(s), group_id=s.kafka_group_id, enable_auto_commit=False)
+    try:
+        assert check.committed(tp) == 7
+    finally:
+        check.close()
+
+
+@pytest.mark.kafka
+def test_a_processor_joining_mid_stream_takes_over_partitions_without_loss(kafka_bootstrap, tmp_path):
+    from prometheus_client import REGISTRY
+
+    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=20, metrics_port=0)
+    sent = articles(800, run="join")
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(sent)
+    before = {n: REGISTRY.get_sample_value(n) or 0 for n in ("newspulse_kafka_articles_processed_total", "newspulse_kafka_records_consumed_total")}
+    stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
+    first = ProcessorThread(s, fake_factory(stores[0], delay_s=0.05))
+    try:
+        wait_for(lambda: store_count(s) >= 100, 60, "the first processor under way")
+        second = ProcessorThread(s, fake_factory(stores[1], delay_s=0.05))
+        try:
+            wait_for(lambda: store_count(s) >= 800, 120, "800 stored")
+            wait_for(lambda: committed_lag(s, 800) == 0, 30, "offsets committed")
+            from newspulse.kafka import metrics
+
+            body = _http_get(f"http://127.0.0.1:{metrics.serve_metrics(0)}/metrics")
+        finally:
+            stats2 = second.close()
+    finally:
+        stats1 = first.close()
+    assert stats2.stored > 0, "the newcomer got partitions"
+    assert stores[0].stats()["articles"] == 800
+    # a rebalance may redeliver at most the batch in flight per member; never lose anything
+    assert 800 <= stats1.stored + stats2.stored <= 800 + 2 * s.batch_max_records
+    processed = REGISTRY.get_sample_value("newspulse_kafka_articles_processed_total") - before["newspulse_kafka_articles_processed_total"]
+    assert processed == stats1.stored + stats2.stored
+    for name in ("newspulse_kafka_records_consumed_total", "newspulse_kafka_records_dead_lettered_total", "newspulse_kafka_records_failed_total",
+                 "newspulse_kafka_batch_seconds_bucket", "newspulse_kafka_consumer_lag{"):
+        assert name in body, name
+    for st in stores:
+        st.close()
+
+
+def _http_get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode()

@@ -72,7 +72,7 @@ class _Listener:
         offsets = self.owner._take_uncommitted(revoked)
         if offsets and self.owner.consumer is not None:
             try:
-                await self.owner.consumer.commit_async(offsets)
+                await self.owner.consumer.commit_async(_offset_metadata(offsets))
                 log.info("committed %d partition(s) on revocation", len(offsets))
             except Exception as err:  # the next owner re-reads them: duplicates, never loss
                 log.warning("commit on revocation failed (%s); the new owner will reprocess", err)
@@ -338,8 +338,6 @@ class StreamProcessor:
     # --- offsets --------------------------------------------------------------------------
     def _commit(self, offsets: dict) -> None:
         """Commit ``{tp: next offset}`` plus anything an earlier failed commit left behind."""
-        from kafka import OffsetAndMetadata
-
         with self._lock:
             for tp, off in offsets.items():
                 self._uncommitted[tp] = max(off, self._uncommitted.get(tp, 0))
@@ -348,7 +346,7 @@ class StreamProcessor:
             return
         self._next_offset.update(pending)
         try:
-            retry(lambda: self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in pending.items()}), "offset commit", timeout_s=30)
+            retry(lambda: self.consumer.commit(_offset_metadata(pending)), "offset commit", timeout_s=30)
         except Exception as err:
             # Not committed: they stay pending for the next commit or the revocation callback.
             # If the group moved on, the new owner reprocesses them (idempotent writes).
@@ -379,6 +377,12 @@ class StreamProcessor:
 
     def _note_error(self, text: str) -> None:
         self.stats.errors = (self.stats.errors + [text])[-20:]
+
+
+def _offset_metadata(offsets: dict) -> dict:
+    from kafka import OffsetAndMetadata
+
+    return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
 
 
 def _is_kafka_error(err: BaseException) -> bool:

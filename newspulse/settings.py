@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(1024, ge=1, description="Bound of the embedded in-process queue (back-pressure).")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the Prometheus metrics endpoint; unset = off.")
 
+    # --- crawler (ingest/crawler.py) -----------------------------------------------------
+    crawler_state: Path = Field(Path("var/crawler.db"), description="SQLite file of the crawler's dedup and feed state (kept across restarts).")
+    crawler_allow_private: bool = Field(False, description="Let every feed reach private, loopback and link-local addresses (SSRF guard off; per feed: allow_private).")
+    crawler_user_agent: str = Field("NewsPulseBot/0.1 (+https://github.com/newspulse/newspulse; financial-news research crawler)", min_length=8, description="User-Agent the crawler sends and matches robots.txt rules by.")
+    crawler_max_body_bytes: int = Field(5_000_000, ge=10_000, description="Largest feed or page the crawler reads; longer bodies are cut off and skipped.")
+    crawler_timeout_s: float = Field(15.0, gt=0, le=300, description="Connect/read timeout of one crawler request, in seconds.")
+    crawler_host_delay_s: float = Field(1.0, ge=0, le=600, description="Least time between two requests to the same host (politeness).")
+    crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once (at most one request in flight per host).")
+
     # --- models --------------------------------------------------------------------------
     model_registry: Path = Field(Path("var/registry"), description="Folder of versioned models with a `production` pointer.")
     base_model: str = Field("", description="Base encoder to fine-tune: HF id or local path; empty = the packaged all-MiniLM-L6-v2.")

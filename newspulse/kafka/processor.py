@@ -308,6 +308,8 @@ class StreamProcessor:
                 self._attempts.pop(_key(record), None)
                 self._dead_letter([record], f"rejected by sink {attempts} times: {refused[i]}")
             offsets[tp] = record.offset + 1
+            if self._attempts:
+                self._attempts.pop(_key(record), None)  # done: forget earlier failures
         self._commit(offsets)
         for tp, offset in rewind_to.items():
             log.warning("partition %d: record %d refused by a sink; retrying from there", tp.partition, offset)

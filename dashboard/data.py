@@ -215,6 +215,24 @@ def load_ticker_heatmap(settings: Settings, flt: Filter, bucket: timedelta, tick
     return pd.DataFrame(rows, columns=["ticker", "time", "articles", "negative", "negative_share", "mean_score"])
 
 
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_production_card(registry: str) -> dict[str, Any] | None:
+    """The production model card as plain data, or None when nothing is promoted yet."""
+    try:
+        from models.registry import NoProductionModel, Registry
+    except ModuleNotFoundError as err:
+        if err.name != "models.registry":
+            raise
+        return None
+    try:
+        card = Registry(registry).production_card()
+    except (NoProductionModel, FileNotFoundError):
+        return None
+    if card is None:
+        return None
+    return card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
+
+
 def _facet_row(facet: Facet, **keys: str) -> dict:
     return {**keys, "articles": facet.count, "negative": facet.negative,
             "negative_share": facet.negative_share, "mean_score": facet.mean_score}

@@ -43,10 +43,10 @@ def one_line(text: str) -> str:
 
 def highlight_md(snippet: str) -> str:
     """A search snippet with ``**`` around matches: the matches bold, everything else escaped."""
-    parts = snippet.split("**")
+    parts = one_line(snippet).split("**")
     out = []
     for i, part in enumerate(parts):
-        escaped = escape_md(one_line(part))
+        escaped = escape_md(part)
         out.append(f"**{escaped}**" if i % 2 == 1 and escaped else escaped)
     return "".join(out)
 
@@ -106,7 +106,7 @@ def article_card(
         if url:
             cols[0].link_button("Source", url)
         if correctable:
-            with cols[1].popover("Correct the label"):
+            with cols[1].popover("Correct the label", key=f"{key}-pop"):
                 feedback_form(settings, article, key=f"{key}-fb")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
 from dashboard import charts, data, widgets
+from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_scope
 from newspulse.schema import Alert
 from newspulse.settings import Settings, load_settings
 
@@ -56,6 +57,8 @@ def alert_summary(alert: Alert) -> None:
     )
     if alert.message:
         st.markdown(widgets.escape_md(alert.message))
+    if alert.delivery:
+        st.caption("Delivery: " + widgets.escape_md(" · ".join(f"{k}: {v}" for k, v in sorted(alert.delivery.items()))))
 
 
 def window_chart(settings: Settings, alert: Alert) -> None:
@@ -84,19 +87,49 @@ def drivers_panel(settings: Settings, alert: Alert) -> None:
             st.markdown(f"**{driver.score:+.2f}** {widgets.escape_md(widgets.one_line(driver.title))} · {widgets.fmt_time(driver.published_at)}")
 
 
-def acknowledge(settings: Settings, alert: Alert) -> None:
-    """Mark the alert as seen: it stays in the list but stops counting as unacknowledged."""
-    data.get_store(settings).upsert_alerts([alert.model_copy(update={"acknowledged": True})])
-    data.clear_caches()
+SILENCE_FOR = {"1 hour": timedelta(hours=1), "4 hours": timedelta(hours=4), "1 day": timedelta(days=1), "1 week": timedelta(days=7)}
+
+
+def analyst_name() -> str:
+    return st.session_state.get("np_analyst", "analyst")
 
 
 def actions_panel(settings: Settings, alert: Alert) -> None:
-    if alert.acknowledged:
-        st.caption("Acknowledged.")
+    """Acknowledge (no more repeat notifications) and silence the scope (no notifications at all)."""
+    ack_col, silence_col = st.columns(2)
+    with ack_col:
+        if alert.acknowledged:
+            st.caption("Acknowledged: no repeat notifications.")
+        elif st.button("Acknowledge", key=f"ack-{alert.id}", icon=":material/done:", help="Keep the alert open but stop repeat notifications."):
+            ack_alert(data.get_store(settings), alert.id, by=analyst_name())
+            data.clear_caches()
+            st.rerun()
+    with silence_col, st.popover("Silence notifications", icon=":material/notifications_off:", key=f"silence-pop-{alert.id}"):
+        with st.form(key=f"silence-{alert.id}", border=False):
+            scope = st.text_input("Scope (glob)", value=alert.scope, help="e.g. ticker:XOM, topic:*, market")
+            length = st.selectbox("For", list(SILENCE_FOR), index=1)
+            comment = st.text_input("Why")
+            if st.form_submit_button("Silence"):
+                until = datetime.now(timezone.utc) + SILENCE_FOR[length]
+                silence = silence_scope(settings, scope, until, comment=comment, by=analyst_name())
+                st.success(f"Silenced {silence.scope} until {widgets.fmt_time(silence.until)}.")
+
+
+def silences_panel(settings: Settings) -> None:
+    """Silences in force (wall-clock time), each with a button to end it."""
+    silences = list_silences(settings)
+    if not silences:
+        st.caption("No silence in force. Silence a scope from an alert's actions.")
         return
-    if st.button("Acknowledge", key=f"ack-{alert.id}", icon=":material/done:"):
-        acknowledge(settings, alert)
-        st.rerun()
+    for silence in silences:
+        cols = st.columns([4, 1])
+        cols[0].markdown(
+            f"**{widgets.escape_md(silence.scope)}** until {widgets.fmt_time(silence.until)} · by {widgets.escape_md(silence.created_by)}"
+            + (f" · {widgets.escape_md(silence.comment)}" if silence.comment else "")
+        )
+        if cols[1].button("End", key=f"expire-{silence.id}"):
+            expire_silence(settings, silence.id)
+            st.rerun()
 
 
 def alert_detail(settings: Settings, alerts: list[Alert], status: str) -> None:
@@ -117,7 +150,7 @@ def alert_detail(settings: Settings, alerts: list[Alert], status: str) -> None:
 def render() -> None:
     settings = load_settings()
     st.title("Alerts")
-    tabs = st.tabs([f"{s.capitalize()} ({len(data.load_alerts(settings, status=s))})" for s in STATUSES])
+    tabs = st.tabs([f"{s.capitalize()} ({len(data.load_alerts(settings, status=s))})" for s in STATUSES] + ["Silences"])
     for tab, status in zip(tabs, STATUSES):
         with tab:
             alerts = data.load_alerts(settings, status=status)
@@ -126,6 +159,8 @@ def render() -> None:
                 continue
             alert_table(alerts)
             alert_detail(settings, alerts, status)
+    with tabs[-1]:  # last, so a silence added above in this run is listed
+        silences_panel(settings)
 
 
 render()

@@ -18,24 +18,6 @@ NO_MODEL_HELP = (
 )
 
 
-@st.cache_data(ttl=data.CACHE_TTL, show_spinner=False)
-def load_card(registry: str) -> dict[str, Any] | None:
-    """The production model card as plain data, or None when nothing is promoted yet."""
-    try:
-        from models.registry import NoProductionModel, Registry
-    except ModuleNotFoundError as err:
-        if err.name != "models.registry":
-            raise
-        return None
-    try:
-        card = Registry(registry).production_card()
-    except (NoProductionModel, FileNotFoundError):
-        return None
-    if card is None:
-        return None
-    return card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
-
-
 def card_panel(card: dict[str, Any]) -> None:
     dev = card.get("metrics", {}).get("dev", {})
     cols = st.columns(4)
@@ -109,7 +91,7 @@ def versions_panel(settings: Settings) -> None:
 def render() -> None:
     settings = load_settings()
     st.title("Model")
-    card = load_card(str(settings.model_registry))
+    card = data.load_production_card(str(settings.model_registry))
     if card is None:
         st.info(NO_MODEL_HELP.format(registry=settings.model_registry), icon=":material/model_training:")
     else:

@@ -1,0 +1,427 @@
+"""The dashboard, page by page, with Streamlit's AppTest on a seeded SQLite store.
+
+The store is seeded with 1987 articles (like the Reuters replay), so these tests also check that
+the time range follows the data and not the wall clock. Expected numbers are computed here from
+the seeded articles, independently of the dashboard's own code.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, ScoredArticle
+from newspulse.settings import load_settings
+from newspulse.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+XSS_TITLE = f"Crash fears {SCRIPT} and {IMG}"
+LATEST = datetime(1987, 10, 20, 12, 0, tzinfo=timezone.utc)
+TICKERS = ("XOM", "IBM", "GM", "TXN")
+TOPIC_OF = {"XOM": "oil", "IBM": "computers", "GM": "autos", "TXN": "chips"}
+SOURCES = ("reuters", "wire-b", "blog-c")
+PROBS = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}
+CYCLE = ("negative", "neutral", "positive", "neutral", "positive")
+
+
+def make_article(i: int, when: datetime, ticker: str, label: str, title: str | None = None) -> ScoredArticle:
+    article = Article(
+        published_at=when,
+        source=SOURCES[i % 3],
+        title=title or f"{ticker} story {i} on {TOPIC_OF[ticker]}",
+        body=f"Body of story {i}: {ticker} shares moved on the news.",
+        url=f"https://news.example.com/{i}",
+        tickers=[ticker],
+        topics=[TOPIC_OF[ticker], "markets"],
+    )
+    probs = dict(zip(("negative", "neutral", "positive"), PROBS[label]))
+    return ScoredArticle.from_article(article, probs, summary=f"Summary of story {i}.", model_version="v-test")
+
+
+def seed_store(path: Path) -> dict:
+    """200 articles every 4 hours back from LATEST (XOM turning negative lately), one article with
+    an HTML/script headline, one firing alert on XOM (driven by it) and one resolved market alert."""
+    store = SQLiteStore(path)
+    articles = []
+    for i in range(200):
+        ticker = TICKERS[i % 4]
+        label = "negative" if ticker == "XOM" and i < 24 else CYCLE[i % 5]
+        articles.append(make_article(i, LATEST - timedelta(hours=4 * i), ticker, label))
+    xss = make_article(999, LATEST - timedelta(hours=1), "XOM", "negative", title=XSS_TITLE)
+    articles.append(xss)
+    assert store.upsert_articles(articles).ok
+    firing = Alert(
+        id="alert-xom", rule="ticker-negative", scope="ticker:XOM", status=AlertStatus.firing, severity="critical",
+        window_minutes=60, started_at=LATEST - timedelta(hours=2), updated_at=LATEST, magnitude=6.5, baseline=0.2,
+        value=0.9, volume=6, message="XOM negative share 90% vs 20% baseline",
+        drivers=[DriverArticle(id=xss.id, title=xss.title, score=xss.score, published_at=xss.published_at)],
+    )
+    resolved = Alert(
+        id="alert-market", rule="market-negative", scope="market", status=AlertStatus.resolved, window_minutes=60,
+        started_at=LATEST - timedelta(days=5), updated_at=LATEST - timedelta(days=4), resolved_at=LATEST - timedelta(days=4),
+        magnitude=3.2, baseline=0.3, value=0.55, volume=25,
+    )
+    store.upsert_alerts([firing, resolved])
+    store.close()
+    return {"articles": articles, "xss": xss, "firing": firing, "resolved": resolved}
+
+
+def in_window(articles: list[ScoredArticle], days: int, ticker: str | None = None) -> list[ScoredArticle]:
+    end = LATEST + timedelta(seconds=1)
+    return [a for a in articles if end - timedelta(days=days) <= a.published_at < end and (ticker is None or ticker in a.tickers)]
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dash_env(np_env, monkeypatch):
+    """Fresh settings and empty Streamlit caches (they are process-wide) for each test."""
+    import streamlit as st
+
+    monkeypatch.setenv("NEWSPULSE_ALERT_SILENCES", str(np_env / "silences.json"))
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_REFRESH_S", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield np_env
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def seeded(dash_env):
+    return seed_store(dash_env / "newspulse.db")
+
+
+def run_app(page: str | None = None, **state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def chart_frames(at) -> list[pd.DataFrame]:
+    """The data of every chart on the page, decoded from what Streamlit sends to the browser."""
+    frames = []
+    for chart in at.get("vega_lite_chart"):
+        for dataset in chart.proto.datasets:
+            frames.append(pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas())
+    return frames
+
+
+def markdown_text(at) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def unescape(text: str) -> str:
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
+
+# --- overview ------------------------------------------------------------------------------
+
+
+def test_overview_shows_the_window_of_the_data_with_metrics_charts_and_banner(seeded):
+    at = run_app()
+    arts = in_window(seeded["articles"], 30)
+    neg = sum(a.label.value == "negative" for a in arts)
+    shown = metrics(at)
+    assert shown["Articles"] == f"{len(arts):,}"
+    assert shown["Negative share"] == f"{neg / len(arts):.1%}"
+    assert shown["Sentiment index"] == f"{sum(a.score for a in arts) / len(arts) * 100:+.1f}"
+    assert shown["Alerts firing"] == "1"
+    # the window is anchored at the newest article (1987), not at today
+    assert any("1987-09-20 12:00 UTC → 1987-10-20 12:00 UTC" in c.value for c in at.caption)
+
+    banner = [e.value for e in at.error]
+    assert len(banner) == 1 and "1 alert firing" in banner[0] and "XOM" in banner[0]
+
+    frames = chart_frames(at)
+    series = next(f for f in frames if "sentiment_index" in f.columns)
+    assert series["articles"].sum() == len(arts)
+    assert series["negative"].sum() == neg
+    heat = next(f for f in frames if {"ticker", "topic"} <= set(f.columns))
+    xom_oil = heat[(heat.ticker == "XOM") & (heat.topic == "oil")].iloc[0]
+    xom = [a for a in arts if "XOM" in a.tickers]
+    assert xom_oil["articles"] == len(xom)
+    assert xom_oil["negative_share"] == pytest.approx(sum(a.label.value == "negative" for a in xom) / len(xom))
+
+    table = at.dataframe[0].value
+    assert table.iloc[0]["ticker"] == "XOM"  # the most negative ticker comes first
+
+
+def test_overview_range_choice_changes_the_window(seeded):
+    at = run_app(np_range="Last 7 days")
+    assert metrics(at)["Articles"] == str(len(in_window(seeded["articles"], 7)))
+    at.sidebar.selectbox(key="np_range").set_value("All time").run()
+    assert metrics(at)["Articles"] == str(len(seeded["articles"]))
+
+
+def test_overview_toasts_an_alert_that_fires_after_the_page_loaded(seeded, dash_env):
+    import streamlit as st
+
+    at = run_app()
+    assert not at.toast  # what already fires is in the banner, not a toast
+    new = seeded["firing"].model_copy(update={"id": "alert-gm", "scope": "ticker:GM", "started_at": LATEST})
+    SQLiteStore(dash_env / "newspulse.db").upsert_alerts([new])
+    st.cache_data.clear()  # what the TTL does after a few seconds
+    at.run()
+    assert [t.value for t in at.toast] and "GM" in at.toast[0].value
+    assert metrics(at)["Alerts firing"] == "2"
+
+
+def test_every_page_on_an_empty_store_says_what_to_do_next(dash_env):
+    for page in (None, "explore", "ticker", "feedback"):
+        at = run_app(page)
+        assert any("make demo" in i.value for i in at.info), page
+    at = run_app("alerts")
+    assert any("No firing alert" in c.value for c in at.caption)
+    at = run_app("model")
+    assert any("No model is in production yet" in i.value for i in at.info)
+
+
+# --- safety --------------------------------------------------------------------------------
+
+
+def test_html_in_a_headline_is_shown_as_literal_text(seeded):
+    for page, state in ((None, {}), ("explore", {"explore-q": "crash fears"}), ("alerts", {})):
+        at = run_app(page, **state)
+        texts = [m.value for m in at.markdown]
+        carrying = [t for t in texts if "alert(1)" in unescape(t)]
+        assert carrying, page
+        for text in carrying:
+            assert not re.search(r"(?<!\\)[<>]", text)  # every angle bracket escaped: Markdown prints it
+            assert SCRIPT in unescape(text) and IMG in unescape(text)
+        assert not any(m.allow_html for m in at.markdown)
+
+
+def test_escape_md_neutralises_markdown_and_links():
+    from dashboard.widgets import escape_md, highlight_md, safe_url
+
+    assert escape_md("**bold** [x](javascript:alert(1)) :red[hi] $x$") == (
+        r"\*\*bold\*\* \[x\]\(javascript\:alert\(1\)\) \:red\[hi\] \$x\$"
+    )
+    assert highlight_md("oil **prices** <b>") == r"oil **prices** \<b\>"
+    assert safe_url("javascript:alert(1)") is None
+    assert safe_url("https://example.com/a") == "https://example.com/a"
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+def test_alerts_page_lists_alerts_with_window_chart_drivers_and_actions(seeded, dash_env):
+    from newspulse.alerts import list_silences
+
+    at = run_app("alerts")
+    assert [t.label for t in at.tabs] == ["Firing (1)", "Pending (0)", "Resolved (1)", "Silences"]
+    firing_table, resolved_table = (d.value for d in at.dataframe)
+    assert list(firing_table["scope"]) == ["ticker:XOM"]
+    assert list(resolved_table["scope"]) == ["market"]
+    shown = metrics(at)
+    assert shown["Negative share"] in ("90%", "55%")
+    assert "90%" in [m.value for m in at.metric]
+    assert "Articles in window" in shown
+    window = [f for f in chart_frames(at) if "articles" in f.columns]
+    assert window and window[0]["articles"].sum() > 0
+    assert any(seeded["xss"].id in r.key for r in at.radio if r.key)  # driver card of the XSS story
+
+    at.button(key="ack-alert-xom").click().run()
+    assert SQLiteStore(dash_env / "newspulse.db").get_alert("alert-xom").acknowledged
+
+    form = [t for t in at.text_input if t.label == "Scope (glob)"][0]
+    form.set_value("ticker:XO*")
+    [b for b in at.button if b.label == "Silence"][0].click().run()
+    assert [s.scope for s in list_silences(load_settings())] == ["ticker:XO*"]
+    assert any("ticker\\:XO\\*" in m.value for m in at.markdown)  # listed under Silences
+
+
+# --- explore -------------------------------------------------------------------------------
+
+
+def test_explore_searches_with_filters_and_shows_cards(seeded):
+    at = run_app("explore", **{"explore-q": "story on oil"})
+    titles = [unescape(m.value) for m in at.markdown if m.value.startswith("**XOM story")]
+    expected = [a for a in in_window(seeded["articles"], 30, "XOM") if a.title.startswith("XOM story")]
+    assert len(titles) == min(20, len(expected))
+    assert any("Tickers: XOM" in unescape(c.value) for c in at.caption)
+    assert any(b.proto.url.startswith("https://news.example.com/") for b in at.get("link_button"))
+
+    at.selectbox(key="explore-label").set_value("positive").run()
+    cards = [m.value for m in at.markdown if m.value.startswith("**XOM story")]
+    xom_pos = [a for a in expected if a.label.value == "positive"]
+    assert len(cards) == len(xom_pos)
+    assert all(":green-badge[positive]" in m.value for m in at.markdown if "-badge[" in m.value and "model" in m.value)
+
+    at.text_input(key="explore-q").set_value("").run()  # no words: the most negative first
+    at.selectbox(key="explore-label").set_value("Any").run()
+    at.selectbox(key="explore-tickers").set_value("GM").run()
+    first = [m.value for m in at.markdown if m.value.startswith("**")][0]
+    assert unescape(first).startswith("**GM story")
+
+
+# --- ticker --------------------------------------------------------------------------------
+
+
+def test_ticker_page_shows_one_ticker_timeline_and_its_movers(seeded):
+    at = run_app("ticker")
+    at.selectbox(key="ticker-pick").set_value("XOM").run()
+    xom = in_window(seeded["articles"], 30, "XOM")
+    assert metrics(at)["Articles"] == str(len(xom))
+    series = next(f for f in chart_frames(at) if "sentiment_index" in f.columns)
+    assert series["articles"].sum() == len(xom)
+    assert any("index down" in m.value or "index up" in m.value for m in at.markdown)
+    assert at.query_params["ticker"] == "XOM"
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def test_model_page_without_a_model_still_shows_live_distribution(seeded):
+    at = run_app("model")
+    assert any("No model is in production yet" in i.value for i in at.info)
+    live = at.dataframe[0].value
+    arts = in_window(seeded["articles"], 30)
+    assert dict(zip(live["label"], live["articles"])) == {
+        label: sum(a.label.value == label for a in arts) for label in ("negative", "neutral", "positive")
+    }
+
+
+def test_model_page_shows_card_metrics_confusion_and_drift(seeded, monkeypatch):
+    card = {
+        "version": "v20260101-abc",
+        "base_model": "all-MiniLM-L6-v2",
+        "created_at": "2026-01-01T00:00:00Z",
+        "code_version": "abc123",
+        "data_files": [{"path": "data/phrasebank/train.csv", "sha256": "0" * 64, "rows": 3000}],
+        "params": {"epochs": 2},
+        "metrics": {"dev": {
+            "accuracy": 0.8512, "macro_f1": 0.8123, "weighted_f1": 0.8456,
+            "per_class": {l: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 100} for l in ("negative", "neutral", "positive")},
+            "confusion": [[80, 15, 5], [10, 85, 5], [3, 12, 85]],
+        }},
+        "label_distribution": {"train": {"negative": 600, "neutral": 1800, "positive": 600}},
+    }
+    from dashboard import data
+
+    monkeypatch.setattr(data, "load_production_card", lambda registry: card)
+    at = run_app("model")
+    shown = metrics(at)
+    assert shown["Production version"] == "v20260101-abc"
+    assert shown["Dev accuracy"] == "0.851" and shown["Dev macro F1"] == "0.812"
+    confusion = next(f for f in chart_frames(at) if {"true", "predicted"} <= set(f.columns))
+    assert confusion.set_index(["true", "predicted"])["count"][("negative", "negative")] == 80
+    assert confusion["count"].sum() == 300
+    drift = next(d.value for d in at.dataframe if "psi" in d.value.columns)
+    arts = in_window(seeded["articles"], 30)
+    live_neg = sum(a.label.value == "negative" for a in arts) / len(arts)
+    assert drift.set_index("label")["live_share"]["negative"] == pytest.approx(live_neg)
+    assert drift.set_index("label")["train_share"]["neutral"] == pytest.approx(0.6)
+    assert shown["Population stability index"] == f"{drift['psi'].sum():.3f}"
+
+
+# --- feedback ------------------------------------------------------------------------------
+
+
+def test_feedback_stores_the_correction_with_the_article_text(seeded, dash_env):
+    target = seeded["articles"][5]
+    at = run_app("feedback")
+    at.text_input(key="fb-id").set_value(target.id).run()
+    at.radio(key="fb-form-label").set_value("negative")
+    at.text_input(key="fb-form-analyst").set_value("jane")
+    at.text_input(key="fb-form-note").set_value("profit warning")
+    [b for b in at.button if b.label == "Save correction"][0].click().run()
+    assert not at.exception
+    stored = SQLiteStore(dash_env / "newspulse.db").list_feedback()
+    assert len(stored) == 1
+    fb = stored[0]
+    assert (fb.article_id, fb.label.value, fb.analyst, fb.note, fb.text) == (target.id, "negative", "jane", "profit warning", target.text)
+    history = at.dataframe[0].value
+    assert list(history["corrected to"]) == ["negative"] and list(history["model said"]) == [target.label.value]
+
+
+def test_feedback_from_an_explore_card(seeded, dash_env):
+    at = run_app("explore", **{"explore-q": "crash fears"})
+    key = next(r.key for r in at.radio if r.key and r.key.endswith("-fb-label"))
+    at.radio(key=key).set_value("neutral")
+    [b for b in at.button if b.label == "Save correction"][0].click().run()
+    stored = SQLiteStore(dash_env / "newspulse.db").list_feedback()
+    assert [(f.article_id, f.label.value) for f in stored] == [(seeded["xss"].id, "neutral")]
+
+
+# --- password ------------------------------------------------------------------------------
+
+
+def test_password_protects_every_page(seeded, monkeypatch):
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_PASSWORD", "s3cret")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    assert not at.metric and len(at.text_input) == 1
+    at.text_input[0].set_value("wrong")
+    at.button[0].click().run()
+    assert "Wrong password." in [e.value for e in at.error] and not at.metric
+    at.text_input[0].set_value("s3cret")
+    at.button[0].click().run()
+    assert metrics(at)["Alerts firing"] == "1"
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+
+def test_window_follows_the_data_and_buckets_stay_readable():
+    from dashboard.data import make_window
+
+    first = LATEST - timedelta(days=200)
+    w = make_window("Last 7 days", first, LATEST)
+    assert w.end == LATEST + timedelta(seconds=1) and w.end - w.start == timedelta(days=7)
+    assert w.bucket == timedelta(hours=6)
+    assert make_window("Last 24 hours", first, LATEST).bucket == timedelta(minutes=15)
+    everything = make_window("All time", first, LATEST)
+    assert everything.start == first and everything.bucket == timedelta(days=7)
+    assert make_window("Last 7 days", None, None).start is None
+    assert w.previous().end == w.start
+
+
+def test_biggest_moves_weigh_volume_and_pick_drivers_in_their_direction():
+    from dashboard.data import biggest_moves, drivers_of
+    from newspulse.store import Bucket
+
+    hour = timedelta(hours=1)
+    t0 = LATEST - 10 * hour
+    buckets = [
+        Bucket(t0, 20, 2, 10, 8, 0.3),
+        Bucket(t0 + hour, 20, 12, 6, 2, -0.4),  # big drop on volume
+        Bucket(t0 + 2 * hour, 1, 0, 0, 1, 0.6),  # bigger jump, but one article
+    ]
+    moves = biggest_moves(buckets, hour, limit=1)
+    assert len(moves) == 1 and moves[0].start == t0 + hour and moves[0].change == pytest.approx(-70)
+    arts = [make_article(i, t0 + hour, "XOM", label) for i, label in enumerate(("positive", "negative", "neutral"))]
+    assert [a.label.value for a in drivers_of(moves[0], arts, limit=2)] == ["negative", "neutral"]
+
+
+def test_label_drift_psi():
+    from dashboard.data import drift_verdict, label_drift
+
+    same = label_drift({"negative": 1, "neutral": 2, "positive": 1}, {"negative": 10, "neutral": 20, "positive": 10})
+    assert same["psi"].sum() == pytest.approx(0.0)
+    shifted = label_drift({"negative": 1, "neutral": 1, "positive": 1}, {"negative": 8, "neutral": 1, "positive": 1})
+    assert drift_verdict(shifted["psi"].sum()) == "significant shift"

@@ -206,7 +206,7 @@ def demo(
     from ingest.replay import DEFAULT_CORPUS
 
     settings = settings_or_exit()
-    _ensure_model(settings)
+    ensure_model(settings)
     dash = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -230,7 +230,8 @@ def demo(
             dash.wait(timeout=15)
 
 
-def _ensure_model(settings: Settings) -> None:
+def ensure_model(settings: Settings) -> None:
+    """Fine-tune and promote the default classifier when the registry has no production model."""
     from models.registry import Registry
 
     registry = Registry(settings.model_registry)

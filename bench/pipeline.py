@@ -1,0 +1,279 @@
+"""End-to-end pipeline benchmark: throughput, latency, scale, article length and memory.
+
+Every figure that is compared is measured in the same run on the same articles, and reported as
+a ratio: the pipeline's articles/s against the classifier alone, 2 processors against 1, a long
+story against a headline. Writes bench/results/pipeline.json.
+
+    python bench/pipeline.py               # the full run (part of `make bench`)
+    python bench/pipeline.py --quick       # smaller sizes, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ingest.replay import DEFAULT_CORPUS, replay  # noqa: E402
+from newspulse.pipeline import RawMessage, parse_message  # noqa: E402
+from newspulse.schema import Article  # noqa: E402
+from newspulse.settings import Settings, load_settings  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def corpus(n: int, *, with_body: bool = True) -> list[Article]:
+    """The first ``n`` Reuters stories (with a body, as a live feed would deliver them)."""
+    out: list[Article] = []
+    for msg in replay(DEFAULT_CORPUS, progress=False):
+        art = parse_message(RawMessage(msg))
+        if art.body or not with_body:
+            out.append(art)
+        if len(out) >= n:
+            break
+    return out
+
+
+def fresh(articles: list[Article], tag: str) -> list[Article]:
+    """Copies with new URLs, hence new ids, so one run's stories never dedupe against another's."""
+    return [Article.model_validate({**a.model_dump(), "url": f"https://bench.invalid/{tag}/{i}", "id": ""}) for i, a in enumerate(articles)]
+
+
+def classifier_rate(settings: Settings, articles: list[Article], batch: int) -> float:
+    from models.predict import load_classifier
+
+    clf = load_classifier(settings)
+    clf.score_articles(articles[:batch])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(articles), batch):
+        clf.score_articles(articles[i : i + batch])
+    return len(articles) / (time.perf_counter() - t0)
+
+
+def embedded_rate(settings: Settings, articles: list[Article], workdir: Path) -> float:
+    from newspulse.embedded import open_embedded
+    from newspulse.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(workdir / "embedded.db")
+    with open_embedded(settings, store) as pipe:  # model load happens here, outside the clock
+        pipe.submit(articles[0])
+        _wait(lambda: store.stats()["articles"] >= 1, 120)
+        t0 = time.perf_counter()
+        for art in articles[1:]:
+            pipe.submit(art)
+    elapsed = time.perf_counter() - t0
+    assert store.stats()["articles"] == len(articles), store.stats()
+    store.close()
+    return (len(articles) - 1) / elapsed
+
+
+def _wait(predicate, timeout: float, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached in time")
+        time.sleep(every)
+
+
+def _es_count(store) -> int:
+    return store.stats()["articles"]
+
+
+def _processor_proc(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "newspulse.cli", "process", "--source", "kafka"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def kafka_es_runs(base: Settings, articles: list[Article], latency_rate: float, latency_seconds: float, workdir: Path) -> dict:
+    """Throughput with 1 and 2 processors, then latency at a fixed offered rate, Kafka + ES."""
+    from peers import start_elasticsearch, start_kafka
+
+    from newspulse.kafka.producer import KafkaArticlePublisher
+    from newspulse.store.elastic import ElasticStore
+
+    out: dict = {}
+    with ExitStack() as stack:
+        bootstrap = stack.enter_context(start_kafka())
+        es_url = stack.enter_context(start_elasticsearch())
+        env = dict(os.environ)
+        env.update(
+            NEWSPULSE_KAFKA_BOOTSTRAP=bootstrap,
+            NEWSPULSE_STORE_URL=es_url,
+            NEWSPULSE_MODEL_REGISTRY=str(base.model_registry.resolve()),
+            NEWSPULSE_KAFKA_PARTITIONS="4",
+            NEWSPULSE_KAFKA_SESSION_TIMEOUT_MS="6000",
+            NEWSPULSE_KAFKA_MAX_POLL_INTERVAL_MS="60000",
+            NEWSPULSE_LOG_LEVEL="WARNING",
+        )
+        settings = load_settings(kafka_bootstrap=bootstrap, store_url=es_url, kafka_partitions=4, model_registry=base.model_registry)
+        store = ElasticStore(settings)
+        publisher = KafkaArticlePublisher(settings)
+        stack.callback(publisher.close)
+        expected = 0
+
+        def publish(batch: list[Article]) -> None:
+            nonlocal expected
+            publisher.publish(batch)
+            publisher.flush()
+            expected += len(batch)
+
+        for n_proc in (1, 2):
+            procs = [_processor_proc(env) for _ in range(n_proc)]
+            try:
+                publish(fresh(articles[:4], f"warm{n_proc}"))  # every processor loaded and joined
+                _wait(lambda: _es_count(store) >= expected, 300, 0.2)
+                time.sleep(3)  # let a second member's join settle before the clock starts
+                batch = fresh(articles, f"tp{n_proc}")
+                t0 = time.perf_counter()
+                publish(batch)
+                _wait(lambda: _es_count(store) >= expected, 900, 0.2)
+                out[f"processors_{n_proc}_articles_per_s"] = len(batch) / (time.perf_counter() - t0)
+                out[f"processors_{n_proc}_peak_rss_mb"] = max(_peak_rss_mb(p.pid) for p in procs)
+                if n_proc == 1:
+                    out["latency_s"] = _latency(settings, store, publish, articles, latency_rate, latency_seconds)
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.wait(timeout=60)
+        assert _es_count(store) == expected, "articles lost or duplicated"
+        out["stored_equals_produced"] = True
+        store.close()
+    return out
+
+
+def _latency(settings: Settings, store, publish, articles: list[Article], rate: float, seconds: float) -> dict:
+    """Offer ``rate`` articles/s for ``seconds``; latency = produced → seen on news.scored
+    (the scored topic is written after the store accepted the article)."""
+    from kafka import KafkaConsumer
+
+    seen: dict[str, float] = {}
+    sent: dict[str, float] = {}
+    stop = threading.Event()
+    consumer = KafkaConsumer(settings.kafka_topic_scored, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest", group_id=None)
+    consumer.poll(timeout_ms=1000)  # assignment before the first send
+
+    def listen() -> None:
+        try:
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    now = time.perf_counter()
+                    for r in records:
+                        seen.setdefault(r.key.decode(), now)
+        finally:
+            consumer.close()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    total = int(rate * seconds)
+    pool = fresh((articles * (total // len(articles) + 1))[:total], "lat")
+    t0 = time.perf_counter()
+    for i, art in enumerate(pool):
+        due = t0 + i / rate
+        time.sleep(max(0.0, due - time.perf_counter()))
+        sent[art.id] = time.perf_counter()
+        publish([art])
+    _wait(lambda: all(k in seen for k in sent), 300, 0.2)
+    stop.set()
+    listener.join(10)
+    lat = sorted(seen[k] - sent[k] for k in sent)
+    q = statistics.quantiles(lat, n=100)
+    return {"p50": q[49], "p95": q[94], "p99": q[98], "offered_per_s": rate, "seconds": seconds, "n": len(lat)}
+
+
+def length_cost(settings: Settings, articles: list[Article]) -> dict:
+    """Pipeline cost (classifier + summariser) of a headline against a ~2,000-word story."""
+    from models.predict import load_classifier
+    from models.summarize import build_summarizer
+
+    clf, summ = load_classifier(settings), build_summarizer(settings)
+    headlines = [a.model_copy(update={"body": ""}) for a in articles[:64]]
+    words = " ".join(a.body for a in articles).split()
+    long_body = " ".join(words[:2000])
+    stories = [a.model_copy(update={"body": long_body}) for a in articles[:16]]
+
+    def rate(batch: list[Article]) -> float:
+        clf.score_articles(batch[:2]), summ.summarize(batch[:2])
+        t0 = time.perf_counter()
+        clf.score_articles(batch)
+        summ.summarize(batch)
+        return len(batch) / (time.perf_counter() - t0)
+
+    h, s = rate(headlines), rate(stories)
+    return {"headline_per_s_over_story_per_s": h / s, "story_words": 2000}
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000, help="articles per throughput run")
+    ap.add_argument("--latency-rate", type=float, default=20.0, help="offered articles/s in the latency run")
+    ap.add_argument("--latency-seconds", type=float, default=120.0, help="length of the latency run")
+    ap.add_argument("--quick", action="store_true", help="n=200, 20 s latency run")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.latency_seconds = 200, 20.0
+
+    from newspulse.cli import ensure_model
+
+    settings = load_settings(log_level="WARNING")
+    ensure_model(settings)
+    articles = corpus(args.n)
+    started = datetime.now(timezone.utc)
+    with tempfile.TemporaryDirectory() as tmp:
+        clf_rate = classifier_rate(settings, articles, settings.batch_max_records)
+        emb_rate = embedded_rate(settings, fresh(articles, "emb"), Path(tmp))
+        kafka = kafka_es_runs(settings, articles, args.latency_rate, args.latency_seconds, Path(tmp))
+    p1 = kafka["processors_1_articles_per_s"]
+    result = {
+        "started_at": started.isoformat(),
+        "machine": machine(),
+        "articles": args.n,
+        "embedded": {"articles_per_s": emb_rate, "classifier_only_per_s": clf_rate, "ratio": emb_rate / clf_rate},
+        "kafka_es": {"articles_per_s": p1, "classifier_only_per_s": clf_rate, "ratio": p1 / clf_rate},
+        "latency_s": kafka["latency_s"],
+        "scale": {
+            "processors_2_over_1": kafka["processors_2_articles_per_s"] / p1,
+            **length_cost(settings, articles),
+        },
+        "memory": {
+            "processor_peak_rss_mb": kafka["processors_1_peak_rss_mb"],
+            "two_processors_peak_rss_mb_each": kafka["processors_2_peak_rss_mb"],
+            "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        },
+        "exactly_once": kafka["stored_equals_produced"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

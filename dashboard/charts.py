@@ -46,16 +46,20 @@ def volume_chart(frame: pd.DataFrame, *, height: int = 200) -> alt.Chart:
 def heatmap(frame: pd.DataFrame, *, x: str, y: str = "ticker", x_type: str = "N", height: int | None = None) -> alt.Chart:
     """Negative share per cell, darker = more negative; cell size hints at nothing, tooltip gives volume."""
     rows = max(frame[y].nunique(), 1)
+    # Most negative rows first: the order is computed here because Vega-Lite's sort-by-colour
+    # aggregates per row differently from the article-weighted share an analyst expects.
+    totals = frame.groupby(y)[["negative", "articles"]].sum()
+    order = (totals["negative"] / totals["articles"]).sort_values(ascending=False).index.tolist()
     return (
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X(f"{x}:{x_type}", title=None),
-            y=alt.Y(f"{y}:N", title=None, sort="-color"),
-            color=alt.Color("negative_share:Q", scale=_NEG_SCALE, title="Negative share", legend=alt.Legend(format="%")),
+            x=alt.X(f"{x}:{x_type}", title=None, axis=alt.Axis(orient="top", labelAngle=0, labelOverlap=True)),
+            y=alt.Y(f"{y}:N", title=None, sort=order, axis=alt.Axis(labelOverlap=False)),
+            color=alt.Color("negative_share:Q", scale=_NEG_SCALE, title="Negative share", legend=alt.Legend(format="%", orient="bottom", gradientLength=200)),
             tooltip=[f"{y}:N", alt.Tooltip(f"{x}:{x_type}"), alt.Tooltip("negative_share:Q", format=".0%"), "articles:Q", alt.Tooltip("mean_score:Q", format="+.2f")],
         )
-        .properties(height=height or min(28 * rows + 40, 480))
+        .properties(height=height or min(34 * rows + 60, 560))
     )
 
 

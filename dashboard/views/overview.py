@@ -64,7 +64,7 @@ def heatmap_panel(settings: Settings, window: data.Window) -> None:
         st.caption("No article in this window is tagged with a ticker yet.")
         return
     st.caption("No topics tagged in this window: negativity by ticker over time.")
-    st.altair_chart(charts.heatmap(frame, x="time", x_type="T"), width="stretch")
+    st.altair_chart(charts.heatmap(frame, x="yearmonthdate(time)", x_type="O"), width="stretch")
 
 
 def movers_panel(settings: Settings, window: data.Window) -> None:

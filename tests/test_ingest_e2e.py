@@ -1,0 +1,106 @@
+"""`newspulse crawl --once` into the real sinks: Kafka news.raw (tansu) and the embedded pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ingest.cli import crawl
+from newspulse.settings import get_settings
+from test_ingest_crawler import FixtureServer, serve_wire_fixtures
+
+EXPECTED_TITLES = {
+    "Microsoft to buy Activision Blizzard in $69 billion deal",
+    "Fed holds rates steady, signals cuts later this year",
+    "Nvidia unveils new AI chips at developer conference",
+}
+
+
+@pytest.fixture
+def wire(tmp_path: Path):
+    server = FixtureServer()
+    serve_wire_fixtures(server)
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "feeds:\n"
+        f"  - name: Wire A\n    url: {server.base}/a.xml\n    allow_private: true\n"
+        f"  - name: Wire B\n    url: {server.base}/b.atom\n    allow_private: true\n"
+    )
+    yield feeds
+    server.close()
+
+
+def run_crawl(monkeypatch, tmp_path: Path, feeds: Path, to: str, **env: str) -> dict:
+    monkeypatch.setenv("NEWSPULSE_CRAWLER_STATE", str(tmp_path / "crawler.db"))
+    monkeypatch.setenv("NEWSPULSE_CRAWLER_HOST_DELAY_S", "0")
+    monkeypatch.setenv("NEWSPULSE_CRAWLER_CONCURRENCY", "1")  # Wire A first: it has the original
+    for key, value in env.items():
+        monkeypatch.setenv(f"NEWSPULSE_{key.upper()}", value)
+    get_settings.cache_clear()
+    app = typer.Typer()
+    app.command()(crawl)
+    try:
+        result = CliRunner().invoke(app, ["--feeds", str(feeds), "--once", "--to", to])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith('{"feeds"')][-1])
+
+
+@pytest.mark.kafka
+def test_crawl_to_kafka_publishes_each_story_once(wire, tmp_path, monkeypatch):
+    from kafka import KafkaConsumer, TopicPartition
+
+    from peers import start_kafka
+
+    topic = f"raw-{uuid.uuid4().hex[:8]}"
+    with start_kafka() as bootstrap:
+        summary = run_crawl(monkeypatch, tmp_path, wire, "kafka", kafka_bootstrap=bootstrap, kafka_topic_raw=topic, kafka_partitions="2")
+        assert summary["emitted"] == 3 and summary["duplicates"] == 1 and summary["produced"] == 3
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            records: list = []
+            deadline = time.monotonic() + 30
+            while len(records) < 3 and time.monotonic() < deadline:
+                records.extend(r for recs in consumer.poll(timeout_ms=500).values() for r in recs)
+            records.extend(r for recs in consumer.poll(timeout_ms=500).values() for r in recs)
+        finally:
+            consumer.close()
+    values = [json.loads(r.value) for r in records]
+    assert {v["title"] for v in values} == EXPECTED_TITLES and len(values) == 3
+    assert all(r.key.decode() == v["id"] for r, v in zip(records, values))
+    msft = next(v for v in values if v["title"].startswith("Microsoft"))
+    assert msft["tickers"][0] == "MSFT" and msft["novelty"] == 100.0 and msft["language"] == "en"
+
+
+@pytest.mark.slow
+def test_crawl_embedded_scores_and_stores_each_story_once(wire, tmp_path, monkeypatch, trained_classifier_registry):
+    from newspulse.settings import load_settings
+    from newspulse.store import open_store
+    from newspulse.store.base import Filter
+
+    env = dict(store_url=f"sqlite:///{tmp_path / 'store.db'}", model_registry=str(trained_classifier_registry))
+    summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", **env)
+    assert summary["emitted"] == 3 and summary["stored"] == 3 and summary["duplicates"] == 1
+
+    again = run_crawl(monkeypatch, tmp_path, wire, "embedded", **env)  # a restart: nothing new
+    assert again["emitted"] == 0 and again["duplicates"] == 4
+
+    store = open_store(load_settings(store_url=env["store_url"]))
+    try:
+        assert store.stats()["articles"] == 3
+        hits = store.search("Activision", Filter())
+        stored = store.get_article(hits[0].article.id)
+    finally:
+        store.close()
+    assert len(hits) == 1 and stored is not None
+    assert stored.tickers[0] == "MSFT" and "mergers_acquisitions" in stored.topics and stored.summary

@@ -333,7 +333,7 @@ _TOPIC_RULES: dict[str, tuple[str, ...]] = {
     ),
     "mergers_acquisitions": (
         "merger|mergers|merge|merges|merged|merging", "acqui*", "takeover|takeovers|buyout|LBO", "bid for",
-        f"to buy !<4 upgrade|upgrades|upgraded|rates|rated|raises|raised|lifts|moves",
+        "to buy !<4 upgrade|upgrades|upgraded|rates|rated|raises|raised|lifts|moves",
         "buys", "stake", "tender offer", "divest*", "spin-off|spinoff|spinoffs", "spin|spins off",
         "sell|sells|sale|sold|selling ~3 unit|units|division|business|businesses|stake|subsidiary|operations|assets",
         "hostile bid", "deal valued|worth", "agrees|agreed|agree to buy|sell|acquire|merge|combine",

@@ -12,9 +12,10 @@ LABEL_SCALE = alt.Scale(domain=list(LABELS), range=["#d62728", "#9e9e9e", "#2ca0
 _NEG_SCALE = alt.Scale(scheme="reds", domain=[0, 1])
 
 
-def sentiment_chart(frame: pd.DataFrame, *, height: int = 260) -> alt.Chart:
+def sentiment_chart(frame: pd.DataFrame, *, height: int = 260, domain: tuple | None = None) -> alt.Chart:
     """Sentiment index (left axis, −100…100) and negative share (right axis, 0…100 %) over time."""
-    base = alt.Chart(frame).encode(x=alt.X("time:T", title=None))
+    x_scale = alt.Scale(domain=[pd.Timestamp(d).isoformat() for d in domain]) if domain else alt.Undefined
+    base = alt.Chart(frame).encode(x=alt.X("time:T", title=None, scale=x_scale))
     index = base.mark_line(point=True, color="#1f77b4").encode(
         y=alt.Y("sentiment_index:Q", title="Sentiment index", scale=alt.Scale(domain=[-100, 100])),
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("sentiment_index:Q", format="+.1f"), alt.Tooltip("articles:Q")],
@@ -92,8 +93,8 @@ def distribution_chart(frame: pd.DataFrame) -> alt.Chart:
     )
 
 
-def window_chart(frame: pd.DataFrame, *, start, end, height: int = 220) -> alt.Chart:
-    """An alert's series with its window shaded."""
-    lines = sentiment_chart(frame, height=height)
+def window_chart(frame: pd.DataFrame, *, start, end, context: tuple, height: int = 220) -> alt.Chart:
+    """An alert's series over ``context`` (from, to), with the alert's own span shaded."""
+    lines = sentiment_chart(frame, height=height, domain=context)
     band = alt.Chart(pd.DataFrame({"start": [start], "end": [end]})).mark_rect(opacity=0.12, color="#ff7f0e").encode(x="start:T", x2="end:T")
     return alt.layer(band, lines).properties(height=height)

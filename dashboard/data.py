@@ -218,19 +218,20 @@ def load_ticker_heatmap(settings: Settings, flt: Filter, bucket: timedelta, tick
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_production_card(registry: str) -> dict[str, Any] | None:
     """The production model card as plain data, or None when nothing is promoted yet."""
+    from models.registry import NoProductionModel, Registry
+
     try:
-        from models.registry import NoProductionModel, Registry
-    except ModuleNotFoundError as err:
-        if err.name != "models.registry":
-            raise
+        return Registry(registry).production_card().model_dump(mode="json")
+    except NoProductionModel:
         return None
-    try:
-        card = Registry(registry).production_card()
-    except (NoProductionModel, FileNotFoundError):
-        return None
-    if card is None:
-        return None
-    return card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_model_versions(registry: str) -> list[dict[str, Any]]:
+    """Every version in the registry with its macro-F1 per split, oldest first."""
+    from models.registry import Registry
+
+    return Registry(registry).describe()
 
 
 def _facet_row(facet: Facet, **keys: str) -> dict:

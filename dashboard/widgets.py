@@ -25,9 +25,10 @@ _BAR_CELLS = 20
 RANGE_KEY = "np_range"
 EMPTY_STORE_HELP = (
     "The store has no articles yet. Fill it with one of:\n\n"
-    "- `make demo` (replays the Reuters 1987 corpus through the embedded pipeline)\n"
-    "- `newspulse replay data/news/reuters21578.csv.gz --to embedded`\n"
-    "- `newspulse crawl` (live RSS/Atom feeds)\n\n"
+    "- `make demo`: trains the classifier if needed and replays the Reuters 1987 corpus\n"
+    "- `newspulse replay --file data/news/reuters21578.csv.gz`: the same replay, into this store\n"
+    "- `newspulse crawl`: live RSS/Atom feeds\n"
+    "- `newspulse process --source kafka`: score what the crawler or replay put on Kafka\n\n"
     "This page refreshes itself once articles arrive."
 )
 

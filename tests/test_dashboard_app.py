@@ -305,37 +305,52 @@ def test_model_page_without_a_model_still_shows_live_distribution(seeded):
     }
 
 
-def test_model_page_shows_card_metrics_confusion_and_drift(seeded, monkeypatch):
-    card = {
-        "version": "v20260101-abc",
-        "base_model": "all-MiniLM-L6-v2",
-        "created_at": "2026-01-01T00:00:00Z",
-        "code_version": "abc123",
-        "data_files": [{"path": "data/phrasebank/train.csv", "sha256": "0" * 64, "rows": 3000}],
-        "params": {"epochs": 2},
-        "metrics": {"dev": {
-            "accuracy": 0.8512, "macro_f1": 0.8123, "weighted_f1": 0.8456,
-            "per_class": {l: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 100} for l in ("negative", "neutral", "positive")},
-            "confusion": [[80, 15, 5], [10, 85, 5], [3, 12, 85]],
-        }},
-        "label_distribution": {"train": {"negative": 600, "neutral": 1800, "positive": 600}},
-    }
-    from dashboard import data
+def promote_card(registry: Path) -> dict:
+    """A production model card in a real registry (no weights: the dashboard only reads cards)."""
+    from models.registry import ModelCard, Registry
 
-    monkeypatch.setattr(data, "load_production_card", lambda registry: card)
+    def split_metrics(acc: float, f1: float, confusion: list[list[int]]) -> dict:
+        per_class = {l: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 100} for l in ("negative", "neutral", "positive")}
+        return {"n": 300, "accuracy": acc, "macro_f1": f1, "weighted_f1": f1 + 0.01, "per_class": per_class, "confusion": confusion,
+                "lexicon": {"macro_f1": 0.55}}
+
+    card = ModelCard(
+        version="v20260101-000000", base_model="all-MiniLM-L6-v2", created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        code_version="abc123", params={"epochs": 2},
+        metrics={"eval": split_metrics(0.8512, 0.8123, [[80, 15, 5], [10, 85, 5], [3, 12, 85]]),
+                 "dev": split_metrics(0.9001, 0.8802, [[90, 8, 2], [5, 92, 3], [1, 9, 90]])},
+        label_distribution={"train": {"negative": 600, "neutral": 1800, "positive": 600}},
+    )
+    reg = Registry(registry)
+    reg.write_card(card)
+    reg.promote(card.version)
+    return card.model_dump(mode="json")
+
+
+def test_model_page_shows_card_metrics_confusion_and_drift(seeded, dash_env):
+    promote_card(dash_env / "registry")
     at = run_app("model")
     shown = metrics(at)
-    assert shown["Production version"] == "v20260101-abc"
-    assert shown["Dev accuracy"] == "0.851" and shown["Dev macro F1"] == "0.812"
+    assert shown["Production version"] == "v20260101-000000"
+    assert shown["Accuracy"] == "0.851" and shown["Macro F1"] == "0.812"  # the gate's eval split first
+    assert shown["Lexicon macro F1"] == "0.550"
     confusion = next(f for f in chart_frames(at) if {"true", "predicted"} <= set(f.columns))
     assert confusion.set_index(["true", "predicted"])["count"][("negative", "negative")] == 80
     assert confusion["count"].sum() == 300
+
     drift = next(d.value for d in at.dataframe if "psi" in d.value.columns)
     arts = in_window(seeded["articles"], 30)
     live_neg = sum(a.label.value == "negative" for a in arts) / len(arts)
     assert drift.set_index("label")["live_share"]["negative"] == pytest.approx(live_neg)
     assert drift.set_index("label")["train_share"]["neutral"] == pytest.approx(0.6)
     assert shown["Population stability index"] == f"{drift['psi'].sum():.3f}"
+    versions = next(d.value for d in at.dataframe if "production" in d.value.columns)
+    assert list(versions["version"]) == ["v20260101-000000"] and bool(versions["production"][0])
+
+    at.segmented_control(key="model-split").set_value("dev").run()
+    assert metrics(at)["Accuracy"] == "0.900"
+    confusion = next(f for f in chart_frames(at) if {"true", "predicted"} <= set(f.columns))
+    assert confusion.set_index(["true", "predicted"])["count"][("negative", "negative")] == 90
 
 
 # --- feedback ------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def window_chart(settings: Settings, alert: Alert) -> None:
     if frame.empty:
         st.caption("No article of this scope around the alert is in the store.")
         return
-    st.altair_chart(charts.window_chart(frame, start=alert.started_at, end=alert.resolved_at or alert.updated_at), width="stretch")
+    chart = charts.window_chart(frame, start=alert.started_at, end=alert.resolved_at or alert.updated_at, context=(start, end))
+    st.altair_chart(chart, width="stretch")
 
 
 def drivers_panel(settings: Settings, alert: Alert) -> None:

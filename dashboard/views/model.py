@@ -1,5 +1,5 @@
-"""Model: which classifier is in production, how good it was on dev, and whether live news drifts
-away from what it was trained on."""
+"""Model: which classifier is in production, how good it is on held-out data, and whether live
+news drifts away from what it was trained on."""
 
 from __future__ import annotations
 
@@ -18,16 +18,30 @@ NO_MODEL_HELP = (
 )
 
 
-def card_panel(card: dict[str, Any]) -> None:
-    dev = card.get("metrics", {}).get("dev", {})
-    cols = st.columns(4)
+def metric_splits(card: dict[str, Any]) -> list[str]:
+    """Splits the card has full metrics for; ``eval`` (what the gate compares on) first."""
+    splits = [k for k, v in card.get("metrics", {}).items() if isinstance(v, dict) and "accuracy" in v]
+    return sorted(splits, key=lambda k: (k != "eval", k != "dev", k))
+
+
+def card_panel(card: dict[str, Any], metrics: dict[str, Any]) -> None:
+    cols = st.columns(5)
     cols[0].metric("Production version", card.get("version", "?"))
-    for col, key, name in ((cols[1], "accuracy", "Dev accuracy"), (cols[2], "macro_f1", "Dev macro F1"), (cols[3], "weighted_f1", "Dev weighted F1")):
-        value = dev.get(key)
+    for col, key, name in ((cols[1], "accuracy", "Accuracy"), (cols[2], "macro_f1", "Macro F1"), (cols[3], "weighted_f1", "Weighted F1")):
+        value = metrics.get(key)
         col.metric(name, "—" if value is None else f"{value:.3f}")
+    baseline = (metrics.get("lexicon") or {}).get("macro_f1")
+    cols[4].metric(
+        "Lexicon macro F1",
+        "—" if baseline is None else f"{baseline:.3f}",
+        None if baseline is None or metrics.get("macro_f1") is None else f"model {metrics['macro_f1'] - baseline:+.3f}",
+        help="Loughran-McDonald word-list baseline on the same rows.",
+    )
+    gate = card.get("gate") or {}
     st.caption(
         f"Base model {widgets.escape_md(str(card.get('base_model') or 'packaged all-MiniLM-L6-v2'))} · "
         f"created {widgets.escape_md(str(card.get('created_at', '?')))} · code {widgets.escape_md(str(card.get('code_version', '?')))}"
+        + (f" · gate: {widgets.escape_md(str(gate.get('reason', '')))}" if gate else "")
     )
     files = card.get("data_files") or []
     if files:
@@ -36,8 +50,8 @@ def card_panel(card: dict[str, Any]) -> None:
             st.json(card.get("params", {}), expanded=False)
 
 
-def class_metrics_panel(card: dict[str, Any]) -> None:
-    per_class = card.get("metrics", {}).get("dev", {}).get("per_class", {})
+def class_metrics_panel(metrics: dict[str, Any]) -> None:
+    per_class = metrics.get("per_class", {})
     if not per_class:
         st.caption("The card has no per-class metrics.")
         return
@@ -52,8 +66,8 @@ def confusion_frame(matrix: list[list[int]]) -> pd.DataFrame:
     )
 
 
-def confusion_panel(card: dict[str, Any]) -> None:
-    matrix = card.get("metrics", {}).get("dev", {}).get("confusion")
+def confusion_panel(metrics: dict[str, Any]) -> None:
+    matrix = metrics.get("confusion")
     if not matrix:
         st.caption("The card has no confusion matrix.")
         return
@@ -70,7 +84,7 @@ def drift_panel(settings: Settings, card: dict[str, Any] | None) -> None:
         st.caption("No live article in this window.")
         return
     if not train:
-        st.caption("The model card has no training label distribution; showing live shares only.")
+        st.caption("No training label distribution to compare with" + (" in the model card" if card else "") + ": live counts only.")
         st.dataframe(pd.DataFrame([{"label": k, "articles": v} for k, v in live.items()]), hide_index=True)
         return
     frame = data.label_drift(train, live)
@@ -82,10 +96,19 @@ def drift_panel(settings: Settings, card: dict[str, Any] | None) -> None:
 
 
 def versions_panel(settings: Settings) -> None:
-    versions = data.load_stats(settings).get("model_versions") or {}
+    """Registry versions (production marked) and how many stored articles each version scored."""
+    versions = data.load_model_versions(str(settings.model_registry))
     if versions:
-        st.subheader("Model versions in the store")
-        st.dataframe(pd.DataFrame([{"model_version": v, "articles": n} for v, n in versions.items()]), hide_index=True)
+        st.subheader("Model versions")
+        st.dataframe(
+            pd.DataFrame([{k: v[k] for k in ("version", "production", "created_at", "macro_f1", "base_model")} for v in reversed(versions)]),
+            hide_index=True,
+            column_config={"macro_f1": st.column_config.NumberColumn(format="%.3f")},
+        )
+    scored = data.load_stats(settings).get("model_versions") or {}
+    if scored:
+        st.caption("Articles in the store by the model version that scored them")
+        st.dataframe(pd.DataFrame([{"model_version": v, "articles": n} for v, n in scored.items()]), hide_index=True)
 
 
 def render() -> None:
@@ -95,17 +118,21 @@ def render() -> None:
     if card is None:
         st.info(NO_MODEL_HELP.format(registry=settings.model_registry), icon=":material/model_training:")
     else:
-        card_panel(card)
+        splits = metric_splits(card)
+        split = st.segmented_control("Evaluation split", splits, default=splits[0], key="model-split") if splits else None
+        split = split or (splits[0] if splits else "")  # deselecting the control keeps the first split
+        metrics = card["metrics"].get(split, {})
+        card_panel(card, metrics)
         left, right = st.columns(2)
         with left:
-            st.subheader("Per class (dev)")
-            class_metrics_panel(card)
+            st.subheader(f"Per class ({split})")
+            class_metrics_panel(metrics)
         with right:
-            st.subheader("Confusion matrix (dev)")
-            confusion_panel(card)
+            st.subheader(f"Confusion matrix ({split})")
+            confusion_panel(metrics)
     if data.load_latest(settings) is not None:
         drift_panel(settings, card)
-        versions_panel(settings)
+    versions_panel(settings)
 
 
 render()

@@ -5,7 +5,8 @@ Every request the crawler makes goes through :class:`Fetcher`, which
   address (SSRF), on every redirect hop, and checks the connected peer again after connecting
   (a DNS answer that changes between check and connect is caught before the body is read);
 - follows at most ``max_redirects`` redirects itself, so each hop is checked;
-- streams bodies and stops at ``max_bytes`` (a 50 MB "feed" is never read whole) and at an overall
+- streams bodies and stops at ``max_bytes`` of *decoded* content (a 50 MB "feed" is never read
+  whole; a gzip bomb is inflated only up to the cap) and at an overall
   deadline (a server dripping one byte a second cannot hold a worker forever);
 - sends conditional requests (ETag / Last-Modified) so unchanged feeds cost a 304;
 - obeys robots.txt for its User-Agent and keeps at most one request in flight per host, spaced by
@@ -20,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,6 +105,38 @@ def _peer_ip(response: httpx.Response) -> str | None:
     except Exception:  # transport without that info: the pre-connect check stands alone
         return None
     return addr[0] if addr else None
+
+
+class _Decoder:
+    """Content-Encoding decoding that never inflates more than asked (a gzip bomb stays small)."""
+
+    def __init__(self, url: str, encoding: str) -> None:
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._z = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj()
+        else:
+            raise FetchError(url, f"unsupported Content-Encoding {encoding!r}")
+        self.url = url
+
+    def feed(self, data: bytes, limit: int) -> Iterator[bytes]:
+        """Decoded bytes of ``data``, stopping once ``limit`` bytes have been produced."""
+        if self._z is None:
+            yield data
+            return
+        try:
+            out = self._z.decompress(data, limit)
+            yield out
+            limit -= len(out)
+            while self._z.unconsumed_tail and limit > 0:
+                out = self._z.decompress(self._z.unconsumed_tail, limit)
+                yield out
+                limit -= len(out)
+        except zlib.error as err:
+            raise FetchError(self.url, f"corrupt compressed body: {err}") from None
 
 
 class HostThrottle:
@@ -223,14 +257,16 @@ class Fetcher:
                     declared = resp.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > cap:
                         raise FetchError(url, f"body of {int(declared)} bytes exceeds the {cap}-byte cap")
+                    decoder = _Decoder(url, resp.headers.get("content-encoding", ""))
                     chunks: list[bytes] = []
-                    for chunk in resp.iter_bytes(CHUNK_BYTES):
-                        read += len(chunk)
+                    for raw in resp.iter_raw(CHUNK_BYTES):
+                        for chunk in decoder.feed(raw, cap - read + 1):
+                            read += len(chunk)
+                            chunks.append(chunk)
                         if read > cap:
                             raise FetchError(url, f"body exceeds the {cap}-byte cap (stopped after {read} bytes)", bytes_read=read)
                         if time.monotonic() - started > self.deadline_s:
                             raise FetchError(url, f"download took over {self.deadline_s:.0f}s", bytes_read=read)
-                        chunks.append(chunk)
                     return FetchResult(str(url), resp.status_code, resp.headers, b"".join(chunks), read)
             except httpx.TimeoutException as err:
                 raise FetchError(url, f"timed out ({type(err).__name__})", bytes_read=read) from None

@@ -80,6 +80,11 @@ def fixture(name: str, content_type: str = "application/rss+xml") -> Route:
     return text((FIXTURES / name).read_bytes(), content_type)
 
 
+def streamed(body: bytes, content_type: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A MockTransport response read as a network stream would be (the fetcher reads raw bytes)."""
+    return httpx.Response(200, stream=httpx.ByteStream(body), headers={"Content-Type": content_type, **(headers or {})})
+
+
 @pytest.fixture
 def server() -> Iterator[FixtureServer]:
     srv = FixtureServer()
@@ -201,6 +206,23 @@ def test_near_duplicate_rewrite_is_a_follow_up_with_lower_novelty(tmp_path):
     assert v2.status in ("follow_up", "duplicate") and v2.novelty < 60 and v2.similarity >= 0.5
     assert v3.status == "new" and v3.novelty == 100.0
     assert v4.is_duplicate and v4.reason == "url"
+
+
+def test_service_mode_polls_on_schedule_and_stops_promptly(server, settings):
+    serve_wire_fixtures(server)
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml", poll_interval=30)], settings, out)
+    stop = threading.Event()
+    worker = threading.Thread(target=crawler.run_forever, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(out.articles) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    worker.join(5)
+    crawler.close()
+    assert not worker.is_alive() and len(out.articles) == 2
+    assert server.hits("/a.xml") == 1  # the next poll is not due for 30 s
 
 
 # --- politeness: conditional GET, robots.txt, User-Agent ----------------------------------------
@@ -344,6 +366,34 @@ def test_a_50_mb_body_is_capped_not_read(server, settings, caplog):
     assert report.status == "error" and _logged(caplog, "cap")
 
 
+def test_a_gzip_bomb_is_inflated_only_up_to_the_cap():
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024), compresslevel=9)  # ~50 KB on the wire
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            return httpx.Response(404)
+        return streamed(bomb, "application/rss+xml", {"Content-Encoding": "gzip"})
+
+    fetcher = Fetcher(user_agent="NewsPulseBot/test", max_bytes=1_000_000, host_delay_s=0, transport=httpx.MockTransport(handler))
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch("http://93.184.216.34/feed.xml")
+    fetcher.close()
+    assert "cap" in err.value.reason and err.value.bytes_read <= 1_000_001
+    assert len(bomb) < 200_000
+
+
+def test_gzip_body_is_decoded(server):
+    import gzip
+
+    server.routes["/gz.xml"] = text(gzip.compress((FIXTURES / "feed_wire.xml").read_bytes()), headers={"Content-Encoding": "gzip"})
+    fetcher = Fetcher(user_agent="NewsPulseBot/test", host_delay_s=0)
+    result = fetcher.fetch(server.base + "/gz.xml", allow_private=True)
+    fetcher.close()
+    assert result.body == (FIXTURES / "feed_wire.xml").read_bytes()
+
+
 def test_declared_oversize_body_is_refused_before_reading(server, settings, caplog):
     server.routes["/big"] = text(b"x" * 2_000_000)
     report, _ = _poll_one(server, settings, "/big", caplog)
@@ -387,9 +437,9 @@ def test_article_links_to_private_addresses_are_not_fetched(settings, caplog):
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url))
         if request.url.path == "/feed.xml":
-            return httpx.Response(200, content=feed_xml.encode(), headers={"Content-Type": "application/rss+xml"})
+            return streamed(feed_xml.encode(), "application/rss+xml")
         if request.url.path == "/articles/msft-activision.html":
-            return httpx.Response(200, content=(FIXTURES / "article_msft.html").read_bytes(), headers={"Content-Type": "text/html"})
+            return streamed((FIXTURES / "article_msft.html").read_bytes(), "text/html")
         return httpx.Response(404)
 
     out = Collector()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -49,9 +50,16 @@ def make_article(i: int, when: datetime, ticker: str, label: str, title: str | N
 
 
 def seed_store(path: Path) -> dict:
+    store = SQLiteStore(path)
+    try:
+        return seed(store)
+    finally:
+        store.close()
+
+
+def seed(store) -> dict:
     """200 articles every 4 hours back from LATEST (XOM turning negative lately), one article with
     an HTML/script headline, one firing alert on XOM (driven by it) and one resolved market alert."""
-    store = SQLiteStore(path)
     articles = []
     for i in range(200):
         ticker = TICKERS[i % 4]
@@ -72,7 +80,6 @@ def seed_store(path: Path) -> dict:
         magnitude=3.2, baseline=0.3, value=0.55, volume=25,
     )
     store.upsert_alerts([firing, resolved])
-    store.close()
     return {"articles": articles, "xss": xss, "firing": firing, "resolved": resolved}
 
 
@@ -141,7 +148,10 @@ def unescape(text: str) -> str:
 
 
 def test_overview_shows_the_window_of_the_data_with_metrics_charts_and_banner(seeded):
-    at = run_app()
+    check_overview(run_app(), seeded)
+
+
+def check_overview(at, seeded: dict) -> None:
     arts = in_window(seeded["articles"], 30)
     neg = sum(a.label.value == "negative" for a in arts)
     shown = metrics(at)
@@ -197,6 +207,32 @@ def test_every_page_on_an_empty_store_says_what_to_do_next(dash_env):
     assert any("No firing alert" in c.value for c in at.caption)
     at = run_app("model")
     assert any("No model is in production yet" in i.value for i in at.info)
+
+
+@pytest.mark.es
+def test_the_same_pages_on_elasticsearch(dash_env, monkeypatch):
+    """The dashboard only speaks the Store interface: on Elasticsearch it shows the same numbers."""
+    from peers import start_elasticsearch
+
+    from newspulse.store.elastic import ElasticStore
+
+    with start_elasticsearch() as url:
+        monkeypatch.setenv("NEWSPULSE_STORE_URL", url)
+        store = ElasticStore(load_settings())
+        try:
+            seeded = seed(store)
+        finally:
+            store.close()
+        reader = ElasticStore(load_settings())  # another client sees the writes after a refresh (~1 s)
+        deadline = time.monotonic() + 30
+        while reader.stats()["articles"] < len(seeded["articles"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        reader.close()
+        check_overview(run_app(), seeded)
+        at = run_app("explore", **{"explore-q": "crash fears"})
+        assert any(SCRIPT in unescape(m.value) for m in at.markdown)
+        at = run_app("alerts")
+        assert [t.label for t in at.tabs][:3] == ["Firing (1)", "Pending (0)", "Resolved (1)"]
 
 
 # --- safety --------------------------------------------------------------------------------

@@ -93,8 +93,13 @@ def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None],
         from newspulse.kafka.producer import KafkaArticlePublisher
 
         publisher = KafkaArticlePublisher(settings)
+
+        def publish(articles: Sequence) -> None:
+            publisher.publish(articles)
+            publisher.flush()  # acknowledged before the crawler marks the story as seen
+
         try:
-            yield publisher.publish, lambda: (publisher.flush(), {"topic": settings.kafka_topic_raw, "produced": publisher.sent})[1]
+            yield publish, lambda: {"topic": settings.kafka_topic_raw, "produced": publisher.sent}
         finally:
             publisher.close()
     elif to is CrawlSink.embedded:

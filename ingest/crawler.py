@@ -212,8 +212,12 @@ class Crawler:
             report.duplicates += 1
             log.info("feed %s: %s is a duplicate (%s) of %s", feed.name, link or article.id, verdict.reason, verdict.duplicate_of)
             return
-        with self._emit_lock:
-            self._emit([article.model_copy(update={"novelty": verdict.novelty})])
+        try:
+            with self._emit_lock:
+                self._emit([article.model_copy(update={"novelty": verdict.novelty})])
+        except Exception:
+            self.state.forget(article.id)  # not delivered: offer it again next poll
+            raise
         report.emitted += 1
 
     def _full_text(self, feed: FeedConfig, link: str) -> str:

@@ -165,6 +165,14 @@ class DedupState:
                 self._signatures[article.id] = sig
         return verdict
 
+    def forget(self, article_id: str) -> None:
+        """Undo :meth:`check_and_record` for a story that could not be delivered, so the next
+        poll offers it again instead of treating it as already seen."""
+        with self._lock:
+            self._db.execute("DELETE FROM stories WHERE article_id = ?", (article_id,))
+            if self._signatures.pop(article_id, None) is not None:
+                self._lsh.remove(article_id)
+
     def story(self, article_id: str) -> dict | None:
         """The recorded verdict of one story (for tests and operators)."""
         with self._lock:

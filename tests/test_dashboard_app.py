@@ -235,6 +235,17 @@ def test_the_same_pages_on_elasticsearch(dash_env, monkeypatch):
         assert [t.label for t in at.tabs][:3] == ["Firing (1)", "Pending (0)", "Resolved (1)"]
 
 
+def test_an_unreachable_store_is_named_not_a_traceback(dash_env, monkeypatch):
+    blocker = dash_env / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", f"sqlite:///{blocker / 'store.db'}")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    assert not at.exception
+    assert any("Cannot read the store" in e.value and "not-a-dir" in e.value for e in at.error)
+
+
 # --- safety --------------------------------------------------------------------------------
 
 

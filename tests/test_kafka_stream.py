@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from newspulse.embedded import StoreSink
 from newspulse.kafka.client import connection_config, describe, ensure_topics
@@ -127,8 +128,6 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
 
 def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float = 30) -> list:
     """Every record of ``topic`` (no group), once ``expected`` have arrived."""
-    from kafka import KafkaConsumer, TopicPartition
-
     consumer = KafkaConsumer(**connection_config(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -148,8 +147,6 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout_s: float =
 def committed_lag(settings: Settings, produced: int) -> int:
     """Records of news.raw not covered by the group's committed offsets. (The log end comes from
     reading the topic: tansu's ListOffsets(latest) answers the last batch's base offset.)"""
-    from kafka import KafkaConsumer, TopicPartition
-
     end: dict[int, int] = {}
     for r in read_topic(settings, settings.kafka_topic_raw, expected=produced):
         end[r.partition] = max(end.get(r.partition, 0), r.offset + 1)
@@ -239,8 +236,6 @@ def test_origin_round_trip():
 # --- integration: against tansu -----------------------------------------------------------------
 @pytest.mark.kafka
 def test_topics_are_created_once_with_configured_partitions(kafka_bootstrap, tmp_path):
-    from kafka import KafkaConsumer
-
     s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=3)
     assert sorted(ensure_topics(s)) == sorted([s.kafka_topic_raw, s.kafka_topic_scored, s.kafka_topic_dlq])
     assert ensure_topics(s) == []  # idempotent
@@ -253,45 +248,50 @@ def test_topics_are_created_once_with_configured_partitions(kafka_bootstrap, tmp
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_round_trip_with_the_real_classifier(kafka_bootstrap, tmp_path, trained_classifier_registry):
-    """Replay → news.raw → production processor (real model, summariser, tagger) → store + news.scored."""
+def test_round_trip_through_the_cli_with_the_real_classifier(kafka_bootstrap, tmp_path, trained_classifier_registry):
+    """`newspulse replay --to kafka` → news.raw → `newspulse process --source kafka` (real model,
+    summariser, tagger; the production wiring) → store + news.scored; SIGTERM stops it cleanly."""
     from models.registry import Registry
 
-    s = make_settings(kafka_bootstrap, tmp_path, model_registry=str(trained_classifier_registry), batch_max_records=16)
-    sent = articles(40, run="roundtrip")
-    t0 = time.perf_counter()
-    with KafkaArticlePublisher(s) as publisher:
-        assert publisher.publish(sent) == 40
-        publisher.flush()
-        assert publisher.acked == 40
-    log.info("produced 40 articles in %.2fs", time.perf_counter() - t0)
+    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=16)
+    env = env_for(s) | {"NEWSPULSE_MODEL_REGISTRY": str(trained_classifier_registry), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "newspulse.cli"]
+    replay = subprocess.run(cli + ["replay", "--file", str(ROOT / "data/news/reuters21578.csv.gz"), "--to", "kafka", "--speed", "0", "--limit", "40"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    produced = json.loads(replay.stdout.strip().splitlines()[-1])["produced"]
+    assert produced > 30
+    raw = read_topic(s, s.kafka_topic_raw, produced)
+    ids = {r.key.decode() for r in raw}
+    assert len(raw) == produced and all(json.loads(r.value)["id"] == r.key.decode() for r in raw)
 
-    stop = threading.Event()
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.setdefault("stats", run_processor(s, stop)), daemon=True)
-    thread.start()
+    logs = tmp_path / "process.log"
+    with open(logs, "wb") as out:
+        proc = subprocess.Popen(cli + ["process", "--source", "kafka"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: store_count(s) >= 40, 300, "40 scored articles in the store")
+        wait_for(lambda: store_count(s) >= len(ids) or proc.poll() is not None, 300, "the scored articles in the store")
+        assert proc.poll() is None, logs.read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, logs.read_text()[-3000:]
     finally:
-        stop.set()
-        thread.join(120)
-    assert not thread.is_alive()
+        if proc.poll() is None:
+            proc.kill()
     version = Registry(trained_classifier_registry).production_version()
     store = SQLiteStore(s.sqlite_path)
     try:
         stats = store.stats()
-        assert stats["articles"] == stats["unique_ids"] == 40
+        assert stats["articles"] == stats["unique_ids"] == len(ids)
         assert set(stats["model_versions"]) == {version}
-        for art in sent[:5]:
-            got = store.get_article(art.id)
-            assert got is not None and got.title == art.title and got.label.value in ("negative", "neutral", "positive")
-            assert abs(sum(got.probabilities.values()) - 1) < 1e-3 and got.summary
+        for art_id in sorted(ids)[:5]:
+            got = store.get_article(art_id)
+            assert got is not None and got.label.value in ("negative", "neutral", "positive") and got.summary
+            assert abs(sum(got.probabilities.values()) - 1) < 1e-3
     finally:
         store.close()
-    scored = read_topic(s, s.kafka_topic_scored, 40)
-    assert len(scored) == 40 and {r.key.decode() for r in scored} == {a.id for a in sent}
+    scored = read_topic(s, s.kafka_topic_scored, len(ids))
+    assert {r.key.decode() for r in scored} == ids and len(scored) == len(ids)
     assert ScoredArticle.model_validate_json(scored[0].value).model_version == version
-    assert result["stats"].stored == 40 and committed_lag(s, 40) == 0
+    assert committed_lag(s, produced) == 0, "SIGTERM finished, committed and left"
 
 
 @pytest.mark.kafka
@@ -501,9 +501,7 @@ def test_store_outage_and_refused_writes_are_retried_not_lost(kafka_bootstrap, t
 def test_revocation_commits_what_was_processed_but_not_yet_committed(kafka_bootstrap, tmp_path):
     """The rebalance callback (run on kafka-python's IO thread) commits pending offsets when the
     partitions go away: here on close, the same callback a rebalance triggers."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from newspulse.kafka.processor import _listener_class
+    from newspulse.kafka.processor import RevocationListener
 
     s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=1)
     with KafkaArticlePublisher(s) as pub:
@@ -511,7 +509,7 @@ def test_revocation_commits_what_was_processed_but_not_yet_committed(kafka_boots
     owner = StreamProcessor(s, processor=None, dead_letters=None)  # only its offset bookkeeping is used
     owner.consumer = KafkaConsumer(**connection_config(s), group_id=s.kafka_group_id, enable_auto_commit=False,
                                    session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
-    owner.consumer.subscribe([s.kafka_topic_raw], listener=_listener_class()(owner))
+    owner.consumer.subscribe([s.kafka_topic_raw], listener=RevocationListener(owner))
     wait_for(lambda: owner.consumer.poll(timeout_ms=200) is not None and owner.assigned, 30, "an assignment")
     tp = TopicPartition(s.kafka_topic_raw, 0)
     owner._uncommitted[tp] = 7  # processed up to offset 6, commit not yet done

@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
 from newspulse.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,6 @@ def describe(settings: Settings) -> str:
 
 def is_transient(err: BaseException) -> bool:
     """True for broker errors worth retrying: connection loss, timeouts, leader or coordinator moves."""
-    from kafka.errors import KafkaError
-
     return (isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))) or isinstance(err, (ConnectionError, TimeoutError))
 
 
@@ -110,9 +111,6 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 60.0, stop: threadin
     Returns the names that were created. Existing topics are left as they are, even when their
     partition count differs from the setting (changing it would remap keys to partitions).
     """
-    from kafka import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
-
     specs = topic_specs(settings)
 
     def create() -> list[str]:

@@ -31,6 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
 from newspulse.kafka import metrics
 from newspulse.kafka.client import connection_config, describe, ensure_topics, is_transient, retry
 from newspulse.kafka.producer import PublishError, build_producer
@@ -60,7 +63,7 @@ class RunStats:
     errors: list[str] = field(default_factory=list)
 
 
-class _Listener:
+class RevocationListener(AsyncConsumerRebalanceListener):
     """Rebalance callbacks. They run on kafka-python's IO thread, so they only await
     non-blocking calls (the commit) and leave buffer clean-up to the polling thread."""
 
@@ -85,12 +88,6 @@ class _Listener:
         # Evicted from the group: committing would be refused; drop state, the new owner redelivers.
         self.owner._note_revoked(lost)
         self.owner._take_uncommitted(lost)
-
-
-def _listener_class():
-    from kafka import AsyncConsumerRebalanceListener
-
-    return type("RevocationListener", (_Listener, AsyncConsumerRebalanceListener), {})
 
 
 class StreamProcessor:
@@ -119,9 +116,7 @@ class StreamProcessor:
         self._failures_in_row = 0
 
     # --- consumer -------------------------------------------------------------------------
-    def _build_consumer(self):
-        from kafka import KafkaConsumer
-
+    def _build_consumer(self) -> KafkaConsumer:
         s = self.settings
         cfg = {
             **connection_config(s),
@@ -144,7 +139,7 @@ class StreamProcessor:
         """Consume until ``stop`` is set, then finish the batch in hand, commit and leave the group."""
         self.consumer = retry(self._build_consumer, f"connecting to {describe(self.settings)}", timeout_s=120, stop=stop)
         try:
-            self.consumer.subscribe([self.settings.kafka_topic_raw], listener=_listener_class()(self))
+            self.consumer.subscribe([self.settings.kafka_topic_raw], listener=RevocationListener(self))
             log.info("processing %s in group %s", self.settings.kafka_topic_raw, self.settings.kafka_group_id)
             while not stop.is_set():
                 self._poll()
@@ -170,7 +165,7 @@ class StreamProcessor:
         try:
             polled = self.consumer.poll(timeout_ms=timeout, max_records=self.settings.batch_max_records - len(self._buffer))
         except Exception as err:
-            if not is_transient(err) and not _is_kafka_error(err):
+            if not isinstance(err, KafkaError) and not is_transient(err):
                 raise
             self._note_error(f"poll: {type(err).__name__}: {err}")
             self._backoff(None)
@@ -226,7 +221,7 @@ class StreamProcessor:
         try:
             self._flush(batch, stop)
         except Exception as err:
-            if not (is_transient(err) or _is_kafka_error(err) or isinstance(err, PublishError)):
+            if not isinstance(err, (KafkaError, PublishError)) and not is_transient(err):
                 raise
             self._note_error(f"batch of {len(batch)}: {type(err).__name__}: {err}")
             log.warning("batch of %d not completed (%s); retrying from its first offsets", len(batch), err)
@@ -382,20 +377,10 @@ class StreamProcessor:
 
 
 def _offset_metadata(offsets: dict) -> dict:
-    from kafka import OffsetAndMetadata
-
     return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
 
 
-def _is_kafka_error(err: BaseException) -> bool:
-    from kafka.errors import KafkaError
-
-    return isinstance(err, KafkaError)
-
-
-def _tp(record):
-    from kafka import TopicPartition
-
+def _tp(record) -> TopicPartition:
     return TopicPartition(record.topic, record.partition)
 
 

@@ -12,6 +12,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from kafka import KafkaProducer
+
 from newspulse.kafka.client import connection_config, describe, ensure_topics
 from newspulse.schema import SCHEMA_VERSION, Article
 from newspulse.settings import Settings
@@ -28,10 +30,8 @@ class PublishError(RuntimeError):
     """Some records were not acknowledged by the brokers within the delivery timeout."""
 
 
-def build_producer(settings: Settings, **overrides: object):
+def build_producer(settings: Settings, **overrides: object) -> KafkaProducer:
     """A kafka-python producer with NewsPulse's durability settings (acks=all, idempotent)."""
-    from kafka import KafkaProducer
-
     cfg = {
         **connection_config(settings),
         "acks": "all",

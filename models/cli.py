@@ -1,5 +1,165 @@
-"""`newspulse model ...` commands (training, evaluation, registry)."""
+"""`newspulse model ...` commands (training, evaluation, registry).
+
+Heavy libraries (torch, transformers) are imported inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 app = typer.Typer(help="Train, evaluate and manage sentiment models.", no_args_is_help=True)
+
+
+def _settings():
+    from newspulse.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as err:
+        typer.echo(f"newspulse: {err}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _data_error(err: Exception) -> typer.Exit:
+    typer.echo(f"newspulse: {err}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def train(
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default from the default config).")] = None,
+    base_model: Annotated[Optional[str], typer.Option(help="HF id or local path (default NEWSPULSE_BASE_MODEL / packaged MiniLM).")] = None,
+    train_file: Annotated[Optional[list[Path]], typer.Option("--train", help="Labelled CSV (text,label); repeat for several. Default: bundled PhraseBank + Twitter train.")] = None,
+    dev_file: Annotated[Optional[list[Path]], typer.Option("--dev", help="Dev CSV for early stopping; repeatable.")] = None,
+    eval_file: Annotated[Optional[list[Path]], typer.Option("--eval", help="Fixed evaluation CSV the gate compares on; repeatable.")] = None,
+    max_train_rows: Annotated[Optional[int], typer.Option(help="Subsample training rows (stratified).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Token window while training.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
+    promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+) -> None:
+    """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
+    from models.data import DataError
+    from models.train import default_config
+    from models.train import train as run_training
+
+    settings = _settings()
+    overrides = {
+        k: v
+        for k, v in dict(
+            epochs=epochs,
+            base_model=base_model,
+            train_files=train_file or None,
+            dev_files=dev_file or None,
+            eval_files=eval_file or None,
+            max_train_rows=max_train_rows,
+            max_length=max_length,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+        ).items()
+        if v is not None
+    }
+    try:
+        cfg = default_config(settings, include_feedback=feedback, promote=promote, **overrides)
+        card = run_training(cfg)
+    except (DataError, ValueError) as err:
+        raise _data_error(err) from None
+    if as_json:
+        typer.echo(card.model_dump_json())
+        return
+    ev = card.metrics.get("eval", {})
+    typer.echo(f"registered {card.version}: eval macro-F1 {ev.get('macro_f1', float('nan')):.4f}, accuracy {ev.get('accuracy', float('nan')):.4f}")
+    for source, m in (ev.get("by_source") or {}).items():
+        typer.echo(f"  {source:28} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n={m['n']}")
+    if card.gate is not None:
+        typer.echo(f"gate: {'PROMOTED' if card.gate.promote else 'kept production'} ({card.gate.reason})")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Labelled CSV (text,label[,agreement]); repeatable. Default: the fixed evaluation split.")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Registry version (default: production).")] = None,
+    lexicon: Annotated[bool, typer.Option(help="Also score the Loughran-McDonald lexicon baseline on the same rows.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix (rows = true), per
+    agreement level, beside the lexicon baseline."""
+    from models.data import DEFAULT_EVAL_FILES, DataError
+    from models.evaluate import evaluate_files
+    from models.predict import Classifier
+    from models.registry import NoProductionModel, Registry
+
+    settings = _settings()
+    registry = Registry(settings.model_registry)
+    try:
+        card = registry.card(version) if version else registry.production_card()
+    except (NoProductionModel, KeyError) as err:
+        raise _data_error(err) from None
+    clf = Classifier.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, card=card)
+    try:
+        result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)
+    except DataError as err:
+        raise _data_error(err) from None
+    result["quantized"] = clf.quantized
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"model {result['model_version']} on {', '.join(result['data'])} (n={result['n']})")
+    rows = [("model", result)] + ([("lexicon (LM)", result["lexicon"])] if "lexicon" in result else [])
+    for name, m in rows:
+        typer.echo(f"  {name:14} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  weighted-F1 {m['weighted_f1']:.4f}")
+    for label, m in result["per_class"].items():
+        typer.echo(f"  {label:9} P {m['precision']:.3f}  R {m['recall']:.3f}  F1 {m['f1']:.3f}  n={m['support']}")
+    typer.echo(f"  confusion (rows true, cols predicted; negative/neutral/positive): {result['confusion']}")
+    for level, m in (result.get("by_agreement") or {}).items():
+        typer.echo(f"  agreement {level:>3}%: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
+
+
+@app.command("list")
+def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+    """Registered versions, oldest first; `*` marks production."""
+    from models.registry import Registry
+
+    rows = Registry(_settings().model_registry).describe()
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no models registered; train one with `newspulse model train`")
+    for r in rows:
+        f1 = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
+        typer.echo(f"{'*' if r['production'] else ' '} {r['version']}  {r['created_at'][:19]}  {f1}")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Registry version to make production.")],
+    force: Annotated[bool, typer.Option(help="Skip the gate (e.g. to roll back to an older version).")] = False,
+) -> None:
+    """Make VERSION production if the gate allows it (or unconditionally with --force).
+    Running processors pick it up without a restart."""
+    from models.registry import Registry
+    from models.train import gate_and_promote
+
+    registry = Registry(_settings().model_registry)
+    try:
+        if force:
+            registry.promote(version)
+            typer.echo(f"production is now {version} (forced)")
+            return
+        decision = gate_and_promote(registry, version)
+    except (KeyError, ValueError) as err:
+        raise _data_error(err) from None
+    if not decision.promote:
+        typer.echo(f"refused: {decision.reason} (use --force to override)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"production is now {version}: {decision.reason}")

@@ -3,8 +3,8 @@
 # of docker-compose.yml all run `newspulse ...` from it.
 #
 #   docker build -t newspulse:0.1.0 .                                  # CPU build of PyTorch
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 \
-#                -t newspulse-cuda:0.1.0 .                               # GPU processors
+#   docker build --build-arg TORCH_INDEX_URL=https://pypi.org/simple \
+#                -t newspulse-cuda:0.1.0 .                               # GPU processors (CUDA)
 #
 # The source is installed in editable mode at /app, because the code finds its bundled data
 # (training splits, Reuters corpus, company list) relative to the source tree.

@@ -284,3 +284,40 @@ def load_classifier(settings, *, check_interval: float = 5.0) -> HotReloadingCla
     if registry.production_version() is None:
         raise NoProductionModel(f"no production model in {registry.path}; train one with `newspulse model train`")
     return HotReloadingClassifier(registry, device=settings.device, quantize=settings.quantize, check_interval=check_interval)
+
+
+def rescore_store(settings, store, *, since=None, batch_size: int = 256, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Re-score stored articles with the production model, a batch at a time.
+
+    Articles already scored by the production version are skipped unless ``force``; the summary
+    and tags are kept, label/probabilities/score/model_version are replaced. Returns counts.
+    """
+    from newspulse.schema import ScoredArticle
+    from newspulse.store.base import Filter
+
+    clf = load_classifier(settings).current
+    counts = {"model_version": clf.version, "seen": 0, "rescored": 0, "skipped": 0, "failed": 0}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"re-scoring with {clf.version}", unit="article")
+    for batch in store.iter_articles(Filter(start=since), batch_size=batch_size):
+        counts["seen"] += len(batch)
+        todo = [a for a in batch if force or a.model_version != clf.version]
+        counts["skipped"] += len(batch) - len(todo)
+        if todo:
+            plain = [Article(**a.model_dump(include=set(Article.model_fields))) for a in todo]
+            probs = clf.score_articles(plain)
+            scored = [
+                ScoredArticle.from_article(art, dict(zip(LABELS, map(float, p))), summary=old.summary, model_version=clf.version)
+                for art, old, p in zip(plain, todo, probs)
+            ]
+            result = store.upsert_articles(scored)
+            counts["rescored"] += len(result.written)
+            counts["failed"] += len(result.failed)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return counts

@@ -430,3 +430,40 @@ def train(cfg: TrainConfig) -> ModelCard:
     if cfg.promote:
         card.gate = gate_and_promote(cfg.registry, card.version, cfg.f1_floor)
     return card
+
+
+# --- orchestration helpers (the retraining DAG is a thin shell around these) -------------------
+def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
+    """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
+    :func:`default_config`; ``data_sources`` names the training CSVs."""
+    mapping = {
+        "registry": "registry",
+        "base_model": "base_model",
+        "epochs": "epochs",
+        "data_sources": "train_files",
+        "dev_files": "dev_files",
+        "eval_files": "eval_files",
+        "max_train_rows": "max_train_rows",
+        "max_length": "max_length",
+        "batch_size": "batch_size",
+        "learning_rate": "learning_rate",
+        "include_feedback": "include_feedback",
+        "f1_floor": "f1_floor",
+        "seed": "seed",
+    }
+    overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
+    return default_config(settings, progress=False, **overrides)
+
+
+def record_run(registry: Path | Registry, entry: dict[str, Any]) -> Path:
+    """Append one retraining run's outcome to ``<registry>/_history.jsonl`` (the audit trail
+    that `notify` writes and operators read)."""
+    import json
+
+    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    path = registry.path / "_history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"at": datetime.now(timezone.utc).isoformat(), **entry}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, default=str) + "\n")
+    return path

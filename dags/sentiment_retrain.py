@@ -1,0 +1,120 @@
+"""Weekly (or on-demand) retraining of the sentiment classifier, gated before rollout.
+
+prepare_data → train → evaluate → gate → promote → notify. Every step is a call into
+``models.train``; this file only wires them. A candidate that is worse than production, or below
+the floor, is registered (for inspection) but ``promote`` is skipped and production never moves.
+A successful promotion emits the ``newspulse-production-model`` asset, which triggers
+``rescore_history``. Trigger manually with params, e.g.::
+
+    airflow dags trigger sentiment_retrain --conf '{"epochs": 3, "base_model": "ProsusAI/finbert"}'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
+
+PRODUCTION_MODEL = Asset("newspulse-production-model")
+
+default_args = {
+    "owner": "ml-platform",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=5),
+}
+
+
+def _config():
+    """The run's TrainConfig from its params (defaults: models.train.default_config)."""
+    from models.train import config_from_params
+    from newspulse.settings import load_settings
+
+    return config_from_params(dict(get_current_context()["params"]), load_settings())
+
+
+with DAG(
+    dag_id="sentiment_retrain",
+    description="Fine-tune the sentiment classifier on bundled data + analyst feedback; promote only if not worse.",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["newspulse", "ml", "sentiment"],
+    params={
+        "base_model": Param("", type="string", description="HF id or local path; empty = NEWSPULSE_BASE_MODEL or the packaged MiniLM."),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, description="Training epochs; empty = default."),
+        "data_sources": Param([], type="array", description="Training CSVs (text,label); empty = bundled PhraseBank + Twitter train."),
+        "include_feedback": Param(True, type="boolean", description="Add analyst feedback labels from the store."),
+        "dev_files": Param([], type="array", description="Dev CSVs for early stopping; empty = bundled dev splits."),
+        "eval_files": Param([], type="array", description="Fixed evaluation split of the gate; empty = bundled dev splits."),
+        "max_train_rows": Param(None, type=["null", "integer"], minimum=10, description="Subsample the training rows."),
+        "max_length": Param(None, type=["null", "integer"], minimum=8, description="Token window while training."),
+        "learning_rate": Param(None, type=["null", "number"], description="Peak learning rate."),
+        "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
+        "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def prepare_data() -> list[str]:
+        """Validate the inputs; snapshot analyst feedback to a CSV pinned in the model card."""
+        from models.train import prepare_data as prepare
+
+        return [str(p) for p in prepare(_config())]
+
+    @task
+    def train(train_files: list[str]) -> str:
+        """Fine-tune and register a candidate version (not promoted)."""
+        from pathlib import Path
+
+        from models.train import fit_and_register
+
+        return fit_and_register(_config(), [Path(p) for p in train_files]).version
+
+    @task
+    def evaluate(version: str) -> dict:
+        """Dev + fixed-split metrics, lexicon baseline, int8 check, written into the card."""
+        from models.train import evaluate_candidate
+
+        cfg = _config()
+        card = evaluate_candidate(cfg.registry, version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
+        return {"version": version, "macro_f1": card.metrics["eval"]["macro_f1"], "accuracy": card.metrics["eval"]["accuracy"]}
+
+    @task
+    def gate(evaluation: dict) -> dict:
+        """Compare with production on the fixed split; record the decision in the card."""
+        from models.train import gate as decide
+
+        cfg = _config()
+        return decide(cfg.registry, evaluation["version"], cfg.f1_floor).model_dump()
+
+    @task(outlets=[PRODUCTION_MODEL])
+    def promote(decision: dict) -> str:
+        """Move the production pointer (atomic) — skipped when the gate said no."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from models.registry import Registry
+
+        if not decision["promote"]:
+            raise AirflowSkipException(f"not promoted: {decision['reason']}")
+        Registry(_config().registry).promote(decision["candidate_version"])
+        return decision["candidate_version"]
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def notify(decision: dict) -> None:
+        """Log the outcome and append it to the registry's audit trail."""
+        import logging
+
+        from models.registry import Registry
+        from models.train import record_run
+
+        cfg = _config()
+        production = Registry(cfg.registry).production_version()
+        outcome = "promoted" if decision["promote"] else "rejected"
+        logging.getLogger("airflow.task").info("sentiment_retrain: candidate %s %s (%s); production is %s", decision["candidate_version"], outcome, decision["reason"], production)
+        record_run(cfg.registry, {"dag": "sentiment_retrain", "outcome": outcome, "production": production, **decision})
+
+    decision = gate(evaluate(train(prepare_data())))
+    promote(decision) >> notify(decision)

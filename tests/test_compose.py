@@ -288,6 +288,21 @@ def test_every_newspulse_variable_is_a_real_setting_and_loads(project, monkeypat
         assert settings.store_url.startswith("http"), name
         assert settings.es_username and settings.es_password, name
         assert settings.kafka_bootstrap == "kafka:9092", name
+        if name == "dashboard":
+            assert settings.dashboard_password, "the dashboard must ask for a password"
+
+
+def test_health_checks_probe_the_ports_the_services_serve_on(project):
+    svcs = services(project)
+    for name in ("processor", "processor-cpu"):
+        port = environment(svcs[name])["NEWSPULSE_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/metrics" in " ".join(svcs[name]["healthcheck"]["test"]), name
+        assert port in [str(p) for p in svcs[name]["expose"]], name
+    dashboard = svcs["dashboard"]
+    port = dashboard["command"][dashboard["command"].index("--port") + 1]
+    assert f"127.0.0.1:{port}/_stcore/health" in " ".join(dashboard["healthcheck"]["test"])
+    assert any(str(p).endswith(f":{port}") for p in dashboard["ports"])
+    assert environment(dashboard)["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0", "reachable through the published port"
 
 
 def _mounted(svc: dict, path: Path) -> str | None:

@@ -29,7 +29,7 @@ EMPTY_STORE_HELP = (
     "- `newspulse replay --file data/news/reuters21578.csv.gz`: the same replay, into this store\n"
     "- `newspulse crawl`: live RSS/Atom feeds\n"
     "- `newspulse process --source kafka`: score what the crawler or replay put on Kafka\n\n"
-    "This page refreshes itself once articles arrive."
+    "The Overview refreshes itself once articles arrive."
 )
 
 

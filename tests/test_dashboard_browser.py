@@ -8,6 +8,7 @@ carrying ``<script>``/``<img onerror>`` reaches the DOM as text: no such element
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -52,6 +53,16 @@ def _get(url: str) -> str | None:
             return resp.read().decode()
     except OSError:
         return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process this test started, by its PID: politely, then for sure."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class DevTools:
@@ -103,12 +114,7 @@ def served(np_env, monkeypatch):
         wait_until(lambda: _get(f"http://127.0.0.1:{port}/_stcore/health") == "ok", 60, "streamlit to serve")
         yield f"http://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
@@ -120,7 +126,7 @@ def browser(tmp_path):
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars",
            "--no-first-run", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={tmp_path / 'chromium'}",
            f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = tmp_path / "chromium" / "DevToolsActivePort"
         port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0].strip(), 30, "chromium's DevTools port")
@@ -130,12 +136,7 @@ def browser(tmp_path):
         yield client
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 _READY = """(() => {
@@ -158,8 +159,6 @@ def test_overview_renders_in_chromium_and_shows_html_headlines_as_text(served, b
     time.sleep(1.5)  # let the charts finish painting
     shot = browser.call("Page.captureScreenshot", format="png")
     path = tmp_path / "overview.png"
-    import base64
-
     path.write_bytes(base64.b64decode(shot["data"]))
 
     # the hostile headline is in the page as text, and did nothing

@@ -14,6 +14,9 @@ from newspulse.schema import ScoredArticle
 from newspulse.settings import Settings, load_settings
 
 
+HISTORY_ROWS = 500  # newest corrections shown (each looks its article up); the CSV has the same rows
+
+
 def find_article(settings: Settings) -> ScoredArticle | None:
     """An article by id (from the link) or by searching for it."""
     by_id = st.text_input("Article id", value=st.query_params.get("article", ""), key="fb-id").strip()
@@ -47,12 +50,12 @@ def correction_panel(settings: Settings, article: ScoredArticle) -> None:
 def history_panel(settings: Settings) -> None:
     """Every stored correction, newest first, next to what the model said."""
     feedback = data.load_feedback(settings)
-    st.subheader(f"Corrections ({len(feedback)})")
+    st.subheader(f"Corrections ({len(feedback):,})")
     if not feedback:
         st.caption("No correction yet. Use “Correct the label” on any article card, or the form above.")
         return
     rows = []
-    for fb in sorted(feedback, key=lambda f: f.created_at, reverse=True):
+    for fb in sorted(feedback, key=lambda f: f.created_at, reverse=True)[:HISTORY_ROWS]:
         article = data.load_article(settings, fb.article_id)
         rows.append(
             {

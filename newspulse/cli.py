@@ -29,10 +29,12 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="Inspect the store named by NEWSPULSE_STORE_URL.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (results as JSON).", no_args_is_help=True)
+kafka_app = typer.Typer(help="Kafka topics of the scaled mode.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
+app.add_typer(kafka_app, name="kafka")
 app.command("crawl")(crawl)
 
 DASHBOARD_APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -183,6 +185,41 @@ def store_stats(as_json: Annotated[bool, typer.Option("--json", help="Print one 
     else:
         for key, value in stats.items():
             typer.echo(f"{key:20} {value}")
+
+
+@store_app.command("init")
+def store_init() -> None:
+    """Create the store's tables (SQLite) or index templates and indices (Elasticsearch) if missing; idempotent."""
+    from newspulse.store import open_store
+
+    store = open_store(settings_or_exit())
+    try:
+        latest = store.latest_published_at()  # the first request sets the store up
+    finally:
+        store.close()
+    typer.echo(json.dumps({"backend": store.backend, "latest_published_at": latest.isoformat() if latest else None}))
+
+
+@kafka_app.command("init-topics")
+def kafka_init_topics(timeout: Annotated[float, typer.Option(min=1, help="Seconds to keep retrying while the broker comes up.")] = 120.0) -> None:
+    """Create news.raw, news.scored and news.dlq (NEWSPULSE_KAFKA_PARTITIONS partitions) if missing; idempotent."""
+    from newspulse.kafka.client import ensure_topics, topic_specs
+
+    settings = settings_or_exit()
+    created = ensure_topics(settings, timeout_s=timeout)
+    typer.echo(json.dumps({"created": created, "topics": sorted(topic_specs(settings)), "partitions": settings.kafka_partitions}))
+
+
+@model_app.command("ensure")
+def model_ensure() -> None:
+    """Fine-tune and promote the default classifier unless the registry has a production model."""
+    from models.registry import Registry
+
+    settings = settings_or_exit()
+    ensure_model(settings)
+    if Registry(settings.model_registry).production_version() is None:
+        typer.echo(f"newspulse model ensure: no model passed the promotion gate in {settings.model_registry}", err=True)
+        raise typer.Exit(1)
 
 
 @bench_app.command("model")

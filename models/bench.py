@@ -1,0 +1,130 @@
+"""`newspulse bench model`: accuracy and throughput of the production classifier against a
+FinBERT-sized model, all measured in one run on the same sentences.
+
+FinBERT itself cannot be downloaded here, and its speed depends only on its shape, so the
+reference is a randomly initialised ``BertForSequenceClassification`` of FinBERT's size
+(hidden 768, 12 layers, 12 heads): same tokenizer, same sentences, same batch size, same
+truncation. Its accuracy is the published one (arXiv 1908.10063), quoted for comparison.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+
+#: FinBERT on the Financial PhraseBank, all agreement levels (Araci 2019, arXiv 1908.10063).
+FINBERT_REFERENCE = {"accuracy": 0.86, "macro_f1": 0.84, "accuracy_100pct_agreement": 0.97, "f1_100pct_agreement": 0.95, "source": "arXiv 1908.10063"}
+BENCH_BATCH = 64
+GPU_BATCH = 256
+
+
+def random_bert_classifier(tokenizer_dir: str, *, hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12, seed: int = 0):
+    """A randomly initialised BERT sequence classifier (3 labels) and the tokenizer from
+    ``tokenizer_dir``. With the defaults it has FinBERT's shape; tests use tiny sizes."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from newspulse.schema import LABELS
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
+def throughput(clf, texts: Sequence[str], batch_size: int = BENCH_BATCH) -> float:
+    """Sentences per second of ``clf.predict_proba`` over ``texts`` (after one warm-up batch)."""
+    clf.predict_proba(texts[:batch_size], batch_size=batch_size)
+    start = time.perf_counter()
+    clf.predict_proba(texts, batch_size=batch_size)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def run_model_bench(settings) -> dict[str, Any]:
+    """Dev macro-F1 of the production model (fp32 and int8) and sentences/s on PhraseBank dev
+    at batch 64 for production fp32, production int8 and FinBERT-sized BERT-base fp32."""
+    import torch
+
+    from models.evaluate import classification_metrics
+    from models.predict import Classifier
+    from models.registry import Registry
+
+    registry = Registry(settings.model_registry)
+    card = registry.production_card()
+    path = registry.version_dir(card.version)
+    fp32 = Classifier.from_dir(path, device="cpu", quantize="off", card=card)
+    int8 = Classifier.from_dir(path, device="cpu", quantize="on", card=card)
+    bert_model, bert_tok = random_bert_classifier(str(path))
+    bert = Classifier(bert_model, bert_tok, version="bert-base-random", max_length=fp32.max_length)
+
+    dev = read_labelled_csv(PHRASEBANK_DEV)
+    texts = dev["text"].tolist()
+    labels = dev["label"].tolist()
+    quality: dict[str, Any] = {}
+    for name, clf in (("fp32", fp32), ("int8", int8)):
+        m = classification_metrics(labels, clf.predict(texts))
+        quality[name] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
+    twitter = read_labelled_csv(TWITTER_DEV)
+    tw = classification_metrics(twitter["label"].tolist(), int8.predict(twitter["text"].tolist()))
+
+    speeds = {
+        "production_fp32": throughput(fp32, texts),
+        "production_int8": throughput(int8, texts),
+        "bert_base_fp32": throughput(bert, texts),
+    }
+    result: dict[str, Any] = {
+        "model_version": card.version,
+        "dev_macro_f1": quality["fp32"]["macro_f1"],
+        "dev_accuracy": quality["fp32"]["accuracy"],
+        "dev_int8": quality["int8"],
+        "twitter_dev_int8": {"accuracy": round(tw["accuracy"], 4), "macro_f1": round(tw["macro_f1"], 4)},
+        "int8_agreement_on_dev": card.quantization.get("agreement"),
+        "throughput": {k: round(v, 2) for k, v in speeds.items()},
+        "speedup_vs_bert_base": round(speeds["production_int8"] / speeds["bert_base_fp32"], 2),
+        "speedup_fp32_vs_bert_base": round(speeds["production_fp32"] / speeds["bert_base_fp32"], 2),
+        "finbert_reference": FINBERT_REFERENCE,
+        "setup": {
+            "sentences": len(texts),
+            "batch_size": BENCH_BATCH,
+            "max_length": fp32.max_length,
+            "data": "data/phrasebank/dev.csv",
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+        },
+    }
+    if torch.cuda.is_available():
+        result["gpu"] = gpu_throughput(path, card, texts)
+    return result
+
+
+def gpu_throughput(path, card, texts: Sequence[str]) -> dict[str, Any]:
+    """bf16 sentences/s at batch 256 on CUDA: production vs FinBERT-sized BERT-base."""
+    import torch
+
+    from models.predict import Classifier
+
+    prod = Classifier.from_dir(path, device="cuda", card=card)
+    bert_model, bert_tok = random_bert_classifier(str(path))
+    bert = Classifier(bert_model.to("cuda", dtype=torch.bfloat16), bert_tok, version="bert-base-random", max_length=prod.max_length, device="cuda")
+    reps = list(texts) * max(1, 4096 // max(1, len(texts)))  # enough work to time a GPU
+    speeds = {"production_bf16": throughput(prod, reps, GPU_BATCH), "bert_base_bf16": throughput(bert, reps, GPU_BATCH)}
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "batch_size": GPU_BATCH,
+        "throughput": {k: round(v, 1) for k, v in speeds.items()},
+        "speedup_vs_bert_base": round(speeds["production_bf16"] / speeds["bert_base_bf16"], 2),
+    }

@@ -1,0 +1,152 @@
+"""Sentence and whole-article scoring, quantisation, hot reload and re-scoring, on tiny
+randomly initialised BERT models (real transformers code, seconds to build)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier, split_sentences
+from models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.schema import Article
+
+
+def register_random_model(registry: Registry, version: str, *, seed: int = 0, macro_f1: float = 0.6, max_length: int = 32) -> Path:
+    """Register a tiny random BERT classifier (hidden 32, 2 layers) with the MiniLM tokenizer."""
+    from models.bench import random_bert_classifier
+    from models.data import packaged_base_model
+
+    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2, seed=seed)
+    card = ModelCard(
+        version=version,
+        base_model="random-tiny-bert",
+        created_at=datetime.now(timezone.utc),
+        code_version="test",
+        params={"max_length": max_length},
+        metrics={"eval": {"macro_f1": macro_f1}},
+        quantization={"recommended": False},
+    )
+    return registry.register(model, tokenizer, card)
+
+
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory) -> Registry:
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    register_random_model(reg, "v1", seed=1)
+    register_random_model(reg, "v2", seed=2)
+    reg.promote("v1")
+    return reg
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_registry) -> Classifier:
+    return Classifier.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="off")
+
+
+def _article(title: str, body: str = "") -> Article:
+    return Article(published_at=datetime(2026, 1, 1, tzinfo=timezone.utc), source="test", title=title, body=body)
+
+
+def test_split_sentences():
+    text = "Revenue rose 5% to $3.2 bn. Margins fell! Is it over? \"Yes,\" he said.\nNew paragraph"
+    assert split_sentences(text) == ["Revenue rose 5% to $3.2 bn.", "Margins fell!", "Is it over?", "\"Yes,\" he said.", "New paragraph"]
+    assert split_sentences("The U.S. economy grew 3.5 percent, e.g. in services.") == ["The U.S. economy grew 3.5 percent, e.g. in services."]
+
+
+def test_length_sorted_batches_keep_the_input_order(clf):
+    texts = ["Short.", "A much longer sentence about quarterly earnings and guidance for the year.", "Mid length one here.", "x"]
+    batched = clf.predict_proba(texts, batch_size=2)
+    one_by_one = np.vstack([clf.predict_proba([t]) for t in texts])
+    assert batched.shape == (4, 3)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
+
+
+def test_long_bodies_are_chunked_within_the_window(clf):
+    body = " ".join(f"Sentence number {i} talks about the quarterly results of the company." for i in range(200))
+    chunks = clf.chunk(body)
+    assert 1 < len(chunks) <= clf.max_chunks
+    assert all(n <= clf.chunk_tokens for _, n in chunks)
+    giant = "word " * 2000  # one sentence longer than the window is cut into windows
+    assert all(n <= clf.chunk_tokens for _, n in clf.chunk(giant))
+
+
+def test_aggregate_weights_title_and_confident_long_chunks():
+    sure_neg, unsure_pos, title_pos = [0.98, 0.01, 0.01], [0.3, 0.3, 0.4], [0.0, 0.0, 1.0]
+    owners = [(0, "title", 1), (0, "body", 10), (0, "body", 10), (1, "title", 1), (2, "body", 5)]
+    probs = np.array([title_pos, sure_neg, unsure_pos, title_pos, sure_neg])
+    out = aggregate(3, owners, probs)
+    assert out[0, 0] > 0.5  # the decisive negative chunk outweighs the near-uniform one
+    body = out[0] - TITLE_WEIGHT * np.array(title_pos)
+    assert body.sum() == pytest.approx(1 - TITLE_WEIGHT, abs=1e-5)
+    np.testing.assert_allclose(out[1], title_pos, atol=1e-6)  # title only
+    np.testing.assert_allclose(out[2], sure_neg, atol=1e-6)  # body only
+
+
+def test_score_articles_title_only_equals_the_sentence_score(clf):
+    arts = [_article("Profits collapse at the bank"), _article("Shares rise", "The company beat estimates. " * 40)]
+    out = clf.score_articles(arts)
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[0], clf.predict_proba(["Profits collapse at the bank"])[0], atol=1e-4)
+    assert clf.score_articles([]).shape == (0, 3)
+
+
+def test_int8_quantisation_on_cpu(tiny_registry, clf):
+    q = Classifier.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="on")
+    assert q.quantized and not clf.quantized
+    texts = ["Profit rose.", "Loss widened sharply.", "Meeting on Tuesday."]
+    np.testing.assert_allclose(q.predict_proba(texts), clf.predict_proba(texts), atol=0.05)
+
+
+def test_no_production_model_is_a_clear_error(tmp_path):
+    from newspulse.settings import load_settings
+
+    with pytest.raises(NoProductionModel):
+        load_classifier(load_settings(model_registry=tmp_path / "empty"))
+
+
+def test_hot_reload_follows_promotion_and_survives_a_broken_version(tmp_path):
+    from newspulse.settings import load_settings
+
+    reg = Registry(tmp_path / "reg")
+    for v, seed in (("v1", 1), ("v2", 2), ("v3", 3)):
+        register_random_model(reg, v, seed=seed)
+    reg.promote("v1")
+    live = load_classifier(load_settings(model_registry=reg.path, quantize="off"), check_interval=0)
+    arts = [_article("Earnings beat estimates")]
+    before = live.score_articles(arts)
+    assert live.version == "v1"
+    reg.promote("v2")
+    after = live.score_articles(arts)  # next batch: picked up without a restart
+    assert live.version == "v2" and not np.allclose(before, after)
+    (reg.version_dir("v3") / "model.safetensors").unlink()  # a corrupt version
+    reg.promote("v3")
+    live.score_articles(arts)
+    assert live.version == "v2"  # keeps serving the model it has
+
+
+def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny_registry):
+    from models.predict import rescore_store
+    from newspulse.schema import ScoredArticle
+    from newspulse.settings import load_settings
+    from newspulse.store import open_store
+
+    settings = load_settings(model_registry=tiny_registry.path, store_url=f"sqlite:///{tmp_path / 'db.sqlite'}", quantize="off")
+    store = open_store(settings)
+    try:
+        old = [
+            ScoredArticle.from_article(_article(f"Story {i}", "Body text. More text."), {"negative": 0.1, "neutral": 0.8, "positive": 0.1}, summary=f"summary {i}", model_version="v0")
+            for i in range(5)
+        ]
+        assert store.upsert_articles(old).ok
+        counts = rescore_store(settings, store, batch_size=2, progress=False)
+        assert counts == {"model_version": "v1", "seen": 5, "rescored": 5, "skipped": 0, "failed": 0}
+        again = store.get_article(old[0].id)
+        assert again.model_version == "v1" and again.summary == "summary 0"
+        assert rescore_store(settings, store, progress=False)["skipped"] == 5
+    finally:
+        store.close()

@@ -83,6 +83,16 @@ class SQLiteStore:
         with self._write_lock:
             conn = self._conn()
             conn.executescript(_SCHEMA)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                # version 1: FTS rows share their article's rowid (see _upsert_one); re-key old files
+                conn.executescript(
+                    """BEGIN IMMEDIATE;
+                    DELETE FROM articles_fts;
+                    INSERT INTO articles_fts (rowid, id, title, body, summary)
+                        SELECT rowid, id, json_extract(doc, '$.title'), json_extract(doc, '$.body'), json_extract(doc, '$.summary') FROM articles;
+                    PRAGMA user_version = 1;
+                    COMMIT;"""
+                )
             conn.commit()
 
     # --- plumbing ------------------------------------------------------------------
@@ -153,15 +163,22 @@ class SQLiteStore:
     def _upsert_one(self, conn: sqlite3.Connection, art: ScoredArticle) -> None:
         conn.execute("SAVEPOINT one")
         try:
-            conn.execute(
+            # The FTS row shares the article's rowid: deleting by rowid is a key lookup, where
+            # deleting by the UNINDEXED id column scanned the whole FTS table (quadratic bulk loads).
+            old = conn.execute("SELECT rowid FROM articles WHERE id = ?", (art.id,)).fetchone()
+            if old is not None:
+                conn.execute("DELETE FROM articles_fts WHERE rowid = ?", old)
+            cur = conn.execute(
                 "INSERT OR REPLACE INTO articles (id, published_ms, source, label, score, model_version, processed_ms, doc) VALUES (?,?,?,?,?,?,?,?)",
                 (art.id, _ms(art.published_at), art.source, art.label.value, art.score, art.model_version, _ms(art.processed_at), art.model_dump_json()),
             )
             for table, values in (("article_tickers", art.tickers), ("article_topics", art.topics)):
                 conn.execute(f"DELETE FROM {table} WHERE id = ?", (art.id,))
                 conn.executemany(f"INSERT OR IGNORE INTO {table} (id, value) VALUES (?, ?)", [(art.id, v) for v in values])
-            conn.execute("DELETE FROM articles_fts WHERE id = ?", (art.id,))
-            conn.execute("INSERT INTO articles_fts (id, title, body, summary) VALUES (?,?,?,?)", (art.id, art.title, art.body, art.summary))
+            conn.execute(
+                "INSERT INTO articles_fts (rowid, id, title, body, summary) VALUES (?,?,?,?,?)",
+                (cur.lastrowid, art.id, art.title, art.body, art.summary),
+            )
         except Exception:
             conn.execute("ROLLBACK TO one")
             conn.execute("RELEASE one")

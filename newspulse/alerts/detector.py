@@ -1,26 +1,36 @@
-"""Spike detection over event-time tumbling windows, one detector per rule.
+"""Spike detection over sliding event-time windows, one detector per rule.
 
-Articles are placed in windows by ``published_at`` (never by arrival time); a window closes when
-the event-time watermark (newest ``published_at`` seen minus the allowed lateness) passes its
-end. Closing depends only on the data, so a replay at full speed closes the same windows with the
-same contents as the live stream did, and so raises the same alerts.
+Articles are placed in buckets of ``hop_minutes`` by ``published_at`` (never by arrival time);
+a bucket closes when the event-time watermark (newest ``published_at`` seen minus the allowed
+lateness) passes its end. Closing depends only on the data, so a replay at full speed closes the
+same buckets with the same contents as the live stream did, and so raises the same alerts.
 
-For each closed window and each scope seen in it (plus scopes whose alert is open, so quiet
-windows count towards resolution), the window's share of articles in the rule's direction is
-compared with the scope's own baseline:
+Each time a bucket closes, every window length of the rule (e.g. 15 and 60 minutes) is judged
+over the buckets it spans, for each scope with enough matching articles in it (plus scopes
+whose alert is open, so quiet windows count towards resolution). Sliding windows are what keep
+detection delay short: a burst that starts mid-window is caught when the window ending
+``hop_minutes`` later holds enough of it, not only at the next fixed boundary.
 
-* dense scopes (``min_history`` past windows with at least ``min_volume`` articles): the median
-  share of those windows, spread = 1.4826 × MAD (robust to past spikes in the lookback);
-* sparse scopes: the pooled share of the lookback shrunk towards the rule-wide share
-  (``prior_weight`` pseudo-articles), so a quiet ticker borrows strength from the market;
-* with ``seasonal_min_weeks`` of history, only past windows at the same hour of the week are used
-  (markets are busier and gloomier at some hours than others).
+The window's share of articles in the rule's direction is compared with the scope's baseline,
+built from the scope's past, non-overlapping windows of the same length:
 
-The spread is never below the binomial standard error at the window's volume, so a window of four
-articles needs a far larger share jump than a window of forty. A window is a *spike* when volume,
-count, z-score, share jump and count-versus-baseline-count all pass the rule's thresholds. A
-window that misses the spike bar but is still clearly above baseline is *elevated*: it keeps an
-open alert open (hysteresis), which is what stops an alert flapping on a decaying story.
+* the level is the pooled share over the lookback (``lookback_windows`` windows, or - once
+  ``seasonal_min_weeks`` of history exist - the windows at the same hour of the week in past
+  weeks), shrunk towards the rule-wide share by ``prior_weight`` pseudo-articles so that a quiet
+  ticker borrows strength from the market;
+* windows that were themselves anomalous are left out, so a long story does not teach the
+  detector that it is normal - unless they are more than a third of the reference windows, when
+  the level has shifted and becomes the new normal;
+* the spread is binomial at the window's volume times an over-dispersion factor estimated
+  robustly (median/MAD of the past windows' standardised residuals): news about a company comes
+  in clumps, so its share varies more than coin flips would;
+* the z-score is the smaller of the normal approximation and the exact binomial tail turned into
+  a z-score (4 of 6 at a 17% baseline looks like z=3.2 but happens about once in 100 windows).
+
+A window is a *spike* when volume, count, z-score, share jump and count-versus-baseline-count all
+pass the rule's thresholds. A window that misses the spike bar but is still clearly above
+baseline is *elevated*: it keeps an open alert open (hysteresis), which is what stops an alert
+flapping on a decaying story.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from scipy.stats import binom, norm
+from scipy.special import bdtrc, ndtri, pdtrc
 
 from newspulse.alerts.rules import Rule
 from newspulse.schema import DriverArticle, ScoredArticle
@@ -40,16 +50,15 @@ from newspulse.schema import DriverArticle, ScoredArticle
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 WEEK = timedelta(days=7)
 _MAD_TO_SIGMA = 1.4826
-_MIN_SPREAD = 0.02
-_TRIM = 0.1
 _Z_CAP = 40.0
+_PRUNE_EVERY = 64
 
 Level = Literal["spike", "elevated", "normal"]
 
 
 @dataclass(frozen=True)
 class _Obs:
-    """What a window keeps of an article: enough to count it and to name it as a driver."""
+    """What a bucket keeps of an article: enough to count it and to name it as a driver."""
 
     id: str
     published_at: datetime
@@ -61,7 +70,7 @@ class _Obs:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one closed window for one scope."""
+    """The outcome of one window for one scope."""
 
     rule: str
     scope: str
@@ -78,18 +87,6 @@ class Verdict:
     level: Level
     drivers: list[DriverArticle] = field(default_factory=list)
 
-    @property
-    def ratio(self) -> float:
-        return self.share / self.baseline_share if self.baseline_share > 0 else math.inf
-
-
-def _index(ts: datetime, minutes: int) -> int:
-    return int((ts - EPOCH).total_seconds() // (minutes * 60))
-
-
-def _start(idx: int, minutes: int) -> datetime:
-    return EPOCH + timedelta(minutes=idx * minutes)
-
 
 def scopes_of(rule: Rule, article: ScoredArticle) -> tuple[str, ...]:
     """The scope keys an article counts towards under a rule: ``market``, ``ticker:X``, ..."""
@@ -105,79 +102,94 @@ def scopes_of(rule: Rule, article: ScoredArticle) -> tuple[str, ...]:
     return tuple(f"{rule.scope}:{v}" for v in values if rule.watches(v))
 
 
-def _exact_z(hits: int, n: int, p0: float) -> float:
-    """The binomial tail P(X >= hits) as a z-score: the normal approximation flatters small windows
-    (4 of 6 at a 17% baseline looks like z=3.2 but happens about once in 100 windows)."""
-    if hits == 0 or p0 <= 0:
-        return 0.0 if hits == 0 else _Z_CAP
-    tail = float(binom.sf(hits - 1, n, min(p0, 1 - 1e-9)))
-    return float(norm.isf(tail)) if tail > 0 else _Z_CAP
-
-
-def _trimmed_mean(values: list[int]) -> float:
-    if not values:
+def exact_z(hits: int, n: int, p0: float) -> float:
+    """The binomial upper tail P(X >= hits | n, p0) expressed as a z-score."""
+    if hits <= 0:
         return 0.0
-    ordered = sorted(values)
-    keep = len(ordered) - int(math.ceil(len(ordered) * _TRIM)) if len(ordered) >= 5 else len(ordered)
-    return sum(ordered[:keep]) / keep
+    if p0 <= 0:
+        return _Z_CAP
+    tail = float(bdtrc(hits - 1, n, min(p0, 1 - 1e-9)))
+    return min(_Z_CAP, float(-ndtri(tail))) if tail > 0 else _Z_CAP
 
 
-class _WindowSeries:
-    """Open windows and closed-window history of one window length."""
+def poisson_z(hits: int, expected: float) -> float:
+    """The Poisson upper tail P(X >= hits | expected) expressed as a z-score."""
+    if hits <= 0:
+        return 0.0
+    tail = float(pdtrc(hits - 1, max(expected, 1e-9)))
+    return min(_Z_CAP, float(-ndtri(tail))) if tail > 0 else _Z_CAP
 
-    def __init__(self, minutes: int, retention: int) -> None:
-        self.minutes = minutes
-        self.retention = retention
-        self.open: dict[int, dict[str, _Obs]] = {}
-        self.closed_through: int | None = None  # every window with index <= this is closed
-        self.any_closed = False
-        self.history: dict[str, dict[int, tuple[int, int]]] = {}
-        self.first_seen: dict[str, int] = {}
-        self.totals: dict[int, tuple[int, int]] = {}
 
-    def add(self, obs: _Obs) -> bool:
-        idx = _index(obs.published_at, self.minutes)
-        if self.closed_through is None or (not self.any_closed and idx <= self.closed_through):
-            self.closed_through = idx - 1
-        if idx <= self.closed_through:
-            return False
-        self.open.setdefault(idx, {})[obs.id] = obs
-        return True
+@dataclass(frozen=True)
+class _Context:
+    """Rule-wide figures for one window end: the share prior and how busy the news is."""
 
-    def next_end(self) -> datetime | None:
-        if self.closed_through is None:
-            return None
-        return _start(self.closed_through + 2, self.minutes)
+    prior: float
+    warmed_up: bool
+    volume_now: int
+    volume_mean: float
 
-    def prune(self, idx: int) -> None:
-        floor = idx - self.retention
-        for scope in list(self.history):
-            hist = self.history[scope]
-            for i in [i for i in hist if i < floor]:
-                del hist[i]
-            if not hist:
-                del self.history[scope]
-                self.first_seen.pop(scope, None)
-        for i in [i for i in self.totals if i < floor]:
-            del self.totals[i]
+    def activity(self, own: int) -> float:
+        """How busy the news is now relative to usual, leaving out the scope's own stories: the
+        expected count of a scope's negative stories follows the market's rhythm (day/night,
+        weekends) even before hour-of-week seasonality has enough history."""
+        if self.volume_mean <= 0:
+            return 1.0
+        return min(4.0, max(0.25, (self.volume_now - own) / self.volume_mean))
+
+
+@dataclass
+class _Baseline:
+    share: float
+    hits: float
+    dispersion: float
 
 
 class Detector:
-    """Windows, baselines and verdicts for one rule (all its window lengths)."""
+    """Buckets, window histories, baselines and verdicts for one rule."""
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        self.late_dropped = 0
+        self.hop = rule.hop_minutes
+        self.spans = {w: w // self.hop for w in rule.windows}
+        self.longest = max(self.spans.values())
+        self.week = int(WEEK / timedelta(minutes=self.hop))
         base = rule.baseline
-        self.series: dict[int, _WindowSeries] = {}
-        for w in rule.windows:
-            seasonal = int(base.seasonal_weeks * WEEK / timedelta(minutes=w)) + 1 if base.seasonality else 0
-            self.series[w] = _WindowSeries(w, max(base.lookback_windows, seasonal))
+        self.retention = {
+            w: max(base.lookback_windows * m, (base.seasonal_weeks * self.week + 2 * m) if base.seasonality else 0) + m
+            for w, m in self.spans.items()
+        }
+        self.late_dropped = 0
+        self.open: dict[int, dict[str, _Obs]] = {}
+        self.recent: dict[int, list[_Obs]] = {}  # closed buckets inside the longest window
+        self.bucket_scopes: dict[int, dict[str, tuple[int, int]]] = {}
+        self.closed_through: int | None = None  # every bucket with index <= this is closed
+        self.any_closed = False
+        # window length -> scope -> window-end bucket -> (articles, hits, anomalous)
+        self.history: dict[int, dict[str, dict[int, tuple[int, int, bool]]]] = {w: {} for w in self.spans}
+        self.first_seen: dict[int, dict[str, int]] = {w: {} for w in self.spans}
+        self.totals: dict[int, tuple[int, int]] = {}
+        self._closes = 0
+        self._prior_sums: dict[int, tuple[int, int, int, int]] = {}
+        self._first_bucket: int | None = None
+
+    # --- buckets ---------------------------------------------------------------------------
+    def _bucket(self, ts: datetime) -> int:
+        return int((ts - EPOCH).total_seconds() // (self.hop * 60))
+
+    def _time(self, bucket: int) -> datetime:
+        return EPOCH + timedelta(minutes=bucket * self.hop)
 
     def add(self, articles: Sequence[ScoredArticle]) -> None:
-        """Place articles in their event-time windows; articles for closed windows are dropped."""
+        """Place articles in their event-time buckets; articles for closed buckets are dropped."""
         for art in articles:
-            obs = _Obs(
+            idx = self._bucket(art.published_at)
+            if self.closed_through is None or (not self.any_closed and idx <= self.closed_through):
+                self.closed_through = idx - 1
+            if idx <= self.closed_through:
+                self.late_dropped += 1
+                continue
+            self.open.setdefault(idx, {})[art.id] = _Obs(
                 id=art.id,
                 published_at=art.published_at,
                 hit=art.label.value == self.rule.direction,
@@ -185,141 +197,200 @@ class Detector:
                 title=art.title,
                 scopes=scopes_of(self.rule, art),
             )
-            for series in self.series.values():
-                if not series.add(obs):
-                    self.late_dropped += 1
 
-    def next_close(self) -> tuple[datetime, int] | None:
-        """The earliest end among this rule's next windows to close, with its window length."""
-        ends = [(s.next_end(), w) for w, s in self.series.items() if s.next_end() is not None]
-        return min(ends) if ends else None  # type: ignore[return-value]
+    def next_close(self) -> datetime | None:
+        """End of the next bucket to close (None before the first article)."""
+        return None if self.closed_through is None else self._time(self.closed_through + 2)
 
-    def skip_idle(self, minutes: int, watermark: datetime) -> datetime | None:
-        """Close a run of empty windows at once (long gaps in event time); returns its end."""
-        series = self.series[minutes]
-        assert series.closed_through is not None
-        if series.closed_through + 1 in series.open:
+    def skip_idle(self, watermark: datetime) -> datetime | None:
+        """Close a run of buckets at once when nothing is open or in any window (gaps in event
+        time); returns the end of the last bucket skipped."""
+        assert self.closed_through is not None
+        if self.closed_through + 1 in self.open or self.recent:
             return None
-        target = _index(watermark, minutes) - 1
-        if series.open:
-            target = min(target, min(series.open) - 1)
-        if target <= series.closed_through:
+        target = self._bucket(watermark) - 1
+        if self.open:
+            target = min(target, min(self.open) - 1)
+        if target <= self.closed_through:
             return None
-        series.closed_through = target
-        series.any_closed = True
-        return _start(target + 1, minutes)
+        self.closed_through = target
+        self.any_closed = True
+        return self._time(target + 1)
 
-    def close(self, minutes: int, extra_scopes: Iterable[str] = (), evaluate: bool = True) -> list[Verdict]:
-        """Close the next window of length ``minutes``; verdicts for its scopes (+ ``extra_scopes``).
+    def close(self, extra_scopes: Iterable[str] = (), evaluate: bool = True) -> list[Verdict]:
+        """Close the next bucket and judge every window that ends with it.
 
-        With ``evaluate=False`` (warm-up from the store) the window only feeds the baselines.
+        Scopes are judged when their window holds at least ``min_count`` hits, or when listed in
+        ``extra_scopes`` (open alerts). With ``evaluate=False`` (warm-up from the store) windows
+        only feed the baselines.
         """
-        series = self.series[minutes]
-        assert series.closed_through is not None
-        idx = series.closed_through + 1
-        content = series.open.pop(idx, {})
-        series.closed_through = idx
-        series.any_closed = True
-        per_scope: dict[str, list[_Obs]] = {}
-        for obs in content.values():
-            for scope in obs.scopes:
-                per_scope.setdefault(scope, []).append(obs)
-        verdicts = []
-        if evaluate:
-            lo = idx - self.rule.baseline.lookback_windows
-            recent = [t for i, t in series.totals.items() if i >= lo]
-            global_n = sum(c for c, _ in recent)
-            prior = sum(h for _, h in recent) / global_n if global_n else 0.5
-            warmed_up = len(recent) >= self.rule.baseline.min_history
-            for scope in sorted(set(per_scope) | set(extra_scopes)):
-                verdicts.append(self._judge(series, idx, scope, per_scope.get(scope, []), prior, warmed_up))
-        # History is updated after judging, so a window is never part of its own baseline.
-        for scope, items in per_scope.items():
-            series.history.setdefault(scope, {})[idx] = (len(items), sum(o.hit for o in items))
-            series.first_seen.setdefault(scope, idx)
+        assert self.closed_through is not None
+        k = self.closed_through + 1
+        self.closed_through = k
+        self.any_closed = True
+        content = list(self.open.pop(k, {}).values())
         if content:
-            series.totals[idx] = (len(content), sum(o.hit for o in content.values()))
-        series.prune(idx)
+            self.recent[k] = content
+            per: dict[str, list[int]] = {}
+            for obs in content:
+                for scope in obs.scopes:
+                    c = per.setdefault(scope, [0, 0])
+                    c[0] += 1
+                    c[1] += obs.hit
+            self.bucket_scopes[k] = {s: (c[0], c[1]) for s, c in per.items()}
+            self.totals[k] = (len(content), sum(o.hit for o in content))
+            if self._first_bucket is None:
+                self._first_bucket = k
+        for old in [b for b in self.recent if b <= k - self.longest]:
+            del self.recent[old]
+            self.bucket_scopes.pop(old, None)
+
+        extra = set(extra_scopes)
+        verdicts: list[Verdict] = []
+        for w, m in self.spans.items():
+            sums: dict[str, list[int]] = {}
+            for b in range(k - m + 1, k + 1):
+                for scope, (n, h) in self.bucket_scopes.get(b, {}).items():
+                    c = sums.setdefault(scope, [0, 0])
+                    c[0] += n
+                    c[1] += h
+            ctx = self._context(k, w, m) if evaluate else None
+            hist, first = self.history[w], self.first_seen[w]
+            for scope in sorted(set(sums) | (extra if evaluate else set())):
+                n, h = sums.get(scope, (0, 0))
+                anomalous = False
+                if evaluate and (h >= self.rule.min_count or scope in extra):
+                    v = self._judge(k, w, m, scope, n, h, ctx)  # type: ignore[arg-type]
+                    verdicts.append(v)
+                    anomalous = v.level == "spike"
+                if n:  # judged after: a window is never part of its own baseline
+                    hist.setdefault(scope, {})[k] = (n, h, anomalous)
+                    first.setdefault(scope, k)
+        self._closes += 1
+        if self._closes % _PRUNE_EVERY == 0:
+            self._prune(k)
         return verdicts
 
-    # --- baselines ---------------------------------------------------------------------
-    def _reference_windows(self, series: _WindowSeries, idx: int, scope: str) -> list[int]:
-        """Indices of past windows that form the baseline: same hour of week, or the lookback."""
-        base = self.rule.baseline
-        first = series.first_seen.get(scope)
-        week_windows = WEEK / timedelta(minutes=series.minutes)
-        if base.seasonality and first is not None and idx - first >= base.seasonal_min_weeks * week_windows:
-            start = _start(idx, series.minutes)
-            hour = start.replace(minute=0, second=0, microsecond=0)
-            out: list[int] = []
-            for week in range(1, base.seasonal_weeks + 1):
-                lo = _index(hour - week * WEEK, series.minutes)
-                hi = _index(hour - week * WEEK + timedelta(hours=1) - timedelta(microseconds=1), series.minutes)
-                out.extend(i for i in range(lo, hi + 1) if i >= first)
-            hist = series.history.get(scope, {})
-            eligible = sum(1 for i in out if hist.get(i, (0, 0))[0] >= self.rule.min_volume)
-            if eligible >= base.min_history or len(out) >= base.min_history:
-                return out
-        lo = idx - base.lookback_windows
-        if first is not None:
-            lo = max(lo, first)
-        return list(range(lo, idx))
+    def _prune(self, k: int) -> None:
+        for w, per_scope in self.history.items():
+            floor = k - self.retention[w]
+            for scope in list(per_scope):
+                hist = per_scope[scope]
+                for b in [b for b in hist if b < floor]:
+                    del hist[b]
+                if not hist:
+                    del per_scope[scope]
+                    self.first_seen[w].pop(scope, None)
+        floor = k - max(self.retention.values())
+        for b in [b for b in self.totals if b < floor]:
+            del self.totals[b]
 
-    def _judge(self, series: _WindowSeries, idx: int, scope: str, items: list[_Obs], prior: float, warmed_up: bool) -> Verdict:
-        """Compare one scope's window with its baseline; ``prior`` is the rule-wide share."""
-        rule = self.rule
-        base = rule.baseline
-        n = len(items)
-        hits = sum(o.hit for o in items)
-        share = hits / n if n else 0.0
-        hist = series.history.get(scope, {})
-        ref = self._reference_windows(series, idx, scope)
-        counts = [hist.get(i, (0, 0)) for i in ref]
-        baseline_hits = _trimmed_mean([h for _, h in counts])
-
-
-        shares = [h / c for c, h in counts if c >= rule.min_volume]
-        if len(shares) >= base.min_history:
-            p0 = statistics.median(shares)
-            mad = statistics.median(abs(s - p0) for s in shares)
-            spread_hist = _MAD_TO_SIGMA * mad
+    # --- baselines -----------------------------------------------------------------------
+    def _context(self, k: int, w: int, m: int) -> _Context:
+        """Rule-wide share and news activity over the lookback (running sums over buckets
+        (k - lookback*m, k - m], updated as k advances by one)."""
+        lo, hi = k - self.rule.baseline.lookback_windows * m, k - m
+        state = self._prior_sums.get(w)
+        if state is not None and state[0] == k - 1:
+            _, n, h, c = state
+            for b, sign in ((hi, 1), (lo, -1)):
+                if b in self.totals:
+                    n += sign * self.totals[b][0]
+                    h += sign * self.totals[b][1]
+                    c += sign
         else:
-            pooled_n = sum(c for c, _ in counts)
-            pooled_h = sum(h for _, h in counts)
-            p0 = (pooled_h + base.prior_weight * prior) / (pooled_n + base.prior_weight) if pooled_n + base.prior_weight else prior
-            spread_hist = 0.0
-        binomial = math.sqrt(max(p0 * (1 - p0), 0.01) / max(n, 1))
-        spread = max(spread_hist, binomial, _MIN_SPREAD)
-        z = min((share - p0) / spread, _exact_z(hits, n, p0)) if n else 0.0
+            inside = [t for b, t in self.totals.items() if lo < b <= hi]
+            n, h, c = sum(t[0] for t in inside), sum(t[1] for t in inside), len(inside)
+        self._prior_sums[w] = (k, n, h, c)
+        first = self._first_bucket if self._first_bucket is not None else k
+        windows_seen = max(1.0, (hi - max(lo, first - 1)) / m)
+        now = sum(self.totals.get(b, (0, 0))[0] for b in range(k - m + 1, k + 1))
+        return _Context(
+            prior=h / n if n else 0.5,
+            warmed_up=c >= self.rule.baseline.min_history,
+            volume_now=now,
+            volume_mean=n / windows_seen,
+        )
+
+    def _reference_ends(self, k: int, m: int, first: int | None) -> list[int]:
+        """Ends of past non-overlapping windows: same hour of week in past weeks, or the lookback."""
+        base = self.rule.baseline
+        if base.seasonality and first is not None and k - first >= base.seasonal_min_weeks * self.week:
+            reach = max(1, (60 // self.hop) // m // 2)
+            ends = [k - wk * self.week + j * m for wk in range(1, base.seasonal_weeks + 1) for j in range(-reach, reach + 1)]
+            ends = [e for e in ends if e >= first]
+            if len(ends) >= base.min_history:
+                return ends
+        lo = k - base.lookback_windows * m
+        if first is not None:
+            lo = max(lo, first - 1)
+        return list(range(k - m, lo, -m))
+
+    def _baseline(self, k: int, w: int, m: int, scope: str, prior: float) -> _Baseline:
+        rule, base = self.rule, self.rule.baseline
+        hist = self.history[w].get(scope, {})
+        refs = [hist.get(e, (0, 0, False)) for e in self._reference_ends(k, m, self.first_seen[w].get(scope))]
+        flagged = sum(1 for _, _, a in refs if a)
+        if flagged and flagged * 3 <= sum(1 for n, _, _ in refs if n):
+            refs = [r for r in refs if not r[2]]
+        # negatives per window, plus half a story of pseudo-count so that a scope with an empty
+        # past does not make its first negative story infinitely surprising
+        hits = (sum(h for _, h, _ in refs) + 0.5) / (len(refs) + 1)
+        pooled_n = sum(n for n, _, _ in refs)
+        pooled_h = sum(h for _, h, _ in refs)
+        p0 = (pooled_h + base.prior_weight * prior) / (pooled_n + base.prior_weight) if pooled_n + base.prior_weight else prior
+        p0 = min(max(p0, 0.005), 0.995)
+        residuals = [(h - n * p0) / math.sqrt(n * p0 * (1 - p0)) for n, h, _ in refs if n >= rule.min_volume]
+        dispersion = 1.0
+        if len(residuals) >= base.min_history:
+            med = statistics.median(residuals)
+            mad = statistics.median(abs(r - med) for r in residuals)
+            dispersion = max(1.0, (_MAD_TO_SIGMA * mad) ** 2)
+        return _Baseline(p0, hits, dispersion)
+
+    def _judge(self, k: int, w: int, m: int, scope: str, n: int, hits: int, ctx: _Context) -> Verdict:
+        """Compare one scope's window with its baseline."""
+        rule = self.rule
+        b = self._baseline(k, w, m, scope, ctx.prior)
+        share = hits / n if n else 0.0
+        spread = math.sqrt(b.dispersion * b.share * (1 - b.share) / max(n, 1))
+        share_z = min((share - b.share) / spread, exact_z(hits, n, b.share) / math.sqrt(b.dispersion)) if n else 0.0
+        count_z = poisson_z(hits, b.hits * ctx.activity(n)) / math.sqrt(b.dispersion)
+        # The tone must have shifted (share_z): then evidence from either the share or the count
+        # of negative stories (a quiet name suddenly in many gloomy headlines) makes the case.
+        z = max(share_z, count_z) if share_z >= rule.min_share_z else share_z
 
         level: Level = "normal"
         if (
-            warmed_up
+            ctx.warmed_up
             and n >= rule.min_volume
             and hits >= rule.min_count
             and z >= rule.z_threshold
-            and share - p0 >= rule.min_share_delta
-            and hits >= rule.volume_ratio * baseline_hits
+            and share_z >= rule.min_share_z
+            and share - b.share >= rule.min_share_delta
+            and hits >= rule.volume_ratio * b.hits
         ):
             level = "spike"
-        elif n and hits and z >= rule.z_threshold / 2 and share - p0 >= rule.min_share_delta / 2:
+        elif hits and share_z >= rule.min_share_z / 2 and share - b.share >= rule.min_share_delta / 2:
             level = "elevated"
 
-        hit_items = [o for o in items if o.hit]
-        hit_items.sort(key=lambda o: (o.score if rule.direction == "negative" else -o.score, o.id))
-        drivers = [DriverArticle(id=o.id, title=o.title, score=o.score, published_at=o.published_at) for o in hit_items[: rule.max_drivers]]
-        start = _start(idx, series.minutes)
+        drivers: list[DriverArticle] = []
+        if level != "normal":
+            items = [o for bk in range(k - m + 1, k + 1) for o in self.recent.get(bk, ()) if o.hit and scope in o.scopes]
+            items.sort(key=lambda o: (o.score if rule.direction == "negative" else -o.score, o.id))
+            drivers = [DriverArticle(id=o.id, title=o.title, score=o.score, published_at=o.published_at) for o in items[: rule.max_drivers]]
+        end = self._time(k + 1)
         return Verdict(
             rule=rule.name,
             scope=scope,
-            window_minutes=series.minutes,
-            start=start,
-            end=start + timedelta(minutes=series.minutes),
+            window_minutes=w,
+            start=end - timedelta(minutes=w),
+            end=end,
             count=n,
             hits=hits,
             share=share,
-            baseline_share=p0,
-            baseline_hits=baseline_hits,
+            baseline_share=b.share,
+            baseline_hits=b.hits,
             spread=spread,
             z=z,
             level=level,

@@ -23,7 +23,7 @@ caller's business.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -81,8 +81,11 @@ def describe(alert: Alert, share: float, count: int, hits: int, direction: str) 
 class Lifecycle:
     """Group states for all rules; feed it verdicts in event-time order."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], acknowledged: Callable[[Alert], bool] = lambda a: a.acknowledged) -> None:
+        """``acknowledged`` says whether an analyst acked an alert (they do it in the store, from
+        another process); it is asked only when a repeat notification is due."""
         self.rules = {r.name: r for r in rules}
+        self.acknowledged = acknowledged
         self.groups: dict[tuple[str, str], Group] = {}
 
     def active_scopes(self, rule: str) -> list[str]:
@@ -203,6 +206,9 @@ class Lifecycle:
 
     def _repeat_due(self, g: Group, now: datetime) -> bool:
         rule = g.rule
-        if not rule.repeat_interval_minutes or g.alert.acknowledged or g.alert.flapping or g.last_notified is None:
+        if not rule.repeat_interval_minutes or g.alert.flapping or g.last_notified is None:
             return False
-        return now - g.last_notified >= timedelta(minutes=rule.repeat_interval_minutes)
+        if now - g.last_notified < timedelta(minutes=rule.repeat_interval_minutes):
+            return False
+        g.alert.acknowledged = g.alert.acknowledged or self.acknowledged(g.alert)
+        return not g.alert.acknowledged

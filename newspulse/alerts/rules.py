@@ -59,10 +59,12 @@ class Rule(BaseModel):
     include: list[str] = Field(default_factory=list, description="Glob patterns of scope values to watch; empty = all.")
     exclude: list[str] = Field(default_factory=list)
     windows: list[Annotated[int, Field(ge=1, le=1440)]] = Field(default_factory=lambda: [15, 60])
+    hop_minutes: Annotated[int, Field(ge=1, le=1440)] = Field(3, description="Windows slide by this step; each window length must be a multiple of it.")
     direction: Literal["negative", "positive"] = "negative"
     min_volume: Annotated[int, Field(ge=1)] = 5
     min_count: Annotated[int, Field(ge=1)] = 3
-    z_threshold: Annotated[float, Field(gt=0)] = 3.0
+    z_threshold: Annotated[float, Field(gt=0)] = 4.0
+    min_share_z: Annotated[float, Field(ge=0)] = 2.0
     min_share_delta: Annotated[float, Field(ge=0, le=1)] = 0.2
     volume_ratio: Annotated[float, Field(ge=0)] = 1.5
     persistence: Annotated[int, Field(ge=1, le=100)] = 1
@@ -73,7 +75,7 @@ class Rule(BaseModel):
     max_drivers: Annotated[int, Field(ge=1, le=50)] = 5
     baseline: Baseline = Field(default_factory=Baseline)
     severities: list[Severity] = Field(
-        default_factory=lambda: [Severity(min_z=3.0, severity="warning"), Severity(min_z=6.0, severity="critical")]
+        default_factory=lambda: [Severity(min_z=4.0, severity="warning"), Severity(min_z=8.0, severity="critical")]
     )
     receivers: list[str] = Field(default_factory=lambda: ["log"])
 
@@ -88,6 +90,13 @@ class Rule(BaseModel):
     @classmethod
     def _severities(cls, v: list[Severity]) -> list[Severity]:
         return sorted(v, key=lambda s: s.min_z)
+
+    @model_validator(mode="after")
+    def _hop(self) -> "Rule":
+        bad = [w for w in self.windows if w % self.hop_minutes]
+        if bad:
+            raise ValueError(f"windows {bad} are not multiples of hop_minutes={self.hop_minutes}")
+        return self
 
     def watches(self, value: str) -> bool:
         """Whether a scope value (a ticker, topic or source) passes the include/exclude filters."""

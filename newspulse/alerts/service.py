@@ -54,14 +54,16 @@ class Alerter:
         notifiers: dict[str, Notifier | None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rescan_seconds: float = 60.0,
+        background: bool = True,
     ) -> None:
+        """``background=False`` leaves delivery to explicit :meth:`deliver_pending` calls."""
         self.rules = rules
         self.store = store
         self.silences = silences
         self.clock = clock
         self.lateness = timedelta(minutes=rules.allowed_lateness_minutes)
         self.detectors = {r.name: Detector(r) for r in rules.rules}
-        self.lifecycle = Lifecycle(rules.rules)
+        self.lifecycle = Lifecycle(rules.rules, self._acknowledged)
         self.max_event_time: datetime | None = None
         self.watermark: datetime | None = None
         self.outbox = Outbox(
@@ -73,6 +75,8 @@ class Alerter:
         self.rescan_seconds = rescan_seconds
         self._lock = threading.RLock()
         self._owed: dict[str, Alert] = {}  # alerts with outstanding deliveries
+        self._sending: set[tuple[str, str]] = set()
+        self.background = background
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,7 +120,7 @@ class Alerter:
         with self._lock:
             if self.max_event_time is not None:
                 longest = max(max(r.windows) for r in self.rules.rules)
-                self._advance(self.max_event_time + timedelta(minutes=longest), evaluate=True)
+                self._advance(self.max_event_time + timedelta(minutes=longest) + self.lateness, evaluate=True)
         self._nudge()
 
     def tick(self, now: datetime | None = None) -> None:
@@ -128,14 +132,9 @@ class Alerter:
         self._nudge()
 
     def open_from(self) -> datetime | None:
-        """Start of the earliest window still open: articles older than this count as late."""
-        starts = [
-            s.next_end() - timedelta(minutes=s.minutes)  # type: ignore[operator]
-            for d in self.detectors.values()
-            for s in d.series.values()
-            if s.next_end() is not None
-        ]
-        return min(starts) if starts else None
+        """Start of the earliest bucket still open: articles older than this count as late."""
+        starts = [end - timedelta(minutes=d.hop) for d in self.detectors.values() if (end := d.next_close()) is not None]
+        return min(starts, default=None)
 
     @property
     def late_dropped(self) -> int:
@@ -159,20 +158,20 @@ class Alerter:
         transitions: list[Transition] = []
         while True:
             nxt = min(
-                ((c, name) for name, det in self.detectors.items() if (c := det.next_close()) is not None),
+                ((end, name) for name, det in self.detectors.items() if (end := det.next_close()) is not None),
                 default=None,
             )
-            if nxt is None or nxt[0][0] > watermark:
+            if nxt is None or nxt[0] > watermark:
                 break
-            (end, minutes), name = nxt
+            end, name = nxt
             det = self.detectors[name]
             active = self.lifecycle.active_scopes(name) if evaluate else []
-            skipped_to = None if active else det.skip_idle(minutes, watermark)
+            skipped_to = None if active else det.skip_idle(watermark)
             if skipped_to is not None:
                 if evaluate:
                     transitions.extend(self.lifecycle.expire(name, skipped_to))
                 continue
-            for verdict in det.close(minutes, active, evaluate=evaluate):
+            for verdict in det.close(active, evaluate=evaluate):
                 transitions.extend(self.lifecycle.apply(verdict))
             if evaluate:
                 transitions.extend(self.lifecycle.expire(name, end))
@@ -206,6 +205,10 @@ class Alerter:
                     alert.delivery[key] = status
         self.store.upsert_alerts(alerts)
 
+    def _acknowledged(self, alert: Alert) -> bool:
+        stored = self.store.get_alert(alert.id)
+        return bool(stored and stored.acknowledged)
+
     def deliver_pending(self) -> int:
         """One outbox pass: try every notification that is due. Returns how many were delivered."""
         now = self.clock()
@@ -215,10 +218,15 @@ class Alerter:
         for alert_id, key in due:
             with self._lock:
                 current = self._owed.get(alert_id)
-                if current is None or not is_outstanding(current.delivery.get(key, "")):
+                if current is None or not is_outstanding(current.delivery.get(key, "")) or (alert_id, key) in self._sending:
                     continue
+                self._sending.add((alert_id, key))  # claimed: no other pass sends it meanwhile
                 snapshot = current.model_copy(deep=True)
-            status = self.outbox.attempt(snapshot, key, now)  # network I/O outside the lock
+            try:
+                status = self.outbox.attempt(snapshot, key, now)  # network I/O outside the lock
+            finally:
+                with self._lock:
+                    self._sending.discard((alert_id, key))
             with self._lock:
                 current = self._owed.get(alert_id, current)
                 current.delivery[key] = status
@@ -236,7 +244,7 @@ class Alerter:
                     self._owed[alert.id] = alert
 
     def _nudge(self) -> None:
-        if self._owed:
+        if self._owed and self.background:
             if self._thread is None:
                 self.start()
             self._wake.set()

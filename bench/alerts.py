@@ -1,0 +1,196 @@
+"""Labelled spike benchmark for the alerter (issue 8): precision, recall and detection delay.
+
+A synthetic replay stream (newspulse.alerts.synthetic: per-ticker background flow with its own
+volume, daily rhythm and normal tone; injected negative bursts with known ticker, start and end;
+decoys: neutral-tone volume surges and single negative stories on quiet tickers) goes through
+the real Alerter at full speed, with the built-in rules (or --rules). Ticker alerts are scored:
+
+* a fired alert is a true positive when its ticker has a burst and it fired between the burst's
+  start and its end plus the rule's longest window (the last window can only close then);
+* recall = bursts with at least one such alert; delay = first firing window end − burst start
+  (event time; a live stream sees it ``allowed_lateness`` later, reported too).
+
+The same stream is scored for a static threshold (≥3 negative stories and ≥50% negative in a
+15-minute window, consecutive windows merged into one alert), the usual hand-written rule.
+Streams are generated from seeds that were not used to choose the default thresholds (tuning
+used seeds 1-3). Output: bench/results/alerts.json.
+
+    python bench/alerts.py [--seeds 11 12 13] [--days 14] [--rules my_rules.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from newspulse.alerts.rules import RuleSet, load_rules  # noqa: E402
+from newspulse.alerts.service import Alerter  # noqa: E402
+from newspulse.alerts.silences import SilenceBook  # noqa: E402
+from newspulse.alerts.synthetic import Burst, LabelledStream, labelled_stream  # noqa: E402
+from newspulse.store.sqlite import SQLiteStore  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "alerts.json"
+START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday
+STATIC_WINDOW = 15
+STATIC_MIN_NEGATIVE = 3
+STATIC_MIN_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Fired:
+    ticker: str
+    fired_at: datetime
+
+
+def run_alerter(stream: LabelledStream, rules: RuleSet, workdir: Path, batch: int = 64) -> tuple[list[Fired], dict]:
+    """Replay the stream through the real Alerter at full speed; ticker alerts that fired."""
+    store = SQLiteStore(workdir / "alerts.db")
+    alerter = Alerter(rules, store, SilenceBook(workdir / "silences.json"), notifiers={})
+    t0 = time.perf_counter()
+    for i in range(0, len(stream.articles), batch):
+        alerter.observe(stream.articles[i : i + batch])
+    alerter.flush()
+    seconds = time.perf_counter() - t0
+    alerter.close()
+    alerts = store.list_alerts(limit=100_000)
+    store.close()
+    by_kind: dict[str, int] = defaultdict(int)
+    fired = []
+    for a in alerts:
+        if a.fired_at is None:
+            continue
+        by_kind[a.scope.split(":", 1)[0]] += 1
+        if a.scope.startswith("ticker:"):
+            fired.append(Fired(a.scope.split(":", 1)[1], a.fired_at))
+    pending_only = sum(1 for a in alerts if a.fired_at is None)
+    return fired, {"seconds": seconds, "fired_by_scope_kind": dict(by_kind), "cleared_while_pending": pending_only, "late_dropped": alerter.late_dropped}
+
+
+def run_static(stream: LabelledStream) -> list[Fired]:
+    """≥STATIC_MIN_NEGATIVE negatives and ≥STATIC_MIN_SHARE negative in a window; runs merged."""
+    counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    width = timedelta(minutes=STATIC_WINDOW)
+    for a in stream.articles:
+        idx = int((a.published_at - START) // width)
+        for t in a.tickers:
+            c = counts[(t, idx)]
+            c[0] += 1
+            c[1] += a.label.value == "negative"
+    hot = sorted(k for k, (n, neg) in counts.items() if neg >= STATIC_MIN_NEGATIVE and neg / n >= STATIC_MIN_SHARE)
+    fired, last = [], {}
+    for ticker, idx in hot:
+        if last.get(ticker) != idx - 1:
+            fired.append(Fired(ticker, START + (idx + 1) * width))
+        last[ticker] = idx
+    return fired
+
+
+def score(fired: list[Fired], bursts: list[Burst], grace: timedelta, lateness: timedelta) -> dict:
+    """Precision over fired alerts, recall over bursts, delay of the first matching alert."""
+    by_ticker: dict[str, list[Burst]] = defaultdict(list)
+    for b in bursts:
+        by_ticker[b.ticker].append(b)
+    first_hit: dict[Burst, datetime] = {}
+    tp = 0
+    for f in fired:
+        match = [b for b in by_ticker.get(f.ticker, []) if b.start <= f.fired_at <= b.end + grace]
+        if match:
+            tp += 1
+            for b in match:
+                if b not in first_hit or f.fired_at < first_hit[b]:
+                    first_hit[b] = f.fired_at
+    delays = [(first_hit[b] - b.start).total_seconds() / 60 for b in first_hit]
+    return {
+        "alerts": len(fired),
+        "true_positives": tp,
+        "false_positives": len(fired) - tp,
+        "precision": tp / len(fired) if fired else 0.0,
+        "recall": len(first_hit) / len(bursts) if bursts else 0.0,
+        "bursts": len(bursts),
+        "bursts_detected": len(first_hit),
+        "median_delay_minutes": statistics.median(delays) if delays else None,
+        "p90_delay_minutes": statistics.quantiles(delays, n=10)[-1] if len(delays) >= 2 else None,
+        "median_delay_minutes_live": statistics.median(delays) + lateness.total_seconds() / 60 if delays else None,
+    }
+
+
+def _pooled(per_seed: list[dict]) -> dict:
+    keys = ("alerts", "true_positives", "false_positives", "bursts", "bursts_detected")
+    total = {k: sum(r[k] for r in per_seed) for k in keys}
+    total["precision"] = total["true_positives"] / total["alerts"] if total["alerts"] else 0.0
+    total["recall"] = total["bursts_detected"] / total["bursts"] if total["bursts"] else 0.0
+    delays = [r["median_delay_minutes"] for r in per_seed if r["median_delay_minutes"] is not None]
+    total["median_delay_minutes"] = statistics.median(delays) if delays else None
+    return total
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--tickers", type=int, default=60)
+    ap.add_argument("--rules", type=Path, default=None, help="Rules YAML (default: the built-in rules).")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("newspulse.alerts").setLevel(logging.ERROR)
+
+    rules = load_rules(args.rules)
+    ticker_rules = [r for r in rules.rules if r.scope == "ticker"]
+    if not ticker_rules:
+        raise SystemExit("the rules have no ticker rule to benchmark")
+    window = min(ticker_rules[0].windows)
+    grace = timedelta(minutes=max(max(r.windows) for r in ticker_rules))
+    lateness = timedelta(minutes=rules.allowed_lateness_minutes)
+
+    runs, ours, static = [], [], []
+    for seed in tqdm(args.seeds, desc="seeds"):
+        stream = labelled_stream(start=START, days=args.days, tickers=args.tickers, seed=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            fired, info = run_alerter(stream, rules, Path(tmp))
+        o = score(fired, stream.bursts, grace, lateness)
+        s = score(run_static(stream), stream.bursts, grace, timedelta(0))
+        ours.append(o)
+        static.append(s)
+        runs.append({
+            "seed": seed,
+            "articles": len(stream.articles),
+            "articles_per_second": len(stream.articles) / info["seconds"],
+            "alerter": {**o, **info},
+            "static_threshold": s,
+        })
+
+    result = {
+        "benchmark": "labelled negative-spike stream (synthetic, full-speed replay)",
+        "stream": {"days": args.days, "tickers": args.tickers, "seeds": args.seeds, "decoys_per_seed": stream.decoys},
+        "rules": str(args.rules or "built-in default_rules.yaml"),
+        "window_minutes": window,
+        "allowed_lateness_minutes": rules.allowed_lateness_minutes,
+        "targets": {"precision": 0.9, "recall": 0.95, "median_delay_minutes": window},
+        "alerter": _pooled(ours),
+        "static_threshold": {**_pooled(static), "rule": f">={STATIC_MIN_NEGATIVE} negative and >={STATIC_MIN_SHARE:.0%} negative in a {STATIC_WINDOW}-min window"},
+        "runs": runs,
+    }
+    a = result["alerter"]
+    result["meets_targets"] = bool(a["precision"] >= 0.9 and a["recall"] >= 0.95 and a["median_delay_minutes"] is not None and a["median_delay_minutes"] <= window)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({k: result[k] for k in ("alerter", "static_threshold", "meets_targets")}, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

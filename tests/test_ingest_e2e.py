@@ -82,6 +82,42 @@ def test_crawl_to_kafka_publishes_each_story_once(wire, tmp_path, monkeypatch):
     assert msft["tickers"][0] == "MSFT" and msft["novelty"] == 100.0 and msft["language"] == "en"
 
 
+class KeywordClassifier:
+    """Stands in for the fine-tuned model where only the crawler's wiring is under test."""
+
+    version = "keyword-test"
+
+    def score_articles(self, articles):
+        import numpy as np
+
+        return np.array([[0.1, 0.2, 0.7] if "beat" in a.title.lower() else [0.2, 0.6, 0.2] for a in articles])
+
+
+def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_path, monkeypatch):
+    import models.predict
+    from newspulse.settings import load_settings
+    from newspulse.store import open_store
+    from newspulse.store.base import Filter
+
+    monkeypatch.setattr(models.predict, "load_classifier", lambda settings: KeywordClassifier())
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)
+    assert summary["emitted"] == 3 and summary["stored"] == 3 and summary["duplicates"] == 1
+    again = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)  # a restart
+    assert again["emitted"] == 0 and again["stored"] == 0
+
+    store = open_store(load_settings(store_url=store_url))
+    try:
+        assert store.stats()["articles"] == 3
+        hits = store.search("Activision", Filter())
+    finally:
+        store.close()
+    assert len(hits) == 1
+    stored = hits[0].article
+    assert stored.tickers[0] == "MSFT" and "mergers_acquisitions" in stored.topics
+    assert stored.novelty == 100.0 and stored.language == "en" and stored.source == "Wire A"
+
+
 @pytest.mark.slow
 def test_crawl_embedded_scores_and_stores_each_story_once(wire, tmp_path, monkeypatch, trained_classifier_registry):
     from newspulse.settings import load_settings

@@ -55,7 +55,12 @@ MAX_SCAN_CHARS = 20_000
 TOPIC_BODY_CHARS = 3000
 
 _WHERE_WEIGHT = {"title": 1.0, "lead": 0.7, "body": 0.4}
-_FORM_CONFIDENCE = {"explicit": 1.0, "name": 0.95, "caps_name": 0.85, "symbol": 0.7, "weak": 0.5}
+_FORM_CONFIDENCE = {"explicit": 1.0, "name": 0.95, "caps_name": 0.85, "symbol": 0.7, "weak": 0.5, "comparison": 0.4}
+# A company named as the yardstick ("to challenge Nvidia", "rivals such as AMD") is not the subject.
+_COMPARISON_WORDS = {
+    "rival", "rivals", "competitor", "competitors", "compete", "competes", "competing", "competition",
+    "challenge", "challenges", "challenging", "than", "like", "behind", "peer", "peers",
+}
 _REPEAT_BONUS = 0.1
 
 # Exchange prefixes and the instrument suffix each implies (US venues: none).
@@ -232,6 +237,8 @@ class Tagger:
         for m in found.values():
             if len(m.mentions) == 1 and m.mentions[0][1] == "weak":
                 continue  # one everyday word ("Target", "Delta") is not evidence enough
+            if all(f == "comparison" for _, f, _ in m.mentions):
+                continue  # only ever the yardstick, never the subject
             best = max(_WHERE_WEIGHT[w] * _FORM_CONFIDENCE[f] for w, f, _ in m.mentions)
             m.relevance = round(min(1.0, best + _REPEAT_BONUS * (len(m.mentions) - 1)), 3)
             if m.relevance >= self.min_relevance:
@@ -271,12 +278,19 @@ class Tagger:
                     covered = i + k
                     if form == "weak" and covered < n and words[covered] in _SUFFIX_WORDS:
                         form, covered = "name", covered + 1  # "Target Corp" is no everyday word
+                    if _after_comparison(words, i):
+                        form = "comparison"
                     if symbol:
                         yield symbol, form, " ".join(words[i:covered])
                     break
             else:
                 if not caps and words[i] in d.bare_symbols:
-                    yield words[i], "symbol", words[i]
+                    yield words[i], "comparison" if _after_comparison(words, i) else "symbol", words[i]
+
+
+def _after_comparison(words: list[str], i: int) -> bool:
+    before = [w.lower() for w in words[max(0, i - 3):i]]
+    return not _COMPARISON_WORDS.isdisjoint(before) or before[-2:] == ["such", "as"]
 
 
 def _explicit_symbol(m: re.Match[str]) -> str | None:

@@ -13,6 +13,7 @@ from ingest.tagging_eval import SAMPLE, evaluate, load_sample
 from newspulse.schema import Article
 
 HELDOUT = SAMPLE.with_name("heldout_tagging.jsonl")
+HELDOUT2 = SAMPLE.with_name("heldout2_tagging.jsonl")
 REUTERS = Path(__file__).resolve().parent.parent / "data" / "news" / "reuters21578.csv.gz"
 
 
@@ -36,20 +37,22 @@ def test_precision_recall_floors_on_the_labelled_sample(tagger):
     assert scores["topics"].precision >= 0.93 and scores["topics"].recall >= 0.95, scores["topics"].errors
 
 
-def test_precision_recall_floors_on_the_held_out_sample(tagger):
-    """Labelled after the rules were written and never tuned on: the honest estimate."""
-    rows = load_sample(HELDOUT)
+@pytest.mark.parametrize("sample", [HELDOUT, HELDOUT2], ids=["held-out-1", "held-out-2"])
+def test_precision_recall_floors_on_the_held_out_samples(tagger, sample):
+    """Labelled after the rules were written (held-out 2 after the last change) and never tuned
+    on: the honest estimate."""
+    rows = load_sample(sample)
     assert len(rows) >= 30
     scores = evaluate(tagger, rows)
-    assert scores["tickers"].precision >= 0.85 and scores["tickers"].recall >= 0.95, scores["tickers"].errors
-    assert scores["topics"].precision >= 0.78 and scores["topics"].recall >= 0.85, scores["topics"].errors
+    assert scores["tickers"].precision >= 0.88 and scores["tickers"].recall >= 0.95, scores["tickers"].errors
+    assert scores["topics"].precision >= 0.76 and scores["topics"].recall >= 0.85, scores["topics"].errors
 
 
 def test_labels_use_known_topics_and_listed_symbols():
     with COMPANIES_CSV.open(newline="", encoding="utf-8") as fh:
         symbols = {row["symbol"] for row in csv.DictReader(fh)}
     assert len(symbols) >= 300
-    for row in load_sample() + load_sample(HELDOUT):
+    for row in load_sample() + load_sample(HELDOUT) + load_sample(HELDOUT2):
         assert set(row["topics"]) <= set(TOPICS), row["title"]
         assert set(row["tickers"]) <= symbols, row["title"]
 
@@ -88,6 +91,12 @@ def test_relevance_orders_title_over_lead_and_drops_a_passing_mention(tagger):
     repeated = tagger.analyze("Oracle beats estimates", body + " Microsoft Microsoft")
     assert [m.symbol for m in repeated.tickers] == ["ORCL", "MSFT"]  # three mentions add up
     assert repeated.tickers[0].relevance > repeated.tickers[1].relevance
+
+
+def test_a_company_named_only_as_the_yardstick_is_not_tagged(tagger):
+    assert tickers(tagger, "Intel launches AI chip to challenge Nvidia", "Intel said the chip is faster than Nvidia's H100.") == ["INTC"]
+    assert tickers(tagger, "Chipmakers such as AMD rally") == []
+    assert tickers(tagger, "Nvidia shares jump", "Rivals such as AMD also rose, but Nvidia led.") == ["NVDA"]
 
 
 def test_everyday_word_aliases_need_corroboration(tagger):

@@ -1,0 +1,130 @@
+"""Training pieces: data validation, leakage guard, class weights, batching, and a full
+fit → register → evaluate → gate cycle on a tiny random base model (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.data import DataError, read_labelled_csv
+from models.registry import Registry
+from models.train import TrainConfig, class_weights, config_from_params, evaluate_candidate, fit_and_register, gate_and_promote, length_bucketed_batches, load_training_frame, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> str:
+    from models.bench import random_bert_classifier
+    from models.data import packaged_base_model
+
+    out = tmp_path_factory.mktemp("tiny-base")
+    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("data")
+    pb = pd.read_csv(ROOT / "data/phrasebank/train.csv")
+    dev = pd.read_csv(ROOT / "data/phrasebank/dev.csv")
+    pb.head(60)[["text", "label"]].to_csv(d / "train.csv", index=False)
+    dev.head(30).to_csv(d / "dev.csv", index=False)
+    return {"train": d / "train.csv", "dev": d / "dev.csv"}
+
+
+def test_bad_files_are_rejected_with_the_line(tmp_path):
+    with pytest.raises(DataError, match="missing column"):
+        read_labelled_csv(_csv_raw(tmp_path / "a.csv", "sentence,label\nx,positive\n"))
+    with pytest.raises(DataError, match=r"outside .*lines \[3\]"):
+        read_labelled_csv(_csv_raw(tmp_path / "b.csv", "text,label\nfine,positive\nodd,great\n"))
+    with pytest.raises(DataError, match="empty text"):
+        read_labelled_csv(_csv_raw(tmp_path / "c.csv", "text,label\n ,neutral\n"))
+    with pytest.raises(DataError, match="no such file"):
+        read_labelled_csv(tmp_path / "missing.csv")
+    df = read_labelled_csv(_csv_raw(tmp_path / "d.csv", "text,label\nup,POS\ndown,Negative\n"))
+    assert df["label"].tolist() == ["positive", "negative"] and df["agreement"].isna().all()
+
+
+def _csv_raw(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_training_frame_drops_dev_rows_duplicates_and_subsamples_by_label(tmp_path):
+    rows = [(f"neutral sentence {i}", "neutral") for i in range(60)] + [(f"good {i}", "positive") for i in range(30)] + [(f"bad {i}", "negative") for i in range(10)]
+    a = _csv(tmp_path / "a.csv", rows)
+    b = _csv(tmp_path / "b.csv", [("good 0", "negative")])  # later file (feedback) wins
+    df = load_training_frame([a, b], holdout_texts={"bad 1"}, max_rows=None, seed=1)
+    assert len(df) == 99 and "bad 1" not in set(df["text"])
+    assert df.loc[df["text"] == "good 0", "label"].item() == "negative"
+    sub = load_training_frame([a], holdout_texts=set(), max_rows=50, seed=1)
+    assert sub["label"].value_counts().to_dict() == {"neutral": 30, "positive": 15, "negative": 5}
+    assert sub.equals(load_training_frame([a], holdout_texts=set(), max_rows=50, seed=1))  # seeded
+
+
+def test_class_weights():
+    counts = {"negative": 1, "neutral": 2, "positive": 1}
+    assert class_weights(counts, "balanced") == pytest.approx([4 / 3, 2 / 3, 4 / 3])
+    assert class_weights(counts, "sqrt") == pytest.approx([np.sqrt(4 / 3), np.sqrt(2 / 3), np.sqrt(4 / 3)])
+    assert class_weights(counts, "none") == [1.0, 1.0, 1.0]
+    assert class_weights({"negative": 0, "neutral": 3, "positive": 1}, "balanced")[0] == 0.0
+
+
+def test_length_bucketed_batches_cover_every_row_once():
+    lengths = list(np.random.default_rng(0).integers(3, 60, size=1000))
+    batches = length_bucketed_batches(lengths, 32, np.random.default_rng(1))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 10  # rows of similar length share a batch: little padding
+
+
+def test_config_from_params_keeps_defaults_for_empty_values(tmp_path):
+    from newspulse.settings import load_settings
+
+    settings = load_settings(model_registry=tmp_path)
+    cfg = config_from_params({"epochs": None, "base_model": "", "data_sources": [], "max_train_rows": 50, "include_feedback": False}, settings)
+    assert cfg.epochs == TrainConfig(registry=tmp_path).epochs and cfg.max_train_rows == 50 and not cfg.include_feedback
+    assert cfg.registry == tmp_path and len(cfg.train_files) == 2 and cfg.eval_files
+
+
+def test_fit_register_evaluate_gate_on_a_tiny_model(tmp_path, tiny_base, tiny_data):
+    reg = Registry(tmp_path / "reg")
+    cfg = TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=2, batch_size=16, max_length=32, learning_rate=1e-3, progress=False, f1_floor=0.0)
+    card = fit_and_register(cfg, cfg.train_files)
+    assert reg.list_versions() == [card.version] and reg.production_version() is None
+    assert not list(reg.path.glob(".*.partial"))
+    assert card.data_files[0].rows == 60 and len(card.data_files[0].sha256) == 64
+    assert card.params["epochs"] == 2 and card.base_model == tiny_base and card.code_version
+    assert sum(card.label_distribution["train"].values()) == 60
+    assert card.training["steps"] >= 1 and card.training["history"]
+    card = evaluate_candidate(reg, card.version, cfg.dev_files, cfg.gate_files)
+    dev = card.metrics["dev"]
+    assert dev["n"] == 30 and "lexicon" in dev and "by_agreement" in dev and card.metrics["eval"]["macro_f1"] == dev["macro_f1"]
+    assert 0.0 <= card.quantization["agreement"] <= 1.0 and card.eval_split and card.eval_files
+    decision = gate_and_promote(reg, card.version, floor=0.0)
+    assert decision.promote and reg.production_version() == card.version
+    assert reg.card(card.version).gate.promote  # the decision is kept in the card
+    # a candidate that cannot reach the floor is registered but never promoted
+    worse = train(TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=1, max_length=32, progress=False, f1_floor=0.99, quantize_check=False))
+    assert not worse.gate.promote and "floor" in worse.gate.reason
+    assert reg.production_version() == card.version and len(reg.list_versions()) == 2
+
+
+def test_a_failed_run_never_touches_production(tmp_path, tiny_base, tiny_data):
+    reg = Registry(tmp_path / "reg")
+    bad = _csv_raw(tmp_path / "bad.csv", "text,label\nsomething,maybe\n")
+    with pytest.raises(DataError):
+        train(TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"], bad], dev_files=[tiny_data["dev"]], progress=False))
+    assert reg.list_versions() == [] and reg.production_version() is None

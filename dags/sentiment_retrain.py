@@ -51,6 +51,7 @@ with DAG(
         "max_train_rows": Param(None, type=["null", "integer"], minimum=10, description="Subsample the training rows."),
         "max_length": Param(None, type=["null", "integer"], minimum=8, description="Token window while training."),
         "learning_rate": Param(None, type=["null", "number"], description="Peak learning rate."),
+        "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Stop fine-tuning after this many seconds (best checkpoint kept); empty = default."),
         "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
         "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
     },

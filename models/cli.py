@@ -43,6 +43,7 @@ def train(
     max_length: Annotated[Optional[int], typer.Option(help="Token window while training.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop fine-tuning after this many seconds, keeping the best checkpoint (default: 420 on CPU, none on GPU).")] = None,
     feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
@@ -65,6 +66,7 @@ def train(
             max_length=max_length,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            time_budget_s=time_budget,
         ).items()
         if v is not None
     }

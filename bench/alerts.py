@@ -114,6 +114,7 @@ def score(fired: list[Fired], bursts: list[Burst], grace: timedelta, lateness: t
                     first_hit[b] = f.fired_at
     delays = [(first_hit[b] - b.start).total_seconds() / 60 for b in first_hit]
     return {
+        "delays_minutes": sorted(round(d, 2) for d in delays),
         "alerts": len(fired),
         "true_positives": tp,
         "false_positives": len(fired) - tp,
@@ -132,8 +133,9 @@ def _pooled(per_seed: list[dict]) -> dict:
     total = {k: sum(r[k] for r in per_seed) for k in keys}
     total["precision"] = total["true_positives"] / total["alerts"] if total["alerts"] else 0.0
     total["recall"] = total["bursts_detected"] / total["bursts"] if total["bursts"] else 0.0
-    delays = [r["median_delay_minutes"] for r in per_seed if r["median_delay_minutes"] is not None]
+    delays = sorted(d for r in per_seed for d in r["delays_minutes"])
     total["median_delay_minutes"] = statistics.median(delays) if delays else None
+    total["p90_delay_minutes"] = statistics.quantiles(delays, n=10)[-1] if len(delays) >= 2 else None
     return total
 
 

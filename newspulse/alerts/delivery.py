@@ -123,7 +123,7 @@ class EmailNotifier:
         msg["Subject"] = headline(alert, event)[:200]
         msg["From"] = cfg.sender
         msg["To"] = ", ".join(cfg.to)
-        msg["Message-ID"] = f"<{dedup_key}@newspulse>"
+        msg["Message-ID"] = f"<{dedup_key.replace(':', '.')}@newspulse>"  # same id on a retry: mail clients dedupe
         msg.set_content(payload(alert, event, dedup_key)["text"] + f"\n\nalert {alert.id} · dedup {dedup_key}\n")
         try:
             with smtplib.SMTP(cfg.smtp_host or "", cfg.smtp_port, timeout=cfg.timeout_seconds) as smtp:

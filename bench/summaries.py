@@ -19,6 +19,7 @@ a tiny randomly initialised T5, which exercises the check, not a model's quality
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import re
@@ -100,3 +101,158 @@ def load_stories(n: int, seed: int, *, skip: int = 0) -> list[Article]:
         Article(published_at=r.published_at, source=r.source, title=r.title, body=r.body, url=r.url if isinstance(r.url, str) else None)
         for r in rows.itertuples()
     ]
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def _cpu_seconds(fn: Callable[[], object]) -> float:
+    """CPU seconds of this process (all threads): steadier than wall time on a shared machine."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def quality(summarizers: dict[str, object], stories: list[Article]) -> dict[str, dict[str, float]]:
+    """ROUGE vs the title for lead-k baselines and each extractive configuration."""
+    from tqdm.auto import tqdm
+
+    titles = [a.title for a in stories]
+    rows: dict[str, list[str]] = {f"lead-{k}": [lead(k)(a) for a in stories] for k in (1, 2, 3)}
+    for name, summarizer in summarizers.items():
+        rows[name] = []
+        for i in tqdm(range(0, len(stories), 64), desc=name, unit="batch"):
+            rows[name] += summarizer.summarize(stories[i : i + 64])
+    return {name: rouge(texts, titles) | {"mean_chars": round(sum(map(len, texts)) / len(texts), 1)} for name, texts in rows.items()}
+
+
+def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
+    """Extractive CPU time over the classifier's (models.predict.Classifier, same base encoder).
+
+    The classifier head is untrained here (cost does not depend on the weights); it is timed
+    both in float32 and int8-quantised, as NEWSPULSE_QUANTIZE can run it either way.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.predict import Classifier, quantize_int8
+    from models.summarize.extractive import packaged_encoder_path
+
+    path = packaged_encoder_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    fp32 = Classifier(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3), tokenizer, version="bench")
+    int8 = Classifier(quantize_int8(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)), tokenizer, version="bench-int8")
+    batches = [stories[i : i + 64] for i in range(0, len(stories), 64)]
+    t_sum = _cpu_seconds(lambda: [summarizer.summarize(b) for b in batches])
+    t_fp32 = _cpu_seconds(lambda: [fp32.score_articles(b) for b in batches])
+    t_int8 = _cpu_seconds(lambda: [int8.score_articles(b) for b in batches])
+    return {
+        "articles": len(stories),
+        "summariser_over_classifier_fp32": round(t_sum / t_fp32, 3),
+        "summariser_over_classifier_int8": round(t_sum / t_int8, 3),
+    }
+
+
+def faithfulness(stories: list[Article], fallback, model_path: str | None, *, batch_size: int = 16) -> dict[str, object]:
+    """Share of abstractive summaries that failed the faithfulness check (and fell back)."""
+    from transformers import AutoTokenizer
+
+    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive, random_seq2seq
+    from models.summarize.extractive import packaged_encoder_path
+    from newspulse.settings import load_settings
+
+    generation = GenerationSettings(batch_size=batch_size, max_input_tokens=256, max_new_tokens=32, num_beams=1)
+    if model_path:
+        settings = load_settings(summarizer="abstractive", summarizer_model=model_path, summarizer_batch_size=batch_size)
+        summarizer = build_abstractive(settings, fallback)
+        generator = model_path
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_path())
+        summarizer = AbstractiveSummarizer(random_seq2seq(tokenizer), tokenizer, fallback=fallback, generation=generation)
+        generator = "tiny randomly initialised T5 (d_model 64) with the MiniLM WordPiece vocabulary: exercises the check, says nothing about a real model"
+    for i in range(0, len(stories), 64):
+        summarizer.summarize(stories[i : i + 64])
+    return {
+        "generator": generator,
+        "summaries": summarizer.generated,
+        "failed_check": summarizer.fallbacks,
+        "failure_rate": round(summarizer.fallbacks / max(1, summarizer.generated), 4),
+    }
+
+
+def gpu_throughput(stories: list[Article], fallback, model_path: str | None, *, seconds: float = 120.0) -> dict[str, object]:
+    """Summaries/s of the abstractive path on CUDA, bf16, for at most ``seconds`` of generation."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device")
+    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive, random_seq2seq
+    from newspulse.settings import load_settings
+
+    if model_path:
+        summarizer = build_abstractive(load_settings(summarizer="abstractive", summarizer_model=model_path, device="cuda"), fallback)
+        generator = model_path
+    else:  # a t5-small-sized random model: the throughput of that architecture, not of a trained one
+        from transformers import AutoTokenizer
+
+        from models.summarize.extractive import packaged_encoder_path
+
+        tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_path())
+        model = random_seq2seq(tokenizer, d_model=512, layers=6).to("cuda", dtype=torch.bfloat16)
+        generation = GenerationSettings.from_settings(load_settings())
+        summarizer = AbstractiveSummarizer(model, tokenizer, fallback=fallback, generation=generation)
+        generator = "random T5 of t5-small size (d_model 512, 6+6 layers), bf16"
+    summarizer.summarize(stories[:16])  # warm-up (kernels, allocator)
+    done, start = 0, time.perf_counter()
+    batch = summarizer.generation.batch_size * 4
+    while done < len(stories) and time.perf_counter() - start < seconds:
+        summarizer.summarize(stories[done : done + batch])
+        done += batch
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return {"generator": generator, "device": torch.cuda.get_device_name(0), "summaries": done, "seconds": round(elapsed, 2), "summaries_per_s": round(done / elapsed, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="evaluation stories (after the tuning slice)")
+    parser.add_argument("--tune", type=int, default=300, help="stories reserved for tuning, never evaluated")
+    parser.add_argument("--cost-n", type=int, default=200, help="stories for the CPU cost ratio")
+    parser.add_argument("--faith-n", type=int, default=200, help="stories for the faithfulness rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="generator id/path for the abstractive runs (default: a random tiny T5)")
+    parser.add_argument("--gpu", action="store_true", help="also measure abstractive summaries/s on CUDA (about 2 minutes)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/summaries.json")
+    args = parser.parse_args(argv)
+
+    from models.summarize import build_extractive
+    from models.summarize.extractive import ExtractiveSummarizer
+    from newspulse.settings import load_settings
+
+    settings = load_settings()
+    stories = load_stories(args.n, args.seed, skip=args.tune)
+    extractive = build_extractive(settings)
+    one_sentence = ExtractiveSummarizer(extractive.encoder, dataclasses.replace(extractive.config, max_sentences=1))
+    result: dict[str, object] = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "data": f"data/news/reuters21578.csv.gz: {len(stories)} stories with a body > 200 chars, seed {args.seed}, after {args.tune} tuning stories",
+        "reference": "story title; ROUGE F1 on lower-cased alphanumeric tokens, no stemming",
+        "extractive_settings": {
+            "max_sentences": settings.summary_max_sentences,
+            "max_chars": settings.summary_max_chars,
+            "max_candidates": settings.summary_max_candidates,
+            "encoder_layers": settings.summary_encoder_layers,
+        },
+        "rouge": quality({"extractive": extractive, "extractive-1-sentence": one_sentence}, stories),
+        "cpu_cost": cost_ratio(extractive, stories[: args.cost_n]),
+        "abstractive_faithfulness": faithfulness(stories[: args.faith_n], extractive, args.model),
+    }
+    if args.gpu:
+        result["gpu"] = gpu_throughput(stories, extractive, args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

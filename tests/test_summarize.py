@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from models.summarize import article_from_text, build_summarizer, summarize_cli_text
-from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, check_prompt
+from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, check_prompt, random_seq2seq
 from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, packaged_encoder_path
 from models.summarize.faithfulness import unsupported
 from models.summarize.sentences import split_sentences
@@ -47,7 +47,7 @@ def _source_sentences(summary: str, body: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return SentenceEncoder()
+    return SentenceEncoder(layers=3)  # the production default
 
 
 @pytest.fixture(scope="module")
@@ -163,24 +163,10 @@ def test_known_tickers_count_as_support() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_t5():
-    import torch
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_encoder_path()))
-    config = T5Config(
-        vocab_size=tokenizer.vocab_size,
-        d_model=64,
-        d_kv=16,
-        d_ff=128,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return T5ForConditionalGeneration(config).eval(), tokenizer
+    return random_seq2seq(tokenizer, d_model=64), tokenizer
 
 
 def _abstractive(tiny_t5, extractive, **generation) -> AbstractiveSummarizer:

@@ -16,7 +16,8 @@ from typing import Protocol
 from newspulse.schema import Article
 from newspulse.settings import Settings
 
-from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, resolve_device
+from models.predict import pick_device
+from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
 
 __all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_cli_text", "article_from_text"]
 
@@ -32,7 +33,7 @@ def build_extractive(settings: Settings) -> ExtractiveSummarizer:
         max_chars=settings.summary_max_chars,
         max_candidates=settings.summary_max_candidates,
     )
-    return ExtractiveSummarizer(SentenceEncoder(device=resolve_device(settings.device)), config)
+    return ExtractiveSummarizer(SentenceEncoder(layers=settings.summary_encoder_layers, device=pick_device(settings.device)), config)
 
 
 def build_summarizer(settings: Settings) -> Summarizer:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.summarize.extractive import resolve_device
+from models.predict import pick_device
 from models.summarize.faithfulness import FAITHFULNESS_FALLBACKS, GENERATED_SUMMARIES, unsupported
 from newspulse.schema import Article
 from newspulse.settings import Settings, SettingsError
@@ -180,7 +180,7 @@ def build_abstractive(settings: Settings, fallback: _Fallback) -> AbstractiveSum
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     name = settings.summarizer_model
-    device = resolve_device(settings.device)
+    device = pick_device(settings.device)
     try:
         config = AutoConfig.from_pretrained(name)
     except OSError as err:
@@ -192,3 +192,28 @@ def build_abstractive(settings: Settings, fallback: _Fallback) -> AbstractiveSum
     return AbstractiveSummarizer(
         model, tokenizer, fallback=fallback, generation=GenerationSettings.from_settings(settings), prompt=settings.summarizer_prompt
     )
+
+
+def random_seq2seq(tokenizer: Any, *, d_model: int = 64, layers: int = 2, seed: int = 0) -> Any:
+    """A randomly initialised T5 over ``tokenizer``'s vocabulary (e.g. the packaged WordPiece).
+
+    No generator weights can be downloaded here, so offline tests and the benchmark's smoke run
+    use this: it exercises batching, truncation and the faithfulness check, not summary quality.
+    """
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=max(8, d_model // 4),
+        d_ff=4 * d_model,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config).eval()

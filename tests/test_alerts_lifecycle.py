@@ -241,13 +241,14 @@ def test_replay_raises_the_same_alerts_whatever_the_batching(tmp_path):
 
 def test_restart_recovers_open_alert_from_a_live_stream(store, tmp_path):
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now -= timedelta(minutes=now.minute % W)  # windows are aligned to the epoch
     start = now - timedelta(minutes=W * 10)
     articles = windowed(start, W, [NORMAL] * 8 + [SPIKE])
     store.upsert_articles(articles)
     first, rec = make(store, tmp_path)
     first.clock = lambda: now
     first.observe(articles)
-    first.tick(now)
+    first.tick(now - timedelta(minutes=W))  # the clock passes the end of the spike window
     first.deliver_pending()
     assert only_alert(store).status == AlertStatus.firing and rec.events() == ["firing"]
 

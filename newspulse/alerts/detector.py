@@ -66,6 +66,7 @@ class _Obs:
     score: float
     title: str
     scopes: tuple[str, ...]
+    tickers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,8 @@ class _Context:
         """How busy the news is now relative to usual, leaving out the scope's own stories: the
         expected count of a scope's negative stories follows the market's rhythm (day/night,
         weekends) even before hour-of-week seasonality has enough history."""
-        if self.volume_mean <= 0:
-            return 1.0
+        if self.volume_mean <= 0 or own * 2 > self.volume_now:
+            return 1.0  # the scope is most of the news (the market itself): nothing to compare with
         return min(4.0, max(0.25, (self.volume_now - own) / self.volume_mean))
 
 
@@ -196,6 +197,7 @@ class Detector:
                 score=art.score,
                 title=art.title,
                 scopes=scopes_of(self.rule, art),
+                tickers=tuple(art.tickers),
             )
 
     def next_close(self) -> datetime | None:
@@ -348,35 +350,62 @@ class Detector:
             dispersion = max(1.0, (_MAD_TO_SIGMA * mad) ** 2)
         return _Baseline(p0, hits, dispersion)
 
-    def _judge(self, k: int, w: int, m: int, scope: str, n: int, hits: int, ctx: _Context) -> Verdict:
-        """Compare one scope's window with its baseline."""
-        rule = self.rule
-        b = self._baseline(k, w, m, scope, ctx.prior)
-        share = hits / n if n else 0.0
-        spread = math.sqrt(b.dispersion * b.share * (1 - b.share) / max(n, 1))
-        share_z = min((share - b.share) / spread, exact_z(hits, n, b.share) / math.sqrt(b.dispersion)) if n else 0.0
-        count_z = poisson_z(hits, b.hits * ctx.activity(n)) / math.sqrt(b.dispersion)
-        # The tone must have shifted (share_z): then evidence from either the share or the count
-        # of negative stories (a quiet name suddenly in many gloomy headlines) makes the case.
-        z = max(share_z, count_z) if share_z >= rule.min_share_z else share_z
+    def _window(self, k: int, m: int, scope: str) -> list[_Obs]:
+        return [o for b in range(k - m + 1, k + 1) for o in self.recent.get(b, ()) if scope in o.scopes]
 
-        level: Level = "normal"
-        if (
+    def _without_top_companies(self, k: int, m: int, scope: str) -> tuple[int, int]:
+        """(articles, hits) of a window once the ``exclude_top`` tickers with the most hits are
+        left out: a market, topic or source spike must not be one company's bad day."""
+        items = self._window(k, m, scope)
+        by_ticker: dict[str, int] = {}
+        for o in items:
+            if o.hit:
+                for t in o.tickers:
+                    by_ticker[t] = by_ticker.get(t, 0) + 1
+        top = set(sorted(by_ticker, key=lambda t: (-by_ticker[t], t))[: self.rule.exclude_top])
+        rest = [o for o in items if not top.intersection(o.tickers)]
+        return len(rest), sum(o.hit for o in rest)
+
+    def _scores(self, n: int, hits: int, b: _Baseline, ctx: _Context) -> tuple[float, float, float]:
+        """(share_z, z, spread). The tone must have shifted (share_z); then evidence from either
+        the share or the count of negative stories (a quiet name suddenly in many gloomy
+        headlines) makes the case."""
+        if not n:
+            return 0.0, 0.0, math.sqrt(b.dispersion * b.share * (1 - b.share))
+        share = hits / n
+        spread = math.sqrt(b.dispersion * b.share * (1 - b.share) / n)
+        share_z = min((share - b.share) / spread, exact_z(hits, n, b.share) / math.sqrt(b.dispersion))
+        count_z = poisson_z(hits, b.hits * ctx.activity(n)) / math.sqrt(b.dispersion)
+        return share_z, (max(share_z, count_z) if share_z >= self.rule.min_share_z else share_z), spread
+
+    def _is_spike(self, n: int, hits: int, b: _Baseline, ctx: _Context) -> bool:
+        rule = self.rule
+        share_z, z, _ = self._scores(n, hits, b, ctx)
+        return (
             ctx.warmed_up
             and n >= rule.min_volume
             and hits >= rule.min_count
             and z >= rule.z_threshold
             and share_z >= rule.min_share_z
-            and share - b.share >= rule.min_share_delta
+            and hits / n - b.share >= rule.min_share_delta
             and hits >= rule.volume_ratio * b.hits
-        ):
+        )
+
+    def _judge(self, k: int, w: int, m: int, scope: str, n: int, hits: int, ctx: _Context) -> Verdict:
+        """Compare one scope's window with its baseline."""
+        rule = self.rule
+        b = self._baseline(k, w, m, scope, ctx.prior)
+        share = hits / n if n else 0.0
+        share_z, z, spread = self._scores(n, hits, b, ctx)
+        level: Level = "normal"
+        if self._is_spike(n, hits, b, ctx) and (not rule.exclude_top or self._is_spike(*self._without_top_companies(k, m, scope), b, ctx)):
             level = "spike"
         elif hits and share_z >= rule.min_share_z / 2 and share - b.share >= rule.min_share_delta / 2:
             level = "elevated"
 
         drivers: list[DriverArticle] = []
         if level != "normal":
-            items = [o for bk in range(k - m + 1, k + 1) for o in self.recent.get(bk, ()) if o.hit and scope in o.scopes]
+            items = [o for o in self._window(k, m, scope) if o.hit]
             items.sort(key=lambda o: (o.score if rule.direction == "negative" else -o.score, o.id))
             drivers = [DriverArticle(id=o.id, title=o.title, score=o.score, published_at=o.published_at) for o in items[: rule.max_drivers]]
         end = self._time(k + 1)

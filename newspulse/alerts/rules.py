@@ -67,6 +67,9 @@ class Rule(BaseModel):
     min_share_z: Annotated[float, Field(ge=0)] = 2.0
     min_share_delta: Annotated[float, Field(ge=0, le=1)] = 0.2
     volume_ratio: Annotated[float, Field(ge=0)] = 1.5
+    exclude_top: Annotated[int, Field(ge=0, le=10)] = Field(
+        0, description="A spike must remain one with this many top companies' stories left out: keeps one company's bad day from raising a market, topic or source alert."
+    )
     persistence: Annotated[int, Field(ge=1, le=100)] = 1
     resolve_after: Annotated[int, Field(ge=1, le=100)] = 2
     cooldown_minutes: Annotated[int, Field(ge=0)] = 60

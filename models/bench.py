@@ -53,9 +53,10 @@ def throughput(clf, texts: Sequence[str], batch_size: int = BENCH_BATCH) -> floa
     return len(texts) / (time.perf_counter() - start)
 
 
-def run_model_bench(settings) -> dict[str, Any]:
+def run_model_bench(settings, sentences: int | None = None) -> dict[str, Any]:
     """Dev macro-F1 of the production model (fp32 and int8) and sentences/s on PhraseBank dev
-    at batch 64 for production fp32, production int8 and FinBERT-sized BERT-base fp32."""
+    at batch 64 for production fp32, production int8 and FinBERT-sized BERT-base fp32.
+    ``sentences`` limits each dev set to its first N rows (smoke tests only)."""
     import torch
 
     from models.evaluate import classification_metrics
@@ -70,14 +71,14 @@ def run_model_bench(settings) -> dict[str, Any]:
     bert_model, bert_tok = random_bert_classifier(str(path))
     bert = Classifier(bert_model, bert_tok, version="bert-base-random", max_length=fp32.max_length)
 
-    dev = read_labelled_csv(PHRASEBANK_DEV)
+    dev = read_labelled_csv(PHRASEBANK_DEV).head(sentences)
     texts = dev["text"].tolist()
     labels = dev["label"].tolist()
     quality: dict[str, Any] = {}
     for name, clf in (("fp32", fp32), ("int8", int8)):
         m = classification_metrics(labels, clf.predict(texts))
         quality[name] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
-    twitter = read_labelled_csv(TWITTER_DEV)
+    twitter = read_labelled_csv(TWITTER_DEV).head(sentences)
     tw = classification_metrics(twitter["label"].tolist(), int8.predict(twitter["text"].tolist()))
 
     speeds = {

@@ -150,3 +150,15 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
         assert rescore_store(settings, store, progress=False)["skipped"] == 5
     finally:
         store.close()
+
+
+def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
+    from models.bench import run_model_bench
+    from newspulse.settings import load_settings
+
+    result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16)
+    assert result["model_version"] == "v1" and 0.0 <= result["dev_macro_f1"] <= 1.0
+    assert set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
+    assert all(v > 0 for v in result["throughput"].values())
+    assert result["speedup_vs_bert_base"] == pytest.approx(result["throughput"]["production_int8"] / result["throughput"]["bert_base_fp32"], rel=0.01)
+    assert result["setup"]["batch_size"] == 64 and result["setup"]["sentences"] == 16

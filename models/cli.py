@@ -6,7 +6,6 @@ Heavy libraries (torch, transformers) are imported inside the commands so `--hel
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,15 +15,10 @@ app = typer.Typer(help="Train, evaluate and manage sentiment models.", no_args_i
 
 
 def _settings():
-    from newspulse.settings import SettingsError, get_settings
+    """Validated settings (a bad one ends the command naming the variable); logging set up."""
+    from newspulse.cli import settings_or_exit  # the root CLI's loader; imported late (it imports us)
 
-    try:
-        settings = get_settings()
-    except SettingsError as err:
-        typer.echo(f"newspulse: {err}", err=True)
-        raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return settings
+    return settings_or_exit()
 
 
 def _data_error(err: Exception) -> typer.Exit:

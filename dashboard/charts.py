@@ -55,12 +55,12 @@ def heatmap(frame: pd.DataFrame, *, x: str, y: str = "ticker", x_type: str = "N"
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X(f"{x}:{x_type}", title=None, axis=alt.Axis(orient="top", labelAngle=0, labelOverlap=True)),
+            x=alt.X(f"{x}:{x_type}", title=None, axis=alt.Axis(orient="top", labelAngle=-30, labelOverlap=False, labelLimit=160)),
             y=alt.Y(f"{y}:N", title=None, sort=order, axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("negative_share:Q", scale=_NEG_SCALE, title="Negative share", legend=alt.Legend(format="%", orient="bottom", gradientLength=200)),
             tooltip=[f"{y}:N", alt.Tooltip(f"{x}:{x_type}"), alt.Tooltip("negative_share:Q", format=".0%"), "articles:Q", alt.Tooltip("mean_score:Q", format="+.2f")],
         )
-        .properties(height=height or min(34 * rows + 60, 560))
+        .properties(height=height or min(34 * rows + 110, 600))
     )
 
 

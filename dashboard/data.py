@@ -191,12 +191,13 @@ def load_heatmap(settings: Settings, flt: Filter, tickers: int = 12, topics: int
     """Negative share per (ticker, topic) for the busiest tickers and topics of the window.
 
     Built from per-ticker topic facets, so it needs nothing beyond the common query interface.
+    Cells of a single article are left out: one story is not a share.
     """
     store = get_store(settings)
     top_topics = [f.value for f in store.facets("topics", flt, limit=topics)]
     rows = []
     for ticker in store.facets("tickers", flt, limit=tickers):
-        per_topic = store.facets("topics", replace(flt, ticker=ticker.value), limit=max(topics * 3, 30))
+        per_topic = store.facets("topics", replace(flt, ticker=ticker.value), limit=max(topics * 3, 30), min_count=2)
         for facet in per_topic:
             if facet.value in top_topics:
                 rows.append(_facet_row(facet, ticker=ticker.value, topic=facet.value))

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import charts, data, widgets
 from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_scope
-from newspulse.schema import Alert
+from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import Settings, load_settings
 
 STATUSES = ("firing", "pending", "resolved")
@@ -36,6 +36,7 @@ def alert_table(alerts: list[Alert]) -> None:
         ],
         hide_index=True,
         column_config={
+            **{c: st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm") for c in ("started", "updated", "resolved")},
             "negative share": st.column_config.NumberColumn(format="percent"),
             "baseline": st.column_config.NumberColumn(format="percent"),
             "magnitude": st.column_config.NumberColumn(format="%.2f"),
@@ -99,7 +100,9 @@ def actions_panel(settings: Settings, alert: Alert) -> None:
     """Acknowledge (no more repeat notifications) and silence the scope (no notifications at all)."""
     ack_col, silence_col = st.columns(2)
     with ack_col:
-        if alert.acknowledged:
+        if alert.status == AlertStatus.resolved:
+            st.caption("Resolved.")
+        elif alert.acknowledged:
             st.caption("Acknowledged: no repeat notifications.")
         elif st.button("Acknowledge", key=f"ack-{alert.id}", icon=":material/done:", help="Keep the alert open but stop repeat notifications."):
             ack_alert(data.get_store(settings), alert.id, by=analyst_name())

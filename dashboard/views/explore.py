@@ -33,8 +33,11 @@ def filters(settings: Settings, window: data.Window) -> tuple[str, Filter, int]:
     stats = data.load_stats(settings)
     first = datetime.fromisoformat(stats["first_published_at"]).date() if stats.get("first_published_at") else None
     last = datetime.fromisoformat(stats["last_published_at"]).date() if stats.get("last_published_at") else None
-    default = ((window.start.date() if window.start else first), (window.end.date() if window.end else last))
-    days = cols[0].date_input("Published between", value=default, min_value=first, max_value=last, key="explore-days")
+    # The window may reach back before the oldest article; date_input refuses defaults out of range.
+    start_day = max(window.start.date(), first) if window.start and first else first
+    end_day = min(window.end.date(), last) if window.end and last else last
+    default = (start_day, end_day)
+    days = cols[0].date_input("Published between", value=default, min_value=first, max_value=last, key=f"explore-days-{window.label}")  # a new sidebar range resets the dates
     ticker = facet_choice(settings, "tickers", "Ticker", cols[1])
     topic = facet_choice(settings, "topics", "Topic", cols[2])
     source = facet_choice(settings, "source", "Source", cols[3])

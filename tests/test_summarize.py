@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from prometheus_client import REGISTRY
 
-from models.summarize import article_from_text, build_summarizer, summarize_cli_text
+from models.summarize import article_from_text, build_summarizer, summarize_text
 from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, check_prompt, random_seq2seq
 from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, packaged_encoder_path
 from models.summarize.faithfulness import unsupported
@@ -230,6 +230,17 @@ def test_invented_number_falls_back_to_extractive_and_counts(tiny_t5, extractive
     assert summarizer.fallbacks == 3 and summarizer.generated == 3
 
 
+def test_generator_failure_still_gives_extractive_summaries(tiny_t5, extractive, reuters, monkeypatch) -> None:
+    model, _ = tiny_t5
+    summarizer = _abstractive(tiny_t5, extractive)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(model, "generate", out_of_memory)
+    assert summarizer.summarize(reuters[:2]) == extractive.summarize(reuters[:2])
+
+
 def test_real_generate_on_random_weights_yields_one_checked_summary_each(tiny_t5, extractive, reuters) -> None:
     summarizer = _abstractive(tiny_t5, extractive, num_beams=2)
     articles = reuters[:3]
@@ -263,9 +274,9 @@ def test_abstractive_settings_errors_name_the_variable() -> None:
 def test_cli_text_accepts_plain_text_and_json(extractive) -> None:
     settings = load_settings()
     plain = "ACME RAISES DIVIDEND\nAcme Corp raised its dividend to 12 cts a share. It will be paid on April 1."
-    assert summarize_cli_text(plain, settings, extractive) == "Acme Corp raised its dividend to 12 cts a share. It will be paid on April 1."
+    assert summarize_text(plain, settings, extractive) == "Acme Corp raised its dividend to 12 cts a share. It will be paid on April 1."
     payload = json.dumps({"published_at": "2024-03-01T00:00:00Z", "source": "x", "title": "T", "body": "Short body here."})
-    assert summarize_cli_text(payload, settings, extractive) == "Short body here."
+    assert summarize_text(payload, settings, extractive) == "Short body here."
     assert article_from_text("only one line").body == "only one line"
     with pytest.raises(ValueError, match="no article"):
         article_from_text("  \n")

@@ -19,7 +19,7 @@ from newspulse.settings import Settings
 from models.predict import pick_device
 from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
 
-__all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_cli_text", "article_from_text"]
+__all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_text", "summarize_cli_text", "article_from_text"]
 
 
 class Summarizer(Protocol):
@@ -62,7 +62,13 @@ def article_from_text(text: str) -> Article:
     return Article(published_at=datetime.now(timezone.utc), source="stdin", title=title.strip(), body=body.strip())
 
 
-def summarize_cli_text(text: str, settings: Settings, summarizer: Summarizer | None = None) -> str:
-    """What ``newspulse summarize`` prints for the article read from stdin."""
+def summarize_text(text: str, settings: Settings, summarizer: Summarizer | None = None) -> str:
+    """What ``newspulse summarize`` prints for the article read from stdin.
+
+    Raises ValueError (with the reason) when the input is empty or is JSON but not an Article.
+    """
     article = article_from_text(text)
     return (summarizer or build_summarizer(settings)).summarize([article])[0]
+
+
+summarize_cli_text = summarize_text  # the name in the issue-7 brief

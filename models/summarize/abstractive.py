@@ -153,7 +153,11 @@ class AbstractiveSummarizer:
     def summarize(self, articles: Sequence[Article]) -> list[str]:
         if not articles:
             return []
-        summaries = self.generate(articles)
+        try:
+            summaries = self.generate(articles)
+        except RuntimeError:  # e.g. CUDA out of memory: the batch still gets summaries
+            log.exception("generator failed on a batch of %d; using extractive summaries", len(articles))
+            return self.fallback.summarize(articles)
         self.generated += len(articles)
         GENERATED_SUMMARIES.inc(len(articles))
         bad = []

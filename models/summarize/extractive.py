@@ -127,13 +127,6 @@ class ExtractiveSummarizer:
             pos += len(plan)
         return out
 
-    def summarize_text(self, body: str, title: str = "") -> str:
-        """Summary of one text (for the CLI and the benchmark)."""
-        plan = self._plan_text(body, title)
-        if isinstance(plan, str):
-            return plan
-        return self._select(plan, self.encoder.encode(plan))
-
     def _plan(self, article: Article) -> list[str] | str:
         return self._plan_text(article.body, article.title)
 

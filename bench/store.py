@@ -133,6 +133,11 @@ def main() -> None:
         "params": {"n": args.n, "chunk": args.chunk, "repeat": args.repeat},
         "stores": {},
     }
+    def save() -> None:
+        """Write what is measured so far (a long Elasticsearch run must not lose the SQLite part)."""
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
     if "sqlite" not in args.skip:
         from newspulse.store.sqlite import SQLiteStore
 
@@ -140,6 +145,7 @@ def main() -> None:
             store = SQLiteStore(Path(tmp) / "bench.db")
             results["stores"]["sqlite"] = run_store("sqlite", store, corpus, args.chunk, args.repeat)
             store.close()
+            save()
     if "elasticsearch" not in args.skip:
         from newspulse.store.elastic import ElasticStore
 
@@ -166,8 +172,7 @@ def main() -> None:
                 for q in stores["sqlite"]["queries"]
             },
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    save()
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
 
 

@@ -203,10 +203,6 @@ STEMMING_QUERIES = {"APPLE profit", "recall"}
     ],
 )
 def test_search_matches_all_terms(loaded, text, flt):
-    if text in STEMMING_QUERIES and loaded.backend == "elasticsearch":
-        # The mapping uses Elasticsearch's `english` analyser (Porter stemming, like SQLite's
-        # porter tokenizer); the noida-db test peer accepts it but does not stem.
-        pytest.xfail("the noida-db peer does not stem English")
     def stem(word: str) -> str:
         return word.lower().rstrip("s")
 
@@ -218,6 +214,10 @@ def test_search_matches_all_terms(loaded, text, flt):
 
     expected = {a.id for a in matching(flt) if has_all(a)}
     hits = loaded.search(text, flt, limit=100)
+    if text in STEMMING_QUERIES and loaded.backend == "elasticsearch" and {h.article.id for h in hits} != expected:
+        # The mapping uses Elasticsearch's `english` analyser (Porter stemming, like SQLite's
+        # porter tokenizer); the pinned noida-db 0.2.2 peer accepts it but does not stem.
+        pytest.xfail("the noida-db 0.2.2 peer does not stem English")
     assert {h.article.id for h in hits} == expected
     rel = [h.relevance for h in hits]
     assert rel == sorted(rel, reverse=True)

@@ -239,19 +239,18 @@ class ElasticStore:
             log.info("connected to Elasticsearch at %s (prefix %s)", self.url, self.prefix)
 
     def _negotiate_version(self) -> None:
-        """Ask the server its version with plain JSON headers (accepted by every major version)."""
+        """Ask the server its version with ``compatible-with=8`` headers, which Elasticsearch 8
+        and 9 both accept, then keep the headers the server's major version understands."""
         from elasticsearch import __versionstr__ as client_version
 
-        meta, info = self.client.transport.perform_request("GET", "/", headers={"accept": "application/json"})
-        if not 200 <= meta.status < 300:
-            raise StoreError(f"Elasticsearch at {self.url} answered {meta.status} to GET /")
-        number = str(info["version"]["number"])
+        transport = self.client.transport
+        transport.server_major = 8  # type: ignore[attr-defined]
+        number = str(self.client.info()["version"]["number"])
         server_major = int(number.split(".")[0])
         client_major = int(client_version.split(".")[0])
         if server_major < 8:
             raise StoreError(f"Elasticsearch {number} at {self.url} is too old; 8.x or 9.x is needed")
-        if server_major < client_major:
-            self.client.transport.server_major = server_major  # type: ignore[attr-defined]
+        transport.server_major = server_major if server_major < client_major else None  # type: ignore[attr-defined]
         self.server_version = number
 
     def _install(self) -> None:

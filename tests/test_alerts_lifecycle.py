@@ -263,3 +263,39 @@ def test_restart_recovers_open_alert_from_a_live_stream(store, tmp_path):
     second.deliver_pending()
     assert only_alert(store).status == AlertStatus.resolved
     assert rec2.events() == ["resolved"]  # the firing notice is not sent twice
+
+
+@pytest.mark.parametrize("seasonality", [True, False])
+def test_hour_of_week_seasonality_learns_a_weekly_gloomy_hour(store, tmp_path, seasonality):
+    """Every Monday 08:00 brings a gloomy round-up (5 of 6 negative). Without seasonality it alerts
+    every week; with hour-of-week baselines it stops once three weeks of history exist."""
+    yaml = f"""
+allowed_lateness_minutes: 0
+receivers: {{rec: {{type: log}}}}
+rules:
+  - name: weekly
+    scope: ticker
+    windows: [60]
+    hop_minutes: 60
+    min_volume: 4
+    min_count: 3
+    z_threshold: 3
+    min_share_delta: 0.25
+    cooldown_minutes: 0
+    resolve_after: 1
+    receivers: [rec]
+    baseline: {{lookback_windows: 24, min_history: 4, seasonality: {str(seasonality).lower()}, seasonal_weeks: 4, seasonal_min_weeks: 3}}
+"""
+    alerter = Alerter(parse_rules(yaml), store, SilenceBook(tmp_path / "s.json"), notifiers={}, background=False)
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    hours = 24 * 7 * 6
+    plan = [(6, 5) if (h % (24 * 7)) == 8 else (6, 1) for h in range(hours)]
+    alerter.observe(windowed(monday, 60, plan))
+    alerter.flush()
+    fired = sorted(a.started_at for a in store.list_alerts() if a.fired_at)
+    weeks_alerting = {(t - monday).days // 7 for t in fired}
+    assert all(t.weekday() == 0 and t.hour == 8 for t in fired)
+    if seasonality:
+        assert weeks_alerting and max(weeks_alerting) <= 2  # weeks 4-6 are baseline by then
+    else:
+        assert weeks_alerting >= {3, 4, 5}

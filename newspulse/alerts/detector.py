@@ -318,10 +318,10 @@ class Detector:
         """Ends of past non-overlapping windows: same hour of week in past weeks, or the lookback."""
         base = self.rule.baseline
         if base.seasonality and first is not None and k - first >= base.seasonal_min_weeks * self.week:
-            reach = max(1, (60 // self.hop) // m // 2)
+            reach = (60 // self.hop) // m // 2  # windows either side that stay within the hour
             ends = [k - wk * self.week + j * m for wk in range(1, base.seasonal_weeks + 1) for j in range(-reach, reach + 1)]
             ends = [e for e in ends if e >= first]
-            if len(ends) >= base.min_history:
+            if len(ends) >= base.seasonal_min_weeks * (2 * reach + 1):
                 return ends
         lo = k - base.lookback_windows * m
         if first is not None:

@@ -60,7 +60,7 @@ def heatmap(frame: pd.DataFrame, *, x: str, y: str = "ticker", x_type: str = "N"
             color=alt.Color("negative_share:Q", scale=_NEG_SCALE, title="Negative share", legend=alt.Legend(format="%", orient="bottom", gradientLength=200)),
             tooltip=[f"{y}:N", alt.Tooltip(f"{x}:{x_type}"), alt.Tooltip("negative_share:Q", format=".0%"), "articles:Q", alt.Tooltip("mean_score:Q", format="+.2f")],
         )
-        .properties(height=height or min(34 * rows + 110, 600))
+        .properties(height=height or min(36 * rows + 170, 700))  # rows + rotated labels + legend
     )
 
 

@@ -8,6 +8,8 @@ the seeded articles, independently of the dashboard's own code.
 from __future__ import annotations
 
 import io
+import math
+import random
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,11 +33,10 @@ LATEST = datetime(1987, 10, 20, 12, 0, tzinfo=timezone.utc)
 TICKERS = ("XOM", "IBM", "GM", "TXN")
 TOPIC_OF = {"XOM": "oil", "IBM": "computers", "GM": "autos", "TXN": "chips"}
 SOURCES = ("reuters", "wire-b", "blog-c")
-PROBS = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}
-CYCLE = ("negative", "neutral", "positive", "neutral", "positive")
+LABEL_NAMES = ("negative", "neutral", "positive")
 
 
-def make_article(i: int, when: datetime, ticker: str, label: str, title: str | None = None) -> ScoredArticle:
+def make_article(i: int, when: datetime, ticker: str, label: str, title: str | None = None, confidence: float = 0.8) -> ScoredArticle:
     article = Article(
         published_at=when,
         source=SOURCES[i % 3],
@@ -45,7 +46,8 @@ def make_article(i: int, when: datetime, ticker: str, label: str, title: str | N
         tickers=[ticker],
         topics=[TOPIC_OF[ticker], "markets"],
     )
-    probs = dict(zip(("negative", "neutral", "positive"), PROBS[label]))
+    rest = (1 - confidence) / 2
+    probs = {name: confidence if name == label else rest for name in LABEL_NAMES}
     return ScoredArticle.from_article(article, probs, summary=f"Summary of story {i}.", model_version="v-test")
 
 
@@ -58,14 +60,17 @@ def seed_store(path: Path) -> dict:
 
 
 def seed(store) -> dict:
-    """200 articles every 4 hours back from LATEST (XOM turning negative lately), one article with
-    an HTML/script headline, one firing alert on XOM (driven by it) and one resolved market alert."""
+    """720 articles every 90 minutes back from LATEST (45 days; XOM turning negative in the last
+    week), one article with an HTML/script headline, one firing alert on XOM (driven by it) and one
+    resolved market alert. Deterministic: labels and confidences come from a seeded generator."""
+    rng = random.Random(1987)
     articles = []
-    for i in range(200):
+    for i in range(720):
         ticker = TICKERS[i % 4]
-        label = "negative" if ticker == "XOM" and i < 24 else CYCLE[i % 5]
-        articles.append(make_article(i, LATEST - timedelta(hours=4 * i), ticker, label))
-    xss = make_article(999, LATEST - timedelta(hours=1), "XOM", "negative", title=XSS_TITLE)
+        p_neg = 0.2 + 0.1 * math.sin(i / 40) + (0.5 if ticker == "XOM" and i < 120 else 0.0)
+        label = rng.choices(LABEL_NAMES, weights=(p_neg, (1 - p_neg) * 0.5, (1 - p_neg) * 0.5))[0]
+        articles.append(make_article(i, LATEST - timedelta(minutes=90 * i), ticker, label, confidence=rng.uniform(0.5, 0.95)))
+    xss = make_article(999, LATEST - timedelta(minutes=45), "XOM", "negative", title=XSS_TITLE, confidence=0.97)
     articles.append(xss)
     assert store.upsert_articles(articles).ok
     firing = Alert(
@@ -319,7 +324,7 @@ def test_explore_searches_with_filters_and_shows_cards(seeded):
     at.selectbox(key="explore-label").set_value("positive").run()
     cards = [m.value for m in at.markdown if m.value.startswith("**XOM story")]
     xom_pos = [a for a in in_window(seeded["articles"], 90, "XOM") if a.title.startswith("XOM story") and a.label.value == "positive"]
-    assert len(cards) == len(xom_pos)
+    assert len(cards) == min(20, len(xom_pos))
     assert all(":green-badge[positive]" in m.value for m in at.markdown if "-badge[" in m.value and "model" in m.value)
 
     at.text_input(key="explore-q").set_value("").run()  # no words: the most negative first

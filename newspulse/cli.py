@@ -96,7 +96,7 @@ def _replay_embedded(settings: Settings, rows) -> dict:
 
     store = open_store(settings)
     try:
-        with open_embedded(settings, store) as pipe:
+        with open_embedded(settings, store, finite=True) as pipe:
             for msg in rows:
                 pipe.submit(msg, origin="replay")
         c = pipe.counters
@@ -293,7 +293,8 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
     store = open_store(settings)
     skipped = 0
     try:
-        with open_embedded(settings, store) as pipe:
+        pipe = open_embedded(settings, store)
+        try:
             for msg in replay_rows(file, limit=limit):
                 if stop.is_set():
                     break
@@ -304,6 +305,8 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
                 except ValueError:
                     pass  # invalid rows go through, to be dead-lettered with their reason
                 pipe.submit(msg, origin="demo")
+        finally:
+            pipe.close(end_of_stream=not stop.is_set())  # a stopped replay leaves its windows open
         c = pipe.counters
         return {"stored": c.stored, "already_stored": skipped, "dead_lettered": c.dead_lettered, "failed": c.failed, "store": store.stats()}
     finally:

@@ -90,8 +90,9 @@ class EmbeddedPipeline:
 
     max_attempts = 5
 
-    def __init__(self, settings: Settings, processor: Processor, dead_letters: DeadLetterSink) -> None:
+    def __init__(self, settings: Settings, processor: Processor, dead_letters: DeadLetterSink, *, finite: bool = False) -> None:
         self.settings = settings
+        self.finite = finite
         self.processor = processor
         self.dead_letters = dead_letters
         self.counters = PipelineCounters()
@@ -103,7 +104,7 @@ class EmbeddedPipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close(end_of_stream=exc[0] is None and self.finite)
 
     def submit(self, item: Article | dict | bytes | str, origin: str = "embedded") -> None:
         if not self._worker.is_alive():
@@ -112,11 +113,21 @@ class EmbeddedPipeline:
         self._queue.put(RawMessage(payload=payload, origin=origin))
         self.counters.submitted += 1
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain everything submitted so far, then stop the worker."""
-        if self._worker.is_alive():
-            self._queue.put(_STOP)
-            self._worker.join(timeout)
+    def close(self, timeout: float | None = None, *, end_of_stream: bool = False) -> None:
+        """Drain everything submitted so far, then stop the worker and the observers.
+
+        ``end_of_stream`` (a finished replay, not a stopped live stream) lets observers conclude
+        what waits for later data: the alerter closes its last windows, which a live stream
+        must not do on shutdown because they are still filling.
+        """
+        if not self._worker.is_alive():
+            return
+        self._queue.put(_STOP)
+        self._worker.join(timeout)
+        for observer in self.processor.observers:
+            if end_of_stream:
+                observer.flush()
+            observer.close()
 
     def _next_batch(self) -> tuple[list[RawMessage], bool]:
         batch: list[RawMessage] = []
@@ -185,7 +196,18 @@ class EmbeddedPipeline:
             self.dead_letters.dead_letter(letters)
 
 
-def open_embedded(settings: Settings, store: Store, *, observers: Sequence[Observer] | None = None, on_batch: Callable[[BatchResult], None] | None = None) -> EmbeddedPipeline:
-    """The whole embedded pipeline over ``store``: real components, in-process alerter."""
+def open_embedded(
+    settings: Settings,
+    store: Store,
+    *,
+    finite: bool = False,
+    observers: Sequence[Observer] | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> EmbeddedPipeline:
+    """The whole embedded pipeline over ``store``: real components, in-process alerter.
+
+    ``finite``: the input is a replay that ends, so leaving the ``with`` block normally also
+    closes the alerter's last windows.
+    """
     processor = build_processor(settings, store, observers=observers, on_batch=on_batch)
-    return EmbeddedPipeline(settings, processor, StoreSink(store))
+    return EmbeddedPipeline(settings, processor, StoreSink(store), finite=finite)

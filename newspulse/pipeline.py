@@ -57,6 +57,12 @@ class Observer(Protocol):
 
     def observe(self, articles: Sequence[ScoredArticle]) -> None: ...
 
+    def flush(self) -> None:
+        """The stream is finite and has ended: conclude whatever waits for later data."""
+
+    def close(self) -> None:
+        """Release resources; called once when the pipeline stops."""
+
 
 @dataclass(frozen=True)
 class RawMessage:

@@ -128,3 +128,37 @@ def test_scored_article_score_and_label():
     art = Article(published_at=datetime(2024, 1, 1, tzinfo=timezone.utc), source="s", title="t")
     s = ScoredArticle.from_article(art, {"negative": 0.7, "neutral": 0.2, "positive": 0.1}, summary="", model_version="v")
     assert s.label.value == "negative" and abs(s.score + 0.6) < 1e-9
+
+
+class RecordingObserver:
+    def __init__(self):
+        self.calls = []
+
+    def observe(self, articles):
+        self.calls.append(("observe", len(articles)))
+
+    def flush(self):
+        self.calls.append(("flush",))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def _observed(tmp_path, finite: bool, fail: bool) -> list:
+    store = SQLiteStore(tmp_path / f"o{finite}{fail}.db")
+    sink = StoreSink(store)
+    obs = RecordingObserver()
+    try:
+        with EmbeddedPipeline(load_settings(batch_max_wait_ms=1), Processor(KeywordClassifier(), FirstSentence(), [sink], sink, observers=[obs]), sink, finite=finite) as pipe:
+            pipe.submit(raw(1))
+            if fail:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    return obs.calls
+
+
+def test_observers_are_flushed_only_at_the_end_of_a_finite_stream(tmp_path):
+    assert _observed(tmp_path, finite=True, fail=False) == [("observe", 1), ("flush",), ("close",)]
+    assert _observed(tmp_path, finite=False, fail=False) == [("observe", 1), ("close",)]
+    assert _observed(tmp_path, finite=True, fail=True) == [("observe", 1), ("close",)]

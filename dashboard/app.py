@@ -67,7 +67,10 @@ def sidebar(settings: Settings, stats: dict) -> None:
     from dashboard import widgets
 
     widgets.range_selector()
-    st.sidebar.toggle("Auto-refresh", value=True, key="np_autorefresh", help=f"Reload live panels every {settings.dashboard_refresh_s} s.")
+    if settings.dashboard_refresh_s:
+        st.sidebar.toggle("Auto-refresh", value=True, key="np_autorefresh", help=f"Reload the Overview every {settings.dashboard_refresh_s} s.")
+    else:
+        st.sidebar.caption("Auto-refresh is off (NEWSPULSE_DASHBOARD_REFRESH_S=0).")
     backend = stats.get("backend", "?")
     st.sidebar.caption(f"Store: {backend} · {stats.get('articles', 0):,} articles · {stats.get('alerts', 0):,} alerts")
     if st.sidebar.button("Reload data", help="Forget cached query answers now."):

@@ -191,6 +191,16 @@ def test_overview_range_choice_changes_the_window(seeded):
     assert metrics(at)["Articles"] == str(len(seeded["articles"]))
 
 
+def test_auto_refresh_follows_the_setting(seeded, monkeypatch):
+    at = run_app()  # the fixture sets NEWSPULSE_DASHBOARD_REFRESH_S=0
+    assert not at.sidebar.toggle and any("Auto-refresh is off" in c.value for c in at.sidebar.caption)
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_REFRESH_S", "15")
+    at = run_app()
+    assert at.sidebar.toggle(key="np_autorefresh").value is True
+    at.sidebar.toggle(key="np_autorefresh").set_value(False).run()
+    assert not at.exception and metrics(at)["Alerts firing"] == "1"
+
+
 def test_overview_toasts_an_alert_that_fires_after_the_page_loaded(seeded, dash_env):
     import streamlit as st
 

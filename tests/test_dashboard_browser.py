@@ -104,7 +104,7 @@ def served(np_env, monkeypatch):
         "NEWSPULSE_STORE_URL": f"sqlite:///{np_env / 'newspulse.db'}",
         "NEWSPULSE_MODEL_REGISTRY": str(np_env / "registry"),
         "NEWSPULSE_ALERT_SILENCES": str(np_env / "silences.json"),
-        "NEWSPULSE_DASHBOARD_REFRESH_S": "0",
+        "NEWSPULSE_DASHBOARD_REFRESH_S": "3600",  # on (as shipped), but no refresh while the test looks
     }
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address", "127.0.0.1",
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]

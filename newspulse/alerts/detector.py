@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from scipy.special import bdtrc, ndtri, pdtrc
-
 from newspulse.alerts.rules import Rule
 from newspulse.schema import DriverArticle, ScoredArticle
 
@@ -109,6 +107,8 @@ def exact_z(hits: int, n: int, p0: float) -> float:
         return 0.0
     if p0 <= 0:
         return _Z_CAP
+    from scipy.special import bdtrc, ndtri  # imported here: scipy costs ~1 s at CLI start-up
+
     tail = float(bdtrc(hits - 1, n, min(p0, 1 - 1e-9)))
     return min(_Z_CAP, float(-ndtri(tail))) if tail > 0 else _Z_CAP
 
@@ -117,6 +117,8 @@ def poisson_z(hits: int, expected: float) -> float:
     """The Poisson upper tail P(X >= hits | expected) expressed as a z-score."""
     if hits <= 0:
         return 0.0
+    from scipy.special import ndtri, pdtrc
+
     tail = float(pdtrc(hits - 1, max(expected, 1e-9)))
     return min(_Z_CAP, float(-ndtri(tail))) if tail > 0 else _Z_CAP
 

@@ -376,7 +376,7 @@ def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[
         q_pred = q.predict(dev["text"].tolist())
         agreement = float(np.mean([a == b for a, b in zip(q_pred, dev_pred)]))
         card.quantization = {
-            "method": "torch dynamic int8 (Linear layers)",
+            "method": "torch dynamic int8, per-channel weights (Linear layers)",
             "agreement": round(agreement, 4),
             "threshold": QUANT_MIN_AGREEMENT,
             "recommended": agreement >= QUANT_MIN_AGREEMENT,

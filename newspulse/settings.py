@@ -142,3 +142,14 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """Process-wide settings, read once."""
     return load_settings()
+
+
+def markdown_table() -> str:
+    """The settings table of README.md (a test keeps the README equal to this)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else "(secret)" if isinstance(default, SecretStr) else str(default)
+        cell = f"`{shown}`" if shown else ""
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {cell} | {field.description or ''} |")
+    return "\n".join(rows)

@@ -40,3 +40,20 @@ def test_secrets_are_not_printed(monkeypatch):
     monkeypatch.setenv("NEWSPULSE_ES_API_KEY", "sekrit")
     s = load_settings()
     assert "hunter2" not in repr(s) and "sekrit" not in str(s.model_dump())
+
+
+def test_readme_settings_table_is_current():
+    from pathlib import Path
+
+    from newspulse.settings import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the README settings table from newspulse.settings.markdown_table()"
+
+
+def test_readme_names_exactly_the_two_setup_commands():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Two commands", 1)[1].split("```")[1]
+    assert [line.split("#")[0].strip() for line in block.strip().splitlines()[1:]] == ["make demo", "make test"]

@@ -223,11 +223,17 @@ def model_ensure() -> None:
 
 
 @bench_app.command("model")
-def bench_model(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def bench_model(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
+) -> None:
     """Dev macro-F1 and throughput of the production model (fp32, int8) against BERT-base."""
     from models.bench import run_model_bench
 
     result = run_model_bench(settings_or_exit())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     typer.echo(json.dumps(result, indent=None if as_json else 2, sort_keys=True))
 
 

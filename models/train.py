@@ -259,7 +259,10 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+    # Linear warm-up then decay to 0 at ``horizon["steps"]``; under a time budget the horizon is
+    # re-estimated from the measured pace so the decay ends when the budget does.
+    horizon = {"steps": total_steps}
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warmup, max(0.0, (horizon["steps"] - s) / max(1, horizon["steps"] - warmup))))
     weights = torch.tensor(class_weights(counts, cfg.class_weighting), dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     scaler = torch.amp.GradScaler("cuda") if device == "cuda" and not torch.cuda.is_bf16_supported() else None
@@ -271,6 +274,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, desc="fine-tuning", unit="step", disable=not cfg.progress)
+    fit_started = time.monotonic()
     for epoch in range(cfg.epochs):
         model.train()
         for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
@@ -295,7 +299,13 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_f1=f"{best_f1:.3f}")
-            out_of_time = cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s
+            out_of_time = False
+            if cfg.time_budget_s is not None:
+                elapsed = time.monotonic() - started
+                out_of_time = elapsed > cfg.time_budget_s
+                if step >= 10:
+                    pace = (time.monotonic() - fit_started) / step  # seconds per step, evaluations included
+                    horizon["steps"] = max(warmup + 1, min(total_steps, step + int((cfg.time_budget_s - elapsed) / pace)))
             if step % eval_every == 0 or step == total_steps or out_of_time:
                 model.eval()
                 f1 = classification_metrics(dev["label"].tolist(), scorer.predict(dev["text"].tolist()))["macro_f1"]
@@ -331,6 +341,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
         training={
             "rows": len(df),
             "steps": step,
+            "planned_steps": total_steps,
             "best_step": best_step,
             "best_dev_macro_f1": round(best_f1, 4),
             "stopped_early": stop or None,

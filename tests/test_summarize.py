@@ -47,7 +47,7 @@ def _source_sentences(summary: str, body: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return SentenceEncoder(layers=3)  # the production default
+    return SentenceEncoder(layers=2)  # the production default
 
 
 @pytest.fixture(scope="module")

@@ -45,11 +45,12 @@ class FakeClassifier:
 
     version = "fake-1"
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, per_article_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.per_article_s = per_article_s
 
     def score_articles(self, articles):
-        time.sleep(self.delay_s)
+        time.sleep(self.delay_s + self.per_article_s * len(articles))
         rows = []
         for a in articles:
             h = int(hashlib.sha256(a.text.encode()).hexdigest()[:8], 16)
@@ -63,11 +64,11 @@ class FakeSummarizer:
         return [a.title[:80] for a in articles]
 
 
-def fake_factory(store, delay_s: float = 0.0, store_sink=None):
+def fake_factory(store, delay_s: float = 0.0, store_sink=None, per_article_s: float = 0.0):
     """A processor_factory for run_processor: fake model, real store and Kafka sinks."""
 
     def factory(settings, scored, dlq):
-        return Processor(FakeClassifier(delay_s), FakeSummarizer(), sinks=[store_sink or StoreSink(store), scored], dead_letters=dlq)
+        return Processor(FakeClassifier(delay_s, per_article_s), FakeSummarizer(), sinks=[store_sink or StoreSink(store), scored], dead_letters=dlq)
 
     return factory
 
@@ -253,7 +254,7 @@ def test_round_trip_through_the_cli_with_the_real_classifier(kafka_bootstrap, tm
     summariser, tagger; the production wiring) → store + news.scored; SIGTERM stops it cleanly."""
     from models.registry import Registry
 
-    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=16)
+    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=16, kafka_max_poll_interval_ms=60_000)  # a CPU model on a busy box
     env = env_for(s) | {"NEWSPULSE_MODEL_REGISTRY": str(trained_classifier_registry), "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-m", "newspulse.cli"]
     replay = subprocess.run(cli + ["replay", "--file", str(ROOT / "data/news/reuters21578.csv.gz"), "--to", "kafka", "--speed", "0", "--limit", "40"],
@@ -564,3 +565,26 @@ def _http_get(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.read().decode()
+
+
+@pytest.mark.kafka
+def test_batches_shrink_when_they_approach_the_poll_interval(kafka_bootstrap, tmp_path):
+    """A machine too slow for the configured batch is evicted at most briefly, then halves its
+    batches until they fit, instead of being evicted and redoing the same batch forever."""
+    s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=1, batch_max_records=32, kafka_max_poll_interval_ms=2000)
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(articles(150, run="slow"))
+    store = SQLiteStore(s.sqlite_path)
+    stop = threading.Event()
+    proc = StreamProcessor(s, fake_factory(store, per_article_s=0.06)(s, StoreSink(store), StoreSink(store)), dead_letters=StoreSink(store))
+    thread = threading.Thread(target=proc.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: store_count(s) >= 150, 90, "150 stored on a slow processor")
+        wait_for(lambda: committed_lag(s, 150) == 0, 30, "offsets committed")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert proc.batch_limit <= 16, "batches shrank below the 1.9 s (> half the interval) a 32-record batch takes"
+    assert store.stats()["articles"] == 150
+    store.close()

@@ -39,6 +39,7 @@ from newspulse.kafka.client import connection_config, describe, ensure_topics, i
 from newspulse.kafka.producer import PublishError, build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
 from newspulse.pipeline import ArticleSink, BatchResult, DeadLetterSink, Processor, RawMessage, parse_message
+from newspulse.schema import Article
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter
 
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 #: How long an idle poll waits, which bounds how quickly a stop request is noticed.
 IDLE_POLL_MS = 500
+
+#: A valid article the processor scores once before joining the group (nothing is written).
+_WARM_UP = Article(published_at=datetime(2020, 1, 1, tzinfo=timezone.utc), source="warm-up", title="Company shares rise after results beat estimates")
 
 ProcessorFactory = Callable[[Settings, ArticleSink, DeadLetterSink], Processor]
 
@@ -114,6 +118,9 @@ class StreamProcessor:
         self._revoked: set = set()
         self._uncommitted: dict = {}
         self._failures_in_row = 0
+        #: Records per batch now: ``batch_max_records``, halved while batches run close to
+        #: ``kafka_max_poll_interval_ms`` (a slow machine must not be evicted from the group).
+        self.batch_limit = settings.batch_max_records
 
     # --- consumer -------------------------------------------------------------------------
     def _build_consumer(self) -> KafkaConsumer:
@@ -137,6 +144,7 @@ class StreamProcessor:
 
     def run(self, stop: threading.Event) -> RunStats:
         """Consume until ``stop`` is set, then finish the batch in hand, commit and leave the group."""
+        self._warm_up()
         self.consumer = retry(self._build_consumer, f"connecting to {describe(self.settings)}", timeout_s=120, stop=stop)
         try:
             self.consumer.subscribe([self.settings.kafka_topic_raw], listener=RevocationListener(self))
@@ -157,13 +165,32 @@ class StreamProcessor:
             log.info("processor stopped: %s", self.stats)
         return self.stats
 
+    def _warm_up(self) -> None:
+        """Load the model and summariser before joining the group, so the first batch is not
+        slowed by loading (and evicted for exceeding the poll interval)."""
+        t0 = time.perf_counter()
+        try:
+            self.processor.enrich([_WARM_UP])
+        except Exception as err:  # the first real batch will meet the same error and handle it
+            log.warning("warm-up failed: %s", err)
+            return
+        log.info("warmed up in %.1fs", time.perf_counter() - t0)
+
+    def _adapt_batch_limit(self, seconds: float) -> None:
+        budget = self.settings.kafka_max_poll_interval_ms / 1000
+        if seconds > budget / 2 and self.batch_limit > 1:
+            self.batch_limit = max(1, self.batch_limit // 2)
+            log.warning("batch took %.1fs (poll interval %.0fs): batches now %d records", seconds, budget, self.batch_limit)
+        elif seconds < budget / 8 and self.batch_limit < self.settings.batch_max_records:
+            self.batch_limit = min(self.settings.batch_max_records, self.batch_limit * 2)
+
     def _poll(self) -> None:
         if self._buffer:
             timeout = max(0, int((self._batch_started + self.settings.batch_max_wait_ms / 1000 - time.monotonic()) * 1000))
         else:
             timeout = IDLE_POLL_MS
         try:
-            polled = self.consumer.poll(timeout_ms=timeout, max_records=self.settings.batch_max_records - len(self._buffer))
+            polled = self.consumer.poll(timeout_ms=timeout, max_records=self.batch_limit - len(self._buffer))
         except Exception as err:
             if not isinstance(err, KafkaError) and not is_transient(err):
                 raise
@@ -182,7 +209,7 @@ class StreamProcessor:
     def _batch_due(self) -> bool:
         if not self._buffer:
             return False
-        if len(self._buffer) >= self.settings.batch_max_records:
+        if len(self._buffer) >= self.batch_limit:
             return True
         return time.monotonic() - self._batch_started >= self.settings.batch_max_wait_ms / 1000
 
@@ -248,7 +275,9 @@ class StreamProcessor:
             self._rewind(batch)
             self._backoff(stop)
             return
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        metrics.BATCH_SECONDS.observe(elapsed)
+        self._adapt_batch_limit(elapsed)
         self._failures_in_row = 0
         self._account(result)
         self._commit_batch(batch, messages, result)

@@ -156,7 +156,7 @@ def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
     from models.bench import run_model_bench
     from newspulse.settings import load_settings
 
-    result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16)
+    result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16, rounds=2)
     assert result["model_version"] == "v1" and 0.0 <= result["dev_macro_f1"] <= 1.0
     assert set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
     assert all(v > 0 for v in result["throughput"].values())

@@ -137,3 +137,24 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint(tmp_path, tiny
     assert card.training["stopped_early"] == "time budget"
     assert card.training["steps"] < card.training["planned_steps"] and card.training["history"]
     assert reg.list_versions() == [card.version]
+
+
+def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
+    from models.train import prepare_data
+    from newspulse.schema import Feedback
+    from newspulse.settings import get_settings
+    from newspulse.store import open_store
+
+    settings = get_settings()
+    store = open_store(settings)
+    try:
+        store.add_feedback(Feedback(article_id="a1", label="negative", text="Guidance cut again"))
+        store.add_feedback(Feedback(article_id="a2", label="positive", text="Record orders"))
+    finally:
+        store.close()
+    cfg = TrainConfig(registry=settings.model_registry, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], include_feedback=True, settings=settings)
+    files = prepare_data(cfg)
+    assert files[0] == tiny_data["train"] and files[1].parent == settings.model_registry / "_data"
+    snap = read_labelled_csv(files[1])
+    assert sorted(zip(snap["text"], snap["label"])) == [("Guidance cut again", "negative"), ("Record orders", "positive")]
+    assert prepare_data(cfg)[1] == files[1]  # same feedback, same pinned file

@@ -8,8 +8,9 @@ and lead-3 baselines on the same stories. ROUGE is implemented here (lower-cased
 tokens, no stemming, F1). The title is a weak reference (a headline, often in wire shorthand),
 so compare the methods with each other, not with published ROUGE figures.
 
-Cost: seconds of the extractive summariser over seconds of a MiniLM classifier-style forward
-pass (title + body, 256 tokens) on the same articles, in one run (a ratio, not absolute time).
+Cost: CPU seconds of the extractive summariser over those of the sentiment classifier
+(models.predict.Classifier on the same MiniLM base, float32 and int8) on the same articles, in
+one run (a ratio, not absolute time).
 
 Faithfulness: the share of abstractive summaries that name a number, ticker or capitalised name
 missing from the story. Without a real generator (none can be downloaded here) it is measured on

@@ -206,8 +206,9 @@ def gpu_throughput(stories: list[Article], fallback, model_path: str | None, *, 
     done, start = 0, time.perf_counter()
     batch = summarizer.generation.batch_size * 4
     while done < len(stories) and time.perf_counter() - start < seconds:
-        summarizer.summarize(stories[done : done + batch])
-        done += batch
+        chunk = stories[done : done + batch]
+        summarizer.summarize(chunk)
+        done += len(chunk)
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     return {"generator": generator, "device": torch.cuda.get_device_name(0), "summaries": done, "seconds": round(elapsed, 2), "summaries_per_s": round(done / elapsed, 2)}

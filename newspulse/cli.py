@@ -167,7 +167,12 @@ def summarize() -> None:
     if not text.strip():
         typer.echo("newspulse summarize: empty input on stdin", err=True)
         raise typer.Exit(2)
-    typer.echo(summarize_text(text, settings_or_exit()))
+    try:
+        summary = summarize_text(text, settings_or_exit())
+    except ValueError as err:  # JSON input that is not a valid Article
+        typer.echo(f"newspulse summarize: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary)
 
 
 @store_app.command("stats")

@@ -533,10 +533,10 @@ def test_a_processor_joining_mid_stream_takes_over_partitions_without_loss(kafka
         pub.publish(sent)
     before = {n: REGISTRY.get_sample_value(n) or 0 for n in ("newspulse_kafka_articles_processed_total", "newspulse_kafka_records_consumed_total")}
     stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
-    first = ProcessorThread(s, fake_factory(stores[0], delay_s=0.05))
+    first = ProcessorThread(s, fake_factory(stores[0], delay_s=0.05, per_article_s=0.01))  # ~10 s alone
     try:
-        wait_for(lambda: store_count(s) >= 100, 60, "the first processor under way")
-        second = ProcessorThread(s, fake_factory(stores[1], delay_s=0.05))
+        wait_for(lambda: store_count(s) >= 40, 60, "the first processor under way")
+        second = ProcessorThread(s, fake_factory(stores[1], delay_s=0.05, per_article_s=0.01))
         try:
             wait_for(lambda: store_count(s) >= 800, 120, "800 stored")
             wait_for(lambda: committed_lag(s, 800) == 0, 30, "offsets committed")

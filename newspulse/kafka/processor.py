@@ -157,11 +157,12 @@ class StreamProcessor:
                 log.info("stopping: finishing the batch of %d in hand", len(self._buffer))
                 self._flush_guarded(stop)
         finally:
-            consumer, self.consumer = self.consumer, None
             try:
-                self._commit_pending(consumer)
+                if self._uncommitted:
+                    self._commit({})
             finally:
-                consumer.close(autocommit=False)  # revocation callback commits, then leaves the group
+                self.consumer.close(autocommit=False)  # the revocation callback commits what is still pending, then it leaves
+                self.consumer = None
             log.info("processor stopped: %s", self.stats)
         return self.stats
 
@@ -384,15 +385,6 @@ class StreamProcessor:
                 if self._uncommitted.get(tp) == off:
                     del self._uncommitted[tp]
         self.stats.commits += 1
-
-    def _commit_pending(self, consumer) -> None:
-        if consumer is None or not self._uncommitted:
-            return
-        self.consumer = consumer
-        try:
-            self._commit({})
-        finally:
-            self.consumer = None
 
     def _update_lag(self) -> None:
         for tp in self.consumer.assignment():

@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench install install-dev clean help
+.PHONY: demo test bench install install-dev clean help readme-settings
 
 help:
 	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
@@ -49,3 +49,7 @@ bench: install-dev
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
+
+# Regenerate the settings table in README.md from newspulse/settings.py (a test checks it).
+readme-settings: install
+	$(BIN)/python -c "from pathlib import Path; from newspulse.settings import markdown_table as t; p = Path('README.md'); s = p.read_text(); a = s.index('| variable | default | meaning |'); b = s.index('\n\n', a); p.write_text(s[:a] + t() + s[b:])"

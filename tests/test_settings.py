@@ -48,7 +48,7 @@ def test_readme_settings_table_is_current():
     from newspulse.settings import markdown_table
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate the README settings table from newspulse.settings.markdown_table()"
+    assert markdown_table() in readme, "run `make readme-settings`"
 
 
 def test_readme_names_exactly_the_two_setup_commands():

@@ -507,11 +507,11 @@ def test_revocation_commits_what_was_processed_but_not_yet_committed(kafka_boots
     s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=1)
     with KafkaArticlePublisher(s) as pub:
         pub.publish(articles(10, run="revoke"))
-    owner = StreamProcessor(s, processor=None, dead_letters=None)  # only its offset bookkeeping is used
-    owner.consumer = KafkaConsumer(**connection_config(s), group_id=s.kafka_group_id, enable_auto_commit=False,
-                                   session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
+    # only its consumer configuration and offset bookkeeping are used
+    owner = StreamProcessor(s, processor=None, dead_letters=None, session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
+    owner.consumer = owner._build_consumer()
     owner.consumer.subscribe([s.kafka_topic_raw], listener=RevocationListener(owner))
-    wait_for(lambda: owner.consumer.poll(timeout_ms=200) is not None and owner.assigned, 30, "an assignment")
+    wait_for(lambda: owner.consumer.poll(timeout_ms=1000) is not None and owner.assigned, 30, "an assignment")
     tp = TopicPartition(s.kafka_topic_raw, 0)
     owner._uncommitted[tp] = 7  # processed up to offset 6, commit not yet done
     owner.consumer.close(autocommit=False)

@@ -132,7 +132,7 @@ def test_a_failed_run_never_touches_production(tmp_path, tiny_base, tiny_data):
 
 def test_time_budget_stops_training_and_keeps_the_best_checkpoint(tmp_path, tiny_base, tiny_data):
     reg = Registry(tmp_path / "reg")
-    cfg = TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=50, batch_size=4, max_length=32, progress=False, time_budget_s=0.5)
+    cfg = TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=50, batch_size=4, max_length=32, progress=False, time_budget_s=0.5, patience=10**6)  # only the budget can stop it
     card = fit_and_register(cfg, cfg.train_files)
     assert card.training["stopped_early"] == "time budget"
     assert card.training["steps"] < card.training["planned_steps"] and card.training["history"]

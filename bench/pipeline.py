@@ -232,9 +232,9 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1000, help="articles per throughput run")
-    ap.add_argument("--latency-rate", type=float, default=20.0, help="offered articles/s in the latency run")
-    ap.add_argument("--latency-seconds", type=float, default=120.0, help="length of the latency run")
+    ap.add_argument("--n", type=int, default=500, help="articles per throughput run")
+    ap.add_argument("--latency-rate", type=float, default=5.0, help="offered articles/s in the latency run (keep it below the classifier's capacity, or it measures queueing)")
+    ap.add_argument("--latency-seconds", type=float, default=60.0, help="length of the latency run")
     ap.add_argument("--quick", action="store_true", help="n=200, 20 s latency run")
     ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = ap.parse_args()

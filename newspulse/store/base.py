@@ -117,6 +117,9 @@ class StoreError(RuntimeError):
 class Store(Protocol):
     """Persistence and queries for scored articles, alerts, feedback and dead letters."""
 
+    #: "sqlite" or "elasticsearch": shown by `newspulse store stats` and `store init`.
+    backend: str
+
     # writes ---------------------------------------------------------------------------
     def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
         """Insert or replace by article id (idempotent); report per-document failures."""

@@ -198,6 +198,7 @@ class StreamProcessor:
             self._note_error(f"poll: {type(err).__name__}: {err}")
             self._backoff(None)
             return
+        metrics.LAST_POLL.set_to_current_time()
         self._drop_revoked()
         for records in polled.values():
             self._buffer.extend(records)
@@ -282,6 +283,7 @@ class StreamProcessor:
         self._failures_in_row = 0
         self._account(result)
         self._commit_batch(batch, messages, result)
+        metrics.observe_indexed(batch)
 
     def _process_one_by_one(self, batch: list, batch_error: str) -> None:
         """Isolate what keeps failing a batch: each record alone; the ones that still raise are

@@ -41,6 +41,7 @@ from models.data import (
     read_many,
     resolve_base_model,
 )
+from models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
 from models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
 from newspulse.schema import LABELS
 
@@ -80,6 +81,9 @@ class TrainConfig:
     #: Wall-clock budget of the fine-tuning loop: when spent, training stops and the best
     #: checkpoint so far is kept (CPU runs stay within their slot; a GPU finishes every epoch).
     time_budget_s: float | None = None
+    #: Folder of the resumable checkpoint (models/checkpoint.py): a retried run continues from its
+    #: last dev evaluation instead of step 0. None = no checkpoint.
+    checkpoint_dir: Path | None = None
     promote: bool = True
     f1_floor: float = DEFAULT_F1_FLOOR
     quantize_check: bool = True
@@ -95,6 +99,8 @@ class TrainConfig:
         self.dev_files = [Path(p) for p in self.dev_files]
         if self.eval_files is not None:
             self.eval_files = [Path(p) for p in self.eval_files]
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = Path(self.checkpoint_dir)
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
             raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
 
@@ -103,7 +109,7 @@ class TrainConfig:
         return list(self.eval_files) if self.eval_files else list(self.dev_files)
 
     def params(self) -> dict[str, Any]:
-        skip = {"registry", "train_files", "dev_files", "eval_files", "settings", "progress"}
+        skip = {"registry", "train_files", "dev_files", "eval_files", "settings", "progress", "checkpoint_dir"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -271,13 +277,23 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     scorer = Classifier(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
     best_f1, best_state, best_step, stale, history = -1.0, None, 0, 0, []
     step, stop = 0, ""
+    checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(df), counts))
+    resumed = checkpoint.restore(model=model, optim=optim, sched=sched, scaler=scaler)
+    first_epoch, skip_batches, fit_started = 0, 0, time.monotonic()
+    if resumed is not None:
+        loop, best_state = resumed
+        step, first_epoch, skip_batches, rng.bit_generator.state = loop.step, loop.epoch, loop.batches_done, loop.epoch_rng
+        best_f1, best_step, stale, history, horizon["steps"] = loop.best_f1, loop.best_step, loop.stale, loop.history, loop.horizon_steps
+        started, fit_started = started - loop.elapsed_s, fit_started - loop.fit_elapsed_s
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, desc="fine-tuning", unit="step", disable=not cfg.progress)
-    fit_started = time.monotonic()
-    for epoch in range(cfg.epochs):
+    bar = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step", disable=not cfg.progress)
+    for epoch in range(first_epoch, cfg.epochs):
         model.train()
-        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+        epoch_rng = rng.bit_generator.state
+        for batch_no, batch_idx in enumerate(length_bucketed_batches(lengths, cfg.batch_size, rng)):
+            if batch_no < skip_batches:
+                continue  # trained before the checkpoint this run resumed from
             feats = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]} for i in batch_idx]
             batch = {k: v.to(device) for k, v in tokenizer.pad(feats, return_tensors="pt").items()}
             y = torch.tensor([labels[i] for i in batch_idx], device=device)
@@ -321,6 +337,11 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
                     stop = "time budget" if out_of_time else "no dev gain"
                     log.info("stopping at step %d (%s); best dev macro-F1 %.4f at step %d", step, stop, best_f1, best_step)
                     break
+                now = time.monotonic()
+                loop = LoopState(step=step, epoch=epoch, batches_done=batch_no + 1, epoch_rng=epoch_rng, best_f1=best_f1, best_step=best_step, stale=stale,
+                                 history=history, horizon_steps=horizon["steps"], elapsed_s=now - started, fit_elapsed_s=now - fit_started)
+                checkpoint.save(loop, model=model, optim=optim, sched=sched, scaler=scaler, best_state=best_state)
+        skip_batches = 0
         if stop:
             break
     bar.close()
@@ -352,6 +373,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
         },
     )
     registry.register(model, tokenizer, card)
+    checkpoint.clear()
     log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", card.version, best_f1, card.training["seconds"])
     return card
 
@@ -465,6 +487,7 @@ def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
         "f1_floor": "f1_floor",
         "seed": "seed",
         "time_budget_s": "time_budget_s",
+        "checkpoint_dir": "checkpoint_dir",
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
     return default_config(settings, progress=False, **overrides)

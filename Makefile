@@ -11,12 +11,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench install install-dev clean help readme-settings
+.PHONY: demo test bench faults install install-dev clean help readme-settings
 
 help:
 	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
 	@echo "make test   - install dev dependencies and run the test suite"
 	@echo "make bench  - run the benchmarks (bench/results/*.json, BENCHMARKS.md)"
+	@echo "make faults - run the fault suite against real peers (bench/results/faults.json; about an hour)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,10 @@ test: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/run_all.py
+
+# Kill, cut off and poison the real pipeline; one line per scenario (FAULTS_ARGS="--only R1" etc.).
+faults: install-dev
+	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -50,6 +50,11 @@ def _training_key() -> str:
 @pytest.fixture(scope="session")
 def trained_classifier_registry() -> Path:
     """A model registry whose production model is the real classifier, quickly fine-tuned."""
+    return quick_classifier_registry()
+
+
+def quick_classifier_registry() -> Path:
+    """The cached quick-trained registry, trained on first use (also used by bench/faults.py)."""
     from models.registry import Registry
 
     cache = ROOT / ".cache" / f"test-registry-{_training_key()}"

@@ -56,10 +56,20 @@ class Peer:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir)
         _wait_for_port(self.port, self.proc, self.startup_timeout, self.log)
 
-    def stop(self) -> None:
-        """Kill the whole process group by PID and wait until the port is closed."""
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the whole process group by PID and wait until the port is closed.
+
+        ``graceful`` sends SIGTERM first (SIGKILL after 30 s): noida-db acknowledges a write
+        before it is on disk and saves its state on SIGTERM, so an outage that must not lose
+        acknowledged writes (as a real Elasticsearch would not) stops it this way.
+        """
         if self.proc is None:
             return
+        if graceful:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)

@@ -29,7 +29,9 @@ def settings_or_stop() -> Settings:
     try:
         return load_settings()
     except SettingsError as err:
-        st.error(f"The dashboard cannot start: {err}")
+        from dashboard.widgets import redact
+
+        st.error(f"The dashboard cannot start: {redact(str(err))}")
         st.stop()
         raise  # unreachable: st.stop() ends the run
 
@@ -57,25 +59,32 @@ def store_or_stop(settings: Settings) -> dict:
     try:
         return data.load_stats(settings)
     except Exception as err:  # any backend failure: show it instead of a traceback
-        st.error(f"Cannot read the store at `{settings.store_url}`: {type(err).__name__}: {err}")
+        from dashboard.widgets import redact
+
+        st.error(redact(f"Cannot read the store at `{settings.store_url}`: {type(err).__name__}: {err}", settings))
         st.caption("Check NEWSPULSE_STORE_URL, and that Elasticsearch is up when the URL is http(s)://.")
         st.stop()
         raise
 
 
 def sidebar(settings: Settings, stats: dict) -> None:
-    from dashboard import widgets
+    from dashboard import data, widgets
 
     widgets.range_selector()
     if settings.dashboard_refresh_s:
         st.sidebar.toggle("Auto-refresh", value=True, key="np_autorefresh", help=f"Reload the Overview every {settings.dashboard_refresh_s} s.")
     else:
         st.sidebar.caption("Auto-refresh is off (NEWSPULSE_DASHBOARD_REFRESH_S=0).")
+    span = data.load_span(settings)
+    if span.future:
+        st.sidebar.warning(
+            f"{span.future:,} article{'s are' if span.future != 1 else ' is'} dated after {widgets.fmt_time(span.cutoff)} "
+            "(a bad timestamp) and left out of the time ranges.",
+            icon=":material/schedule:",
+        )
     backend = stats.get("backend", "?")
     st.sidebar.caption(f"Store: {backend} · {stats.get('articles', 0):,} articles · {stats.get('alerts', 0):,} alerts")
     if st.sidebar.button("Reload data", help="Forget cached query answers now."):
-        from dashboard import data
-
         data.clear_caches()
 
 
@@ -99,7 +108,15 @@ def main() -> None:
     stats = store_or_stop(settings)
     page = navigation()
     sidebar(settings, stats)
-    page.run()
+    run_redacted(page, settings)
+
+
+def run_redacted(page, settings: Settings) -> None:
+    """Run the page with its errors redacted (see :func:`dashboard.widgets.redacted_errors`)."""
+    from dashboard.widgets import redacted_errors
+
+    with redacted_errors(settings):
+        page.run()
 
 
 if __name__ == "__main__":

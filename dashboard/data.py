@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,10 @@ RANGES: dict[str, timedelta | None] = {
     "All time": None,
 }
 DEFAULT_RANGE = "Last 30 days"
+
+#: How far past the wall clock an article's time may lie and still anchor the time range. Feeds
+#: stamp stories a little ahead (time zones, embargoes); a story dated in year 9999 is a bad row.
+FUTURE_TOLERANCE = timedelta(days=1)
 
 #: Bucket sizes, smallest first; :func:`pick_bucket` takes the first that gives ≤ 120 buckets.
 _BUCKETS = (
@@ -104,17 +108,26 @@ def pick_bucket(span: timedelta) -> timedelta:
     return _BUCKETS[-1]
 
 
+def shift(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, held at the ends of the calendar instead of raising OverflowError."""
+    try:
+        return moment + delta
+    except OverflowError:
+        bound = datetime.max if delta > timedelta(0) else datetime.min
+        return bound.replace(tzinfo=moment.tzinfo)
+
+
 def make_window(choice: str, first: datetime | None, latest: datetime | None) -> Window:
     """The window for a sidebar choice, given the oldest and newest article times."""
     if latest is None:
         return Window(start=None, end=None, bucket=timedelta(days=1), label=choice)
     # The end is exclusive; one second past the newest article includes it.
-    end = latest + timedelta(seconds=1)
+    end = shift(latest, timedelta(seconds=1))
     span = RANGES.get(choice)
     if span is None:
-        start = first if first is not None else latest - timedelta(days=30)
+        start = first if first is not None else shift(latest, -timedelta(days=30))
     else:
-        start = end - span
+        start = shift(end, -span)
     return Window(start=start, end=end, bucket=pick_bucket(end - start), label=choice)
 
 
@@ -135,9 +148,56 @@ def load_stats(settings: Settings) -> dict:
     return get_store(settings).stats()
 
 
+@dataclass(frozen=True)
+class TimeSpan:
+    """The event times the time ranges are anchored on: the oldest article and the newest one
+    that is not in the future, and how many stored articles claim a later time."""
+
+    first: datetime | None
+    latest: datetime | None
+    future: int = 0
+    cutoff: datetime | None = None
+
+
 @_cached
+def load_span(settings: Settings) -> TimeSpan:
+    """The store's time span with future-dated articles (a bad feed, a year-9999 row) set aside.
+
+    Anchoring the ranges at such an article would move every page's window into the future and
+    overflow the calendar, so the newest article up to now + :data:`FUTURE_TOLERANCE` anchors
+    them instead, and the pages say how many articles were left out.
+    """
+    store = get_store(settings)
+    stats = store.stats()
+    first = _parse_time(stats.get("first_published_at"))
+    latest = store.latest_published_at()
+    cutoff = datetime.now(timezone.utc) + FUTURE_TOLERANCE
+    if latest is None or latest <= cutoff:
+        return TimeSpan(first, latest)
+    future = sum(b.count for b in store.timeseries(Filter(start=cutoff), timedelta(days=3650)))
+    newest = _newest_before(store, cutoff)
+    return TimeSpan(first if newest is not None else None, newest, future, cutoff)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _newest_before(store: Store, cutoff: datetime) -> datetime | None:
+    """The newest article time before ``cutoff``, found by zooming in on the last non-empty bucket
+    (the Store interface has no filtered maximum; this costs a few small queries)."""
+    flt = Filter(end=cutoff)
+    for bucket in (timedelta(days=365), timedelta(days=7), timedelta(hours=6), timedelta(minutes=15)):
+        buckets = store.timeseries(flt, bucket)
+        if not buckets:
+            return None
+        flt = Filter(start=max(buckets[-1].start, flt.start or buckets[-1].start), end=min(shift(buckets[-1].start, bucket), cutoff))
+    return max((a.published_at for batch in store.iter_articles(flt) for a in batch), default=None)
+
+
 def load_latest(settings: Settings) -> datetime | None:
-    return get_store(settings).latest_published_at()
+    """The newest article time that is not in the future (None for an empty store)."""
+    return load_span(settings).latest
 
 
 @_cached

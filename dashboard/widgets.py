@@ -7,15 +7,23 @@ the HTML that Markdown would pass through) print literally. Links are only drawn
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import urlsplit
 
 import streamlit as st
+from pydantic import SecretStr
+from streamlit.errors import FragmentHandledException
 
 from dashboard import data
 from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
 from newspulse.settings import Settings
+
+log = logging.getLogger("newspulse.dashboard")
 
 #: Every ASCII punctuation character; CommonMark lets each be backslash-escaped.
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
@@ -36,6 +44,44 @@ EMPTY_STORE_HELP = (
 def escape_md(text: str) -> str:
     """Text that Streamlit's Markdown shows exactly as written (no markup, no HTML, no emoji codes)."""
     return _MD_PUNCT.sub(r"\\\1", text)
+
+
+#: ``scheme://user:password@`` (or ``scheme://token@``) in a URL anywhere in a text.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]+@")
+REDACTED = "***"
+
+
+def redact(text: str, settings: Settings | None = None) -> str:
+    """The text with URL credentials and every configured secret value replaced by ``***``.
+
+    Error messages from a store client may quote the URL it was given, password included; every
+    message the dashboard shows about the store or the settings passes through here first.
+    """
+    text = _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
+    if settings is not None:
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
+                text = text.replace(value.get_secret_value(), REDACTED)
+    return text
+
+
+@contextmanager
+def redacted_errors(settings: Settings) -> Iterator[None]:
+    """Errors raised inside are logged and shown with their credentials redacted.
+
+    Streamlit prints an uncaught exception's message in the browser, and a store client's
+    exception can quote the URL it was given, password included. The error is raised again as a
+    plain RuntimeError carrying only the redacted text, so it is still an error (and AppTest still
+    sees it). Wrap each page and each fragment (a fragment shows its own errors).
+    """
+    try:
+        yield
+    except FragmentHandledException:
+        raise  # a fragment inside already showed it, redacted
+    except Exception as err:
+        log.error("dashboard page failed: %s", redact("".join(traceback.format_exception(err)), settings))
+        raise RuntimeError(redact(f"{type(err).__name__}: {err}", settings)) from None
 
 
 def one_line(text: str) -> str:
@@ -154,10 +200,8 @@ def range_selector() -> None:
 def current_window(settings: Settings) -> data.Window:
     """The window for the chosen range, recomputed on each run so refreshes follow new data."""
     choice = st.session_state.get(RANGE_KEY, data.DEFAULT_RANGE)
-    stats = data.load_stats(settings)
-    first = stats.get("first_published_at")
-    first_dt = datetime.fromisoformat(first) if isinstance(first, str) else first
-    return data.make_window(choice, first_dt, data.load_latest(settings))
+    span = data.load_span(settings)
+    return data.make_window(choice, span.first, span.latest)
 
 
 def window_caption(window: data.Window) -> None:

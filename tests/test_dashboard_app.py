@@ -506,3 +506,60 @@ def test_label_drift_psi():
     assert same["psi"].sum() == pytest.approx(0.0)
     shifted = label_drift({"negative": 1, "neutral": 1, "positive": 1}, {"negative": 8, "neutral": 1, "positive": 1})
     assert drift_verdict(shifted["psi"].sum()) == "significant shift"
+
+
+# --- bad data and leaks (issue #18) ---------------------------------------------------------
+
+
+def test_published_at_year_9999_neither_crashes_the_dashboard_nor_moves_its_window(seeded, dash_env):
+    """#18.6: a stored story dated 9999-12-31 once overflowed the window (OverflowError) and
+    anchored every range in the future. The ranges stay anchored at the newest real article and
+    the sidebar says what was left out."""
+    bad = make_article(5000, LATEST, "XOM", "negative", title="Dated in the far future")
+    bad = bad.model_copy(update={"published_at": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc), "id": "year-9999"})
+    store = SQLiteStore(dash_env / "newspulse.db")
+    assert store.upsert_articles([bad]).ok
+    assert store.latest_published_at().year == 9999
+    store.close()
+    for page in (None, "alerts", "explore", "ticker", "model", "feedback"):
+        at = run_app(page)  # asserts no exception
+        assert any("1 article is dated after" in w.value for w in at.sidebar.warning), page
+    at = run_app()
+    assert any("1987-09-20 12:00 UTC → 1987-10-20 12:00 UTC" in c.value for c in at.caption)
+    assert metrics(at)["Articles"] == f"{len(in_window(seeded['articles'], 30)):,}"
+    at.sidebar.selectbox(key="np_range").set_value("All time").run()
+    assert not at.exception and metrics(at)["Articles"] == f"{len(seeded['articles']):,}"
+    at = run_app("explore")
+    assert at.date_input(key="explore-days-Last 30 days").value[1] == LATEST.date()
+
+
+def test_store_error_shows_the_store_url_without_its_credentials(dash_env, monkeypatch):
+    """#18.12: the error for an unreachable store printed the raw URL, password included."""
+    from test_dashboard_browser import free_port
+
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", f"http://elastic:hunter2-url@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NEWSPULSE_ES_PASSWORD", "hunter3-setting")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    assert not at.exception
+    shown = "\n".join(e.value for e in at.error)
+    assert "Cannot read the store at `http://***@127.0.0.1:" in shown
+    everything = shown + "\n".join(str(el.value) for el in at.main if hasattr(el, "value"))
+    assert "hunter2" not in everything and "hunter3" not in everything
+
+
+def test_a_page_error_quoting_a_credential_is_shown_redacted(seeded, monkeypatch):
+    """#18.12: an exception raised while a page runs reaches the browser only redacted."""
+    monkeypatch.setenv("NEWSPULSE_ES_API_KEY", "api-key-secret-value")
+
+    def failing(self, flt, bucket):
+        raise ConnectionError("POST https://reader:hunter2@es.example:9200/_search failed; key api-key-secret-value")
+
+    monkeypatch.setattr(SQLiteStore, "timeseries", failing)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    [shown] = [e.value for e in at.exception]
+    assert "ConnectionError: POST https://***@es.example:9200/_search failed; key ***" in shown
+    assert "hunter2" not in shown and "api-key-secret-value" not in shown

@@ -65,8 +65,8 @@ def alert_summary(alert: Alert) -> None:
 def window_chart(settings: Settings, alert: Alert) -> None:
     """The alert's scope over its window, with history before it for comparison."""
     window = timedelta(minutes=alert.window_minutes)
-    end = (alert.resolved_at or alert.updated_at) + window
-    start = alert.started_at - _CONTEXT_WINDOWS * window
+    end = data.shift(alert.resolved_at or alert.updated_at, window)
+    start = data.shift(alert.started_at, -_CONTEXT_WINDOWS * window)
     flt = data.Filter(start=start, end=end, **data.parse_scope(alert.scope))
     frame = data.series_frame(data.load_series(settings, flt, window))
     if frame.empty:

@@ -30,9 +30,9 @@ def filters(settings: Settings, window: data.Window) -> tuple[str, Filter, int]:
     """The search box and filters; dates default to the sidebar's window."""
     text = st.text_input("Search titles, bodies and summaries", key="explore-q", placeholder="e.g. oil prices cut")
     cols = st.columns([2, 1, 1, 1, 1, 1])
-    stats = data.load_stats(settings)
-    first = datetime.fromisoformat(stats["first_published_at"]).date() if stats.get("first_published_at") else None
-    last = datetime.fromisoformat(stats["last_published_at"]).date() if stats.get("last_published_at") else None
+    span = data.load_span(settings)
+    first = span.first.date() if span.first else None
+    last = span.latest.date() if span.latest else None
     # The window may reach back before the oldest article; date_input refuses defaults out of range.
     start_day = max(window.start.date(), first) if window.start and first else first
     end_day = min(window.end.date(), last) if window.end and last else last
@@ -45,7 +45,7 @@ def filters(settings: Settings, window: data.Window) -> tuple[str, Filter, int]:
     limit = cols[5].number_input("Show", min_value=5, max_value=200, value=20, step=5, key="explore-limit")
     start = end = None
     if isinstance(days, (tuple, list)) and len(days) == 2:
-        start, end = _day_start(days[0]), _day_start(days[1]) + timedelta(days=1)
+        start, end = _day_start(days[0]), data.shift(_day_start(days[1]), timedelta(days=1))
     elif isinstance(days, (tuple, list)) and len(days) == 1:
         start = _day_start(days[0])
     flt = Filter(start=start, end=end, ticker=ticker, topic=topic, source=source, label=None if label == ANY else label)

@@ -94,6 +94,11 @@ def movers_panel(settings: Settings, window: data.Window) -> None:
 
 
 def live_panels(settings: Settings) -> None:
+    with widgets.redacted_errors(settings):
+        live_content(settings)
+
+
+def live_content(settings: Settings) -> None:
     if not widgets.has_articles(settings):
         return
     window = widgets.current_window(settings)

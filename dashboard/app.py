@@ -1,13 +1,13 @@
 """NewsPulse analyst dashboard: ``streamlit run dashboard/app.py`` (or ``newspulse dashboard``).
 
-The entry script sets the page up, asks for the password when one is configured, draws the
+The entry script sets the page up, signs the analyst in when sign-in is configured (OIDC or the
+shared password, see ``dashboard/auth.py``), draws the
 shared sidebar (time range, store, auto-refresh) and hands over to the page the analyst picked.
 Each page lives in ``dashboard/views/`` with one function per panel.
 """
 
 from __future__ import annotations
 
-import hmac
 import sys
 from pathlib import Path
 
@@ -18,10 +18,10 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from dashboard import auth  # noqa: E402
 from newspulse.settings import Settings, SettingsError, load_settings  # noqa: E402
 
 _PAGES = Path(__file__).resolve().parent / "views"
-AUTH_KEY = "np_authenticated"
 
 
 def settings_or_stop() -> Settings:
@@ -34,22 +34,6 @@ def settings_or_stop() -> Settings:
         st.error(f"The dashboard cannot start: {redact(str(err))}")
         st.stop()
         raise  # unreachable: st.stop() ends the run
-
-
-def password_gate(settings: Settings) -> bool:
-    """True when no password is set or this session has entered it (constant-time compare)."""
-    if settings.dashboard_password is None or st.session_state.get(AUTH_KEY):
-        return True
-    st.title("NewsPulse")
-    with st.form("login"):
-        given = st.text_input("Password", type="password")
-        if st.form_submit_button("Sign in"):
-            expected = settings.dashboard_password.get_secret_value()
-            if hmac.compare_digest(given.encode(), expected.encode()):
-                st.session_state[AUTH_KEY] = True
-                st.rerun()
-            st.error("Wrong password.")
-    return False
 
 
 def store_or_stop(settings: Settings) -> dict:
@@ -86,6 +70,7 @@ def sidebar(settings: Settings, stats: dict) -> None:
     st.sidebar.caption(f"Store: {backend} · {stats.get('articles', 0):,} articles · {stats.get('alerts', 0):,} alerts")
     if st.sidebar.button("Reload data", help="Forget cached query answers now."):
         data.clear_caches()
+    auth.identity_sidebar(settings)
 
 
 def navigation() -> st.navigation:
@@ -103,7 +88,7 @@ def navigation() -> st.navigation:
 def main() -> None:
     st.set_page_config(page_title="NewsPulse", page_icon=":material/monitoring:", layout="wide")
     settings = settings_or_stop()
-    if not password_gate(settings):
+    if not auth.sign_in_gate(settings):
         return
     stats = store_or_stop(settings)
     page = navigation()

@@ -19,7 +19,7 @@ import streamlit as st
 from pydantic import SecretStr
 from streamlit.errors import FragmentHandledException
 
-from dashboard import data
+from dashboard import auth, data
 from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
 from newspulse.settings import Settings
 
@@ -162,16 +162,16 @@ def feedback_form(settings: Settings, article: ScoredArticle, *, key: str) -> No
     with st.form(key=key, clear_on_submit=False, border=False):
         st.caption(f"Model says **{article.label.value}**. What is it really?")
         label = st.radio("Correct label", LABELS, index=LABELS.index(article.label.value), horizontal=True, key=f"{key}-label")
-        analyst = st.text_input("Analyst", value=st.session_state.get("np_analyst", "analyst"), key=f"{key}-analyst")
         note = st.text_input("Note (optional)", key=f"{key}-note")
+        analyst = auth.identity()
+        st.caption(f"Recorded as {escape_md(analyst)}.")
         if st.form_submit_button("Save correction"):
             save_feedback(settings, article, label=label, analyst=analyst, note=note)
-            st.session_state["np_analyst"] = analyst
             st.success(f"Saved: {label}. The next retraining will use it.")
 
 
 def save_feedback(settings: Settings, article: ScoredArticle, *, label: str, analyst: str, note: str = "") -> Feedback:
-    feedback = Feedback(article_id=article.id, label=label, text=article.text, analyst=analyst.strip() or "analyst", note=note.strip())
+    feedback = Feedback(article_id=article.id, label=label, text=article.text, analyst=analyst, note=note.strip())
     data.get_store(settings).add_feedback(feedback)
     data.clear_caches()
     return feedback

@@ -427,14 +427,14 @@ def test_feedback_stores_the_correction_with_the_article_text(seeded, dash_env):
     at = run_app("feedback")
     at.text_input(key="fb-id").set_value(target.id).run()
     at.radio(key="fb-form-label").set_value("negative")
-    at.text_input(key="fb-form-analyst").set_value("jane")
     at.text_input(key="fb-form-note").set_value("profit warning")
     [b for b in at.button if b.label == "Save correction"][0].click().run()
     assert not at.exception
     stored = SQLiteStore(dash_env / "newspulse.db").list_feedback()
     assert len(stored) == 1
     fb = stored[0]
-    assert (fb.article_id, fb.label.value, fb.analyst, fb.note, fb.text) == (target.id, "negative", "jane", "profit warning", target.text)
+    # no sign-in configured: recorded as anonymous, not as a name typed per correction
+    assert (fb.article_id, fb.label.value, fb.analyst, fb.note, fb.text) == (target.id, "negative", "anonymous", "profit warning", target.text)
     history = at.dataframe[0].value
     assert list(history["corrected to"]) == ["negative"] and list(history["model said"]) == [target.label.value]
 
@@ -448,7 +448,14 @@ def test_feedback_from_an_explore_card(seeded, dash_env):
     assert [(f.article_id, f.label.value) for f in stored] == [(seeded["xss"].id, "neutral")]
 
 
-# --- password ------------------------------------------------------------------------------
+# --- sign-in -------------------------------------------------------------------------------
+
+
+def sign_in_with_password(at, name: str, password: str):
+    at.text_input[0].set_value(name)
+    at.text_input[1].set_value(password)
+    at.button[0].click().run()
+    return at
 
 
 def test_password_protects_every_page(seeded, monkeypatch):
@@ -456,13 +463,88 @@ def test_password_protects_every_page(seeded, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(APP), default_timeout=90).run()
-    assert not at.metric and len(at.text_input) == 1
-    at.text_input[0].set_value("wrong")
-    at.button[0].click().run()
+    assert not at.metric and [t.label for t in at.text_input] == ["Your name", "Password"]
+    sign_in_with_password(at, "Jane Doe", "wrong")
     assert "Wrong password." in [e.value for e in at.error] and not at.metric
-    at.text_input[0].set_value("s3cret")
-    at.button[0].click().run()
+    sign_in_with_password(at, "  ", "s3cret")
+    assert any("Enter your name" in e.value for e in at.error) and not at.metric
+    sign_in_with_password(at, "Jane  Doe", "s3cret")
     assert metrics(at)["Alerts firing"] == "1"
+    assert any(c.value == "Signed in as Jane Doe (shared password)" for c in at.sidebar.caption)
+    at.sidebar.button(key="np-logout").click().run()
+    assert not at.metric and len(at.text_input) == 2
+
+
+def act_on_everything(at, dash_env, seeded) -> tuple[str, str, str]:
+    """Acknowledge the XOM alert, silence its scope, correct an article; return who each names."""
+    from newspulse.alerts import list_silences
+
+    at.switch_page("views/alerts.py").run()
+    at.button(key="ack-alert-xom").click().run()
+    [b for b in at.button if b.label == "Silence"][0].click().run()
+    at.switch_page("views/feedback.py").run()
+    at.text_input(key="fb-id").set_value(seeded["articles"][3].id).run()
+    [b for b in at.button if b.label == "Save correction"][0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    store = SQLiteStore(dash_env / "newspulse.db")
+    ack = store.get_alert("alert-xom")
+    assert ack.acknowledged
+    [silence] = list_silences(load_settings())
+    [feedback] = store.list_feedback()
+    store.close()
+    return ack.message, silence.created_by, feedback.analyst
+
+
+def test_password_mode_records_every_action_under_the_name_given_at_sign_in(seeded, dash_env, monkeypatch):
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_PASSWORD", "s3cret")
+    from streamlit.testing.v1 import AppTest
+
+    at = sign_in_with_password(AppTest.from_file(str(APP), default_timeout=90).run(), "Jane Doe", "s3cret")
+    assert not any(t.label == "Analyst" for t in at.text_input)  # no free-text name per action
+    message, silenced_by, corrected_by = act_on_everything(at, dash_env, seeded)
+    assert message.endswith("[acknowledged by Jane Doe]")
+    assert (silenced_by, corrected_by) == ("Jane Doe", "Jane Doe")
+
+
+OIDC_SECRETS = {
+    "redirect_uri": "http://localhost:8501/oauth2callback",
+    "cookie_secret": "a-long-random-cookie-secret",
+    "client_id": "newspulse",
+    "client_secret": "client-secret",
+    "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
+}
+
+
+def oidc_app(user: dict, auth: dict | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.secrets["auth"] = auth or OIDC_SECRETS
+    at.user = user
+    return at.run()
+
+
+def test_oidc_asks_to_sign_in_and_shows_nothing_before(seeded, monkeypatch):
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_PASSWORD", "s3cret")  # OIDC wins over the shared password
+    at = oidc_app({"is_logged_in": False})
+    assert not at.exception and not at.metric and not at.text_input
+    assert [b.label for b in at.button] == ["Sign in"]
+    named = {"redirect_uri": OIDC_SECRETS["redirect_uri"], "cookie_secret": "x" * 32,
+             "google": {"client_id": "a", "client_secret": "b", "server_metadata_url": "https://accounts.google.com/.well-known/openid-configuration"},
+             "okta": {"client_id": "c", "client_secret": "d", "server_metadata_url": "https://okta.example/.well-known/openid-configuration"}}
+    at = oidc_app({"is_logged_in": False}, named)
+    assert [b.label for b in at.button] == ["Sign in with google", "Sign in with okta"] and not at.metric
+
+
+def test_oidc_records_every_action_under_the_signed_in_email(seeded, dash_env):
+    at = oidc_app({"is_logged_in": True, "email": "jane.doe@bank.example", "name": "Jane Doe", "sub": "00u1"})
+    assert metrics(at)["Alerts firing"] == "1"
+    assert any(c.value == r"Signed in as jane\.doe\@bank\.example" for c in at.sidebar.caption)
+    message, silenced_by, corrected_by = act_on_everything(at, dash_env, seeded)
+    assert message.endswith("[acknowledged by jane.doe@bank.example]")
+    assert (silenced_by, corrected_by) == ("jane.doe@bank.example", "jane.doe@bank.example")
+    at.sidebar.button(key="np-logout").click().run()  # st.logout(): back to the sign-in page
+    assert not at.metric and [b.label for b in at.button] == ["Sign in"]
 
 
 # --- pure helpers --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from dashboard import auth, charts, data, widgets
 from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_scope
 from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import Settings, load_settings
@@ -92,10 +92,6 @@ def drivers_panel(settings: Settings, alert: Alert) -> None:
 SILENCE_FOR = {"1 hour": timedelta(hours=1), "4 hours": timedelta(hours=4), "1 day": timedelta(days=1), "1 week": timedelta(days=7)}
 
 
-def analyst_name() -> str:
-    return st.session_state.get("np_analyst", "analyst")
-
-
 def actions_panel(settings: Settings, alert: Alert) -> None:
     """Acknowledge (no more repeat notifications) and silence the scope (no notifications at all)."""
     ack_col, silence_col = st.columns(2)
@@ -105,7 +101,7 @@ def actions_panel(settings: Settings, alert: Alert) -> None:
         elif alert.acknowledged:
             st.caption("Acknowledged: no repeat notifications.")
         elif st.button("Acknowledge", key=f"ack-{alert.id}", icon=":material/done:", help="Keep the alert open but stop repeat notifications."):
-            ack_alert(data.get_store(settings), alert.id, by=analyst_name())
+            ack_alert(data.get_store(settings), alert.id, by=auth.identity())
             data.clear_caches()
             st.rerun()
     with silence_col, st.popover("Silence notifications", icon=":material/notifications_off:", key=f"silence-pop-{alert.id}"):
@@ -113,9 +109,10 @@ def actions_panel(settings: Settings, alert: Alert) -> None:
             scope = st.text_input("Scope (glob)", value=alert.scope, help="e.g. ticker:XOM, topic:*, market")
             length = st.selectbox("For", list(SILENCE_FOR), index=1)
             comment = st.text_input("Why")
+            st.caption(f"Recorded as {widgets.escape_md(auth.identity())}.")
             if st.form_submit_button("Silence"):
                 until = datetime.now(timezone.utc) + SILENCE_FOR[length]
-                silence = silence_scope(settings, scope, until, comment=comment, by=analyst_name())
+                silence = silence_scope(settings, scope, until, comment=comment, by=auth.identity())
                 st.success(f"Silenced {silence.scope} until {widgets.fmt_time(silence.until)}.")
 
 

@@ -35,6 +35,8 @@ RANGES: dict[str, timedelta | None] = {
     "All time": None,
 }
 DEFAULT_RANGE = "Last 30 days"
+#: How each range is spelled in a shared link (``?range=7d``).
+RANGE_SLUGS = {"Last 24 hours": "24h", "Last 7 days": "7d", "Last 30 days": "30d", "Last 90 days": "90d", "All time": "all"}
 
 #: How far past the wall clock an article's time may lie and still anchor the time range. Feeds
 #: stamp stories a little ahead (time zones, embargoes); a story dated in year 9999 is a bad row.

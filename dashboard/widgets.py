@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import pandas as pd
 import streamlit as st
 from pydantic import SecretStr
 from streamlit.errors import FragmentHandledException
@@ -31,6 +32,10 @@ _LABEL_COLOURS = {"negative": "red", "neutral": "gray", "positive": "green"}
 _BAR_CELLS = 20
 
 RANGE_KEY = "np_range"
+RANGE_PARAM = "range"
+#: Query parameters that only make sense within one time range (Explore's dates): a new range
+#: in the sidebar drops them, as it resets those widgets.
+RANGE_BOUND_PARAMS = ("from", "to")
 EMPTY_STORE_HELP = (
     "The store has no articles yet. Fill it with one of:\n\n"
     "- `make demo`: trains the classifier if needed and replays the Reuters 1987 corpus\n"
@@ -190,11 +195,71 @@ def has_articles(settings: Settings) -> bool:
 
 
 def range_selector() -> None:
-    """The sidebar's time-range choice, shared by all pages through Session State."""
-    options = list(data.RANGES)
-    if RANGE_KEY not in st.session_state:
-        st.session_state[RANGE_KEY] = data.DEFAULT_RANGE
-    st.sidebar.selectbox("Time range", options, key=RANGE_KEY, help="Anchored at the newest article in the store, not at the wall clock.")
+    """The sidebar's time-range choice, shared by all pages through Session State and the URL."""
+    from_url(RANGE_KEY, RANGE_PARAM, _range_from_slug, data.DEFAULT_RANGE)
+    st.sidebar.selectbox(
+        "Time range", list(data.RANGES), key=RANGE_KEY, on_change=_drop_range_bound_params,
+        help="Anchored at the newest article in the store, not at the wall clock.",
+    )
+    to_url(RANGE_PARAM, data.RANGE_SLUGS[st.session_state[RANGE_KEY]])
+
+
+def _range_from_slug(slug: str) -> str | None:
+    return next((label for label, s in data.RANGE_SLUGS.items() if s == slug), None)
+
+
+def _drop_range_bound_params() -> None:
+    for param in RANGE_BOUND_PARAMS:
+        st.query_params.pop(param, None)
+
+
+# --- shareable views: widget state in the URL -------------------------------------------------
+
+
+def from_url(key: str, param: str, parse: Callable[[str], object | None], default: object = None) -> None:
+    """Give a widget its first value: from the link's ``?param=`` when it parses, else ``default``.
+
+    Called before the widget is drawn, and only while the widget has no state, so the analyst's
+    later changes win. Widgets seeded here must not also get ``value=``/``index=``. ``parse``
+    returns None (or raises ValueError) for a value the widget cannot take: a stale or edited
+    link then falls back to the default instead of failing.
+    """
+    if key in st.session_state:
+        return
+    value = None
+    raw = st.query_params.get(param)
+    if raw is not None:
+        try:
+            value = parse(raw)
+        except ValueError:
+            value = None
+    st.session_state[key] = default if value is None else value
+
+
+def to_url(param: str, value: str | None) -> None:
+    """Write a widget's value into the link (None or empty: the parameter is dropped)."""
+    if value is None or value == "":
+        st.query_params.pop(param, None)
+    elif st.query_params.get(param) != value:
+        st.query_params[param] = value
+
+
+def one_of(options: list) -> Callable[[str], object | None]:
+    """A ``from_url`` parser that accepts only one of the widget's options."""
+    by_text = {str(o): o for o in options}
+    return by_text.get
+
+
+def table(frame: pd.DataFrame, name: str, **dataframe_args) -> None:
+    """A table, and a button that downloads exactly its rows as ``newspulse-<name>.csv``."""
+    st.dataframe(frame, hide_index=True, **dataframe_args)
+    csv_button(frame, name)
+
+
+def csv_button(frame: pd.DataFrame, name: str, label: str = "Download CSV") -> None:
+    """Download ``frame`` as ``newspulse-<name>.csv`` (no rerun: the page stays as it is)."""
+    st.download_button(label, frame.to_csv(index=False), file_name=f"newspulse-{name}.csv", mime="text/csv",
+                       key=f"csv-{name}", icon=":material/download:", on_click="ignore")
 
 
 def current_window(settings: Settings) -> data.Window:

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, ScoredArticle
+from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, Feedback, ScoredArticle
 from newspulse.settings import load_settings
 from newspulse.store.sqlite import SQLiteStore
 
@@ -115,10 +115,12 @@ def seeded(dash_env):
     return seed_store(dash_env / "newspulse.db")
 
 
-def run_app(page: str | None = None, **state):
+def run_app(page: str | None = None, *, link: dict | None = None, **state):
+    """A fresh session on ``page`` (the Overview by default), opened on a link's query parameters."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params.update(link or {})
     for key, value in state.items():
         at.session_state[key] = value
     at.run()
@@ -247,7 +249,7 @@ def test_the_same_pages_on_elasticsearch(dash_env, monkeypatch):
         at = run_app("explore", **{"explore-q": "crash fears"})
         assert any(SCRIPT in unescape(m.value) for m in at.markdown)
         at = run_app("alerts")
-        assert [t.label for t in at.tabs][:3] == ["Firing (1)", "Pending (0)", "Resolved (1)"]
+        assert at.segmented_control(key="alerts-view").options[:3] == ["Firing (1)", "Pending (0)", "Resolved (1)"]
 
 
 def test_an_unreachable_store_is_named_not_a_traceback(dash_env, monkeypatch):
@@ -294,14 +296,11 @@ def test_alerts_page_lists_alerts_with_window_chart_drivers_and_actions(seeded, 
     from newspulse.alerts import list_silences
 
     at = run_app("alerts")
-    assert [t.label for t in at.tabs] == ["Firing (1)", "Pending (0)", "Resolved (1)", "Silences"]
-    firing_table, resolved_table = (d.value for d in at.dataframe)
-    assert list(firing_table["scope"]) == ["ticker:XOM"]
-    assert list(resolved_table["scope"]) == ["market"]
+    view = at.segmented_control(key="alerts-view")
+    assert view.options == ["Firing (1)", "Pending (0)", "Resolved (1)", "Silences"] and view.value == "firing"
+    assert list(at.dataframe[0].value["scope"]) == ["ticker:XOM"]
     shown = metrics(at)
-    assert shown["Negative share"] in ("90%", "55%")
-    assert "90%" in [m.value for m in at.metric]
-    assert "Articles in window" in shown
+    assert shown["Negative share"] == "90%" and "Articles in window" in shown
     window = [f for f in chart_frames(at) if "articles" in f.columns]
     assert window and window[0]["articles"].sum() > 0
     assert any(seeded["xss"].id in r.key for r in at.radio if r.key)  # driver card of the XSS story
@@ -313,7 +312,11 @@ def test_alerts_page_lists_alerts_with_window_chart_drivers_and_actions(seeded, 
     form.set_value("ticker:XO*")
     [b for b in at.button if b.label == "Silence"][0].click().run()
     assert [s.scope for s in list_silences(load_settings())] == ["ticker:XO*"]
+    at.segmented_control(key="alerts-view").set_value("silences").run()
     assert any("ticker\\:XO\\*" in m.value for m in at.markdown)  # listed under Silences
+
+    at.segmented_control(key="alerts-view").set_value("resolved").run()
+    assert list(at.dataframe[0].value["scope"]) == ["market"] and metrics(at)["Negative share"] == "55%"
 
 
 # --- explore -------------------------------------------------------------------------------
@@ -645,3 +648,148 @@ def test_a_page_error_quoting_a_credential_is_shown_redacted(seeded, monkeypatch
     [shown] = [e.value for e in at.exception]
     assert "ConnectionError: POST https://***@es.example:9200/_search failed; key ***" in shown
     assert "hunter2" not in shown and "api-key-secret-value" not in shown
+
+
+# --- shareable links: every page's filters in the URL ----------------------------------------
+
+
+def open_link(page: str | None, params: dict):
+    """A fresh session opened on a link: ``/<page>?<params>``."""
+    return run_app(page, link=params)
+
+
+def link_of(at) -> dict:
+    return dict(at.query_params)
+
+
+def test_link_round_trip_overview_time_range(seeded):
+    at = open_link(None, {"range": "7d"})
+    assert at.sidebar.selectbox(key="np_range").value == "Last 7 days"
+    assert metrics(at)["Articles"] == str(len(in_window(seeded["articles"], 7)))
+    at.sidebar.selectbox(key="np_range").set_value("Last 90 days").run()
+    assert link_of(at) == {"range": "90d"}
+    again = open_link(None, link_of(at))
+    assert metrics(again)["Articles"] == metrics(at)["Articles"] == f"{len(in_window(seeded['articles'], 90)):,}"
+    bad = open_link(None, {"range": "forever"})  # an edited link falls back to the default
+    assert bad.sidebar.selectbox(key="np_range").value == "Last 30 days" and link_of(bad) == {"range": "30d"}
+
+
+def test_link_round_trip_alerts_status_and_alert(seeded):
+    at = open_link("alerts", {"alert": "alert-market"})  # a link to one alert opens its list
+    assert at.segmented_control(key="alerts-view").value == "resolved"
+    assert at.selectbox(key="pick-resolved").value == "alert-market" and metrics(at)["Negative share"] == "55%"
+    assert link_of(at) == {"range": "30d", "status": "resolved", "alert": "alert-market"}
+    at.segmented_control(key="alerts-view").set_value("firing").run()
+    assert link_of(at) == {"range": "30d", "status": "firing", "alert": "alert-xom"}
+    again = open_link("alerts", link_of(at))
+    assert again.segmented_control(key="alerts-view").value == "firing" and metrics(again)["Negative share"] == "90%"
+    silences = open_link("alerts", {"status": "silences", "alert": "alert-xom"})
+    assert silences.segmented_control(key="alerts-view").value == "silences" and "alert" not in link_of(silences)
+
+
+def test_link_round_trip_explore_filters(seeded):
+    link = {"range": "90d", "q": "story on oil", "ticker": "XOM", "label": "positive", "from": "1987-09-10", "to": "1987-10-10", "limit": "5"}
+    at = open_link("explore", link)
+    days = at.date_input(key="explore-days-Last 90 days").value
+    assert days == (datetime(1987, 9, 10).date(), datetime(1987, 10, 10).date())
+    assert (at.text_input(key="explore-q").value, at.selectbox(key="explore-tickers").value, at.selectbox(key="explore-label").value,
+            at.number_input(key="explore-limit").value) == ("story on oil", "XOM", "positive", 5)
+    expected = [a for a in seeded["articles"] if "XOM" in a.tickers and a.label.value == "positive" and a.title.startswith("XOM story")
+                and datetime(1987, 9, 10, tzinfo=timezone.utc) <= a.published_at < datetime(1987, 10, 11, tzinfo=timezone.utc)]
+    cards = [m.value for m in at.markdown if m.value.startswith("**XOM story")]
+    assert len(cards) == min(5, len(expected)) and len(expected) > 5
+    assert link_of(at) == link
+
+    at.selectbox(key="explore-label").set_value("negative").run()
+    at.selectbox(key="explore-source").set_value("wire-b").run()
+    assert link_of(at) == {**link, "label": "negative", "source": "wire-b"}
+    again = open_link("explore", link_of(at))
+    assert [m.value for m in again.markdown if m.value.startswith("**")] == [m.value for m in at.markdown if m.value.startswith("**")]
+
+    at.sidebar.selectbox(key="np_range").set_value("Last 7 days").run()  # a new range resets the dates
+    assert "from" not in link_of(at) and "to" not in link_of(at) and link_of(at)["range"] == "7d"
+    at.selectbox(key="explore-label").set_value("Any").run()
+    at.text_input(key="explore-q").set_value("").run()
+    assert link_of(at) == {"range": "7d", "ticker": "XOM", "source": "wire-b", "limit": "5"}
+
+
+def test_link_round_trip_ticker(seeded):
+    at = open_link("ticker", {"ticker": "GM", "range": "7d"})
+    assert at.selectbox(key="ticker-pick").value == "GM"
+    assert metrics(at)["Articles"] == str(len(in_window(seeded["articles"], 7, "GM")))
+    at.selectbox(key="ticker-pick").set_value("IBM").run()
+    assert link_of(at) == {"ticker": "IBM", "range": "7d"}
+    unknown = open_link("ticker", {"ticker": "NOPE"})  # a ticker with no article is still the one shown
+    assert unknown.selectbox(key="ticker-pick").value == "NOPE" and metrics(unknown)["Articles"] == "0"
+
+
+def test_link_round_trip_model_split(seeded, dash_env):
+    promote_card(dash_env / "registry")
+    at = open_link("model", {"split": "dev"})
+    assert at.segmented_control(key="model-split").value == "dev" and metrics(at)["Accuracy"] == "0.900"
+    at.segmented_control(key="model-split").set_value("eval").run()
+    assert link_of(at) == {"range": "30d", "split": "eval"} and metrics(at)["Accuracy"] == "0.851"
+
+
+def test_link_round_trip_feedback_article_and_search(seeded):
+    target = seeded["articles"][7]
+    at = open_link("feedback", {"article": target.id})
+    assert at.text_input(key="fb-id").value == target.id
+    assert any(unescape(m.value) == f"**{target.title}**" for m in at.markdown)
+    at.text_input(key="fb-id").set_value("").run()
+    at.text_input(key="fb-q").set_value("crash fears").run()
+    assert link_of(at) == {"range": "30d", "q": "crash fears"}
+    again = open_link("feedback", link_of(at))
+    assert again.selectbox(key="fb-pick").value == seeded["xss"].id
+
+
+# --- CSV export ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """Reads what a download button serves: AppTest's in-memory media files, kept after the run."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    storages = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+
+    def read(at) -> dict[str, pd.DataFrame]:
+        """Every download button of the page: file name -> the CSV it serves, parsed."""
+        out = {}
+        for button in at.get("download_button"):
+            file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
+            file = next(s._files_by_id[file_id] for s in reversed(storages) if file_id in s._files_by_id)
+            out[file.filename] = pd.read_csv(io.BytesIO(file.content))
+        return out
+
+    return read
+
+
+def test_every_table_downloads_as_csv_with_the_rows_shown(seeded, dash_env, downloads):
+    promote_card(dash_env / "registry")
+    SQLiteStore(dash_env / "newspulse.db").add_feedback(
+        Feedback(article_id=seeded["xss"].id, label="neutral", text=seeded["xss"].text, analyst="jane")
+    )
+    pages = {None: {"newspulse-negative-tickers.csv"}, "alerts": {"newspulse-alerts-firing.csv"},
+             "model": {"newspulse-model-per-class.csv", "newspulse-label-drift.csv", "newspulse-model-versions.csv", "newspulse-articles-per-model-version.csv"},
+             "feedback": {"newspulse-feedback.csv"}, "explore": {"newspulse-explore.csv"}}
+    for page, names in pages.items():
+        at = run_app(page)
+        files = downloads(at)
+        assert set(files) == names, page
+        tables = [d.value for d in at.dataframe]
+        assert len(tables) == len(names) - (page == "explore"), page  # Explore's results are cards
+        for frame in tables:  # each table's CSV has the table's rows and columns
+            csv = next(f for f in files.values() if list(f.columns) == [str(c) for c in frame.columns])
+            assert len(csv) == len(frame), page
+    files = downloads(run_app("explore", **{"explore-q": "crash fears"}))
+    assert list(files["newspulse-explore.csv"]["id"]) == [seeded["xss"].id]
+    assert files["newspulse-explore.csv"]["title"][0] == XSS_TITLE  # the CSV has the text as stored

@@ -1,9 +1,13 @@
-"""Alerts: is it real? Each alert with its window chart, the stories that drove it, and actions."""
+"""Alerts: is it real? Each alert with its window chart, the stories that drove it, and actions.
+
+Deep links: ``/alerts?status=resolved``, ``/alerts?alert=<id>`` (opens the alert's list).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import auth, charts, data, widgets
@@ -12,29 +16,36 @@ from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import Settings, load_settings
 
 STATUSES = ("firing", "pending", "resolved")
+VIEWS = (*STATUSES, "silences")
+VIEW_KEY = "alerts-view"
+STATUS_PARAM = "status"
+ALERT_PARAM = "alert"
 _CONTEXT_WINDOWS = 8  # window lengths of history shown before an alert starts
 
 
-def alert_table(alerts: list[Alert]) -> None:
-    st.dataframe(
-        [
-            {
-                "scope": a.scope,
-                "severity": a.severity,
-                "started": a.started_at,
-                "updated": a.updated_at,
-                "resolved": a.resolved_at,
-                "negative share": a.value,
-                "baseline": a.baseline,
-                "magnitude": a.magnitude,
-                "articles": a.volume,
-                "window (min)": a.window_minutes,
-                "acknowledged": a.acknowledged,
-                "rule": a.rule,
-            }
-            for a in alerts
-        ],
-        hide_index=True,
+def alert_table(alerts: list[Alert], status: str) -> None:
+    widgets.table(
+        pd.DataFrame(
+            [
+                {
+                    "scope": a.scope,
+                    "severity": a.severity,
+                    "started": a.started_at,
+                    "updated": a.updated_at,
+                    "resolved": a.resolved_at,
+                    "negative share": a.value,
+                    "baseline": a.baseline,
+                    "magnitude": a.magnitude,
+                    "articles": a.volume,
+                    "window (min)": a.window_minutes,
+                    "acknowledged": a.acknowledged,
+                    "rule": a.rule,
+                    "id": a.id,
+                }
+                for a in alerts
+            ]
+        ),
+        f"alerts-{status}",
         column_config={
             **{c: st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm") for c in ("started", "updated", "resolved")},
             "negative share": st.column_config.NumberColumn(format="percent"),
@@ -134,13 +145,17 @@ def silences_panel(settings: Settings) -> None:
 
 
 def alert_detail(settings: Settings, alerts: list[Alert], status: str) -> None:
+    """The chosen alert (``?alert=<id>`` in a link) in full, with its actions."""
     by_id = {a.id: a for a in alerts}
+    key = f"pick-{status}"
+    widgets.from_url(key, ALERT_PARAM, widgets.one_of(list(by_id)), alerts[0].id)
     choice = st.selectbox(
         "Alert",
         list(by_id),
         format_func=lambda i: f"{by_id[i].scope} · {by_id[i].window_minutes} min · {by_id[i].severity} · {widgets.fmt_time(by_id[i].started_at)}",
-        key=f"pick-{status}",
+        key=key,
     )
+    widgets.to_url(ALERT_PARAM, choice)
     alert = by_id[choice]
     alert_summary(alert)
     actions_panel(settings, alert)
@@ -148,20 +163,35 @@ def alert_detail(settings: Settings, alerts: list[Alert], status: str) -> None:
     drivers_panel(settings, alert)
 
 
+def view_picker(alerts: dict[str, list[Alert]]) -> str:
+    """Firing, pending, resolved or silences (``?status=``); a link to one alert opens its list."""
+    linked = st.query_params.get(ALERT_PARAM)
+    default = next((s for s in STATUSES if any(a.id == linked for a in alerts[s])), STATUSES[0])
+    widgets.from_url(VIEW_KEY, STATUS_PARAM, widgets.one_of(list(VIEWS)), default)
+    view = st.segmented_control(
+        "Show", VIEWS, key=VIEW_KEY, label_visibility="collapsed",
+        format_func=lambda v: f"{v.capitalize()} ({len(alerts[v])})" if v in alerts else v.capitalize(),
+    )
+    view = view or default  # deselecting keeps a list on screen
+    widgets.to_url(STATUS_PARAM, view)
+    return view
+
+
 def render() -> None:
     settings = load_settings()
     st.title("Alerts")
-    tabs = st.tabs([f"{s.capitalize()} ({len(data.load_alerts(settings, status=s))})" for s in STATUSES] + ["Silences"])
-    for tab, status in zip(tabs, STATUSES):
-        with tab:
-            alerts = data.load_alerts(settings, status=status)
-            if not alerts:
-                st.caption(f"No {status} alert." + (" The alerter writes them here as it detects spikes (`newspulse alerts run`)." if status == "firing" else ""))
-                continue
-            alert_table(alerts)
-            alert_detail(settings, alerts, status)
-    with tabs[-1]:  # last, so a silence added above in this run is listed
+    alerts = {s: data.load_alerts(settings, status=s) for s in STATUSES}
+    view = view_picker(alerts)
+    if view == "silences":
+        widgets.to_url(ALERT_PARAM, None)
         silences_panel(settings)
+        return
+    if not alerts[view]:
+        widgets.to_url(ALERT_PARAM, None)
+        st.caption(f"No {view} alert." + (" The alerter writes them here as it detects spikes (`newspulse alerts run`)." if view == "firing" else ""))
+        return
+    alert_table(alerts[view], view)
+    alert_detail(settings, alerts[view], view)
 
 
 render()

@@ -1,7 +1,7 @@
 """Feedback: correct an article's label. Corrections are stored with the article text, and the
 retraining DAG adds them to the training data (the latest correction per article wins).
 
-Deep link: ``/feedback?article=<id>``.
+Deep links: ``/feedback?article=<id>``, ``/feedback?q=<words>``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,17 @@ HISTORY_ROWS = 500  # newest corrections shown (each looks its article up); the 
 
 def find_article(settings: Settings) -> ScoredArticle | None:
     """An article by id (from the link) or by searching for it."""
-    by_id = st.text_input("Article id", value=st.query_params.get("article", ""), key="fb-id").strip()
+    widgets.from_url("fb-id", "article", str.strip, "")
+    by_id = st.text_input("Article id", key="fb-id").strip()
+    widgets.to_url("article", by_id)
     if by_id:
         article = data.load_article(settings, by_id)
         if article is None:
             st.warning(f"No article with id {widgets.escape_md(by_id)}.")
         return article
+    widgets.from_url("fb-q", "q", str, "")
     text = st.text_input("…or search for it", key="fb-q", placeholder="words from the headline").strip()
+    widgets.to_url("q", text)
     if not text:
         return None
     hits = data.load_search(settings, text, data.Filter(), limit=20)
@@ -68,8 +72,7 @@ def history_panel(settings: Settings) -> None:
                 "article id": fb.article_id,
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.download_button("Download as CSV", pd.DataFrame(rows).to_csv(index=False), file_name="newspulse-feedback.csv", mime="text/csv")
+    widgets.table(pd.DataFrame(rows), "feedback")
 
 
 def render() -> None:

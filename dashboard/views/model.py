@@ -46,7 +46,7 @@ def card_panel(card: dict[str, Any], metrics: dict[str, Any]) -> None:
     files = card.get("data_files") or []
     if files:
         with st.expander("Training data and parameters"):
-            st.dataframe(pd.DataFrame(files), hide_index=True)
+            widgets.table(pd.DataFrame(files), "model-training-data")
             st.json(card.get("params", {}), expanded=False)
 
 
@@ -56,7 +56,7 @@ def class_metrics_panel(metrics: dict[str, Any]) -> None:
         st.caption("The card has no per-class metrics.")
         return
     rows = [{"label": label, **{k: per_class[label].get(k) for k in ("precision", "recall", "f1", "support")}} for label in LABELS if label in per_class]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "f1")})
+    widgets.table(pd.DataFrame(rows), "model-per-class", column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "f1")})
 
 
 def confusion_frame(matrix: list[list[int]]) -> pd.DataFrame:
@@ -85,14 +85,14 @@ def drift_panel(settings: Settings, card: dict[str, Any] | None) -> None:
         return
     if not train:
         st.caption("No training label distribution to compare with" + (" in the model card" if card else "") + ": live counts only.")
-        st.dataframe(pd.DataFrame([{"label": k, "articles": v} for k, v in live.items()]), hide_index=True)
+        widgets.table(pd.DataFrame([{"label": k, "articles": v} for k, v in live.items()]), "live-labels")
         return
     frame = data.label_drift(train, live)
     psi = float(frame["psi"].sum())
     st.metric("Population stability index", f"{psi:.3f}", help="Σ (live − train) · ln(live / train) over the labels. < 0.1 stable, 0.1–0.25 moderate, > 0.25 significant.")
     st.caption(f"{data.drift_verdict(psi).capitalize()}: the live label mix {'matches' if psi < 0.1 else 'differs from'} the training data ({widgets.escape_md(window.label)}).")
     st.altair_chart(charts.distribution_chart(frame), width="stretch")
-    st.dataframe(frame, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("train_share", "live_share", "psi")})
+    widgets.table(frame, "label-drift", column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("train_share", "live_share", "psi")})
 
 
 def versions_panel(settings: Settings) -> None:
@@ -100,15 +100,15 @@ def versions_panel(settings: Settings) -> None:
     versions = data.load_model_versions(str(settings.model_registry))
     if versions:
         st.subheader("Model versions")
-        st.dataframe(
+        widgets.table(
             pd.DataFrame([{k: v[k] for k in ("version", "production", "created_at", "macro_f1", "base_model")} for v in reversed(versions)]),
-            hide_index=True,
+            "model-versions",
             column_config={"macro_f1": st.column_config.NumberColumn(format="%.3f")},
         )
     scored = data.load_stats(settings).get("model_versions") or {}
     if scored:
         st.caption("Articles in the store by the model version that scored them")
-        st.dataframe(pd.DataFrame([{"model_version": v, "articles": n} for v, n in scored.items()]), hide_index=True)
+        widgets.table(pd.DataFrame([{"model_version": v, "articles": n} for v, n in scored.items()]), "articles-per-model-version")
 
 
 def render() -> None:
@@ -119,8 +119,12 @@ def render() -> None:
         st.info(NO_MODEL_HELP.format(registry=settings.model_registry), icon=":material/model_training:")
     else:
         splits = metric_splits(card)
-        split = st.segmented_control("Evaluation split", splits, default=splits[0], key="model-split") if splits else None
+        split = None
+        if splits:
+            widgets.from_url("model-split", "split", widgets.one_of(splits), splits[0])
+            split = st.segmented_control("Evaluation split", splits, key="model-split")
         split = split or (splits[0] if splits else "")  # deselecting the control keeps the first split
+        widgets.to_url("split", split or None)
         metrics = card["metrics"].get(split, {})
         card_panel(card, metrics)
         left, right = st.columns(2)

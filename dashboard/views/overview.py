@@ -74,9 +74,9 @@ def movers_panel(settings: Settings, window: data.Window) -> None:
         st.subheader("Most negative tickers")
         facets = data.load_facets(settings, "tickers", window.filter(), limit=10, by="negativity", min_count=3)
         if facets:
-            st.dataframe(
-                [{"ticker": f.value, "articles": f.count, "negative share": f.negative_share, "mean score": f.mean_score} for f in facets],
-                hide_index=True,
+            widgets.table(
+                pd.DataFrame([{"ticker": f.value, "articles": f.count, "negative share": f.negative_share, "mean score": f.mean_score} for f in facets]),
+                "negative-tickers",
                 column_config={
                     "negative share": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
                     "mean score": st.column_config.NumberColumn(format="%+.2f"),

@@ -11,20 +11,20 @@ from dashboard import charts, data, widgets
 from newspulse.settings import Settings, load_settings
 
 _OPTIONS = 500
+TICKER_KEY = "ticker-pick"
 
 
 def ticker_picker(settings: Settings, window: data.Window) -> str | None:
-    """Tickers of the window, busiest first; the query parameter preselects one."""
+    """Tickers of the window, busiest first; ``?ticker=`` preselects one (even one not in it)."""
     tickers = [f.value for f in data.load_facets(settings, "tickers", window.filter(), limit=_OPTIONS)]
-    wanted = st.query_params.get("ticker")
-    if wanted and wanted not in tickers:
-        tickers.insert(0, wanted)
-    if not tickers:
+    if not tickers and "ticker" not in st.query_params:
         st.info("No article in this window is tagged with a ticker. Widen the time range in the sidebar.")
         return None
-    index = tickers.index(wanted) if wanted in tickers else 0
-    choice = st.selectbox("Ticker", tickers, index=index, key="ticker-pick")
-    st.query_params["ticker"] = choice
+    widgets.from_url(TICKER_KEY, "ticker", str.strip, tickers[0] if tickers else None)
+    if st.session_state[TICKER_KEY] not in tickers:
+        tickers.insert(0, st.session_state[TICKER_KEY])
+    choice = st.selectbox("Ticker", tickers, key=TICKER_KEY)
+    widgets.to_url("ticker", choice)
     return choice
 
 

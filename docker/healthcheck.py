@@ -4,13 +4,18 @@
 Standard library only, so a check costs a few milliseconds and never imports torch. Checks,
 any number per call, all must pass (exit 0; otherwise exit 1 with the reason on stderr):
 
-``http URL``   GET URL answers 2xx (processor metrics, the dashboard's /_stcore/health).
+``http URL``   GET URL answers 2xx (the dashboard's /_stcore/health).
+``fresh URL METRIC SECONDS``
+               the Prometheus endpoint at URL has a sample of METRIC (a Unix timestamp gauge,
+               any labels) no older than SECONDS: the process's main loop polled its source
+               recently. The newest sample counts (the crawler has one per feed).
 ``kafka``      a TCP connection to one of ``NEWSPULSE_KAFKA_BOOTSTRAP``'s brokers opens.
 ``store``      Elasticsearch at ``NEWSPULSE_STORE_URL`` answers ``_cluster/health`` with green
                or yellow, authenticated the way the application is (``NEWSPULSE_ES_*``).
 
-The crawler and the alerter have no HTTP endpoint; with ``init: true`` their container stops
-when the process dies, so "healthy" for them means "running, and its brokers are reachable".
+A live metrics thread alone proves nothing (it keeps answering while the poll loop is stuck), so
+the processors, the alerter and the crawler are checked with ``fresh`` on the last-poll timestamp
+each of them exports.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 import urllib.request
 
 TIMEOUT_S = 5.0
@@ -33,6 +39,25 @@ def check_http(url: str, headers: dict[str, str] | None = None, context: ssl.SSL
         if not 200 <= resp.status < 300:
             raise RuntimeError(f"{url} answered {resp.status}")
         return resp.read()
+
+
+def newest_sample(exposition: str, metric: str) -> float | None:
+    """The largest value of ``metric`` (any labels) in a Prometheus text exposition."""
+    values = []
+    for line in exposition.splitlines():
+        if line.startswith(metric) and line[len(metric) : len(metric) + 1] in (" ", "{"):
+            values.append(float(line.rsplit(" ", 1)[1] if "}" not in line else line.rsplit("}", 1)[1].split()[0]))
+    return max(values, default=None)
+
+
+def check_fresh(url: str, metric: str, max_age_s: float) -> None:
+    """The newest ``metric`` timestamp at ``url`` is at most ``max_age_s`` seconds old."""
+    newest = newest_sample(check_http(url).decode("utf-8", "replace"), metric)
+    if newest is None or newest <= 0:
+        raise RuntimeError(f"{metric} not reported yet at {url}")
+    age = time.time() - newest
+    if age > max_age_s:
+        raise RuntimeError(f"{metric}: last poll {age:.0f}s ago (limit {max_age_s:.0f}s)")
 
 
 def check_kafka(env: dict[str, str]) -> None:
@@ -87,12 +112,14 @@ def main(argv: list[str], env: dict[str, str]) -> int:
             check = args.pop(0)
             if check == "http":
                 check_http(args.pop(0))
+            elif check == "fresh":
+                check_fresh(args.pop(0), args.pop(0), float(args.pop(0)))
             elif check == "kafka":
                 check_kafka(env)
             elif check == "store":
                 check_store(env)
             else:
-                print(f"unknown check {check!r} (http URL, kafka, store)", file=sys.stderr)
+                print(f"unknown check {check!r} (http URL, fresh URL METRIC SECONDS, kafka, store)", file=sys.stderr)
                 return 2
     except Exception as err:  # any failure is "unhealthy", with the reason in `docker inspect`
         print(f"unhealthy: {err}", file=sys.stderr)

@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import Gauge
 
 from models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import LABELS, Article
 
 log = logging.getLogger(__name__)
+
+SERVING = Gauge("newspulse_model_info", "The sentiment model version this process serves: 1, with the version as label.", ["version"])
 
 TITLE_WEIGHT = 0.4
 MAX_CHUNKS = 24
@@ -234,6 +237,7 @@ class HotReloadingClassifier:
         self._mtime = registry.pointer_mtime()
         self._checked = time.monotonic()
         self._current = self._load(registry.production_card())
+        self._export_version()
 
     def _load(self, card: ModelCard) -> Classifier:
         log.info("loading sentiment model %s", card.version)
@@ -268,7 +272,12 @@ class HotReloadingClassifier:
                 log.exception("could not load promoted model %s; still serving %s", version, self._current.version)
                 return False
             log.info("now serving sentiment model %s", version)
+            self._export_version()
             return True
+
+    def _export_version(self) -> None:
+        SERVING.clear()
+        SERVING.labels(self._current.version).set(1)
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         return self.current.score_articles(articles)

@@ -18,6 +18,7 @@ import typer
 from ingest.cli import crawl
 from models.cli import app as model_app
 from newspulse.alerts.cli import app as alerts_app
+from newspulse.logs import configure_logging
 from newspulse.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("newspulse")
@@ -56,7 +57,7 @@ def settings_or_exit() -> Settings:
     except SettingsError as err:
         typer.echo(f"newspulse: {err}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     es_ca_certs: Path | None = Field(None, description="CA certificate file for Elasticsearch TLS.")
     es_verify_certs: bool = Field(True, description="Verify the Elasticsearch TLS certificate.")
     es_index_prefix: str = Field("newspulse", description="Prefix of every Elasticsearch index and alias.")
+    es_replicas: int | None = Field(None, ge=0, le=10, description="Replica shards of the NewsPulse indices it creates; unset = the cluster's default (1). A single node needs 0 to be green.")
     es_retry_seconds: float = Field(120.0, ge=0, description="How long an Elasticsearch write keeps retrying (backoff) through an outage before it reports the batch as not stored.")
 
     # --- streaming -----------------------------------------------------------------------
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
     dashboard_refresh_s: int = Field(30, ge=0, le=3600, description="Seconds between auto-refreshes of the dashboard's live panels; 0 = off.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as `text` (for people) or `json` (one object a line, for log shippers).")
 
     @field_validator("store_url")
     @classmethod

@@ -112,6 +112,10 @@ def run(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
+        if settings.metrics_port is not None:
+            from newspulse.metrics import serve_metrics
+
+            serve_metrics(settings.metrics_port)
         alerter = build_alerter(settings, store, recover=False)
         typer.echo(f"alerter: {len(alerter.rules.rules)} rules, following {source.value}; Ctrl-C stops", err=True)
         alerter.run_forever(source.value, stop=stop, poll_seconds=poll_seconds, kafka_settings=settings)

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from newspulse.alerts import metrics
 from newspulse.alerts.delivery import PENDING, Notifier, Outbox, build_notifiers, is_outstanding
 from newspulse.alerts.detector import Detector
 from newspulse.alerts.lifecycle import Lifecycle, Transition
@@ -104,6 +105,7 @@ class Alerter:
             for alert in self.store.list_alerts(limit=1000):
                 if alert.status != AlertStatus.resolved and now - alert.updated_at <= LIVE_HORIZON:
                     self.lifecycle.restore(alert)
+            self._export_firing()
         log.info("alerter recovered: %d outstanding notifications, watermark %s", len(self._owed), self.watermark)
 
     # --- the Observer --------------------------------------------------------------------
@@ -184,6 +186,7 @@ class Alerter:
         for t in transitions:
             rule = self.lifecycle.rules[t.alert.rule]
             for event in t.events:
+                metrics.TRANSITIONS.labels(rule.name, event).inc()
                 for receiver in rule.receivers:
                     t.alert.delivery.setdefault(f"{receiver}:{event}", PENDING)
             changed[t.alert.id] = t.alert
@@ -192,6 +195,17 @@ class Alerter:
             if any(is_outstanding(s) for s in alert.delivery.values()):
                 self._owed[alert.id] = alert
             log.info("alert %s %s %s z=%.1f", alert.id, alert.scope, alert.status.value, alert.magnitude)
+        self._export_firing()
+
+    def _export_firing(self) -> None:
+        """Firing alerts per severity; every severity of the rules is set, zeros included, so a
+        resolved alert brings its series back to 0 rather than leaving the last count."""
+        firing: dict[str, int] = {}
+        for group in self.lifecycle.groups.values():
+            if group.state == "firing":
+                firing[group.alert.severity] = firing.get(group.alert.severity, 0) + 1
+        for severity in {*firing, *(s.severity for r in self.rules.rules for s in r.severities)}:
+            metrics.FIRING.labels(severity).set(firing.get(severity, 0))
 
     def _save(self, alerts: list[Alert]) -> None:
         """Upsert, keeping what others wrote: an analyst's ack, and notices already sent."""
@@ -233,7 +247,10 @@ class Alerter:
                 self._save([current])
                 if not any(is_outstanding(s) for s in current.delivery.values()):
                     self._owed.pop(alert_id, None)
+            metrics.DELIVERIES.labels(key.partition(":")[0], metrics.outcome_of(status)).inc()
             delivered += status == "delivered"
+        with self._lock:
+            metrics.OUTSTANDING.set(sum(is_outstanding(s) for a in self._owed.values() for s in a.delivery.values()))
         return delivered
 
     def rescan(self) -> None:
@@ -307,6 +324,7 @@ class Alerter:
             since = self.open_from()
             for batch in self.store.iter_articles(Filter(start=since)):
                 self.observe(batch)  # re-read articles of open windows replace themselves by id
+            metrics.LAST_POLL.set_to_current_time()
             self.tick()
             stop.wait(poll_seconds)
 
@@ -327,6 +345,7 @@ class Alerter:
         try:
             while not stop.is_set():
                 records = consumer.poll(timeout_ms=int(poll_seconds * 1000))
+                metrics.LAST_POLL.set_to_current_time()
                 batch: list[ScoredArticle] = []
                 for recs in records.values():
                     for rec in recs:

@@ -190,6 +190,7 @@ class ElasticStore:
         self.url = redact_url(settings.store_url)
         self.prefix = settings.es_index_prefix
         self.retry_seconds = settings.es_retry_seconds
+        self.replicas = {} if settings.es_replicas is None else {"number_of_replicas": settings.es_replicas}
         self.bulk_chunk = bulk_chunk
         self.articles_alias = f"{self.prefix}-articles"
         # Reads name the monthly indices by pattern: same result as the alias on Elasticsearch,
@@ -262,7 +263,7 @@ class ElasticStore:
             index_patterns=[f"{self.articles_alias}-*"],
             priority=200,
             template={
-                "settings": {"number_of_shards": 1, "refresh_interval": "1s"},
+                "settings": {"number_of_shards": 1, "refresh_interval": "1s", **self.replicas},
                 "mappings": ARTICLE_MAPPINGS,
                 "aliases": {self.articles_alias: {}},
             },
@@ -276,7 +277,7 @@ class ElasticStore:
             if self.client.indices.exists(index=index):
                 continue
             try:
-                self.client.indices.create(index=index, mappings=mappings, settings={"number_of_shards": 1})
+                self.client.indices.create(index=index, mappings=mappings, settings={"number_of_shards": 1, **self.replicas})
             except BadRequestError as err:
                 if "resource_already_exists" not in str(err):  # another process won the race
                     raise

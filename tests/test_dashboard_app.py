@@ -620,7 +620,7 @@ def test_published_at_year_9999_neither_crashes_the_dashboard_nor_moves_its_wind
 
 def test_store_error_shows_the_store_url_without_its_credentials(dash_env, monkeypatch):
     """#18.12: the error for an unreachable store printed the raw URL, password included."""
-    from test_dashboard_browser import free_port
+    from dashboard.screenshots import free_port
 
     monkeypatch.setenv("NEWSPULSE_STORE_URL", f"http://elastic:hunter2-url@127.0.0.1:{free_port()}")
     monkeypatch.setenv("NEWSPULSE_ES_PASSWORD", "hunter3-setting")

@@ -71,6 +71,8 @@ class TrainConfig:
     max_length: int = 64
     seed: int = 42
     max_train_rows: int | None = None
+    #: Stop after this many optimiser steps (fixed-compute comparisons, e.g. cross-validation).
+    max_steps: int | None = None
     #: Loss weights per class: "balanced" = n / (k · count), "sqrt" = its square root (milder).
     class_weighting: Literal["balanced", "sqrt", "none"] = "sqrt"
     #: Dev evaluations per epoch (early stopping granularity) and how many without gain to stop.
@@ -259,6 +261,8 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = math.ceil(len(df) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -341,8 +345,10 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
                 loop = LoopState(step=step, epoch=epoch, batches_done=batch_no + 1, epoch_rng=epoch_rng, best_f1=best_f1, best_step=best_step, stale=stale,
                                  history=history, horizon_steps=horizon["steps"], elapsed_s=now - started, fit_elapsed_s=now - fit_started)
                 checkpoint.save(loop, model=model, optim=optim, sched=sched, scaler=scaler, best_state=best_state)
+            if step >= total_steps:
+                break
         skip_batches = 0
-        if stop:
+        if stop or step >= total_steps:
             break
     bar.close()
     if best_state is not None:

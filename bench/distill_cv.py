@@ -1,0 +1,210 @@
+"""Does distillation help the MiniLM student? k-fold cross-validation of train plus dev, and the
+script that makes the soft-label artifact in ``data/soft_labels/``.
+
+Stages (each a subcommand, so the slow ones can run in the background and be resumed):
+
+- ``folds``: stratified k folds of the merged train splits (dev sentences removed) and a fixed
+  sample of Reuters sentences (the unlabelled in-domain text).
+- ``fit --fold i --arm baseline``: the default recipe on the other folds at a fixed step count;
+  scores the held-out fold, dev and the Reuters sample. This model is fold i's *teacher*.
+- ``fit --fold i --arm distill``: the same recipe plus KL to fold i's teacher probabilities on
+  the Reuters sample (the teacher never saw fold i, so the held-out score stays honest).
+- ``report``: per-fold and mean ± spread (sample std) of every arm, the ensemble teacher on
+  dev, and ``--artifact``: the released soft labels (ensemble of the k fold teachers on the
+  Reuters sample) with their manifest.
+
+Runs compare at a fixed number of optimiser steps, not wall-clock, so that other jobs sharing
+the CPU cannot decide the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
+from models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, reuters_sentences, write_soft_labels  # noqa: E402
+from models.evaluate import classification_metrics  # noqa: E402
+from models.train import load_training_frame  # noqa: E402
+from newspulse.schema import LABELS  # noqa: E402
+
+log = logging.getLogger("distill_cv")
+LICENCES = {
+    "phrasebank": "CC BY-NC-SA 3.0 (non-commercial)",
+    "twitter_financial_news": "MIT",
+    "reuters": REUTERS_LICENSE,
+}
+
+
+def _folds(args) -> None:
+    out = Path(args.out)
+    (out / "folds").mkdir(parents=True, exist_ok=True)
+    dev = read_many(list(DEFAULT_DEV_FILES))
+    df = load_training_frame(list(DEFAULT_TRAIN_FILES), set(dev["text"]), None, args.seed)
+    rng = np.random.default_rng(args.seed)
+    fold = np.zeros(len(df), dtype=int)
+    for _, group in df.groupby(["source", "label"]):
+        idx = rng.permutation(group.index.to_numpy())
+        fold[idx] = np.arange(len(idx)) % args.k
+    df["fold"] = fold
+    df.to_csv(out / "folds" / "all.csv", index=False)
+    for i in range(args.k):
+        df[df["fold"] != i][["text", "label", "agreement"]].to_csv(out / "folds" / f"train{i}.csv", index=False)
+    sents = reuters_sentences(n=args.reuters, seed=args.seed, exclude=set(df["text"]) | set(dev["text"]))
+    pd.DataFrame({"text": sents}).to_csv(out / "reuters.csv", index=False)
+    print(json.dumps({"rows": len(df), "folds": np.bincount(fold).tolist(), "reuters": len(sents)}))
+
+
+def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
+    from models.predict import Classifier
+
+    clf = Classifier.from_dir(version_dir, device="cpu", quantize="off")
+    return clf.predict_proba(texts, progress=True)
+
+
+def _fit(args) -> None:
+    from models.registry import Registry
+    from models.train import TrainConfig, fit_and_register
+
+    out = Path(args.out)
+    i, arm = args.fold, args.arm
+    run = out / f"fold{i}" / arm
+    run.mkdir(parents=True, exist_ok=True)
+    allrows = pd.read_csv(out / "folds" / "all.csv", keep_default_na=False)
+    held = allrows[allrows["fold"] == i].reset_index(drop=True)
+    dev = read_many(list(DEFAULT_DEV_FILES))
+    reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
+    extra = {}
+    if arm == "distill":
+        teacher = np.load(out / f"fold{i}" / "baseline" / "probs.npz")["reuters"]
+        art = run / "soft.csv.gz"
+        write_soft_labels(art, reuters, teacher, ["reuters"] * len(reuters), {"teacher": f"fold{i} baseline"})
+        extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature)
+    cfg = TrainConfig(
+        registry=run / "registry",
+        train_files=[out / "folds" / f"train{i}.csv"],
+        dev_files=list(DEFAULT_DEV_FILES),
+        max_steps=args.steps,
+        evals_per_epoch=1,
+        seed=args.seed,
+        promote=False,
+        quantize_check=False,
+        **extra,
+    )
+    card = fit_and_register(cfg)
+    vdir = Registry(cfg.registry).version_dir(card.version)
+    texts = held["text"].tolist() + dev["text"].tolist() + (reuters if arm == "baseline" else [])
+    p = _score(vdir, texts)
+    n1, n2 = len(held), len(held) + len(dev)
+    np.savez_compressed(run / "probs.npz", held=p[:n1], dev=p[n1:n2], **({"reuters": p[n2:]} if arm == "baseline" else {}))
+    result = {"fold": i, "arm": arm, "steps": card.training["steps"], "seconds": card.training["seconds"], "params": card.params, "held": _metrics(held, p[:n1]), "dev": _metrics(dev, p[n1:n2])}
+    (run / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("fold", "arm", "steps", "seconds")} | {"held_acc": result["held"]["accuracy"], "dev_acc": result["dev"]["accuracy"]}))
+
+
+def _metrics(df: pd.DataFrame, probs: np.ndarray) -> dict:
+    """accuracy / macro-F1 overall, PhraseBank accuracy, macro-F1 and 100 %-agreement accuracy,
+    Twitter weighted-F1."""
+    pred = np.array([LABELS[j] for j in probs.argmax(axis=1)], dtype=object)
+    m = classification_metrics(df["label"].tolist(), pred.tolist())
+    res = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    pb = (df["source"] == "phrasebank").to_numpy()
+    tw = (df["source"] == "twitter_financial_news").to_numpy()
+    if pb.any():
+        mp = classification_metrics(df["label"][pb].tolist(), pred[pb].tolist())
+        res["phrasebank_accuracy"], res["phrasebank_macro_f1"] = mp["accuracy"], mp["macro_f1"]
+        agree = pb & (pd.to_numeric(df["agreement"], errors="coerce") == 100).to_numpy()
+        if agree.any():
+            res["phrasebank_100_accuracy"] = classification_metrics(df["label"][agree].tolist(), pred[agree].tolist())["accuracy"]
+    if tw.any():
+        res["twitter_weighted_f1"] = classification_metrics(df["label"][tw].tolist(), pred[tw].tolist())["weighted_f1"]
+    return res
+
+
+def _report(args) -> None:
+    out = Path(args.out)
+    dev = read_many(list(DEFAULT_DEV_FILES))
+    rows: dict[str, list[dict]] = {}
+    for arm in ("baseline", "distill"):
+        for i in range(args.k):
+            f = out / f"fold{i}" / arm / "result.json"
+            if f.exists():
+                rows.setdefault(arm, []).append(json.loads(f.read_text()))
+    summary: dict = {"k": args.k, "steps": args.steps, "arms": {}}
+    for arm, results in rows.items():
+        s = {}
+        for split in ("held", "dev"):
+            for key in results[0][split]:
+                if key == "n":
+                    continue
+                vals = np.array([r[split][key] for r in results])
+                s[f"{split}_{key}"] = {"mean": round(float(vals.mean()), 4), "std": round(float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, 4), "folds": [round(float(v), 4) for v in vals]}
+        summary["arms"][arm] = {"folds": [r["fold"] for r in results], **s}
+    if "baseline" in rows and "distill" in rows:
+        both = sorted(set(r["fold"] for r in rows["baseline"]) & set(r["fold"] for r in rows["distill"]))
+        by = {(r["arm"], r["fold"]): r for arm in rows for r in rows[arm]}
+        gains = {}
+        for split in ("held", "dev"):
+            for key in ("accuracy", "macro_f1"):
+                d = np.array([by[("distill", i)][split][key] - by[("baseline", i)][split][key] for i in both])
+                gains[f"{split}_{key}"] = {"mean": round(float(d.mean()), 4), "std": round(float(d.std(ddof=1)) if len(d) > 1 else 0.0, 4), "folds": [round(float(x), 4) for x in d]}
+        summary["distill_gain"] = gains
+    teachers = [np.load(out / f"fold{i}" / "baseline" / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / "baseline" / "probs.npz").exists()]
+    if teachers:
+        summary["ensemble_teacher_dev"] = {"members": len(teachers), **_metrics(dev, np.mean([t["dev"] for t in teachers], axis=0))}
+    if args.artifact and len(teachers) == args.k:
+        reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
+        probs = np.mean([t["reuters"] for t in teachers], axis=0)
+        manifest = {
+            "version": args.version,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "teacher": f"ensemble (mean probabilities) of {args.k} all-MiniLM-L6-v2 fine-tunes, one per cross-validation fold of the bundled train splits, {args.steps} steps each (bench/distill_cv.py)",
+            "teacher_dev": summary["ensemble_teacher_dev"],
+            "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/summarize/sentences.py",
+            "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
+            "made_by": "python bench/distill_cv.py report --artifact",
+        }
+        art = SOFT_LABELS_DIR / f"reuters-{args.version}.csv.gz"
+        summary["artifact"] = write_soft_labels(art, reuters, probs.astype(np.float32), ["reuters"] * len(reuters), manifest)
+    text = json.dumps(summary, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    print(text)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / ".cache" / "distill-cv"), help="working folder (models, folds, probabilities)")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--steps", type=int, default=300, help="optimiser steps per run (fixed compute)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("folds")
+    f.add_argument("--reuters", type=int, default=4000, help="Reuters sentences to soft-label")
+    fit = sub.add_parser("fit")
+    fit.add_argument("--fold", type=int, required=True)
+    fit.add_argument("--arm", choices=["baseline", "distill"], required=True)
+    fit.add_argument("--alpha", type=float, default=0.5)
+    fit.add_argument("--temperature", type=float, default=2.0)
+    r = sub.add_parser("report")
+    r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz")
+    r.add_argument("--version", default="v1")
+    r.add_argument("--json", default="", help="also write the summary here (e.g. bench/results/distill_cv.json)")
+    args = ap.parse_args()
+    {"folds": _folds, "fit": _fit, "report": _report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ def _data_error(err: Exception) -> typer.Exit:
 def train(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default from the default config).")] = None,
     base_model: Annotated[Optional[str], typer.Option(help="HF id or local path (default NEWSPULSE_BASE_MODEL / packaged MiniLM).")] = None,
-    train_file: Annotated[Optional[list[Path]], typer.Option("--train", help="Labelled CSV (text,label); repeat for several. Default: bundled PhraseBank + Twitter train.")] = None,
+    train_file: Annotated[Optional[list[Path]], typer.Option("--train", help="Labelled CSV (text,label); repeat for several. Default: bundled PhraseBank + Twitter train (those present).")] = None,
     dev_file: Annotated[Optional[list[Path]], typer.Option("--dev", help="Dev CSV for early stopping; repeatable.")] = None,
     eval_file: Annotated[Optional[list[Path]], typer.Option("--eval", help="Fixed evaluation CSV the gate compares on; repeatable.")] = None,
     max_train_rows: Annotated[Optional[int], typer.Option(help="Subsample training rows (stratified).")] = None,
@@ -39,6 +39,7 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop fine-tuning after this many seconds, keeping the best checkpoint (default: 420 on CPU, none on GPU).")] = None,
     feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
+    commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; the Reuters soft labels are research-only); defaults become the commercially usable bundled sets.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
@@ -65,7 +66,7 @@ def train(
         if v is not None
     }
     try:
-        cfg = default_config(settings, include_feedback=feedback, promote=promote, **overrides)
+        cfg = default_config(settings, include_feedback=feedback, promote=promote, commercial_only=commercial_only, **overrides)
         card = run_training(cfg)
     except (DataError, ValueError) as err:
         raise _data_error(err) from None
@@ -78,6 +79,8 @@ def train(
         typer.echo(f"  {source:28} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n={m['n']}")
     if card.gate is not None:
         typer.echo(f"gate: {'PROMOTED' if card.gate.promote else 'kept production'} ({card.gate.reason})")
+    use = {True: "all inputs allow commercial use", False: "NOT for commercial use (see licences in the card)", None: "an input's licence is unknown"}
+    typer.echo(f"licences: {use[card.licences.get('commercial_use')]}")
 
 
 @app.command()

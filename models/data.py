@@ -27,6 +27,16 @@ DEFAULT_DEV_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
 #: The fixed split the promotion gate compares models on.
 DEFAULT_EVAL_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
 
+#: Licence of each bundled data set, keyed by its folder under data/ (see data/README.md).
+#: ``commercial``: whether a business may train a production model on it without asking.
+DATASET_LICENCES: dict[str, dict[str, object]] = {
+    "phrasebank": {"name": "Financial PhraseBank v1.0", "licence": "CC BY-NC-SA 3.0", "commercial": False, "note": "non-commercial use only; ask Aalto University for a commercial licence"},
+    "twitter_financial_news": {"name": "Twitter Financial News Sentiment v1.0.0", "licence": "MIT", "commercial": True, "note": "tweet texts are also subject to X/Twitter's terms"},
+    "news": {"name": "Reuters-21578 Distribution 1.0", "licence": "research use only (Reuters Ltd., Carnegie Group)", "commercial": False, "note": "free distribution for research purposes only"},
+    "feedback": {"name": "analyst feedback from the store", "licence": "your organisation's own labels", "commercial": True, "note": ""},
+}
+_UNKNOWN_LICENCE = {"name": "", "licence": "unknown", "commercial": None, "note": "not a bundled data set: check its licence before commercial use"}
+
 _ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "0": "negative", "1": "neutral", "2": "positive", "bearish": "negative", "bullish": "positive"}
 
 
@@ -106,6 +116,23 @@ def feedback_frame(settings) -> pd.DataFrame:
     df["agreement"] = float("nan")
     df["source"] = "feedback"
     return df
+
+
+def licence_of(path: Path | str) -> dict[str, object]:
+    """Licence record of a labelled file: a bundled set is known by its folder under data/,
+    snapshotted feedback by its ``feedback-`` name; anything else is "unknown"."""
+    path = Path(path)
+    key = "feedback" if path.name.startswith("feedback-") else path.parent.name
+    return {"path": str(path), **DATASET_LICENCES.get(key, _UNKNOWN_LICENCE)}
+
+
+def commercial_defaults(files: Sequence[Path]) -> list[Path]:
+    """``files`` without the non-commercial bundled sets (PhraseBank): the defaults of a run a
+    business may deploy. Raises when nothing is left."""
+    kept = [Path(p) for p in files if licence_of(p)["commercial"] is not False]
+    if not kept:
+        raise DataError(f"no commercially usable file among {[str(p) for p in files]}")
+    return kept
 
 
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:

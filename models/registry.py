@@ -79,6 +79,11 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     gate: GateDecision | None = None
     eval_split: str = ""
+    #: Knowledge distillation: teacher, soft-label artifact sha256, loss weights ({} = none).
+    distillation: dict[str, Any] = Field(default_factory=dict)
+    #: Licence of every data set the model learned from or was selected on, and whether all of
+    #: them allow commercial use (``commercial_use``), so a bank can see what it may deploy.
+    licences: dict[str, Any] = Field(default_factory=dict)
 
     def macro_f1(self, split: str = "eval") -> float | None:
         m = self.metrics.get(split) or self.metrics.get("dev")

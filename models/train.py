@@ -33,15 +33,19 @@ from models.data import (
     DEFAULT_EVAL_FILES,
     DEFAULT_TRAIN_FILES,
     LABEL2ID,
+    DataError,
+    commercial_defaults,
     dedupe,
     feedback_frame,
     label_counts,
     label_ids,
+    licence_of,
     read_labelled_csv,
     read_many,
     resolve_base_model,
 )
 from models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
+from models.distill import SoftLabels, kd_loss, load_soft_labels
 from models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
 from newspulse.schema import LABELS
 
@@ -86,6 +90,16 @@ class TrainConfig:
     #: Folder of the resumable checkpoint (models/checkpoint.py): a retried run continues from its
     #: last dev evaluation instead of step 0. None = no checkpoint.
     checkpoint_dir: Path | None = None
+    #: Teacher soft labels (models/distill.py artifact) to distil from; None = gold labels only.
+    soft_labels: Path | None = None
+    #: The sha256 the artifact must have ("" = the one in its manifest); a mismatch fails the run.
+    soft_labels_sha256: str = ""
+    #: Loss = class-weighted cross-entropy on gold rows + ``distill_alpha`` · T² · KL(teacher_T ‖
+    #: student_T) on soft-labelled rows, T = ``distill_temperature``.
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    #: Refuse inputs whose licence forbids commercial use (PhraseBank, Reuters-based soft labels).
+    commercial_only: bool = False
     promote: bool = True
     f1_floor: float = DEFAULT_F1_FLOOR
     quantize_check: bool = True
@@ -103,6 +117,10 @@ class TrainConfig:
             self.eval_files = [Path(p) for p in self.eval_files]
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = Path(self.checkpoint_dir)
+        if self.soft_labels is not None:
+            self.soft_labels = Path(self.soft_labels)
+        if self.distill_alpha < 0 or self.distill_temperature <= 0:
+            raise ValueError("distill_alpha must be ≥ 0 and distill_temperature > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
             raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
 
@@ -112,20 +130,23 @@ class TrainConfig:
 
     def params(self) -> dict[str, Any]:
         skip = {"registry", "train_files", "dev_files", "eval_files", "settings", "progress", "checkpoint_dir"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k not in skip}
 
 
 def default_config(settings, **overrides: Any) -> TrainConfig:
-    """The production retraining run: both bundled train splits + analyst feedback, early
-    stopping on both dev splits, gated on the same fixed evaluation split."""
+    """The production retraining run: the bundled train splits + analyst feedback, early
+    stopping on the dev splits, gated on the same fixed evaluation split. Bundled files that a
+    deployment removed (e.g. PhraseBank, for its non-commercial licence) are left out, and
+    ``commercial_only=True`` leaves out every non-commercial one."""
     from models.predict import pick_device
 
+    commercial = bool(overrides.get("commercial_only"))
     cfg = dict(
         registry=settings.model_registry,
         base_model=settings.base_model,
-        train_files=list(DEFAULT_TRAIN_FILES),
-        dev_files=list(DEFAULT_DEV_FILES),
-        eval_files=list(DEFAULT_EVAL_FILES),
+        train_files=_bundled(DEFAULT_TRAIN_FILES, commercial),
+        dev_files=_bundled(DEFAULT_DEV_FILES, commercial),
+        eval_files=_bundled(DEFAULT_EVAL_FILES, commercial),
         include_feedback=True,
         settings=settings,
         device=settings.device,
@@ -136,12 +157,23 @@ def default_config(settings, **overrides: Any) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
+def _bundled(files: tuple[Path, ...], commercial_only: bool) -> list[Path]:
+    present = [p for p in files if p.exists()]
+    for p in set(files) - set(present):
+        log.warning("bundled data file %s is missing; training without it", p)
+    if not present:
+        raise DataError(f"none of the bundled data files {[str(p) for p in files]} exists; pass --train/--dev")
+    return commercial_defaults(present) if commercial_only else present
+
+
 # --- 1. data ---------------------------------------------------------------------------------
 def prepare_data(cfg: TrainConfig) -> list[Path]:
     """Validate every input and return the training files, with analyst feedback (if any)
     snapshotted to ``<registry>/_data/feedback-<sha>.csv`` so it is pinned like the rest."""
     for path in [*cfg.train_files, *cfg.dev_files, *cfg.gate_files]:
         read_labelled_csv(path)  # raises DataError naming the bad file/rows
+    if cfg.commercial_only:
+        _check_commercial(cfg)
     files = list(cfg.train_files)
     if cfg.include_feedback and cfg.settings is not None:
         fb = feedback_frame(cfg.settings)
@@ -154,6 +186,29 @@ def prepare_data(cfg: TrainConfig) -> list[Path]:
             files.append(out)
             log.info("analyst feedback: %d labelled texts -> %s", len(fb), out)
     return files
+
+
+def _check_commercial(cfg: TrainConfig) -> None:
+    """A commercial-only run refuses any input whose licence forbids commercial use."""
+    bad = [f"{p} ({licence_of(p)['licence']})" for p in [*cfg.train_files, *cfg.dev_files, *cfg.gate_files] if licence_of(p)["commercial"] is False]
+    if cfg.soft_labels is not None:
+        manifest = load_soft_labels(cfg.soft_labels, cfg.soft_labels_sha256).manifest
+        if manifest.get("commercial") is not True:
+            bad.append(f"{cfg.soft_labels} (soft labels: {manifest.get('licences', 'licence unknown')})")
+    if bad:
+        raise DataError("commercial_only, but these inputs are not licensed for commercial use: " + "; ".join(bad))
+
+
+def training_licences(train_files: list[Path], dev_files: list[Path], eval_files: list[Path], soft: SoftLabels | None) -> dict[str, Any]:
+    """The card's licence section: every input's licence and whether all allow commercial use
+    (``None`` when one is unknown)."""
+    groups: dict[str, Any] = {name: [licence_of(p) for p in files] for name, files in (("train", train_files), ("dev", dev_files), ("eval", eval_files))}
+    flags = [rec["commercial"] for recs in groups.values() for rec in recs]
+    if soft is not None:
+        groups["soft_labels"] = {"path": str(soft.path), "licences": soft.manifest.get("licences", "unknown"), "commercial": soft.manifest.get("commercial")}
+        flags.append(soft.manifest.get("commercial"))
+    groups["commercial_use"] = False if False in flags else None if None in flags else True
+    return groups
 
 
 def _data_files(paths: list[Path]) -> list[DataFile]:
@@ -245,6 +300,14 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     df = load_training_frame(train_files, holdout, cfg.max_train_rows, cfg.seed)
     counts = label_counts(df)
     log.info("training rows: %d %s; dev rows: %d", len(df), counts, len(dev))
+    soft = _soft_rows(cfg, holdout | set(df["text"]))
+    texts = df["text"].tolist() + (soft.texts if soft else [])
+    # Teacher probabilities per training row; gold rows have none (label ≥ 0), soft rows have no
+    # gold label (-1).
+    teacher = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+    if soft:
+        teacher[len(df) :] = soft.probs
+        log.info("distilling: %d soft-labelled rows from %s (alpha %.2f, T %.1f)", len(soft.texts), soft.path.name, cfg.distill_alpha, cfg.distill_temperature)
 
     base = resolve_base_model(cfg.base_model)
     device = pick_device(cfg.device)
@@ -255,11 +318,11 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
 
-    enc = tokenizer(df["text"].tolist(), truncation=True, max_length=cfg.max_length)
-    labels = label_ids(df)
+    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length)
+    labels = label_ids(df) + [-1] * (len(texts) - len(df))
     lengths = [len(x) for x in enc["input_ids"]]
     rng = np.random.default_rng(cfg.seed)
-    steps_per_epoch = math.ceil(len(df) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -281,7 +344,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     scorer = Classifier(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
     best_f1, best_state, best_step, stale, history = -1.0, None, 0, 0, []
     step, stop = 0, ""
-    checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(df), counts))
+    checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(texts), counts))
     resumed = checkpoint.restore(model=model, optim=optim, sched=sched, scaler=scaler)
     first_epoch, skip_batches, fit_started = 0, 0, time.monotonic()
     if resumed is not None:
@@ -303,7 +366,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
             y = torch.tensor([labels[i] for i in batch_idx], device=device)
             with _autocast(device):
                 logits = model(**batch).logits
-            loss = loss_fn(logits.float(), y)
+            loss = _loss(cfg, loss_fn, logits.float(), y, torch.from_numpy(teacher[batch_idx]).to(device))
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optim)
@@ -365,8 +428,11 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
         dev_files=_data_files(cfg.dev_files),
         params=cfg.params(),
         label_distribution={"train": counts, "dev": label_counts(dev)},
+        distillation=_distillation_card(cfg, soft),
+        licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, soft),
         training={
             "rows": len(df),
+            "soft_rows": len(soft.texts) if soft else 0,
             "steps": step,
             "planned_steps": total_steps,
             "best_step": best_step,
@@ -382,6 +448,42 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     checkpoint.clear()
     log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", card.version, best_f1, card.training["seconds"])
     return card
+
+
+def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
+    """The hash-checked soft labels, minus any text that is a gold training or held-out row
+    (the teacher may have seen a dev sentence; the gold label wins for training rows)."""
+    if cfg.soft_labels is None:
+        return None
+    soft = load_soft_labels(cfg.soft_labels, cfg.soft_labels_sha256)
+    keep = [i for i, t in enumerate(soft.texts) if t not in exclude]
+    return SoftLabels(path=soft.path, sha256=soft.sha256, texts=[soft.texts[i] for i in keep], probs=soft.probs[keep], manifest=soft.manifest)
+
+
+def _loss(cfg: TrainConfig, ce, logits, y, teacher):
+    """Cross-entropy on the gold rows of the batch plus ``alpha`` · KD on its soft rows."""
+    gold = y >= 0
+    loss = ce(logits[gold], y[gold]) if gold.any() else logits.sum() * 0.0
+    if not gold.all():
+        loss = loss + cfg.distill_alpha * kd_loss(logits[~gold], teacher[~gold], cfg.distill_temperature)
+    return loss
+
+
+def _distillation_card(cfg: TrainConfig, soft: SoftLabels | None) -> dict[str, Any]:
+    """Teacher, artifact hash and loss weights, so a card says what the student learned from."""
+    if soft is None:
+        return {}
+    return {
+        "teacher": soft.manifest.get("teacher", "unknown (no manifest)"),
+        "artifact": str(soft.path),
+        "artifact_sha256": soft.sha256,
+        "artifact_version": soft.manifest.get("version", ""),
+        "rows_used": len(soft.texts),
+        "loss": "CE(gold, class-weighted) + alpha * T^2 * KL(teacher_T || student_T)",
+        "weights": {"gold_cross_entropy": 1.0, "alpha": cfg.distill_alpha},
+        "temperature": cfg.distill_temperature,
+        "teacher_provenance": soft.manifest.get("teacher_provenance", {}),
+    }
 
 
 # --- 3. evaluate -----------------------------------------------------------------------------
@@ -493,6 +595,7 @@ def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
         "f1_floor": "f1_floor",
         "seed": "seed",
         "time_budget_s": "time_budget_s",
+        "commercial_only": "commercial_only",
         "checkpoint_dir": "checkpoint_dir",
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}

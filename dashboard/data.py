@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import streamlit as st
@@ -54,8 +55,10 @@ _MAX_BUCKETS = 120
 
 
 def _settings_key(settings: Settings) -> tuple[str, str]:
-    """Cache key of a store: which one, not the credentials used to reach it."""
-    return (settings.store_url, settings.es_index_prefix)
+    """Cache key of a store: which one, not the credentials used to reach it (the key/password
+    settings are left out, and so is ``user:password@`` in the URL)."""
+    url = urlsplit(settings.store_url)
+    return (url._replace(netloc=url.netloc.rpartition("@")[2]).geturl(), settings.es_index_prefix)
 
 
 _HASH_FUNCS = {Settings: _settings_key}

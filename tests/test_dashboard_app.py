@@ -567,6 +567,15 @@ def test_window_follows_the_data_and_buckets_stay_readable():
     assert w.previous().end == w.start
 
 
+def test_cache_keys_name_the_store_not_its_credentials(monkeypatch):
+    from dashboard.data import _settings_key
+
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", "https://reader:hunter2@es.example:9200")
+    monkeypatch.setenv("NEWSPULSE_ES_PASSWORD", "hunter3")
+    key = _settings_key(load_settings())
+    assert key[0] == "https://es.example:9200" and "hunter" not in repr(key)
+
+
 def test_biggest_moves_weigh_volume_and_pick_drivers_in_their_direction():
     from dashboard.data import biggest_moves, drivers_of
     from newspulse.store import Bucket

@@ -331,12 +331,11 @@ class Alerter:
     def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
         from kafka import KafkaConsumer
 
-        from newspulse.kafka.client import connection_config
+        from newspulse.kafka.client import group_config
 
         consumer = KafkaConsumer(
             settings.kafka_topic_scored,  # type: ignore[attr-defined]
-            **connection_config(settings),  # type: ignore[arg-type]
-            group_id=f"{settings.kafka_group_id}-alerter",  # type: ignore[attr-defined]
+            **group_config(settings, f"{settings.kafka_group_id}-alerter"),  # type: ignore[arg-type, attr-defined]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=getattr(settings, "kafka_max_poll_interval_ms", 300_000),

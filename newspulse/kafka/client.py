@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from kafka import KafkaAdminClient
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from newspulse.settings import Settings, SettingsError
@@ -21,6 +22,15 @@ from newspulse.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: How every NewsPulse consumer group shares partitions: incremental cooperative rebalancing
+#: (KIP-429). A member joining or leaving moves only the partitions that change owner; the
+#: others keep being consumed through the rebalance (eager assignors revoke all of them).
+#: Only one strategy is listed: kafka-python refuses to mix eager and cooperative ones, so a
+#: group that ran an older release with range/round-robin must be stopped once (see
+#: docs/streaming.md).
+GROUP_ASSIGNORS = (CooperativeStickyAssignor,)
+
 
 def connection_config(settings: Settings) -> dict:
     """kafka-python keyword arguments for bootstrap, TLS and SASL (shared by all clients).
@@ -52,6 +62,12 @@ def connection_config(settings: Settings) -> dict:
         cfg["sasl_plain_username"] = settings.kafka_sasl_username
         cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()  # type: ignore[union-attr]
     return cfg
+
+
+def group_config(settings: Settings, group_id: str) -> dict:
+    """kafka-python keyword arguments for a member of consumer group ``group_id``: the
+    connection plus the cooperative-sticky assignment every NewsPulse group uses."""
+    return {**connection_config(settings), "group_id": group_id, "partition_assignment_strategy": GROUP_ASSIGNORS}
 
 
 def describe(settings: Settings) -> str:

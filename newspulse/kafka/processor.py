@@ -35,7 +35,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetada
 from kafka.errors import KafkaError
 
 from newspulse.kafka import metrics
-from newspulse.kafka.client import connection_config, describe, ensure_topics, is_transient, retry
+from newspulse.kafka.client import describe, ensure_topics, group_config, is_transient, retry
 from newspulse.kafka.producer import PublishError, build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
 from newspulse.pipeline import ArticleSink, BatchResult, DeadLetterSink, Processor, RawMessage, parse_message
@@ -126,9 +126,8 @@ class StreamProcessor:
     def _build_consumer(self) -> KafkaConsumer:
         s = self.settings
         cfg = {
-            **connection_config(s),
+            **group_config(s, s.kafka_group_id),
             "client_id": f"newspulse-processor-{socket.gethostname()}-{os.getpid()}",
-            "group_id": s.kafka_group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_poll_records": s.batch_max_records,

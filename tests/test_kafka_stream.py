@@ -560,6 +560,102 @@ def test_a_processor_joining_mid_stream_takes_over_partitions_without_loss(kafka
         st.close()
 
 
+@pytest.mark.kafka
+def test_published_batches_are_zstd_and_both_clients_read_them(kafka_bootstrap, tmp_path, monkeypatch):
+    """The publisher's batches reach the broker zstd-compressed (the codec of every batch read
+    back is recorded as kafka-python decodes it), and librdkafka (confluent-kafka) reads them too."""
+    import confluent_kafka
+    from kafka.record.default_records import DefaultRecordBatch
+
+    codecs: list[int] = []
+    original = DefaultRecordBatch._assert_has_codec
+    monkeypatch.setattr(DefaultRecordBatch, "_assert_has_codec", lambda self, codec: (codecs.append(codec), original(self, codec))[1])
+    s = make_settings(kafka_bootstrap, tmp_path)
+    sent = {a.id: a for a in articles(200, run="zstd")}
+    with KafkaArticlePublisher(s) as pub:
+        pub.publish(sent.values())
+    records = read_topic(s, s.kafka_topic_raw, len(sent))
+    assert codecs and set(codecs) == {DefaultRecordBatch.CODEC_ZSTD}, codecs
+    assert {r.key.decode(): Article.model_validate_json(r.value) for r in records} == sent
+
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"librdkafka-{s.kafka_group_id}", "enable.auto.commit": False})
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(s.kafka_topic_raw, p, confluent_kafka.OFFSET_BEGINNING) for p in range(s.kafka_partitions)])
+        read: dict[str, Article] = {}
+        deadline = time.monotonic() + 60
+        while len(read) < len(sent) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            read[msg.key().decode()] = Article.model_validate_json(msg.value())
+    finally:
+        consumer.close()
+    assert read == sent
+
+
+class RevocationRecorder(StreamProcessor):
+    """A StreamProcessor that records what its rebalance listener revokes, and when."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.revocations: list[frozenset[int]] = []
+
+    def _note_revoked(self, partitions) -> None:
+        self.revocations.append(frozenset(tp.partition for tp in partitions))
+        super()._note_revoked(partitions)
+
+
+@pytest.mark.kafka
+def test_a_joining_processor_revokes_only_the_partitions_that_move(kafka_bootstrap, tmp_path):
+    """Cooperative-sticky assignment: when a second processor joins, the first gives up only the
+    partitions the newcomer takes and keeps consuming the others (eager assignment would revoke
+    all four from it first). Work in flight on the moved partitions is committed, not lost."""
+    s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=20)
+    ensure_topics(s)
+    producer = build_producer(s)
+    stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
+    procs = [
+        RevocationRecorder(s, fake_factory(st, delay_s=0.05, per_article_s=0.005)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)),
+                           dead_letters=DeadLetterTopicSink(s, producer))
+        for st in stores
+    ]
+    stops = [threading.Event(), threading.Event()]
+    threads = [threading.Thread(target=p.run, args=(e,), daemon=True) for p, e in zip(procs, stops)]
+    sent = articles(400, run="coop")
+    try:
+        threads[0].start()
+        wait_for(lambda: len(procs[0].assigned) == 4, 60, "the first processor owning all four partitions")
+        with KafkaArticlePublisher(s) as pub:
+            pub.publish(sent)
+        wait_for(lambda: store_count(s) >= 40, 60, "the first processor under way")
+        threads[1].start()
+        wait_for(lambda: procs[1].assigned and not (procs[0].assigned & procs[1].assigned)
+                 and len(procs[0].assigned | procs[1].assigned) == 4, 60, "a two-member assignment")
+        wait_for(lambda: store_count(s) >= len(sent), 120, "every article stored")
+        wait_for(lambda: committed_lag(s, len(sent)) == 0, 30, "offsets committed")
+        kept = {tp.partition for tp in procs[0].assigned}
+        moved = {tp.partition for tp in procs[1].assigned}
+        revoked_while_running = [set(r) for r in procs[0].revocations]
+        second_revoked = list(procs[1].revocations)
+    finally:
+        for e in stops:
+            e.set()
+        for t in threads:
+            t.join(60)
+        producer.close()
+    assert kept and moved, "both members own partitions"
+    assert revoked_while_running == [moved], "the first member was revoked exactly the partitions that moved, once"
+    assert not kept & set().union(*revoked_while_running), "partitions that stayed were never revoked"
+    assert second_revoked == []
+    stats = stores[0].stats()
+    assert stats["articles"] == stats["unique_ids"] == len(sent)
+    # a cooperative move redelivers at most the batch in flight on the moved partitions
+    assert len(sent) <= procs[0].stats.stored + procs[1].stats.stored <= len(sent) + s.batch_max_records
+    for st in stores:
+        st.close()
+
+
 def _http_get(url: str) -> str:
     import urllib.request
 

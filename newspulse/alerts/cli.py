@@ -103,7 +103,8 @@ def run(
     source: Annotated[Source, typer.Option(help="store: follow new articles in the store; kafka: consume news.scored.")] = Source.store,
     poll_seconds: Annotated[float, typer.Option(min=0.1, help="How often to poll for new articles.")] = 2.0,
 ) -> None:
-    """Run the alerter as a service until SIGINT/SIGTERM (one alerter per store)."""
+    """Run the alerter as a service until SIGINT/SIGTERM. From the store: one alerter per store;
+    from Kafka: start two for a hot standby (the group keeps one active)."""
     from newspulse.alerts import RulesError, build_alerter
 
     settings = _settings()

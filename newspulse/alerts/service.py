@@ -10,7 +10,13 @@ lateness). :meth:`Alerter.flush` closes the remaining windows at the end of a fi
 :meth:`Alerter.tick` advances the watermark by the wall clock when the stream is live but quiet,
 so the last window of a burst does not wait for the next story to close.
 
-Run one alerter per store: two would each deliver the same notifications (the dedup key lets a
+Consuming ``news.scored``, the alerter is safe to run twice (or more): its consumer group gives
+every partition to the longest-running member and none to the others, which stand by (no
+scoring, no ticking, no deliveries) until it leaves or dies; the next one then rebuilds its state
+from the store and goes on from the group's committed offsets. Keying ``news.scored`` by scope
+instead cannot work: an article counts towards several scopes (each ticker, each topic, the
+market), and every scope's baseline follows the whole market's rhythm. Following the store, run
+one alerter per store: two would each deliver the same notifications (the dedup key lets a
 receiver drop the copies, but log and e-mail would show both).
 """
 
@@ -22,6 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
+from kafka import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from newspulse.alerts import metrics
@@ -81,6 +88,12 @@ class Alerter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Cleared while this alerter stands by for another (Kafka mode): it neither delivers
+        #: nor persists anything then.
+        self.active = threading.Event()
+        self.active.set()
+        #: This alerter's place in the news.scored consumer group (Kafka mode only).
+        self.member: ActiveMember | None = None
 
     # --- start-up ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -277,6 +290,10 @@ class Alerter:
     def _deliver_loop(self) -> None:
         last_scan = self.clock()
         while not self._stop.is_set():
+            if not self.active.is_set():
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
             try:
                 if (self.clock() - last_scan).total_seconds() >= self.rescan_seconds:
                     self.rescan()
@@ -294,6 +311,8 @@ class Alerter:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if not self.active.is_set():
+            return
         try:
             self.deliver_pending()
         except Exception:
@@ -309,7 +328,10 @@ class Alerter:
     ) -> None:
         """Follow the store (poll new articles) or consume ``news.scored`` until ``stop`` is set."""
         stop = stop or threading.Event()
-        self.recover()
+        if source == "kafka":
+            self.active.clear()  # until the group gives this member the partitions
+        else:
+            self.recover()
         self.start()
         try:
             if source == "kafka":
@@ -328,23 +350,44 @@ class Alerter:
             self.tick()
             stop.wait(poll_seconds)
 
+    def _take_over(self) -> None:
+        """Become the active alerter: start from what the store holds (open alerts, owed
+        notices, recent history), not from what this member saw before it stood by."""
+        with self._lock:
+            self.detectors = {r.name: Detector(r) for r in self.rules.rules}
+            self.lifecycle = Lifecycle(self.rules.rules, self._acknowledged)
+            self.max_event_time = self.watermark = None
+            self._owed.clear()
+        self.recover()
+        self.active.set()
+        self._nudge()
+        log.info("alerter active: consuming every partition of news.scored")
+
     def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
         from kafka import KafkaConsumer
 
-        from newspulse.kafka.client import group_config
+        from newspulse.kafka.client import SingleActiveAssignor, group_config
 
         consumer = KafkaConsumer(
-            settings.kafka_topic_scored,  # type: ignore[attr-defined]
-            **group_config(settings, f"{settings.kafka_group_id}-alerter"),  # type: ignore[arg-type, attr-defined]
+            **group_config(settings, f"{settings.kafka_group_id}-alerter", (SingleActiveAssignor(),)),  # type: ignore[arg-type, attr-defined]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=getattr(settings, "kafka_max_poll_interval_ms", 300_000),
             session_timeout_ms=getattr(settings, "kafka_session_timeout_ms", 10_000),
         )
+        self.member = member = ActiveMember()
+        consumer.subscribe([settings.kafka_topic_scored], listener=member)  # type: ignore[attr-defined]
         try:
             while not stop.is_set():
                 records = consumer.poll(timeout_ms=int(poll_seconds * 1000))
                 metrics.LAST_POLL.set_to_current_time()
+                if not member.owns:
+                    if self.active.is_set():
+                        self.active.clear()
+                        log.info("alerter standing by: another member of the group is active")
+                    continue
+                if not self.active.is_set():
+                    self._take_over()
                 batch: list[ScoredArticle] = []
                 for recs in records.values():
                     for rec in recs:
@@ -356,5 +399,24 @@ class Alerter:
                 self.tick()
                 if records:
                     consumer.commit()  # after the alerts these records raised are stored
+            if self.active.is_set():
+                self.deliver_pending()  # the last pass, while no other member can take over
         finally:
+            self.active.clear()
             consumer.close()
+
+
+class ActiveMember(ConsumerRebalanceListener):
+    """Whether the group's latest assignment made this alerter the active member. (An eager
+    rebalance revokes everything and assigns anew, so only the new assignment tells.)"""
+
+    def __init__(self) -> None:
+        self.owns = False
+        self.assignments = 0  # how many (possibly empty) assignments the group has handed it
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.owns = bool(assigned)
+        self.assignments += 1

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from kafka import KafkaAdminClient
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 
 from newspulse.settings import Settings, SettingsError
 
@@ -64,10 +66,49 @@ def connection_config(settings: Settings) -> dict:
     return cfg
 
 
-def group_config(settings: Settings, group_id: str) -> dict:
+class SingleActiveAssignor(AbstractPartitionAssignor):
+    """Every partition to one member of the group, the one that started first; the others get
+    none and stand by until it leaves or dies (then the next oldest takes everything).
+
+    For consumers that must see the whole topic in one process, such as the alerter (its
+    market-wide scope and baselines need every article), yet may run twice for availability.
+    Each member announces its start time in the subscription's user data. Whole assignments
+    move at once, so the eager protocol costs nothing here.
+    """
+
+    name = "newspulse-single-active"
+    version = 0
+
+    def __init__(self) -> None:
+        self.started_ns = time.time_ns()
+
+    def metadata(self, topics) -> ConsumerProtocolSubscription:
+        return ConsumerProtocolSubscription(self.version, sorted(topics), str(self.started_ns).encode())
+
+    def assign(self, cluster, members) -> dict:
+        def seniority(member) -> tuple[int, str]:
+            try:
+                started = int(bytes(member.metadata.user_data or b"").decode())
+            except ValueError:  # not one of ours: last in line
+                started = 2**63
+            return (started, member.member_id)
+
+        active = min(members, key=seniority)
+        partitions = sorted(
+            (topic, sorted(cluster.partitions_for_topic(topic) or ())) for topic in set(active.metadata.topics)
+        )
+        return {
+            m.member_id: ConsumerProtocolAssignment(self.version, partitions if m is active else [], b"") for m in members
+        }
+
+    def on_assignment(self, assignment, generation) -> None:
+        pass
+
+
+def group_config(settings: Settings, group_id: str, assignors: tuple = GROUP_ASSIGNORS) -> dict:
     """kafka-python keyword arguments for a member of consumer group ``group_id``: the
-    connection plus the cooperative-sticky assignment every NewsPulse group uses."""
-    return {**connection_config(settings), "group_id": group_id, "partition_assignment_strategy": GROUP_ASSIGNORS}
+    connection plus the partition assignment (cooperative-sticky unless ``assignors`` says)."""
+    return {**connection_config(settings), "group_id": group_id, "partition_assignment_strategy": assignors}
 
 
 def describe(settings: Settings) -> str:

@@ -1,5 +1,5 @@
-"""Elasticsearch-only behaviour: outages, rejected documents, index layout, version headers and
-secrets. Everything runs against a real server (the noida-db peer), never a mock."""
+"""Elasticsearch-only behaviour: outages, rejected documents, index layout, the server's major
+version, deep paging, counts and secrets. Everything runs against a real server (the noida-db peer), never a mock."""
 
 from __future__ import annotations
 
@@ -161,27 +161,42 @@ def test_outage_longer_than_retry_budget_reports_not_acknowledged(peer):
     store.close()
 
 
-def test_server_version_header_negotiation(peer):
-    """An 8.x server gets `compatible-with=8` headers from the 9.x client."""
+def test_client_and_server_share_a_major_version(peer):
+    """The client talks to the peer (Elasticsearch 8.15) with its own headers, no rewriting, and
+    refuses a server of another major version with a clear error instead of failing later."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import elasticsearch
+
     store = make_store(peer.port)
     store.stats()
-    major = int(store.server_version.split(".")[0])
-    assert major == 8
-    sent: list[str] = []
-    transport = store.client.transport
-    original = type(transport).__mro__[1].perform_request
-
-    def spy(self, method, target, **kwargs):
-        sent.append(str((kwargs.get("headers") or {}).get("accept", "")))
-        return original(self, method, target, **kwargs)
-
-    type(transport).__mro__[1].perform_request = spy
-    try:
-        store.top_negative(Filter())
-    finally:
-        type(transport).__mro__[1].perform_request = original
-    assert sent and all("compatible-with=8" in h for h in sent if "compatible-with" in h)
+    assert store.server_version.split(".")[0] == elasticsearch.__versionstr__.split(".")[0] == "8"
     store.close()
+
+    class Elasticsearch9(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the info API of a 9.x server, nothing else
+            body = json.dumps({"name": "es9", "cluster_name": "c", "version": {"number": "9.1.0"}, "tagline": "You Know, for Search"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Elastic-Product", "Elasticsearch")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Elasticsearch9)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        other = make_store(server.server_address[1])
+        with pytest.raises(StoreError, match=r"Elasticsearch 9\.1\.0 at .* does not match the Python client elasticsearch 8\..*needs Elasticsearch 8\.x"):
+            other.stats()
+        other.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_credentials_are_never_logged(peer, caplog):

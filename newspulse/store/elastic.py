@@ -1,4 +1,4 @@
-"""The scaled store: Elasticsearch 8 or 9 behind the same :class:`~newspulse.store.base.Store`
+"""The scaled store: Elasticsearch 8 behind the same :class:`~newspulse.store.base.Store`
 interface as the embedded SQLite store.
 
 Index design (see docs/storage.md):
@@ -32,7 +32,7 @@ import re
 import threading
 from collections import OrderedDict
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -147,34 +147,9 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _compat_transport_class() -> type:
-    """A transport that can talk to a server one major version older than the client.
-
-    elasticsearch-py 9 sends ``compatible-with=9`` in Accept/Content-Type, which Elasticsearch 8
-    rejects (``media_type_header_exception``). Once the server's version is known, this
-    transport rewrites the header to the server's major version on every request.
-    """
-    from elastic_transport import HttpHeaders, Transport
-
-    class CompatTransport(Transport):
-        server_major: int | None = None
-
-        def perform_request(self, method: str, target: str, *, headers: Any = None, **kwargs: Any):  # type: ignore[override]
-            if self.server_major is not None and isinstance(headers, Mapping) and headers:
-                headers = HttpHeaders(headers)
-                for name in ("accept", "content-type"):
-                    value = headers.get(name)
-                    if value and "compatible-with=" in value:
-                        headers[name] = re.sub(r"compatible-with=\d+", f"compatible-with={self.server_major}", value)
-            if headers is None:
-                return super().perform_request(method, target, **kwargs)
-            return super().perform_request(method, target, headers=headers, **kwargs)
-
-    return CompatTransport
-
-
 class ElasticStore:
-    """:class:`~newspulse.store.base.Store` over an Elasticsearch 8.x/9.x cluster.
+    """:class:`~newspulse.store.base.Store` over an Elasticsearch cluster of the Python client's
+    major version (8.x: see docs/storage.md).
 
     Connecting is lazy: the constructor does no I/O, so a processor can start while the cluster
     is still down; the first call sets up templates and indices (idempotently).
@@ -203,7 +178,6 @@ class ElasticStore:
         kwargs: dict[str, Any] = {
             "request_timeout": 30,
             "max_retries": 0,  # retries (with backoff) are ours, bounded by es_retry_seconds
-            "transport_class": _compat_transport_class(),
             "verify_certs": settings.es_verify_certs,
         }
         if settings.es_api_key is not None:
@@ -234,24 +208,22 @@ class ElasticStore:
         with self._setup_lock:
             if self._ready:
                 return
-            self._negotiate_version()
+            self._check_version()
             self._install()
             self._ready = True
             log.info("connected to Elasticsearch at %s (prefix %s)", self.url, self.prefix)
 
-    def _negotiate_version(self) -> None:
-        """Ask the server its version with ``compatible-with=8`` headers, which Elasticsearch 8
-        and 9 both accept, then keep the headers the server's major version understands."""
+    def _check_version(self) -> None:
+        """Refuse a server whose major version differs from the client's: each elasticsearch-py
+        major speaks its own server major (compatibility headers, removed APIs)."""
         from elasticsearch import __versionstr__ as client_version
 
-        transport = self.client.transport
-        transport.server_major = 8  # type: ignore[attr-defined]
         number = str(self.client.info()["version"]["number"])
-        server_major = int(number.split(".")[0])
-        client_major = int(client_version.split(".")[0])
-        if server_major < 8:
-            raise StoreError(f"Elasticsearch {number} at {self.url} is too old; 8.x or 9.x is needed")
-        transport.server_major = server_major if server_major < client_major else None  # type: ignore[attr-defined]
+        if number.split(".")[0] != client_version.split(".")[0]:
+            raise StoreError(
+                f"Elasticsearch {number} at {self.url} does not match the Python client elasticsearch {client_version}: "
+                f"NewsPulse needs Elasticsearch {client_version.split('.')[0]}.x (docs/storage.md)"
+            )
         self.server_version = number
 
     def _install(self) -> None:

@@ -82,16 +82,23 @@ def test_rejected_document_is_reported_and_does_not_block_others(peer):
     store.close()
 
 
-def wait_until_persisted(peer, ids: list[str], timeout: float = 15) -> None:
+def wait_until_persisted(peer, store: ElasticStore, ids: list[str], timeout: float = 15) -> None:
     """noida-db acknowledges a write before it is durable (it snapshots its state to a JSON file
     about once a second; Elasticsearch fsyncs its translog before acknowledging). Before the
     test kills the peer, wait until what was acknowledged is on disk, so that the test measures
-    the writer, not the peer's durability."""
+    the writer, not the peer's durability. Only ``store``'s own indices count: other tests on
+    the same peer wrote the same ids under other prefixes."""
+    import json
+
     snapshot = peer.workdir / "data" / "elasticsearch.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = snapshot.read_text(errors="replace") if snapshot.exists() else ""
-        if all(i in text for i in ids):
+        try:
+            indices = json.loads(snapshot.read_text()).get("indices", {}) if snapshot.exists() else {}
+        except ValueError:  # caught mid-write
+            indices = {}
+        persisted = {doc for name, index in indices.items() if name.startswith(store.articles_alias) for doc in index.get("docs", {})}
+        if persisted >= set(ids):
             return
         time.sleep(0.2)
     raise TimeoutError("the noida-db peer did not persist acknowledged documents")
@@ -122,7 +129,7 @@ def test_outage_writer_waits_and_loses_nothing(peer):
     thread = threading.Thread(target=writer)
     thread.start()
     assert held.wait(30)
-    wait_until_persisted(peer, [a.id for b in batches[:2] for a in b])  # written before the hold
+    wait_until_persisted(peer, store, [a.id for b in batches[:2] for a in b])  # written before the hold
     peer.stop()
     hold.clear()  # the writer's next batches meet the outage
     time.sleep(OUTAGE_SECONDS)
@@ -143,7 +150,7 @@ def test_outage_longer_than_retry_budget_reports_not_acknowledged(peer):
     store = make_store(peer.port, es_retry_seconds=2)
     corpus = make_corpus(30)
     assert store.upsert_articles(corpus[:10]).ok
-    wait_until_persisted(peer, [a.id for a in corpus[:10]])
+    wait_until_persisted(peer, store, [a.id for a in corpus[:10]])
     peer.stop()
     try:
         t = time.monotonic()
@@ -223,4 +230,73 @@ def test_retention_drops_whole_months(peer):
     assert store.stats()["articles"] == len(left)
     assert store.upsert_articles(CORPUS[:2]).ok  # the month comes back when written again
     assert store.timeseries(Filter(end=datetime(2024, 2, 1, tzinfo=timezone.utc)), timedelta(days=1))[0].count == 2
+    store.close()
+
+
+def test_deep_paging_reads_one_point_in_time(peer):
+    """iter_articles pages with search_after over a point in time: articles written and deleted
+    while a read is under way change none of its pages, and the point in time is closed at the
+    end (searching it again is refused)."""
+    from elasticsearch import NotFoundError
+
+    from newspulse.schema import ScoredArticle
+
+    store = make_store(peer.port)
+    corpus = make_corpus(250)
+    assert store.upsert_articles(corpus).ok
+    opened: list[str] = []
+    open_pit = store.client.open_point_in_time
+
+    def recording_open(**kwargs):
+        resp = open_pit(**kwargs)
+        opened.append(resp["id"])
+        return resp
+
+    store.client.open_point_in_time = recording_open
+    pages = store.iter_articles(Filter(), batch_size=40)
+    first = next(pages)
+    # meanwhile: a new article that sorts after the cursor, and a stored one that is deleted
+    fields = {k: v for k, v in corpus[-1].model_dump().items() if k != "id"}  # the id follows from the new url
+    later = ScoredArticle.model_validate({**fields, "url": "https://news.example/story/late", "title": "Written during the read"})
+    assert later.id not in {a.id for a in corpus}
+    assert store.upsert_articles([later]).ok
+    gone = corpus[-2]
+    store.client.delete(index=store.article_index(gone.published_at), id=gone.id, refresh=True)
+    read = first + [a for page in pages for a in page]
+    expected = sorted(corpus, key=lambda a: (a.published_at, a.id))
+    assert [a.id for a in read] == [a.id for a in expected], "the read saw the indices as they were when it began"
+    assert len(opened) == 1
+    with pytest.raises(NotFoundError):
+        store.client.search(pit={"id": opened[0], "keep_alive": "1m"}, size=1)
+    # a fresh read sees the change
+    fresh = [a.id for page in store.iter_articles(Filter(), batch_size=40) for a in page]
+    assert later.id in fresh and gone.id not in fresh and len(fresh) == len(corpus)
+    store.close()
+
+
+def test_stats_counts_without_a_terms_aggregation_over_ids(peer):
+    """stats() counts distinct ids with a cardinality aggregation and side indices with the
+    count API: an id stored in two monthly indices still shows as a duplicate."""
+    store = make_store(peer.port)
+    corpus = make_corpus(30)
+    assert store.upsert_articles(corpus).ok
+    sent: list[dict] = []
+    search = store.client.search
+
+    def recording_search(**kwargs):
+        sent.append(kwargs)
+        return search(**kwargs)
+
+    store.client.search = recording_search
+    stats = store.stats()
+    assert stats["articles"] == stats["unique_ids"] == 30
+    aggregations = [agg for kwargs in sent for agg in (kwargs.get("aggs") or {}).values()]
+    assert aggregations and not any(agg.get("terms", {}).get("field") == "id" for agg in aggregations)
+    # a copy left behind in another month (what relocation prevents) is a duplicate
+    stray = corpus[0]
+    other_month = f"{store.articles_alias}-1999.01"
+    store.client.indices.create(index=other_month)
+    store.client.index(index=other_month, id=stray.id, document=stray.model_dump(mode="json"), refresh=True)
+    stats = store.stats()
+    assert (stats["articles"], stats["unique_ids"]) == (31, 30)
     store.close()

@@ -27,6 +27,7 @@ within the index refresh interval (1 s by default).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 import threading
@@ -62,6 +63,11 @@ BULK_CHUNK = 500
 READ_RETRY_SECONDS = 5.0
 #: Upper bound of distinct values a negativity facet ranks (terms aggregation size).
 MAX_FACET_VALUES = 10_000
+#: How long a point in time stays open between two pages of a deep read (renewed by each page).
+PIT_KEEP_ALIVE = "2m"
+#: Distinct ids that stats() counts exactly (the cardinality aggregation's maximum); above it
+#: ``unique_ids`` is a HyperLogLog++ estimate.
+EXACT_UNIQUE_IDS = 40_000
 #: How many recently written ids (and their monthly index) a store remembers, ~10 MB.
 RECENT_IDS = 100_000
 _MAX_BACKOFF = 10.0
@@ -629,19 +635,37 @@ class ElasticStore:
 
     def iter_articles(self, flt: Filter, batch_size: int = 500) -> Iterator[list[ScoredArticle]]:
         sort = [{"published_at": "asc"}, {"id": "asc"}]
-        after: list[Any] | None = None
-        while True:
-            extra = {"search_after": after} if after is not None else {}
-            resp = self._read(
-                "iter_articles", lambda: self._search(self.articles_read, query=self._filter(flt), size=batch_size, sort=sort, **extra)
-            )
-            hits = resp["hits"]["hits"]
-            if not hits:
-                return
-            after = hits[-1]["sort"]
+        for hits in self._pages("iter_articles", self.articles_read, sort, self._filter(flt), batch_size):
             yield [ScoredArticle.model_validate(h["_source"]) for h in hits]
-            if len(hits) < batch_size:
-                return
+
+    def _pages(self, what: str, index: str, sort: list[dict[str, Any]], query: dict[str, Any], size: int) -> Iterator[list[dict[str, Any]]]:
+        """Every hit of ``query`` in ``sort`` order, ``size`` at a time: ``search_after`` over a
+        point in time. Each page reads the indices as they were when the read began, so
+        documents written or moved meanwhile neither shift the pages nor appear twice, and there
+        is no 10,000-hit window as with from/size. The point in time is closed at the end, also
+        when the caller stops early."""
+        from elasticsearch import NotFoundError
+
+        try:
+            pit = self._read(what, lambda: self.client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"])
+        except NotFoundError:  # no index matches yet
+            return
+        after: list[Any] | None = None
+        try:
+            while True:
+                extra = {"search_after": after} if after is not None else {}
+                body = {"query": query, "size": size, "sort": sort, "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE}, **extra}
+                resp = self._read(what, lambda: self.client.search(**body).body)
+                pit = resp.get("pit_id", pit)
+                hits = resp["hits"]["hits"]
+                if hits:
+                    yield hits
+                if len(hits) < size:
+                    return
+                after = hits[-1]["sort"]
+        finally:
+            with contextlib.suppress(Exception):  # it expires after PIT_KEEP_ALIVE anyway
+                self.client.close_point_in_time(id=pit)
 
     def latest_published_at(self) -> datetime | None:
         return self._edge_published("desc")
@@ -666,17 +690,9 @@ class ElasticStore:
         return Alert.model_validate(hits[0]["_source"]) if hits else None
 
     def list_feedback(self) -> list[Feedback]:
-        out: list[Feedback] = []
         sort = [{"created_at": "asc"}, {"article_id": "asc"}]
-        after: list[Any] | None = None
-        while True:
-            extra = {"search_after": after} if after is not None else {}
-            resp = self._read("list_feedback", lambda: self._search(self.feedback_index, size=1000, sort=sort, **extra))
-            hits = resp["hits"]["hits"]
-            out.extend(Feedback.model_validate(h["_source"]) for h in hits)
-            if len(hits) < 1000:
-                return out
-            after = hits[-1]["sort"]
+        pages = self._pages("list_feedback", self.feedback_index, sort, {"match_all": {}}, 1000)
+        return [Feedback.model_validate(h["_source"]) for hits in pages for h in hits]
 
     def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         resp = self._read("list_dead_letters", lambda: self._search(self.dead_letters_index, size=limit, sort=[{"seq": "desc"}]))
@@ -691,15 +707,22 @@ class ElasticStore:
         ]
 
     def _count(self, index: str) -> int:
-        return int(self._search(index, size=0, track_total_hits=True)["hits"]["total"]["value"])
+        """Documents in ``index`` by the count API (no hits, no scoring); 0 before it exists."""
+        from elasticsearch import NotFoundError
+
+        try:
+            return int(self.client.count(index=index, ignore_unavailable=True, allow_no_indices=True)["count"])
+        except NotFoundError:
+            return 0
 
     def stats(self) -> dict:
         def run() -> dict:
             aggs = {
                 "labels": {"terms": {"field": "label", "size": 10}},
                 "versions": {"terms": {"field": "model_version", "size": 1000}},
-                # ids stored more than once (should never happen: upserts route by id and month)
-                "dupes": {"terms": {"field": "id", "min_doc_count": 2, "size": 10_000}},
+                # fewer distinct ids than documents only if an id were stored twice (upserts route
+                # by id and month, so it should never happen); exact up to EXACT_UNIQUE_IDS
+                "unique_ids": {"cardinality": {"field": "id", "precision_threshold": EXACT_UNIQUE_IDS}},
             }
             arts = self._search(self.articles_read, size=0, track_total_hits=True, aggs=aggs)
             alerts = self._search(self.alerts_index, size=0, aggs={"status": {"terms": {"field": "status", "size": 10}}})
@@ -709,7 +732,7 @@ class ElasticStore:
         arts, alert_resp = resp["articles"], resp["alerts"]
         aggs = arts.get("aggregations", {})
         n = int(arts["hits"]["total"]["value"])
-        extra_copies = sum(b["doc_count"] - 1 for b in aggs.get("dupes", {}).get("buckets", []))
+        unique_ids = min(n, int(aggs.get("unique_ids", {}).get("value") or 0))
         by_label = {"negative": 0, "neutral": 0, "positive": 0}
         by_label.update({b["key"]: b["doc_count"] for b in aggs.get("labels", {}).get("buckets", [])})
         versions = {b["key"]: b["doc_count"] for b in sorted(aggs.get("versions", {}).get("buckets", []), key=lambda b: b["key"])}
@@ -721,7 +744,7 @@ class ElasticStore:
         return {
             "backend": self.backend,
             "articles": n,
-            "unique_ids": n - extra_copies,
+            "unique_ids": unique_ids,
             "by_label": by_label,
             "alerts": sum(alerts_by_status.values()),
             "alerts_by_status": alerts_by_status,

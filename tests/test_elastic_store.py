@@ -233,6 +233,20 @@ def test_retention_drops_whole_months(peer):
     store.close()
 
 
+def record_calls(client, method: str) -> list[tuple[dict, object]]:
+    """Let ``client.method`` run as usual, recording ``(keyword arguments, response)`` of each call."""
+    calls: list[tuple[dict, object]] = []
+    real = getattr(client, method)
+
+    def recording(**kwargs):
+        resp = real(**kwargs)
+        calls.append((kwargs, resp))
+        return resp
+
+    setattr(client, method, recording)
+    return calls
+
+
 def test_deep_paging_reads_one_point_in_time(peer):
     """iter_articles pages with search_after over a point in time: articles written and deleted
     while a read is under way change none of its pages, and the point in time is closed at the
@@ -244,15 +258,7 @@ def test_deep_paging_reads_one_point_in_time(peer):
     store = make_store(peer.port)
     corpus = make_corpus(250)
     assert store.upsert_articles(corpus).ok
-    opened: list[str] = []
-    open_pit = store.client.open_point_in_time
-
-    def recording_open(**kwargs):
-        resp = open_pit(**kwargs)
-        opened.append(resp["id"])
-        return resp
-
-    store.client.open_point_in_time = recording_open
+    opened = record_calls(store.client, "open_point_in_time")
     pages = store.iter_articles(Filter(), batch_size=40)
     first = next(pages)
     # meanwhile: a new article that sorts after the cursor, and a stored one that is deleted
@@ -267,7 +273,7 @@ def test_deep_paging_reads_one_point_in_time(peer):
     assert [a.id for a in read] == [a.id for a in expected], "the read saw the indices as they were when it began"
     assert len(opened) == 1
     with pytest.raises(NotFoundError):
-        store.client.search(pit={"id": opened[0], "keep_alive": "1m"}, size=1)
+        store.client.search(pit={"id": opened[0][1]["id"], "keep_alive": "1m"}, size=1)
     # a fresh read sees the change
     fresh = [a.id for page in store.iter_articles(Filter(), batch_size=40) for a in page]
     assert later.id in fresh and gone.id not in fresh and len(fresh) == len(corpus)
@@ -280,17 +286,10 @@ def test_stats_counts_without_a_terms_aggregation_over_ids(peer):
     store = make_store(peer.port)
     corpus = make_corpus(30)
     assert store.upsert_articles(corpus).ok
-    sent: list[dict] = []
-    search = store.client.search
-
-    def recording_search(**kwargs):
-        sent.append(kwargs)
-        return search(**kwargs)
-
-    store.client.search = recording_search
+    sent = record_calls(store.client, "search")
     stats = store.stats()
     assert stats["articles"] == stats["unique_ids"] == 30
-    aggregations = [agg for kwargs in sent for agg in (kwargs.get("aggs") or {}).values()]
+    aggregations = [agg for kwargs, _ in sent for agg in (kwargs.get("aggs") or {}).values()]
     assert aggregations and not any(agg.get("terms", {}).get("field") == "id" for agg in aggregations)
     # a copy left behind in another month (what relocation prevents) is a duplicate
     stray = corpus[0]

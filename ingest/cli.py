@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
@@ -16,8 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from ingest.feeds import DEFAULT_FEEDS
+from ingest.redact import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class CrawlSink(str, Enum):
@@ -34,7 +34,8 @@ def crawl(
 ) -> None:
     """Crawl RSS/Atom feeds: full text, language, tickers, topics, dedup with novelty.
 
-    Without --once it runs until SIGTERM/SIGINT, polling each feed on its own interval.
+    Without --once it runs until SIGTERM/SIGINT, polling each feed on its own interval and
+    thread. With NEWSPULSE_METRICS_PORT set it serves Prometheus metrics (newspulse_crawler_*).
     """
     from ingest.crawler import Crawler
     from ingest.feeds import FeedsFileError, load_feeds
@@ -48,6 +49,10 @@ def crawl(
         raise typer.Exit(2) from None
     if state is not None:
         settings = settings.model_copy(update={"crawler_state": state})
+    if settings.metrics_port is not None:
+        from newspulse.kafka.metrics import serve_metrics
+
+        serve_metrics(settings.metrics_port)  # ingest.metrics: fetches, errors, articles, poll delay
     with _sink(to, settings) as (emit, finish):
         crawler = Crawler(feed_list, settings, emit)
         try:

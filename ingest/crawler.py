@@ -6,14 +6,17 @@ we fetched ourselves, then for every entry not seen before: fetch the linked pag
 page is not HTML), detect the language, tag tickers and topics, and ask :class:`DedupState` for a
 verdict. New stories and follow-ups are emitted with their novelty; duplicates are recorded only.
 
-A bad feed never stops the crawler: every failure is logged as ``feed <name>: <reason>`` and the
-next feed goes on.
+A bad feed never stops the crawler: every failure is logged as ``feed <name>: <reason>``, counted
+in :mod:`ingest.metrics`, and the next feed goes on. A bad entry (an unparsable link) is skipped
+with its reason and the feed's later entries are still emitted. Each poll has a budget
+(``crawler_poll_budget_s``, at most the feed's interval) that bounds every wait and download in
+it; in service mode every feed runs on its own thread and schedule, so a stuck or slow feed cannot
+delay another.
 """
 
 from __future__ import annotations
 
 import html
-import logging
 import re
 import threading
 import time
@@ -26,14 +29,16 @@ from urllib.parse import urljoin
 import feedparser
 from pydantic import ValidationError
 
+from ingest import metrics
 from ingest.dedup import DedupState
 from ingest.feeds import FeedConfig
-from ingest.fetch import Fetcher, FetchError
+from ingest.fetch import Fetcher, FetchError, parse_url
+from ingest.redact import get_logger
 from ingest.tagging import Tagger, build_tagger
 from newspulse.schema import MAX_BODY_CHARS, Article, canonical_url
 from newspulse.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_ENTRIES_PER_POLL = 200
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
@@ -55,6 +60,15 @@ class FeedReport:
     duplicates: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    error_kinds: list[str] = field(default_factory=list)  # one per error, for the metrics
+
+    def error(self, kind: str, reason: str) -> None:
+        self.errors.append(reason)
+        self.error_kinds.append(kind)
+
+
+class DeliveryError(Exception):
+    """The sink refused an article: the poll fails (infrastructure), the story stays unseen."""
 
 
 def html_to_text(value: str) -> str:
@@ -86,6 +100,10 @@ def _entry_time(entry: dict) -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _entry_label(entry: dict) -> str:
+    return repr(str(entry.get("title") or entry.get("id") or "(untitled)")[:80])
+
+
 def _entry_summary(entry: dict) -> str:
     content = entry.get("content") or []
     candidates = [c.get("value", "") for c in content if isinstance(c, dict)] + [entry.get("summary", ""), entry.get("description", "")]
@@ -115,6 +133,7 @@ class Crawler:
             timeout_s=settings.crawler_timeout_s,
             max_bytes=settings.crawler_max_body_bytes,
             host_delay_s=settings.crawler_host_delay_s,
+            max_crawl_delay_s=settings.crawler_max_crawl_delay_s,
         )
         self.tagger = tagger or build_tagger()
 
@@ -130,67 +149,120 @@ class Crawler:
             return list(pool.map(self.poll, self.feeds))
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Poll each feed every ``poll_interval`` seconds until ``stop`` is set."""
-        due = {f.name: 0.0 for f in self.feeds}
-        by_name = {f.name: f for f in self.feeds}
-        workers = min(self.settings.crawler_concurrency, max(1, len(self.feeds)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crawl") as pool:
-            while not stop.is_set():
-                now = time.monotonic()
-                ready = [by_name[n] for n, t in due.items() if t <= now]
-                for feed in ready:
-                    due[feed.name] = now + feed.poll_interval
-                for report in pool.map(self.poll, ready):
-                    log.info("feed %s: %s, %d entries, %d emitted, %d duplicates", report.feed, report.status, report.entries, report.emitted, report.duplicates)
-                stop.wait(max(0.5, min(due.values()) - time.monotonic()))
+        """Poll each feed every ``poll_interval`` seconds until ``stop`` is set.
+
+        Every feed has its own thread and schedule: a slow or stuck feed delays only itself. A
+        poll that overruns its feed's next scheduled start makes that start count as ``skipped``.
+        """
+        threads = [threading.Thread(target=self._feed_loop, args=(f, stop), name=f"crawl {f.name}", daemon=True) for f in self.feeds]
+        for t in threads:
+            t.start()
+        stop.wait()
+        give_up = time.monotonic() + self.settings.crawler_timeout_s
+        for t in threads:
+            t.join(max(0.0, give_up - time.monotonic()))
+            if t.is_alive():
+                log.warning("%s: still polling at shutdown; abandoned", t.name)
+
+    def _feed_loop(self, feed: FeedConfig, stop: threading.Event) -> None:
+        scheduled = time.monotonic()
+        while not stop.wait(max(0.0, scheduled - time.monotonic())):
+            report = self.poll(feed, delay=time.monotonic() - scheduled)
+            log.info("feed %s: %s, %d entries, %d emitted, %d duplicates, %d skipped", report.feed, report.status, report.entries, report.emitted, report.duplicates, report.skipped)
+            scheduled += feed.poll_interval
+            missed = max(0, int((time.monotonic() - scheduled) // feed.poll_interval))
+            if missed:
+                metrics.FETCHES.labels(feed.name, "skipped").inc(missed)
+                log.warning("feed %s: poll overran its interval; %d scheduled poll(s) skipped", feed.name, missed)
+                scheduled += missed * feed.poll_interval
 
     # --- one feed -------------------------------------------------------------------------
-    def poll(self, feed: FeedConfig) -> FeedReport:
+    def budget_s(self, feed: FeedConfig) -> float:
+        """How long one poll of ``feed`` may take: the setting, and never more than its interval."""
+        return min(self.settings.crawler_poll_budget_s, float(feed.poll_interval))
+
+    def poll(self, feed: FeedConfig, *, delay: float = 0.0) -> FeedReport:
+        """Poll ``feed`` once within its budget; never raises. ``delay``: how late it started."""
+        metrics.POLL_DELAY.labels(feed.name).set(max(0.0, delay))
         report = FeedReport(feed.name)
         try:
-            self._poll(feed, report)
+            self._poll(feed, report, time.monotonic() + self.budget_s(feed))
         except FetchError as err:
-            self._fail(feed, report, err.reason)
+            self._fail(feed, report, err.kind, err.reason)
+        except DeliveryError as err:
+            self._fail(feed, report, "sink", str(err))
         except Exception as err:  # a hostile feed must not take the crawler down
             log.exception("feed %s: unexpected error", feed.name)
-            self._fail(feed, report, f"{type(err).__name__}: {err}")
+            self._fail(feed, report, "internal", f"{type(err).__name__}: {err}")
+        self._count(report)
         return report
 
-    def _fail(self, feed: FeedConfig, report: FeedReport, reason: str) -> None:
+    def _count(self, report: FeedReport) -> None:
+        metrics.FETCHES.labels(report.feed, report.status).inc()
+        for kind in report.error_kinds:
+            metrics.ERRORS.labels(report.feed, kind).inc()
+        metrics.ARTICLES.labels(report.feed).inc(report.emitted)
+        metrics.LAST_POLL.labels(report.feed).set(time.time())
+
+    def _fail(self, feed: FeedConfig, report: FeedReport, kind: str, reason: str) -> None:
         report.status = "error"
-        report.errors.append(reason)
+        report.error(kind, reason)
         log.warning("feed %s: skipped: %s", feed.name, reason)
 
     def _allow_private(self, feed: FeedConfig) -> bool:
         return feed.allow_private or self.settings.crawler_allow_private
 
-    def _poll(self, feed: FeedConfig, report: FeedReport) -> None:
+    def _poll(self, feed: FeedConfig, report: FeedReport, deadline: float) -> None:
         etag, last_modified = self.state.feed_validators(feed.name)
-        res = self.fetcher.fetch(feed.url, allow_private=self._allow_private(feed), etag=etag, last_modified=last_modified, accept=FEED_ACCEPT)
+        res = self.fetcher.fetch(feed.url, allow_private=self._allow_private(feed), etag=etag, last_modified=last_modified, accept=FEED_ACCEPT, deadline=deadline)
         if res.not_modified:
             report.status = "not_modified"
             log.info("feed %s: not modified since last poll", feed.name)
             return
         parsed = feedparser.parse(res.body, response_headers={"content-type": res.headers.get("content-type", "application/xml"), "content-location": res.url})
         if parsed.get("bozo") and not parsed.entries:
-            raise FetchError(feed.url, f"malformed feed: {parsed.get('bozo_exception')}")
+            raise FetchError(feed.url, f"malformed feed: {parsed.get('bozo_exception')}", kind="malformed")
         if parsed.get("bozo"):
             log.warning("feed %s: recovered from malformed XML (%s)", feed.name, parsed.get("bozo_exception"))
         entries = sorted(parsed.entries[:MAX_ENTRIES_PER_POLL], key=_entry_time)  # oldest first: it is the first story
         report.entries = len(entries)
-        for entry in entries:
-            self._entry(feed, res.url, entry, report)
+        for done, entry in enumerate(entries):
+            try:
+                if time.monotonic() >= deadline:
+                    raise FetchError(feed.url, "poll budget spent", kind="budget")
+                self._entry(feed, res.url, entry, report, deadline)
+            except DeliveryError:
+                raise
+            except FetchError as err:
+                if err.kind != "budget":
+                    raise
+                # the rest are not marked seen and the validators not saved: the next poll resumes here
+                report.error("budget", f"poll budget of {self.budget_s(feed):.0f}s spent after {done} of {len(entries)} entries; the rest wait for the next poll")
+                log.warning("feed %s: %s", feed.name, report.errors[-1])
+                return
+            except Exception as err:  # one bad entry must not cost the feed's others
+                report.skipped += 1
+                report.error("entry", f"entry {_entry_label(entry)} skipped: {type(err).__name__}: {err}")
+                log.warning("feed %s: %s", feed.name, report.errors[-1], exc_info=True)
         self.state.save_feed_validators(feed.name, res.headers.get("etag"), res.headers.get("last-modified"))
 
-    def _entry(self, feed: FeedConfig, feed_url: str, entry: dict, report: FeedReport) -> None:
-        link = entry.get("link")
-        link = canonical_url(urljoin(feed_url, link.strip())) if isinstance(link, str) and link.strip() else None
+    def _entry(self, feed: FeedConfig, feed_url: str, entry: dict, report: FeedReport, deadline: float) -> None:
+        raw = entry.get("link")
+        try:
+            link = canonical_url(urljoin(feed_url, raw.strip())) if isinstance(raw, str) and raw.strip() else None
+            if link:
+                parse_url(link)
+        except (ValueError, FetchError) as err:
+            report.skipped += 1
+            report.error("bad_link", f"entry {_entry_label(entry)} skipped: unusable link {raw!r}: {getattr(err, 'reason', err)}")
+            log.warning("feed %s: %s", feed.name, report.errors[-1])
+            return
         if link and self.state.seen_url(link):
             report.duplicates += 1
             return
         title = html_to_text(entry.get("title", ""))[:2000]
         summary = _entry_summary(entry)
-        body = self._full_text(feed, link) if link and feed.fetch_articles else ""
+        body = self._full_text(feed, link, deadline) if link and feed.fetch_articles else ""
         if len(body) < len(summary):
             body = summary
         try:
@@ -204,7 +276,8 @@ class Crawler:
             )
         except ValidationError as err:
             report.skipped += 1
-            log.warning("feed %s: entry %r skipped: %s", feed.name, link or title[:80], err.errors()[0]["msg"])
+            report.error("invalid", f"entry {link or title[:80]!r} skipped: {err.errors()[0]['msg']}")
+            log.warning("feed %s: %s", feed.name, report.errors[-1])
             return
         article = self.tagger.tag(article)
         verdict = self.state.check_and_record(article)
@@ -215,16 +288,21 @@ class Crawler:
         try:
             with self._emit_lock:
                 self._emit([article.model_copy(update={"novelty": verdict.novelty})])
-        except Exception:
+        except Exception as err:
             self.state.forget(article.id)  # not delivered: offer it again next poll
-            raise
+            raise DeliveryError(f"sink refused {article.id}: {type(err).__name__}: {err}") from err
         report.emitted += 1
 
-    def _full_text(self, feed: FeedConfig, link: str) -> str:
-        """The article's main text via trafilatura, or "" (the caller falls back to the summary)."""
+    def _full_text(self, feed: FeedConfig, link: str, deadline: float) -> str:
+        """The article's main text via trafilatura, or "" (the caller falls back to the summary).
+
+        A spent poll budget is not the page's fault: it is raised, so the entry waits for the next
+        poll instead of being stored with the summary only."""
         try:
-            page = self.fetcher.fetch(link, allow_private=self._allow_private(feed), accept=PAGE_ACCEPT)
+            page = self.fetcher.fetch(link, allow_private=self._allow_private(feed), accept=PAGE_ACCEPT, deadline=deadline)
         except FetchError as err:
+            if err.kind == "budget":
+                raise
             log.warning("feed %s: article %s not fetched: %s; using the feed summary", feed.name, link, err.reason)
             return ""
         if page.content_type not in HTML_TYPES:

@@ -9,18 +9,22 @@ YAML (``feeds.yaml``) or TOML (``feeds.toml``), chosen by the file extension::
         language: en                      # expected language; used when detection fails
         allow_private: false              # true only for feeds on your own network
 
-A bad file stops the crawler at start-up with a message naming the feed and field, like a bad
-setting does (:class:`FeedsFileError`).
+A bad file stops the crawler at start-up with a message naming the line, the feed and the field,
+like a bad setting does (:class:`FeedsFileError`); a URL the crawler could not parse (a port out of
+range, a control character, no host) is such an error.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ingest.fetch import FetchError, parse_url
 
 DEFAULT_FEEDS = Path(__file__).with_name("feeds.yaml")
 
@@ -45,6 +49,10 @@ class FeedConfig(BaseModel):
         v = v.strip()
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
+        try:
+            parse_url(v)
+        except FetchError as err:
+            raise ValueError(f"cannot be parsed: {err.reason}") from None
         return v
 
 
@@ -63,15 +71,44 @@ def load_feeds(path: Path | str = DEFAULT_FEEDS) -> list[FeedConfig]:
     if not isinstance(entries, list) or not entries:
         raise FeedsFileError(f"{path}: needs a non-empty 'feeds' list")
     feeds: list[FeedConfig] = []
+    lines = text.splitlines()
+    line = 0
     for i, entry in enumerate(entries):
         label = entry.get("name", f"#{i + 1}") if isinstance(entry, dict) else f"#{i + 1}"
+        line = _line_of(lines, entry.get("name") if isinstance(entry, dict) else None, line) or line
         try:
             feeds.append(FeedConfig.model_validate(entry))
         except ValidationError as err:
+            first = err.errors()[0]["loc"]
+            field = first[0] if first else None
+            where = _field_line(lines, entry, field, max(0, line - 1)) or line
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in err.errors())
-            raise FeedsFileError(f"{path}: feed {label!r}: {details}") from None
+            raise FeedsFileError(f"{path}:{where}: feed {label!r}: {details}" if where else f"{path}: feed {label!r}: {details}") from None
     names = [f.name for f in feeds]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise FeedsFileError(f"{path}: feed names must be unique; repeated: {', '.join(dupes)}")
     return feeds
+
+
+def _field_line(lines: list[str], entry: object, field: object, after: int) -> int:
+    """The line of a feed's bad field: where its value is written, else where its key is."""
+    if not isinstance(entry, dict) or not isinstance(field, str):
+        return 0
+    key = re.compile(rf"^\s*(-\s*)?[\"']?{re.escape(field)}[\"']?\s*[:=]")
+    found = _line_of(lines, entry.get(field), after)
+    return found or next((n + 1 for n in range(after, len(lines)) if key.match(lines[n])), 0)
+
+
+def _line_of(lines: list[str], value: object, after: int) -> int:
+    """1-based number of the first line after line ``after`` that holds ``value``, else 0.
+
+    Neither the YAML nor the TOML parser keeps positions in the data; a feed's name and values are
+    written literally in the file, so searching from the previous feed's line finds them."""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
+        return 0
+    needle = str(value).strip()
+    for number in range(after, len(lines)):
+        if needle in lines[number]:
+            return number + 1
+    return 0

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     crawler_max_body_bytes: int = Field(5_000_000, ge=10_000, description="Largest feed or page the crawler reads; longer bodies are cut off and skipped.")
     crawler_timeout_s: float = Field(15.0, gt=0, le=300, description="Connect/read timeout of one crawler request, in seconds.")
     crawler_host_delay_s: float = Field(1.0, ge=0, le=600, description="Least time between two requests to the same host (politeness).")
-    crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once (at most one request in flight per host).")
+    crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once by `crawl --once`; the service polls every feed on its own thread (at most one request in flight per site).")
+    crawler_poll_budget_s: float = Field(120.0, ge=5, le=3600, description="Longest one poll of one feed may take (capped at its interval); entries left over wait for the next poll.")
+    crawler_max_crawl_delay_s: float = Field(60.0, ge=0, le=3600, description="Cap on a site's robots.txt Crawl-delay; a longer one is logged and capped.")
 
     # --- models --------------------------------------------------------------------------
     model_registry: Path = Field(Path("var/registry"), description="Folder of versioned models with a `production` pointer.")

@@ -46,3 +46,32 @@ def test_bad_files_name_the_problem(tmp_path: Path, content: str, message: str):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(FeedsFileError, match="cannot read"):
         load_feeds(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://feeds.example.com:99999/rss", "Port out of range"),
+        ("https://feeds.example.com/r\x7fss", "non-printable"),
+        ("https://exa mple.com/rss", "whitespace"),
+        ("http://[::1/rss", "invalid URL"),
+        ("https:///rss", "no host"),
+    ],
+)
+def test_18_15_unparsable_feed_url_stops_start_up_with_its_line(tmp_path: Path, url: str, reason: str):
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "feeds:\n  - name: Good\n    url: https://ok.example.com/rss\n"
+        f"  - name: Bad\n    poll_interval: 60\n    url: \"{url.encode('unicode_escape').decode()}\"\n"
+    )
+    with pytest.raises(FeedsFileError) as err:
+        load_feeds(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:6: feed 'Bad': url:") and "cannot be parsed" in message and reason in message
+
+
+def test_18_15_toml_error_names_the_line_too(tmp_path: Path):
+    path = tmp_path / "feeds.toml"
+    path.write_text('[[feeds]]\nname = "A"\nurl = "https://a.example.com/rss"\n\n[[feeds]]\nname = "B"\nurl = "http://b.example.com:70000/rss"\n')
+    with pytest.raises(FeedsFileError, match=r"feeds\.toml:7: feed 'B': url: .*Port out of range"):
+        load_feeds(path)

@@ -62,3 +62,60 @@ def test_bundled_corpus_is_complete_and_ordered():
     assert len(msgs) == 21576
     times = [m["published_at"] for m in msgs]
     assert times == sorted(times)
+
+
+def _corpus_rows(n: int) -> list[str]:
+    return [f'2024-01-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z,wire,"Story {i}, told","Body of {i} with ""quotes"", commas",https://x.test/{i},' for i in range(n)]
+
+
+def test_18_7_an_unclosed_quote_is_a_clear_error_with_its_line_not_a_silent_loss(tmp_path):
+    rows = _corpus_rows(1000)
+    rows[10] = rows[10].replace('"Story 10, told"', '"Story 10, told')  # the closing quote is lost
+    bad = tmp_path / "unclosed.csv"
+    bad.write_text("published_at,source,title,body,url,tickers\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ReplayError, match=r"unclosed\.csv: line 12: .*quot"):
+        list(replay(bad, progress=False))
+    # the same file without the fault replays every row
+    good = tmp_path / "good.csv"
+    good.write_text("published_at,source,title,body,url,tickers\n" + "\n".join(_corpus_rows(1000)) + "\n")
+    assert len(list(replay(good, progress=False))) == 1000
+
+
+def test_18_7_a_row_that_swallowed_its_neighbour_is_reported(tmp_path):
+    header = "published_at,source,title,body,url,tickers\n"
+    first, last = "2024-01-01T10:00:00Z,wire,First,b,,\n", "2024-01-01T10:00:03Z,wire,Fourth,b,,\n"
+    # the quote opened on line 3 is closed on line 4 before a comma: one row, six fields, one row lost
+    merged = tmp_path / "merged.csv"
+    merged.write_text(header + first + '2024-01-01T10:00:01Z,wire,"Second,b,,\n' + '2024-01-01T10:00:02Z,wire,Third",b,,\n' + last)
+    with pytest.raises(ReplayError, match=r"line 3: its title field holds a line that looks like another row"):
+        list(replay(merged, progress=False))
+    # closed mid-field instead: the merged row has too many fields
+    wide = tmp_path / "wide.csv"
+    wide.write_text(header + first + '2024-01-01T10:00:01Z,wire,"Second,b,,\n' + '2024-01-01T10:00:02Z,wire,Third",b,x,y,z,\n' + last)
+    with pytest.raises(ReplayError, match=r"line 3: row has 8 fields, the header 6"):
+        list(replay(wide, progress=False))
+
+
+def test_18_10_invalid_utf8_is_a_clear_error_with_its_line(tmp_path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(CSV.replace("Second", "Sécond").encode("utf-8").replace("é".encode(), b"\xe9"))
+    with pytest.raises(ReplayError, match=r"latin1\.csv: line 2, column 28: byte 0xe9 is not valid UTF-8"):
+        list(replay(bad, progress=False))
+    gz = tmp_path / "latin1.csv.gz"
+    gz.write_bytes(gzip.compress(bad.read_bytes()))
+    with pytest.raises(ReplayError, match="line 2, column 28"):
+        list(replay(gz, progress=False))
+
+
+def test_18_6_shift_to_now_with_a_year_9999_story_does_not_crash(tmp_path, caplog):
+    p = tmp_path / "future.csv"
+    p.write_text(CSV + "9999-12-31T23:59:59Z,wire,Typo year,b,,\n")
+    with caplog.at_level("WARNING", logger="ingest"):
+        msgs = list(replay(p, shift_to_now=True, speed=1000.0, progress=False))
+    assert [m["title"] for m in msgs][-1] == "Typo year" and len(msgs) == 5
+    by_title = {m["title"]: m for m in msgs}
+    # the plausible rows end now; the typo row is passed on unshifted for the schema to reject
+    last = datetime.fromisoformat(by_title["Second"]["published_at"])
+    assert abs((datetime.now(timezone.utc) - last).total_seconds()) < 5
+    assert by_title["Typo year"]["published_at"].startswith("9999-12-31T23:59:59")
+    assert any("line 7" in r.getMessage() and "cannot be shifted" in r.getMessage() for r in caplog.records)

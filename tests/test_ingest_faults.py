@@ -1,0 +1,281 @@
+"""Issue #18, ingest side: each hostile case that once stalled, leaked or broke the crawler.
+
+Real local HTTP servers (the FixtureServer of test_ingest_crawler). Every case is bounded by the
+crawler's own deadlines; the time limits asserted here are many times the configured deadline,
+so they prove "cut off" rather than measure speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from ingest.crawler import Crawler
+from ingest.fetch import Fetcher, FetchError
+from ingest.redact import redact
+from newspulse.settings import load_settings
+from test_ingest_crawler import FIXTURES, Collector, FixtureServer, feed, fixture, serve_wire_fixtures, text
+
+
+@pytest.fixture
+def server():
+    srv = FixtureServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(crawler_state=tmp_path / "crawler.db", crawler_host_delay_s=0, crawler_timeout_s=1, crawler_max_body_bytes=1_000_000)
+
+
+def drip(server: FixtureServer, path: str, *, every_s: float, in_headers: bool = False):
+    """A route that sends one byte every ``every_s`` seconds for as long as the client listens."""
+    server.sent[path] = 0
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        try:
+            if in_headers:
+                h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            else:
+                h.send_response(200)
+                h.send_header("Content-Type", "application/rss+xml")
+                h.end_headers()
+            h.wfile.flush()
+            while True:
+                h.wfile.write(b"X" if in_headers else b" ")  # a header line that never ends, or body
+                h.wfile.flush()
+                server.sent[path] += 1
+                time.sleep(every_s)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    server.routes[path] = route
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --- #18.1 slow drip --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_18_1_slow_drip_server_is_cut_off_at_the_download_deadline(server, in_headers):
+    drip(server, "/drip", every_s=0.1, in_headers=in_headers)  # each read well inside the 0.5 s read timeout
+    fetcher = Fetcher(user_agent="NewsPulseBot/test", timeout_s=0.5, host_delay_s=0)  # deadline 2 s
+    t0 = time.monotonic()
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(server.base + "/drip", allow_private=True)
+    elapsed = time.monotonic() - t0
+    fetcher.close()
+    assert err.value.kind == "timeout" and "deadline" in err.value.reason
+    assert server.sent["/drip"] >= 5  # it did trickle, and was cut off anyway
+    assert elapsed < 10  # not 64 KiB x 0.1 s = 1.8 hours
+
+
+def test_18_1_a_stuck_feed_does_not_delay_another_feeds_schedule(server, settings):
+    """Service mode, one feed dripping for its whole poll budget: the healthy feed is polled at
+    once and its articles arrive while the stuck connection is still open."""
+    serve_wire_fixtures(server)
+    drip(server, "/stuck.xml", every_s=0.2)
+    out = Collector()
+    arrived: dict[str, int] = {}
+
+    def emit(articles) -> None:
+        out(articles)
+        arrived.setdefault("drip bytes when healthy arrived", server.sent["/stuck.xml"])
+
+    cfg = load_settings(**{**settings.model_dump(), "crawler_concurrency": 1, "crawler_timeout_s": 5, "crawler_poll_budget_s": 5})
+    crawler = Crawler([feed(server, "Stuck", "/stuck.xml", poll_interval=30), feed(server, "Healthy", "/a.xml", poll_interval=30)], cfg, emit)
+    stop = threading.Event()
+    worker = threading.Thread(target=crawler.run_forever, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while metric("newspulse_crawler_fetches_total", feed="Stuck", outcome="error") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stuck_bytes = server.sent["/stuck.xml"]
+    stop.set()
+    worker.join(10)
+    crawler.close()
+    assert not worker.is_alive()
+    assert len(out.articles) == 2 and all(a.source == "Healthy" for a in out.articles)
+    assert arrived["drip bytes when healthy arrived"] < stuck_bytes  # healthy was done before the stuck poll ended
+    assert metric("newspulse_crawler_errors_total", feed="Stuck", kind="budget") >= 1  # the poll budget ended it
+    assert metric("newspulse_crawler_poll_delay_seconds", feed="Healthy") < 5  # started on schedule, not after Stuck
+
+
+def test_18_1_poll_budget_ends_a_poll_and_the_rest_waits_for_the_next(server, settings):
+    """Budget 5 s, 2 s between requests to the host: robots.txt, feed and one page fit, the second
+    page does not. It is neither emitted with the summary only nor lost: the next poll takes it."""
+    serve_wire_fixtures(server)
+    slow = load_settings(**{**settings.model_dump(), "crawler_host_delay_s": 2, "crawler_poll_budget_s": 5})
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], slow, out)
+    try:
+        reports = [crawler.poll(crawler.feeds[0])]
+        while len(out.articles) < 2 and len(reports) < 4:
+            reports.append(crawler.poll(crawler.feeds[0]))
+    finally:
+        crawler.close()
+    first = reports[0]
+    assert first.status == "ok" and first.emitted < 2 and "budget" in first.error_kinds and "wait for the next poll" in first.errors[-1]
+    assert sum(r.emitted for r in reports) == 2  # nothing lost, nothing twice
+    assert {a.title[:9] for a in out.articles} == {"Microsoft", "Fed holds"}
+    assert all("third-largest gaming company" in a.body for a in out.articles if a.title.startswith("Microsoft"))  # full text
+
+
+# --- #18.2 Crawl-delay --------------------------------------------------------------------------
+
+def test_18_2_huge_crawl_delay_is_capped(server, settings, caplog):
+    serve_wire_fixtures(server)
+    server.routes["/robots.txt"] = text("User-agent: *\nCrawl-delay: 100000\n", "text/plain")
+    capped = load_settings(**{**settings.model_dump(), "crawler_max_crawl_delay_s": 0.5})
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], capped, out)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        report = crawler.poll(crawler.feeds[0])
+    elapsed = time.monotonic() - t0
+    crawler.close()
+    assert report.emitted == 2 and "third-largest gaming company" in out.articles[0].body + out.articles[1].body
+    assert 1.5 <= elapsed < 30  # robots, feed, two pages: three capped 0.5 s gaps, not 100,000 s
+    assert any("Crawl-delay 100000s; capped at 0.5s" in r.getMessage() for r in caplog.records)
+
+
+def test_18_2_a_crawl_delay_longer_than_the_poll_budget_fails_fast_without_sleeping(server, settings):
+    serve_wire_fixtures(server)
+    server.routes["/robots.txt"] = text("User-agent: *\nCrawl-delay: 100000\n", "text/plain")
+    cfg = load_settings(**{**settings.model_dump(), "crawler_poll_budget_s": 5})  # the cap stays 60 s
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], cfg, Collector())
+    t0 = time.monotonic()
+    report = crawler.poll(crawler.feeds[0])
+    elapsed = time.monotonic() - t0
+    crawler.close()
+    assert report.status == "error" and report.error_kinds == ["budget"] and "poll budget" in report.errors[0]
+    assert elapsed < 4  # refused at once, not after sleeping up to the budget
+    assert server.hits("/a.xml") == 0
+
+
+# --- #18.4 one bad link -------------------------------------------------------------------------
+
+def test_18_4_a_bad_link_skips_only_its_entry(server, settings, caplog):
+    wire = (FIXTURES / "feed_wire.xml").read_text()
+    bad_items = "".join(
+        f"<item><title>Bad {i}</title><link>{link}</link><description>Bad link story {i} with enough words to be an article body.</description>"
+        f"<pubDate>Mon, 0{i + 1} Jan 2024 10:00:00 GMT</pubDate></item>"
+        for i, link in enumerate(["http://bad.example.com:99999/story", "http://bad.example.com/a\x7fb", "http://[::1/story"])
+    )
+    server.routes["/a.xml"] = text(wire.replace("<item>", bad_items + "<item>", 1))  # the bad ones come first (oldest)
+    server.routes["/articles/msft-activision.html"] = fixture("article_msft.html", "text/html")
+    server.routes["/articles/fed-holds.html"] = fixture("article_fed.html", "text/html")
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, out)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        report = crawler.poll(crawler.feeds[0])
+        again = crawler.poll(crawler.feeds[0])
+    crawler.close()
+    assert report.status == "ok" and report.entries == 5 and report.emitted == 2 and report.skipped == 3
+    assert report.error_kinds == ["bad_link"] * 3
+    assert {a.title[:9] for a in out.articles} == {"Microsoft", "Fed holds"}
+    assert again.skipped == 3 and again.duplicates == 2  # skipped each poll, logged each time, never blocking
+    assert sum("unusable link" in r.getMessage() and "Wire A" in r.getMessage() for r in caplog.records) == 6
+
+
+# --- #18.9 DNS rebinding --------------------------------------------------------------------------
+
+def test_18_9_dns_rebinding_is_refused_before_any_byte_is_sent(server):
+    """The name answers a public address to the check and a private one to the connect: the
+    connect-time answer is checked too, and the connection goes only to a checked address."""
+    serve_wire_fixtures(server)
+    port = server.base.rsplit(":", 1)[1]
+    answers = iter([["93.184.216.34"]] + [["127.0.0.1"]] * 10)
+    fetcher = Fetcher(user_agent="NewsPulseBot/test", host_delay_s=0, resolve=lambda host, p: next(answers))
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(f"http://rebind.example:{port}/a.xml")
+    fetcher.close()
+    assert err.value.kind == "ssrf" and "non-public address 127.0.0.1" in err.value.reason
+    assert server.requests == []  # not even robots.txt
+
+
+def test_18_9_the_connection_goes_to_the_resolved_address_with_the_name_as_host(server):
+    serve_wire_fixtures(server)
+    port = server.base.rsplit(":", 1)[1]
+    asked: list[str] = []
+
+    def resolve(host: str, p: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    fetcher = Fetcher(user_agent="NewsPulseBot/test", host_delay_s=0, resolve=resolve)
+    result = fetcher.fetch(f"http://wire.example:{port}/a.xml", allow_private=True)  # no real DNS knows this name
+    fetcher.close()
+    assert result.status == 200 and b"Microsoft" in result.body
+    assert set(asked) == {"wire.example"}
+    assert server.requests[-1][1]["Host"] == f"wire.example:{port}"
+
+
+# --- #18.12 credentials in logs --------------------------------------------------------------------
+
+def test_18_12_feed_credentials_never_reach_a_log_line(server, settings, caplog):
+    serve_wire_fixtures(server)
+    url = server.base.replace("http://", "http://reader:s3cr3t-pw@") + "/a.xml?api_key=K3Y-123&lang=en"
+    broken = server.base.replace("http://", "http://reader:s3cr3t-pw@") + "/missing.xml?token=T0K-456"
+    crawler = Crawler([feed(server, "Wire A", "/a.xml").model_copy(update={"url": url}), feed(server, "Broken", "/x").model_copy(update={"url": broken})], settings, Collector())
+    with caplog.at_level(logging.DEBUG):
+        reports = crawler.run_once()
+    crawler.close()
+    messages = [caplog.handler.format(r) for r in caplog.records]
+    assert reports[0].emitted == 2 and reports[1].status == "error"
+    assert not any(secret in m for m in messages for secret in ("s3cr3t-pw", "K3Y-123", "T0K-456"))
+    assert not any(secret in e for r in reports for e in r.errors for secret in ("s3cr3t-pw", "T0K-456"))
+    assert any("GET http://***@127.0.0.1" in m and "api_key=***" in m for m in messages)  # logged, redacted
+    assert not any(r.name.startswith("httpx") and r.levelno < logging.WARNING for r in caplog.records)
+
+
+def test_redact_masks_userinfo_and_credential_parameters_only():
+    assert redact("GET https://u:p@h.test/rss?token=abc&page=2 failed") == "GET https://***@h.test/rss?token=***&page=2 failed"
+    assert redact("http://h.test/a?x=1&API_KEY=z#f") == "http://h.test/a?x=1&API_KEY=***#f"
+    assert redact("no url here, key=value") == "no url here, key=value"
+
+
+# --- #17.2 metrics -----------------------------------------------------------------------------
+
+def test_crawler_metrics_count_fetches_errors_articles_and_are_served(server, tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from ingest.cli import crawl
+    from newspulse.settings import get_settings
+
+    serve_wire_fixtures(server)
+    server.routes["/bad.xml"] = fixture("malformed.xml")
+    feeds_file = tmp_path / "feeds.toml"
+    feeds_file.write_text(
+        f'[[feeds]]\nname = "Metrics A"\nurl = "{server.base}/a.xml"\nallow_private = true\n\n'
+        f'[[feeds]]\nname = "Metrics Bad"\nurl = "{server.base}/bad.xml"\nallow_private = true\n'
+    )
+    monkeypatch.setenv("NEWSPULSE_CRAWLER_STATE", str(tmp_path / "state.db"))
+    monkeypatch.setenv("NEWSPULSE_CRAWLER_HOST_DELAY_S", "0")
+    monkeypatch.setenv("NEWSPULSE_METRICS_PORT", "0")
+    get_settings.cache_clear()
+    app = typer.Typer()
+    app.command()(crawl)
+    result = CliRunner().invoke(app, ["--feeds", str(feeds_file), "--once", "--to", "stdout"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+
+    from newspulse.metrics import serve_metrics
+
+    page = httpx.get(f"http://127.0.0.1:{serve_metrics(0)}/metrics").text  # the endpoint crawl started
+    assert 'newspulse_crawler_fetches_total{feed="Metrics A",outcome="ok"} 1.0' in page
+    assert 'newspulse_crawler_fetches_total{feed="Metrics Bad",outcome="error"} 1.0' in page
+    assert 'newspulse_crawler_errors_total{feed="Metrics Bad",kind="malformed"} 1.0' in page
+    assert 'newspulse_crawler_articles_total{feed="Metrics A"} 2.0' in page
+    assert 'newspulse_crawler_poll_delay_seconds{feed="Metrics A"}' in page
+    assert metric("newspulse_crawler_last_poll_timestamp_seconds", feed="Metrics A") > time.time() - 600

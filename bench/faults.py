@@ -63,6 +63,7 @@ from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from peers import Peer, free_port, start_elasticsearch_peer, start_kafka  # noqa: E402
+from faults_crawler import r4_result  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
 
@@ -671,7 +672,7 @@ SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], list[Outcome]]] = {
     "R1": r1_kill9,
     "R2": r2_all,
     "R3": r3_poison,
-    # R4 (the crawler against hostile feeds) lives in bench/faults_crawler.py: register it here.
+    "R4": lambda stack, args: [Outcome("R4 hostile feeds", *r4_result())],  # bench/faults_crawler.py
 }
 
 

@@ -50,7 +50,7 @@ def crawl(
     if state is not None:
         settings = settings.model_copy(update={"crawler_state": state})
     if settings.metrics_port is not None:
-        from newspulse.kafka.metrics import serve_metrics
+        from newspulse.metrics import serve_metrics
 
         serve_metrics(settings.metrics_port)  # ingest.metrics: fetches, errors, articles, poll delay
     with _sink(to, settings) as (emit, finish):

@@ -200,7 +200,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._plain = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Iterable | None = None) -> httpcore.NetworkStream:
-        addresses = resolve_checked(f"//{host}:{port}", host, port, allow_private=self.allow_private, resolve=self.resolve, blocked=self.blocked)
+        addresses = resolve_checked(f"{host}:{port}", host, port, allow_private=self.allow_private, resolve=self.resolve, blocked=self.blocked)
         last: Exception | None = None
         for address in addresses:
             try:

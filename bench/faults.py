@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -41,8 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,14 +215,34 @@ def publish_articles(settings: Settings, arts: list[Article], what: str) -> list
 
 
 # --- observations ---------------------------------------------------------------------------
-def store_stats(settings: Settings) -> dict:
+def stored_counts(settings: Settings) -> tuple[int, int]:
+    """(articles, distinct ids) in the store. SQLite is read through a read-only connection of
+    its own, which works while another connection holds the write lock (the R2 outage)."""
+    if settings.sqlite_path is not None:
+        conn = sqlite3.connect(f"file:{settings.sqlite_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT count(*), count(DISTINCT id) FROM articles").fetchone()
+        except sqlite3.OperationalError:  # the processor has not created the schema yet
+            return 0, 0
+        finally:
+            conn.close()
     from newspulse.store import open_store
 
     store = open_store(settings)
     try:
-        return store.stats()
+        stats = store.stats()
+        return stats["articles"], stats["unique_ids"]
     finally:
         store.close()
+
+
+def sqlite_ids(path: Path) -> set[str]:
+    """Every article id in a SQLite store."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM articles")}
+    finally:
+        conn.close()
 
 
 def read_topic(settings: Settings, topic: str, idle_ms: int = 1500) -> list:
@@ -349,7 +370,7 @@ def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
         arts = headlines(n, "r1")
         positions = publish_articles(run.settings, arts + arts[: n // 20], "R1")  # 5% re-published: same ids
         unique = len({a.id for a in arts})
-        stored = lambda: store_stats(run.settings)["articles"]  # noqa: E731
+        stored = lambda: stored_counts(run.settings)[0]  # noqa: E731
         t0 = time.monotonic()
         proc.start()
         at_kill, lag_at_kill = [], []
@@ -363,14 +384,14 @@ def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
         wait_until(lambda: lag(run.settings, positions) == 0, 120, "R1 every offset committed", alive=lambda: proc.alive)
         elapsed = time.monotonic() - t0
         rc = proc.stop()
-        stats = store_stats(run.settings)
+        articles, ids = stored_counts(run.settings)
         dlq = len(read_topic(run.settings, run.settings.kafka_topic_dlq))
         figures = {
-            "produced": len(positions), "unique": unique, "stored": stats["articles"], "duplicates": stats["articles"] - stats["unique_ids"],
+            "produced": len(positions), "unique": unique, "stored": articles, "duplicates": articles - ids,
             "dead_lettered": dlq, "kills": len(at_kill), "stored_at_kills": at_kill, "uncommitted_at_kills": lag_at_kill,
             "final_lag": lag(run.settings, positions), "exit_code": rc, "articles_per_s": unique / elapsed,
         }
-        passed = stats["articles"] == stats["unique_ids"] == unique and dlq == 0 and figures["final_lag"] == 0 and rc == 0 and len(at_kill) == kills
+        passed = articles == ids == unique and dlq == 0 and figures["final_lag"] == 0 and rc == 0 and len(at_kill) == kills
         return [Outcome("R1 kill-9", passed, figures, params, elapsed)]
     except Exception as err:
         return [failed_outcome("R1 kill-9", params, err, proc)]
@@ -432,7 +453,7 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
             arts = headlines(n, f"r2-{backend}-{seconds:g}")
             first, second = arts[: n // 2], arts[n // 2 :]
             positions = publish_articles(run.settings, first, "R2 first half")
-            stored = lambda: store_stats(run.settings)["articles"]  # noqa: E731
+            stored = lambda: stored_counts(run.settings)[0]  # noqa: E731
             proc.start()
             progress_wait(stored, n // 4, catch_up_timeout(n), f"{name}: before", alive=lambda: proc.alive)
             outage.begin()
@@ -445,7 +466,7 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
                     exited_during.append(round(time.monotonic() - t_out, 1))
 
             sleep_with_bar(max(0.0, seconds - (time.monotonic() - t_out)), f"{name}: store down", check)
-            at_end_of_outage = stored() if backend == "sqlite" else None  # readers still work while SQLite is write-locked
+            at_end_of_outage = stored() if backend == "sqlite" else None  # SQLite readers work during the outage
             outage.end()
             t_back = time.monotonic()
             alive_after_outage = proc.alive
@@ -454,15 +475,15 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
                 resume_s = progress_wait(stored, n, catch_up_timeout(n), f"{name}: after", alive=lambda: proc.alive)
                 wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", alive=lambda: proc.alive)
             rc = proc.stop()
-            stats = store_stats(run.settings)
+            articles, ids = stored_counts(run.settings)
             dlq = len(read_topic(run.settings, run.settings.kafka_topic_dlq))
             figures = {
-                "produced": n, "stored": stats["articles"], "lost": n - stats["unique_ids"], "dead_lettered": dlq,
+                "produced": n, "stored": articles, "lost": n - ids, "dead_lettered": dlq,
                 "processor_exited_during_outage_after_s": exited_during[0] if exited_during else None,
                 "stored_when_outage_ended": at_end_of_outage, "seconds_to_catch_up_after_outage": resume_s,
                 "final_lag": lag(run.settings, positions), "exit_code": rc, "outage_measured_s": t_back - t_out,
             }
-            passed = stats["articles"] == stats["unique_ids"] == n and dlq == 0 and not exited_during and figures["final_lag"] == 0 and rc == 0
+            passed = articles == ids == n and dlq == 0 and not exited_during and figures["final_lag"] == 0 and rc == 0
             return Outcome(name, passed, figures, params, time.monotonic() - t_out)
         except Exception as err:
             return failed_outcome(name, params, err, proc)
@@ -538,11 +559,12 @@ def r2_credential(stack: Stack, args: argparse.Namespace) -> Outcome:
             proxy = CredentialProxy(peer.port, key)
             cleanup.callback(proxy.close)
             run = new_run(stack, "r2-credential", store_url=f"http://127.0.0.1:{proxy.port}", es_api_key=key)
+            probe = run.settings.model_copy(update={"store_url": f"http://127.0.0.1:{peer.port}", "es_api_key": None})  # not through the proxy
             proc = ProcessorProcess(run)
             cleanup.callback(proc.stop, 30)
             arts = headlines(n, "r2-credential")
             positions = publish_articles(run.settings, arts, "R2 credential")
-            stored = lambda: store_stats(run.settings)["articles"]  # noqa: E731  (through the proxy, key valid)
+            stored = lambda: stored_counts(probe)[0]  # noqa: E731
             proc.start()
             progress_wait(stored, n // 4, catch_up_timeout(n), f"{name}: before", alive=lambda: proc.alive)
             proxy.expired = True
@@ -561,15 +583,15 @@ def r2_credential(stack: Stack, args: argparse.Namespace) -> Outcome:
             progress_wait(stored, n, catch_up_timeout(n), f"{name}: renewed key", alive=lambda: proc.alive)
             wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", alive=lambda: proc.alive)
             final_rc = proc.stop()
-            stats = store_stats(run.settings)
+            articles, ids = stored_counts(probe)
             figures = {
                 "produced": n, "exit_code_on_expired_key": rc, "seconds_to_stop": exit_s, "message": message,
                 "dead_lettered": dlq, "stored_when_stopped": stored_at_stop, "committed_when_stopped": committed_at_stop,
                 "committed_beyond_stored": max(0, committed_at_stop - stored_at_stop), "requests_refused_401": proxy.refused,
-                "stored_after_renewal": stats["articles"], "lost": n - stats["unique_ids"], "exit_code_after_renewal": final_rc,
+                "stored_after_renewal": articles, "lost": n - ids, "exit_code_after_renewal": final_rc,
             }
             clear = bool(message) and bool(re.search(r"401|credential|authenticat|api key|unauthori", message, re.I))
-            passed = rc not in (None, 0) and clear and dlq == 0 and committed_at_stop <= stored_at_stop and stats["articles"] == stats["unique_ids"] == n and final_rc == 0
+            passed = rc not in (None, 0) and clear and dlq == 0 and committed_at_stop <= stored_at_stop and articles == ids == n and final_rc == 0
             return Outcome(name, passed, figures, params, time.monotonic() - t_exp)
         except Exception as err:
             return failed_outcome(name, params, err, proc)
@@ -614,7 +636,7 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             kinds_at.append(None)
         positions = publish(run.settings, items, "R3")
         poison_at = {(run.settings.kafka_topic_raw, p, o): k for (p, o), k in zip(positions, kinds_at) if k is not None}
-        stored = lambda: store_stats(run.settings)["articles"]  # noqa: E731
+        stored = lambda: stored_counts(run.settings)[0]  # noqa: E731
         t0 = time.monotonic()
         proc.start()
         for k in range(1, kills + 1):
@@ -634,7 +656,7 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             else:
                 without_origin += 1
         good_ids = {a.id for a in good}
-        stats = store_stats(run.settings)
+        ids_stored = sqlite_ids(run.settings.sqlite_path)
         per_kind: dict[str, dict] = {}
         for origin, kind in poison_at.items():
             entry = per_kind.setdefault(kind, {"produced": 0, "dead_lettered": 0, "written_twice": 0, "without_reason": 0, "reason": ""})
@@ -647,14 +669,15 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
                 entry["reason"] = entry["reason"] or found[0].get("reason", "")[:160]
         not_poison = [o for o in by_origin if o not in poison_at]
         figures = {
-            "good_produced": n_good, "good_stored": stats["articles"], "good_lost": len(good_ids) - stats["unique_ids"],
+            "good_produced": n_good, "good_stored": len(good_ids & ids_stored), "good_lost": len(good_ids - ids_stored),
+            "poison_stored": len(ids_stored - good_ids),
             "poison_produced": len(poison_at), "poison_dead_lettered": sum(e["dead_lettered"] for e in per_kind.values()),
             "dead_letters_written_twice_same_origin": sum(e["written_twice"] for e in per_kind.values()),
             "dead_letters_without_origin_headers": without_origin, "good_dead_lettered": len(not_poison),
             "final_lag": lag(run.settings, positions), "exit_code": rc, "messages_per_s": len(items) / elapsed, "kinds": per_kind,
         }
         passed = (
-            stats["articles"] == stats["unique_ids"] == len(good_ids)
+            ids_stored == good_ids
             and figures["poison_dead_lettered"] == len(poison_at)
             and all(e["without_reason"] == 0 for e in per_kind.values())
             and without_origin == 0 and not not_poison and figures["final_lag"] == 0 and rc == 0
@@ -683,14 +706,21 @@ def quick_registry() -> Path:
     return quick_classifier_registry()
 
 
-def write_results(path: Path, outcomes: list[Outcome], args: argparse.Namespace, started: datetime) -> None:
+def write_results(path: Path, outcomes: list[Outcome], started: datetime) -> None:
     """Merge into ``path``: scenarios run now replace their earlier results, others are kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = Path(tempfile.gettempdir()) / f"newspulse-faults-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # runs side by side (R2's long outages beside R1) share the file
+        _merge_results(path, outcomes, started)
+
+
+def _merge_results(path: Path, outcomes: list[Outcome], started: datetime) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     kept = [s for s in data.get("scenarios", []) if s["name"] not in {o.name for o in outcomes}]
     now = {"started_at": started.isoformat(), "machine": machine(), "commit": _commit()}
     fresh = [{"name": o.name, "passed": o.passed, "seconds": round(o.seconds, 1), "params": o.params, "figures": o.figures, **now} for o in outcomes]
     scenarios = sorted(kept + fresh, key=lambda s: s["name"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"suite": "bench/faults.py", "passed": all(s["passed"] for s in scenarios), "scenarios": scenarios}, indent=2, default=str) + "\n")
 
 
@@ -729,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
                 for line in str(outcome.figures.get("processor_log_tail", "")).splitlines()[-8:]:
                     print(f"    {line}", flush=True)
                 outcomes.append(outcome)
-                write_results(args.out, outcomes, args, started)
+                write_results(args.out, outcomes, started)
     print(f"{sum(o.passed for o in outcomes)}/{len(outcomes)} scenarios passed; results in {args.out}")
     return 0 if all(o.passed for o in outcomes) else 1
 

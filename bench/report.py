@@ -22,6 +22,7 @@ TITLES = {
     "summaries": "Summaries: ROUGE against lead baselines (bench/summaries.py)",
     "alerts": "Alerts: labelled spike benchmark (bench/alerts.py)",
     "gpu": "GPU: classifier and summariser on CUDA (bench/gpu.py)",
+    "faults": "Faults: kill -9, store outages, expired credentials, poison (bench/faults.py)",
 }
 
 
@@ -61,6 +62,16 @@ def commit() -> str:
         return "unknown"
 
 
+def faults_table(data: dict) -> list[str]:
+    """One row per fault scenario: its verdict and its scalar figures (per-kind detail stays in the JSON)."""
+    lines = [f"## {TITLES['faults']}", "", "| scenario | verdict | figures | parameters |", "| --- | --- | --- | --- |"]
+    for s in data.get("scenarios", []):
+        figures = "; ".join(f"{k}={fmt(v)}" for k, v in s["figures"].items() if not isinstance(v, dict) and k != "processor_log_tail")
+        params = "; ".join(f"{k}={fmt(v)}" for k, v in s["params"].items())
+        lines.append(f"| {s['name']} | {'PASS' if s['passed'] else 'FAIL'} | {figures.replace('|', '/').replace(chr(10), ' ')} | {params} |")
+    return lines + [""]
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -75,6 +86,9 @@ def render() -> str:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
+        if path.stem == "faults":
+            lines += faults_table(data)
+            continue
         lines += [f"## {TITLES.get(path.stem, path.stem)}", "", "| figure | value |", "| --- | --- |"]
         lines += [f"| {k} | {fmt(v)} |" for k, v in flatten(data)]
         lines.append("")

@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -219,10 +219,12 @@ def stored_counts(settings: Settings) -> tuple[int, int]:
     """(articles, distinct ids) in the store. SQLite is read through a read-only connection of
     its own, which works while another connection holds the write lock (the R2 outage)."""
     if settings.sqlite_path is not None:
+        if not settings.sqlite_path.exists():  # the processor has not opened it yet
+            return 0, 0
         conn = sqlite3.connect(f"file:{settings.sqlite_path}?mode=ro", uri=True, timeout=30)
         try:
             return conn.execute("SELECT count(*), count(DISTINCT id) FROM articles").fetchone()
-        except sqlite3.OperationalError:  # the processor has not created the schema yet
+        except sqlite3.OperationalError:  # nor created its tables
             return 0, 0
         finally:
             conn.close()
@@ -603,9 +605,11 @@ def _last_error_line(log_text: str) -> str:
     return lines[-1].strip()[:500] if lines else ""
 
 
-def r2_all(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
-    outcomes = [r2_outage(stack, args, backend, s) for s in args.outage_seconds for backend in ("sqlite", "es")]
-    return outcomes + [r2_credential(stack, args)]
+def r2_all(stack: Stack, args: argparse.Namespace) -> Iterator[Outcome]:
+    for seconds in args.outage_seconds:
+        for backend in ("sqlite", "es"):
+            yield r2_outage(stack, args, backend, seconds)
+    yield r2_credential(stack, args)
 
 
 # --- R3: poison -----------------------------------------------------------------------------
@@ -690,8 +694,9 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
 
 
 # --- the suite ------------------------------------------------------------------------------
-#: Scenario name → function(stack, args) -> list of outcomes. Each runs on the shared broker.
-SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], list[Outcome]]] = {
+#: Scenario name → function(stack, args) giving its outcomes (printed as each one ends). Each
+#: runs on the shared broker.
+SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], Iterable[Outcome]]] = {
     "R1": r1_kill9,
     "R2": r2_all,
     "R3": r3_poison,

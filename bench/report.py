@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TITLES = {
     "pipeline": "Pipeline: throughput, latency, scale, memory (bench/pipeline.py)",
+    "rebalance": "Rebalance: a second processor joining, eager vs cooperative (bench/rebalance.py)",
     "model": "Classifier: quality and throughput against BERT-base (`newspulse bench model`)",
     "store": "Stores: bulk indexing and dashboard query latency (bench/store.py)",
     "summaries": "Summaries: ROUGE against lead baselines (bench/summaries.py)",

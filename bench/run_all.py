@@ -19,6 +19,7 @@ PY = sys.executable
 STEPS: list[tuple[str, list[str]]] = [
     ("classifier", [PY, "-m", "newspulse.cli", "bench", "model", "--json", "--out", str(RESULTS / "model.json")]),
     ("pipeline", [PY, "bench/pipeline.py"]),
+    ("rebalance", [PY, "bench/rebalance.py"]),
     ("store 10k", [PY, "bench/store.py", "--n", "10000", "--out", str(RESULTS / "store_10k.json")]),
     # noida-db, the Elasticsearch-compatible test server, scans every document per query and
     # needs ~12 minutes at 100k: that size runs on SQLite here (use --es-url for a real cluster).

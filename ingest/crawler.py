@@ -233,14 +233,12 @@ class Crawler:
                 self._entry(feed, res.url, entry, report, deadline)
             except DeliveryError:
                 raise
-            except FetchError as err:
-                if err.kind != "budget":
-                    raise
-                # the rest are not marked seen and the validators not saved: the next poll resumes here
-                report.error("budget", f"poll budget of {self.budget_s(feed):.0f}s spent after {done} of {len(entries)} entries; the rest wait for the next poll")
-                log.warning("feed %s: %s", feed.name, report.errors[-1])
-                return
             except Exception as err:  # one bad entry must not cost the feed's others
+                if isinstance(err, FetchError) and err.kind == "budget":
+                    # the rest are not marked seen and the validators not saved: the next poll resumes here
+                    report.error("budget", f"poll budget of {self.budget_s(feed):.0f}s spent after {done} of {len(entries)} entries; the rest wait for the next poll")
+                    log.warning("feed %s: %s", feed.name, report.errors[-1])
+                    return
                 report.skipped += 1
                 report.error("entry", f"entry {_entry_label(entry)} skipped: {type(err).__name__}: {err}")
                 log.warning("feed %s: %s", feed.name, report.errors[-1], exc_info=True)
@@ -297,7 +295,9 @@ class Crawler:
         """The article's main text via trafilatura, or "" (the caller falls back to the summary).
 
         A spent poll budget is not the page's fault: it is raised, so the entry waits for the next
-        poll instead of being stored with the summary only."""
+        poll instead of being stored with the summary only. A page the site's request delay keeps
+        past the budget (``politeness``) falls back to the summary like any page failure: a site
+        that asks for one request a minute would otherwise never get past its own feed."""
         try:
             page = self.fetcher.fetch(link, allow_private=self._allow_private(feed), accept=PAGE_ACCEPT, deadline=deadline)
         except FetchError as err:

@@ -14,8 +14,8 @@ Every request the crawler makes goes through :class:`Fetcher`, which
 - sends conditional requests (ETag / Last-Modified) so unchanged feeds cost a 304;
 - obeys robots.txt for its User-Agent and keeps at most one request in flight per site, spaced by
   the configured delay or the site's Crawl-delay (capped), whichever is longer. A caller with a
-  deadline (a feed's poll budget) is refused at once when the wait would pass it, never put to
-  sleep beyond it.
+  deadline (a feed's poll budget) is refused at once when the wait would pass it
+  (kind ``politeness``), never put to sleep beyond it.
 Failures raise :class:`FetchError` with a reason fit for a log line (credentials redacted) and a
 ``kind`` for metrics; nothing else escapes.
 """
@@ -57,7 +57,9 @@ AddressPolicy = Callable[[IPAddress], bool]  # True: the address must not be rea
 class FetchError(Exception):
     """A request that yielded nothing usable; ``reason`` says why, ``url`` where (both redacted).
 
-    ``kind`` groups reasons for metrics: invalid_url, ssrf, dns, robots, http, timeout, budget,
+    ``kind`` groups reasons for metrics: invalid_url, ssrf, dns, robots, http, timeout, budget
+    (the caller's deadline ended the download), politeness (waiting for the site's turn would pass
+    the deadline),
     too_large, redirect, encoding, network.
     """
 
@@ -270,7 +272,7 @@ class HostThrottle:
 
     Sites are origins (scheme, host, port), the scope robots.txt and its Crawl-delay apply to.
     A caller passes the moment it must be done by; when the lock or the delay would keep it past
-    that, it gets a FetchError(kind=budget) at once instead of a sleep.
+    that, it gets a FetchError(kind=politeness) at once instead of a sleep.
     """
 
     def __init__(self, delay_s: float) -> None:
@@ -290,13 +292,13 @@ class HostThrottle:
             lock = self._locks.setdefault(site, threading.Lock())
         wait_lock = -1 if deadline is None else max(0.0, deadline - time.monotonic())
         if not lock.acquire(timeout=wait_lock):
-            raise FetchError(site, f"poll budget spent waiting for another request to {site}", kind="budget")
+            raise FetchError(site, f"poll budget spent waiting for another request to {site}", kind="politeness")
         try:
             delay = max(self.delay_s, self._extra.get(site, 0.0))
             wait = self._last.get(site, -math.inf) + delay - time.monotonic()
             if wait > 0:
                 if deadline is not None and time.monotonic() + wait > deadline:
-                    raise FetchError(site, f"waiting {wait:.0f}s for the site's request delay ({delay:.0f}s) would pass the poll budget", kind="budget")
+                    raise FetchError(site, f"waiting {wait:.0f}s for the site's request delay ({delay:.0f}s) would pass the poll budget", kind="politeness")
                 time.sleep(wait)
             try:
                 yield
@@ -453,7 +455,7 @@ class Fetcher:
             if err.reason.startswith("HTTP 4"):
                 parser.parse([])  # no robots.txt: everything allowed
                 return parser, ROBOTS_TTL_S
-            if err.kind in ("budget", "ssrf"):  # our budget, or a refused address: say so, cache nothing
+            if err.kind in ("budget", "politeness", "ssrf"):  # our budget, or a refused address: say so, cache nothing
                 raise
             log.warning("robots.txt of %s unavailable (%s); not crawling it for %.0fs", origin, err.reason, ROBOTS_ERROR_TTL_S)
             return None, ROBOTS_ERROR_TTL_S

@@ -113,10 +113,13 @@ def test_18_1_a_stuck_feed_does_not_delay_another_feeds_schedule(server, setting
 
 
 def test_18_1_poll_budget_ends_a_poll_and_the_rest_waits_for_the_next(server, settings):
-    """Budget 5 s, 2 s between requests to the host: robots.txt, feed and one page fit, the second
-    page does not. It is neither emitted with the summary only nor lost: the next poll takes it."""
+    """Budget 5 s, article pages that take 3 s each: the second page's download is cut at the
+    budget. That story is neither emitted with the summary only nor lost: the next poll takes it."""
     serve_wire_fixtures(server)
-    slow = load_settings(**{**settings.model_dump(), "crawler_host_delay_s": 2, "crawler_poll_budget_s": 5})
+    for path in ("/articles/msft-activision.html", "/articles/fed-holds.html"):
+        page = server.routes[path]
+        server.routes[path] = lambda h, page=page: (time.sleep(3), page(h))
+    slow = load_settings(**{**settings.model_dump(), "crawler_timeout_s": 10, "crawler_poll_budget_s": 5})
     out = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], slow, out)
     try:
@@ -126,10 +129,10 @@ def test_18_1_poll_budget_ends_a_poll_and_the_rest_waits_for_the_next(server, se
     finally:
         crawler.close()
     first = reports[0]
-    assert first.status == "ok" and first.emitted < 2 and "budget" in first.error_kinds and "wait for the next poll" in first.errors[-1]
+    assert first.status == "ok" and first.emitted < 2 and first.error_kinds == ["budget"] and "wait for the next poll" in first.errors[-1]
     assert sum(r.emitted for r in reports) == 2  # nothing lost, nothing twice
     assert {a.title[:9] for a in out.articles} == {"Microsoft", "Fed holds"}
-    assert all("third-largest gaming company" in a.body for a in out.articles if a.title.startswith("Microsoft"))  # full text
+    assert all("Federal Reserve" in a.body and len(a.body) > 300 for a in out.articles if a.title.startswith("Fed"))  # full text
 
 
 # --- #18.2 Crawl-delay --------------------------------------------------------------------------
@@ -159,9 +162,23 @@ def test_18_2_a_crawl_delay_longer_than_the_poll_budget_fails_fast_without_sleep
     report = crawler.poll(crawler.feeds[0])
     elapsed = time.monotonic() - t0
     crawler.close()
-    assert report.status == "error" and report.error_kinds == ["budget"] and "poll budget" in report.errors[0]
+    assert report.status == "error" and report.error_kinds == ["politeness"] and "poll budget" in report.errors[0]
     assert elapsed < 4  # refused at once, not after sleeping up to the budget
     assert server.hits("/a.xml") == 0
+
+
+def test_18_2_a_page_the_sites_delay_keeps_past_the_budget_falls_back_to_the_summary(server, settings, caplog):
+    """3 s between requests, budget 5 s: robots.txt, then the feed at 3 s; a page at 6 s would
+    pass the budget. The story is emitted with the feed's summary rather than never."""
+    serve_wire_fixtures(server)
+    cfg = load_settings(**{**settings.model_dump(), "crawler_host_delay_s": 3, "crawler_poll_budget_s": 5})
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], cfg, out)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        report = crawler.poll(crawler.feeds[0])
+    crawler.close()
+    assert report.status == "ok" and report.emitted == 2 and server.hits("/articles/msft-activision.html") == 0
+    assert any("would pass the poll budget; using the feed summary" in r.getMessage() for r in caplog.records)
 
 
 # --- #18.4 one bad link -------------------------------------------------------------------------

@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     print(outcome.line(), flush=True)
     for problem in outcome.figures["problems"]:
         print(f"    {problem}", flush=True)
-    write_results(args.out, [outcome], args, started)
+    write_results(args.out, [outcome], started)
     return 0 if outcome.passed else 1
 
 

@@ -298,3 +298,29 @@ def test_crawler_metrics_count_fetches_errors_articles_and_are_served(server, tm
     assert 'newspulse_crawler_articles_total{feed="Metrics A"} 2.0' in page
     assert 'newspulse_crawler_poll_delay_seconds{feed="Metrics A"}' in page
     assert metric("newspulse_crawler_last_poll_timestamp_seconds", feed="Metrics A") > time.time() - 600
+
+
+def test_a_poll_that_overruns_its_interval_counts_the_missed_starts_as_skipped(server, settings):
+    """The sink takes 2.5 s per article, the feed's interval is 1 s (below what a feeds file
+    allows, hence model_construct): the missed starts are counted, not queued up."""
+    serve_wire_fixtures(server)
+    fast = feed(server, "Overrun", "/a.xml").model_copy(update={"poll_interval": 1, "fetch_articles": False})
+    out = Collector()
+
+    def slow_sink(articles) -> None:
+        time.sleep(2.5)
+        out(articles)
+
+    crawler = Crawler([fast], settings, slow_sink)
+    stop = threading.Event()
+    worker = threading.Thread(target=crawler.run_forever, args=(stop,))
+    before = metric("newspulse_crawler_fetches_total", feed="Overrun", outcome="skipped")
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(out.articles) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    worker.join(10)
+    crawler.close()
+    assert len(out.articles) == 2
+    assert metric("newspulse_crawler_fetches_total", feed="Overrun", outcome="skipped") - before >= 3  # about 4 starts missed in ~5 s

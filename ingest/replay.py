@@ -155,20 +155,26 @@ def shift_offset(times: list[datetime], now: datetime) -> timedelta:
 
 
 def replay(path: Path, *, speed: float = 0.0, limit: int | None = None, shift_to_now: bool = False, progress: bool = True) -> Iterator[dict]:
-    """Yield article messages in event-time order, paced at ``speed`` × real time."""
+    """Article messages in event-time order, paced at ``speed`` × real time.
+
+    The file is read and checked *now*, not at the first message: a bad file is a ReplayError
+    before the caller loads a model or opens a sink, so its error is never hidden behind theirs."""
     if speed < 0:
         raise ReplayError("speed must be >= 0 (0 = as fast as possible)")
     rows = read_rows(path, limit)
     now = datetime.now(timezone.utc)
     times = [r.published_at for r in rows if r.published_at is not None]
     offset = shift_offset(times, now) if shift_to_now else timedelta(0)
+    paced = [t for t in times if t <= now + MAX_FUTURE_SKEW]
+    return _paced(path.name, rows, offset, speed, min(paced) if paced else None, now + MAX_FUTURE_SKEW, progress)
+
+
+def _paced(name: str, rows: list[ReplayRow], offset: timedelta, speed: float, first_event: datetime | None, latest: datetime, progress: bool) -> Iterator[dict]:
     from tqdm import tqdm
 
     start_wall = time.monotonic()
-    paced = [t for t in times if t <= now + MAX_FUTURE_SKEW]
-    first_event = min(paced) if paced else None
-    for row in tqdm(rows, desc=f"replay {path.name}", unit="art", disable=not progress, file=sys.stderr):
-        if speed > 0 and row.published_at is not None and first_event is not None and row.published_at <= now + MAX_FUTURE_SKEW:
+    for row in tqdm(rows, desc=f"replay {name}", unit="art", disable=not progress, file=sys.stderr):
+        if speed > 0 and row.published_at is not None and first_event is not None and row.published_at <= latest:
             due = (row.published_at - first_event).total_seconds() / speed
             wait = due - (time.monotonic() - start_wall)
             if wait > 0:

@@ -119,3 +119,35 @@ def test_18_6_shift_to_now_with_a_year_9999_story_does_not_crash(tmp_path, caplo
     assert abs((datetime.now(timezone.utc) - last).total_seconds()) < 5
     assert by_title["Typo year"]["published_at"].startswith("9999-12-31T23:59:59")
     assert any("line 7" in r.getMessage() and "cannot be shifted" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_file_is_reported_when_replay_is_called_not_at_the_first_message(tmp_path):
+    """The CLI loads the model after calling replay(): the file's error must come first (#18.13)."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"published_at,source,title,body,url,tickers\n2024-01-01T10:00:00Z,wire,\xff,b,,\n")
+    with pytest.raises(ReplayError, match="line 2"):
+        replay(bad, progress=False)  # no iteration
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (CSV.replace('"Quoted, title"', '"Quoted, title').encode(), "line 5: broken CSV quoting"),
+        (CSV.encode().replace(b"Second", b"S\xe9cond"), "line 2, column 28: byte 0xe9 is not valid UTF-8"),
+    ],
+    ids=["unclosed-quote", "latin-1"],
+)
+def test_replay_command_reports_the_file_error_before_any_model_error(tmp_path, monkeypatch, content, needle):
+    from typer.testing import CliRunner
+
+    from newspulse.cli import app
+    from newspulse.settings import get_settings
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    monkeypatch.setenv("NEWSPULSE_MODEL_REGISTRY", str(tmp_path / "no-models-here"))
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["replay", "--file", str(bad)])
+    get_settings.cache_clear()
+    assert result.exit_code == 2 and needle in result.stderr and "Traceback" not in result.output

@@ -80,35 +80,35 @@ def test_18_1_slow_drip_server_is_cut_off_at_the_download_deadline(server, in_he
 
 
 def test_18_1_a_stuck_feed_does_not_delay_another_feeds_schedule(server, settings):
-    """Service mode, one feed dripping for its whole poll budget: the healthy feed is polled at
-    once and its articles arrive while the stuck connection is still open."""
+    """Service mode, one feed dripping for its whole 10 s poll budget: the healthy feed is polled
+    at once and its articles arrive while the stuck poll is still running."""
     serve_wire_fixtures(server)
     stuck_site = FixtureServer()  # another site: one site's requests are serialised by politeness
     drip(stuck_site, "/stuck.xml", every_s=0.2)
     out = Collector()
-    arrived: dict[str, int] = {}
-
-    def emit(articles) -> None:
-        out(articles)
-        arrived.setdefault("drip bytes when healthy arrived", stuck_site.sent["/stuck.xml"])
-
-    cfg = load_settings(**{**settings.model_dump(), "crawler_concurrency": 1, "crawler_timeout_s": 5, "crawler_poll_budget_s": 5})
-    crawler = Crawler([feed(stuck_site, "Stuck", "/stuck.xml", poll_interval=30), feed(server, "Healthy", "/a.xml", poll_interval=30)], cfg, emit)
+    cfg = load_settings(**{**settings.model_dump(), "crawler_concurrency": 1, "crawler_timeout_s": 10, "crawler_poll_budget_s": 10})
+    crawler = Crawler([feed(stuck_site, "Stuck", "/stuck.xml", poll_interval=30), feed(server, "Healthy", "/a.xml", poll_interval=30)], cfg, out)
+    stuck_polls_before = metric("newspulse_crawler_fetches_total", feed="Stuck", outcome="error")
+    budget_cuts_before = metric("newspulse_crawler_errors_total", feed="Stuck", kind="budget")
     stop = threading.Event()
     worker = threading.Thread(target=crawler.run_forever, args=(stop,))
     worker.start()
-    deadline = time.monotonic() + 30
-    while metric("newspulse_crawler_fetches_total", feed="Stuck", outcome="error") < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stuck_bytes = stuck_site.sent["/stuck.xml"]
-    stop.set()
-    worker.join(10)
-    crawler.close()
-    stuck_site.close()
+    try:
+        deadline = time.monotonic() + 30
+        while len(out.articles) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stuck_polls_done_when_healthy_arrived = metric("newspulse_crawler_fetches_total", feed="Stuck", outcome="error") - stuck_polls_before
+        while metric("newspulse_crawler_fetches_total", feed="Stuck", outcome="error") == stuck_polls_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        worker.join(15)
+        crawler.close()
+        stuck_site.close()
     assert not worker.is_alive()
     assert len(out.articles) == 2 and all(a.source == "Healthy" for a in out.articles)
-    assert arrived["drip bytes when healthy arrived"] < stuck_bytes  # healthy was done before the stuck poll ended
-    assert metric("newspulse_crawler_errors_total", feed="Stuck", kind="budget") >= 1  # the poll budget ended it
+    assert stuck_polls_done_when_healthy_arrived == 0 and stuck_site.sent["/stuck.xml"] >= 10  # it was dripping all along
+    assert metric("newspulse_crawler_errors_total", feed="Stuck", kind="budget") - budget_cuts_before == 1  # the budget ended it
     assert metric("newspulse_crawler_poll_delay_seconds", feed="Healthy") < 5  # started on schedule, not after Stuck
 
 

@@ -234,6 +234,35 @@ def test_origin_round_trip():
     assert parse_origin("embedded") is None
 
 
+def test_single_active_assignor_gives_everything_to_the_oldest_member():
+    """The alerter's assignor: all partitions to the member that started first, none to the
+    others; a member whose metadata is not a start time (not ours) comes last."""
+    from types import SimpleNamespace
+
+    from kafka.protocol.consumer.metadata import ConsumerProtocolSubscription
+
+    from newspulse.kafka.client import SingleActiveAssignor
+
+    older, newer = SingleActiveAssignor(), SingleActiveAssignor()
+    newer.started_ns = older.started_ns + 1  # started a nanosecond later
+
+    def member(member_id: str, metadata) -> SimpleNamespace:
+        return SimpleNamespace(member_id=member_id, group_instance_id=None, metadata=metadata)
+
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: {0, 1, 2} if topic == "news.scored" else None)
+    members = [
+        member("b", newer.metadata({"news.scored"})),
+        member("foreign", ConsumerProtocolSubscription(0, ["news.scored"], b"")),
+        member("a", older.metadata({"news.scored"})),
+    ]
+    assignment = older.assign(cluster, members)
+    assert assignment["a"].partitions() == [TopicPartition("news.scored", p) for p in (0, 1, 2)]
+    assert assignment["b"].partitions() == assignment["foreign"].partitions() == []
+    # the oldest leaves: the next oldest takes everything
+    assignment = newer.assign(cluster, members[:2])
+    assert len(assignment["b"].partitions()) == 3 and assignment["foreign"].partitions() == []
+
+
 # --- integration: against tansu -----------------------------------------------------------------
 @pytest.mark.kafka
 def test_topics_are_created_once_with_configured_partitions(kafka_bootstrap, tmp_path):

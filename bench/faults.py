@@ -27,6 +27,7 @@ short body (Reuters titles), so 10,000 of them fit a 2-core CPU in minutes.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -154,6 +155,13 @@ class ProcessorProcess:
                 self.kill9()
                 return None
         return self.proc.returncode
+
+    def counters(self) -> dict | None:
+        """The processor's own counters, from the last "processor stopped: {...}" log line."""
+        found = re.findall(r"processor stopped: (\{.*\})", self.log.read_text(errors="replace")) if self.log.exists() else []
+        with contextlib.suppress(ValueError, SyntaxError, IndexError):
+            return ast.literal_eval(found[-1])
+        return None
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
@@ -392,6 +400,7 @@ def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             "produced": len(positions), "unique": unique, "stored": articles, "duplicates": articles - ids,
             "dead_lettered": dlq, "kills": len(at_kill), "stored_at_kills": at_kill, "uncommitted_at_kills": lag_at_kill,
             "final_lag": lag(run.settings, positions), "exit_code": rc, "articles_per_s": unique / elapsed,
+            "last_processor_counters": proc.counters(),
         }
         passed = articles == ids == unique and dlq == 0 and figures["final_lag"] == 0 and rc == 0 and len(at_kill) == kills
         return [Outcome("R1 kill-9", passed, figures, params, elapsed)]
@@ -484,6 +493,7 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
                 "processor_exited_during_outage_after_s": exited_during[0] if exited_during else None,
                 "stored_when_outage_ended": at_end_of_outage, "seconds_to_catch_up_after_outage": resume_s,
                 "final_lag": lag(run.settings, positions), "exit_code": rc, "outage_measured_s": t_back - t_out,
+                "processor_counters": proc.counters(),
             }
             passed = articles == ids == n and dlq == 0 and not exited_during and figures["final_lag"] == 0 and rc == 0
             return Outcome(name, passed, figures, params, time.monotonic() - t_out)
@@ -678,7 +688,8 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             "poison_produced": len(poison_at), "poison_dead_lettered": sum(e["dead_lettered"] for e in per_kind.values()),
             "dead_letters_written_twice_same_origin": sum(e["written_twice"] for e in per_kind.values()),
             "dead_letters_without_origin_headers": without_origin, "good_dead_lettered": len(not_poison),
-            "final_lag": lag(run.settings, positions), "exit_code": rc, "messages_per_s": len(items) / elapsed, "kinds": per_kind,
+            "final_lag": lag(run.settings, positions), "exit_code": rc, "messages_per_s": len(items) / elapsed,
+            "last_processor_counters": proc.counters(), "kinds": per_kind,
         }
         passed = (
             ids_stored == good_ids
@@ -711,20 +722,19 @@ def quick_registry() -> Path:
     return quick_classifier_registry()
 
 
-def write_results(path: Path, outcomes: list[Outcome], started: datetime) -> None:
+def write_results(path: Path, outcomes: list[Outcome], run_info: dict) -> None:
     """Merge into ``path``: scenarios run now replace their earlier results, others are kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_file = Path(tempfile.gettempdir()) / f"newspulse-faults-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
     with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # runs side by side (R2's long outages beside R1) share the file
-        _merge_results(path, outcomes, started)
+        _merge_results(path, outcomes, run_info)
 
 
-def _merge_results(path: Path, outcomes: list[Outcome], started: datetime) -> None:
+def _merge_results(path: Path, outcomes: list[Outcome], run_info: dict) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     kept = [s for s in data.get("scenarios", []) if s["name"] not in {o.name for o in outcomes}]
-    now = {"started_at": started.isoformat(), "machine": machine(), "commit": _commit()}
-    fresh = [{"name": o.name, "passed": o.passed, "seconds": round(o.seconds, 1), "params": o.params, "figures": o.figures, **now} for o in outcomes]
+    fresh = [{"name": o.name, "passed": o.passed, "seconds": round(o.seconds, 1), "params": o.params, "figures": o.figures, **run_info} for o in outcomes]
     scenarios = sorted(kept + fresh, key=lambda s: s["name"])
     path.write_text(json.dumps({"suite": "bench/faults.py", "passed": all(s["passed"] for s in scenarios), "scenarios": scenarios}, indent=2, default=str) + "\n")
 
@@ -734,6 +744,10 @@ def _commit() -> str:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -754,7 +768,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     registry = (args.registry or quick_registry()).resolve()
-    started = datetime.now(timezone.utc)
+    from models.registry import Registry
+
+    run_info = {
+        "started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": _commit(),
+        "classifier": f"{registry.name}/{Registry(registry).production_version()}",
+    }
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the peers and processors on the way out
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="newspulse-faults-") as tmp, start_kafka() as bootstrap:
         stack = Stack(bootstrap=bootstrap, registry=registry, workdir=Path(tmp))
@@ -764,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                 for line in str(outcome.figures.get("processor_log_tail", "")).splitlines()[-8:]:
                     print(f"    {line}", flush=True)
                 outcomes.append(outcome)
-                write_results(args.out, outcomes, started)
+                write_results(args.out, outcomes, run_info)
     print(f"{sum(o.passed for o in outcomes)}/{len(outcomes)} scenarios passed; results in {args.out}")
     return 0 if all(o.passed for o in outcomes) else 1
 

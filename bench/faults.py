@@ -616,10 +616,13 @@ def _last_error_line(log_text: str) -> str:
 
 
 def r2_all(stack: Stack, args: argparse.Namespace) -> Iterator[Outcome]:
+    parts = {p.strip() for p in args.r2_parts.split(",")}
     for seconds in args.outage_seconds:
         for backend in ("sqlite", "es"):
-            yield r2_outage(stack, args, backend, seconds)
-    yield r2_credential(stack, args)
+            if backend in parts:
+                yield r2_outage(stack, args, backend, seconds)
+    if "credential" in parts:
+        yield r2_credential(stack, args)
 
 
 # --- R3: poison -----------------------------------------------------------------------------
@@ -757,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=5, help="kill -9 of the processor in R1")
     ap.add_argument("--outage-seconds", type=float, nargs="+", default=[30.0, 600.0], help="store outage lengths in R2")
     ap.add_argument("--outage-articles", type=int, default=2000, help="articles per R2 scenario")
+    ap.add_argument("--r2-parts", default="sqlite,es,credential", help="R2's parts to run: outages of the sqlite and es stores, the expired es credential (several runs can share --out side by side)")
     ap.add_argument("--credential-exit-timeout", type=float, default=300.0, help="longest R2 waits for the processor to stop on an expired key")
     ap.add_argument("--poison", type=int, default=1000, help="poison messages in R3 (12 kinds, round-robin)")
     ap.add_argument("--r3-kills", type=int, default=1, help="kill -9 of the processor during R3 (dead letters written twice must carry the same origin)")

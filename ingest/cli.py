@@ -121,8 +121,7 @@ def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None],
 
                 def finish() -> dict:
                     pipe.close()
-                    c = pipe.counters
-                    return {"stored": c.stored, "dead_lettered": c.dead_lettered, "failed_to_store": c.failed}
+                    return pipe.counters.summary()
 
                 yield emit, finish
         finally:

@@ -100,8 +100,7 @@ def _replay_embedded(settings: Settings, rows) -> dict:
         with open_embedded(settings, store, finite=True) as pipe:
             for msg in rows:
                 pipe.submit(msg, origin="replay")
-        c = pipe.counters
-        return {"submitted": c.submitted, "stored": c.stored, "dead_lettered": c.dead_lettered, "failed": c.failed, "store": store.stats()}
+        return {**pipe.counters.summary(), "store": store.stats()}
     finally:
         store.close()
 
@@ -135,10 +134,18 @@ def _replay_to_kafka(settings: Settings, rows) -> dict:
 def process(
     source: Annotated[Source, typer.Option("--source", help="Where raw articles come from.")] = Source.kafka,
 ) -> None:
-    """Consume news.raw as one member of the processor group until SIGTERM/SIGINT."""
+    """Consume news.raw as one member of the processor group until SIGTERM/SIGINT.
+
+    A store or broker outage pauses it until the peer is back; a permanent failure (a rejected
+    credential, a bad mapping) ends it with exit code 2 and nothing committed for it."""
+    from newspulse.errors import PermanentFailure
     from newspulse.kafka.processor import run_processor
 
-    run_processor(settings_or_exit())
+    try:
+        run_processor(settings_or_exit())
+    except PermanentFailure as err:
+        typer.echo(f"newspulse process: error: {err} (the batch in hand was neither committed nor dead-lettered)", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -319,8 +326,7 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
                 pipe.submit(msg, origin="demo")
         finally:
             pipe.close(end_of_stream=not stop.is_set())  # a stopped replay leaves its windows open
-        c = pipe.counters
-        return {"stored": c.stored, "already_stored": skipped, "dead_lettered": c.dead_lettered, "failed": c.failed, "store": store.stats()}
+        return {**pipe.counters.summary(), "already_stored": skipped, "store": store.stats()}
     finally:
         store.close()
 

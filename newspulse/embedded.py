@@ -9,10 +9,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from newspulse.pipeline import ArticleSink, BatchResult, DeadLetterSink, Observer, Processor, RawMessage, parse_message, payload_bytes
+from newspulse.errors import PermanentFailure
+from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, BatchResult, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, Store, WriteResult
@@ -67,35 +66,39 @@ def build_processor(
     )
 
 
-@dataclass
-class PipelineCounters:
-    submitted: int = 0
-    stored: int = 0
-    dead_lettered: int = 0
-    failed: int = 0
-    batches: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
 _STOP = object()
+
+#: How often a blocked ``submit`` or ``close`` checks that the worker is still alive.
+_LIVENESS_S = 0.2
+
+
+class PipelineStopped(RuntimeError):
+    """The embedded worker has stopped (a permanent failure, a bug) or the pipeline was closed:
+    the message says why and how many submitted messages were not processed."""
 
 
 class EmbeddedPipeline:
     """Bounded in-process queue + one worker thread that micro-batches into a Processor.
 
-    ``submit`` blocks when the queue is full (back-pressure instead of unbounded memory).
-    A batch that raises (a transient store error, say) is retried with backoff; after the
-    last attempt its messages are dead-lettered with the error, so nothing vanishes silently.
+    ``submit`` blocks while the queue is full: back-pressure instead of unbounded memory, and
+    during a store outage the queue stays full until the store is back. The worker runs every
+    batch through the shared :class:`~newspulse.pipeline.BatchDriver`: an unavailable store
+    pauses it (retrying with backoff for as long as it takes, nothing dead-lettered); a
+    permanent failure (a bad credential, say) stops it, and ``submit``/``close`` then raise
+    :class:`PipelineStopped` with the reason. The worker never dies silently.
     """
 
-    max_attempts = 5
-
-    def __init__(self, settings: Settings, processor: Processor, dead_letters: DeadLetterSink, *, finite: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, processor: Processor, *, finite: bool = False, max_attempts: int = 5, backoff: Backoff = Backoff()
+    ) -> None:
         self.settings = settings
         self.finite = finite
         self.processor = processor
-        self.dead_letters = dead_letters
-        self.counters = PipelineCounters()
+        self.counters = Counters(source="embedded")
+        self.driver = BatchDriver(processor, self.counters, max_attempts=max_attempts, backoff=backoff)
+        self.failure: BaseException | None = None
+        self._abandon = threading.Event()
+        self._closed = False
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_max_items)
         self._worker = threading.Thread(target=self._run, name="newspulse-embedded", daemon=True)
         self._worker.start()
@@ -106,28 +109,61 @@ class EmbeddedPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close(end_of_stream=exc[0] is None and self.finite)
 
-    def submit(self, item: Article | dict | bytes | str, origin: str = "embedded") -> None:
-        if not self._worker.is_alive():
-            raise RuntimeError("embedded pipeline is closed")
-        payload = item.model_dump(mode="json") if isinstance(item, Article) else item
-        self._queue.put(RawMessage(payload=payload, origin=origin))
-        self.counters.submitted += 1
+    def submit(self, item: Article | dict | bytes | str, origin: str = "embedded", *, timeout: float | None = None) -> None:
+        """Queue one message; blocks while the queue is full (``timeout``: then raise queue.Full).
+
+        An Article goes through as it is (already validated: not parsed again)."""
+        msg = RawMessage(payload=None, origin=origin, article=item) if isinstance(item, Article) else RawMessage(payload=item, origin=origin)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_running()
+            wait = _LIVENESS_S if deadline is None else min(_LIVENESS_S, deadline - time.monotonic())
+            try:
+                self._queue.put(msg, timeout=max(0.0, wait))
+                break
+            except queue.Full:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise queue.Full(f"embedded queue full ({self._queue.maxsize} messages) for {timeout}s; {self._state()}") from None
+        self.counters.receive()
 
     def close(self, timeout: float | None = None, *, end_of_stream: bool = False) -> None:
-        """Drain everything submitted so far, then stop the worker and the observers.
+        """Process everything submitted so far, then stop the worker and the observers.
 
-        ``end_of_stream`` (a finished replay, not a stopped live stream) lets observers conclude
-        what waits for later data: the alerter closes its last windows, which a live stream
-        must not do on shutdown because they are still filling.
+        Waits through a store outage for as long as it takes (or ``timeout`` seconds: then
+        raises TimeoutError saying how many messages are still queued). Raises
+        :class:`PipelineStopped` if the worker stopped on a failure, with its reason.
+        ``end_of_stream``: see :meth:`Processor.close`.
         """
-        if not self._worker.is_alive():
+        if self._closed:
             return
-        self._queue.put(_STOP)
-        self._worker.join(timeout)
-        for observer in self.processor.observers:
-            if end_of_stream:
-                observer.flush()
-            observer.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.failure is None:
+            while self._worker.is_alive():  # _STOP goes in behind everything submitted
+                try:
+                    self._queue.put(_STOP, timeout=_LIVENESS_S)
+                    break
+                except queue.Full:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+        while self._worker.is_alive() and (deadline is None or time.monotonic() < deadline):
+            self._worker.join(_LIVENESS_S if deadline is None else min(_LIVENESS_S, max(0.0, deadline - time.monotonic())))
+        if self._worker.is_alive():
+            self._abandon.set()
+            raise TimeoutError(f"embedded pipeline did not finish within {timeout}s: {self._state()}")
+        self._closed = True
+        self.processor.close(end_of_stream=end_of_stream and self.failure is None)
+        if self.failure is not None:
+            raise PipelineStopped(f"embedded pipeline stopped: {self.failure}; {self._state()}") from self.failure
+
+    def _state(self) -> str:
+        c = self.counters
+        return f"{c.pending} of {c.received} submitted messages not processed (stored {c.stored}, dead-lettered {c.dead_lettered}, duplicates {c.duplicate})"
+
+    def _check_running(self) -> None:
+        if self.failure is not None:
+            raise PipelineStopped(f"embedded pipeline stopped: {self.failure}; {self._state()}") from self.failure
+        if self._closed or not self._worker.is_alive():
+            raise PipelineStopped("embedded pipeline is closed")
 
     def _next_batch(self) -> tuple[list[RawMessage], bool]:
         batch: list[RawMessage] = []
@@ -150,50 +186,23 @@ class EmbeddedPipeline:
         return batch, False
 
     def _run(self) -> None:
+        """The worker. Whatever stops it is kept in ``failure`` for submit/close to raise."""
         stop = False
-        while not stop:
-            batch, stop = self._next_batch()
-            if batch:
-                self._process(batch)
+        try:
+            while not stop:
+                batch, stop = self._next_batch()
+                if batch:
+                    outcomes = self.driver.run(batch, self._wait)
+                    if any(o.fate is Fate.retry for o in outcomes):  # close() gave up waiting
+                        self.counters.settle(o for o in outcomes if o.fate is not Fate.retry)
+                        return
+                    self.counters.settle(outcomes)
+        except BaseException as err:  # noqa: BLE001 - never die silently: submit/close raise it
+            self.failure = err
+            log.critical("embedded pipeline stopped: %s: %s", type(err).__name__, err, exc_info=not isinstance(err, PermanentFailure))
 
-    def _process(self, batch: list[RawMessage]) -> None:
-        error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                result = self.processor.process(batch)
-            except Exception as err:  # a crash in one batch must not kill the worker
-                error = f"{type(err).__name__}: {err}"
-                log.exception("batch of %d failed (attempt %d/%d)", len(batch), attempt, self.max_attempts)
-                time.sleep(min(0.2 * 2**attempt, 5))
-                continue
-            self.counters.batches += 1
-            self.counters.stored += len(result.stored)
-            self.counters.dead_lettered += len(result.dead)
-            if result.failed:
-                self.counters.failed += len(result.failed)
-                self.counters.errors.extend(sorted(set(result.failed.values()))[:5])
-                self._dead_letter_failed(batch, result)
-            return
-        self.counters.failed += len(batch)
-        self.counters.errors.append(error)
-        now = datetime.now(timezone.utc)
-        self.dead_letters.dead_letter(
-            [DeadLetter(reason=f"processing failed after {self.max_attempts} attempts: {error}", payload=payload_bytes(m.payload), origin=m.origin, received_at=now) for m in batch]
-        )
-
-    def _dead_letter_failed(self, batch: list[RawMessage], result: BatchResult) -> None:
-        """Articles every sink refused are kept as dead letters with the store's reason."""
-        now = datetime.now(timezone.utc)
-        letters = []
-        for msg in batch:
-            try:
-                art_id = parse_message(msg).id
-            except ValueError:
-                continue
-            if art_id in result.failed:
-                letters.append(DeadLetter(reason=f"rejected by store: {result.failed[art_id]}", payload=payload_bytes(msg.payload), origin=msg.origin, received_at=now))
-        if letters:
-            self.dead_letters.dead_letter(letters)
+    def _wait(self, seconds: float) -> bool:
+        return not self._abandon.wait(seconds)
 
 
 def open_embedded(
@@ -210,4 +219,4 @@ def open_embedded(
     closes the alerter's last windows.
     """
     processor = build_processor(settings, store, observers=observers, on_batch=on_batch)
-    return EmbeddedPipeline(settings, processor, StoreSink(store), finite=finite)
+    return EmbeddedPipeline(settings, processor, finite=finite)

@@ -1,23 +1,36 @@
 """The processing core: raw message → Article → enrich (tags, sentiment, summary) → sinks.
 
-It knows no backend. Sources (the embedded queue, a Kafka consumer) hand it batches of raw
-messages; it returns which messages were stored, which were dead-lettered and which failed, so
-the source can commit (Kafka offsets) only what a sink accepted.
+It knows no backend. Sources (the embedded queue, a Kafka consumer) hand batches of raw messages
+to one :class:`BatchDriver`, which runs them through the :class:`Processor` under one
+retry/dead-letter policy and returns an :class:`Outcome` per message: stored, dead-lettered
+with its reason, a duplicate of a later message in the same batch, or (only when the source
+asked to stop mid-outage) still to be retried. The sources differ only in how they fetch and
+acknowledge (a queue, Kafka offsets); one :class:`Counters` counts both.
+
+Failures are told apart (see :mod:`newspulse.errors`): a message's own fault is dead-lettered;
+an unavailable store or broker pauses the batch and retries it with capped exponential backoff
+for as long as it takes (nothing dead-lettered, nothing acknowledged); a permanent failure
+(bad credentials, bad mapping) raises :class:`~newspulse.errors.PermanentFailure` so the process
+stops.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Protocol
 
 import numpy as np
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from newspulse.errors import Failure, FailureClassifier, PermanentFailure, classify
 from newspulse.schema import LABELS, Article, ScoredArticle
 from newspulse.store.base import DeadLetter, WriteResult
 
@@ -64,48 +77,185 @@ class Observer(Protocol):
         """Release resources; called once when the pipeline stops."""
 
 
+
+PAUSED = Gauge("newspulse_pipeline_paused", "1 while processing is paused because a store or broker is unavailable.", ["source"])
+INFRASTRUCTURE_RETRIES = Counter(
+    "newspulse_pipeline_infrastructure_retries", "Batch retries after a store or broker was unavailable (never dead-lettered).", ["source"]
+)
+MESSAGES = Counter("newspulse_pipeline_messages", "Messages by final fate: stored, dead_lettered, duplicate, released.", ["source", "fate"])
+
+
+class Fate(str, Enum):
+    """What became of one message. Every message gets exactly one final fate, or stays queued
+    or uncommitted (``retry``) for the source to hand out again."""
+
+    stored = "stored"
+    dead_lettered = "dead_lettered"
+    duplicate = "duplicate"  # a later message of the same batch has the same id and wins
+    retry = "retry"
+
+
 @dataclass(frozen=True)
 class RawMessage:
-    """Bytes as received, with where they came from (for dead letters and offset commits)."""
+    """Bytes as received, with where they came from (for dead letters and offset commits).
 
-    payload: bytes | str | dict
+    ``article`` is the message already validated (an Article submitted in-process, or a message
+    parsed by an earlier attempt), so nothing is parsed twice.
+    """
+
+    payload: bytes | str | dict | None
     origin: str = "embedded"
     key: object = None
+    article: Article | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One message's fate after a pass through the Processor.
+
+    ``transient`` marks a retry that is the infrastructure's fault (a store or broker was
+    unavailable): it never counts towards dead-lettering. Other retries (a sink refused the
+    document) count as attempts.
+    """
+
+    message: RawMessage
+    fate: Fate
+    reason: str = ""
+    article: ScoredArticle | None = None
+    transient: bool = False
 
 
 @dataclass
 class BatchResult:
-    stored: list[ScoredArticle] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    """The outcome of each message of a batch, in input order."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def ok(self) -> bool:
-        """True when every message is either stored or dead-lettered (safe to commit)."""
-        return not self.failed
+    def stored(self) -> list[ScoredArticle]:
+        return [o.article for o in self.outcomes if o.fate is Fate.stored and o.article is not None]
+
+    def having(self, fate: Fate) -> list[Outcome]:
+        return [o for o in self.outcomes if o.fate is fate]
+
+    @property
+    def done(self) -> bool:
+        """True when no message is left to retry (the source may acknowledge the batch)."""
+        return not self.having(Fate.retry)
+
+
+@dataclass
+class Counters:
+    """What a source did with its messages; both modes count alike.
+
+    ``received == stored + dead_lettered + duplicate + released + pending`` at any moment:
+    ``released`` are messages handed back unacknowledged (Kafka records the group will redeliver),
+    ``pending`` those still queued or in flight.
+    """
+
+    source: str = "embedded"
+    received: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    duplicate: int = 0
+    released: int = 0
+    retried: int = 0
+    infrastructure_retries: int = 0
+    batches: int = 0
+    commits: int = 0
+    errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def pending(self) -> int:
+        return self.received - self.stored - self.dead_lettered - self.duplicate - self.released
+
+    def receive(self, n: int = 1) -> None:
+        with self._lock:
+            self.received += n
+
+    def settle(self, outcomes: Iterable[Outcome]) -> None:
+        """Count acknowledged outcomes (a ``retry`` outcome is never acknowledged)."""
+        counts: dict[Fate, int] = {}
+        for o in outcomes:
+            counts[o.fate] = counts.get(o.fate, 0) + 1
+        if Fate.retry in counts:
+            raise ValueError("a message still to be retried cannot be acknowledged")
+        with self._lock:
+            self.stored += counts.get(Fate.stored, 0)
+            self.dead_lettered += counts.get(Fate.dead_lettered, 0)
+            self.duplicate += counts.get(Fate.duplicate, 0)
+        for fate, n in counts.items():
+            MESSAGES.labels(self.source, fate.value).inc(n)
+
+    def release(self, n: int) -> None:
+        """Messages handed back unacknowledged (their next delivery is counted as received again)."""
+        with self._lock:
+            self.released += n
+        MESSAGES.labels(self.source, "released").inc(n)
+
+    def note_error(self, text: str) -> None:
+        with self._lock:
+            self.errors = (self.errors + [text])[-20:]
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "dead_lettered": self.dead_lettered,
+            "duplicate": self.duplicate,
+            "released": self.released,
+            "pending": self.pending,
+            "retried": self.retried,
+            "infrastructure_retries": self.infrastructure_retries,
+        }
 
 
 def parse_message(msg: RawMessage) -> Article:
     """Turn one raw message into a validated Article or raise ValueError saying why not."""
+    if msg.article is not None:
+        return msg.article
     payload = msg.payload
+    if payload is None:
+        raise ValueError("empty record (null value)")
     if isinstance(payload, (bytes, bytearray)):
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"not UTF-8: {err}") from None
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"malformed JSON: {err}") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
     try:
-        return Article.model_validate(payload)
-    except ValidationError as err:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"invalid article: {details}") from None
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"malformed JSON: {err}") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+        try:
+            return Article.model_validate(payload)
+        except ValidationError as err:
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"invalid article: {details}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def payload_bytes(payload: bytes | str | dict | None) -> bytes:
+    """The original message as bytes, for a dead letter (a null Kafka value becomes b"")."""
+    if payload is None:
+        return b""
+    if isinstance(payload, dict):
+        payload = json.dumps(payload, default=str)
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "replace")
+    return bytes(payload)
+
+
+def to_dead_letter(msg: RawMessage, reason: str) -> DeadLetter:
+    """The one place a dead letter is built: the original bytes, the reason and the origin."""
+    payload = msg.payload if msg.payload is not None or msg.article is None else msg.article.model_dump_json()
+    return DeadLetter(reason=reason, payload=payload_bytes(payload), origin=msg.origin, received_at=datetime.now(timezone.utc))
 
 
 class Processor:
@@ -146,30 +296,62 @@ class Processor:
         ]
 
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:
-        """Process one micro-batch. Bad messages are dead-lettered; good ones always go on."""
+        """Process one micro-batch; one :class:`Outcome` per message, in order.
+
+        Bad messages are dead-lettered and good ones always go on. A sink or dead-letter sink
+        that is unavailable leaves its messages to retry (``transient``); a document a sink
+        refuses is left to retry as an attempt. Anything else raises, for the driver to handle.
+        Articles are written before dead letters: rewriting an article is idempotent,
+        a dead letter written twice is a duplicate.
+        """
         t0 = time.perf_counter()
-        result = BatchResult()
-        unique: dict[str, Article] = {}
-        for msg in messages:
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        parsed: dict[int, Article] = {}
+        latest: dict[str, int] = {}
+        poison: dict[int, str] = {}
+        for i, msg in enumerate(messages):
             try:
                 art = parse_message(msg)
             except ValueError as err:
-                result.dead.append(_dead(msg, str(err)))
+                poison[i] = str(err)
                 continue
-            unique[art.id] = art  # the same id twice in a batch: last one wins
-        if result.dead:
-            self.dead_letters.dead_letter(result.dead)
-            for d in result.dead:
-                log.warning("dead-lettered message from %s: %s", d.origin, d.reason)
-        if unique:
-            scored = self.enrich(list(unique.values()))
-            accepted = set(unique)
-            for sink in self.sinks:
-                written = sink.write(scored)
-                for art_id, reason in written.failed.items():
-                    result.failed[art_id] = reason
-                accepted -= set(written.failed)
-            result.stored = [s for s in scored if s.id in accepted]
+            if art.id in latest:  # the same id twice in a batch: the last one wins
+                j = latest[art.id]
+                outcomes[j] = Outcome(messages[j], Fate.duplicate, f"superseded by a later message with the same id {art.id} in its batch")
+                del parsed[j]
+            latest[art.id] = i
+            parsed[i] = art
+        if parsed:
+            order = list(parsed)
+            scored = self.enrich([parsed[i] for i in order])
+            try:
+                refused = self._write(scored)
+            except Exception as err:
+                if classify(err) is not Failure.transient:
+                    raise
+                reason = f"{type(err).__name__}: {err}"
+                for i in order:
+                    outcomes[i] = Outcome(replace(messages[i], article=parsed[i]), Fate.retry, reason, transient=True)
+            else:
+                for i, art in zip(order, scored):
+                    if art.id in refused:
+                        outcomes[i] = Outcome(replace(messages[i], article=parsed[i]), Fate.retry, f"refused by a sink: {refused[art.id]}")
+                    else:
+                        outcomes[i] = Outcome(messages[i], Fate.stored, article=art)
+        if poison:
+            try:
+                self.dead_letters.dead_letter([to_dead_letter(messages[i], reason) for i, reason in poison.items()])
+            except Exception as err:
+                if classify(err) is not Failure.transient:
+                    raise
+                for i in poison:
+                    outcomes[i] = Outcome(messages[i], Fate.retry, f"dead-letter sink unavailable: {type(err).__name__}: {err}", transient=True)
+            else:
+                for i, reason in poison.items():
+                    outcomes[i] = Outcome(messages[i], Fate.dead_lettered, reason)
+                    log.warning("dead-lettered message from %s: %s", messages[i].origin, reason)
+        result = BatchResult(outcomes=[o for o in outcomes if o is not None], seconds=0.0)
+        if result.stored:
             for obs in self.observers:
                 obs.observe(result.stored)
         result.seconds = time.perf_counter() - t0
@@ -177,15 +359,196 @@ class Processor:
             self.on_batch(result)
         return result
 
+    def _write(self, scored: list[ScoredArticle]) -> dict[str, str]:
+        """Write to every sink; the ids some sink refused, with its reason."""
+        refused: dict[str, str] = {}
+        for sink in self.sinks:
+            written: WriteResult = sink.write(scored)
+            refused.update(written.failed)
+        return refused
 
-def payload_bytes(payload: bytes | str | dict) -> bytes:
-    """The original message as bytes, for a dead letter."""
-    if isinstance(payload, dict):
-        payload = json.dumps(payload, default=str)
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", "replace")
-    return bytes(payload)
+    def dead_letter(self, outcomes: Sequence[tuple[RawMessage, str]]) -> list[Outcome]:
+        """Dead-letter messages the driver gave up on; raises if the sink is unavailable."""
+        self.dead_letters.dead_letter([to_dead_letter(msg, reason) for msg, reason in outcomes])
+        for msg, reason in outcomes:
+            log.warning("dead-lettered message from %s: %s", msg.origin, reason)
+        return [Outcome(msg, Fate.dead_lettered, reason) for msg, reason in outcomes]
+
+    def close(self, end_of_stream: bool = False) -> None:
+        """Stop the observers. ``end_of_stream`` (a finished replay, not a stopped live stream)
+        lets them conclude what waits for later data: the alerter closes its last windows, which
+        a live stream must not do on shutdown because they are still filling."""
+        for observer in self.observers:
+            if end_of_stream:
+                observer.flush()
+            observer.close()
 
 
-def _dead(msg: RawMessage, reason: str) -> DeadLetter:
-    return DeadLetter(reason=reason, payload=payload_bytes(msg.payload), origin=msg.origin, received_at=datetime.now(timezone.utc))
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff: ``first_s``, doubling, at most ``max_s``."""
+
+    first_s: float = 0.2
+    max_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_s, self.first_s * 2 ** max(0, attempt - 1))
+
+
+#: How a source waits between retries: returns False when the source wants the batch back
+#: (it is stopping, or lost the messages' partitions); the Kafka source keeps polling meanwhile.
+Wait = Callable[[float], bool]
+
+
+class BatchDriver:
+    """The one retry/dead-letter policy, shared by the embedded queue and the Kafka consumer.
+
+    ``run`` keeps a batch until every message has a final fate:
+
+    * unavailable store or broker (transient): pause (gauge ``newspulse_pipeline_paused``),
+      back off, retry, for as long as it takes; never dead-letter, never count an attempt;
+    * a permanent failure: raise :class:`PermanentFailure` (the process stops, nothing acked);
+    * any other error (a bug, a message the model chokes on): retry the batch up to
+      ``max_attempts`` times, then process it message by message and dead-letter the ones that
+      still fail, with the error;
+    * a document a sink refuses: retried up to ``max_attempts`` times, then dead-lettered.
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        counters: Counters,
+        *,
+        max_attempts: int = 5,
+        backoff: Backoff = Backoff(),
+        classify_failure: FailureClassifier = classify,
+    ) -> None:
+        self.processor = processor
+        self.counters = counters
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.classify = classify_failure
+        self.paused_since: float | None = None
+        #: Seconds spent paused so far (the Kafka source keeps it out of its batch timing).
+        self.paused_seconds = 0.0
+        self._outages = 0
+
+    def run(self, messages: Sequence[RawMessage], wait: Wait) -> list[Outcome]:
+        """Outcomes in input order; all final unless ``wait`` returned False (then the rest are
+        ``retry`` and the source must hand them out again)."""
+        final: dict[int, Outcome] = {}
+        todo: list[tuple[int, RawMessage]] = list(enumerate(messages))
+        refusals: dict[int, int] = {}
+        errors = 0
+        isolating = False
+        self.counters.batches += 1
+        while todo:
+            chunk = todo[:1] if isolating else todo
+            try:
+                result = self.processor.process([m for _, m in chunk])
+            except Exception as err:
+                kind = self.classify(err)
+                reason = f"{type(err).__name__}: {err}"
+                if kind is Failure.permanent:
+                    self._resume()
+                    if isinstance(err, PermanentFailure):
+                        raise
+                    raise PermanentFailure(reason) from err
+                if kind is Failure.transient:
+                    if not self._pause(reason, wait):
+                        return self._handed_back(messages, final)
+                    continue
+                errors += 1
+                self.counters.note_error(reason)
+                if isolating or (len(chunk) == 1 and errors >= self.max_attempts):
+                    pos, msg = chunk[0]
+                    why = f"processing failed alone after its batch failed {self.max_attempts} times" if isolating else f"processing failed {errors} times"
+                    letters = self._dead_letter([(msg, f"{why}: {reason}")], wait)
+                    if letters is None:
+                        return self._handed_back(messages, final)
+                    final[pos] = letters[0]
+                    todo = todo[1:]
+                    continue
+                if errors >= self.max_attempts:
+                    log.warning("batch of %d failed %d times (%s); processing its messages one by one", len(chunk), errors, reason)
+                    isolating = True
+                    continue
+                log.exception("batch of %d failed (attempt %d/%d)", len(chunk), errors, self.max_attempts)
+                self.counters.retried += len(chunk)
+                if not wait(self.backoff.delay(errors)):
+                    return self._handed_back(messages, final)
+                continue
+            retry: dict[int, RawMessage] = {}
+            unavailable = ""
+            give_up: list[tuple[int, RawMessage, str]] = []
+            for (pos, _), outcome in zip(chunk, result.outcomes):
+                if outcome.fate is not Fate.retry:
+                    final[pos] = outcome
+                elif outcome.transient:
+                    retry[pos], unavailable = outcome.message, outcome.reason
+                else:
+                    refusals[pos] = refusals.get(pos, 0) + 1
+                    if refusals[pos] >= self.max_attempts:
+                        give_up.append((pos, outcome.message, f"{outcome.reason} ({refusals[pos]} times)"))
+                    else:
+                        retry[pos] = outcome.message
+            if give_up:
+                letters = self._dead_letter([(msg, reason) for _, msg, reason in give_up], wait)
+                if letters is None:
+                    return self._handed_back(messages, final)
+                final.update((pos, letter) for (pos, _, _), letter in zip(give_up, letters))
+            todo = [(pos, retry.get(pos, msg)) for pos, msg in todo if pos not in final]
+            if not todo:
+                break
+            if unavailable:
+                if not self._pause(unavailable, wait):
+                    return self._handed_back(messages, final)
+            else:
+                self._resume()
+                if retry:  # documents a sink refused: back off before the next attempt
+                    self.counters.retried += len(retry)
+                    if not wait(self.backoff.delay(max(refusals[p] for p in retry))):
+                        return self._handed_back(messages, final)
+        self._resume()
+        return [final[i] for i in range(len(messages))]
+
+    def _dead_letter(self, items: list[tuple[RawMessage, str]], wait: Wait) -> list[Outcome] | None:
+        """Dead-letter what the policy gave up on, waiting out an unavailable sink; None if the
+        source asked for the batch back meanwhile."""
+        while True:
+            try:
+                letters = self.processor.dead_letter(items)
+            except Exception as err:
+                if self.classify(err) is not Failure.transient:
+                    raise
+                if not self._pause(f"dead-letter sink: {type(err).__name__}: {err}", wait):
+                    return None
+                continue
+            return letters
+
+    def _pause(self, reason: str, wait: Wait) -> bool:
+        self._outages += 1
+        self.counters.infrastructure_retries += 1
+        INFRASTRUCTURE_RETRIES.labels(self.counters.source).inc()
+        self.counters.note_error(reason)
+        delay = self.backoff.delay(self._outages)
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+            PAUSED.labels(self.counters.source).set(1)
+            log.error("%s paused: store or broker unavailable (%s); retrying with backoff until it is back", self.counters.source, reason)
+        else:
+            log.warning("%s still paused after %.0fs (%s); next retry in %.1fs", self.counters.source, time.monotonic() - self.paused_since, reason, delay)
+        return wait(delay)
+
+    def _resume(self) -> None:
+        if self.paused_since is not None:
+            paused = time.monotonic() - self.paused_since
+            self.paused_seconds += paused
+            log.warning("%s resumed after %.0fs paused (%d retries)", self.counters.source, paused, self._outages)
+            PAUSED.labels(self.counters.source).set(0)
+            self.paused_since = None
+        self._outages = 0
+
+    def _handed_back(self, messages: Sequence[RawMessage], final: dict[int, Outcome]) -> list[Outcome]:
+        self._resume()
+        return [final.get(i) or Outcome(msg, Fate.retry, "handed back unfinished") for i, msg in enumerate(messages)]

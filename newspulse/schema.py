@@ -8,7 +8,7 @@ consumer can refuse or migrate records written by a newer producer instead of mi
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,6 +20,13 @@ SCHEMA_VERSION = 1
 #: Upper bound on an article body; longer bodies are rejected (dead-lettered), not truncated
 #: silently, because a 5 MB "article" is almost always a scraping accident.
 MAX_BODY_CHARS = 1_000_000
+
+#: Sanity bounds on ``published_at``. A story dated before 1900 or more than a day ahead of this
+#: machine's clock is a data error (a year-9999 placeholder, a mangled time zone): it would
+#: move every "latest" window into the future, so it is dead-lettered with the reason instead.
+#: A day covers any time-zone mislabelling and clock skew between publishers and this host.
+EARLIEST_PUBLISHED_AT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+MAX_PUBLISHED_AHEAD = timedelta(days=1)
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 
@@ -81,6 +88,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def check_published_at(value: datetime, now: datetime | None = None) -> None:
+    """Raise ValueError when ``value`` lies outside the sanity bounds (see ``MAX_PUBLISHED_AHEAD``)."""
+    value = to_utc(value)
+    if value < EARLIEST_PUBLISHED_AT:
+        raise ValueError(f"{value.isoformat()} is before {EARLIEST_PUBLISHED_AT.year}")
+    latest = (now or utcnow()) + MAX_PUBLISHED_AHEAD
+    if value > latest:
+        raise ValueError(f"{value.isoformat()} is more than {MAX_PUBLISHED_AHEAD.total_seconds() / 3600:g} h in the future (latest accepted now: {latest.isoformat(timespec='seconds')})")
+
+
 def _clean_symbols(values: Any) -> list[str]:
     if values is None:
         return []
@@ -114,7 +131,10 @@ class Article(BaseModel):
     @field_validator("published_at")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return to_utc(v)
+        v = to_utc(v)
+        if cls is Article:  # checked on the way in; stored and scored records are read back as they are
+            check_published_at(v)
+        return v
 
     @field_validator("tickers", "topics", mode="before")
     @classmethod

@@ -129,3 +129,64 @@ def _peer(argv_for) -> Iterator[Peer]:
     finally:
         peer.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class CredentialProxy:
+    """A secured Elasticsearch in front of noida-db (which has no authentication): requests with
+    the expected API key are forwarded; any other, or every request once ``expired`` is set,
+    gets Elasticsearch's 401 ``security_exception``. A real HTTP server on a free port."""
+
+    def __init__(self, upstream_port: int, api_key: str) -> None:
+        import http.client
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.expired = False
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.expired or self.headers.get("Authorization") != f"ApiKey {api_key}":
+                    proxy.refused += 1
+                    error = {"type": "security_exception", "reason": "unable to authenticate with provided credentials and anonymous access is not allowed for this request"}
+                    self._reply(401, [("Content-Type", "application/json"), ("WWW-Authenticate", 'ApiKey realm="security"')], json.dumps({"error": error, "status": 401}).encode())
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "host", "connection")}
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    skip = ("content-length", "connection", "transfer-encoding")
+                    self._reply(resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in skip], data)
+                finally:
+                    conn.close()
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

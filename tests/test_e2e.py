@@ -37,7 +37,7 @@ def test_replay_real_articles_through_the_embedded_pipeline(cli_env, tmp_path):
     done = run_cli("replay", "--file", str(DEFAULT_CORPUS), "--to", "embedded", "--speed", "0", "--limit", str(N), env=cli_env)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["stored"] == len(expected_ids) and summary["dead_lettered"] == 0 and summary["failed"] == 0
+    assert summary["stored"] == len(expected_ids) and summary["dead_lettered"] == 0 and summary["pending"] == 0
 
     stats = json.loads(run_cli("store", "stats", "--json", env=cli_env).stdout)
     assert stats["articles"] == stats["unique_ids"] == len(expected_ids)

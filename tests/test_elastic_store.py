@@ -15,7 +15,7 @@ from peers import start_elasticsearch_peer
 from test_store_contract import CORPUS, make_corpus
 
 from newspulse.settings import load_settings
-from newspulse.store.base import Filter, StoreError
+from newspulse.store.base import Filter, StoreUnavailable
 from newspulse.store.elastic import ElasticStore, redact_url
 
 pytestmark = pytest.mark.es
@@ -144,9 +144,9 @@ def test_outage_writer_waits_and_loses_nothing(peer):
     store.close()
 
 
-def test_outage_longer_than_retry_budget_reports_not_acknowledged(peer):
-    """Past its retry budget a write returns every article as failed (the caller must not
-    commit them) instead of raising or dropping; rewriting after recovery adds no duplicate."""
+def test_outage_longer_than_retry_budget_raises_unavailable(peer):
+    """Past its retry budget a write raises StoreUnavailable (the caller pauses and retries; an
+    outage is never reported as bad documents); rewriting after recovery adds no duplicate."""
     store = make_store(peer.port, es_retry_seconds=2)
     corpus = make_corpus(30)
     assert store.upsert_articles(corpus[:10]).ok
@@ -154,11 +154,10 @@ def test_outage_longer_than_retry_budget_reports_not_acknowledged(peer):
     peer.stop()
     try:
         t = time.monotonic()
-        result = store.upsert_articles(corpus)
+        with pytest.raises(StoreUnavailable, match="30 article.*not acknowledged"):
+            store.upsert_articles(corpus)
         assert time.monotonic() - t < 15
-        assert result.written == [] and set(result.failed) == {a.id for a in corpus}
-        assert all("not acknowledged" in r for r in result.failed.values())
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreUnavailable):
             store.top_negative(Filter())
     finally:
         peer.start()

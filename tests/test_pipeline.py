@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from newspulse.embedded import EmbeddedPipeline, StoreSink
-from newspulse.pipeline import Processor, RawMessage
+from newspulse.pipeline import Backoff, Fate, Processor, RawMessage
 from newspulse.settings import load_settings
 from newspulse.store.base import WriteResult
 from newspulse.store.sqlite import SQLiteStore
@@ -34,6 +34,10 @@ def raw(i: int, title: str = "Widget maker rises") -> dict:
     return {"published_at": f"2024-01-01T00:{i % 60:02d}:00Z", "source": "wire", "title": f"{title} {i}", "body": "Body.", "url": f"https://x.test/{i}"}
 
 
+#: Retries in these tests back off for milliseconds, not seconds.
+FAST = Backoff(first_s=0.001, max_s=0.01)
+
+
 def make_processor(store, sinks=None):
     sink = StoreSink(store)
     return Processor(KeywordClassifier(), FirstSentence(), sinks or [sink], sink)
@@ -54,6 +58,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_stored(tmp_path):
     ]
     result = make_processor(store).process(msgs)
     assert {a.title for a in result.stored} == {"Widget maker rises 1", "Shares falls 5"}
+    assert [o.fate for o in result.outcomes] == [Fate.stored] + [Fate.dead_lettered] * 7 + [Fate.stored]
     reasons = [d.reason for d in store.list_dead_letters()]
     assert len(reasons) == 7
     assert any("malformed JSON" in r for r in reasons)
@@ -71,6 +76,7 @@ def test_duplicate_ids_in_a_batch_collapse_to_one(tmp_path):
     store = SQLiteStore(tmp_path / "p.db")
     result = make_processor(store).process([RawMessage(raw(1)), RawMessage(raw(1)), RawMessage({**raw(1), "url": "https://X.test/1?utm_source=feed"})])
     assert len(result.stored) == 1 and store.stats()["articles"] == 1
+    assert [o.fate for o in result.outcomes] == [Fate.duplicate, Fate.duplicate, Fate.stored]
 
 
 class RefusingSink:
@@ -84,42 +90,59 @@ def test_refused_articles_are_not_reported_stored(tmp_path):
     store = SQLiteStore(tmp_path / "p.db")
     result = make_processor(store, sinks=[StoreSink(store), RefusingSink()]).process([RawMessage(raw(1)), RawMessage(raw(2, "please reject"))])
     assert [a.title for a in result.stored] == ["Widget maker rises 1"]
-    assert list(result.failed.values()) == ["mapping conflict"] and not result.ok
+    retry = result.outcomes[1]
+    assert retry.fate is Fate.retry and retry.reason == "refused by a sink: mapping conflict" and not retry.transient and not result.done
+    assert retry.message.article is not None and retry.message.article.title == "please reject 2"  # kept parsed for the retry
 
 
 def test_embedded_queue_drains_everything_on_close(tmp_path):
     store = SQLiteStore(tmp_path / "p.db")
     settings = load_settings(queue_max_items=8, batch_max_records=16, batch_max_wait_ms=20)
-    with EmbeddedPipeline(settings, make_processor(store), StoreSink(store)) as pipe:
+    with EmbeddedPipeline(settings, make_processor(store)) as pipe:
         for i in range(300):
             pipe.submit(raw(i % 250) if i % 50 else b"garbage")
     assert store.stats()["articles"] == 245  # ids 0-249 minus the five multiples of 50, only ever sent as garbage
-    assert pipe.counters.dead_lettered == 6 and pipe.counters.submitted == 300
+    c = pipe.counters
+    assert c.dead_lettered == 6 and c.received == 300 and c.pending == 0
+    assert c.stored + c.dead_lettered + c.duplicate == 300
 
 
 class FlakyClassifier(KeywordClassifier):
-    def __init__(self, failures: int) -> None:
+    """Raises ``error`` for its first ``failures`` batches, and for every batch holding ``poison``."""
+
+    def __init__(self, failures: int, error: Exception, poison: str = "") -> None:
         self.failures = failures
+        self.error = error
+        self.poison = poison
 
     def score_articles(self, articles):
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("transient")
+        if self.failures or (self.poison and any(self.poison in a.title for a in articles)):
+            self.failures = max(0, self.failures - 1)
+            raise self.error
         return super().score_articles(articles)
 
 
-def test_embedded_retries_a_failed_batch_then_dead_letters(tmp_path, monkeypatch):
-    monkeypatch.setattr("newspulse.embedded.time.sleep", lambda s: None)
+def test_embedded_waits_out_a_transient_error_without_dead_lettering(tmp_path):
     store = SQLiteStore(tmp_path / "p.db")
-    settings = load_settings(batch_max_wait_ms=1)
     sink = StoreSink(store)
-    with EmbeddedPipeline(settings, Processor(FlakyClassifier(2), FirstSentence(), [sink], sink), sink) as pipe:
+    with EmbeddedPipeline(load_settings(batch_max_wait_ms=1), Processor(FlakyClassifier(7, ConnectionError("model server down")), FirstSentence(), [sink], sink), backoff=FAST) as pipe:
         pipe.submit(raw(1))
-    assert store.stats()["articles"] == 1 and pipe.counters.failed == 0
-    with EmbeddedPipeline(settings, Processor(FlakyClassifier(99), FirstSentence(), [sink], sink), sink) as pipe:
-        pipe.submit(raw(2))
-    assert store.stats()["articles"] == 1 and pipe.counters.failed == 1
-    assert "after 5 attempts: ConnectionError: transient" in store.list_dead_letters()[0].reason
+    assert store.stats()["articles"] == 1 and store.stats()["dead_letters"] == 0
+    assert pipe.counters.infrastructure_retries == 7 and pipe.counters.stored == 1 and pipe.counters.pending == 0
+
+
+def test_embedded_retries_a_failing_batch_then_dead_letters_only_the_culprit(tmp_path):
+    store = SQLiteStore(tmp_path / "p.db")
+    sink = StoreSink(store)
+    clf = FlakyClassifier(0, RuntimeError("tokenizer crashed"), poison="crash me")
+    with EmbeddedPipeline(load_settings(batch_max_wait_ms=50), Processor(clf, FirstSentence(), [sink], sink), backoff=FAST) as pipe:
+        for i in range(4):
+            pipe.submit(raw(i, "crash me" if i == 2 else "Widget maker rises"))
+    assert store.stats()["articles"] == 3
+    [letter] = store.list_dead_letters()
+    assert letter.reason == "processing failed alone after its batch failed 5 times: RuntimeError: tokenizer crashed" and b"crash me 2" in letter.payload
+    c = pipe.counters
+    assert (c.received, c.stored, c.dead_lettered, c.pending) == (4, 3, 1, 0) and c.retried > 0
 
 
 def test_scored_article_score_and_label():
@@ -149,7 +172,7 @@ def _observed(tmp_path, finite: bool, fail: bool) -> list:
     sink = StoreSink(store)
     obs = RecordingObserver()
     try:
-        with EmbeddedPipeline(load_settings(batch_max_wait_ms=1), Processor(KeywordClassifier(), FirstSentence(), [sink], sink, observers=[obs]), sink, finite=finite) as pipe:
+        with EmbeddedPipeline(load_settings(batch_max_wait_ms=1), Processor(KeywordClassifier(), FirstSentence(), [sink], sink, observers=[obs]), finite=finite) as pipe:
             pipe.submit(raw(1))
             if fail:
                 raise KeyboardInterrupt

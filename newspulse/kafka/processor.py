@@ -3,13 +3,15 @@
 Delivery is at-least-once with idempotent writes, which makes the store exactly-once:
 
 * records are micro-batched (``batch_max_records`` / ``batch_max_wait_ms``) and handed to the
-  processing core; offsets are committed only after every sink accepted the batch;
-* when a sink refuses some articles, each partition is committed only up to its first refused
-  record and the consumer seeks back there, so the refused ones (and what follows) come again;
-  a record refused ``max_attempts`` times is dead-lettered instead of blocking its partition;
-* a batch that raises (store down, broker hiccup) is retried from its first offsets with
-  backoff; after ``max_attempts`` its records are processed one by one so a single poison
-  record is dead-lettered with the error and the rest go on;
+  shared :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the
+  embedded queue); offsets are committed only once every record of the batch is stored,
+  dead-lettered or a superseded duplicate;
+* while the store or the broker is unavailable the driver keeps the batch and retries it with
+  capped backoff for as long as it takes; meanwhile this processor pauses its partitions and
+  keeps polling, so it stays in the group without fetching more (gauge
+  ``newspulse_pipeline_paused``); nothing is dead-lettered or committed for an outage;
+* a permanent failure (a rejected credential, a bad mapping) stops the processor with the error;
+  the batch in hand is not committed;
 * every store write is keyed by article id, so a redelivery after a crash overwrites instead of
   duplicating.
 
@@ -28,20 +30,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
+from newspulse.errors import Failure, classify
 from newspulse.kafka import metrics
 from newspulse.kafka.client import describe, ensure_topics, group_config, is_transient, retry
-from newspulse.kafka.producer import PublishError, build_producer
+from newspulse.kafka.producer import build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
-from newspulse.pipeline import ArticleSink, BatchResult, DeadLetterSink, Processor, RawMessage, parse_message
+from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage
 from newspulse.schema import Article
 from newspulse.settings import Settings
-from newspulse.store.base import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,17 @@ _WARM_UP = Article(published_at=datetime(2020, 1, 1, tzinfo=timezone.utc), sourc
 ProcessorFactory = Callable[[Settings, ArticleSink, DeadLetterSink], Processor]
 
 
-@dataclass
-class RunStats:
-    """What one run did (also exported as Prometheus metrics)."""
-
-    consumed: int = 0
-    stored: int = 0
-    dead_lettered: int = 0
-    failed: int = 0
-    batches: int = 0
-    commits: int = 0
-    errors: list[str] = field(default_factory=list)
+def kafka_failure(err: BaseException) -> Failure:
+    """The kernel's classification plus the broker's: a refused credential or ACL is permanent,
+    any other broker error is the infrastructure's (transient), never a record's fault."""
+    kind = classify(err)
+    if kind is not Failure.unknown:
+        return kind
+    if isinstance(err, (AuthorizationError, SaslAuthenticationFailedError)):
+        return Failure.permanent
+    if isinstance(err, KafkaError):
+        return Failure.transient
+    return Failure.unknown
 
 
 class RevocationListener(AsyncConsumerRebalanceListener):
@@ -95,24 +96,22 @@ class RevocationListener(AsyncConsumerRebalanceListener):
 
 
 class StreamProcessor:
-    """Polls ``news.raw`` in a consumer group and feeds micro-batches to a Processor.
+    """Polls ``news.raw`` in a consumer group and feeds micro-batches to the shared BatchDriver.
 
     Not thread-safe: one instance per thread or process (the Kafka consumer is not shareable).
     """
 
-    def __init__(self, settings: Settings, processor: Processor, *, dead_letters: DeadLetterSink, max_attempts: int = 5, **consumer_overrides: object) -> None:
+    def __init__(self, settings: Settings, processor: Processor, *, max_attempts: int = 5, backoff: Backoff = Backoff(), **consumer_overrides: object) -> None:
         self.settings = settings
         self.processor = processor
-        self.dead_letters = dead_letters
-        self.max_attempts = max_attempts
         self.consumer_overrides = consumer_overrides
-        self.stats = RunStats()
+        self.stats = Counters(source="kafka")
+        self.driver = BatchDriver(processor, self.stats, max_attempts=max_attempts, backoff=backoff, classify_failure=kafka_failure)
         self.consumer = None
         #: Partitions this processor owns now (kept by the rebalance callbacks; readable from any thread).
         self.assigned: frozenset = frozenset()
         self._buffer: list = []
         self._batch_started: float | None = None
-        self._attempts: dict[tuple, int] = {}
         self._next_offset: dict = {}
         self._lock = threading.Lock()
         self._revoked: set = set()
@@ -141,8 +140,11 @@ class StreamProcessor:
         cfg.update(self.consumer_overrides)
         return KafkaConsumer(**cfg)
 
-    def run(self, stop: threading.Event) -> RunStats:
-        """Consume until ``stop`` is set, then finish the batch in hand, commit and leave the group."""
+    def run(self, stop: threading.Event) -> Counters:
+        """Consume until ``stop`` is set, then finish the batch in hand, commit and leave the group.
+
+        Raises :class:`~newspulse.errors.PermanentFailure` (after leaving the group, with the
+        failed batch uncommitted) when retrying cannot help."""
         self._warm_up()
         self.consumer = retry(self._build_consumer, f"connecting to {describe(self.settings)}", timeout_s=120, stop=stop)
         try:
@@ -151,10 +153,10 @@ class StreamProcessor:
             while not stop.is_set():
                 self._poll()
                 if self._batch_due():
-                    self._flush_guarded(stop)
+                    self._flush(stop)
             if self._buffer:
                 log.info("stopping: finishing the batch of %d in hand", len(self._buffer))
-                self._flush_guarded(stop)
+                self._flush(stop)
         finally:
             try:
                 if self._uncommitted:
@@ -162,7 +164,7 @@ class StreamProcessor:
             finally:
                 self.consumer.close(autocommit=False)  # the revocation callback commits what is still pending, then it leaves
                 self.consumer = None
-            log.info("processor stopped: %s", self.stats)
+            log.info("processor stopped: %s", self.stats.summary())
         return self.stats
 
     def _warm_up(self) -> None:
@@ -194,18 +196,21 @@ class StreamProcessor:
         except Exception as err:
             if not isinstance(err, KafkaError) and not is_transient(err):
                 raise
-            self._note_error(f"poll: {type(err).__name__}: {err}")
-            self._backoff(None)
+            self.stats.note_error(f"poll: {type(err).__name__}: {err}")
+            self._backoff()
             return
         metrics.LAST_POLL.set_to_current_time()
         self._drop_revoked()
+        self._take(polled)
+        self._update_lag()
+
+    def _take(self, polled: dict) -> None:
         for records in polled.values():
             self._buffer.extend(records)
             metrics.CONSUMED.inc(len(records))
-            self.stats.consumed += len(records)
+            self.stats.receive(len(records))
         if self._buffer and self._batch_started is None:
             self._batch_started = time.monotonic()
-        self._update_lag()
 
     def _batch_due(self) -> bool:
         if not self._buffer:
@@ -233,6 +238,7 @@ class StreamProcessor:
         kept = [r for r in self._buffer if _tp(r) not in revoked]
         if len(kept) != len(self._buffer):
             log.info("rebalance: dropped %d buffered record(s) of revoked partitions", len(self._buffer) - len(kept))
+            self.stats.release(len(self._buffer) - len(kept))
         self._buffer = kept
         if not kept:
             self._batch_started = None
@@ -242,126 +248,78 @@ class StreamProcessor:
                 metrics.LAG.remove(tp.topic, str(tp.partition))
 
     # --- processing -----------------------------------------------------------------------
-    def _flush_guarded(self, stop: threading.Event) -> None:
-        """Process the buffered batch; if the broker fails us mid-way (a dead letter or a commit
-        not delivered), rewind to the batch's first offsets and retry after a backoff."""
+    def _flush(self, stop: threading.Event) -> None:
+        """Run the buffered batch through the driver, then commit what it settled."""
         batch, self._buffer, self._batch_started = self._buffer, [], None
-        try:
-            self._flush(batch, stop)
-        except Exception as err:
-            if not isinstance(err, (KafkaError, PublishError)) and not is_transient(err):
-                raise
-            self._note_error(f"batch of {len(batch)}: {type(err).__name__}: {err}")
-            log.warning("batch of %d not completed (%s); retrying from its first offsets", len(batch), err)
-            self._rewind(batch)
-            self._backoff(stop)
-
-    def _flush(self, batch: list, stop: threading.Event) -> None:
         messages = [RawMessage(payload=r.value, origin=record_origin(r.topic, r.partition, r.offset), key=r.key) for r in batch]
+        partitions = {_tp(r) for r in batch}
+        retried, paused = self.stats.retried, self.driver.paused_seconds
         t0 = time.perf_counter()
         try:
-            result = self.processor.process(messages)
-        except Exception as err:
-            metrics.FAILED.inc(len(batch))
-            self.stats.failed += len(batch)
-            reason = f"{type(err).__name__}: {err}"
-            self._note_error(f"batch of {len(batch)}: {reason}")
-            log.exception("batch of %d failed", len(batch))
-            first = batch[0]
-            attempts = self._attempts[_key(first)] = self._attempts.get(_key(first), 0) + 1
-            if attempts >= self.max_attempts:
-                self._process_one_by_one(batch, reason)
-                self._attempts.pop(_key(first), None)
-                return
-            self._rewind(batch)
-            self._backoff(stop)
-            return
-        elapsed = time.perf_counter() - t0
-        metrics.BATCH_SECONDS.observe(elapsed)
-        self._adapt_batch_limit(elapsed)
-        self._failures_in_row = 0
-        self._account(result)
-        self._commit_batch(batch, messages, result)
-        metrics.observe_indexed(batch)
+            outcomes = self.driver.run(messages, lambda seconds: self._wait_paused(seconds, stop, partitions))
+        finally:
+            if self.consumer.paused():
+                self.consumer.resume(*self.consumer.paused())
+        metrics.FAILED.inc(self.stats.retried - retried)
+        working = time.perf_counter() - t0 - (self.driver.paused_seconds - paused)
+        metrics.BATCH_SECONDS.observe(working)
+        self._adapt_batch_limit(working)
+        self._acknowledge(batch, outcomes)
+        metrics.observe_indexed([r for r, o in zip(batch, outcomes) if o.fate is not Fate.retry])
 
-    def _process_one_by_one(self, batch: list, batch_error: str) -> None:
-        """Isolate what keeps failing a batch: each record alone; the ones that still raise are
-        dead-lettered with their error. Ends with every record stored or dead-lettered."""
-        log.warning("batch failed %d times (%s); processing its %d records one by one", self.max_attempts, batch_error, len(batch))
-        for record in batch:
-            msg = RawMessage(payload=record.value, origin=record_origin(record.topic, record.partition, record.offset), key=record.key)
+    def _wait_paused(self, seconds: float, stop: threading.Event, partitions: set) -> bool:
+        """Wait between retries with every partition paused, polling so that the group keeps
+        this member; False when stopping or when the batch's partitions were taken away."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            with self._lock:
+                if self._revoked & partitions:
+                    return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self.consumer.pause(*self.consumer.assignment())
             try:
-                result = self.processor.process([msg])
+                polled = self.consumer.poll(timeout_ms=max(1, int(min(left, IDLE_POLL_MS / 1000) * 1000)))
             except Exception as err:
-                self._dead_letter([record], f"processing failed {self.max_attempts} times: {type(err).__name__}: {err}")
+                if kafka_failure(err) is not Failure.transient:
+                    raise
+                self.stats.note_error(f"poll while paused: {type(err).__name__}: {err}")
+                stop.wait(min(left, IDLE_POLL_MS / 1000))
                 continue
-            self._account(result)
-            if result.failed:
-                self._dead_letter([record], f"rejected by sink: {next(iter(result.failed.values()))}")
-        self._commit(_offsets_after(batch))
+            metrics.LAST_POLL.set_to_current_time()  # paused, not stuck: the healthcheck sees the loop alive
+            self._take(polled)  # only from partitions assigned since the pause: the next batch
+        return False
 
-    def _account(self, result: BatchResult) -> None:
-        self.stats.batches += 1
-        self.stats.stored += len(result.stored)
-        self.stats.dead_lettered += len(result.dead)
-        self.stats.failed += len(result.failed)
-        metrics.PROCESSED.inc(len(result.stored))
-        metrics.DEAD_LETTERED.inc(len(result.dead))
-        metrics.FAILED.inc(len(result.failed))
-
-    def _commit_batch(self, batch: list, messages: Sequence[RawMessage], result: BatchResult) -> None:
-        """Commit each partition up to its first refused record; seek back there to retry it."""
-        refused: dict[int, str] = {}
-        if result.failed:
-            for i, msg in enumerate(messages):
-                try:
-                    art_id = parse_message(msg).id
-                except ValueError:
-                    continue
-                if art_id in result.failed:
-                    refused[i] = result.failed[art_id]
+    def _acknowledge(self, batch: list, outcomes: list[Outcome]) -> None:
+        """Commit each owned partition up to its first unsettled record and seek back there;
+        what is not committed is released to be delivered again."""
         offsets: dict = {}
-        rewind_to: dict = {}
-        for i, record in enumerate(batch):
+        rewind: dict = {}
+        settled: list[Outcome] = []
+        released = 0
+        for record, outcome in zip(batch, outcomes):
             tp = _tp(record)
-            if tp in rewind_to:
+            if tp in rewind or outcome.fate is Fate.retry or tp not in self.assigned:
+                if tp not in rewind and tp in self.assigned:
+                    rewind[tp] = record.offset
+                released += 1
                 continue
-            if i in refused:
-                attempts = self._attempts[_key(record)] = self._attempts.get(_key(record), 0) + 1
-                if attempts < self.max_attempts:
-                    rewind_to[tp] = record.offset
-                    continue
-                self._attempts.pop(_key(record), None)
-                self._dead_letter([record], f"rejected by sink {attempts} times: {refused[i]}")
+            settled.append(outcome)
             offsets[tp] = record.offset + 1
-            if self._attempts:
-                self._attempts.pop(_key(record), None)  # done: forget earlier failures
+        self.stats.settle(settled)
+        metrics.PROCESSED.inc(sum(o.fate is Fate.stored for o in settled))
+        metrics.DEAD_LETTERED.inc(sum(o.fate is Fate.dead_lettered for o in settled))
+        if released:
+            self.stats.release(released)
         self._commit(offsets)
-        for tp, offset in rewind_to.items():
-            log.warning("partition %d: record %d refused by a sink; retrying from there", tp.partition, offset)
-            self.consumer.seek(tp, offset)
-        if rewind_to:
-            self._backoff(None)
-
-    def _dead_letter(self, records: list, reason: str) -> None:
-        now = datetime.now(timezone.utc)
-        self.dead_letters.dead_letter(
-            [DeadLetter(reason=reason, payload=r.value or b"", origin=record_origin(r.topic, r.partition, r.offset), received_at=now) for r in records]
-        )
-        metrics.DEAD_LETTERED.inc(len(records))
-        self.stats.dead_lettered += len(records)
-
-    def _rewind(self, batch: list) -> None:
-        for tp, offset in _first_offsets(batch).items():
+        for tp, offset in rewind.items():
+            log.warning("partition %d: records from offset %d not finished; they will be read again", tp.partition, offset)
             self.consumer.seek(tp, offset)
 
-    def _backoff(self, stop: threading.Event | None) -> None:
+    def _backoff(self) -> None:
         self._failures_in_row += 1
-        delay = min(5.0, 0.1 * 2 ** self._failures_in_row)
-        if stop is not None:
-            stop.wait(delay)
-        else:
-            time.sleep(delay)
+        time.sleep(min(5.0, 0.1 * 2**self._failures_in_row))
 
     # --- offsets --------------------------------------------------------------------------
     def _commit(self, offsets: dict) -> None:
@@ -378,9 +336,10 @@ class StreamProcessor:
         except Exception as err:
             # Not committed: they stay pending for the next commit or the revocation callback.
             # If the group moved on, the new owner reprocesses them (idempotent writes).
-            self._note_error(f"commit: {type(err).__name__}: {err}")
+            self.stats.note_error(f"commit: {type(err).__name__}: {err}")
             log.warning("offset commit failed: %s", err)
             return
+        self._failures_in_row = 0
         with self._lock:
             for tp, off in pending.items():
                 if self._uncommitted.get(tp) == off:
@@ -394,9 +353,6 @@ class StreamProcessor:
             if high is not None and done is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
 
-    def _note_error(self, text: str) -> None:
-        self.stats.errors = (self.stats.errors + [text])[-20:]
-
 
 def _offset_metadata(offsets: dict) -> dict:
     return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
@@ -406,28 +362,13 @@ def _tp(record) -> TopicPartition:
     return TopicPartition(record.topic, record.partition)
 
 
-def _key(record) -> tuple:
-    return (record.topic, record.partition, record.offset)
-
-
-def _first_offsets(batch: list) -> dict:
-    first: dict = {}
-    for r in batch:
-        first.setdefault(_tp(r), r.offset)
-    return first
-
-
-def _offsets_after(batch: list) -> dict:
-    return {_tp(r): r.offset + 1 for r in batch}
-
-
 def run_processor(
     settings: Settings,
     stop: threading.Event | None = None,
     *,
     processor_factory: ProcessorFactory | None = None,
     **consumer_overrides: object,
-) -> RunStats:
+) -> Counters:
     """Run one processor of the consumer group until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     Creates the topics if missing, serves metrics when ``metrics_port`` is set, and wires the
@@ -454,7 +395,7 @@ def run_processor(
                 processor = build_processor(settings, store, sinks_extra=[scored], dead_letters=dlq, observers=())
             else:
                 processor = processor_factory(settings, scored, dlq)
-            return StreamProcessor(settings, processor, dead_letters=dlq, **consumer_overrides).run(stop)
+            return StreamProcessor(settings, processor, **consumer_overrides).run(stop)
         finally:
             producer.close()
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from kafka import KafkaProducer
 
+from newspulse.errors import Unavailable
 from newspulse.kafka.client import connection_config, describe, ensure_topics
 from newspulse.schema import SCHEMA_VERSION, Article
 from newspulse.settings import Settings
@@ -29,8 +30,9 @@ COMPRESSION = "zstd"
 JSON_HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 
 
-class PublishError(RuntimeError):
-    """Some records were not acknowledged by the brokers within the delivery timeout."""
+class PublishError(Unavailable):
+    """Some records were not acknowledged by the brokers within the delivery timeout (transient:
+    the pipeline pauses and retries rather than dead-lettering)."""
 
 
 def build_producer(settings: Settings, **overrides: object) -> KafkaProducer:

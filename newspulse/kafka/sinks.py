@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
+from kafka.errors import InvalidRecordError, MessageSizeTooLargeError
+
 from newspulse.kafka.producer import JSON_HEADERS, PublishError
 from newspulse.schema import ScoredArticle
 from newspulse.settings import Settings
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_REASON_CHARS = 4000
 #: Room left for key and headers when a dead letter's payload must be cut to fit the topic.
 _HEADER_ROOM = 64 * 1024
+
+#: Producer errors that are a record's own fault; every other delivery failure is the broker's.
+_RECORD_FAULTS = (MessageSizeTooLargeError, InvalidRecordError)
 
 _ORIGIN = re.compile(r"^kafka://(?P<topic>[^/]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
 
@@ -66,13 +71,20 @@ class ScoredTopicSink:
         self._producer = producer
 
     def write(self, articles: Sequence[ScoredArticle]) -> WriteResult:
+        """Publish; a record too large for the topic is refused (its own fault), any other
+        delivery failure raises PublishError (the broker's: the pipeline pauses and retries)."""
         records = [(a.id.encode(), a.model_dump_json().encode(), JSON_HEADERS) for a in articles]
         result = WriteResult()
+        outage: list[BaseException] = []
         for article, err in zip(articles, _send_all(self._producer, self.topic, records)):
             if err is None:
                 result.written.append(article.id)
-            else:
+            elif isinstance(err, _RECORD_FAULTS):
                 result.failed[article.id] = f"{self.topic}: {type(err).__name__}: {err}"
+            else:
+                outage.append(err)
+        if outage:
+            raise PublishError(f"{len(outage)} of {len(articles)} scored article(s) not delivered to {self.topic}: {outage[0]}")
         return result
 
 

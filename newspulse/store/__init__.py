@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from newspulse.settings import Settings
-from newspulse.store.base import Bucket, DeadLetter, Facet, Filter, SearchHit, Store, StoreError, WriteResult
+from newspulse.store.base import Bucket, DeadLetter, Facet, Filter, SearchHit, Store, StoreError, StorePermanentError, StoreUnavailable, WriteResult
 
-__all__ = ["Bucket", "DeadLetter", "Facet", "Filter", "SearchHit", "Store", "StoreError", "WriteResult", "open_store"]
+__all__ = ["Bucket", "DeadLetter", "Facet", "Filter", "SearchHit", "Store", "StoreError", "StorePermanentError", "StoreUnavailable", "WriteResult", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
 
+from newspulse.errors import InfrastructureError, PermanentFailure, Unavailable
 from newspulse.schema import Alert, Feedback, ScoredArticle
 
 FacetField = Literal["tickers", "topics", "source"]
@@ -69,7 +70,12 @@ class Facet:
 
 @dataclass
 class WriteResult:
-    """What a bulk write accepted. Ids in ``failed`` were *not* stored and must not be acked."""
+    """What a bulk write accepted. Ids in ``failed`` were *not* stored and must not be acked.
+
+    ``failed`` holds what the store refused document by document (a value its mapping cannot
+    take, a version conflict). A store that cannot take the request at all raises
+    :class:`StoreUnavailable` or :class:`StorePermanentError` instead, so that an outage is
+    never mistaken for bad records."""
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -109,8 +115,19 @@ def search_terms(text: str) -> list[str]:
     return list(terms)
 
 
-class StoreError(RuntimeError):
-    """A store could not be reached or refused a whole request (transient: retry)."""
+class StoreError(InfrastructureError):
+    """A store could not be reached or refused a whole request: never one record's fault.
+
+    Raised as is it counts as transient (the pipeline pauses and retries); the two subclasses
+    say which kind it is where the backend knows."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """Unreachable, timing out, overloaded (429/5xx) or locked: retry with backoff."""
+
+
+class StorePermanentError(StoreError, PermanentFailure):
+    """Retrying cannot help (a rejected or expired credential, a bad mapping): stop."""
 
 
 @runtime_checkable

@@ -13,9 +13,11 @@ Index design (see docs/storage.md):
   ``{prefix}-dead-letters``.
 
 Writes retry with exponential backoff on 429, 5xx and connection errors for
-``settings.es_retry_seconds``; what is still not acknowledged then is reported in
-``WriteResult.failed`` so that the caller (the Kafka processor) does not commit it and tries
-again later. Documents that the cluster rejects for good (a mapping conflict) are reported with
+``settings.es_retry_seconds``; if the cluster is still unavailable then, the write raises
+:class:`~newspulse.store.base.StoreUnavailable`, so that the caller pauses and retries instead of
+committing or dead-lettering. A rejected credential (401/403) or a mapping that refuses our own
+fields raises :class:`~newspulse.store.base.StorePermanentError` (retrying cannot help). Documents
+that the cluster rejects for their own content are reported in ``WriteResult.failed`` with
 Elasticsearch's reason at once and never hold up the rest of the batch.
 
 Writes are not refreshed one by one (that would make every bulk request pay for a Lucene
@@ -48,6 +50,8 @@ from newspulse.store.base import (
     Filter,
     SearchHit,
     StoreError,
+    StorePermanentError,
+    StoreUnavailable,
     WriteResult,
     search_terms,
 )
@@ -72,6 +76,10 @@ EXACT_UNIQUE_IDS = 40_000
 RECENT_IDS = 100_000
 _MAX_BACKOFF = 10.0
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+#: Refusals that no retry can fix: the credential (401/403), or an index mapping that does not
+#: take the fields every article has (the store's setup is wrong, not the record).
+_DENIED_STATUS = frozenset({401, 403})
+_BAD_MAPPING_ERRORS = ("strict_dynamic_mapping_exception",)
 
 _TEXT = {"type": "text", "analyzer": "english"}
 _KEYWORD = {"type": "keyword"}
@@ -226,7 +234,7 @@ class ElasticStore:
 
         number = str(self.client.info()["version"]["number"])
         if number.split(".")[0] != client_version.split(".")[0]:
-            raise StoreError(
+            raise StorePermanentError(
                 f"Elasticsearch {number} at {self.url} does not match the Python client elasticsearch {client_version}: "
                 f"NewsPulse needs Elasticsearch {client_version.split('.')[0]}.x (docs/storage.md)"
             )
@@ -276,13 +284,24 @@ class ElasticStore:
             except Exception as err:  # noqa: BLE001 - classified right below
                 reason = _transient_reason(err)
                 if reason is None:
+                    self._raise_if_denied(err, what)
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise StoreError(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
+                    raise StoreUnavailable(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
                 log.warning("Elasticsearch %s failed (%s); retrying in %.1fs", what, reason, min(delay, left))
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, _MAX_BACKOFF)
+
+    def _raise_if_denied(self, err: BaseException, what: str) -> None:
+        """A refused credential is permanent: say so plainly instead of a raw client error."""
+        from elasticsearch import ApiError
+
+        if isinstance(err, ApiError) and err.meta.status in _DENIED_STATUS:
+            raise StorePermanentError(
+                f"Elasticsearch at {self.url} refused {what} with HTTP {err.meta.status} ({err.error}): "
+                "the API key or user is invalid, expired or lacks the privilege"
+            ) from err
 
     def _read(self, what: str, call: Callable[[], T]) -> T:
         def refreshed() -> T:
@@ -343,6 +362,7 @@ class ElasticStore:
             except Exception as err:  # noqa: BLE001 - classified right below
                 reason = _transient_reason(err) or ""
                 if not reason:
+                    self._raise_if_denied(err, "article write")
                     raise
             else:
                 relocated: list[tuple[str, str]] = []
@@ -355,6 +375,8 @@ class ElasticStore:
                         self._remember(art_id, home)
                     elif status in _RETRYABLE_STATUS or status >= 500:
                         reason = f"{status}: {error}"
+                    elif status in _DENIED_STATUS or error.startswith(_BAD_MAPPING_ERRORS):
+                        raise StorePermanentError(f"Elasticsearch at {self.url} refused article {art_id} ({status}): {error}")
                     else:
                         failed[art_id] = f"rejected by Elasticsearch ({status}): {error}"
                         pending.pop(art_id)
@@ -365,9 +387,7 @@ class ElasticStore:
                     break
             left = deadline - time.monotonic()
             if left <= 0:
-                for art_id in pending:
-                    failed[art_id] = f"not acknowledged by Elasticsearch within {self.retry_seconds:.0f}s: {reason}"
-                break
+                raise StoreUnavailable(f"{len(pending)} article(s) not acknowledged by Elasticsearch at {self.url} within {self.retry_seconds:.0f}s: {reason}")
             log.warning("Elasticsearch bulk write of %d articles failed (%s); retrying in %.1fs", len(pending), reason, min(delay, left))
             time.sleep(min(delay, left))
             delay = min(delay * 2, _MAX_BACKOFF)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from newspulse.schema import Alert, Feedback, ScoredArticle
-from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, WriteResult, search_terms
+from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -71,12 +71,18 @@ class SQLiteStore:
 
     One connection per thread (sqlite3 connections are not shareable across threads), all on
     the same WAL database; writes are serialised by a process-wide lock.
+
+    A write that meets a locked, read-only, full or unreadable database raises
+    :class:`StoreUnavailable` (the pipeline pauses and retries) after waiting up to
+    ``busy_timeout_s`` for another process's lock; a corrupt file raises
+    :class:`StorePermanentError`. Only a record's own fault is reported in ``WriteResult.failed``.
     """
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -100,14 +106,22 @@ class SQLiteStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             except sqlite3.Error as err:
-                raise StoreError(f"cannot open {self.path}: {err}") from err
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+                raise self._infrastructure(err, "opening") from err
             self._local.conn = conn
         return conn
+
+    def _infrastructure(self, err: sqlite3.Error, what: str) -> StoreError:
+        """A database-wide error as the pipeline's kind: corrupt is permanent, the rest
+        (locked, busy, read-only, disk full or failing) is an outage to wait out."""
+        text = f"SQLite store {self.path}: {what} failed: {err}"
+        if isinstance(err, sqlite3.DatabaseError) and getattr(err, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            return StorePermanentError(text)
+        return StoreUnavailable(text)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -145,19 +159,23 @@ class SQLiteStore:
             return result
         with self._write_lock:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise self._infrastructure(err, "starting a write") from err
             try:
                 for art in articles:
                     try:
                         self._upsert_one(conn, art)
-                    except (sqlite3.Error, ValueError, TypeError) as err:
-                        result.failed[art.id] = f"{type(err).__name__}: {err}"
+                    except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, ValueError, TypeError) as err:
+                        result.failed[art.id] = f"{type(err).__name__}: {err}"  # this article's own fault
                     else:
                         result.written.append(art.id)
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
-                conn.execute("ROLLBACK")
-                return WriteResult(failed={a.id: f"transaction failed: {err}" for a in articles})
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise self._infrastructure(err, f"writing {len(articles)} articles") from err
         return result
 
     def _upsert_one(self, conn: sqlite3.Connection, art: ScoredArticle) -> None:
@@ -188,10 +206,13 @@ class SQLiteStore:
     def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
         with self._write_lock:
             conn = self._conn()
-            conn.executemany(
-                "INSERT OR REPLACE INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)",
-                [(a.id, a.scope, a.status.value, _ms(a.started_at), a.model_dump_json()) for a in alerts],
-            )
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)",
+                    [(a.id, a.scope, a.status.value, _ms(a.started_at), a.model_dump_json()) for a in alerts],
+                )
+            except sqlite3.Error as err:
+                raise self._infrastructure(err, f"writing {len(alerts)} alerts") from err
 
     def add_feedback(self, feedback: Feedback) -> None:
         with self._write_lock:
@@ -202,10 +223,14 @@ class SQLiteStore:
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         with self._write_lock:
-            self._conn().executemany(
-                "INSERT INTO dead_letters (received_ms, origin, reason, payload) VALUES (?,?,?,?)",
-                [(_ms(d.received_at), d.origin, d.reason, d.payload) for d in letters],
-            )
+            conn = self._conn()
+            try:
+                conn.executemany(
+                    "INSERT INTO dead_letters (received_ms, origin, reason, payload) VALUES (?,?,?,?)",
+                    [(_ms(d.received_at), d.origin, d.reason, d.payload) for d in letters],
+                )
+            except sqlite3.Error as err:
+                raise self._infrastructure(err, f"writing {len(letters)} dead letters") from err
 
     # --- reads ---------------------------------------------------------------------
     def get_article(self, article_id: str) -> ScoredArticle | None:

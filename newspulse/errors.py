@@ -1,0 +1,51 @@
+"""Failures that are nobody's message's fault, and how the pipeline tells them apart.
+
+A message can fail for three kinds of reasons, and each has its own fate:
+
+* **poison**: the message itself is bad (malformed JSON, an impossible date, a document the
+  store's mapping refuses). It is dead-lettered with the reason and the stream goes on.
+* **transient** (:class:`Unavailable`): a store or broker is down, slow or locked. Nothing is
+  dead-lettered and nothing is committed; processing pauses and retries with backoff for as long
+  as it takes, and resumes by itself.
+* **permanent** (:class:`PermanentFailure`): retrying cannot help (a rejected or expired
+  credential, a mapping that does not fit the records). The process stops with a clear error and
+  a non-zero exit, again without dead-lettering or committing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+
+class InfrastructureError(RuntimeError):
+    """A store or broker failed: never a reason to dead-letter a message."""
+
+
+class Unavailable(InfrastructureError):
+    """Transient: the peer is unreachable, overloaded or locked; retry later."""
+
+
+class PermanentFailure(InfrastructureError):
+    """Retrying will not help (bad credentials, bad mapping): stop with this message."""
+
+
+class Failure(str, Enum):
+    """What an exception raised while processing a batch means for its messages."""
+
+    transient = "transient"  # pause and retry for as long as it takes
+    permanent = "permanent"  # stop the process
+    unknown = "unknown"  # a bug or a message the code cannot handle: retry a few times, then isolate
+
+
+def classify(err: BaseException) -> Failure:
+    """The kernel's classification: our own infrastructure errors and the OS's network errors."""
+    if isinstance(err, PermanentFailure):
+        return Failure.permanent
+    if isinstance(err, (InfrastructureError, ConnectionError, TimeoutError)):
+        return Failure.transient
+    return Failure.unknown
+
+
+#: How a source classifies failures: the Kafka processor adds the broker's own error types.
+FailureClassifier = Callable[[BaseException], Failure]

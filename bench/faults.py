@@ -31,7 +31,6 @@ import ast
 import contextlib
 import fcntl
 import hashlib
-import http.client
 import json
 import os
 import platform
@@ -41,13 +40,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +61,7 @@ from newspulse.kafka.producer import build_producer  # noqa: E402
 from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
-from peers import Peer, free_port, start_elasticsearch_peer, start_kafka  # noqa: E402
+from peers import CredentialProxy, Peer, start_elasticsearch_peer, start_kafka  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
@@ -499,61 +496,6 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
             return Outcome(name, passed, figures, params, time.monotonic() - t_out)
         except Exception as err:
             return failed_outcome(name, params, err, proc)
-
-
-class CredentialProxy:
-    """A local HTTP proxy in front of noida-db (which has no authentication) that behaves like a
-    secured Elasticsearch: it forwards requests carrying the expected API key and answers 401
-    with Elasticsearch's security_exception to any other, or to every request once ``expired``."""
-
-    def __init__(self, upstream_port: int, api_key: str) -> None:
-        self.expired = False
-        self.refused = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.expired or self.headers.get("Authorization") != f"ApiKey {api_key}":
-                    proxy.refused += 1
-                    reply = json.dumps({"error": {"type": "security_exception", "reason": "unable to authenticate with provided credentials and anonymous access is not allowed for this request"}, "status": 401}).encode()
-                    self._reply(401, [("Content-Type", "application/json"), ("WWW-Authenticate", 'ApiKey realm="security"')], reply)
-                    return
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "host", "connection")}
-                    conn.request(self.command, self.path, body=body or None, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    self._reply(resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in ("content-length", "connection", "transfer-encoding")], data)
-                finally:
-                    conn.close()
-
-            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def r2_credential(stack: Stack, args: argparse.Namespace) -> Outcome:

@@ -15,7 +15,7 @@ from peers import start_elasticsearch_peer
 from test_store_contract import CORPUS, make_corpus
 
 from newspulse.settings import load_settings
-from newspulse.store.base import Filter, StoreUnavailable
+from newspulse.store.base import Filter, StorePermanentError, StoreUnavailable
 from newspulse.store.elastic import ElasticStore, redact_url
 
 pytestmark = pytest.mark.es
@@ -197,7 +197,7 @@ def test_client_and_server_share_a_major_version(peer):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         other = make_store(server.server_address[1])
-        with pytest.raises(StoreError, match=r"Elasticsearch 9\.1\.0 at .* does not match the Python client elasticsearch 8\..*needs Elasticsearch 8\.x"):
+        with pytest.raises(StorePermanentError, match=r"Elasticsearch 9\.1\.0 at .* does not match the Python client elasticsearch 8\..*needs Elasticsearch 8\.x"):
             other.stats()
         other.close()
     finally:

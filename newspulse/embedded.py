@@ -8,10 +8,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from newspulse.errors import PermanentFailure
-from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, BatchResult, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
+from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, Store, WriteResult
@@ -39,7 +39,6 @@ def build_processor(
     sinks_extra: Sequence[ArticleSink] = (),
     dead_letters: DeadLetterSink | None = None,
     observers: Sequence[Observer] | None = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> Processor:
     """The production Processor: real classifier, summariser and tagger, writing to ``store``.
 
@@ -62,7 +61,6 @@ def build_processor(
         dead_letters=dead_letters or sink,
         tagger=build_tagger(),
         observers=observers,
-        on_batch=on_batch,
     )
 
 
@@ -211,12 +209,11 @@ def open_embedded(
     *,
     finite: bool = False,
     observers: Sequence[Observer] | None = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> EmbeddedPipeline:
     """The whole embedded pipeline over ``store``: real components, in-process alerter.
 
     ``finite``: the input is a replay that ends, so leaving the ``with`` block normally also
     closes the alerter's last windows.
     """
-    processor = build_processor(settings, store, observers=observers, on_batch=on_batch)
+    processor = build_processor(settings, store, observers=observers)
     return EmbeddedPipeline(settings, processor, finite=finite)

@@ -269,7 +269,6 @@ class Processor:
         dead_letters: DeadLetterSink,
         tagger: Tagger | None = None,
         observers: Sequence[Observer] = (),
-        on_batch: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self.classifier = classifier
         self.summarizer = summarizer
@@ -277,7 +276,6 @@ class Processor:
         self.dead_letters = dead_letters
         self.tagger = tagger
         self.observers = list(observers)
-        self.on_batch = on_batch
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
@@ -355,8 +353,6 @@ class Processor:
             for obs in self.observers:
                 obs.observe(result.stored)
         result.seconds = time.perf_counter() - t0
-        if self.on_batch is not None:
-            self.on_batch(result)
         return result
 
     def _write(self, scored: list[ScoredArticle]) -> dict[str, str]:

@@ -647,8 +647,7 @@ def test_a_joining_processor_revokes_only_the_partitions_that_move(kafka_bootstr
     producer = build_producer(s)
     stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
     procs = [
-        RevocationRecorder(s, fake_factory(st, delay_s=0.05, per_article_s=0.005)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)),
-                           dead_letters=DeadLetterTopicSink(s, producer))
+        RevocationRecorder(s, fake_factory(st, delay_s=0.05, per_article_s=0.005)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)))
         for st in stores
     ]
     stops = [threading.Event(), threading.Event()]

@@ -74,7 +74,7 @@ class Member:
             return result
 
         core.process = recording
-        self.proc = StreamProcessor(settings, core, dead_letters=dlq, **overrides)
+        self.proc = StreamProcessor(settings, core, **overrides)
         note = self.proc._note_revoked
 
         def noting(partitions):

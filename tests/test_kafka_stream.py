@@ -475,6 +475,7 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_article_is_stored(kafka_b
     finally:
         stats = proc.close()
     assert store.stats()["articles"] == 1000 and stats.dead_lettered == 100
+    assert stats.pending == 0 and stats.received == stats.stored + stats.dead_lettered + stats.duplicate + stats.released
     store.close()
     assert len(letters) == 100
     assert len({(d["partition"], d["offset"]) for d in letters}) == 100

@@ -99,6 +99,36 @@ def test_store_outage_kafka_pauses_not_dead_letters(kafka_bootstrap, tmp_path):
     store.close()
 
 
+def test_stop_during_store_outage_leaves_promptly_and_commits_nothing(kafka_bootstrap, tmp_path):
+    """SIGTERM while paused: the processor hands its batch back uncommitted (released, not
+    dead-lettered), leaves the group at once, and a later processor stores everything."""
+    s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=1, batch_max_records=10)
+    good = articles(30, run="stop-outage")
+    produce(s, [(a.id.encode(), a.model_dump_json().encode()) for a in good])
+    store = SQLiteStore(s.sqlite_path, busy_timeout_s=0.05)
+    locker = sqlite3.connect(s.sqlite_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    proc = ProcessorThread(s, fake_factory(store))
+    try:
+        wait_for(lambda: REGISTRY.get_sample_value("newspulse_pipeline_paused", {"source": "kafka"}) == 1, 60, "the processor to pause")
+        t0 = time.monotonic()
+        stats = proc.close(timeout_s=30)
+        assert time.monotonic() - t0 < 15, "stopping does not wait for the store"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert committed_lag(s, 30) == 30 and read_topic(s, s.kafka_topic_dlq, 0, timeout_s=2) == []
+    assert stats.stored == 0 and stats.dead_lettered == 0 and stats.released == stats.received > 0
+    assert_adds_up(stats)
+    again = ProcessorThread(s, fake_factory(store))
+    try:
+        wait_for(lambda: store_count(s) >= 30, 60, "everything stored by the next processor")
+        wait_for(lambda: committed_lag(s, 30) == 0, 30, "offsets committed")
+    finally:
+        assert_adds_up(again.close())
+    store.close()
+
+
 def test_null_kafka_value_dead_lettered(kafka_bootstrap, tmp_path):
     """#18.11: a tombstone (null value) and JSON nested deeper than the parser's recursion
     limit are dead-lettered with their true reason, in the same pass as the good records of

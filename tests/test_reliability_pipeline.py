@@ -109,9 +109,29 @@ def test_store_outage_does_not_kill_embedded_worker(tmp_path):
         locker.close()
     pipe.close()
     assert paused("embedded") == 0
+    assert pipe.counters.infrastructure_retries >= 3 and pipe.counters.retried == 0  # an outage costs no attempts
     assert_adds_up(pipe.counters, received=sent, store=store)
     assert store.stats()["articles"] == 8 and pipe.counters.dead_lettered == 1
     assert "malformed JSON" in store.list_dead_letters()[0].reason
+    store.close()
+
+
+def test_close_with_a_timeout_during_an_outage_says_what_is_still_queued(tmp_path):
+    """close() waits through an outage; with a timeout it raises instead, counting what is left."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, busy_timeout_s=0.05)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        pipe = EmbeddedPipeline(load_settings(batch_max_wait_ms=5), processor(store), backoff=FAST)
+        for i in range(3):
+            pipe.submit(raw(i))
+        with pytest.raises(TimeoutError, match="3 of 3 submitted messages not processed"):
+            pipe.close(timeout=0.5)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert store.stats()["dead_letters"] == 0 and pipe.counters.pending == 3
     store.close()
 
 

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 
 from newspulse.errors import PermanentFailure
 from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
@@ -61,6 +62,7 @@ def build_processor(
         dead_letters=dead_letters or sink,
         tagger=build_tagger(),
         observers=observers,
+        max_published_ahead=timedelta(hours=settings.max_published_ahead_hours),
     )
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from newspulse.errors import Failure, FailureClassifier, PermanentFailure, classify
-from newspulse.schema import LABELS, Article, ScoredArticle
+from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, Article, ScoredArticle, check_published_at
 from newspulse.store.base import DeadLetter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -212,9 +212,16 @@ class Counters:
         }
 
 
-def parse_message(msg: RawMessage) -> Article:
-    """Turn one raw message into a validated Article or raise ValueError saying why not."""
+def parse_message(msg: RawMessage, *, max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD) -> Article:
+    """Turn one raw message into a validated Article or raise ValueError saying why not.
+
+    An Article the message already carries was validated where it was made; only its date is
+    checked again, against ``max_published_ahead`` (the processor's setting)."""
     if msg.article is not None:
+        try:
+            check_published_at(msg.article.published_at, ahead=max_published_ahead)
+        except ValueError as err:
+            raise ValueError(f"invalid article: published_at: {err}") from None
         return msg.article
     payload = msg.payload
     if payload is None:
@@ -233,7 +240,7 @@ def parse_message(msg: RawMessage) -> Article:
         if not isinstance(payload, dict):
             raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
         try:
-            return Article.model_validate(payload)
+            return Article.model_validate(payload, context={"max_published_ahead": max_published_ahead})
         except ValidationError as err:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in err.errors())
             raise ValueError(f"invalid article: {details}") from None
@@ -269,6 +276,7 @@ class Processor:
         dead_letters: DeadLetterSink,
         tagger: Tagger | None = None,
         observers: Sequence[Observer] = (),
+        max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD,
     ) -> None:
         self.classifier = classifier
         self.summarizer = summarizer
@@ -276,6 +284,7 @@ class Processor:
         self.dead_letters = dead_letters
         self.tagger = tagger
         self.observers = list(observers)
+        self.max_published_ahead = max_published_ahead
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
@@ -309,7 +318,7 @@ class Processor:
         poison: dict[int, str] = {}
         for i, msg in enumerate(messages):
             try:
-                art = parse_message(msg)
+                art = parse_message(msg, max_published_ahead=self.max_published_ahead)
             except ValueError as err:
                 poison[i] = str(err)
                 continue

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -24,7 +24,9 @@ MAX_BODY_CHARS = 1_000_000
 #: Sanity bounds on ``published_at``. A story dated before 1900 or more than a day ahead of this
 #: machine's clock is a data error (a year-9999 placeholder, a mangled time zone): it would
 #: move every "latest" window into the future, so it is dead-lettered with the reason instead.
-#: A day covers any time-zone mislabelling and clock skew between publishers and this host.
+#: A day covers any time-zone mislabelling and clock skew between publishers and this host;
+#: the processors take theirs from ``NEWSPULSE_MAX_PUBLISHED_AHEAD_HOURS`` through the
+#: validation context ``{"max_published_ahead": timedelta}``.
 EARLIEST_PUBLISHED_AT = datetime(1900, 1, 1, tzinfo=timezone.utc)
 MAX_PUBLISHED_AHEAD = timedelta(days=1)
 
@@ -88,14 +90,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def check_published_at(value: datetime, now: datetime | None = None) -> None:
-    """Raise ValueError when ``value`` lies outside the sanity bounds (see ``MAX_PUBLISHED_AHEAD``)."""
+def check_published_at(value: datetime, *, ahead: timedelta = MAX_PUBLISHED_AHEAD) -> None:
+    """Raise ValueError when ``value`` lies before 1900 or more than ``ahead`` in the future."""
     value = to_utc(value)
     if value < EARLIEST_PUBLISHED_AT:
         raise ValueError(f"{value.isoformat()} is before {EARLIEST_PUBLISHED_AT.year}")
-    latest = (now or utcnow()) + MAX_PUBLISHED_AHEAD
+    latest = utcnow() + ahead
     if value > latest:
-        raise ValueError(f"{value.isoformat()} is more than {MAX_PUBLISHED_AHEAD.total_seconds() / 3600:g} h in the future (latest accepted now: {latest.isoformat(timespec='seconds')})")
+        raise ValueError(f"{value.isoformat()} is more than {ahead.total_seconds() / 3600:g} h in the future (latest accepted now: {latest.isoformat(timespec='seconds')})")
 
 
 def _clean_symbols(values: Any) -> list[str]:
@@ -130,10 +132,10 @@ class Article(BaseModel):
 
     @field_validator("published_at")
     @classmethod
-    def _utc(cls, v: datetime) -> datetime:
+    def _utc(cls, v: datetime, info: ValidationInfo) -> datetime:
         v = to_utc(v)
         if cls is Article:  # checked on the way in; stored and scored records are read back as they are
-            check_published_at(v)
+            check_published_at(v, ahead=(info.context or {}).get("max_published_ahead", MAX_PUBLISHED_AHEAD))
         return v
 
     @field_validator("tickers", "topics", mode="before")

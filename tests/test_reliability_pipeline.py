@@ -180,6 +180,25 @@ def test_far_future_published_at_dead_lettered(tmp_path):
     store.close()
 
 
+def test_published_at_margin_follows_the_setting(tmp_path):
+    """NEWSPULSE_MAX_PUBLISHED_AHEAD_HOURS sets the margin the processor applies, also to an
+    Article submitted already validated (checked against the processor's margin, not re-parsed)."""
+    from newspulse.schema import Article
+
+    settings = load_settings(max_published_ahead_hours=48, store_url=f"sqlite:///{tmp_path / 's.db'}")
+    ahead = (datetime.now(timezone.utc) + timedelta(hours=30)).isoformat()
+    store = SQLiteStore(settings.sqlite_path)
+    sink = StoreSink(store)
+    wide = Processor(KeywordClassifier(), FirstSentence(), [sink], sink, max_published_ahead=timedelta(hours=settings.max_published_ahead_hours))
+    assert [o.fate for o in wide.process([RawMessage({**raw(1), "published_at": ahead})]).outcomes] == [Fate.stored]
+    narrow = Processor(KeywordClassifier(), FirstSentence(), [sink], sink, max_published_ahead=timedelta(hours=1))
+    made_elsewhere = Article.model_validate({**raw(2), "published_at": (datetime.now(timezone.utc) + timedelta(hours=5)).isoformat()})
+    [outcome] = narrow.process([RawMessage(None, article=made_elsewhere)]).outcomes
+    assert outcome.fate is Fate.dead_lettered and "is more than 1 h in the future" in outcome.reason
+    assert store.list_dead_letters()[0].payload == made_elsewhere.model_dump_json().encode()
+    store.close()
+
+
 def test_deeply_nested_json_dead_lettered(tmp_path):
     """#18.11: JSON nested beyond the parser's recursion limit is dead-lettered with that reason
     at the first try; its batch is processed once, not retried whole."""

@@ -1,5 +1,6 @@
 """`newspulse bench model`: accuracy and throughput of the production classifier against a
-FinBERT-sized model, all measured in one run on the same sentences.
+FinBERT-sized model, all measured in one run on the same sentences; also of the distillation
+teacher when the registry holds one (a version whose card has ``role: teacher``).
 
 FinBERT itself cannot be downloaded here, and its speed depends only on its shape, so the
 reference is a randomly initialised ``BertForSequenceClassification`` of FinBERT's size
@@ -93,7 +94,12 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     twitter = read_labelled_csv(TWITTER_DEV).head(sentences)
     tw = classification_metrics(twitter["label"].tolist(), int8.predict(twitter["text"].tolist()))
 
-    speeds = interleaved_throughput({"production_fp32": fp32, "production_int8": int8, "bert_base_fp32": bert}, texts, rounds=rounds)
+    contenders = {"production_fp32": fp32, "production_int8": int8, "bert_base_fp32": bert}
+    teacher_card = registry.teacher_card()
+    if teacher_card is not None:
+        contenders["teacher_fp32"] = Classifier.from_dir(registry.version_dir(teacher_card.version), device="cpu", quantize="off", card=teacher_card)
+    speeds = interleaved_throughput(contenders, texts, rounds=rounds)
+    teacher_speed = speeds.pop("teacher_fp32", None)
     result: dict[str, Any] = {
         "model_version": card.version,
         "dev_macro_f1": quality["fp32"]["macro_f1"],
@@ -116,6 +122,17 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
             "torch": torch.__version__,
         },
     }
+    if teacher_card is not None:
+        m = classification_metrics(labels, contenders["teacher_fp32"].predict(texts))
+        result["teacher"] = {
+            "model_version": teacher_card.version,
+            "base_model": teacher_card.base_model,
+            "dev_macro_f1": round(m["macro_f1"], 4),
+            "dev_accuracy": round(m["accuracy"], 4),
+            "throughput_fp32": round(teacher_speed, 2),
+        }
+    if card.distillation:
+        result["distillation"] = {k: card.distillation.get(k) for k in ("teacher", "artifact_sha256", "weights", "temperature")}
     if torch.cuda.is_available():
         result["gpu"] = gpu_throughput(path, card, texts)
     return result

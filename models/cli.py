@@ -39,6 +39,7 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop fine-tuning after this many seconds, keeping the best checkpoint (default: 420 on CPU, none on GPU).")] = None,
     feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
+    soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
     commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; the Reuters soft labels are research-only); defaults become the commercially usable bundled sets.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
@@ -62,6 +63,7 @@ def train(
             batch_size=batch_size,
             learning_rate=learning_rate,
             time_budget_s=time_budget,
+            soft_labels=soft_labels,
         ).items()
         if v is not None
     }

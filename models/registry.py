@@ -79,6 +79,9 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     gate: GateDecision | None = None
     eval_split: str = ""
+    #: "student": a serving candidate; "teacher": trained only to make soft labels for
+    #: distillation (``newspulse bench model`` times it too), never promoted.
+    role: str = "student"
     #: Knowledge distillation: teacher, soft-label artifact sha256, loss weights ({} = none).
     distillation: dict[str, Any] = Field(default_factory=dict)
     #: Licence of every data set the model learned from or was selected on, and whether all of
@@ -179,6 +182,11 @@ class Registry:
     def cards(self) -> list[ModelCard]:
         return [self.card(v) for v in self.list_versions()]
 
+    def teacher_card(self) -> ModelCard | None:
+        """The newest version registered as a distillation teacher, if any."""
+        teachers = [c for c in self.cards() if c.role == "teacher"]
+        return teachers[-1] if teachers else None
+
     # --- writing ---------------------------------------------------------------------------
     def new_version(self, now: datetime | None = None) -> str:
         """``vYYYYMMDD-HHMMSS`` (UTC), with a suffix if that second is taken."""
@@ -221,6 +229,8 @@ class Registry:
         ``production_macro_f1`` (see :func:`models.train.gate_and_promote`).
         """
         cand_f1 = candidate.macro_f1(split)
+        if candidate.role == "teacher":
+            return GateDecision(promote=False, reason="a teacher model is never served", candidate_version=candidate.version, candidate_macro_f1=cand_f1 or 0.0, floor=floor, split=split)
         if cand_f1 is None:
             return GateDecision(promote=False, reason="candidate has no evaluation metrics", candidate_version=candidate.version, candidate_macro_f1=0.0, floor=floor, split=split)
         base = dict(candidate_version=candidate.version, candidate_macro_f1=cand_f1, floor=floor, split=candidate.eval_split or split)
@@ -245,6 +255,7 @@ class Registry:
                 {
                     "version": card.version,
                     "production": card.version == prod,
+                    "role": card.role,
                     "created_at": card.created_at.isoformat(),
                     "base_model": card.base_model,
                     "macro_f1": card.macro_f1(),

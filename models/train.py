@@ -98,6 +98,8 @@ class TrainConfig:
     #: student_T) on soft-labelled rows, T = ``distill_temperature``.
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
+    #: "teacher" registers a model that makes soft labels and is never promoted.
+    role: Literal["student", "teacher"] = "student"
     #: Refuse inputs whose licence forbids commercial use (PhraseBank, Reuters-based soft labels).
     commercial_only: bool = False
     promote: bool = True
@@ -428,6 +430,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
         dev_files=_data_files(cfg.dev_files),
         params=cfg.params(),
         label_distribution={"train": counts, "dev": label_counts(dev)},
+        role=cfg.role,
         distillation=_distillation_card(cfg, soft),
         licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, soft),
         training={
@@ -596,6 +599,8 @@ def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
         "seed": "seed",
         "time_budget_s": "time_budget_s",
         "commercial_only": "commercial_only",
+        "soft_labels": "soft_labels",
+        "soft_labels_sha256": "soft_labels_sha256",
         "checkpoint_dir": "checkpoint_dir",
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}

@@ -113,3 +113,24 @@ def test_teacher_provenance_is_pinned():
     assert MPNET_SAFETENSORS_BYTES == 437_971_872 and len(MPNET_SAFETENSORS_SHA256) == 64
     assert "Apache-2.0" in MPNET_LICENSE
 
+
+
+def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp_path):
+    from models.bench import run_model_bench
+    from models.registry import Registry
+    from newspulse.settings import load_settings
+    from test_model_predict import register_random_model
+
+    reg = Registry(tmp_path / "reg")
+    register_random_model(reg, "v1", seed=1)
+    reg.promote("v1")
+    assert reg.teacher_card() is None and "teacher" not in run_model_bench(load_settings(model_registry=reg.path), sentences=8, rounds=1)
+    register_random_model(reg, "v2-teacher", seed=3)
+    card = reg.card("v2-teacher")
+    card.role = "teacher"
+    reg.write_card(card)
+    assert reg.teacher_card().version == "v2-teacher" and not reg.gate(card, floor=0.0).promote
+    result = run_model_bench(load_settings(model_registry=reg.path), sentences=16, rounds=1)
+    assert result["model_version"] == "v1" and set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
+    t = result["teacher"]
+    assert t["model_version"] == "v2-teacher" and t["throughput_fp32"] > 0 and 0.0 <= t["dev_macro_f1"] <= 1.0

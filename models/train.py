@@ -6,7 +6,10 @@ Stages (the retraining DAG runs them as separate tasks; :func:`train` runs them 
    so every training input is a file pinned by its sha256 in the model card.
 2. :func:`fit_and_register`: fine-tune with dynamic padding, length-bucketed batches, class
    weights against imbalance, linear warm-up/decay, early stopping on dev macro-F1 and fixed
-   seeds; autocast (bf16, else fp16) on CUDA. The best checkpoint becomes a new registry version.
+   seeds; autocast (bf16, else fp16) on CUDA. With ``soft_labels`` the student also learns a
+   teacher's probabilities on unlabelled news sentences (KL at temperature T, weight alpha;
+   models/distill.py). The best checkpoint becomes a new registry version, its card recording
+   teacher, artifact hash, loss weights and every input's licence.
 3. :func:`evaluate_candidate`: metrics on the fixed evaluation split (+ lexicon baseline) and
    the int8 quantisation check (share of dev predictions the int8 model keeps).
 4. :func:`gate_and_promote`: production moves only if the candidate is at least as good.

@@ -134,3 +134,14 @@ def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp
     assert result["model_version"] == "v1" and set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
     t = result["teacher"]
     assert t["model_version"] == "v2-teacher" and t["throughput_fp32"] > 0 and 0.0 <= t["dev_macro_f1"] <= 1.0
+
+
+def test_bundled_soft_labels_match_their_manifest():
+    """The artifact in data/soft_labels/ loads under the hash its manifest and README pin."""
+    manifests = sorted((ROOT / "data" / "soft_labels").glob("*.json"))
+    assert manifests, "data/soft_labels/ has no artifact"
+    for mpath in manifests:
+        manifest = json.loads(mpath.read_text())
+        soft = load_soft_labels(mpath.with_name(manifest["file"]))
+        assert len(soft.texts) == manifest["rows"] and manifest["teacher"] and manifest["licences"]
+        assert manifest["sha256"] in (ROOT / "data" / "soft_labels" / "README.md").read_text()

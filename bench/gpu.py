@@ -40,7 +40,7 @@ def main() -> None:
     from models.bench import run_model_bench
     from models.predict import load_classifier
     from models.summarize import build_extractive
-    from newspulse.cli import ensure_model
+    from models.cli import ensure_model
     from newspulse.settings import load_settings
 
     settings = load_settings(device="cuda")

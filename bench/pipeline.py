@@ -241,7 +241,7 @@ def main() -> None:
     if args.quick:
         args.n, args.latency_seconds = 200, 20.0
 
-    from newspulse.cli import ensure_model
+    from models.cli import ensure_model
 
     settings = load_settings(log_level="WARNING")
     ensure_model(settings)

@@ -1,11 +1,9 @@
-"""`newspulse crawl` command (registered by newspulse/cli.py as ``app.command("crawl")(crawl)``)."""
+"""`newspulse crawl` and `newspulse replay`: the ingest commands (registered by newspulse/cli.py)."""
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
@@ -16,6 +14,8 @@ import typer
 
 from ingest.feeds import DEFAULT_FEEDS
 from ingest.redact import get_logger
+from newspulse.console import settings_or_exit, stop_on_signals
+from newspulse.settings import Settings
 
 log = get_logger(__name__)
 
@@ -39,12 +39,11 @@ def crawl(
     """
     from ingest.crawler import Crawler
     from ingest.feeds import FeedsFileError, load_feeds
-    from newspulse.settings import SettingsError, get_settings
 
+    settings = settings_or_exit()
     try:
-        settings = get_settings()
         feed_list = load_feeds(feeds)
-    except (SettingsError, FeedsFileError) as err:
+    except FeedsFileError as err:
         typer.echo(f"newspulse crawl: {err}", err=True)
         raise typer.Exit(2) from None
     if state is not None:
@@ -59,7 +58,8 @@ def crawl(
             if once:
                 reports = crawler.run_once()
             else:
-                _run_until_signalled(crawler)
+                with stop_on_signals() as stop:
+                    crawler.run_forever(stop)
                 reports = []
         finally:
             crawler.close()
@@ -79,16 +79,6 @@ def crawl(
         typer.echo(json.dumps(summary, default=str), err=to is CrawlSink.stdout)  # stdout carries the Articles
         if reports and failed == len(reports):
             raise typer.Exit(1)
-
-
-def _run_until_signalled(crawler) -> None:
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        crawler.run_forever(stop)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @contextmanager
@@ -134,3 +124,66 @@ def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None],
             sys.stdout.flush()
 
         yield emit_stdout, dict
+
+
+class Destination(str, Enum):
+    embedded = "embedded"
+    kafka = "kafka"
+
+
+def replay(
+    file: Annotated[Path, typer.Option("--file", "-f", help="CSV (or .csv.gz) with published_at,source,title,body,url,tickers.")],
+    to: Annotated[Destination, typer.Option("--to", help="embedded: score into the store in-process; kafka: produce to news.raw.")] = Destination.embedded,
+    speed: Annotated[float, typer.Option(help="Multiple of real time; 0 = as fast as possible.")] = 0.0,
+    limit: Annotated[Optional[int], typer.Option(help="Replay only the first N rows of the file.")] = None,
+    shift_to_now: Annotated[bool, typer.Option("--shift-to-now", help="Shift timestamps so the stream ends now.")] = False,
+) -> None:
+    """Stream a historical corpus through the pipeline in event-time order, then exit."""
+    from ingest.replay import replay as replay_rows
+
+    settings = settings_or_exit()
+    rows = replay_rows(file, speed=speed, limit=limit, shift_to_now=shift_to_now)  # a bad file: ReplayError, before the model loads
+    try:
+        summary = _replay_to_kafka(settings, rows) if to is Destination.kafka else _replay_embedded(settings, rows)
+    finally:
+        rows.close()  # ends the progress bar's line before any error is printed
+    typer.echo(json.dumps(summary))
+
+
+def _replay_embedded(settings: Settings, rows: Iterator[dict]) -> dict:
+    from newspulse.embedded import open_embedded
+    from newspulse.store import open_store
+
+    store = open_store(settings)
+    try:
+        with open_embedded(settings, store, finite=True) as pipe:
+            for msg in rows:
+                pipe.submit(msg, origin="replay")
+        return {**pipe.counters.summary(), "store": store.stats()}
+    finally:
+        store.close()
+
+
+def _replay_to_kafka(settings: Settings, rows: Iterator[dict]) -> dict:
+    from newspulse.kafka.producer import KafkaArticlePublisher
+    from newspulse.pipeline import RawMessage, parse_message
+
+    publisher = KafkaArticlePublisher(settings)
+    produced = rejected = 0
+    try:
+        batch = []
+        for msg in rows:
+            try:
+                batch.append(parse_message(RawMessage(msg, origin="replay")))
+            except ValueError as err:
+                rejected += 1
+                log.warning("replay row rejected: %s", err)
+                continue
+            if len(batch) >= 500:
+                produced += publisher.publish(batch)
+                batch = []
+        produced += publisher.publish(batch)
+        publisher.flush()
+    finally:
+        publisher.close()
+    return {"produced": produced, "rejected": rejected, "topic": settings.kafka_topic_raw}

@@ -25,11 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest.fetch import FetchError, parse_url
+from newspulse.errors import NewsPulseError
 
 DEFAULT_FEEDS = Path(__file__).with_name("feeds.yaml")
 
 
-class FeedsFileError(ValueError):
+class FeedsFileError(NewsPulseError, ValueError):
     """The feeds file is missing, unparsable or has an invalid feed."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ingest.redact import get_logger
+from newspulse.errors import NewsPulseError
 from newspulse.schema import to_utc
 
 log = get_logger(__name__)
@@ -31,7 +32,7 @@ MAX_FUTURE_SKEW = timedelta(days=1)  # later event times are typos, not the stre
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "news" / "reuters21578.csv.gz"
 
 
-class ReplayError(ValueError):
+class ReplayError(NewsPulseError, ValueError):
     """The file cannot be replayed at all (missing, unreadable, not UTF-8, broken CSV structure)."""
 
 

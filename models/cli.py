@@ -11,14 +11,11 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Train, evaluate and manage sentiment models.", no_args_is_help=True)
+from newspulse.console import command_app
+from newspulse.console import settings_or_exit as _settings
+from newspulse.settings import Settings
 
-
-def _settings():
-    """Validated settings (a bad one ends the command naming the variable); logging set up."""
-    from newspulse.cli import settings_or_exit  # the root CLI's loader; imported late (it imports us)
-
-    return settings_or_exit()
+app = command_app("Train, evaluate and manage sentiment models.")
 
 
 def _data_error(err: Exception) -> typer.Exit:
@@ -97,14 +94,11 @@ def evaluate(
     from models.data import DEFAULT_EVAL_FILES, DataError
     from models.evaluate import evaluate_files
     from models.predict import Classifier
-    from models.registry import NoProductionModel, Registry
+    from models.registry import Registry
 
     settings = _settings()
     registry = Registry(settings.model_registry)
-    try:
-        card = registry.card(version) if version else registry.production_card()
-    except (NoProductionModel, KeyError) as err:
-        raise _data_error(err) from None
+    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 2
     clf = Classifier.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, card=card)
     try:
         result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)
@@ -158,9 +152,37 @@ def promote(
             typer.echo(f"production is now {version} (forced)")
             return
         decision = gate_and_promote(registry, version)
-    except (KeyError, ValueError) as err:
+    except ValueError as err:  # a malformed version name
         raise _data_error(err) from None
     if not decision.promote:
         typer.echo(f"refused: {decision.reason} (use --force to override)", err=True)
         raise typer.Exit(1)
     typer.echo(f"production is now {version}: {decision.reason}")
+
+
+@app.command("ensure")
+def ensure() -> None:
+    """Fine-tune and promote the default classifier unless the registry has a production model."""
+    from models.registry import Registry
+
+    settings = _settings()
+    ensure_model(settings)
+    if Registry(settings.model_registry).production_version() is None:
+        typer.echo(f"newspulse model ensure: no model passed the promotion gate in {settings.model_registry}", err=True)
+        raise typer.Exit(1)
+
+
+def ensure_model(settings: Settings) -> None:
+    """Fine-tune and promote the default classifier when the registry has no production model."""
+    from models.registry import Registry
+
+    registry = Registry(settings.model_registry)
+    version = registry.production_version()
+    if version:
+        typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
+        return
+    from models.train import default_config, train
+
+    typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
+    card = train(default_config(settings))
+    typer.echo(f"Trained {card.version}", err=True)

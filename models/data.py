@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from newspulse.errors import NewsPulseError
 from newspulse.schema import LABELS
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
@@ -40,7 +41,7 @@ _UNKNOWN_LICENCE = {"name": "", "licence": "unknown", "commercial": None, "note"
 _ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "0": "negative", "1": "neutral", "2": "positive", "bearish": "negative", "bullish": "positive"}
 
 
-class DataError(ValueError):
+class DataError(NewsPulseError, ValueError):
     """A labelled file is missing, unreadable or has bad rows."""
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from newspulse.errors import NewsPulseError, NotFound
+
 CARD_FILE = "model_card.json"
 POINTER_FILE = "production"
 #: A candidate below this macro-F1 on the evaluation split is never promoted, even into an
@@ -33,7 +35,7 @@ POINTER_FILE = "production"
 DEFAULT_F1_FLOOR = 0.5
 
 
-class NoProductionModel(RuntimeError):
+class NoProductionModel(NewsPulseError, RuntimeError):
     """The registry has no production model yet (train one: ``newspulse model train``)."""
 
 
@@ -161,7 +163,7 @@ class Registry:
     def card(self, version: str) -> ModelCard:
         card_path = self.version_dir(version) / CARD_FILE
         if not card_path.exists():
-            raise KeyError(f"no model version {version!r} in {self.path}")
+            raise NotFound(f"no model version {version!r} in {self.path}")
         return ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
 
     def production_card(self) -> ModelCard:

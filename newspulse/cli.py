@@ -1,7 +1,14 @@
-"""The `newspulse` command line. Heavy libraries are imported inside commands so `--help` is fast."""
+"""The `newspulse` command line. Heavy libraries are imported inside commands so `--help` is fast.
+
+Each sub-app lives in one file (`model` in models/cli.py, `alerts` in newspulse/alerts/cli.py,
+`crawl` and `replay` in ingest/cli.py); what they share (settings, errors as one line, signals) is
+in newspulse/console.py, so no CLI module imports another's.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
 import json
 import logging
 import os
@@ -15,119 +22,48 @@ from typing import Annotated, Optional
 
 import typer
 
-from ingest.cli import crawl
+from ingest.cli import crawl, replay
 from models.cli import app as model_app
+from models.cli import ensure_model
+from newspulse import __version__
 from newspulse.alerts.cli import app as alerts_app
-from newspulse.logs import configure_logging
-from newspulse.settings import Settings, SettingsError, get_settings
+from newspulse.console import command_app, settings_or_exit, stop_on_signals
+from newspulse.errors import NewsPulseError
+from newspulse.settings import Settings
 
 log = logging.getLogger("newspulse")
 
-app = typer.Typer(
-    help="NewsPulse: financial-news sentiment monitoring. Settings come from NEWSPULSE_* variables or .env.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-store_app = typer.Typer(help="Inspect the store named by NEWSPULSE_STORE_URL.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks (results as JSON).", no_args_is_help=True)
-kafka_app = typer.Typer(help="Kafka topics of the scaled mode.", no_args_is_help=True)
+app = command_app("NewsPulse: financial-news sentiment monitoring. Settings come from NEWSPULSE_* variables or .env.")
+store_app = command_app("Inspect the store named by NEWSPULSE_STORE_URL.")
+bench_app = command_app("Benchmarks (results as JSON).")
+kafka_app = command_app("Kafka topics of the scaled mode.")
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 app.add_typer(kafka_app, name="kafka")
 app.command("crawl")(crawl)
+app.command("replay")(replay)
 
 DASHBOARD_APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-
-
-class Destination(str, Enum):
-    embedded = "embedded"
-    kafka = "kafka"
 
 
 class Source(str, Enum):
     kafka = "kafka"
 
 
-def settings_or_exit() -> Settings:
-    """Validate settings once at start-up; a bad one ends the command naming the variable."""
-    try:
-        settings = get_settings()
-    except SettingsError as err:
-        typer.echo(f"newspulse: {err}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"newspulse {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Validate settings before any command runs."""
     settings_or_exit()
-
-
-@app.command()
-def replay(
-    file: Annotated[Path, typer.Option("--file", "-f", help="CSV (or .csv.gz) with published_at,source,title,body,url,tickers.")],
-    to: Annotated[Destination, typer.Option("--to", help="embedded: score into the store in-process; kafka: produce to news.raw.")] = Destination.embedded,
-    speed: Annotated[float, typer.Option(help="Multiple of real time; 0 = as fast as possible.")] = 0.0,
-    limit: Annotated[Optional[int], typer.Option(help="Replay only the first N rows of the file.")] = None,
-    shift_to_now: Annotated[bool, typer.Option("--shift-to-now", help="Shift timestamps so the stream ends now.")] = False,
-) -> None:
-    """Stream a historical corpus through the pipeline in event-time order, then exit."""
-    from ingest.replay import ReplayError, replay as replay_rows
-
-    settings = settings_or_exit()
-    try:
-        rows = replay_rows(file, speed=speed, limit=limit, shift_to_now=shift_to_now)
-        if to is Destination.kafka:
-            summary = _replay_to_kafka(settings, rows)
-        else:
-            summary = _replay_embedded(settings, rows)
-    except ReplayError as err:
-        typer.echo(f"newspulse replay: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps(summary))
-
-
-def _replay_embedded(settings: Settings, rows) -> dict:
-    from newspulse.embedded import open_embedded
-    from newspulse.store import open_store
-
-    store = open_store(settings)
-    try:
-        with open_embedded(settings, store, finite=True) as pipe:
-            for msg in rows:
-                pipe.submit(msg, origin="replay")
-        return {**pipe.counters.summary(), "store": store.stats()}
-    finally:
-        store.close()
-
-
-def _replay_to_kafka(settings: Settings, rows) -> dict:
-    from newspulse.kafka.producer import KafkaArticlePublisher
-    from newspulse.pipeline import RawMessage, parse_message
-
-    publisher = KafkaArticlePublisher(settings)
-    produced = rejected = 0
-    try:
-        batch = []
-        for msg in rows:
-            try:
-                batch.append(parse_message(RawMessage(msg, origin="replay")))
-            except ValueError as err:
-                rejected += 1
-                log.warning("replay row rejected: %s", err)
-                continue
-            if len(batch) >= 500:
-                produced += publisher.publish(batch)
-                batch = []
-        produced += publisher.publish(batch)
-        publisher.flush()
-    finally:
-        publisher.close()
-    return {"produced": produced, "rejected": rejected, "topic": settings.kafka_topic_raw}
 
 
 @app.command()
@@ -150,20 +86,65 @@ def process(
 
 @app.command()
 def dashboard(port: Annotated[Optional[int], typer.Option(help="Port to serve on (default NEWSPULSE_DASHBOARD_PORT).")] = None) -> None:
-    """Serve the analyst dashboard (Streamlit) on localhost."""
+    """Serve the analyst dashboard (Streamlit) on NEWSPULSE_DASHBOARD_ADDRESS (localhost by default)
+    until SIGINT/SIGTERM, which also stop the Streamlit server."""
     settings = settings_or_exit()
-    proc = start_dashboard(port or settings.dashboard_port)
+    with stop_on_signals() as stop:
+        proc = start_dashboard(settings, port or settings.dashboard_port)
+        try:
+            while proc.poll() is None and not stop.wait(0.5):
+                pass
+        finally:
+            stop_dashboard(proc)
+    if not stop.is_set() and proc.returncode:
+        raise typer.Exit(proc.returncode)
+
+
+def check_dashboard_exposure(settings: Settings) -> None:
+    """Refuse to serve the dashboard beyond this machine without a sign-in: its pages can
+    acknowledge and silence alerts."""
+    address = settings.dashboard_address
     try:
-        raise typer.Exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+        loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and settings.dashboard_password is None:
+        raise NewsPulseError(
+            f"NEWSPULSE_DASHBOARD_ADDRESS={address} would serve the dashboard beyond this machine without a sign-in; "
+            "set NEWSPULSE_DASHBOARD_PASSWORD (or keep the default 127.0.0.1 behind a reverse proxy)"
+        )
 
 
-def start_dashboard(port: int, quiet: bool = False) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+def start_dashboard(settings: Settings, port: int, quiet: bool = False) -> subprocess.Popen:
+    """Start Streamlit as a child that dies with this process (Linux: parent-death signal), so a
+    killed `newspulse dashboard` never leaves a server holding the port."""
+    check_dashboard_exposure(settings)
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
+        "--server.address", settings.dashboard_address, "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(argv, stdout=out, stderr=out, env=os.environ.copy())
+    return subprocess.Popen(argv, stdout=out, stderr=out, env=os.environ.copy(), preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_dashboard(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the Streamlit child, then SIGKILL it if it has not exited within ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @app.command()
@@ -223,18 +204,6 @@ def kafka_init_topics(timeout: Annotated[float, typer.Option(min=1, help="Second
     typer.echo(json.dumps({"created": created, "topics": sorted(topic_specs(settings)), "partitions": settings.kafka_partitions}))
 
 
-@model_app.command("ensure")
-def model_ensure() -> None:
-    """Fine-tune and promote the default classifier unless the registry has a production model."""
-    from models.registry import Registry
-
-    settings = settings_or_exit()
-    ensure_model(settings)
-    if Registry(settings.model_registry).production_version() is None:
-        typer.echo(f"newspulse model ensure: no model passed the promotion gate in {settings.model_registry}", err=True)
-        raise typer.Exit(1)
-
-
 @bench_app.command("model")
 def bench_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -258,48 +227,30 @@ def demo(
     serve: Annotated[bool, typer.Option(help="Serve the dashboard and keep running after the replay.")] = True,
 ) -> None:
     """Train the default classifier if none is in production, serve the dashboard, and replay
-    the bundled corpus into the embedded store in the background. Ctrl-C stops everything."""
+    the bundled corpus into the embedded store in the background. Ctrl-C or SIGTERM stops everything."""
     from ingest.replay import DEFAULT_CORPUS
 
     settings = settings_or_exit()
     ensure_model(settings)
     dash = None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        if serve:
-            dash_port = port or settings.dashboard_port
-            dash = start_dashboard(dash_port, quiet=True)
-            typer.echo(f"\nDashboard: http://localhost:{dash_port}  (Ctrl-C stops)\n", err=True)
-        summary = _demo_replay(settings, file or DEFAULT_CORPUS, limit, stop)
-        typer.echo(json.dumps(summary), err=True)
-        if dash is not None:
-            typer.echo(f"Replay done; dashboard still at http://localhost:{dash_port} (Ctrl-C stops)", err=True)
-            while not stop.wait(1):
-                if dash.poll() is not None:
-                    raise typer.Exit(dash.returncode)
-    except KeyboardInterrupt:
-        typer.echo("\nstopping…", err=True)
-    finally:
-        if dash is not None and dash.poll() is None:
-            dash.terminate()
-            dash.wait(timeout=15)
-
-
-def ensure_model(settings: Settings) -> None:
-    """Fine-tune and promote the default classifier when the registry has no production model."""
-    from models.registry import Registry
-
-    registry = Registry(settings.model_registry)
-    version = registry.production_version()
-    if version:
-        typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
-        return
-    from models.train import default_config, train
-
-    typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
-    card = train(default_config(settings))
-    typer.echo(f"Trained {card.version}", err=True)
+    with stop_on_signals() as stop:
+        try:
+            if serve:
+                dash_port = port or settings.dashboard_port
+                dash = start_dashboard(settings, dash_port, quiet=True)
+                typer.echo(f"\nDashboard: http://localhost:{dash_port}  (Ctrl-C stops)\n", err=True)
+            summary = _demo_replay(settings, file or DEFAULT_CORPUS, limit, stop)
+            typer.echo(json.dumps(summary), err=True)
+            if dash is not None and not stop.is_set():
+                typer.echo(f"Replay done; dashboard still at http://localhost:{dash_port} (Ctrl-C stops)", err=True)
+                while not stop.wait(1):
+                    if dash.poll() is not None:
+                        raise typer.Exit(dash.returncode)
+            if stop.is_set():
+                typer.echo("stopping…", err=True)
+        finally:
+            if dash is not None:
+                stop_dashboard(dash, grace_s=15)
 
 
 def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event) -> dict:
@@ -332,7 +283,12 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
 
 
 def main() -> None:
-    app()
+    """Entry point: Ctrl-C outside a command's own signal handling exits 130 without a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ A message can fail for three kinds of reasons, and each has its own fate:
 * **permanent** (:class:`PermanentFailure`): retrying cannot help (a rejected or expired
   credential, a mapping that does not fit the records). The process stops with a clear error and
   a non-zero exit, again without dead-lettering or committing anything.
+
+Every error meant for the user derives from :class:`NewsPulseError`: its message alone says what
+went wrong and what to do, so the command line prints it as one line and exits 2 instead of
+showing a traceback; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from collections.abc import Callable
 from enum import Enum
 
 
-class InfrastructureError(RuntimeError):
+class NewsPulseError(Exception):
+    """An expected failure with a message fit for the user; the CLI exits 2 with it."""
+
+
+class NotFound(NewsPulseError, LookupError):
+    """A named thing (an alert, a model version) does not exist; the message names it."""
+
+
+class InfrastructureError(NewsPulseError, RuntimeError):
     """A store or broker failed: never a reason to dead-letter a message."""
 
 

@@ -14,10 +14,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from newspulse.errors import NewsPulseError
+
 ENV_PREFIX = "NEWSPULSE_"
 
 
-class SettingsError(RuntimeError):
+class SettingsError(NewsPulseError, RuntimeError):
     """Raised at start-up when a setting is missing or malformed."""
 
 
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")
     alert_silences: Path = Field(Path("var/alert-silences.json"), description="JSON file of alert silences, shared by the alerter and the dashboard.")
     dashboard_password: SecretStr | None = Field(None, description="If set, the dashboard asks for this password.")
+    dashboard_address: str = Field("127.0.0.1", min_length=1, description="Interface the dashboard listens on; anything but loopback requires NEWSPULSE_DASHBOARD_PASSWORD.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
     dashboard_refresh_s: int = Field(30, ge=0, le=3600, description="Seconds between auto-refreshes of the dashboard's live panels; 0 = off.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")

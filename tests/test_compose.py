@@ -302,7 +302,7 @@ def test_health_checks_probe_the_ports_the_services_serve_on(project):
     port = dashboard["command"][dashboard["command"].index("--port") + 1]
     assert f"127.0.0.1:{port}/_stcore/health" in " ".join(dashboard["healthcheck"]["test"])
     assert any(str(p).endswith(f":{port}") for p in dashboard["ports"])
-    assert environment(dashboard)["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0", "reachable through the published port"
+    assert environment(dashboard)["NEWSPULSE_DASHBOARD_ADDRESS"] == "0.0.0.0", "reachable through the published port"
 
 
 def _mounted(svc: dict, path: Path) -> str | None:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.errors import NotFound
 
 
 def _card(version: str, f1: float, split: str = "s1") -> ModelCard:
@@ -37,7 +38,7 @@ def test_empty_registry_has_no_production(tmp_path):
 def test_promote_writes_the_pointer_atomically_and_only_for_known_versions(tmp_path):
     reg = Registry(tmp_path)
     _add(reg, "v1", 0.8)
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound):
         reg.promote("v9")
     assert reg.production_version() is None
     reg.promote("v1")

@@ -12,6 +12,7 @@ from datetime import datetime
 from newspulse.alerts.rules import RuleSet, RulesError, load_rules
 from newspulse.alerts.service import Alerter
 from newspulse.alerts.silences import Silence, SilenceBook
+from newspulse.errors import NotFound
 from newspulse.schema import Alert
 from newspulse.settings import Settings
 from newspulse.store.base import Store
@@ -47,7 +48,7 @@ def ack_alert(store: Store, alert_id: str, *, by: str = "analyst") -> Alert:
     """Acknowledge an alert: it stays open but sends no more repeat notifications."""
     alert = store.get_alert(alert_id)
     if alert is None:
-        raise KeyError(f"no alert with id {alert_id!r}")
+        raise NotFound(f"no alert with id {alert_id!r}")
     if not alert.acknowledged:
         alert.acknowledged = True
         alert.message = f"{alert.message} [acknowledged by {by}]".strip()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import threading
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Run the alerter and inspect alerts.", no_args_is_help=True)
+from newspulse.console import command_app, stop_on_signals
+from newspulse.console import settings_or_exit as _settings
+from newspulse.errors import NotFound
+from newspulse.schema import AlertStatus
+
+app = command_app("Run the alerter and inspect alerts.")
 
 _DURATION = re.compile(r"^(\d+)\s*([mhd])$")
 
@@ -20,23 +23,6 @@ _DURATION = re.compile(r"^(\d+)\s*([mhd])$")
 class Source(str, Enum):
     store = "store"
     kafka = "kafka"
-
-
-class Status(str, Enum):
-    pending = "pending"
-    firing = "firing"
-    resolved = "resolved"
-
-
-def _settings():
-    """Settings validated once per command; a bad one ends it naming the variable."""
-    from newspulse.settings import SettingsError, get_settings
-
-    try:
-        return get_settings()
-    except SettingsError as err:
-        typer.echo(f"newspulse alerts: {err}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _store(settings):
@@ -62,7 +48,7 @@ def parse_until(text: str, now: datetime | None = None) -> datetime:
 
 @app.command("list")
 def list_alerts(
-    status: Annotated[Optional[Status], typer.Option(help="Only alerts in this state.")] = None,
+    status: Annotated[Optional[AlertStatus], typer.Option(help="Only alerts in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of full alert records.")] = False,
 ) -> None:
@@ -105,24 +91,19 @@ def run(
 ) -> None:
     """Run the alerter as a service until SIGINT/SIGTERM. From the store: one alerter per store;
     from Kafka: start two for a hot standby (the group keeps one active)."""
-    from newspulse.alerts import RulesError, build_alerter
+    from newspulse.alerts import build_alerter
 
     settings = _settings()
     store = _store(settings)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         if settings.metrics_port is not None:
             from newspulse.metrics import serve_metrics
 
             serve_metrics(settings.metrics_port)
-        alerter = build_alerter(settings, store, recover=False)
+        alerter = build_alerter(settings, store, recover=False)  # bad rules: RulesError, one line, exit 2
         typer.echo(f"alerter: {len(alerter.rules.rules)} rules, following {source.value}; Ctrl-C stops", err=True)
-        alerter.run_forever(source.value, stop=stop, poll_seconds=poll_seconds, kafka_settings=settings)
-    except RulesError as err:
-        typer.echo(f"newspulse alerts: {err}", err=True)
-        raise typer.Exit(2) from None
+        with stop_on_signals() as stop:
+            alerter.run_forever(source.value, stop=stop, poll_seconds=poll_seconds, kafka_settings=settings)
     finally:
         store.close()
 
@@ -138,8 +119,8 @@ def ack(
     store = _store(_settings())
     try:
         alert = ack_alert(store, alert_id, by=by)
-    except KeyError as err:
-        typer.echo(str(err.args[0]), err=True)
+    except NotFound as err:
+        typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -186,13 +167,9 @@ def unsilence(silence_id: Annotated[str, typer.Argument(help="Silence id.")]) ->
 @app.command("rules")
 def rules() -> None:
     """Validate the alert rules in force (NEWSPULSE_ALERT_RULES or built-in) and print them."""
-    from newspulse.alerts import RulesError, load_rules
+    from newspulse.alerts import load_rules
 
-    try:
-        ruleset = load_rules(_settings().alert_rules)
-    except RulesError as err:
-        typer.echo(f"newspulse alerts: {err}", err=True)
-        raise typer.Exit(2) from None
+    ruleset = load_rules(_settings().alert_rules)  # bad rules: RulesError, one line, exit 2
     doc = json.loads(ruleset.model_dump_json())
     for receiver in doc["receivers"].values():  # webhook URLs and headers carry tokens
         receiver["url"] = "***" if receiver.get("url") else receiver.get("url")

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from newspulse.errors import NewsPulseError
+
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 
 ScopeKind = Literal["market", "ticker", "topic", "source"]
@@ -25,7 +27,7 @@ ScopeKind = Literal["market", "ticker", "topic", "source"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class RulesError(ValueError):
+class RulesError(NewsPulseError, ValueError):
     """The rules file is missing, not YAML, or names an invalid field or receiver."""
 
 

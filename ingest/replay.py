@@ -23,12 +23,11 @@ from typing import BinaryIO
 
 from ingest.redact import get_logger
 from newspulse.errors import NewsPulseError
-from newspulse.schema import to_utc
+from newspulse.schema import MAX_PUBLISHED_AHEAD, to_utc
 
 log = get_logger(__name__)
 
 REQUIRED_COLUMNS = ("published_at", "source", "title", "body", "url", "tickers")
-MAX_FUTURE_SKEW = timedelta(days=1)  # later event times are typos, not the stream's end
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "news" / "reuters21578.csv.gz"
 
 
@@ -149,9 +148,10 @@ def to_message(row: ReplayRow, offset: timedelta) -> dict:
 def shift_offset(times: list[datetime], now: datetime) -> timedelta:
     """The offset that makes the latest *plausible* event time now.
 
-    Times more than a day in the future (a year-9999 typo) are not anchors: they would shift every
-    other row into the distant past. They stay in the stream for the schema to reject."""
-    plausible = [t for t in times if t <= now + MAX_FUTURE_SKEW]
+    Times beyond the schema's bound (more than ``MAX_PUBLISHED_AHEAD`` in the future: a year-9999
+    typo) are not anchors: they would shift every other row into the distant past. They stay in
+    the stream for the schema to reject."""
+    plausible = [t for t in times if t <= now + MAX_PUBLISHED_AHEAD]
     return now - max(plausible) if plausible else timedelta(0)
 
 
@@ -166,8 +166,8 @@ def replay(path: Path, *, speed: float = 0.0, limit: int | None = None, shift_to
     now = datetime.now(timezone.utc)
     times = [r.published_at for r in rows if r.published_at is not None]
     offset = shift_offset(times, now) if shift_to_now else timedelta(0)
-    paced = [t for t in times if t <= now + MAX_FUTURE_SKEW]
-    return _paced(path.name, rows, offset, speed, min(paced) if paced else None, now + MAX_FUTURE_SKEW, progress)
+    paced = [t for t in times if t <= now + MAX_PUBLISHED_AHEAD]
+    return _paced(path.name, rows, offset, speed, min(paced) if paced else None, now + MAX_PUBLISHED_AHEAD, progress)
 
 
 def _paced(name: str, rows: list[ReplayRow], offset: timedelta, speed: float, first_event: datetime | None, latest: datetime, progress: bool) -> Iterator[dict]:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tomllib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -108,11 +109,22 @@ def check_dashboard_exposure(settings: Settings) -> None:
         loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and settings.dashboard_password is None:
+    if not loopback and settings.dashboard_password is None and not _oidc_configured():
         raise NewsPulseError(
             f"NEWSPULSE_DASHBOARD_ADDRESS={address} would serve the dashboard beyond this machine without a sign-in; "
-            "set NEWSPULSE_DASHBOARD_PASSWORD (or keep the default 127.0.0.1 behind a reverse proxy)"
+            "set NEWSPULSE_DASHBOARD_PASSWORD or OIDC (docs/dashboard.md), or keep the default 127.0.0.1 behind a reverse proxy"
         )
+
+
+def _oidc_configured() -> bool:
+    """Whether Streamlit's secrets (where it looks: ./.streamlit, ~/.streamlit) have an ``[auth]`` section."""
+    for path in (Path.cwd() / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"):
+        try:
+            if "auth" in tomllib.loads(path.read_text(encoding="utf-8")):
+                return True
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return False
 
 
 def start_dashboard(settings: Settings, port: int, quiet: bool = False) -> subprocess.Popen:

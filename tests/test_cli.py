@@ -174,3 +174,20 @@ def test_demo_sigterm_during_replay_stops_without_claiming_the_replay_is_done(cl
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_dashboard_on_every_interface_is_allowed_with_oidc(cli_env, tmp_path, monkeypatch):
+    """OIDC (Streamlit's [auth] secrets) is a sign-in too: the exposure check lets it through."""
+    from newspulse.cli import check_dashboard_exposure
+    from newspulse.errors import NewsPulseError
+    from newspulse.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = load_settings(dashboard_address="0.0.0.0")
+    with pytest.raises(NewsPulseError, match="NEWSPULSE_DASHBOARD_PASSWORD"):
+        check_dashboard_exposure(settings)
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\n')
+    check_dashboard_exposure(settings)
+    check_dashboard_exposure(load_settings(dashboard_address="::1"))

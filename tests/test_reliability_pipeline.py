@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import queue
 import sqlite3
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import REGISTRY
+from test_kafka_stream import wait_for
 from test_pipeline import FirstSentence, KeywordClassifier, raw
 
 from newspulse.embedded import EmbeddedPipeline, PipelineStopped, StoreSink
@@ -40,14 +40,6 @@ def assert_adds_up(c: Counters, *, received: int, store: SQLiteStore | None = No
         stats = store.stats()
         assert stats["dead_letters"] == c.dead_lettered, (stats, c.summary())
         assert stats["articles"] <= c.stored
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def paused(source: str) -> float | None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 
-from newspulse.errors import PermanentFailure
+from newspulse.errors import NewsPulseError, PermanentFailure
 from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
@@ -72,9 +72,10 @@ _STOP = object()
 _LIVENESS_S = 0.2
 
 
-class PipelineStopped(RuntimeError):
+class PipelineStopped(NewsPulseError, RuntimeError):
     """The embedded worker has stopped (a permanent failure, a bug) or the pipeline was closed:
-    the message says why and how many submitted messages were not processed."""
+    the message says why and how many submitted messages were not processed (the CLI prints it
+    and exits 2; a bug's traceback is in the log)."""
 
 
 class EmbeddedPipeline:

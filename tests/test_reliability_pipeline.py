@@ -254,3 +254,19 @@ def test_submitted_article_is_not_parsed_again(tmp_path):
     assert store.get_article(art.id) is not None and store.stats()["dead_letters"] == 0
     assert_adds_up(pipe.counters, received=1, store=store)
     store.close()
+
+
+def test_corrupt_store_file_is_one_clear_line_and_exit_2(tmp_path):
+    """A store that cannot work ends a command with its reason and exit 2, not a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a SQLite database " * 200)
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")} | {"NEWSPULSE_STORE_URL": f"sqlite:///{path}", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "newspulse.cli", "store", "stats"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "file is not a database" in done.stderr

@@ -87,19 +87,27 @@ class SQLiteStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
-            conn = self._conn()
-            conn.executescript(_SCHEMA)
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                # version 1: FTS rows share their article's rowid (see _upsert_one); re-key old files
-                conn.executescript(
-                    """BEGIN IMMEDIATE;
-                    DELETE FROM articles_fts;
-                    INSERT INTO articles_fts (rowid, id, title, body, summary)
-                        SELECT rowid, id, json_extract(doc, '$.title'), json_extract(doc, '$.body'), json_extract(doc, '$.summary') FROM articles;
-                    PRAGMA user_version = 1;
-                    COMMIT;"""
-                )
-            conn.commit()
+            try:
+                self._install()
+            except sqlite3.Error as err:
+                self.close()
+                raise self._infrastructure(err, "creating the schema") from err
+
+    def _install(self) -> None:
+        """Create the tables if missing and migrate older files."""
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            # version 1: FTS rows share their article's rowid (see _upsert_one); re-key old files
+            conn.executescript(
+                """BEGIN IMMEDIATE;
+                DELETE FROM articles_fts;
+                INSERT INTO articles_fts (rowid, id, title, body, summary)
+                    SELECT rowid, id, json_extract(doc, '$.title'), json_extract(doc, '$.body'), json_extract(doc, '$.summary') FROM articles;
+                PRAGMA user_version = 1;
+                COMMIT;"""
+            )
+        conn.commit()
 
     # --- plumbing ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -107,10 +115,14 @@ class SQLiteStore:
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            except sqlite3.Error as err:
+                raise self._infrastructure(err, "opening") from err
+            try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             except sqlite3.Error as err:
+                conn.close()
                 raise self._infrastructure(err, "opening") from err
             self._local.conn = conn
         return conn

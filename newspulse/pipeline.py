@@ -360,7 +360,10 @@ class Processor:
         result = BatchResult(outcomes=[o for o in outcomes if o is not None], seconds=0.0)
         if result.stored:
             for obs in self.observers:
-                obs.observe(result.stored)
+                try:
+                    obs.observe(result.stored)
+                except Exception:  # the articles are stored: an observer's failure must not make them retries or dead letters
+                    log.exception("%s failed on a batch of %d stored articles; they stay stored", type(obs).__name__, len(result.stored))
         result.seconds = time.perf_counter() - t0
         return result
 

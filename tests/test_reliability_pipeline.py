@@ -270,3 +270,31 @@ def test_corrupt_store_file_is_one_clear_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "newspulse.cli", "store", "stats"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "file is not a database" in done.stderr
+
+
+def test_a_failing_observer_does_not_give_stored_articles_a_second_fate(tmp_path):
+    """The alerter (an observer) raising after a batch is stored must not turn the stored
+    articles into retries or dead letters: each keeps exactly one fate."""
+
+    class BrokenAlerter:
+        calls = 0
+
+        def observe(self, articles):
+            BrokenAlerter.calls += 1
+            raise RuntimeError("alerter bug")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    store = SQLiteStore(tmp_path / "s.db")
+    sink = StoreSink(store)
+    with EmbeddedPipeline(load_settings(batch_max_wait_ms=20), Processor(KeywordClassifier(), FirstSentence(), [sink], sink, observers=[BrokenAlerter()]), backoff=FAST) as pipe:
+        for i in range(3):
+            pipe.submit(raw(i))
+    assert store.stats()["articles"] == 3 and store.stats()["dead_letters"] == 0 and BrokenAlerter.calls >= 1
+    assert pipe.counters.retried == 0
+    assert_adds_up(pipe.counters, received=3, store=store)
+    store.close()

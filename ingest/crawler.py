@@ -127,6 +127,7 @@ class Crawler:
         self.settings = settings
         self._emit = emit
         self._emit_lock = threading.Lock()
+        self._stopping = threading.Event()  # set by run_forever on stop: polls end after their current entry
         self.state = state or DedupState(settings.crawler_state)
         self.fetcher = fetcher or Fetcher(
             user_agent=settings.crawler_user_agent,
@@ -153,11 +154,14 @@ class Crawler:
 
         Every feed has its own thread and schedule: a slow or stuck feed delays only itself. A
         poll that overruns its feed's next scheduled start makes that start count as ``skipped``.
+        On stop, running polls end after their current entry (at most one download's timeout);
+        one still running after ``crawler_timeout_s`` is abandoned.
         """
         threads = [threading.Thread(target=self._feed_loop, args=(f, stop), name=f"crawl {f.name}", daemon=True) for f in self.feeds]
         for t in threads:
             t.start()
         stop.wait()
+        self._stopping.set()
         give_up = time.monotonic() + self.settings.crawler_timeout_s
         for t in threads:
             t.join(max(0.0, give_up - time.monotonic()))
@@ -227,6 +231,9 @@ class Crawler:
         entries = sorted(parsed.entries[:MAX_ENTRIES_PER_POLL], key=_entry_time)  # oldest first: it is the first story
         report.entries = len(entries)
         for done, entry in enumerate(entries):
+            if self._stopping.is_set():  # shutting down: like a spent budget, the rest wait for the next run
+                log.info("feed %s: stopping after %d of %d entries; the rest wait for the next run", feed.name, done, len(entries))
+                return
             try:
                 if time.monotonic() >= deadline:
                     raise FetchError(feed.url, "poll budget spent", kind="budget")

@@ -324,3 +324,25 @@ def test_a_poll_that_overruns_its_interval_counts_the_missed_starts_as_skipped(s
     crawler.close()
     assert len(out.articles) == 2
     assert metric("newspulse_crawler_fetches_total", feed="Overrun", outcome="skipped") - before >= 3  # about 4 starts missed in ~5 s
+
+
+def test_stop_ends_a_running_poll_after_its_current_entry(server, settings):
+    """Pages take 2 s each: stopping mid-poll leaves the later entries unseen for the next run."""
+    serve_wire_fixtures(server)
+    for path in ("/articles/msft-activision.html", "/articles/fed-holds.html"):
+        page = server.routes[path]
+        server.routes[path] = lambda h, page=page: (time.sleep(2), page(h))
+    out = Collector()
+    crawler = Crawler([feed(server, "Stopping", "/a.xml")], settings, out)
+    stop = threading.Event()
+    worker = threading.Thread(target=crawler.run_forever, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not any(p.startswith("/articles/") for p, _ in server.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    worker.join(15)
+    counts = crawler.state.counts()
+    crawler.close()
+    assert not worker.is_alive()
+    assert len(out.articles) == 1 and counts == {"new": 1}  # the entry in flight finished, the other waits

@@ -9,9 +9,13 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   scores the held-out fold, dev and the Reuters sample. This model is fold i's *teacher*.
 - ``fit --fold i --arm distill``: the same recipe plus KL to fold i's teacher probabilities on
   the Reuters sample (the teacher never saw fold i, so the held-out score stays honest).
-- ``report``: per-fold and mean ± spread (sample std) of every arm, the ensemble teacher on
-  dev, and ``--artifact``: the released soft labels (ensemble of the k fold teachers on the
-  Reuters sample) with their manifest.
+- ``fit --fold i --arm baseline --tag baseline-s43 --run-seed 43``: a second teacher member;
+  ``fit --fold i --arm distill --tag distill-ens2 --teachers baseline,baseline-s43`` distils
+  from the mean of both (still blind to fold i).
+- ``report``: per-fold and mean ± spread (sample std) of every run folder, the paired gain of
+  each over ``baseline``, each fold's averaged teacher (``--ensemble``) scored like a run, the
+  ensemble of the k fold teachers on dev, and ``--artifact``: the released soft labels (that
+  ensemble on the Reuters sample) with their manifest.
 
 Runs compare at a fixed number of optimiser steps, not wall-clock, so that other jobs sharing
 the CPU cannot decide the result.
@@ -86,7 +90,7 @@ def _fit(args) -> None:
 
     out = Path(args.out)
     i, arm = args.fold, args.arm
-    run = out / f"fold{i}" / arm
+    run = out / f"fold{i}" / (args.tag or arm)
     run.mkdir(parents=True, exist_ok=True)
     allrows = pd.read_csv(out / "folds" / "all.csv", keep_default_na=False)
     held = allrows[(allrows["fold"] == i) & allrows["scored"]].reset_index(drop=True)
@@ -94,9 +98,9 @@ def _fit(args) -> None:
     reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
     extra = {}
     if arm == "distill":
-        teacher = np.load(out / f"fold{i}" / "baseline" / "probs.npz")["reuters"]
+        teacher = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] for t in args.teachers.split(",")], axis=0)
         art = run / "soft.csv.gz"
-        write_soft_labels(art, reuters, teacher, ["reuters"] * len(reuters), {"teacher": f"fold{i} baseline"})
+        write_soft_labels(art, reuters, teacher, ["reuters"] * len(reuters), {"teacher": f"fold{i}: mean of {args.teachers}"})
         extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature)
     cfg = TrainConfig(
         registry=run / "registry",
@@ -104,7 +108,7 @@ def _fit(args) -> None:
         dev_files=[out / "folds" / "select.csv"],
         max_steps=args.steps,
         evals_per_epoch=1,
-        seed=args.seed,
+        seed=args.run_seed if args.run_seed is not None else args.seed,
         promote=False,
         quantize_check=False,
         **extra,
@@ -139,6 +143,12 @@ def _metrics(df: pd.DataFrame, probs: np.ndarray) -> dict:
     return res
 
 
+def _spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation and the per-fold values."""
+    v = np.array(values, dtype=float)
+    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4), "folds": [round(float(x), 4) for x in v]}
+
+
 def _members(out: Path, k: int) -> list[dict]:
     """Each fold teacher's registry version and the sha256 of its weights."""
     from models.registry import Registry, sha256_file
@@ -154,31 +164,24 @@ def _members(out: Path, k: int) -> list[dict]:
 def _report(args) -> None:
     out = Path(args.out)
     dev = read_many(list(DEFAULT_DEV_FILES))
-    rows: dict[str, list[dict]] = {}
-    for arm in ("baseline", "distill"):
-        for i in range(args.k):
-            f = out / f"fold{i}" / arm / "result.json"
-            if f.exists():
-                rows.setdefault(arm, []).append(json.loads(f.read_text()))
-    summary: dict = {"k": args.k, "steps": args.steps, "arms": {}}
-    for arm, results in rows.items():
-        s = {}
-        for split in ("held", "dev"):
-            for key in results[0][split]:
-                if key == "n":
-                    continue
-                vals = np.array([r[split][key] for r in results])
-                s[f"{split}_{key}"] = {"mean": round(float(vals.mean()), 4), "std": round(float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, 4), "folds": [round(float(v), 4) for v in vals]}
-        summary["arms"][arm] = {"folds": [r["fold"] for r in results], **s}
-    if "baseline" in rows and "distill" in rows:
-        both = sorted(set(r["fold"] for r in rows["baseline"]) & set(r["fold"] for r in rows["distill"]))
-        by = {(r["arm"], r["fold"]): r for arm in rows for r in rows[arm]}
-        gains = {}
-        for split in ("held", "dev"):
-            for key in ("accuracy", "macro_f1"):
-                d = np.array([by[("distill", i)][split][key] - by[("baseline", i)][split][key] for i in both])
-                gains[f"{split}_{key}"] = {"mean": round(float(d.mean()), 4), "std": round(float(d.std(ddof=1)) if len(d) > 1 else 0.0, 4), "folds": [round(float(x), 4) for x in d]}
-        summary["distill_gain"] = gains
+    allrows = pd.read_csv(out / "folds" / "all.csv", keep_default_na=False)
+    by: dict[tuple[str, int], dict] = {}
+    for f in sorted(out.glob("fold*/*/result.json")):
+        by[(f.parent.name, json.loads(f.read_text())["fold"])] = json.loads(f.read_text())
+    # A teacher made of several runs of one fold never saw that fold either: score it like a run.
+    for i in range(args.k):
+        members = [out / f"fold{i}" / t / "probs.npz" for t in args.ensemble.split(",")]
+        if len(members) > 1 and all(m.exists() for m in members):
+            held = allrows[(allrows["fold"] == i) & allrows["scored"]].reset_index(drop=True)
+            probs = [np.load(m) for m in members]
+            by[("teacher-" + "+".join(args.ensemble.split(",")), i)] = {"fold": i, "held": _metrics(held, np.mean([p["held"] for p in probs], axis=0)), "dev": _metrics(dev, np.mean([p["dev"] for p in probs], axis=0))}
+    summary: dict = {"k": args.k, "steps": args.steps, "arms": {}, "gains": {}}
+    for arm in sorted({a for a, _ in by}):
+        results = [by[(arm, i)] for i in range(args.k) if (arm, i) in by]
+        summary["arms"][arm] = {"folds": [r["fold"] for r in results], **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
+        both = [i for i in range(args.k) if (arm, i) in by and ("baseline", i) in by]
+        if arm != "baseline" and both:
+            summary["gains"][arm] = {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[("baseline", i)][split][key] for i in both]) for split in ("held", "dev") for key in ("accuracy", "macro_f1")}
     teachers = [np.load(out / f"fold{i}" / "baseline" / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / "baseline" / "probs.npz").exists()]
     if teachers:
         summary["ensemble_teacher_dev"] = {"members": len(teachers), **_metrics(dev, np.mean([t["dev"] for t in teachers], axis=0))}
@@ -219,11 +222,15 @@ def main() -> None:
     fit = sub.add_parser("fit")
     fit.add_argument("--fold", type=int, required=True)
     fit.add_argument("--arm", choices=["baseline", "distill"], required=True)
+    fit.add_argument("--tag", default="", help="run folder name (default: the arm)")
+    fit.add_argument("--run-seed", type=int, default=None, help="training seed (default --seed); another seed = another teacher member")
+    fit.add_argument("--teachers", default="baseline", help="distill arm: comma-separated runs of this fold whose Reuters probabilities are averaged")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
     r = sub.add_parser("report")
     r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz")
     r.add_argument("--version", default="v1")
+    r.add_argument("--ensemble", default="baseline,baseline-s43", help="runs of each fold scored as one averaged teacher")
     r.add_argument("--json", default="", help="also write the summary here (e.g. bench/results/distill_cv.json)")
     args = ap.parse_args()
     {"folds": _folds, "fit": _fit, "report": _report}[args.cmd](args)

@@ -54,6 +54,9 @@ with DAG(
         "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Stop fine-tuning after this many seconds (best checkpoint kept); empty = default."),
         "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
         "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
+        "commercial_only": Param(False, type="boolean", description="Refuse inputs not licensed for commercial use (PhraseBank, Reuters soft labels); defaults become the commercially usable bundled sets."),
+        "soft_labels": Param("", type="string", description="Teacher soft-label artifact to distil from (data/soft_labels/*.csv.gz); empty = gold labels only."),
+        "soft_labels_sha256": Param("", type="string", description="The sha256 the soft-label artifact must have; empty = the one in its manifest."),
     },
     doc_md=__doc__,
 ) as dag:

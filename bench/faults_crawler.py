@@ -356,14 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from datetime import datetime, timezone
 
-    from faults import Outcome, write_results
+    from faults import Outcome, _commit, machine, write_results
 
-    started = datetime.now(timezone.utc)
+    run_info = {"started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": _commit()}
     outcome = Outcome("R4 hostile feeds", *r4_result(args.duration))
     print(outcome.line(), flush=True)
     for problem in outcome.figures["problems"]:
         print(f"    {problem}", flush=True)
-    write_results(args.out, [outcome], started)
+    write_results(args.out, [outcome], run_info)
     return 0 if outcome.passed else 1
 
 

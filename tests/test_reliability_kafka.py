@@ -47,6 +47,18 @@ def produce(settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
         producer.close()
 
 
+def indexed(store) -> int:
+    """Articles an Elasticsearch store holds now, other writers' included (refreshed first;
+    noida-db refreshes by alias, not by index pattern)."""
+    from elasticsearch import NotFoundError
+
+    try:
+        store.client.indices.refresh(index=store.articles_alias)
+    except NotFoundError:  # no article index yet
+        return 0
+    return store.stats()["articles"]
+
+
 def assert_adds_up(c: Counters) -> None:
     assert c.pending == 0, c.summary()
     assert c.received == c.stored + c.dead_lettered + c.duplicate + c.released, c.summary()
@@ -158,6 +170,43 @@ def test_null_kafka_value_dead_lettered(kafka_bootstrap, tmp_path):
 
 
 @pytest.mark.es
+def test_es_outage_kafka_pauses_and_resumes_by_itself(kafka_bootstrap, tmp_path):
+    """#18.5 with Elasticsearch: noida-db is stopped mid-stream and started again. The processor
+    pauses (nothing dead-lettered, nothing committed beyond what is stored) and, once the server
+    is back, stores everything without an operator."""
+    from newspulse.settings import load_settings
+    from newspulse.store.elastic import ElasticStore
+
+    with start_elasticsearch_peer() as peer:
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=2, batch_max_records=10, store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix, es_retry_seconds=1)
+        good = articles(150, run="es-outage")
+        produce(s, [(a.id.encode(), a.model_dump_json().encode()) for a in good])
+        direct = ElasticStore(load_settings(store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix))
+
+        stored_now = lambda: indexed(direct)  # noqa: E731
+
+        proc = ProcessorThread(s, fake_factory(ElasticStore(s), delay_s=0.2))
+        try:
+            wait_for(lambda: stored_now() >= 20, 60, "some articles stored")
+            peer.stop(graceful=True)  # noida-db saves what it acknowledged, as Elasticsearch would
+            wait_for(lambda: REGISTRY.get_sample_value("newspulse_pipeline_paused", {"source": "kafka"}) == 1, 60, "the processor to pause")
+            time.sleep(3)
+            assert proc.thread.is_alive() and proc.error is None
+            assert read_topic(s, s.kafka_topic_dlq, 0, timeout_s=2) == [], "nothing dead-lettered for the outage"
+            peer.start()
+            wait_for(lambda: stored_now() >= 150, 120, "everything stored once the server is back")
+            wait_for(lambda: committed_lag(s, 150) == 0, 30, "offsets committed")
+        finally:
+            stats = proc.close()
+        assert REGISTRY.get_sample_value("newspulse_pipeline_paused", {"source": "kafka"}) == 0
+        assert stats.infrastructure_retries > 0 and stats.dead_lettered == 0
+        assert_adds_up(stats)
+        assert direct.stats()["articles"] == direct.stats()["unique_ids"] == 150
+        direct.close()
+
+
+@pytest.mark.es
 def test_es_401_stops_with_clear_error_nothing_committed(kafka_bootstrap, tmp_path):
     """#18.5: the Elasticsearch API key expires mid-stream. The processor stops with a clear
     StorePermanentError (no retry can fix a credential), dead-letters nothing and commits no
@@ -173,14 +222,7 @@ def test_es_401_stops_with_clear_error_nothing_committed(kafka_bootstrap, tmp_pa
             s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=2, batch_max_records=10, store_url=f"http://127.0.0.1:{proxy.port}", es_api_key=key, es_index_prefix=prefix)
             direct = ElasticStore(load_settings(store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix))  # the operator's view, not through the key
 
-            def stored_now() -> int:
-                from elasticsearch import NotFoundError
-
-                try:
-                    direct.client.indices.refresh(index=direct.articles_alias)  # see the processor's writes now (noida-db: by alias)
-                except NotFoundError:  # no article index yet
-                    return 0
-                return direct.stats()["articles"]
+            stored_now = lambda: indexed(direct)  # noqa: E731
 
             good = articles(200, run="es401")
             produce(s, [(a.id.encode(), a.model_dump_json().encode()) for a in good])

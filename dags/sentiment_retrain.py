@@ -4,7 +4,13 @@ prepare_data → train → evaluate → gate → promote → notify. Every step 
 ``models.train``; this file only wires them. A candidate that is worse than production, or below
 the floor, is registered (for inspection) but ``promote`` is skipped and production never moves.
 A successful promotion emits the ``newspulse-production-model`` asset, which triggers
-``rescore_history``. Trigger manually with params, e.g.::
+``rescore_history``.
+
+Operations: ``train`` runs in the one-slot ``newspulse_training`` pool (one fine-tuning run at a
+time, whatever else the scheduler runs) under an ``execution_timeout``; a retry resumes from the
+run's last checkpoint (``<registry>/_checkpoints/<run id>``, models/checkpoint.py), not from step
+0. A task that fails for good notifies the alert rules' webhook and e-mail receivers
+(newspulse.alerts.notices). Trigger manually with params, e.g.::
 
     airflow dags trigger sentiment_retrain --conf '{"epochs": 3, "base_model": "ProsusAI/finbert"}'
 """
@@ -15,12 +21,18 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 
+from newspulse.alerts.notices import notify_task_failure
+
 PRODUCTION_MODEL = Asset("newspulse-production-model")
+#: Created by docker-compose.yml's airflow-init with one slot.
+TRAINING_POOL = "newspulse_training"
 
 default_args = {
     "owner": "ml-platform",
     "retries": 1,
     "retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=30),
+    "on_failure_callback": notify_task_failure,
 }
 
 
@@ -68,14 +80,19 @@ with DAG(
 
         return [str(p) for p in prepare(_config())]
 
-    @task
+    # CPU runs stop themselves at their time budget (7 min by default); 3 h covers a full GPU
+    # run or a slow host. A retry (timeout, lost worker) resumes from the last checkpoint.
+    @task(pool=TRAINING_POOL, pool_slots=1, execution_timeout=timedelta(hours=3), retries=2, retry_delay=timedelta(minutes=2))
     def train(train_files: list[str]) -> str:
-        """Fine-tune and register a candidate version (not promoted)."""
+        """Fine-tune and register a candidate version (not promoted); resumable."""
         from pathlib import Path
 
+        from models.checkpoint import run_checkpoint_dir
         from models.train import fit_and_register
 
-        return fit_and_register(_config(), [Path(p) for p in train_files]).version
+        cfg = _config()
+        cfg.checkpoint_dir = run_checkpoint_dir(cfg.registry, get_current_context()["run_id"])
+        return fit_and_register(cfg, [Path(p) for p in train_files]).version
 
     @task
     def evaluate(version: str) -> dict:

@@ -46,6 +46,13 @@ class LoopState:
     fit_elapsed_s: float = 0.0
 
 
+def run_checkpoint_dir(registry: Path | str, run_id: str) -> Path:
+    """Where one orchestrated run (an Airflow DAG run) keeps its checkpoint: retries of the run
+    share it, a new run starts fresh."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return Path(registry) / "_checkpoints" / safe
+
+
 def fingerprint(params: dict[str, Any], rows: int, label_counts: dict[str, int]) -> str:
     """Identity of a run: its parameters and the size and labels of its training frame."""
     blob = json.dumps({"params": params, "rows": rows, "labels": label_counts}, sort_keys=True, default=str)

@@ -1,6 +1,8 @@
-"""Airflow DAGs: integrity of every file in dags/, and sentiment_retrain run end to end with
-``dag.test()`` on tiny settings. Airflow runs in a subprocess with its own AIRFLOW_HOME and
-SQLite metadata DB, so it never touches a real deployment or other tests."""
+"""Airflow DAGs: integrity of every file in dags/ (tags, owner, retries, timeouts, the training
+pool, failure notifications), sentiment_retrain run end to end with ``dag.test()`` on tiny
+settings, and a task that fails for good notifying a real webhook. Airflow runs in a subprocess
+with its own AIRFLOW_HOME and SQLite metadata DB, so it never touches a real deployment or other
+tests."""
 
 from __future__ import annotations
 
@@ -26,13 +28,21 @@ bag = DagBag(dag_folder=%r)
 print("RESULT " + json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {d.dag_id: {"tags": sorted(d.tags), "owner": d.default_args.get("owner"), "retries": d.default_args.get("retries"),
-                        "tasks": [t.task_id for t in d.tasks], "task_retries": [t.retries for t in d.tasks]} for d in bag.dags.values()},
+                        "tasks": [t.task_id for t in d.tasks], "task_retries": [t.retries for t in d.tasks],
+                        "timeouts": {t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None for t in d.tasks},
+                        "pools": {t.task_id: [t.pool, t.pool_slots] for t in d.tasks},
+                        "failure_callbacks": {t.task_id: [getattr(c, "__module__", "") + "." + getattr(c, "__name__", repr(c)) for c in
+                                                          (t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback] if t.on_failure_callback else [])]
+                                              for t in d.tasks}} for d in bag.dags.values()},
 }))
 """
 
 DAG_TEST_SCRIPT = """
 import json, sys
 from dags.sentiment_retrain import dag
+if len(sys.argv) > 2:  # a failure test: no retries (their delay would only slow it down)
+    for t in dag.tasks:
+        t.retries = 0
 run = dag.test(run_conf=json.loads(sys.argv[1]))
 print("RESULT " + json.dumps({"state": str(run.state), "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}))
 """
@@ -69,6 +79,16 @@ def test_every_dag_imports_with_tags_owner_and_retries(tmp_path):
         assert dag["owner"] and dag["owner"] != "airflow", dag_id
         assert dag["retries"] >= 1 and all(r >= 1 for r in dag["task_retries"]), dag_id
     assert result["dags"]["sentiment_retrain"]["tasks"] == ["prepare_data", "train", "evaluate", "gate", "promote", "notify"]
+    for dag_id, dag in result["dags"].items():
+        assert all(t and t > 0 for t in dag["timeouts"].values()), f"{dag_id}: every task needs an execution_timeout ({dag['timeouts']})"
+        for task_id, callbacks in dag["failure_callbacks"].items():
+            assert "newspulse.alerts.notices.notify_task_failure" in callbacks, f"{dag_id}.{task_id} fails silently"
+    retrain = result["dags"]["sentiment_retrain"]
+    assert retrain["pools"]["train"] == ["newspulse_training", 1], "one fine-tuning run at a time"
+    assert retrain["task_retries"][retrain["tasks"].index("train")] >= 2, "retries resume from the checkpoint, so they are cheap"
+    assert retrain["timeouts"]["train"] > retrain["timeouts"]["evaluate"]
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "airflow pools set newspulse_training 1" in compose, "airflow-init creates the pool the train task uses"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +96,8 @@ def airflow_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("airflow")
     proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=_airflow_env(home), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    pool = subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "newspulse_training", "1", "training"], env=_airflow_env(home), capture_output=True, text=True, timeout=300)
+    assert pool.returncode == 0, pool.stderr[-3000:]  # as docker-compose.yml's airflow-init does
     return home
 
 
@@ -125,6 +147,8 @@ def test_retrain_registers_and_promotes_into_an_empty_registry(tmp_path, airflow
     assert reg.production_version() == version
     assert result["tasks"]["promote"] == "success" and result["tasks"]["notify"] == "success"
     assert _history(registry)[-1]["outcome"] == "promoted"
+    assert (registry / version / "README.md").is_file(), "the Hugging Face card"
+    assert not any((registry / "_checkpoints").iterdir()), "a finished run removes its checkpoint"
 
 
 @pytest.mark.slow
@@ -143,3 +167,32 @@ def test_a_worse_candidate_is_rejected_and_production_unchanged(tmp_path, airflo
     assert reg.production_version() == production  # ... but production never moved
     assert result["tasks"]["promote"] == "skipped" and result["tasks"]["notify"] == "success"
     assert _history(registry)[-1]["outcome"] == "rejected"
+
+
+def test_a_task_that_fails_for_good_notifies_the_alert_receivers(tmp_path, airflow_home):
+    """prepare_data fails on a missing training file: the alert rules' webhook gets one notice
+    naming the DAG, the task and the error, and nothing downstream runs."""
+    from test_alerts_delivery import Receiver, free_port
+
+    rx = Receiver(free_port())
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"""
+receivers:
+  ops: {{type: webhook, url: "http://127.0.0.1:{rx.port}/hook", timeout_seconds: 5}}
+rules:
+  - name: any
+    scope: ticker
+    receivers: [ops]
+""")
+    env = {**_airflow_env(airflow_home, tmp_path / "registry"), "NEWSPULSE_ALERT_RULES": str(rules)}
+    conf = json.dumps({"registry": str(tmp_path / "registry"), "data_sources": [str(tmp_path / "missing.csv")], "include_feedback": False})
+    try:
+        result = _run(DAG_TEST_SCRIPT, env, conf, "no-retries")
+    finally:
+        rx.stop()
+    assert result["state"] == "failed" and result["tasks"]["prepare_data"] == "failed"
+    assert result["tasks"]["train"] in ("upstream_failed", "None")
+    [(headers, body)] = rx.requests
+    assert body["newspulse"]["event"] == "operator_notice"
+    assert "sentiment_retrain.prepare_data failed" in body["text"] and "missing.csv" in body["text"]
+    assert headers["Idempotency-Key"].startswith("airflow:sentiment_retrain:") and headers["Idempotency-Key"].endswith(":prepare_data")

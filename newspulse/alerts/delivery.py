@@ -96,13 +96,12 @@ class WebhookNotifier:
         self.timeout = cfg.timeout_seconds
 
     def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        self.post(payload(alert, event, dedup_key), dedup_key)
+
+    def post(self, body: dict, dedup_key: str) -> None:
+        """POST one JSON body; raises DeliveryError (retryable or not) unless 2xx."""
         try:
-            resp = httpx.post(
-                self.url,
-                json=payload(alert, event, dedup_key),
-                headers={**self.headers, "Idempotency-Key": dedup_key},
-                timeout=self.timeout,
-            )
+            resp = httpx.post(self.url, json=body, headers={**self.headers, "Idempotency-Key": dedup_key}, timeout=self.timeout)
         except httpx.HTTPError as err:
             raise DeliveryError(f"{type(err).__name__}: {err}") from None
         if resp.is_success:
@@ -118,13 +117,17 @@ class EmailNotifier:
         self.cfg = cfg
 
     def send(self, alert: Alert, event: str, dedup_key: str) -> None:
+        self.mail(headline(alert, event), payload(alert, event, dedup_key)["text"] + f"\n\nalert {alert.id} · dedup {dedup_key}\n", dedup_key)
+
+    def mail(self, subject: str, text: str, dedup_key: str) -> None:
+        """Send one plain-text mail; raises DeliveryError (retryable or not) on failure."""
         cfg = self.cfg
         msg = EmailMessage()
-        msg["Subject"] = headline(alert, event)[:200]
+        msg["Subject"] = subject[:200]
         msg["From"] = cfg.sender
         msg["To"] = ", ".join(cfg.to)
         msg["Message-ID"] = f"<{dedup_key.replace(':', '.')}@newspulse>"  # same id on a retry: mail clients dedupe
-        msg.set_content(payload(alert, event, dedup_key)["text"] + f"\n\nalert {alert.id} · dedup {dedup_key}\n")
+        msg.set_content(text)
         try:
             with smtplib.SMTP(cfg.smtp_host or "", cfg.smtp_port, timeout=cfg.timeout_seconds) as smtp:
                 if cfg.starttls:
@@ -151,6 +154,32 @@ def build_notifiers(receivers: dict[str, ReceiverConfig]) -> dict[str, Notifier 
         else:
             out[name] = LogNotifier()
     return out
+
+
+def notify_operators(receivers: dict[str, ReceiverConfig], subject: str, text: str, dedup_key: str) -> dict[str, str]:
+    """Send one plain notice (not an alert) to every receiver of the alert rules, once each.
+
+    For failures outside the alert pipeline that an operator must hear about, such as a
+    retraining run that failed for good: the same webhook and SMTP settings, no second set to
+    maintain. Returns each receiver's outcome (``delivered``, ``disabled`` or ``failed: ...``).
+    """
+    outcomes: dict[str, str] = {}
+    for name, cfg in receivers.items():
+        if not cfg.enabled:
+            outcomes[name] = "disabled"
+            continue
+        try:
+            if cfg.type == "webhook":
+                WebhookNotifier(cfg).post({"text": f"{subject}\n{text}", "newspulse": {"event": "operator_notice", "subject": subject, "dedup_key": dedup_key}}, dedup_key)
+            elif cfg.type == "email":
+                EmailNotifier(cfg).mail(subject, f"{text}\n\ndedup {dedup_key}\n", dedup_key)
+            else:
+                notify_log.error("%s: %s (%s)", subject, text, dedup_key)
+            outcomes[name] = DELIVERED
+        except DeliveryError as err:
+            log.error("notice %r to %s failed: %s", subject, name, err)
+            outcomes[name] = f"failed: {err}"[:300]
+    return outcomes
 
 
 @dataclass

@@ -205,6 +205,41 @@ def test_fresh_takes_the_newest_of_labelled_series():
     assert newest_sample("m 12.5\n", "m") == 12.5 and newest_sample("", "m") is None
 
 
+@pytest.mark.kafka
+def test_a_processor_exports_its_last_poll_and_arrival_to_indexed_latency(tmp_path):
+    """Against a real Kafka-protocol broker: every stored record is observed once in the latency
+    histogram, with a latency between its batch's processing time and the time since it was sent."""
+    from peers import start_kafka
+    from test_kafka_stream import ProcessorThread, articles, fake_factory, make_settings, store_count, wait_for
+
+    from newspulse.kafka.producer import KafkaArticlePublisher
+    from newspulse.store.sqlite import SQLiteStore
+
+    def observed() -> tuple[float, float]:
+        return (_sample("newspulse_kafka_arrival_to_indexed_seconds_count"), _sample("newspulse_kafka_arrival_to_indexed_seconds_sum"))
+
+    count0, sum0 = observed()
+    with start_kafka() as bootstrap:
+        settings = make_settings(bootstrap, tmp_path)
+        sent = time.time()
+        with KafkaArticlePublisher(settings) as publisher:
+            publisher.publish(articles(40, run="latency"))
+        store = SQLiteStore(settings.sqlite_path)
+        processor = ProcessorThread(settings, fake_factory(store, delay_s=0.3))  # each batch takes >= 0.3 s
+        try:
+            wait_for(lambda: store_count(settings) >= 40, 90, "40 stored")
+            wait_for(lambda: observed()[0] - count0 >= 40, 10, "40 latencies observed")
+            polled = _sample("newspulse_kafka_last_poll_timestamp_seconds")
+            assert time.time() - 5 < polled <= time.time() + 0.1, "the idle loop keeps polling"
+        finally:
+            processor.close()
+            store.close()
+        elapsed = time.time() - sent
+    count, total = observed()
+    assert count - count0 == 40, "each record once: none was redelivered here"
+    assert 0.3 <= (total - sum0) / 40 <= elapsed
+
+
 # --- model version and logs -----------------------------------------------------------------
 @pytest.mark.slow
 def test_the_served_model_version_is_exported(trained_classifier_registry):

@@ -30,7 +30,7 @@ PROMETHEUS = ROOT / "docker" / "prometheus" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 
 #: Modules that register NewsPulse metrics (importing them registers the collectors).
-METRIC_MODULES = ("newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics", "models.predict", "models.summarize.faithfulness")
+METRIC_MODULES = ("newspulse.pipeline", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics", "models.predict", "models.summarize.faithfulness")
 #: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
 EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers"}
 #: PromQL words that look like metric names but are functions, keywords or label names.

@@ -128,8 +128,10 @@ def parse_url(url: str) -> tuple[str, str, int]:
     host = parts.hostname
     if not host:
         raise FetchError(url, "URL has no host", kind="invalid_url")
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise FetchError(url, "invalid URL: whitespace or control character", kind="invalid_url")
+    if not url.isprintable():  # a space in a path is fine (it is percent-encoded), a tab or DEL is not
+        raise FetchError(url, "invalid URL: control character", kind="invalid_url")
+    if any(c.isspace() for c in host):
+        raise FetchError(url, "invalid URL: whitespace in the host name", kind="invalid_url")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
 

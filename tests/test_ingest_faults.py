@@ -346,3 +346,14 @@ def test_stop_ends_a_running_poll_after_its_current_entry(server, settings):
     crawler.close()
     assert not worker.is_alive()
     assert len(out.articles) == 1 and counts == {"new": 1}  # the entry in flight finished, the other waits
+
+
+def test_a_space_in_a_link_path_is_encoded_not_a_bad_link(server, settings):
+    wire = (FIXTURES / "feed_wire.xml").read_text().replace("/articles/fed-holds.html", "/articles/fed holds.html")
+    server.routes["/a.xml"] = text(wire)
+    server.routes["/articles/msft-activision.html"] = fixture("article_msft.html", "text/html")
+    server.routes["/articles/fed%20holds.html"] = fixture("article_fed.html", "text/html")
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, Collector())
+    report = crawler.poll(crawler.feeds[0])
+    crawler.close()
+    assert report.emitted == 2 and report.skipped == 0 and server.hits("/articles/fed%20holds.html") == 1

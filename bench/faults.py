@@ -235,7 +235,7 @@ def stored_counts(settings: Settings) -> tuple[int, int]:
             return 0, 0
         finally:
             conn.close()
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     store = open_store(settings)
     try:

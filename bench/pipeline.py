@@ -67,7 +67,7 @@ def classifier_rate(settings: Settings, articles: list[Article], batch: int) -> 
 
 
 def embedded_rate(settings: Settings, articles: list[Article], workdir: Path) -> float:
-    from newspulse.embedded import open_embedded
+    from newspulse.wiring import open_embedded
     from newspulse.store.sqlite import SQLiteStore
 
     store = SQLiteStore(workdir / "embedded.db")

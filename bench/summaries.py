@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/tiny_seq2seq.py
 
-from models.summarize.sentences import split_sentences  # noqa: E402
+from models.sentences import split_sentences  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -157,7 +157,8 @@ def faithfulness(stories: list[Article], fallback, model_path: str | None, *, ba
     """Share of abstractive summaries that failed the faithfulness check (and fell back)."""
     from transformers import AutoTokenizer
 
-    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive, random_seq2seq
+    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
+    from tiny_seq2seq import random_seq2seq
     from models.summarize.extractive import packaged_encoder_path
     from newspulse.settings import load_settings
 
@@ -186,7 +187,8 @@ def gpu_throughput(stories: list[Article], fallback, model_path: str | None, *, 
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
-    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive, random_seq2seq
+    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
+    from tiny_seq2seq import random_seq2seq
     from newspulse.settings import load_settings
 
     if model_path:

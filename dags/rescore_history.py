@@ -44,7 +44,7 @@ with DAG(
         """Stream the store in batches, score, upsert; returns counts for the log."""
         from newspulse.schema import to_utc
         from newspulse.settings import load_settings
-        from newspulse.store import open_store
+        from newspulse.wiring import open_store
 
         from models.predict import rescore_store
 

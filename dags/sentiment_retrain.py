@@ -40,8 +40,10 @@ def _config():
     """The run's TrainConfig from its params (defaults: models.train.default_config)."""
     from models.train import config_from_params
     from newspulse.settings import load_settings
+    from newspulse.wiring import feedback_source
 
-    return config_from_params(dict(get_current_context()["params"]), load_settings())
+    settings = load_settings()
+    return config_from_params(dict(get_current_context()["params"]), settings, feedback_source(settings))
 
 
 with DAG(

@@ -21,7 +21,8 @@ import streamlit as st
 
 from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
 from newspulse.settings import Settings
-from newspulse.store import Bucket, Facet, Filter, SearchHit, Store, open_store
+from newspulse.store import Bucket, Facet, Filter, SearchHit, Store
+from newspulse.wiring import open_store
 
 #: How long a cached query answer is reused. Shorter than the default auto-refresh interval so
 #: that every refresh shows fresh numbers.

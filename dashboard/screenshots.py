@@ -177,9 +177,10 @@ def capture(browser: DevTools, path: Path, *, compact: bool = False) -> Path:
 def stop_stream_at(source_url: str, target: Path, until: datetime) -> dict:
     """Copy the scored articles before ``until`` into a fresh SQLite store and run the alerter over
     them in event-time order without closing its last windows (a stream stopped at ``until``)."""
-    from newspulse.alerts import build_alerter
+    from newspulse.wiring import build_alerter
     from newspulse.settings import load_settings
-    from newspulse.store import Filter, open_store
+    from newspulse.store import Filter
+    from newspulse.wiring import open_store
 
     source = open_store(load_settings().model_copy(update={"store_url": source_url}))
     settings = load_settings().model_copy(update={"store_url": f"sqlite:///{target}", "alert_silences": target.with_suffix(".silences.json")})

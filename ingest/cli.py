@@ -98,8 +98,7 @@ def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None],
         finally:
             publisher.close()
     elif to is CrawlSink.embedded:
-        from newspulse.embedded import open_embedded
-        from newspulse.store import open_store
+        from newspulse.wiring import open_embedded, open_store
 
         store = open_store(settings)
         try:
@@ -151,8 +150,7 @@ def replay(
 
 
 def _replay_embedded(settings: Settings, rows: Iterator[dict]) -> dict:
-    from newspulse.embedded import open_embedded
-    from newspulse.store import open_store
+    from newspulse.wiring import open_embedded, open_store
 
     store = open_store(settings)
     try:

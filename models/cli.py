@@ -45,6 +45,7 @@ def train(
     from models.data import DataError
     from models.train import default_config
     from models.train import train as run_training
+    from newspulse.wiring import feedback_source
 
     settings = _settings()
     overrides = {
@@ -65,7 +66,7 @@ def train(
         if v is not None
     }
     try:
-        cfg = default_config(settings, include_feedback=feedback, promote=promote, commercial_only=commercial_only, **overrides)
+        cfg = default_config(settings, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
         card = run_training(cfg)
     except (DataError, ValueError) as err:
         raise _data_error(err) from None
@@ -182,7 +183,8 @@ def ensure_model(settings: Settings) -> None:
         typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
         return
     from models.train import default_config, train
+    from newspulse.wiring import feedback_source
 
     typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
-    card = train(default_config(settings))
+    card = train(default_config(settings, feedback=feedback_source(settings)))
     typer.echo(f"Trained {card.version}", err=True)

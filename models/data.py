@@ -8,13 +8,13 @@ retraining run into a model that predicts "neutral" for everything.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from newspulse.errors import NewsPulseError
-from newspulse.schema import LABELS
+from newspulse.schema import LABELS, Feedback
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,15 +104,10 @@ def read_many(paths: Sequence[Path | str]) -> pd.DataFrame:
     return pd.concat([read_labelled_csv(p) for p in paths], ignore_index=True)
 
 
-def feedback_frame(settings) -> pd.DataFrame:
-    """Analyst label corrections from the store as a labelled frame (``source = feedback``)."""
-    from newspulse.store import open_store
-
-    store = open_store(settings)
-    try:
-        rows = [(f.text, f.label.value) for f in store.list_feedback() if f.text.strip()]
-    finally:
-        store.close()
+def feedback_frame(feedback: Iterable[Feedback]) -> pd.DataFrame:
+    """Analyst label corrections (read from the store by the caller) as a labelled frame
+    (``source = feedback``)."""
+    rows = [(f.text, f.label.value) for f in feedback if f.text.strip()]
     df = pd.DataFrame(rows, columns=["text", "label"])
     df["agreement"] = float("nan")
     df["source"] = "feedback"

@@ -59,7 +59,7 @@ def reuters_sentences(path: Path = REUTERS_CSV, n: int = 4000, seed: int = 0, ex
     """``n`` distinct sentences sampled from the Reuters bodies, split by the summariser's
     abbreviation-aware splitter; headline-style all-caps lines and very short/long ones are
     dropped, as are any texts in ``exclude`` (the labelled splits)."""
-    from models.summarize.sentences import split_sentences
+    from models.sentences import split_sentences
 
     bodies = pd.read_csv(path, usecols=["body"], keep_default_na=False)["body"]
     exclude = exclude or set()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from models.registry import ModelCard, NoProductionModel, Registry
+from models.sentences import split_sentences
 from newspulse.schema import LABELS, Article
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ SERVING = Gauge("newspulse_model_info", "The sentiment model version this proces
 TITLE_WEIGHT = 0.4
 MAX_CHUNKS = 24
 DEFAULT_BATCH_SIZE = 64
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9$])|\n{1,}")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split on sentence ends followed by a capital/digit, and on line breaks."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-
-
 def quantize_int8(model):
     """int8 dynamic quantisation of every Linear layer (CPU inference only).
 

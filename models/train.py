@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -50,7 +51,7 @@ from models.data import (
 from models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
 from models.distill import SoftLabels, kd_loss, load_soft_labels
 from models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
-from newspulse.schema import LABELS
+from newspulse.schema import LABELS, Feedback
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,11 @@ class TrainConfig:
     promote: bool = True
     f1_floor: float = DEFAULT_F1_FLOOR
     quantize_check: bool = True
-    #: Analyst feedback from the store (needs ``settings``); snapshotted into a CSV first.
+    #: Analyst feedback, snapshotted into a CSV first. ``feedback`` reads it: the caller (the
+    #: CLI, the DAG, via :func:`newspulse.wiring.feedback_source`) decides where from, so
+    #: models/ never opens a store itself.
     include_feedback: bool = False
-    settings: Any = None
+    feedback: Callable[[], Iterable[Feedback]] | None = None
     device: str = "auto"
     progress: bool = True
 
@@ -134,7 +137,7 @@ class TrainConfig:
         return list(self.eval_files) if self.eval_files else list(self.dev_files)
 
     def params(self) -> dict[str, Any]:
-        skip = {"registry", "train_files", "dev_files", "eval_files", "settings", "progress", "checkpoint_dir"}
+        skip = {"registry", "train_files", "dev_files", "eval_files", "feedback", "progress", "checkpoint_dir"}
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -153,7 +156,6 @@ def default_config(settings, **overrides: Any) -> TrainConfig:
         dev_files=_bundled(DEFAULT_DEV_FILES, commercial),
         eval_files=_bundled(DEFAULT_EVAL_FILES, commercial),
         include_feedback=True,
-        settings=settings,
         device=settings.device,
         # ≤10 minutes end to end on 2 CPU cores: ~7 of fine-tuning, the rest evaluation.
         time_budget_s=None if pick_device(settings.device) == "cuda" else DEFAULT_CPU_BUDGET_S,
@@ -180,8 +182,8 @@ def prepare_data(cfg: TrainConfig) -> list[Path]:
     if cfg.commercial_only:
         _check_commercial(cfg)
     files = list(cfg.train_files)
-    if cfg.include_feedback and cfg.settings is not None:
-        fb = feedback_frame(cfg.settings)
+    if cfg.include_feedback and cfg.feedback is not None:
+        fb = feedback_frame(cfg.feedback())
         if len(fb):
             csv = fb[["text", "label"]].to_csv(index=False)
             digest = hashlib.sha256(csv.encode()).hexdigest()[:12]
@@ -583,7 +585,7 @@ def train(cfg: TrainConfig) -> ModelCard:
 
 
 # --- orchestration helpers (the retraining DAG is a thin shell around these) -------------------
-def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
+def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None) -> TrainConfig:
     """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
     :func:`default_config`; ``data_sources`` names the training CSVs."""
     mapping = {
@@ -607,7 +609,7 @@ def config_from_params(params: dict[str, Any], settings) -> TrainConfig:
         "checkpoint_dir": "checkpoint_dir",
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
-    return default_config(settings, progress=False, **overrides)
+    return default_config(settings, progress=False, feedback=feedback, **overrides)
 
 
 def record_run(registry: Path | Registry, entry: dict[str, Any]) -> Path:

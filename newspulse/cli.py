@@ -76,10 +76,10 @@ def process(
     A store or broker outage pauses it until the peer is back; a permanent failure (a rejected
     credential, a bad mapping) ends it with exit code 2 and nothing committed for it."""
     from newspulse.errors import PermanentFailure
-    from newspulse.kafka.processor import run_processor
+    from newspulse.wiring import run_kafka_processor
 
     try:
-        run_processor(settings_or_exit())
+        run_kafka_processor(settings_or_exit())
     except PermanentFailure as err:
         typer.echo(f"newspulse process: error: {err} (the batch in hand was neither committed nor dead-lettered)", err=True)
         raise typer.Exit(2) from None
@@ -179,7 +179,7 @@ def summarize() -> None:
 @store_app.command("stats")
 def store_stats(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Counts of articles, labels, alerts, feedback and dead letters."""
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     store = open_store(settings_or_exit())
     try:
@@ -196,7 +196,7 @@ def store_stats(as_json: Annotated[bool, typer.Option("--json", help="Print one 
 @store_app.command("init")
 def store_init() -> None:
     """Create the store's tables (SQLite) or index templates and indices (Elasticsearch) if missing; idempotent."""
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     store = open_store(settings_or_exit())
     try:
@@ -268,9 +268,9 @@ def demo(
 def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event) -> dict:
     """Replay into the embedded store, skipping stories a previous run already stored."""
     from ingest.replay import replay as replay_rows
-    from newspulse.embedded import open_embedded
+    from newspulse.wiring import open_embedded
     from newspulse.pipeline import RawMessage, parse_message
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     store = open_store(settings)
     skipped = 0

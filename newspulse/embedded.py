@@ -1,5 +1,6 @@
-"""Embedded mode: an in-process bounded queue feeding the processing core, and the wiring of
-the real components (classifier, summariser, tagger, store, alerter) that every mode shares.
+"""Embedded mode: an in-process bounded queue feeding the processing core.
+
+It receives a built Processor; :func:`newspulse.wiring.open_embedded` builds the production one.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 
 from newspulse.errors import NewsPulseError, PermanentFailure
-from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Observer, Processor, RawMessage
+from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Processor, RawMessage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, Store, WriteResult
@@ -31,39 +31,6 @@ class StoreSink:
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         self.store.add_dead_letters(letters)
-
-
-def build_processor(
-    settings: Settings,
-    store: Store,
-    *,
-    sinks_extra: Sequence[ArticleSink] = (),
-    dead_letters: DeadLetterSink | None = None,
-    observers: Sequence[Observer] | None = None,
-) -> Processor:
-    """The production Processor: real classifier, summariser and tagger, writing to ``store``.
-
-    ``observers=None`` runs the alerter in-process; pass ``()`` where a separate alerter service
-    consumes news.scored instead.
-    """
-    from ingest.tagging import build_tagger
-    from models.predict import load_classifier
-    from models.summarize import build_summarizer
-
-    sink = StoreSink(store)
-    if observers is None:
-        from newspulse.alerts import build_alerter
-
-        observers = [build_alerter(settings, store)]
-    return Processor(
-        classifier=load_classifier(settings),
-        summarizer=build_summarizer(settings),
-        sinks=[sink, *sinks_extra],
-        dead_letters=dead_letters or sink,
-        tagger=build_tagger(),
-        observers=observers,
-        max_published_ahead=timedelta(hours=settings.max_published_ahead_hours),
-    )
 
 
 _STOP = object()
@@ -204,19 +171,3 @@ class EmbeddedPipeline:
 
     def _wait(self, seconds: float) -> bool:
         return not self._abandon.wait(seconds)
-
-
-def open_embedded(
-    settings: Settings,
-    store: Store,
-    *,
-    finite: bool = False,
-    observers: Sequence[Observer] | None = None,
-) -> EmbeddedPipeline:
-    """The whole embedded pipeline over ``store``: real components, in-process alerter.
-
-    ``finite``: the input is a replay that ends, so leaving the ``with`` block normally also
-    closes the alerter's last windows.
-    """
-    processor = build_processor(settings, store, observers=observers)
-    return EmbeddedPipeline(settings, processor, finite=finite)

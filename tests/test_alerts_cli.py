@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from newspulse.alerts import build_alerter, list_silences, silence_scope
 from newspulse.alerts.cli import app, parse_until
 from newspulse.alerts.rules import DEFAULT_RULES_FILE, RulesError, load_rules, parse_rules
-from newspulse.alerts.synthetic import windowed
+from alert_streams import windowed
 from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import get_settings
 from newspulse.store.sqlite import SQLiteStore

@@ -19,7 +19,7 @@ from newspulse.alerts.delivery import EmailNotifier
 from newspulse.alerts.rules import ReceiverConfig, parse_rules
 from newspulse.alerts.service import Alerter
 from newspulse.alerts.silences import SilenceBook
-from newspulse.alerts.synthetic import scored, windowed
+from alert_streams import scored, windowed
 from newspulse.schema import Alert, AlertStatus
 from newspulse.store.sqlite import SQLiteStore
 

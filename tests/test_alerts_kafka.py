@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from newspulse.alerts import build_alerter
-from newspulse.alerts.synthetic import scored, windowed
+from alert_streams import scored, windowed
 from newspulse.schema import AlertStatus
 from newspulse.settings import load_settings
 from newspulse.store.sqlite import SQLiteStore

@@ -12,7 +12,7 @@ from newspulse.alerts import ack_alert
 from newspulse.alerts.rules import parse_rules
 from newspulse.alerts.service import Alerter
 from newspulse.alerts.silences import SilenceBook
-from newspulse.alerts.synthetic import scored, windowed
+from alert_streams import scored, windowed
 from newspulse.schema import AlertStatus
 from newspulse.store.sqlite import SQLiteStore
 

@@ -96,7 +96,7 @@ class KeywordClassifier:
 def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_path, monkeypatch):
     import models.predict
     from newspulse.settings import load_settings
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
     from newspulse.store.base import Filter
 
     monkeypatch.setattr(models.predict, "load_classifier", lambda settings: KeywordClassifier())
@@ -121,7 +121,7 @@ def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_p
 @pytest.mark.slow
 def test_crawl_embedded_scores_and_stores_each_story_once(wire, tmp_path, monkeypatch, trained_classifier_registry):
     from newspulse.settings import load_settings
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
     from newspulse.store.base import Filter
 
     env = dict(store_url=f"sqlite:///{tmp_path / 'store.db'}", model_registry=str(trained_classifier_registry))

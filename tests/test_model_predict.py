@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier, split_sentences
+from models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier
+from models.sentences import split_sentences
 from models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import Article
 
@@ -133,7 +134,7 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
     from models.predict import rescore_store
     from newspulse.schema import ScoredArticle
     from newspulse.settings import load_settings
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     settings = load_settings(model_registry=tiny_registry.path, store_url=f"sqlite:///{tmp_path / 'db.sqlite'}", quantize="off")
     store = open_store(settings)

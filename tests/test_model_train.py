@@ -144,7 +144,7 @@ def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
     from models.train import prepare_data
     from newspulse.schema import Feedback
     from newspulse.settings import get_settings
-    from newspulse.store import open_store
+    from newspulse.wiring import feedback_source, open_store
 
     settings = get_settings()
     store = open_store(settings)
@@ -153,7 +153,7 @@ def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
         store.add_feedback(Feedback(article_id="a2", label="positive", text="Record orders"))
     finally:
         store.close()
-    cfg = TrainConfig(registry=settings.model_registry, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], include_feedback=True, settings=settings)
+    cfg = TrainConfig(registry=settings.model_registry, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], include_feedback=True, feedback=feedback_source(settings))
     files = prepare_data(cfg)
     assert files[0] == tiny_data["train"] and files[1].parent == settings.model_registry / "_data"
     snap = read_labelled_csv(files[1])

@@ -26,7 +26,7 @@ class Source(str, Enum):
 
 
 def _store(settings):
-    from newspulse.store import open_store
+    from newspulse.wiring import open_store
 
     return open_store(settings)
 
@@ -91,7 +91,7 @@ def run(
 ) -> None:
     """Run the alerter as a service until SIGINT/SIGTERM. From the store: one alerter per store;
     from Kafka: start two for a hot standby (the group keeps one active)."""
-    from newspulse.alerts import build_alerter
+    from newspulse.wiring import build_alerter
 
     settings = _settings()
     store = _store(settings)

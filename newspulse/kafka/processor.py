@@ -366,19 +366,17 @@ def run_processor(
     settings: Settings,
     stop: threading.Event | None = None,
     *,
-    processor_factory: ProcessorFactory | None = None,
+    processor_factory: ProcessorFactory,
     **consumer_overrides: object,
 ) -> Counters:
     """Run one processor of the consumer group until ``stop`` is set or SIGTERM/SIGINT arrives.
 
-    Creates the topics if missing, serves metrics when ``metrics_port`` is set, and wires the
-    production Processor (real classifier, summariser, tagger, the store from ``store_url``,
-    news.scored and news.dlq). In Kafka mode the alerter consumes news.scored itself, so no
-    in-process alerter runs here. ``processor_factory`` replaces that wiring (tests).
+    Creates the topics if missing, serves metrics when ``metrics_port`` is set, and runs the
+    Processor that ``processor_factory`` builds around the news.scored and news.dlq sinks
+    (:func:`newspulse.wiring.run_kafka_processor` passes the production one; tests a fake).
     """
     stop = stop or threading.Event()
     restore = _install_signal_handlers(stop)
-    store = None
     try:
         if settings.metrics_port is not None:
             metrics.serve_metrics(settings.metrics_port)
@@ -387,20 +385,11 @@ def run_processor(
         try:
             scored = ScoredTopicSink(settings, producer)
             dlq = DeadLetterTopicSink(settings, producer)
-            if processor_factory is None:
-                from newspulse.embedded import build_processor
-                from newspulse.store import open_store
-
-                store = open_store(settings)
-                processor = build_processor(settings, store, sinks_extra=[scored], dead_letters=dlq, observers=())
-            else:
-                processor = processor_factory(settings, scored, dlq)
+            processor = processor_factory(settings, scored, dlq)
             return StreamProcessor(settings, processor, **consumer_overrides).run(stop)
         finally:
             producer.close()
     finally:
-        if store is not None:
-            store.close()
         restore()
 
 

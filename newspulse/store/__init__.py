@@ -1,19 +1,9 @@
-"""Stores behind one interface; :func:`open_store` picks the backend from the store URL."""
+"""Stores behind one interface (:mod:`newspulse.store.base`); the backends are
+:mod:`newspulse.store.sqlite` and :mod:`newspulse.store.elastic`, and
+:func:`newspulse.wiring.open_store` picks one from the store URL."""
 
 from __future__ import annotations
 
-from newspulse.settings import Settings
 from newspulse.store.base import Bucket, DeadLetter, Facet, Filter, SearchHit, Store, StoreError, StorePermanentError, StoreUnavailable, WriteResult
 
-__all__ = ["Bucket", "DeadLetter", "Facet", "Filter", "SearchHit", "Store", "StoreError", "StorePermanentError", "StoreUnavailable", "WriteResult", "open_store"]
-
-
-def open_store(settings: Settings) -> Store:
-    """SQLite for ``sqlite:///path``, Elasticsearch for ``http(s)://host:port``."""
-    if settings.sqlite_path is not None:
-        from newspulse.store.sqlite import SQLiteStore
-
-        return SQLiteStore(settings.sqlite_path)
-    from newspulse.store.elastic import ElasticStore
-
-    return ElasticStore(settings)
+__all__ = ["Bucket", "DeadLetter", "Facet", "Filter", "SearchHit", "Store", "StoreError", "StorePermanentError", "StoreUnavailable", "WriteResult"]

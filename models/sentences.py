@@ -1,4 +1,5 @@
-"""Sentence splitting that returns exact substrings of the source.
+"""Sentence splitting that returns exact substrings of the source: one splitter for scoring
+(:mod:`models.predict` packs sentences into chunks), summaries and distillation data.
 
 The extractive summary promises that every number and ticker is copied verbatim, so the splitter
 never rewrites text: it only finds boundaries. It is rule-based (no NLTK data to download) and
@@ -17,9 +18,10 @@ _ABBREVIATIONS = frozenset(
     e.g i.e u.s u.k u.n u.s.a e.u a.m p.m""".split()
 )
 
-# A boundary candidate: terminal punctuation, optional closing quotes/brackets, whitespace, then
-# something that can start a sentence (capital, digit, opening quote/bracket).
-_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+# A boundary candidate: terminal punctuation (or an ellipsis), optional closing quotes/brackets,
+# whitespace, then something that can start a sentence (capital, digit, dollar amount, opening
+# quote/bracket).
+_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9$])")
 _LAST_TOKEN = re.compile(r"(\S+)$")
 _WRAPPED = re.compile(r"\n[ \t]*(?=[a-z(,;])")
 

@@ -1,0 +1,116 @@
+"""The wiring layer: the one place that picks the real components and plugs them into the kernel.
+
+The kernel (:mod:`newspulse.pipeline`, :mod:`newspulse.schema`, :mod:`newspulse.settings`,
+:mod:`newspulse.store.base`, :mod:`newspulse.errors`) defines Protocols and knows no backend;
+the plugins (``models/``, ``ingest/``, the store backends, Kafka, the alerter, the embedded
+queue) implement them. Only this module (and the CLIs, DAGs and dashboard that call it) knows
+which plugin fills which slot, for both modes. ``tests/test_layers.py`` enforces the direction.
+
+The plugin imports are inside the functions: building a processor loads torch, and importing
+this module (the dashboard does) should not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from newspulse.pipeline import ArticleSink, Counters, DeadLetterSink, Observer, Processor
+from newspulse.schema import Feedback
+from newspulse.settings import Settings
+from newspulse.store.base import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """SQLite for ``sqlite:///path``, Elasticsearch for ``http(s)://host:port`` (``settings.store_url``)."""
+    if settings.sqlite_path is not None:
+        from newspulse.store.sqlite import SQLiteStore
+
+        return SQLiteStore(settings.sqlite_path)
+    from newspulse.store.elastic import ElasticStore
+
+    return ElasticStore(settings)
+
+
+def feedback_source(settings: Settings) -> Callable[[], list[Feedback]]:
+    """Reads the analyst feedback from the store when training asks for it (not before: a
+    training run without feedback never opens the store)."""
+
+    def read() -> list[Feedback]:
+        store = open_store(settings)
+        try:
+            return list(store.list_feedback())
+        finally:
+            store.close()
+
+    return read
+
+
+def build_alerter(settings: Settings, store: Store, *, recover: bool = True):
+    """The alerter for ``settings.alert_rules`` over ``store`` (see :func:`newspulse.alerts.build_alerter`)."""
+    from newspulse.alerts import build_alerter as build
+
+    return build(settings, store, recover=recover)
+
+
+def build_processor(
+    settings: Settings,
+    store: Store,
+    *,
+    sinks_extra: Sequence[ArticleSink] = (),
+    dead_letters: DeadLetterSink | None = None,
+    observers: Sequence[Observer] | None = None,
+) -> Processor:
+    """The production Processor: real classifier, summariser and tagger, writing to ``store``.
+
+    ``observers=None`` runs the alerter in-process (embedded mode); pass ``()`` where a separate
+    alerter service consumes news.scored instead (Kafka mode).
+    """
+    from ingest.tagging import build_tagger
+    from models.predict import load_classifier
+    from models.summarize import build_summarizer
+    from newspulse.embedded import StoreSink
+
+    sink = StoreSink(store)
+    if observers is None:
+        observers = [build_alerter(settings, store)]
+    return Processor(
+        classifier=load_classifier(settings),
+        summarizer=build_summarizer(settings),
+        sinks=[sink, *sinks_extra],
+        dead_letters=dead_letters or sink,
+        tagger=build_tagger(),
+        observers=observers,
+        max_published_ahead=timedelta(hours=settings.max_published_ahead_hours),
+    )
+
+
+def open_embedded(settings: Settings, store: Store, *, finite: bool = False, observers: Sequence[Observer] | None = None):
+    """Embedded mode over ``store``: the bounded in-process queue feeding the production
+    Processor, with the alerter in-process.
+
+    ``finite``: the input is a replay that ends, so leaving the ``with`` block normally also
+    closes the alerter's last windows.
+    """
+    from newspulse.embedded import EmbeddedPipeline
+
+    return EmbeddedPipeline(settings, build_processor(settings, store, observers=observers), finite=finite)
+
+
+def run_kafka_processor(settings: Settings, stop: threading.Event | None = None, **consumer_overrides: object) -> Counters:
+    """Kafka mode: one member of the processor group with the production Processor, writing to
+    the store and to news.scored / news.dlq (the alerter is a separate service there)."""
+    from newspulse.kafka.processor import run_processor
+
+    opened: list[Store] = []
+
+    def factory(settings: Settings, scored: ArticleSink, dlq: DeadLetterSink) -> Processor:
+        opened.append(open_store(settings))
+        return build_processor(settings, opened[0], sinks_extra=[scored], dead_letters=dlq, observers=())
+
+    try:
+        return run_processor(settings, stop, processor_factory=factory, **consumer_overrides)
+    finally:
+        for store in opened:
+            store.close()

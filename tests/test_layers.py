@@ -1,0 +1,129 @@
+"""The dependency direction, enforced: kernel ← plugins ← wiring ← applications (CLIs, DAGs,
+dashboard). docs/architecture.md draws it.
+
+Every import in every module counts, including the lazy ones inside functions: a lazy import
+still couples the modules, it only hides the coupling until the function runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The kernel: domain types, settings, failure classes, the store Protocol and the processing core.
+KERNEL = {
+    "newspulse",
+    "newspulse.schema",
+    "newspulse.settings",
+    "newspulse.errors",
+    "newspulse.store",
+    "newspulse.store.base",
+    "newspulse.pipeline",
+    "newspulse.logs",
+    "newspulse.metrics",
+}
+WIRING = {"newspulse.wiring"}
+#: Applications: command lines, DAGs and the dashboard. They may import anything.
+APPS_PREFIXES = ("dags", "dashboard")
+APPS = {"newspulse.cli", "newspulse.console", "models.cli", "ingest.cli", "newspulse.alerts.cli"}
+FIRST_PARTY = ("newspulse", "models", "ingest", "dashboard", "dags")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(module: str) -> str:
+    if module in KERNEL:
+        return "kernel"
+    if module in WIRING:
+        return "wiring"
+    if module in APPS or module.split(".")[0] in APPS_PREFIXES:
+        return "app"
+    return "plugin"
+
+
+def first_party_imports(path: Path, module: str) -> set[str]:
+    """Every first-party module ``path`` imports, at any depth of its code."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # ``from pkg import mod`` imports pkg.mod when that is a module.
+            names = [f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base for alias in node.names]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] in FIRST_PARTY)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def all_modules() -> dict[str, Path]:
+    modules = {}
+    for top in FIRST_PARTY:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            modules[module_name(path)] = path
+    return modules
+
+
+def family(module: str) -> str:
+    """A plugin's family: the text plugins (``models``, ``ingest``) or the infrastructure ones
+    under ``newspulse`` (store backends, Kafka, the alerter, the embedded queue)."""
+    return module.split(".")[0]
+
+
+def violations() -> list[str]:
+    allowed = {"kernel": {"kernel"}, "plugin": {"kernel", "plugin"}, "wiring": {"kernel", "plugin", "wiring"}}
+    found = []
+    for module, path in all_modules().items():
+        mine = layer(module)
+        if mine == "app":
+            continue
+        for imported in sorted(first_party_imports(path, module)):
+            theirs = layer(imported)
+            if theirs not in allowed[mine]:
+                found.append(f"{module} ({mine}) imports {imported} ({theirs})")
+            elif mine == theirs == "plugin" and "newspulse" in {family(module), family(imported)} and family(module) != family(imported):
+                # Kafka reaching models/ (or models/ opening a store backend) is wiring's job.
+                found.append(f"{module} (plugin) imports {imported}: a plugin of another family")
+    return found
+
+
+def test_the_walk_sees_lazy_imports() -> None:
+    """The rule is only as good as the walk: a function-level import must be found."""
+    imports = first_party_imports(ROOT / "newspulse" / "wiring.py", "newspulse.wiring")
+    assert {"models.predict", "ingest.tagging", "newspulse.kafka.processor", "newspulse.embedded"} <= imports
+    assert layer("models.predict") == "plugin" and layer("newspulse.pipeline") == "kernel"
+
+
+def test_layers_import_only_downwards() -> None:
+    assert violations() == []
+
+
+def test_kernel_alone_loads_no_heavy_backend() -> None:
+    """``import newspulse.pipeline`` in a fresh interpreter pulls in no model, broker or search client."""
+    code = "import json, sys, newspulse.pipeline; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    loaded = set(json.loads(out))
+    heavy = {m for m in loaded if m.split(".")[0] in {"torch", "transformers", "kafka", "confluent_kafka", "elasticsearch", "elastic_transport", "streamlit", "sklearn"}}
+    assert heavy == set()
+    first_party = {m for m in loaded if m.split(".")[0] in FIRST_PARTY}
+    assert {layer(m) for m in first_party} == {"kernel"}, sorted(first_party)

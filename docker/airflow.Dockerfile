@@ -23,9 +23,9 @@ USER airflow
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "apache-airflow==${AIRFLOW_VERSION}" "torch==${TORCH_VERSION}"
 WORKDIR /opt/newspulse
 COPY --chown=airflow:0 pyproject.toml ./
-# NewsPulse's dependencies except the dashboard's (streamlit, altair): the DAGs never import
-# dashboard/, and fewer packages leave less to conflict with the providers in the Airflow image.
-RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if re.split(r'[<>=!~ ;\[]', d)[0].lower() not in ('streamlit', 'altair')))" > /tmp/requirements.txt \
+# NewsPulse's core plus the [elasticsearch] role (the DAGs read feedback from the store and
+# re-score it): no dashboard or Kafka client, so less to conflict with the Airflow image's providers.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['elasticsearch']))" > /tmp/requirements.txt \
  && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY --chown=airflow:0 . .

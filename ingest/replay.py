@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ingest.redact import get_logger
+from newspulse.bundled import data_dir
 from newspulse.errors import NewsPulseError
 from newspulse.schema import MAX_PUBLISHED_AHEAD, to_utc
 
 log = get_logger(__name__)
 
 REQUIRED_COLUMNS = ("published_at", "source", "title", "body", "url", "tickers")
-DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "news" / "reuters21578.csv.gz"
+DEFAULT_CORPUS = data_dir() / "news" / "reuters21578.csv.gz"
 
 
 class ReplayError(NewsPulseError, ValueError):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from newspulse.bundled import data_dir
 from newspulse.errors import NewsPulseError
 from newspulse.schema import LABELS, Feedback
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
+DATA_DIR = data_dir()
 PHRASEBANK_TRAIN = DATA_DIR / "phrasebank" / "train.csv"
 PHRASEBANK_DEV = DATA_DIR / "phrasebank" / "dev.csv"
 TWITTER_TRAIN = DATA_DIR / "twitter_financial_news" / "train.csv"

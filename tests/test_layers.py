@@ -25,6 +25,7 @@ KERNEL = {
     "newspulse.store.base",
     "newspulse.pipeline",
     "newspulse.logs",
+    "newspulse.bundled",
     "newspulse.metrics",
 }
 WIRING = {"newspulse.wiring"}

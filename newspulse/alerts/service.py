@@ -26,9 +26,8 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from kafka import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from newspulse.alerts import metrics
@@ -39,6 +38,9 @@ from newspulse.alerts.rules import RuleSet
 from newspulse.alerts.silences import SilenceBook
 from newspulse.schema import Alert, AlertStatus, ScoredArticle, to_utc, utcnow
 from newspulse.store.base import Filter, Store
+
+if TYPE_CHECKING:  # kafka-python is the [kafka] extra: the embedded alerter runs without it
+    from newspulse.kafka.client import ActiveMember
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +368,7 @@ class Alerter:
     def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
         from kafka import KafkaConsumer
 
-        from newspulse.kafka.client import SingleActiveAssignor, group_config
+        from newspulse.kafka.client import ActiveMember, SingleActiveAssignor, group_config
 
         consumer = KafkaConsumer(
             **group_config(settings, f"{settings.kafka_group_id}-alerter", (SingleActiveAssignor(),)),  # type: ignore[arg-type, attr-defined]
@@ -405,18 +407,3 @@ class Alerter:
             self.active.clear()
             consumer.close()
 
-
-class ActiveMember(ConsumerRebalanceListener):
-    """Whether the group's latest assignment made this alerter the active member. (An eager
-    rebalance revokes everything and assigns anew, so only the new assignment tells.)"""
-
-    def __init__(self) -> None:
-        self.owns = False
-        self.assignments = 0  # how many (possibly empty) assignments the group has handed it
-
-    def on_partitions_revoked(self, revoked) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned) -> None:
-        self.owns = bool(assigned)
-        self.assignments += 1

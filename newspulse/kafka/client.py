@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from kafka import KafkaAdminClient
+from kafka import ConsumerRebalanceListener, KafkaAdminClient
 from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -103,6 +103,22 @@ class SingleActiveAssignor(AbstractPartitionAssignor):
 
     def on_assignment(self, assignment, generation) -> None:
         pass
+
+
+class ActiveMember(ConsumerRebalanceListener):
+    """Whether the group's latest assignment made this alerter the active member. (An eager
+    rebalance revokes everything and assigns anew, so only the new assignment tells.)"""
+
+    def __init__(self) -> None:
+        self.owns = False
+        self.assignments = 0  # how many (possibly empty) assignments the group has handed it
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.owns = bool(assigned)
+        self.assignments += 1
 
 
 def group_config(settings: Settings, group_id: str, assignors: tuple = GROUP_ASSIGNORS) -> dict:

@@ -1,0 +1,74 @@
+"""The wheel: every package of the checkout is in it, and a non-editable install finds its
+bundled data (training splits, the demo corpus, the company list, the default alert rules)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import site
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_package_of_the_checkout_is_listed() -> None:
+    """pyproject.toml lists the packages (so data/ can ship as newspulse.data): a new package
+    folder that is not listed would be missing from the wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(module.parent.relative_to(ROOT).parts)
+        for top in ("newspulse", "models", "ingest", "dashboard")
+        for module in (ROOT / top).rglob("*.py")
+    }
+    assert found | {"newspulse.data"} == listed
+
+
+_CHECK = """
+import json, newspulse, models.data as d, ingest.replay as r, ingest.tagging as t, newspulse.alerts.rules as rules
+from pathlib import Path
+files = [*d.DEFAULT_TRAIN_FILES, *d.DEFAULT_DEV_FILES, r.DEFAULT_CORPUS, t.COMPANIES_CSV, d.DATA_DIR / "README.md"]
+print(json.dumps({"newspulse": newspulse.__file__, "files": {str(f): f.is_file() for f in files}, "rules": len(rules.load_rules(None).rules)}))
+"""
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        check=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    (wheel,) = wheels.glob("newspulse-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    # Reuse the installed dependencies: this environment's site-packages, after the new venv's own
+    # (a venv made from a venv would otherwise only see the base interpreter's). A plain path
+    # entry runs none of their .pth files, so the checkout's editable install stays out of it.
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "_outer_site.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # --ignore-installed: the checkout's own editable install (system site) stays untouched.
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--ignore-installed", "-q", str(wheel)], check=True, timeout=600)
+    run_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    outside = tmp_path / "elsewhere"  # not the checkout: nothing may resolve through the cwd
+    outside.mkdir()
+
+    version = subprocess.run([str(env_dir / "bin" / "newspulse"), "--version"], cwd=outside, env=run_env, capture_output=True, text=True, timeout=300)
+    assert version.returncode == 0, version.stderr
+    from newspulse import __version__
+
+    assert __version__ in version.stdout
+
+    out = subprocess.run([str(python), "-c", _CHECK], cwd=outside, env=run_env, capture_output=True, text=True, check=True, timeout=300).stdout
+    found = json.loads(out)
+    installed = env_dir.resolve()
+    assert Path(found["newspulse"]).resolve().is_relative_to(installed), found["newspulse"]
+    assert found["files"] and all(found["files"].values()), found["files"]
+    assert all(Path(f).resolve().is_relative_to(installed) for f in found["files"]), found["files"]
+    assert found["rules"] > 0

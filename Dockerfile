@@ -6,8 +6,8 @@
 #   docker build --build-arg TORCH_INDEX_URL=https://pypi.org/simple \
 #                -t newspulse-cuda:0.1.0 .                               # GPU processors (CUDA)
 #
-# The source is installed in editable mode at /app, because the code finds its bundled data
-# (training splits, Reuters corpus, company list) relative to the source tree.
+# The source is installed in editable mode at /app, so the bundled data (training splits, Reuters
+# corpus, company list) is read from the source tree; a wheel ships the same files as newspulse/data.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE}
 

@@ -128,3 +128,14 @@ def test_kernel_alone_loads_no_heavy_backend() -> None:
     assert heavy == set()
     first_party = {m for m in loaded if m.split(".")[0] in FIRST_PARTY}
     assert {layer(m) for m in first_party} == {"kernel"}, sorted(first_party)
+
+
+def test_embedded_mode_needs_no_kafka_or_elasticsearch_client() -> None:
+    """The core install (no [kafka], no [elasticsearch] extra) runs embedded mode: its whole
+    stack, the CLI included, imports neither client."""
+    code = (
+        "import json, sys, newspulse.cli, newspulse.wiring, newspulse.embedded, newspulse.alerts, newspulse.store.sqlite, ingest.crawler; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert {m.split(".")[0] for m in json.loads(out)} & {"kafka", "elasticsearch", "elastic_transport", "streamlit"} == set()

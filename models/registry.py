@@ -124,6 +124,11 @@ def _hub_base_model(base_model: str) -> str | None:
     return None
 
 
+def _fmt4(value: Any) -> str:
+    """A metric to 4 decimals; blank when the card does not have it (e.g. macro-F1 only)."""
+    return "" if value is None else f"{float(value):.4f}"
+
+
 def hf_model_card(card: ModelCard) -> str:
     """The Hugging Face ``README.md`` of a version: YAML front matter (license, datasets, metrics,
     base_model, pipeline_tag, model-index with the gate's evaluation) and a readable summary."""
@@ -173,11 +178,11 @@ def hf_model_card(card: ModelCard) -> str:
                 "dataset": {"name": names or split, "type": datasets[0] if datasets else "custom", "split": "validation"},
                 "metrics": [
                     {"type": "f1", "value": round(float(evaluation["macro_f1"]), 4), "name": "macro-F1", "args": {"average": "macro"}},
-                    {"type": "accuracy", "value": round(float(evaluation["accuracy"]), 4), "name": "accuracy"},
+                    *([{"type": "accuracy", "value": round(float(evaluation["accuracy"]), 4), "name": "accuracy"}] if "accuracy" in evaluation else []),
                 ],
             }],
         }]
-    rows = [f"| {split} | {m.get('n', '')} | {float(m['macro_f1']):.4f} | {float(m['accuracy']):.4f} |"
+    rows = [f"| {split} | {m.get('n', '')} | {float(m['macro_f1']):.4f} | {_fmt4(m.get('accuracy'))} |"
             for split, m in card.metrics.items() if isinstance(m, dict) and "macro_f1" in m]
     data = [f"| `{Path(f.path).parent.name}/{Path(f.path).name}` | {f.rows} | `{f.sha256[:12]}` |" for f in card.data_files]
     gate = card.gate

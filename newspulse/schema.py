@@ -105,6 +105,10 @@ def _clean_symbols(values: Any) -> list[str]:
         return []
     if isinstance(values, str):
         values = values.replace(",", ";").split(";")
+    elif not isinstance(values, (list, tuple, set)):
+        # ValueError, not the TypeError iterating would raise: pydantic reports it as this record's
+        # validation error, so the record is dead-lettered at once instead of failing its batch
+        raise ValueError(f"expected a list of symbols or a ';'-separated string, got {type(values).__name__}")
     seen: dict[str, None] = {}
     for v in values:
         s = str(v).strip()

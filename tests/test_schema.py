@@ -55,3 +55,16 @@ def test_scored_article_round_trips_as_json_and_checks_probabilities():
         ScoredArticle(**art.model_dump(), label="neutral", probabilities={"negative": 0.5, "neutral": 0.5, "positive": 0.5}, score=0, model_version="v")
     with pytest.raises(ValidationError, match="lack"):
         ScoredArticle(**art.model_dump(), label="neutral", probabilities={"neutral": 1.0}, score=0, model_version="v")
+
+
+@pytest.mark.parametrize("tickers", [7, 3.5, {"AAPL": 1}, True])
+def test_wrong_typed_tickers_are_a_validation_error_not_a_type_error(tickers):
+    """R3's slow poison: a number for tickers used to raise TypeError, which escaped validation and
+    failed the whole batch five times before the record was dead-lettered alone."""
+    from newspulse.pipeline import RawMessage, parse_message
+
+    t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValidationError, match="list of symbols"):
+        Article(published_at=t, source="s", title="t", tickers=tickers)
+    with pytest.raises(ValueError, match="list of symbols"):
+        parse_message(RawMessage({"published_at": t.isoformat(), "source": "s", "title": "t", "tickers": tickers}))

@@ -502,26 +502,30 @@ def test_every_redirect_hop_is_checked():
 
 # --- the command ----------------------------------------------------------------------------
 
-def test_crawl_command_once_to_stdout(server, tmp_path, monkeypatch):
+def crawl_once_to_stdout(server: FixtureServer, tmp_path: Path, monkeypatch, feeds: dict[str, str], **env: str):
+    """`crawl --once --to stdout` over local feeds ({name: path on ``server``}); the CliRunner result."""
     import typer
     from typer.testing import CliRunner
 
     from ingest.cli import crawl
     from newspulse.settings import get_settings
 
-    serve_wire_fixtures(server)
     feeds_file = tmp_path / "feeds.toml"
-    feeds_file.write_text(
-        f'[[feeds]]\nname = "Wire A"\nurl = "{server.base}/a.xml"\nallow_private = true\n\n'
-        f'[[feeds]]\nname = "Broken"\nurl = "{server.base}/missing.xml"\nallow_private = true\n'
-    )
-    monkeypatch.setenv("NEWSPULSE_CRAWLER_STATE", str(tmp_path / "state.db"))
-    monkeypatch.setenv("NEWSPULSE_CRAWLER_HOST_DELAY_S", "0")
+    feeds_file.write_text("\n".join(f'[[feeds]]\nname = "{name}"\nurl = "{server.base}{path}"\nallow_private = true\n' for name, path in feeds.items()))
+    for key, value in {"NEWSPULSE_CRAWLER_STATE": str(tmp_path / "state.db"), "NEWSPULSE_CRAWLER_HOST_DELAY_S": "0", **env}.items():
+        monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     app = typer.Typer()
     app.command()(crawl)
-    result = CliRunner().invoke(app, ["--feeds", str(feeds_file), "--once", "--to", "stdout"])
-    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["--feeds", str(feeds_file), "--once", "--to", "stdout"])
+    finally:
+        get_settings.cache_clear()
+
+
+def test_crawl_command_once_to_stdout(server, tmp_path, monkeypatch):
+    serve_wire_fixtures(server)
+    result = crawl_once_to_stdout(server, tmp_path, monkeypatch, {"Wire A": "/a.xml", "Broken": "/missing.xml"})
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{") and '"title"' in line]
     assert {a["title"][:9] for a in lines} == {"Microsoft", "Fed holds"}

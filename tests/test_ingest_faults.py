@@ -20,7 +20,7 @@ from ingest.crawler import Crawler
 from ingest.fetch import Fetcher, FetchError
 from ingest.redact import redact
 from newspulse.settings import load_settings
-from test_ingest_crawler import FIXTURES, Collector, FixtureServer, feed, fixture, serve_wire_fixtures, text
+from test_ingest_crawler import FIXTURES, Collector, FixtureServer, crawl_once_to_stdout, feed, fixture, serve_wire_fixtures, text
 
 
 @pytest.fixture
@@ -266,27 +266,9 @@ def test_redact_masks_userinfo_and_credential_parameters_only():
 # --- #17.2 metrics -----------------------------------------------------------------------------
 
 def test_crawler_metrics_count_fetches_errors_articles_and_are_served(server, tmp_path, monkeypatch):
-    import typer
-    from typer.testing import CliRunner
-
-    from ingest.cli import crawl
-    from newspulse.settings import get_settings
-
     serve_wire_fixtures(server)
     server.routes["/bad.xml"] = fixture("malformed.xml")
-    feeds_file = tmp_path / "feeds.toml"
-    feeds_file.write_text(
-        f'[[feeds]]\nname = "Metrics A"\nurl = "{server.base}/a.xml"\nallow_private = true\n\n'
-        f'[[feeds]]\nname = "Metrics Bad"\nurl = "{server.base}/bad.xml"\nallow_private = true\n'
-    )
-    monkeypatch.setenv("NEWSPULSE_CRAWLER_STATE", str(tmp_path / "state.db"))
-    monkeypatch.setenv("NEWSPULSE_CRAWLER_HOST_DELAY_S", "0")
-    monkeypatch.setenv("NEWSPULSE_METRICS_PORT", "0")
-    get_settings.cache_clear()
-    app = typer.Typer()
-    app.command()(crawl)
-    result = CliRunner().invoke(app, ["--feeds", str(feeds_file), "--once", "--to", "stdout"])
-    get_settings.cache_clear()
+    result = crawl_once_to_stdout(server, tmp_path, monkeypatch, {"Metrics A": "/a.xml", "Metrics Bad": "/bad.xml"}, NEWSPULSE_METRICS_PORT="0")
     assert result.exit_code == 0, result.output
 
     from newspulse.metrics import serve_metrics

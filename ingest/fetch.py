@@ -37,7 +37,7 @@ from urllib.robotparser import RobotFileParser
 import httpcore
 import httpx
 
-from ingest.redact import get_logger, redact
+from newspulse.redact import get_logger, redact
 
 log = get_logger(__name__)
 # httpx logs every request at INFO with the raw URL, credentials included; we log a redacted one.

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.redact import get_logger
+from newspulse.redact import get_logger
 from newspulse.bundled import data_dir
 from newspulse.errors import NewsPulseError
 from newspulse.schema import MAX_PUBLISHED_AHEAD, to_utc

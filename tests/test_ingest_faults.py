@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from ingest.crawler import Crawler
 from ingest.fetch import Fetcher, FetchError
-from ingest.redact import redact
+from newspulse.redact import redact
 from newspulse.settings import load_settings
 from test_ingest_crawler import FIXTURES, Collector, FixtureServer, crawl_once_to_stdout, feed, fixture, serve_wire_fixtures, text
 

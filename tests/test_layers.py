@@ -27,6 +27,7 @@ KERNEL = {
     "newspulse.logs",
     "newspulse.bundled",
     "newspulse.metrics",
+    "newspulse.redact",
 }
 WIRING = {"newspulse.wiring"}
 #: Applications: command lines, DAGs and the dashboard. They may import anything.

@@ -1,9 +1,9 @@
-"""Keeping credentials out of ingest's logs and error messages.
+"""Keeping credentials out of logs and error messages (kernel: no dependencies).
 
-Feed URLs may carry credentials (``https://user:secret@host/rss`` or ``?api_key=...``). Every log
-line from ``ingest`` goes through :class:`RedactingFilter`, and every :class:`~ingest.fetch.FetchError`
-reason through :func:`redact`, so neither userinfo nor credential-like query values reach a log,
-the ``--once`` summary or a metric label. httpx's own INFO line (``HTTP Request: GET <raw url>``)
+URLs may carry credentials (``https://user:secret@host/rss`` or ``?api_key=...``). Every log line
+from ``ingest`` goes through :class:`RedactingFilter`, every :class:`~ingest.fetch.FetchError` reason
+and every error the dashboard shows through :func:`redact`, so neither userinfo nor
+credential-like query values reach a log, the ``--once`` summary, a metric label or a page. httpx's own INFO line (``HTTP Request: GET <raw url>``)
 is silenced by :mod:`ingest.fetch`, which logs the redacted URL itself.
 """
 

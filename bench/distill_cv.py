@@ -36,10 +36,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
-from models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, reuters_sentences, write_soft_labels  # noqa: E402
-from models.evaluate import classification_metrics  # noqa: E402
-from models.train import load_training_frame  # noqa: E402
+from newspulse.models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
+from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, reuters_sentences, write_soft_labels  # noqa: E402
+from newspulse.models.evaluate import classification_metrics  # noqa: E402
+from newspulse.models.train import load_training_frame  # noqa: E402
 from newspulse.schema import LABELS  # noqa: E402
 
 log = logging.getLogger("distill_cv")
@@ -78,15 +78,15 @@ def _folds(args) -> None:
 
 
 def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
-    from models.predict import Classifier
+    from newspulse.models.predict import Classifier
 
     clf = Classifier.from_dir(version_dir, device="cpu", quantize="off")
     return clf.predict_proba(texts, progress=True)
 
 
 def _fit(args) -> None:
-    from models.registry import Registry
-    from models.train import TrainConfig, fit_and_register
+    from newspulse.models.registry import Registry
+    from newspulse.models.train import TrainConfig, fit_and_register
 
     out = Path(args.out)
     i, arm = args.fold, args.arm
@@ -151,7 +151,7 @@ def _spread(values: list[float]) -> dict:
 
 def _members(out: Path, k: int) -> list[dict]:
     """Each fold teacher's registry version and the sha256 of its weights."""
-    from models.registry import Registry, sha256_file
+    from newspulse.models.registry import Registry, sha256_file
 
     members = []
     for i in range(k):

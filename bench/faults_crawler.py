@@ -39,9 +39,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from ingest.crawler import Crawler, FeedReport  # noqa: E402
-from ingest.feeds import FeedConfig  # noqa: E402
-from ingest.fetch import Fetcher, IPAddress, is_blocked  # noqa: E402
+from newspulse.ingest.crawler import Crawler, FeedReport  # noqa: E402
+from newspulse.ingest.feeds import FeedConfig  # noqa: E402
+from newspulse.ingest.fetch import Fetcher, IPAddress, is_blocked  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 
 PUBLIC_STANDIN = ipaddress.ip_address("127.0.0.2")  # "the internet" of this scenario
@@ -153,7 +153,7 @@ def reuters_stories(n: int) -> list[tuple[str, str]]:
     duplicates to the crawler's own dedup (the corpus holds near-identical wire stories)."""
     from datetime import datetime, timezone
 
-    from ingest.dedup import DedupState
+    from newspulse.ingest.dedup import DedupState
     from newspulse.schema import Article
 
     out: list[tuple[str, str]] = []

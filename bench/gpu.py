@@ -3,7 +3,7 @@
     python bench/gpu.py        # writes bench/results/gpu.json; needs a CUDA device
 
 - classifier: sentences/s of the production model and of a FinBERT-sized BERT-base in bf16 at
-  batch 256 on the PhraseBank and Twitter dev sentences (`models.bench.run_model_bench`, which
+  batch 256 on the PhraseBank and Twitter dev sentences (`newspulse.models.bench.run_model_bench`, which
   measures the CPU figures in the same run), plus whole Reuters articles/s;
 - summariser: abstractive summaries/s in bf16 (`bench/summaries.py`'s GPU measurement; a
   t5-small-sized random generator unless --model names real weights).
@@ -37,10 +37,10 @@ def main() -> None:
     from pipeline import corpus
     from summaries import gpu_throughput, load_stories
 
-    from models.bench import run_model_bench
-    from models.predict import load_classifier
-    from models.summarize import build_extractive
-    from models.cli import ensure_model
+    from newspulse.models.bench import run_model_bench
+    from newspulse.models.predict import load_classifier
+    from newspulse.models.summarize import build_extractive
+    from newspulse.models.cli import ensure_model
     from newspulse.settings import load_settings
 
     settings = load_settings(device="cuda")

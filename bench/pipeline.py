@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ingest.replay import DEFAULT_CORPUS, replay  # noqa: E402
+from newspulse.ingest.replay import DEFAULT_CORPUS, replay  # noqa: E402
 from newspulse.pipeline import RawMessage, parse_message  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
@@ -56,7 +56,7 @@ def fresh(articles: list[Article], tag: str) -> list[Article]:
 
 
 def classifier_rate(settings: Settings, articles: list[Article], batch: int) -> float:
-    from models.predict import load_classifier
+    from newspulse.models.predict import load_classifier
 
     clf = load_classifier(settings)
     clf.score_articles(articles[:batch])  # warm-up
@@ -206,8 +206,8 @@ def _latency(settings: Settings, store, publish, articles: list[Article], rate: 
 
 def length_cost(settings: Settings, articles: list[Article]) -> dict:
     """Pipeline cost (classifier + summariser) of a headline against a ~2,000-word story."""
-    from models.predict import load_classifier
-    from models.summarize import build_summarizer
+    from newspulse.models.predict import load_classifier
+    from newspulse.models.summarize import build_summarizer
 
     clf, summ = load_classifier(settings), build_summarizer(settings)
     headlines = [a.model_copy(update={"body": ""}) for a in articles[:64]]
@@ -241,7 +241,7 @@ def main() -> None:
     if args.quick:
         args.n, args.latency_seconds = 200, 20.0
 
-    from models.cli import ensure_model
+    from newspulse.models.cli import ensure_model
 
     settings = load_settings(log_level="WARNING")
     ensure_model(settings)

@@ -9,7 +9,7 @@ tokens, no stemming, F1). The title is a weak reference (a headline, often in wi
 so compare the methods with each other, not with published ROUGE figures.
 
 Cost: CPU seconds of the extractive summariser over those of the sentiment classifier
-(models.predict.Classifier on the same MiniLM base, float32 and int8) on the same articles, in
+(newspulse.models.predict.Classifier on the same MiniLM base, float32 and int8) on the same articles, in
 one run (a ratio, not absolute time).
 
 Faithfulness: the share of abstractive summaries that name a number, ticker or capitalised name
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/tiny_seq2seq.py
 
-from models.sentences import split_sentences  # noqa: E402
+from newspulse.models.sentences import split_sentences  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -128,15 +128,15 @@ def quality(summarizers: dict[str, object], stories: list[Article]) -> dict[str,
 
 
 def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
-    """Extractive CPU time over the classifier's (models.predict.Classifier, same base encoder).
+    """Extractive CPU time over the classifier's (newspulse.models.predict.Classifier, same base encoder).
 
     The classifier head is untrained here (cost does not depend on the weights); it is timed
     both in float32 and int8-quantised, as NEWSPULSE_QUANTIZE can run it either way.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from models.predict import Classifier, quantize_int8
-    from models.summarize.extractive import packaged_encoder_path
+    from newspulse.models.predict import Classifier, quantize_int8
+    from newspulse.models.summarize.extractive import packaged_encoder_path
 
     path = packaged_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -157,9 +157,9 @@ def faithfulness(stories: list[Article], fallback, model_path: str | None, *, ba
     """Share of abstractive summaries that failed the faithfulness check (and fell back)."""
     from transformers import AutoTokenizer
 
-    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
+    from newspulse.models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
     from tiny_seq2seq import random_seq2seq
-    from models.summarize.extractive import packaged_encoder_path
+    from newspulse.models.summarize.extractive import packaged_encoder_path
     from newspulse.settings import load_settings
 
     generation = GenerationSettings(batch_size=batch_size, max_input_tokens=256, max_new_tokens=32, num_beams=1)
@@ -187,7 +187,7 @@ def gpu_throughput(stories: list[Article], fallback, model_path: str | None, *, 
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
-    from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
+    from newspulse.models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, build_abstractive
     from tiny_seq2seq import random_seq2seq
     from newspulse.settings import load_settings
 
@@ -197,7 +197,7 @@ def gpu_throughput(stories: list[Article], fallback, model_path: str | None, *, 
     else:  # a t5-small-sized random model: the throughput of that architecture, not of a trained one
         from transformers import AutoTokenizer
 
-        from models.summarize.extractive import packaged_encoder_path
+        from newspulse.models.summarize.extractive import packaged_encoder_path
 
         tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_path())
         model = random_seq2seq(tokenizer, d_model=512, layers=6).to("cuda", dtype=torch.bfloat16)
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/summaries.json")
     args = parser.parse_args(argv)
 
-    from models.summarize import build_extractive
-    from models.summarize.extractive import ExtractiveSummarizer
+    from newspulse.models.summarize import build_extractive
+    from newspulse.models.summarize.extractive import ExtractiveSummarizer
     from newspulse.settings import load_settings
 
     settings = load_settings()

@@ -4,8 +4,8 @@ their topics with the current topic model.
 Runs whenever ``sentiment_retrain`` promotes a model (the ``newspulse-production-model``
 asset) or by hand (e.g. after deploying a new topic model). Articles already scored by the
 production version are skipped, and so are articles whose topics are already current, so a rerun
-after a failure continues where it stopped. The work is ``models.predict.rescore_store`` and
-``models.topics_rescore.retopic_store``; the two run one after the other because both rewrite
+after a failure continues where it stopped. The work is ``newspulse.models.predict.rescore_store`` and
+``newspulse.models.topics_rescore.retopic_store``; the two run one after the other because both rewrite
 whole articles.
 """
 
@@ -50,7 +50,7 @@ with DAG(
         from newspulse.settings import load_settings
         from newspulse.wiring import open_store
 
-        from models.predict import rescore_store
+        from newspulse.models.predict import rescore_store
 
         params = get_current_context()["params"]
         since = to_utc(datetime.fromisoformat(params["since"])) if params.get("since") else None
@@ -68,7 +68,7 @@ with DAG(
         from newspulse.settings import load_settings
         from newspulse.wiring import open_store
 
-        from models.topics_rescore import retopic_store
+        from newspulse.models.topics_rescore import retopic_store
 
         params = get_current_context()["params"]
         since = to_utc(datetime.fromisoformat(params["since"])) if params.get("since") else None

@@ -1,7 +1,7 @@
 """Weekly (or on-demand) retraining of the sentiment classifier, gated before rollout.
 
 prepare_data → train → evaluate → gate → promote → notify. Every step is a call into
-``models.train``; this file only wires them. A candidate that is worse than production, or below
+``newspulse.models.train``; this file only wires them. A candidate that is worse than production, or below
 the floor, is registered (for inspection) but ``promote`` is skipped and production never moves.
 A successful promotion emits the ``newspulse-production-model`` asset, which triggers
 ``rescore_history``.
@@ -37,8 +37,8 @@ default_args = {
 
 
 def _config():
-    """The run's TrainConfig from its params (defaults: models.train.default_config)."""
-    from models.train import config_from_params
+    """The run's TrainConfig from its params (defaults: newspulse.models.train.default_config)."""
+    from newspulse.models.train import config_from_params
     from newspulse.settings import load_settings
     from newspulse.wiring import feedback_source
 
@@ -78,7 +78,7 @@ with DAG(
     @task
     def prepare_data() -> list[str]:
         """Validate the inputs; snapshot analyst feedback to a CSV pinned in the model card."""
-        from models.train import prepare_data as prepare
+        from newspulse.models.train import prepare_data as prepare
 
         return [str(p) for p in prepare(_config())]
 
@@ -89,8 +89,8 @@ with DAG(
         """Fine-tune and register a candidate version (not promoted); resumable."""
         from pathlib import Path
 
-        from models.checkpoint import run_checkpoint_dir
-        from models.train import fit_and_register
+        from newspulse.models.checkpoint import run_checkpoint_dir
+        from newspulse.models.train import fit_and_register
 
         cfg = _config()
         cfg.checkpoint_dir = run_checkpoint_dir(cfg.registry, get_current_context()["run_id"])
@@ -99,7 +99,7 @@ with DAG(
     @task
     def evaluate(version: str) -> dict:
         """Dev + fixed-split metrics, lexicon baseline, int8 check, written into the card."""
-        from models.train import evaluate_candidate
+        from newspulse.models.train import evaluate_candidate
 
         cfg = _config()
         card = evaluate_candidate(cfg.registry, version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
@@ -108,7 +108,7 @@ with DAG(
     @task
     def gate(evaluation: dict) -> dict:
         """Compare with production on the fixed split; record the decision in the card."""
-        from models.train import gate as decide
+        from newspulse.models.train import gate as decide
 
         cfg = _config()
         return decide(cfg.registry, evaluation["version"], cfg.f1_floor).model_dump()
@@ -118,7 +118,7 @@ with DAG(
         """Move the production pointer (atomic) — skipped when the gate said no."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from models.registry import Registry
+        from newspulse.models.registry import Registry
 
         if not decision["promote"]:
             raise AirflowSkipException(f"not promoted: {decision['reason']}")
@@ -130,8 +130,8 @@ with DAG(
         """Log the outcome and append it to the registry's audit trail."""
         import logging
 
-        from models.registry import Registry
-        from models.train import record_run
+        from newspulse.models.registry import Registry
+        from newspulse.models.train import record_run
 
         cfg = _config()
         production = Registry(cfg.registry).production_version()

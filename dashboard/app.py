@@ -8,18 +8,14 @@ Each page lives in ``dashboard/views/`` with one function per panel.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import auth  # noqa: E402
-from newspulse.settings import Settings, SettingsError, load_settings  # noqa: E402
+# `streamlit run dashboard/app.py` runs this file as a script: its imports go through the
+# installed package (editable in a checkout), where dashboard/ is newspulse.dashboard.
+from newspulse.dashboard import auth
+from newspulse.settings import Settings, SettingsError, load_settings
 
 _PAGES = Path(__file__).resolve().parent / "views"
 
@@ -29,7 +25,7 @@ def settings_or_stop() -> Settings:
     try:
         return load_settings()
     except SettingsError as err:
-        from dashboard.widgets import redact
+        from newspulse.dashboard.widgets import redact
 
         st.error(f"The dashboard cannot start: {redact(str(err))}")
         st.stop()
@@ -38,12 +34,12 @@ def settings_or_stop() -> Settings:
 
 def store_or_stop(settings: Settings) -> dict:
     """The store's stats, or a clear error when the store cannot be reached."""
-    from dashboard import data
+    from newspulse.dashboard import data
 
     try:
         return data.load_stats(settings)
     except Exception as err:  # any backend failure: show it instead of a traceback
-        from dashboard.widgets import redact
+        from newspulse.dashboard.widgets import redact
 
         st.error(redact(f"Cannot read the store at `{settings.store_url}`: {type(err).__name__}: {err}", settings))
         st.caption("Check NEWSPULSE_STORE_URL, and that Elasticsearch is up when the URL is http(s)://.")
@@ -52,7 +48,7 @@ def store_or_stop(settings: Settings) -> dict:
 
 
 def sidebar(settings: Settings, stats: dict) -> None:
-    from dashboard import data, widgets
+    from newspulse.dashboard import data, widgets
 
     widgets.range_selector()
     if settings.dashboard_refresh_s:
@@ -97,8 +93,8 @@ def main() -> None:
 
 
 def run_redacted(page, settings: Settings) -> None:
-    """Run the page with its errors redacted (see :func:`dashboard.widgets.redacted_errors`)."""
-    from dashboard.widgets import redacted_errors
+    """Run the page with its errors redacted (see :func:`newspulse.dashboard.widgets.redacted_errors`)."""
+    from newspulse.dashboard.widgets import redacted_errors
 
     with redacted_errors(settings):
         page.run()

@@ -98,7 +98,7 @@ def password_sign_in(settings: Settings) -> bool:
 
 def identity_sidebar(settings: Settings) -> None:
     """Who is signed in, and the way out."""
-    from dashboard.widgets import escape_md
+    from newspulse.dashboard.widgets import escape_md
 
     if oidc_providers() is not None:
         st.sidebar.caption(f"Signed in as {escape_md(identity())}")

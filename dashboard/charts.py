@@ -1,4 +1,4 @@
-"""Altair chart builders. Each takes a frame from :mod:`dashboard.data` and returns a chart, so
+"""Altair chart builders. Each takes a frame from :mod:`newspulse.dashboard.data` and returns a chart, so
 the pages stay short and the tests can read a chart's data back from what Streamlit sent."""
 
 from __future__ import annotations

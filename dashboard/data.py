@@ -285,7 +285,7 @@ def load_ticker_heatmap(settings: Settings, flt: Filter, bucket: timedelta, tick
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_production_card(registry: str) -> dict[str, Any] | None:
     """The production model card as plain data, or None when nothing is promoted yet."""
-    from models.registry import NoProductionModel, Registry
+    from newspulse.models.registry import NoProductionModel, Registry
 
     try:
         return Registry(registry).production_card().model_dump(mode="json")
@@ -296,7 +296,7 @@ def load_production_card(registry: str) -> dict[str, Any] | None:
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_model_versions(registry: str) -> list[dict[str, Any]]:
     """Every version in the registry with its macro-F1 per split, oldest first."""
-    from models.registry import Registry
+    from newspulse.models.registry import Registry
 
     return Registry(registry).describe()
 

@@ -4,7 +4,7 @@ The browser test uses this to check that pages really render; the README's scree
 made with it from the product on real news::
 
     newspulse replay --file data/news/reuters21578.csv.gz --limit 2500   # the real pipeline and model
-    python -m dashboard.screenshots --source sqlite:///var/newspulse.db --until 1987-03-03T10:40:00Z
+    python -m newspulse.dashboard.screenshots --source sqlite:///var/newspulse.db --until 1987-03-03T10:40:00Z
 
 ``--until`` stops the stream at an event time, as Ctrl-C stops ``make demo``: the stored,
 scored articles up to then are copied into a fresh store and the alerter is run over them in
@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parent / "app.py"
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_PNG_BYTES = 400_000
 
@@ -200,7 +200,7 @@ def stop_stream_at(source_url: str, target: Path, until: datetime) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m newspulse.dashboard.screenshots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="Store URL of a replay scored by the real pipeline.")
     parser.add_argument("--until", required=True, type=datetime.fromisoformat, help="Event time the stream stops at (ISO 8601, UTC).")
     parser.add_argument("--range", default="7d", help="Time range of the pages (24h, 7d, 30d, 90d, all).")

@@ -20,7 +20,7 @@ import streamlit as st
 from pydantic import SecretStr
 from streamlit.errors import FragmentHandledException
 
-from dashboard import auth, data
+from newspulse.dashboard import auth, data
 from newspulse.redact import MASK
 from newspulse.redact import redact as redact_credentials
 from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle

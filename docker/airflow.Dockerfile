@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Airflow 3 with NewsPulse installed, so the retraining DAGs (dags/, mounted by
-# docker-compose.yml) import models.* and write to the model registry volume.
+# docker-compose.yml) import newspulse.models.* and write to the model registry volume.
 # Build context: the repository root (docker compose does this).
 ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_IMAGE}
@@ -30,5 +30,5 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
  && rm /tmp/requirements.txt
 COPY --chown=airflow:0 . .
 RUN pip install --no-cache-dir --no-deps -e . \
- && python -c "import models, newspulse.settings"
+ && python -c "import newspulse.models, newspulse.settings"
 WORKDIR /opt/airflow

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ingest.feeds import DEFAULT_FEEDS
+from newspulse.ingest.feeds import DEFAULT_FEEDS
 from newspulse.redact import get_logger
 from newspulse.console import settings_or_exit, stop_on_signals
 from newspulse.settings import Settings
@@ -37,8 +37,8 @@ def crawl(
     Without --once it runs until SIGTERM/SIGINT, polling each feed on its own interval and
     thread. With NEWSPULSE_METRICS_PORT set it serves Prometheus metrics (newspulse_crawler_*).
     """
-    from ingest.crawler import Crawler
-    from ingest.feeds import FeedsFileError, load_feeds
+    from newspulse.ingest.crawler import Crawler
+    from newspulse.ingest.feeds import FeedsFileError, load_feeds
 
     settings = settings_or_exit()
     try:
@@ -51,7 +51,7 @@ def crawl(
     if settings.metrics_port is not None:
         from newspulse.metrics import serve_metrics
 
-        serve_metrics(settings.metrics_port)  # ingest.metrics: fetches, errors, articles, poll delay
+        serve_metrics(settings.metrics_port)  # newspulse.ingest.metrics: fetches, errors, articles, poll delay
     with _sink(to, settings) as (emit, finish):
         crawler = Crawler(feed_list, settings, emit)
         try:
@@ -138,7 +138,7 @@ def replay(
     shift_to_now: Annotated[bool, typer.Option("--shift-to-now", help="Shift timestamps so the stream ends now.")] = False,
 ) -> None:
     """Stream a historical corpus through the pipeline in event-time order, then exit."""
-    from ingest.replay import replay as replay_rows
+    from newspulse.ingest.replay import replay as replay_rows
 
     settings = settings_or_exit()
     rows = replay_rows(file, speed=speed, limit=limit, shift_to_now=shift_to_now)  # a bad file: ReplayError, before the model loads

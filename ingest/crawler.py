@@ -2,12 +2,12 @@
 
 One poll of a feed: a conditional GET of the feed (304 → nothing to do), feedparser over the bytes
 we fetched ourselves, then for every entry not seen before: fetch the linked page (guarded, see
-:mod:`ingest.fetch`), extract its text with trafilatura (the feed's summary when that fails or the
+:mod:`newspulse.ingest.fetch`), extract its text with trafilatura (the feed's summary when that fails or the
 page is not HTML), detect the language, tag tickers and topics, and ask :class:`DedupState` for a
 verdict. New stories and follow-ups are emitted with their novelty; duplicates are recorded only.
 
 A bad feed never stops the crawler: every failure is logged as ``feed <name>: <reason>``, counted
-in :mod:`ingest.metrics`, and the next feed goes on. A bad entry (an unparsable link) is skipped
+in :mod:`newspulse.ingest.metrics`, and the next feed goes on. A bad entry (an unparsable link) is skipped
 with its reason and the feed's later entries are still emitted. Each poll has a budget
 (``crawler_poll_budget_s``, at most the feed's interval) that bounds every wait and download in
 it; in service mode every feed runs on its own thread and schedule, so a stuck or slow feed cannot
@@ -29,12 +29,12 @@ from urllib.parse import urljoin
 import feedparser
 from pydantic import ValidationError
 
-from ingest import metrics
-from ingest.dedup import DedupState
-from ingest.feeds import FeedConfig
-from ingest.fetch import Fetcher, FetchError, parse_url
+from newspulse.ingest import metrics
+from newspulse.ingest.dedup import DedupState
+from newspulse.ingest.feeds import FeedConfig
+from newspulse.ingest.fetch import Fetcher, FetchError, parse_url
 from newspulse.redact import get_logger
-from ingest.tagging import Tagger, build_tagger
+from newspulse.ingest.tagging import Tagger, build_tagger
 from newspulse.schema import MAX_BODY_CHARS, Article, canonical_url
 from newspulse.settings import Settings
 

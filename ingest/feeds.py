@@ -24,7 +24,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ingest.fetch import FetchError, parse_url
+from newspulse.ingest.fetch import FetchError, parse_url
 from newspulse.errors import NewsPulseError
 
 DEFAULT_FEEDS = Path(__file__).with_name("feeds.yaml")

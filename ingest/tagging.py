@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.topics import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_model
+from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_model
 from newspulse.schema import Article
 
 COMPANIES_CSV = Path(__file__).with_name("data") / "companies.csv"

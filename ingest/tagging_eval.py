@@ -1,4 +1,4 @@
-"""Precision and recall of the tagger on the hand-labelled sample (``python -m ingest.tagging_eval``).
+"""Precision and recall of the tagger on the hand-labelled sample (``python -m newspulse.ingest.tagging_eval``).
 
 The sample (tests/fixtures/ingest/labelled_tagging.jsonl) holds headlines with ledes, each labelled
 by hand with the tickers a story is *about* (not every company it names) and its topics. Scores are
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.tagging import RULE_TOPICS, Tagger, build_tagger
+from newspulse.ingest.tagging import RULE_TOPICS, Tagger, build_tagger
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ingest" / "labelled_tagging.jsonl"
 SAMPLE_TOPICS = frozenset({"earnings", "mergers_acquisitions", "macro", *RULE_TOPICS, "other"})

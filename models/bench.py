@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
 
 #: FinBERT on the Financial PhraseBank, all agreement levels (Araci 2019, arXiv 1908.10063).
 FINBERT_REFERENCE = {"accuracy": 0.86, "macro_f1": 0.84, "accuracy_100pct_agreement": 0.97, "f1_100pct_agreement": 0.95, "source": "arXiv 1908.10063"}
@@ -72,9 +72,9 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     ``sentences`` limits each dev set to its first N rows (smoke tests only)."""
     import torch
 
-    from models.evaluate import classification_metrics
-    from models.predict import Classifier
-    from models.registry import Registry
+    from newspulse.models.evaluate import classification_metrics
+    from newspulse.models.predict import Classifier
+    from newspulse.models.registry import Registry
 
     registry = Registry(settings.model_registry)
     card = registry.production_card()
@@ -142,7 +142,7 @@ def gpu_throughput(path, card, texts: Sequence[str]) -> dict[str, Any]:
     """bf16 sentences/s at batch 256 on CUDA: production vs FinBERT-sized BERT-base."""
     import torch
 
-    from models.predict import Classifier
+    from newspulse.models.predict import Classifier
 
     prod = Classifier.from_dir(path, device="cuda", card=card)
     bert_model, bert_tok = random_bert_classifier(str(path))

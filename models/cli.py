@@ -42,9 +42,9 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
-    from models.data import DataError
-    from models.train import default_config
-    from models.train import train as run_training
+    from newspulse.models.data import DataError
+    from newspulse.models.train import default_config
+    from newspulse.models.train import train as run_training
     from newspulse.wiring import feedback_source
 
     settings = _settings()
@@ -92,10 +92,10 @@ def evaluate(
 ) -> None:
     """Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix (rows = true), per
     agreement level, beside the lexicon baseline."""
-    from models.data import DEFAULT_EVAL_FILES, DataError
-    from models.evaluate import evaluate_files
-    from models.predict import Classifier
-    from models.registry import Registry
+    from newspulse.models.data import DEFAULT_EVAL_FILES, DataError
+    from newspulse.models.evaluate import evaluate_files
+    from newspulse.models.predict import Classifier
+    from newspulse.models.registry import Registry
 
     settings = _settings()
     registry = Registry(settings.model_registry)
@@ -123,7 +123,7 @@ def evaluate(
 @app.command("list")
 def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
     """Registered versions, oldest first; `*` marks production."""
-    from models.registry import Registry
+    from newspulse.models.registry import Registry
 
     rows = Registry(_settings().model_registry).describe()
     if as_json:
@@ -143,8 +143,8 @@ def promote(
 ) -> None:
     """Make VERSION production if the gate allows it (or unconditionally with --force).
     Running processors pick it up without a restart."""
-    from models.registry import Registry
-    from models.train import gate_and_promote
+    from newspulse.models.registry import Registry
+    from newspulse.models.train import gate_and_promote
 
     registry = Registry(_settings().model_registry)
     try:
@@ -164,7 +164,7 @@ def promote(
 @app.command("ensure")
 def ensure() -> None:
     """Fine-tune and promote the default classifier unless the registry has a production model."""
-    from models.registry import Registry
+    from newspulse.models.registry import Registry
 
     settings = _settings()
     ensure_model(settings)
@@ -175,14 +175,14 @@ def ensure() -> None:
 
 def ensure_model(settings: Settings) -> None:
     """Fine-tune and promote the default classifier when the registry has no production model."""
-    from models.registry import Registry
+    from newspulse.models.registry import Registry
 
     registry = Registry(settings.model_registry)
     version = registry.production_version()
     if version:
         typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
         return
-    from models.train import default_config, train
+    from newspulse.models.train import default_config, train
     from newspulse.wiring import feedback_source
 
     typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
@@ -197,9 +197,9 @@ def evaluate_topics(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Micro/macro F1 and per-category P/R/F1 of the topic classifier on a labelled CSV."""
-    from models.data import DataError
-    from models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError
-    from models.topics_eval import multilabel_metrics, read_topics_csv
+    from newspulse.models.data import DataError
+    from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError
+    from newspulse.models.topics_eval import multilabel_metrics, read_topics_csv
 
     try:
         frame = read_topics_csv(data)
@@ -225,10 +225,10 @@ def train_topics(
 ) -> None:
     """Train the topic classifier on data/topics (Reuters-21578 ModApte train + dev), after measuring
     it and the SVM baseline on dev and on k-fold CV of train; writes weights, thresholds and card."""
-    from models.data import DataError
-    from models.topics import DEFAULT_TOPIC_MODEL
-    from models.topics_train import TopicTrainConfig
-    from models.topics_train import train_topics as run_training
+    from newspulse.models.data import DataError
+    from newspulse.models.topics import DEFAULT_TOPIC_MODEL
+    from newspulse.models.topics_train import TopicTrainConfig
+    from newspulse.models.topics_train import train_topics as run_training
 
     _settings()
     try:

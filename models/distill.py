@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.data import DATA_DIR, DataError
+from newspulse.models.data import DATA_DIR, DataError
 from newspulse.schema import LABELS
 
 SOFT_LABELS_DIR = DATA_DIR / "soft_labels"
@@ -59,7 +59,7 @@ def reuters_sentences(path: Path = REUTERS_CSV, n: int = 4000, seed: int = 0, ex
     """``n`` distinct sentences sampled from the Reuters bodies, split by the summariser's
     abbreviation-aware splitter; headline-style all-caps lines and very short/long ones are
     dropped, as are any texts in ``exclude`` (the labelled splits)."""
-    from models.sentences import split_sentences
+    from newspulse.models.sentences import split_sentences
 
     bodies = pd.read_csv(path, usecols=["body"], keep_default_na=False)["body"]
     exclude = exclude or set()
@@ -126,7 +126,7 @@ def load_soft_labels(path: Path | str, expected_sha256: str = "") -> SoftLabels:
     data = path.read_bytes()
     actual = sha256_bytes(data)
     if actual != expected:
-        raise SoftLabelError(f"{path}: sha256 {actual} does not match the pinned {expected}; the artifact was changed or replaced — regenerate it with `python -m models.distill` or pin the new hash")
+        raise SoftLabelError(f"{path}: sha256 {actual} does not match the pinned {expected}; the artifact was changed or replaced — regenerate it with `python -m newspulse.models.distill` or pin the new hash")
     try:
         frame = pd.read_csv(io.BytesIO(gzip.decompress(data)), keep_default_na=False)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.data import read_many
+from newspulse.models.data import read_many
 from newspulse.schema import LABELS
 
 PredictFn = Callable[[Sequence[str]], list[str]]
@@ -62,7 +62,7 @@ def evaluate_frame(predict: PredictFn, df: pd.DataFrame, *, lexicon: bool = True
     preds = list(predict(texts))
     result = _with_breakdowns(df, preds, by_source)
     if lexicon:
-        from models.lexicon import LexiconClassifier
+        from newspulse.models.lexicon import LexiconClassifier
 
         result["lexicon"] = _with_breakdowns(df, LexiconClassifier().predict(texts), by_source)
     return result

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import Gauge
 
-from models.registry import ModelCard, NoProductionModel, Registry
-from models.sentences import split_sentences
+from newspulse.models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.sentences import split_sentences
 from newspulse.schema import LABELS, Article
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class HotReloadingClassifier:
 def load_classifier(settings, *, check_interval: float = 5.0) -> HotReloadingClassifier:
     """The production classifier from ``settings.model_registry``; follows promotions.
 
-    Raises :class:`models.registry.NoProductionModel` when nothing is promoted yet.
+    Raises :class:`newspulse.models.registry.NoProductionModel` when nothing is promoted yet.
     """
     registry = Registry(settings.model_registry)
     if registry.production_version() is None:

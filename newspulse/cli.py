@@ -8,6 +8,7 @@ in newspulse/console.py, so no CLI module imports another's.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -23,9 +24,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ingest.cli import crawl, replay
-from models.cli import app as model_app
-from models.cli import ensure_model
+from newspulse.ingest.cli import crawl, replay
+from newspulse.models.cli import app as model_app
+from newspulse.models.cli import ensure_model
 from newspulse import __version__
 from newspulse.alerts.cli import app as alerts_app
 from newspulse.console import command_app, settings_or_exit, stop_on_signals
@@ -46,7 +47,9 @@ app.add_typer(kafka_app, name="kafka")
 app.command("crawl")(crawl)
 app.command("replay")(replay)
 
-DASHBOARD_APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+#: The Streamlit script, found through the import system: ``dashboard/`` in a checkout,
+#: ``site-packages/newspulse/dashboard/`` in a wheel (the package is not imported here).
+DASHBOARD_APP = Path(importlib.util.find_spec("newspulse.dashboard").origin).parent / "app.py"
 
 
 class Source(str, Enum):
@@ -162,7 +165,7 @@ def stop_dashboard(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 @app.command()
 def summarize() -> None:
     """Read an article (plain text, or an Article as JSON) from stdin and print its summary."""
-    from models.summarize import summarize_text
+    from newspulse.models.summarize import summarize_text
 
     text = sys.stdin.read()
     if not text.strip():
@@ -222,7 +225,7 @@ def bench_model(
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
 ) -> None:
     """Dev macro-F1 and throughput of the production model (fp32, int8) against BERT-base."""
-    from models.bench import run_model_bench
+    from newspulse.models.bench import run_model_bench
 
     result = run_model_bench(settings_or_exit())
     if out is not None:
@@ -240,7 +243,7 @@ def demo(
 ) -> None:
     """Train the default classifier if none is in production, serve the dashboard, and replay
     the bundled corpus into the embedded store in the background. Ctrl-C or SIGTERM stops everything."""
-    from ingest.replay import DEFAULT_CORPUS
+    from newspulse.ingest.replay import DEFAULT_CORPUS
 
     settings = settings_or_exit()
     ensure_model(settings)
@@ -267,7 +270,7 @@ def demo(
 
 def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event) -> dict:
     """Replay into the embedded store, skipping stories a previous run already stored."""
-    from ingest.replay import replay as replay_rows
+    from newspulse.ingest.replay import replay as replay_rows
     from newspulse.wiring import open_embedded
     from newspulse.pipeline import RawMessage, parse_message
     from newspulse.wiring import open_store

@@ -4,7 +4,7 @@ URLs may carry credentials (``https://user:secret@host/rss`` or ``?api_key=...``
 from ``ingest`` goes through :class:`RedactingFilter`, every :class:`~ingest.fetch.FetchError` reason
 and every error the dashboard shows through :func:`redact`, so neither userinfo nor
 credential-like query values reach a log, the ``--once`` summary, a metric label or a page. httpx's own INFO line (``HTTP Request: GET <raw url>``)
-is silenced by :mod:`ingest.fetch`, which logs the redacted URL itself.
+is silenced by :mod:`newspulse.ingest.fetch`, which logs the redacted URL itself.
 """
 
 from __future__ import annotations

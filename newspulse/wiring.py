@@ -67,9 +67,9 @@ def build_processor(
     ``observers=None`` runs the alerter in-process (embedded mode); pass ``()`` where a separate
     alerter service consumes news.scored instead (Kafka mode).
     """
-    from ingest.tagging import build_tagger
-    from models.predict import load_classifier
-    from models.summarize import build_summarizer
+    from newspulse.ingest.tagging import build_tagger
+    from newspulse.models.predict import load_classifier
+    from newspulse.models.summarize import build_summarizer
     from newspulse.embedded import StoreSink
 
     sink = StoreSink(store)

@@ -58,7 +58,7 @@ def trained_classifier_registry() -> Path:
 
 def quick_classifier_registry() -> Path:
     """The cached quick-trained registry, trained on first use (also used by bench/faults.py)."""
-    from models.registry import Registry
+    from newspulse.models.registry import Registry
 
     cache = ROOT / ".cache" / f"test-registry-{_training_key()}"
     cache.parent.mkdir(exist_ok=True)
@@ -72,6 +72,6 @@ def quick_classifier_registry() -> Path:
 
 def _train_quick(registry: Path) -> None:
     """1 epoch on 2,500 rows of the bundled train splits: a real, if modest, classifier."""
-    from models.train import TrainConfig, train
+    from newspulse.models.train import TrainConfig, train
 
     train(TrainConfig(registry=registry, train_files=TRAIN_FILES, dev_files=DEV_FILES, epochs=1, max_train_rows=2500, max_length=64, promote=True))

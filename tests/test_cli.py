@@ -81,7 +81,7 @@ def test_bad_setting_names_the_variable(cli_env):
 
 def test_sub_apps_do_not_import_the_root_cli():
     """models/cli.py, ingest/cli.py and newspulse/alerts/cli.py share newspulse/console.py, not each other."""
-    code = "import sys, models.cli, ingest.cli, newspulse.alerts.cli; bad = [m for m in ('newspulse.cli',) if m in sys.modules]; sys.exit(bool(bad))"
+    code = "import sys, newspulse.models.cli, newspulse.ingest.cli, newspulse.alerts.cli; bad = [m for m in ('newspulse.cli',) if m in sys.modules]; sys.exit(bool(bad))"
     assert subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT))).returncode == 0
 
 

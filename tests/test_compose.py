@@ -305,7 +305,7 @@ def test_health_checks_probe_the_ports_the_services_serve_on(project):
 
     from prometheus_client import REGISTRY
 
-    for module in ("newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics"):
+    for module in ("newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics"):
         importlib.import_module(module)
     svcs = services(project)
     for name in ("processor", "processor-gpu", "alerter", "crawler"):

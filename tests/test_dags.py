@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.registry import Registry
+from newspulse.models.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
@@ -104,8 +104,8 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_inputs(tmp_path_factory) -> dict[str, str]:
     """A few dozen PhraseBank rows and a tiny random BERT as the base model (fast to train)."""
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
 
     d = tmp_path_factory.mktemp("tiny")
     pd.read_csv(ROOT / "data/phrasebank/train.csv").head(48)[["text", "label"]].to_csv(d / "train.csv", index=False)

@@ -279,7 +279,7 @@ def test_html_in_a_headline_is_shown_as_literal_text(seeded):
 
 
 def test_escape_md_neutralises_markdown_and_links():
-    from dashboard.widgets import escape_md, highlight_md, safe_url
+    from newspulse.dashboard.widgets import escape_md, highlight_md, safe_url
 
     assert escape_md("**bold** [x](javascript:alert(1)) :red[hi] $x$") == (
         r"\*\*bold\*\* \[x\]\(javascript\:alert\(1\)\) \:red\[hi\] \$x\$"
@@ -376,7 +376,7 @@ def test_model_page_without_a_model_still_shows_live_distribution(seeded):
 
 def promote_card(registry: Path) -> dict:
     """A production model card in a real registry (no weights: the dashboard only reads cards)."""
-    from models.registry import ModelCard, Registry
+    from newspulse.models.registry import ModelCard, Registry
 
     def split_metrics(acc: float, f1: float, confusion: list[list[int]]) -> dict:
         per_class = {l: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 100} for l in ("negative", "neutral", "positive")}
@@ -554,7 +554,7 @@ def test_oidc_records_every_action_under_the_signed_in_email(seeded, dash_env):
 
 
 def test_window_follows_the_data_and_buckets_stay_readable():
-    from dashboard.data import make_window
+    from newspulse.dashboard.data import make_window
 
     first = LATEST - timedelta(days=200)
     w = make_window("Last 7 days", first, LATEST)
@@ -568,7 +568,7 @@ def test_window_follows_the_data_and_buckets_stay_readable():
 
 
 def test_cache_keys_name_the_store_not_its_credentials(monkeypatch):
-    from dashboard.data import _settings_key
+    from newspulse.dashboard.data import _settings_key
 
     monkeypatch.setenv("NEWSPULSE_STORE_URL", "https://reader:hunter2@es.example:9200")
     monkeypatch.setenv("NEWSPULSE_ES_PASSWORD", "hunter3")
@@ -577,7 +577,7 @@ def test_cache_keys_name_the_store_not_its_credentials(monkeypatch):
 
 
 def test_biggest_moves_weigh_volume_and_pick_drivers_in_their_direction():
-    from dashboard.data import biggest_moves, drivers_of
+    from newspulse.dashboard.data import biggest_moves, drivers_of
     from newspulse.store import Bucket
 
     hour = timedelta(hours=1)
@@ -594,7 +594,7 @@ def test_biggest_moves_weigh_volume_and_pick_drivers_in_their_direction():
 
 
 def test_label_drift_psi():
-    from dashboard.data import drift_verdict, label_drift
+    from newspulse.dashboard.data import drift_verdict, label_drift
 
     same = label_drift({"negative": 1, "neutral": 2, "positive": 1}, {"negative": 10, "neutral": 20, "positive": 10})
     assert same["psi"].sum() == pytest.approx(0.0)
@@ -629,7 +629,7 @@ def test_published_at_year_9999_neither_crashes_the_dashboard_nor_moves_its_wind
 
 def test_store_error_shows_the_store_url_without_its_credentials(dash_env, monkeypatch):
     """#18.12: the error for an unreachable store printed the raw URL, password included."""
-    from dashboard.screenshots import free_port
+    from newspulse.dashboard.screenshots import free_port
 
     monkeypatch.setenv("NEWSPULSE_STORE_URL", f"http://elastic:hunter2-url@127.0.0.1:{free_port()}")
     monkeypatch.setenv("NEWSPULSE_ES_PASSWORD", "hunter3-setting")

@@ -1,5 +1,5 @@
 """The dashboard in a real browser: served by ``streamlit run`` on a free port against a seeded
-store, driven by headless Chromium over the DevTools protocol (``dashboard.screenshots``).
+store, driven by headless Chromium over the DevTools protocol (``newspulse.dashboard.screenshots``).
 
 Checks that the Overview really renders (a screenshot that is not blank), that a headline
 carrying ``<script>``/``<img onerror>`` reaches the DOM as text (no such element, no dialog),
@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dashboard.screenshots import CHROMIUM, capture, chromium, open_page, serve_dashboard
+from newspulse.dashboard.screenshots import CHROMIUM, capture, chromium, open_page, serve_dashboard
 from test_dashboard_app import IMG, SCRIPT, seed_store
 
 pytestmark = pytest.mark.browser

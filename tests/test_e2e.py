@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ingest.replay import DEFAULT_CORPUS, replay
+from newspulse.ingest.replay import DEFAULT_CORPUS, replay
 from newspulse.pipeline import RawMessage, parse_message
 from newspulse.store.base import Filter
 from newspulse.store.sqlite import SQLiteStore

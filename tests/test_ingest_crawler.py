@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.crawler import Crawler
-from ingest.dedup import DedupState
-from ingest.feeds import FeedConfig
-from ingest.fetch import CHUNK_BYTES, Fetcher, FetchError, check_public
+from newspulse.ingest.crawler import Crawler
+from newspulse.ingest.dedup import DedupState
+from newspulse.ingest.feeds import FeedConfig
+from newspulse.ingest.fetch import CHUNK_BYTES, Fetcher, FetchError, check_public
 from newspulse.schema import Article
 from newspulse.settings import load_settings
 
@@ -135,7 +135,7 @@ def test_same_story_in_two_feeds_is_emitted_once_and_the_second_recorded_as_dupl
     crawler = Crawler([feed(server, "Wire A", "/a.xml"), feed(server, "Wire B", "/b.atom")], settings, out)
     try:
         first = crawler.poll(crawler.feeds[0])
-        with caplog.at_level(logging.INFO, logger="ingest"):
+        with caplog.at_level(logging.INFO, logger="newspulse.ingest"):
             second = crawler.poll(crawler.feeds[1])
         counts = crawler.state.counts()
     finally:
@@ -200,7 +200,7 @@ def test_a_story_the_sink_refuses_is_offered_again_next_poll(server, settings, c
 
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, flaky)
     try:
-        with caplog.at_level(logging.WARNING, logger="ingest"):
+        with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
             first = crawler.run_once()[0]
         broken["on"] = False
         second = crawler.run_once()[0]
@@ -265,7 +265,7 @@ def test_conditional_get_sends_validators_and_a_304_costs_nothing(server, settin
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, Collector())
     try:
         assert crawler.run_once()[0].emitted == 2
-        with caplog.at_level(logging.INFO, logger="ingest"):
+        with caplog.at_level(logging.INFO, logger="newspulse.ingest"):
             report = crawler.run_once()[0]
     finally:
         crawler.close()
@@ -283,7 +283,7 @@ def test_robots_txt_disallowed_pages_are_not_fetched(server, settings, caplog):
     server.routes["/private/fed.html"] = fixture("article_fed.html", "text/html")
     out = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, out)
-    with caplog.at_level(logging.WARNING, logger="ingest"):
+    with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
         crawler.run_once()
     crawler.close()
     assert server.hits("/private/fed.html") == 0 and server.hits("/robots.txt") == 1
@@ -316,7 +316,7 @@ def _poll_one(server: FixtureServer, settings, path: str, caplog, **feed_kw):
     out = Collector()
     crawler = Crawler([feed(server, "Hostile", path, **feed_kw)], settings, out)
     try:
-        with caplog.at_level(logging.WARNING, logger="ingest"):
+        with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
             report = crawler.run_once()[0]
     finally:
         crawler.close()
@@ -467,7 +467,7 @@ def test_article_links_to_private_addresses_are_not_fetched(settings, caplog):
     out = Collector()
     fetcher = Fetcher(user_agent="NewsPulseBot/test", host_delay_s=0, transport=httpx.MockTransport(handler))
     crawler = Crawler([FeedConfig(name="Hostile", url="http://93.184.216.34/feed.xml")], settings, out, fetcher=fetcher)
-    with caplog.at_level(logging.WARNING, logger="ingest"):
+    with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
         report = crawler.run_once()[0]
     crawler.close()
     assert report.status == "ok" and report.emitted == 2
@@ -507,7 +507,7 @@ def crawl_once_to_stdout(server: FixtureServer, tmp_path: Path, monkeypatch, fee
     import typer
     from typer.testing import CliRunner
 
-    from ingest.cli import crawl
+    from newspulse.ingest.cli import crawl
     from newspulse.settings import get_settings
 
     feeds_file = tmp_path / "feeds.toml"
@@ -539,7 +539,7 @@ def test_bad_feeds_file_exits_2_naming_the_feed(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from ingest.cli import crawl
+    from newspulse.ingest.cli import crawl
 
     bad = tmp_path / "feeds.yaml"
     bad.write_text("feeds:\n  - name: Oops\n    url: ftp://x\n")

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ingest.cli import crawl
+from newspulse.ingest.cli import crawl
 from newspulse.settings import get_settings
 from test_ingest_crawler import FixtureServer, serve_wire_fixtures
 
@@ -94,12 +94,12 @@ class KeywordClassifier:
 
 
 def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_path, monkeypatch):
-    import models.predict
+    import newspulse.models.predict
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
     from newspulse.store.base import Filter
 
-    monkeypatch.setattr(models.predict, "load_classifier", lambda settings: KeywordClassifier())
+    monkeypatch.setattr(newspulse.models.predict, "load_classifier", lambda settings: KeywordClassifier())
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)
     assert summary["emitted"] == 3 and summary["stored"] == 3 and summary["duplicates"] == 1

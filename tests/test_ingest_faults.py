@@ -16,8 +16,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest.crawler import Crawler
-from ingest.fetch import Fetcher, FetchError
+from newspulse.ingest.crawler import Crawler
+from newspulse.ingest.fetch import Fetcher, FetchError
 from newspulse.redact import redact
 from newspulse.settings import load_settings
 from test_ingest_crawler import FIXTURES, Collector, FixtureServer, crawl_once_to_stdout, feed, fixture, serve_wire_fixtures, text
@@ -144,7 +144,7 @@ def test_18_2_huge_crawl_delay_is_capped(server, settings, caplog):
     out = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], capped, out)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="ingest"):
+    with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
         report = crawler.poll(crawler.feeds[0])
     elapsed = time.monotonic() - t0
     crawler.close()
@@ -174,7 +174,7 @@ def test_18_2_a_page_the_sites_delay_keeps_past_the_budget_falls_back_to_the_sum
     cfg = load_settings(**{**settings.model_dump(), "crawler_host_delay_s": 3, "crawler_poll_budget_s": 5})
     out = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], cfg, out)
-    with caplog.at_level(logging.WARNING, logger="ingest"):
+    with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
         report = crawler.poll(crawler.feeds[0])
     crawler.close()
     assert report.status == "ok" and report.emitted == 2 and server.hits("/articles/msft-activision.html") == 0
@@ -195,7 +195,7 @@ def test_18_4_a_bad_link_skips_only_its_entry(server, settings, caplog):
     server.routes["/articles/fed-holds.html"] = fixture("article_fed.html", "text/html")
     out = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, out)
-    with caplog.at_level(logging.WARNING, logger="ingest"):
+    with caplog.at_level(logging.WARNING, logger="newspulse.ingest"):
         report = crawler.poll(crawler.feeds[0])
         again = crawler.poll(crawler.feeds[0])
     crawler.close()

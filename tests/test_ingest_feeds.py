@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.feeds import DEFAULT_FEEDS, FeedConfig, FeedsFileError, load_feeds
+from newspulse.ingest.feeds import DEFAULT_FEEDS, FeedConfig, FeedsFileError, load_feeds
 
 
 def test_default_feeds_are_valid_public_https_feeds():

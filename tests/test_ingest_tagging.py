@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.tagging import COMPANIES_CSV, TOPICS, Tagger, build_tagger
-from ingest.tagging_eval import SAMPLE, SAMPLE_TOPICS, evaluate, load_sample
-from models.topics import TopicModel
+from newspulse.ingest.tagging import COMPANIES_CSV, TOPICS, Tagger, build_tagger
+from newspulse.ingest.tagging_eval import SAMPLE, SAMPLE_TOPICS, evaluate, load_sample
+from newspulse.models.topics import TopicModel
 from newspulse.schema import Article
 
 HELDOUT = SAMPLE.with_name("heldout_tagging.jsonl")

@@ -31,16 +31,32 @@ KERNEL = {
 }
 WIRING = {"newspulse.wiring"}
 #: Applications: command lines, DAGs and the dashboard. They may import anything.
-APPS_PREFIXES = ("dags", "dashboard")
-APPS = {"newspulse.cli", "newspulse.console", "models.cli", "ingest.cli", "newspulse.alerts.cli"}
-FIRST_PARTY = ("newspulse", "models", "ingest", "dashboard", "dags")
+APPS_PREFIXES = ("dags", "newspulse.dashboard")
+APPS = {"newspulse.cli", "newspulse.console", "newspulse.models.cli", "newspulse.ingest.cli", "newspulse.alerts.cli"}
+#: Import roots: one for the product (its top-level folders install under ``newspulse``), one
+#: for the DAG files Airflow loads by path.
+FIRST_PARTY = ("newspulse", "dags")
+#: Checkout folder → import name (pyproject.toml's package-dir).
+FOLDERS = {"newspulse": "newspulse", "models": "newspulse.models", "ingest": "newspulse.ingest", "dashboard": "newspulse.dashboard", "dags": "dags"}
+#: The generic names the folders had before they moved under ``newspulse``.
+OLD_ROOTS = ("models", "ingest", "dashboard")
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
+    top, *parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts and parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join([FOLDERS[top], *parts])
+
+
+def module_file(name: str) -> Path:
+    """Where the checkout keeps module ``name`` (without a suffix): the inverse of module_name."""
+    parts = name.split(".")
+    for folder, root in sorted(FOLDERS.items(), key=lambda item: -len(item[1])):
+        prefix = root.split(".")
+        if parts[: len(prefix)] == prefix:
+            return ROOT.joinpath(folder, *parts[len(prefix):])
+    return ROOT.joinpath(*parts)
 
 
 def layer(module: str) -> str:
@@ -48,7 +64,7 @@ def layer(module: str) -> str:
         return "kernel"
     if module in WIRING:
         return "wiring"
-    if module in APPS or module.split(".")[0] in APPS_PREFIXES:
+    if module in APPS or any(module == prefix or module.startswith(prefix + ".") for prefix in APPS_PREFIXES):
         return "app"
     return "plugin"
 
@@ -74,22 +90,23 @@ def first_party_imports(path: Path, module: str) -> set[str]:
 
 
 def _is_module(name: str) -> bool:
-    path = ROOT.joinpath(*name.split("."))
+    path = module_file(name)
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def all_modules() -> dict[str, Path]:
     modules = {}
-    for top in FIRST_PARTY:
+    for top in FOLDERS:
         for path in sorted((ROOT / top).rglob("*.py")):
             modules[module_name(path)] = path
     return modules
 
 
 def family(module: str) -> str:
-    """A plugin's family: the text plugins (``models``, ``ingest``) or the infrastructure ones
-    under ``newspulse`` (store backends, Kafka, the alerter, the embedded queue)."""
-    return module.split(".")[0]
+    """A plugin's family: the text plugins (``newspulse.models``, ``newspulse.ingest``) or the
+    infrastructure ones (store backends, Kafka, the alerter, the embedded queue)."""
+    second = module.split(".")[1:2]
+    return second[0] if second and second[0] in OLD_ROOTS else "infrastructure"
 
 
 def violations() -> list[str]:
@@ -103,7 +120,7 @@ def violations() -> list[str]:
             theirs = layer(imported)
             if theirs not in allowed[mine]:
                 found.append(f"{module} ({mine}) imports {imported} ({theirs})")
-            elif mine == theirs == "plugin" and "newspulse" in {family(module), family(imported)} and family(module) != family(imported):
+            elif mine == theirs == "plugin" and "infrastructure" in {family(module), family(imported)} and family(module) != family(imported):
                 # Kafka reaching models/ (or models/ opening a store backend) is wiring's job.
                 found.append(f"{module} (plugin) imports {imported}: a plugin of another family")
     return found
@@ -112,12 +129,24 @@ def violations() -> list[str]:
 def test_the_walk_sees_lazy_imports() -> None:
     """The rule is only as good as the walk: a function-level import must be found."""
     imports = first_party_imports(ROOT / "newspulse" / "wiring.py", "newspulse.wiring")
-    assert {"models.predict", "ingest.tagging", "newspulse.kafka.processor", "newspulse.embedded"} <= imports
-    assert layer("models.predict") == "plugin" and layer("newspulse.pipeline") == "kernel"
+    assert {"newspulse.models.predict", "newspulse.ingest.tagging", "newspulse.kafka.processor", "newspulse.embedded"} <= imports
+    assert layer("newspulse.models.predict") == "plugin" and layer("newspulse.pipeline") == "kernel"
 
 
 def test_layers_import_only_downwards() -> None:
     assert violations() == []
+
+
+def test_nothing_imports_the_old_top_level_names() -> None:
+    """``models``, ``ingest`` and ``dashboard`` are folders, not import roots: importing them by
+    the bare name would load a second copy of each module beside ``newspulse.models``."""
+    found = []
+    for folder in (*FOLDERS, "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in OLD_ROOTS]
+    assert found == []
 
 
 def test_every_first_party_import_names_something_that_exists() -> None:
@@ -141,7 +170,7 @@ def test_every_first_party_import_names_something_that_exists() -> None:
 
 
 def _module_path(name: str) -> Path | None:
-    path = ROOT.joinpath(*name.split("."))
+    path = module_file(name)
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -188,7 +217,7 @@ def test_embedded_mode_needs_no_kafka_or_elasticsearch_client() -> None:
     """The core install (no [kafka], no [elasticsearch] extra) runs embedded mode: its whole
     stack, the CLI included, imports neither client."""
     code = (
-        "import json, sys, newspulse.cli, newspulse.wiring, newspulse.embedded, newspulse.alerts, newspulse.store.sqlite, ingest.crawler; "
+        "import json, sys, newspulse.cli, newspulse.wiring, newspulse.embedded, newspulse.alerts, newspulse.store.sqlite, newspulse.ingest.crawler; "
         "print(json.dumps(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout

@@ -29,8 +29,8 @@ DIRECTION_PAIRS = [
 
 @pytest.fixture(scope="module")
 def clf(trained_classifier_registry):
-    from models.predict import Classifier
-    from models.registry import Registry
+    from newspulse.models.predict import Classifier
+    from newspulse.models.registry import Registry
 
     reg = Registry(trained_classifier_registry)
     return Classifier.from_dir(reg.production_dir(), device="cpu", quantize="off")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.checkpoint import STATE_FILE, TrainingCheckpoint
-from models.registry import Registry
-from models.train import TrainConfig, fit_and_register
+from newspulse.models.checkpoint import STATE_FILE, TrainingCheckpoint
+from newspulse.models.registry import Registry
+from newspulse.models.train import TrainConfig, fit_and_register
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +23,8 @@ class Killed(RuntimeError):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
 
     d = tmp_path_factory.mktemp("ckpt")
     pd.read_csv(ROOT / "data/phrasebank/train.csv").head(64)[["text", "label"]].to_csv(d / "train.csv", index=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from models.registry import Registry
+from newspulse.models.registry import Registry
 from test_model_predict import register_random_model
 
 runner = CliRunner()

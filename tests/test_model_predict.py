@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier
-from models.sentences import split_sentences
-from models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier
+from newspulse.models.sentences import split_sentences
+from newspulse.models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import Article
 
 
 def register_random_model(registry: Registry, version: str, *, seed: int = 0, macro_f1: float = 0.6, max_length: int = 32) -> Path:
     """Register a tiny random BERT classifier (hidden 32, 2 layers) with the MiniLM tokenizer."""
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
 
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2, seed=seed)
     card = ModelCard(
@@ -131,7 +131,7 @@ def test_hot_reload_follows_promotion_and_survives_a_broken_version(tmp_path):
 
 
 def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny_registry):
-    from models.predict import rescore_store
+    from newspulse.models.predict import rescore_store
     from newspulse.schema import ScoredArticle
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
@@ -154,7 +154,7 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
 
 
 def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
-    from models.bench import run_model_bench
+    from newspulse.models.bench import run_model_bench
     from newspulse.settings import load_settings
 
     result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16, rounds=2)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.errors import NotFound
 
 
@@ -97,7 +97,7 @@ def _front_matter(readme: str) -> dict:
 
 
 def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
-    from models.registry import DataFile
+    from newspulse.models.registry import DataFile
 
     reg = Registry(tmp_path)
     card = _card("v1", 0.81)
@@ -124,7 +124,7 @@ def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
 
 
 def test_the_card_licence_follows_the_training_inputs():
-    from models.registry import DataFile, hf_model_card
+    from newspulse.models.registry import DataFile, hf_model_card
 
     card = _card("v1", 0.7)
     card.data_files = [DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="a" * 64, rows=9),
@@ -139,7 +139,7 @@ def test_the_card_licence_follows_the_training_inputs():
 
 
 def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):
-    from models.registry import hf_model_card
+    from newspulse.models.registry import hf_model_card
 
     card = _card("v1", 0.7)
     card.base_model = str(tmp_path)
@@ -154,9 +154,9 @@ def tiny_trained_registry(tmp_path_factory):
 
     import pandas as pd
 
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
-    from models.train import TrainConfig, evaluate_candidate, fit_and_register
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
+    from newspulse.models.train import TrainConfig, evaluate_candidate, fit_and_register
 
     root = Path(__file__).resolve().parent.parent
     d = tmp_path_factory.mktemp("hf")
@@ -178,7 +178,7 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from models.predict import Classifier
+    from newspulse.models.predict import Classifier
     from newspulse.schema import LABELS
 
     reg, version = tiny_trained_registry

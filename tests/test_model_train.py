@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import DataError, read_labelled_csv
-from models.registry import Registry
-from models.train import TrainConfig, class_weights, config_from_params, evaluate_candidate, fit_and_register, gate_and_promote, length_bucketed_batches, load_training_frame, train
+from newspulse.models.data import DataError, read_labelled_csv
+from newspulse.models.registry import Registry
+from newspulse.models.train import TrainConfig, class_weights, config_from_params, evaluate_candidate, fit_and_register, gate_and_promote, length_bucketed_batches, load_training_frame, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,8 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> str:
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
 
     out = tmp_path_factory.mktemp("tiny-base")
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
@@ -141,7 +141,7 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint(tmp_path, tiny
 
 
 def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
-    from models.train import prepare_data
+    from newspulse.models.train import prepare_data
     from newspulse.schema import Feedback
     from newspulse.settings import get_settings
     from newspulse.wiring import feedback_source, open_store
@@ -170,7 +170,7 @@ def _licensed(tmp_path: Path, folder: str, frame: pd.DataFrame, name: str) -> Pa
 
 
 def test_distillation_trains_on_soft_labels_and_the_card_records_it(tmp_path, tiny_base, tiny_data):
-    from models.distill import SoftLabelError, write_soft_labels
+    from newspulse.models.distill import SoftLabelError, write_soft_labels
 
     dev = read_labelled_csv(tiny_data["dev"])
     texts = [f"Company {i} said quarterly results were in line with its forecast." for i in range(40)] + [dev["text"][0]]
@@ -202,8 +202,8 @@ def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_b
     and the card says every input allows commercial use."""
     from typer.testing import CliRunner
 
-    from models.data import PHRASEBANK_TRAIN, TWITTER_DEV, TWITTER_TRAIN
-    from models.train import default_config
+    from newspulse.models.data import PHRASEBANK_TRAIN, TWITTER_DEV, TWITTER_TRAIN
+    from newspulse.models.train import default_config
     from newspulse.cli import app
     from newspulse.settings import get_settings
 

@@ -30,7 +30,7 @@ PROMETHEUS = ROOT / "docker" / "prometheus" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 
 #: Modules that register NewsPulse metrics (importing them registers the collectors).
-METRIC_MODULES = ("newspulse.pipeline", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "ingest.metrics", "models.predict", "models.summarize.faithfulness")
+METRIC_MODULES = ("newspulse.pipeline", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.predict", "newspulse.models.summarize.faithfulness")
 #: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
 EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers"}
 #: PromQL words that look like metric names but are functions, keywords or label names.
@@ -244,10 +244,10 @@ def test_a_processor_exports_its_last_poll_and_arrival_to_indexed_latency(tmp_pa
 def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
     """Two registry versions of a tiny random model: the gauge names the one served, also after a
     hot reload, and only that one."""
-    from models.bench import random_bert_classifier
-    from models.data import packaged_base_model
-    from models.predict import HotReloadingClassifier
-    from models.registry import ModelCard, Registry
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
+    from newspulse.models.predict import HotReloadingClassifier
+    from newspulse.models.registry import ModelCard, Registry
 
     registry = Registry(tmp_path / "registry")
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=1, num_heads=2)

@@ -22,16 +22,17 @@ def test_every_package_of_the_checkout_is_listed() -> None:
     """pyproject.toml lists the packages (so data/ can ship as newspulse.data): a new package
     folder that is not listed would be missing from the wheel."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    import_root = {"newspulse": "newspulse", "models": "newspulse.models", "ingest": "newspulse.ingest", "dashboard": "newspulse.dashboard"}
     found = {
-        ".".join(module.parent.relative_to(ROOT).parts)
-        for top in ("newspulse", "models", "ingest", "dashboard")
+        ".".join([import_root[top], *module.parent.relative_to(ROOT / top).parts])
+        for top in import_root
         for module in (ROOT / top).rglob("*.py")
     }
     assert found | {"newspulse.data"} == listed
 
 
 _CHECK = """
-import json, newspulse, models.data as d, ingest.replay as r, ingest.tagging as t, newspulse.alerts.rules as rules
+import json, newspulse, newspulse.models.data as d, newspulse.ingest.replay as r, newspulse.ingest.tagging as t, newspulse.alerts.rules as rules
 from pathlib import Path
 files = [*d.DEFAULT_TRAIN_FILES, *d.DEFAULT_DEV_FILES, r.DEFAULT_CORPUS, t.COMPANIES_CSV, d.DATA_DIR / "README.md"]
 print(json.dumps({"newspulse": newspulse.__file__, "files": {str(f): f.is_file() for f in files}, "rules": len(rules.load_rules(None).rules)}))

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ingest.replay import DEFAULT_CORPUS, ReplayError, replay
+from newspulse.ingest.replay import DEFAULT_CORPUS, ReplayError, replay
 
 CSV = """published_at,source,title,body,url,tickers
 2024-01-01T10:00:02Z,wire,Second,b,,AAPL;MSFT
@@ -43,7 +43,7 @@ def test_gzip_limit_and_shift_to_now(tmp_path):
 
 def test_speed_paces_by_event_time(corpus, monkeypatch):
     slept = []
-    monkeypatch.setattr("ingest.replay.time.sleep", slept.append)
+    monkeypatch.setattr("newspulse.ingest.replay.time.sleep", slept.append)
     list(replay(corpus, speed=2.0, progress=False))
     assert max(slept) == pytest.approx(1.0, abs=0.05)  # the last row is due 2 s of event time in, at 2x
 
@@ -110,7 +110,7 @@ def test_18_10_invalid_utf8_is_a_clear_error_with_its_line(tmp_path):
 def test_18_6_shift_to_now_with_a_year_9999_story_does_not_crash(tmp_path, caplog):
     p = tmp_path / "future.csv"
     p.write_text(CSV + "9999-12-31T23:59:59Z,wire,Typo year,b,,\n")
-    with caplog.at_level("WARNING", logger="ingest"):
+    with caplog.at_level("WARNING", logger="newspulse.ingest"):
         msgs = list(replay(p, shift_to_now=True, speed=1000.0, progress=False))
     assert [m["title"] for m in msgs][-1] == "Typo year" and len(msgs) == 5
     by_title = {m["title"]: m for m in msgs}

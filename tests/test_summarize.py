@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from prometheus_client import REGISTRY
 
-from models.summarize import article_from_text, build_summarizer, summarize_text
-from models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, check_prompt
-from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, packaged_encoder_path
-from models.summarize.faithfulness import unsupported
-from models.sentences import split_sentences
+from newspulse.models.summarize import article_from_text, build_summarizer, summarize_text
+from newspulse.models.summarize.abstractive import AbstractiveSummarizer, GenerationSettings, check_prompt
+from newspulse.models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder, packaged_encoder_path
+from newspulse.models.summarize.faithfulness import unsupported
+from newspulse.models.sentences import split_sentences
 from newspulse.schema import Article
 from newspulse.settings import SettingsError, load_settings
 from tiny_seq2seq import random_seq2seq

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from models.data import DataError
-from models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, load_topic_model
-from models.topics_eval import TOPICS_DEV, label_matrix, multilabel_metrics, read_categories, read_topics_csv
-from models.topics_train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
+from newspulse.models.data import DataError
+from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, load_topic_model
+from newspulse.models.topics_eval import TOPICS_DEV, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.topics_train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
 
 runner = CliRunner()
 
@@ -185,7 +185,7 @@ def test_evaluate_topics_exits_2_on_a_missing_column_or_file(tmp_path, content):
 def test_retopic_store_replaces_stale_topics_and_keeps_everything_else(tmp_path):
     from datetime import datetime, timezone
 
-    from models.topics_rescore import retopic_store
+    from newspulse.models.topics_rescore import retopic_store
     from newspulse.schema import Article, ScoredArticle
     from newspulse.store.sqlite import SQLiteStore
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data, widgets
+from newspulse.dashboard import auth, charts, data, widgets
 from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_scope
 from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import Settings, load_settings

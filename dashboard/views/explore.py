@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, widgets
+from newspulse.dashboard import data, widgets
 from newspulse.schema import LABELS
 from newspulse.settings import Settings, load_settings
 from newspulse.store import Filter

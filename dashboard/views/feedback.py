@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, widgets
+from newspulse.dashboard import data, widgets
 from newspulse.schema import ScoredArticle
 from newspulse.settings import Settings, load_settings
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from newspulse.dashboard import charts, data, widgets
 from newspulse.schema import LABELS
 from newspulse.settings import Settings, load_settings
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from newspulse.dashboard import charts, data, widgets
 from newspulse.schema import Alert
 from newspulse.settings import Settings, load_settings
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from newspulse.dashboard import charts, data, widgets
 from newspulse.settings import Settings, load_settings
 
 _OPTIONS = 500

@@ -16,8 +16,8 @@ from typing import Protocol
 from newspulse.schema import Article
 from newspulse.settings import Settings
 
-from models.predict import pick_device
-from models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
+from newspulse.models.predict import pick_device
+from newspulse.models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
 
 __all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_text", "summarize_cli_text", "article_from_text"]
 
@@ -41,7 +41,7 @@ def build_summarizer(settings: Settings) -> Summarizer:
     extractive = build_extractive(settings)
     if settings.summarizer == "extractive":
         return extractive
-    from models.summarize.abstractive import build_abstractive
+    from newspulse.models.summarize.abstractive import build_abstractive
 
     return build_abstractive(settings, fallback=extractive)
 

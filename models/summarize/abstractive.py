@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.predict import pick_device
-from models.summarize.faithfulness import FAITHFULNESS_FALLBACKS, GENERATED_SUMMARIES, unsupported
+from newspulse.models.predict import pick_device
+from newspulse.models.summarize.faithfulness import FAITHFULNESS_FALLBACKS, GENERATED_SUMMARIES, unsupported
 from newspulse.schema import Article
 from newspulse.settings import Settings, SettingsError
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.sentences import paragraphs, split_sentences
+from newspulse.models.sentences import paragraphs, split_sentences
 from newspulse.schema import Article
 
 _MIN_WORDS = 5

@@ -78,9 +78,9 @@ def _folds(args) -> None:
 
 
 def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
 
-    clf = Classifier.from_dir(version_dir, device="cpu", quantize="off")
+    clf = SentimentModel.from_dir(version_dir, device="cpu", quantize="off")
     return clf.predict_proba(texts, progress=True)
 
 

@@ -9,7 +9,7 @@ tokens, no stemming, F1). The title is a weak reference (a headline, often in wi
 so compare the methods with each other, not with published ROUGE figures.
 
 Cost: CPU seconds of the extractive summariser over those of the sentiment classifier
-(newspulse.models.predict.Classifier on the same MiniLM base, float32 and int8) on the same articles, in
+(newspulse.models.predict.SentimentModel on the same MiniLM base, float32 and int8) on the same articles, in
 one run (a ratio, not absolute time).
 
 Faithfulness: the share of abstractive summaries that name a number, ticker or capitalised name
@@ -128,20 +128,20 @@ def quality(summarizers: dict[str, object], stories: list[Article]) -> dict[str,
 
 
 def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
-    """Extractive CPU time over the classifier's (newspulse.models.predict.Classifier, same base encoder).
+    """Extractive CPU time over the classifier's (newspulse.models.predict.SentimentModel, same base encoder).
 
     The classifier head is untrained here (cost does not depend on the weights); it is timed
     both in float32 and int8-quantised, as NEWSPULSE_QUANTIZE can run it either way.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.predict import Classifier, quantize_int8
+    from newspulse.models.predict import SentimentModel, quantize_int8
     from newspulse.models.summarize.extractive import packaged_encoder_path
 
     path = packaged_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    fp32 = Classifier(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3), tokenizer, version="bench")
-    int8 = Classifier(quantize_int8(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)), tokenizer, version="bench-int8")
+    fp32 = SentimentModel(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3), tokenizer, version="bench")
+    int8 = SentimentModel(quantize_int8(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)), tokenizer, version="bench-int8")
     batches = [stories[i : i + 64] for i in range(0, len(stories), 64)]
     t_sum = _cpu_seconds(lambda: [summarizer.summarize(b) for b in batches])
     t_fp32 = _cpu_seconds(lambda: [fp32.score_articles(b) for b in batches])

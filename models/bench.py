@@ -73,16 +73,16 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     import torch
 
     from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
     registry = Registry(settings.model_registry)
     card = registry.production_card()
     path = registry.version_dir(card.version)
-    fp32 = Classifier.from_dir(path, device="cpu", quantize="off", card=card)
-    int8 = Classifier.from_dir(path, device="cpu", quantize="on", card=card)
+    fp32 = SentimentModel.from_dir(path, device="cpu", quantize="off", card=card)
+    int8 = SentimentModel.from_dir(path, device="cpu", quantize="on", card=card)
     bert_model, bert_tok = random_bert_classifier(str(path))
-    bert = Classifier(bert_model, bert_tok, version="bert-base-random", max_length=fp32.max_length)
+    bert = SentimentModel(bert_model, bert_tok, version="bert-base-random", max_length=fp32.max_length)
 
     dev = read_labelled_csv(PHRASEBANK_DEV).head(sentences)
     texts = dev["text"].tolist()
@@ -97,7 +97,7 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     contenders = {"production_fp32": fp32, "production_int8": int8, "bert_base_fp32": bert}
     teacher_card = registry.teacher_card()
     if teacher_card is not None:
-        contenders["teacher_fp32"] = Classifier.from_dir(registry.version_dir(teacher_card.version), device="cpu", quantize="off", card=teacher_card)
+        contenders["teacher_fp32"] = SentimentModel.from_dir(registry.version_dir(teacher_card.version), device="cpu", quantize="off", card=teacher_card)
     speeds = interleaved_throughput(contenders, texts, rounds=rounds)
     teacher_speed = speeds.pop("teacher_fp32", None)
     result: dict[str, Any] = {
@@ -142,11 +142,11 @@ def gpu_throughput(path, card, texts: Sequence[str]) -> dict[str, Any]:
     """bf16 sentences/s at batch 256 on CUDA: production vs FinBERT-sized BERT-base."""
     import torch
 
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
 
-    prod = Classifier.from_dir(path, device="cuda", card=card)
+    prod = SentimentModel.from_dir(path, device="cuda", card=card)
     bert_model, bert_tok = random_bert_classifier(str(path))
-    bert = Classifier(bert_model.to("cuda", dtype=torch.bfloat16), bert_tok, version="bert-base-random", max_length=prod.max_length, device="cuda")
+    bert = SentimentModel(bert_model.to("cuda", dtype=torch.bfloat16), bert_tok, version="bert-base-random", max_length=prod.max_length, device="cuda")
     reps = list(texts) * max(1, 4096 // max(1, len(texts)))  # enough work to time a GPU
     speeds = interleaved_throughput({"production_bf16": prod, "bert_base_bf16": bert}, reps, batch_size=GPU_BATCH)
     return {

@@ -94,13 +94,13 @@ def evaluate(
     agreement level, beside the lexicon baseline."""
     from newspulse.models.data import DEFAULT_EVAL_FILES, DataError
     from newspulse.models.evaluate import evaluate_files
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
     settings = _settings()
     registry = Registry(settings.model_registry)
     card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 2
-    clf = Classifier.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, card=card)
+    clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, card=card)
     try:
         result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)
     except DataError as err:

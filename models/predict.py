@@ -1,6 +1,6 @@
 """Scoring with the production sentiment model: sentences, whole articles, hot reload.
 
-Whole-article scoring (:meth:`Classifier.score_articles`), because the model was fine-tuned on
+Whole-article scoring (:meth:`SentimentModel.score_articles`), because the model was fine-tuned on
 single sentences and headlines while articles run to thousands of tokens:
 
 1. The title is scored on its own.
@@ -66,7 +66,7 @@ def pick_device(setting: str = "auto") -> str:
     return "cpu"
 
 
-class Classifier:
+class SentimentModel:
     """One loaded model version. ``predict_proba`` for sentences, ``score_articles`` for news."""
 
     def __init__(self, model, tokenizer, *, version: str, max_length: int = 128, device: str = "cpu", quantized: bool = False, chunk_tokens: int | None = None, max_chunks: int = MAX_CHUNKS) -> None:
@@ -84,7 +84,7 @@ class Classifier:
         self._dtype = torch.bfloat16 if device == "cuda" else None
 
     @classmethod
-    def from_dir(cls, path: Path, *, device: str = "auto", quantize: str = "auto", card: ModelCard | None = None) -> "Classifier":
+    def from_dir(cls, path: Path, *, device: str = "auto", quantize: str = "auto", card: ModelCard | None = None) -> "SentimentModel":
         """Load a registry version folder; quantise on CPU per the setting and the card."""
         import os
 
@@ -231,16 +231,16 @@ class HotReloadingClassifier:
         self._current = self._load(registry.production_card())
         self._export_version()
 
-    def _load(self, card: ModelCard) -> Classifier:
+    def _load(self, card: ModelCard) -> SentimentModel:
         log.info("loading sentiment model %s", card.version)
-        return Classifier.from_dir(self.registry.version_dir(card.version), device=self.device, quantize=self.quantize, card=card)
+        return SentimentModel.from_dir(self.registry.version_dir(card.version), device=self.device, quantize=self.quantize, card=card)
 
     @property
     def version(self) -> str:
         return self._current.version
 
     @property
-    def current(self) -> Classifier:
+    def current(self) -> SentimentModel:
         self.maybe_reload()
         return self._current
 

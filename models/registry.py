@@ -354,7 +354,7 @@ class Registry:
         return final
 
     def promote(self, version: str) -> None:
-        """Point production at ``version`` (atomic). Raises KeyError for unknown versions."""
+        """Point production at ``version`` (atomic). Raises NotFound for unknown versions."""
         self.card(version)  # must exist and be readable
         _atomic_write(self.pointer, version + "\n")
 

@@ -296,7 +296,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.predict import Classifier, pick_device
+    from newspulse.models.predict import SentimentModel, pick_device
 
     started = time.monotonic()
     set_seed(cfg.seed)
@@ -348,7 +348,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     scaler = torch.amp.GradScaler("cuda") if device == "cuda" and not torch.cuda.is_bf16_supported() else None
 
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
-    scorer = Classifier(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
+    scorer = SentimentModel(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
     best_f1, best_state, best_step, stale, history = -1.0, None, 0, 0, []
     step, stop = 0, ""
     checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(texts), counts))
@@ -504,11 +504,11 @@ def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[
     """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
     data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
     from newspulse.models.evaluate import classification_metrics, evaluate_frame
-    from newspulse.models.predict import Classifier, quantize_int8
+    from newspulse.models.predict import SentimentModel, quantize_int8
 
     registry = registry if isinstance(registry, Registry) else Registry(registry)
     card = registry.card(version)
-    clf = Classifier.from_dir(registry.version_dir(version), device="cpu", quantize="off", card=card)
+    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", card=card)
     dev = read_many(dev_files)
     dev_proba = clf.predict_proba(dev["text"].tolist())
     dev_pred = [LABELS[i] for i in dev_proba.argmax(axis=1)]
@@ -521,7 +521,7 @@ def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[
     card.eval_split = eval_fingerprint(eval_files)
     card.eval_files = _data_files(eval_files)
     if quantize_check:
-        q = Classifier(quantize_int8(copy.deepcopy(clf.model)), clf.tokenizer, version=version, max_length=clf.max_length, quantized=True)
+        q = SentimentModel(quantize_int8(copy.deepcopy(clf.model)), clf.tokenizer, version=version, max_length=clf.max_length, quantized=True)
         q_pred = q.predict(dev["text"].tolist())
         agreement = float(np.mean([a == b for a, b in zip(q_pred, dev_pred)]))
         card.quantization = {
@@ -555,10 +555,10 @@ def gate(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOO
 
 def _remeasure(registry: Registry, prod_version: str, candidate: ModelCard) -> float:
     from newspulse.models.evaluate import evaluate_frame
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
 
     files = [Path(d.path) for d in candidate.eval_files]
-    clf = Classifier.from_dir(registry.version_dir(prod_version), device="cpu", quantize="off")
+    clf = SentimentModel.from_dir(registry.version_dir(prod_version), device="cpu", quantize="off")
     return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])
 
 

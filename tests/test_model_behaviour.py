@@ -29,11 +29,11 @@ DIRECTION_PAIRS = [
 
 @pytest.fixture(scope="module")
 def clf(trained_classifier_registry):
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
     reg = Registry(trained_classifier_registry)
-    return Classifier.from_dir(reg.production_dir(), device="cpu", quantize="off")
+    return SentimentModel.from_dir(reg.production_dir(), device="cpu", quantize="off")
 
 
 def test_swapping_the_company_keeps_the_label(clf):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newspulse.models.predict import TITLE_WEIGHT, Classifier, aggregate, load_classifier
+from newspulse.models.predict import TITLE_WEIGHT, SentimentModel, aggregate, load_classifier
 from newspulse.models.sentences import split_sentences
 from newspulse.models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import Article
@@ -43,8 +43,8 @@ def tiny_registry(tmp_path_factory) -> Registry:
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_registry) -> Classifier:
-    return Classifier.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="off")
+def clf(tiny_registry) -> SentimentModel:
+    return SentimentModel.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="off")
 
 
 def _article(title: str, body: str = "") -> Article:
@@ -97,7 +97,7 @@ def test_score_articles_title_only_equals_the_sentence_score(clf):
 
 
 def test_int8_quantisation_on_cpu(tiny_registry, clf):
-    q = Classifier.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="on")
+    q = SentimentModel.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="on")
     assert q.quantized and not clf.quantized
     texts = ["Profit rose.", "Loss widened sharply.", "Meeting on Tuesday."]
     np.testing.assert_allclose(q.predict_proba(texts), clf.predict_proba(texts), atol=0.05)

@@ -178,7 +178,7 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
     from newspulse.schema import LABELS
 
     reg, version = tiny_trained_registry
@@ -194,5 +194,5 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
     texts = ["Operating profit rose sharply and the company raised its outlook.", "The company filed for bankruptcy after heavy losses."]
     with torch.no_grad():
         probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")).logits, -1).numpy()
-    ours = Classifier.from_dir(folder, device="cpu", quantize="off").predict_proba(texts, max_length=32)
+    ours = SentimentModel.from_dir(folder, device="cpu", quantize="off").predict_proba(texts, max_length=32)
     assert np.allclose(probs, ours, atol=1e-5), "plain transformers and NewsPulse give the same probabilities"

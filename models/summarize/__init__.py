@@ -9,21 +9,16 @@ names a number, ticker or name the story does not contain.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Protocol
 
+from newspulse.pipeline import Summarizer
 from newspulse.schema import Article
 from newspulse.settings import Settings
 
 from newspulse.models.predict import pick_device
 from newspulse.models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
 
-__all__ = ["Summarizer", "build_summarizer", "build_extractive", "summarize_text", "summarize_cli_text", "article_from_text"]
-
-
-class Summarizer(Protocol):
-    def summarize(self, articles: Sequence[Article]) -> list[str]: ...
+__all__ = ["build_summarizer", "build_extractive", "summarize_text", "summarize_cli_text", "article_from_text"]
 
 
 def build_extractive(settings: Settings) -> ExtractiveSummarizer:

@@ -14,10 +14,11 @@ import logging
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from newspulse.models.predict import pick_device
 from newspulse.models.summarize.faithfulness import FAITHFULNESS_FALLBACKS, GENERATED_SUMMARIES, unsupported
+from newspulse.pipeline import Summarizer
 from newspulse.schema import Article
 from newspulse.settings import Settings, SettingsError
 
@@ -29,10 +30,6 @@ CAUSAL_PROMPT = (
 )
 SEQ2SEQ_PROMPT = "{text}"
 _FIELDS = {"title", "body", "text"}
-
-
-class _Fallback(Protocol):
-    def summarize(self, articles: Sequence[Article]) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ def check_prompt(template: str) -> str:
 class AbstractiveSummarizer:
     """Batched generation with a faithfulness check and an extractive fallback per article."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, fallback: _Fallback, generation: GenerationSettings = GenerationSettings(), prompt: str | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, fallback: Summarizer, generation: GenerationSettings = GenerationSettings(), prompt: str | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.fallback = fallback
@@ -174,7 +171,7 @@ class AbstractiveSummarizer:
         return summaries
 
 
-def build_abstractive(settings: Settings, fallback: _Fallback) -> AbstractiveSummarizer:
+def build_abstractive(settings: Settings, fallback: Summarizer) -> AbstractiveSummarizer:
     """Load ``settings.summarizer_model`` once: bf16 on a GPU, float32 on CPU."""
     if not settings.summarizer_model:
         raise SettingsError("NEWSPULSE_SUMMARIZER_MODEL: required when NEWSPULSE_SUMMARIZER=abstractive (HF id or local path)")

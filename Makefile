@@ -11,12 +11,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench faults install install-dev clean help readme-settings topics-model
+.PHONY: demo test bench report faults install install-dev clean help readme-settings topics-model
 
 help:
 	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
 	@echo "make test   - install dev dependencies and run the test suite"
 	@echo "make bench  - run the benchmarks (bench/results/*.json, BENCHMARKS.md)"
+	@echo "make report - regenerate BENCHMARKS.md and bench/plots/*.png from bench/results/*.json"
 	@echo "make faults - run the fault suite against real peers (bench/results/faults.json; about an hour)"
 	@echo "make topics-model - retrain the bundled topic classifier (models/topics_model) and measure it"
 
@@ -49,6 +50,10 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python bench/run_all.py
 
+# BENCHMARKS.md (targets at a glance, plots, all figures) from the results already measured.
+report: install-dev
+	$(BIN)/python bench/report.py
+
 # Kill, cut off and poison the real pipeline; one line per scenario (FAULTS_ARGS="--only R1" etc.).
 faults: install-dev
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
@@ -56,6 +61,7 @@ faults: install-dev
 # Retrain the committed topic classifier on data/topics, measuring it and the SVM baseline first.
 topics-model: install
 	$(BIN)/newspulse model train-topics
+	$(BIN)/python bench/topics.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

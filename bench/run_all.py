@@ -26,6 +26,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("store 100k", [PY, "bench/store.py", "--n", "100000", "--skip", "elasticsearch", "--out", str(RESULTS / "store.json")]),
     ("summaries", [PY, "bench/summaries.py"]),
     ("alerts", [PY, "bench/alerts.py"]),
+    ("topics", [PY, "bench/topics.py"]),  # the topic model's measured figures, from its card
 ]
 
 

@@ -1,0 +1,135 @@
+"""bench/report.py: the at-a-glance summary's verdicts are computed from the results files (met,
+not met, not measured when a file or key is missing or a run was not made as the target states),
+and the plots it embeds are written as small PNGs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def write(results: Path, name: str, data: dict) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(data))
+
+
+def verdict_of(rows, area: str, target_part: str) -> str:
+    [row] = [r for r in rows if r.area.startswith(area) and target_part in r.target]
+    return row.verdict
+
+
+MODEL = {
+    "model_version": "v-test",
+    "dev_accuracy": 0.90,
+    "dev_macro_f1": 0.80,
+    "dev_int8": {"accuracy": 0.89, "macro_f1": 0.79},
+    "int8_agreement_on_dev": 0.995,
+    "throughput": {"production_fp32": 100.0, "production_int8": {"sentences_per_s": 450.0, "backend": "onnxruntime"}, "bert_base_fp32": 20.0},
+    "setup": {"batch_size": 64, "torch_threads": 2},
+}
+PIPELINE = {
+    "started_at": "2026-11-29T10:00:00+00:00",
+    "embedded": {"articles_per_s": 8.5, "classifier_only_per_s": 10.0, "ratio": 0.85},
+    "kafka_es": {"articles_per_s": 7.0, "classifier_only_per_s": 10.0, "ratio": 0.70},
+    "latency_s": {
+        "embedded": {"p50": 0.3, "p95": 0.8, "offered_per_s": 4.25, "capacity_per_s": 8.5},
+        "kafka_es": {"p50": 0.9, "p95": 1.5, "offered_per_s": 3.5},
+    },
+}
+FAULTS = {
+    "scenarios": [
+        {"name": "R1 kill-9", "passed": True, "params": {"articles": 10000}, "figures": {"stored": 10000, "unique": 10000, "duplicates": 0, "kills": 5}, "started_at": "2026-11-30T00:00:00+00:00"},
+        {"name": "R3 poison", "passed": False, "params": {"good": 10000}, "figures": {"poison_dead_lettered": 990, "poison_produced": 1000, "good_stored": 10000, "good_produced": 10000}},
+    ]
+}
+
+
+def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_missing(report, tmp_path):
+    results = tmp_path / "results"
+    write(results, "model", MODEL)
+    write(results, "pipeline", PIPELINE)
+    write(results, "faults", FAULTS)
+    rows = report.summary_rows(report.load_results(results))
+
+    # CPU: 450 / 20 = 22.5× met; that variant loses 0.01 macro-F1 (> 0.005): not met; agreement met
+    assert verdict_of(rows, "CPU", "20× BERT-base") == "met"
+    [speed] = [r for r in rows if "20× BERT-base" in r.target]
+    assert "22.5×" in speed.measured and "onnxruntime" in speed.measured
+    assert verdict_of(rows, "CPU", "within 0.005") == "not met"
+    assert verdict_of(rows, "CPU", "99 %") == "met"
+    # no gpu.json: every GPU figure is not measured, none claimed
+    gpu = [r for r in rows if r.area.startswith("GPU")]
+    assert len(gpu) == 4 and all(r.verdict.startswith("not measured: no GPU lent") for r in gpu)
+    # pipeline ratios and latency at half of capacity (embedded: 4.25 of 8.5 offered, p95 0.8 s)
+    assert verdict_of(rows, "Pipeline", "embedded") == "met"
+    assert verdict_of(rows, "Pipeline", "Kafka") == "not met"
+    assert verdict_of(rows, "Latency", "embedded") == "met"
+    assert verdict_of(rows, "Latency", "Kafka") == "not met"  # p95 1.5 s at 3.5 of 7.0 offered
+    # sentiment: dev accuracy 0.90 ≥ 0.88 met, dev macro-F1 0.80 < 0.86 not met, no CV file for the rest
+    assert verdict_of(rows, "Sentiment (", "accuracy ≥ 0.88") == "met"
+    assert verdict_of(rows, "Sentiment (", "macro-F1 ≥ 0.86") == "not met"
+    assert verdict_of(rows, "Sentiment (", "100 % agreement").startswith("not measured")
+    # faults: R1 at the stated size met, R3 failed, R2/R4 absent
+    assert verdict_of(rows, "Faults", "kill -9") == "met"
+    assert verdict_of(rows, "Faults", "poison") == "not met"
+    assert verdict_of(rows, "Faults", "store down").startswith("not measured")
+    assert verdict_of(rows, "Faults", "hostile").startswith("not measured")
+    # files not there at all
+    assert all(r.verdict.startswith("not measured") for r in rows if r.area.startswith(("Topics", "Alerts", "Kafka")))
+
+
+def test_latency_above_half_capacity_is_not_a_measurement_of_the_target(report):
+    old_shape = {"kafka_es": {"articles_per_s": 10.0}, "latency_s": {"p50": 60.0, "p95": 120.0, "offered_per_s": 20.0}}
+    rows = report.latency_rows(old_shape)
+    assert verdict_of(rows, "Latency", "Kafka") == "not measured: offered 2.00× capacity, not half"
+    assert verdict_of(rows, "Latency", "embedded").startswith("not measured")
+
+
+def test_gpu_figures_count_only_with_a_named_device(report):
+    gpu = {"device": "NVIDIA H200", "headlines_per_s": 61_000.0, "articles_per_s": 2_500.0, "speedup_vs_bert_base": 5.5}
+    rows = report.gpu_rows(gpu)
+    assert verdict_of(rows, "GPU", "headlines") == "met"
+    assert verdict_of(rows, "GPU", "Reuters articles/s") == "not met"
+    assert verdict_of(rows, "GPU", "5× BERT-base") == "met"
+    assert verdict_of(rows, "GPU", "summaries").startswith("not measured: gpu.json has none of")
+    assert all(r.verdict.startswith("not measured: gpu.json names no device") for r in report.gpu_rows({k: v for k, v in gpu.items() if k != "device"}))
+
+
+def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path):
+    results, plots, out = tmp_path / "results", tmp_path / "plots", tmp_path / "BENCHMARKS.md"
+    write(results, "model", MODEL)
+    write(results, "pipeline", PIPELINE)
+    write(results, "alerts", {"targets": {"precision": 0.9, "recall": 0.95, "median_delay_minutes": 15},
+                              "alerter": {"precision": 0.95, "recall": 0.9, "median_delay_minutes": 12.0},
+                              "runs": [{"alerter": {"delays_minutes": [3.0, 9.5, 14.0, 40.0]}, "static_threshold": {"delays_minutes": [8.0, 20.0]}}]})
+    text = report.render(results, out, plots)
+
+    head = text.split("## Plots")[0]
+    assert "## Targets at a glance" in head
+    assert "| Alerts | recall ≥ 0.95 | 0.900 | ❌ not met | [alerts.json](results/alerts.json)" in head
+    assert "| Alerts | precision ≥ 0.9 | 0.950 | ✅ met |" in head
+    assert "(2026-11-29)" in head  # pipeline.json's own started_at is the date measured
+    for name in ("throughput_cpu", "pipeline", "latency", "alert_delay"):
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size < 150_000
+        assert f"(plots/{name}.png)" in text
+    # the long dumps stay, collapsed, below the plots
+    assert text.index("<details>") > text.index("## Plots")
+    assert "| throughput.production_fp32 | 100 |" in text

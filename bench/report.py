@@ -76,6 +76,7 @@ def load_results(results: Path) -> dict[str, dict]:
 
 def measured_on(path: Path, data: dict) -> str:
     """When a results file was measured: its own timestamp, else its last commit, else its mtime."""
+    data = data if isinstance(data, dict) else {}
     stamps = [data.get(k) for k in DATE_KEYS] + [s.get(k) for s in data.get("scenarios", []) if isinstance(s, dict) for k in DATE_KEYS]
     stamps = sorted(s[:10] for s in stamps if isinstance(s, str) and len(s) >= 10)
     if stamps:
@@ -436,24 +437,44 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_cpu_throughput(model: dict | None, path: Path) -> Path | None:
-    """Sentences/s per model variant with BERT-base and the 20× BERT-base target line."""
-    measured = speeds((model or {}).get("throughput"))
-    bert = measured.get("bert_base_fp32")
-    if not measured or bert is None:
-        return None
+def throughput_bars(measured: dict[str, float], labels: list[str], lines: list[tuple[float, str]], xlabel: str, title: str, path: Path) -> Path:
+    """Horizontal bars of sentences/s per variant (BERT-base grey), slowest first, with target lines."""
     plt = _pyplot()
     names = sorted(measured, key=measured.get)
-    labels = [n + (f" ({b})" if (b := backend_of(model, n)) and n.startswith("production_") else "") for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
-    bars = ax.barh(labels, [measured[n] for n in names], color=["#888888" if n.startswith("bert") else "#4c72b0" for n in names])
-    ax.bar_label(bars, fmt="%.0f", padding=3)
-    ax.axvline(20 * bert, color="#c44e52", linestyle="--", label=f"target: 20× BERT-base = {20 * bert:,.0f}/s")
-    ax.set_xlim(0, max(max(measured.values()), 20 * bert) * 1.15)
-    ax.set_xlabel(f"sentences/s (CPU, {dig(model, 'setup.torch_threads') or '?'} threads, batch {dig(model, 'setup.batch_size') or '?'})")
-    ax.set_title("Classifier throughput, one run")
+    bars = ax.barh([labels[list(measured).index(n)] for n in names], [measured[n] for n in names], color=["#888888" if n.startswith("bert") else "#4c72b0" for n in names])
+    ax.bar_label(bars, fmt="{:,.0f}", padding=3)
+    for (value, label), style in zip(lines, ("--", ":")):
+        ax.axvline(value, color="#c44e52", linestyle=style, label=label)
+    ax.set_xlim(0, max([*measured.values(), *(v for v, _ in lines)]) * 1.15)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def plot_cpu_throughput(model: dict | None, path: Path) -> Path | None:
+    """Sentences/s per model variant on CPU, with BERT-base and the 20× BERT-base target line."""
+    measured = speeds((model or {}).get("throughput"))
+    bert = measured.get("bert_base_fp32")
+    if bert is None:
+        return None
+    labels = [n + (f" ({b})" if (b := backend_of(model, n)) and n.startswith("production_") else "") for n in measured]
+    xlabel = f"sentences/s (CPU, {dig(model, 'setup.torch_threads') or '?'} threads, batch {dig(model, 'setup.batch_size') or '?'})"
+    return throughput_bars(measured, labels, [(20 * bert, f"target: 20× BERT-base = {20 * bert:,.0f}/s")], xlabel, "Classifier throughput, CPU, one run", path)
+
+
+def plot_gpu_throughput(gpu: dict | None, path: Path) -> Path | None:
+    """Sentences/s per model variant on the GPU named in gpu.json, with the 5× BERT-base and
+    50,000/s targets; nothing without a named device."""
+    if not dig(gpu, "device"):
+        return None
+    measured = next((m for p in ("throughput", "classifier.throughput", "classifier.gpu.throughput") if (m := speeds(dig(gpu, p)))), {})
+    bert = next((v for k, v in measured.items() if k.startswith("bert_base")), None)
+    if bert is None:
+        return None
+    lines = [(5 * bert, f"target: 5× BERT-base = {5 * bert:,.0f}/s"), (50_000.0, "target: 50,000 headlines/s")]
+    return throughput_bars(measured, list(measured), lines, f"sentences/s on {gpu['device']}", "Classifier throughput, GPU, one run", path)
 
 
 def plot_pipeline(pipeline: dict | None, path: Path) -> Path | None:
@@ -536,6 +557,7 @@ def write_plots(results: dict[str, dict], plots: Path) -> list[tuple[str, Path]]
     """Every plot the results allow: (caption, PNG path)."""
     made = [
         ("Classifier throughput (CPU)", plot_cpu_throughput(results.get("model"), plots / "throughput_cpu.png")),
+        ("Classifier throughput (GPU)", plot_gpu_throughput(results.get("gpu"), plots / "throughput_gpu.png")),
         ("Pipeline against classifier-only", plot_pipeline(results.get("pipeline"), plots / "pipeline.png")),
         ("Latency per backend", plot_latency(results.get("pipeline"), plots / "latency.png")),
         ("Alert delay", plot_alert_delays(results.get("alerts"), plots / "alert_delay.png")),

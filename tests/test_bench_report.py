@@ -102,8 +102,11 @@ def test_latency_above_half_capacity_is_not_a_measurement_of_the_target(report):
     assert verdict_of(rows, "Latency", "embedded").startswith("not measured")
 
 
-def test_gpu_figures_count_only_with_a_named_device(report):
-    gpu = {"device": "NVIDIA H200", "headlines_per_s": 61_000.0, "articles_per_s": 2_500.0, "speedup_vs_bert_base": 5.5}
+def test_gpu_figures_count_only_with_a_named_device(report, tmp_path):
+    gpu = {"device": "NVIDIA H200", "headlines_per_s": 61_000.0, "articles_per_s": 2_500.0, "speedup_vs_bert_base": 5.5,
+           "throughput": {"production_bf16": 61_000.0, "bert_base_bf16": 11_000.0}}
+    assert report.plot_gpu_throughput(gpu, tmp_path / "gpu.png").read_bytes()[:8] == PNG_MAGIC
+    assert report.plot_gpu_throughput({k: v for k, v in gpu.items() if k != "device"}, tmp_path / "none.png") is None
     rows = report.gpu_rows(gpu)
     assert verdict_of(rows, "GPU", "headlines") == "met"
     assert verdict_of(rows, "GPU", "Reuters articles/s") == "not met"

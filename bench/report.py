@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ TITLES = {
     "rebalance": "Rebalance: a second processor joining, eager vs cooperative (bench/rebalance.py)",
     "model": "Classifier: quality and throughput against BERT-base (`newspulse bench model`)",
     "store": "Stores: bulk indexing and dashboard query latency (bench/store.py)",
+    "store_10k": "Stores at 10,000 articles, SQLite and Elasticsearch (bench/store.py)",
     "summaries": "Summaries: ROUGE against lead baselines (bench/summaries.py)",
     "alerts": "Alerts: labelled spike benchmark (bench/alerts.py)",
     "gpu": "GPU: classifier and summariser on CUDA (bench/gpu.py)",
@@ -662,7 +664,8 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md", plot
     lines += ["## All figures", "", "Every figure of every results file, as measured (click to open).", ""]
     for stem, data in results.items():
         table = faults_table(data) if stem == "faults" else ["| figure | value |", "| --- | --- |", *(f"| {k} | {fmt(v)} |" for k, v in flatten(data))]
-        lines += [f"<details><summary>{TITLES.get(stem, stem)} — {link(stem)}, {dates[stem]}</summary>", "", *table, "", "</details>", ""]
+        title = re.sub(r"`([^`]*)`", r"<code>\1</code>", TITLES.get(stem, stem))  # no markdown inside HTML
+        lines += [f"<details><summary>{title} — {link(stem)}, {dates[stem]}</summary>", "", *table, "", "</details>", ""]
     return "\n".join(lines)
 
 

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def clf(trained_classifier_registry):
-    from newspulse.models.predict import Classifier
+    from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
-    return Classifier.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off")
+    return SentimentModel.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off")
 
 
 def scorer_for(clf, **kw) -> BatchedScorer:

@@ -113,6 +113,19 @@ def test_gpu_figures_count_only_with_a_named_device(report, tmp_path):
     assert verdict_of(rows, "GPU", "5× BERT-base") == "met"
     assert verdict_of(rows, "GPU", "summaries").startswith("not measured: gpu.json has none of")
     assert all(r.verdict.startswith("not measured: gpu.json names no device") for r in report.gpu_rows({k: v for k, v in gpu.items() if k != "device"}))
+    assert all(r.verdict == "not measured: gpu.json is a smoke run" for r in report.gpu_rows({**gpu, "smoke": True}))
+    failed = report.gpu_rows({**gpu, "errors": {"summaries": "OutOfMemoryError: CUDA out of memory"}})
+    assert verdict_of(failed, "GPU", "summaries") == "not measured: bench/gpu.py's summaries stage failed: OutOfMemoryError: CUDA out of memory"
+
+
+def test_gpu_profile_before_and_after_is_a_table_only_with_a_device(report):
+    summary = {"wall_s": 2.0, "device_busy_s": 0.2, "device_busy_share": 0.1, "syncs": {"cudaStreamSynchronize": 64, "aten::item": 1},
+               "memcpy_calls": 130, "kernel_launches": 9000, "top_ops_by_device_time": [{"op": "aten::mm", "calls": 100, "device_ms": 150.0}]}
+    gpu = {"device": "NVIDIA H200", "profile": {"workload": "16384 headlines", "before_plain_path": summary, "after_batched_path": {**summary, "syncs": {"cudaStreamSynchronize": 2}}}}
+    lines = report.profile_section(gpu)
+    assert "| host-device syncs | 65 | 2 |" in lines
+    assert "| 1 | `aten::mm` (100, 150) | `aten::mm` (100, 150) |" in lines
+    assert report.profile_section({**gpu, "device": None}) == []
 
 
 def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -241,14 +241,33 @@ class Tagger:
     # --- public API -------------------------------------------------------------------------
     def tag(self, article: Article) -> Article:
         """A copy with found tickers merged after any already present, and topics filled."""
-        result = self.analyze(article.title, article.body)
-        tickers = list(dict.fromkeys([*article.tickers, *(m.symbol for m in result.tickers)]))
-        topics = list(dict.fromkeys([*article.topics, *result.topics]))
-        return article.model_copy(update={"tickers": tickers, "topics": topics})
+        return self.tag_many([article])[0]
+
+    def tag_many(self, articles: Sequence[Article]) -> list[Article]:
+        """:meth:`tag` for a batch: the topic model scores every text in one call (about 4x
+        cheaper per article than one by one). Articles the crawler already tagged
+        (:func:`is_tagged`) come back as they are."""
+        todo = [i for i, a in enumerate(articles) if not is_tagged(a)]
+        out = list(articles)
+        if not todo:
+            return out
+        texts = [(articles[i].title or "", (articles[i].body or "")[:MAX_SCAN_CHARS]) for i in todo]
+        scores = self.topic_model.scores([f"{title}\n{body}" for title, body in texts])
+        for i, (title, body), score in zip(todo, texts, scores):
+            result = self._analyze(title, body, score)
+            a = articles[i]
+            tickers = list(dict.fromkeys([*a.tickers, *(m.symbol for m in result.tickers)]))
+            topics = list(dict.fromkeys([*a.topics, *result.topics]))
+            out[i] = a.model_copy(update={"tickers": tickers, "topics": topics})
+        return out
 
     def analyze(self, title: str, body: str = "") -> Tagging:
         """Tickers (most relevant first, weak ones dropped) and topics of one text, with evidence."""
         title, body = title or "", (body or "")[:MAX_SCAN_CHARS]
+        return self._analyze(title, body, self.topic_model.scores([f"{title}\n{body}"])[0])
+
+    def _analyze(self, title: str, body: str, topic_score: np.ndarray) -> Tagging:
+        """:meth:`analyze` given the topic model's scores of ``title`` + ``body``."""
         cut = lead_end(body)
         sections = [(w, t, _words(t)) for w, t in (("title", title), ("lead", body[:cut]), ("body", body[cut:]))]
         found: dict[str, TickerMatch] = {}
@@ -268,17 +287,16 @@ class Tagger:
         tickers.sort(key=lambda m: -m.relevance)
         topic_body = body[cut:TOPIC_BODY_CHARS]
         rule_scores = _score_topics([(w, words if w != "body" else _words(topic_body)) for w, _, words in sections])
-        topics, scores = self._topics(title, body, rule_scores)
+        topics, scores = self._topics(topic_score, rule_scores)
         return Tagging(tickers=tickers, topics=topics, topic_scores=scores)
 
     # --- internals --------------------------------------------------------------------------
-    def _topics(self, title: str, body: str, rule_scores: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+    def _topics(self, score: np.ndarray, rule_scores: dict[str, float]) -> tuple[list[str], dict[str, float]]:
         """Model categories that pass their threshold (best first, ``macro`` after them when one is
         macro-economic), then rule topics (strongest first, at most three). When no category
         passes: the rule topics alone if any fired, else the model's top category. Scores: the
         model's (0..1) for its categories, the rule score (1..3) for rule topics."""
         model = self.topic_model
-        score = model.scores([f"{title}\n{body}"])[0]
         margin = score - model.thresholds
         passed = [int(j) for j in np.argsort(-margin) if margin[j] >= 0]
         picked = passed or [int(np.argmax(margin))]
@@ -536,6 +554,16 @@ def _score_topics(sections: list[tuple[str, list[str]]]) -> dict[str, float]:
 def _words(text: str) -> list[str]:
     """Words of a text, possessive 's removed ("Apple's" → "Apple")."""
     return [_POSSESSIVE_RE.sub("", w) if "'" in w or "’" in w else w for w in _WORD_RE.findall(text)]
+
+
+def is_tagged(article: Article) -> bool:
+    """Whether the crawler tagged ``article`` already, so the Processor need not tag it again.
+
+    The crawler tags every story before its dedup check, which then sets ``novelty``; and the
+    tagger always gives at least one topic (the model's top category when nothing passes). Both
+    together are the marker. A replayed row (no novelty), or a producer's article with topics of
+    its own but no novelty, is tagged as before: its tickers and topics merged, none lost."""
+    return article.novelty is not None and bool(article.topics)
 
 
 @lru_cache(maxsize=1)

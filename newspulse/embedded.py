@@ -10,9 +10,10 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from newspulse.errors import NewsPulseError, PermanentFailure
-from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Processor, RawMessage
+from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Processor, RawMessage, ScoringStage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, Store, WriteResult
@@ -46,7 +47,9 @@ class PipelineStopped(NewsPulseError, RuntimeError):
 
 
 class EmbeddedPipeline:
-    """Bounded in-process queue + one worker thread that micro-batches into a Processor.
+    """Bounded in-process queue + a worker thread that micro-batches into a Processor, with a
+    scoring thread beside it (:class:`~newspulse.pipeline.ScoringStage`): the next batch is
+    scored while the worker writes the current one to the store and shows it to the alerter.
 
     ``submit`` blocks while the queue is full: back-pressure instead of unbounded memory, and
     during a store outage the queue stays full until the store is back. The worker runs every
@@ -64,6 +67,7 @@ class EmbeddedPipeline:
         self.processor = processor
         self.counters = Counters(source="embedded")
         self.driver = BatchDriver(processor, self.counters, max_attempts=max_attempts, backoff=backoff)
+        self.scoring = ScoringStage(processor)
         self.failure: BaseException | None = None
         self._abandon = threading.Event()
         self._closed = False
@@ -133,19 +137,25 @@ class EmbeddedPipeline:
         if self._closed or not self._worker.is_alive():
             raise PipelineStopped("embedded pipeline is closed")
 
-    def _next_batch(self) -> tuple[list[RawMessage], bool]:
+    def _next_batch(self, idle: bool) -> tuple[list[RawMessage], bool]:
+        """Up to ``batch_max_records`` messages, and whether the stop marker came.
+
+        ``idle`` (no batch in flight): block for the first message, then let a partial batch
+        wait for more as long as :meth:`ScoringStage.wait_s` allows. Otherwise take only what is
+        queued now, without waiting: the batch in flight is being scored meanwhile."""
         batch: list[RawMessage] = []
-        first = self._queue.get()
+        try:
+            first = self._queue.get() if idle else self._queue.get_nowait()
+        except queue.Empty:
+            return batch, False
         if first is _STOP:
             return batch, True
         batch.append(first)
-        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        deadline = time.monotonic() + (self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000) if idle else 0.0)
         while len(batch) < self.settings.batch_max_records:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                item = self._queue.get(timeout=remaining)
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -154,20 +164,34 @@ class EmbeddedPipeline:
         return batch, False
 
     def _run(self) -> None:
-        """The worker. Whatever stops it is kept in ``failure`` for submit/close to raise."""
+        """The worker: batch k+1 is scored on the scoring thread while batch k is written and
+        acknowledged here. Whatever stops it is kept in ``failure`` for submit/close to raise."""
         stop = False
+        inflight: tuple[list[RawMessage], Future] | None = None
         try:
-            while not stop:
-                batch, stop = self._next_batch()
-                if batch:
-                    outcomes = self.driver.run(batch, self._wait)
-                    if any(o.fate is Fate.retry for o in outcomes):  # close() gave up waiting
-                        self.counters.settle(o for o in outcomes if o.fate is not Fate.retry)
-                        return
-                    self.counters.settle(outcomes)
+            while not stop or inflight is not None:
+                batch: list[RawMessage] = []
+                if not stop:
+                    batch, stop = self._next_batch(idle=inflight is None)
+                scoring = (batch, self.scoring.submit(batch)) if batch else None
+                if inflight is not None and not self._write(*inflight):
+                    return
+                inflight = scoring
         except BaseException as err:  # noqa: BLE001 - never die silently: submit/close raise it
             self.failure = err
             log.critical("embedded pipeline stopped: %s: %s", type(err).__name__, err, exc_info=not isinstance(err, PermanentFailure))
+        finally:
+            self.scoring.close()
+
+    def _write(self, batch: list[RawMessage], scored: Future) -> bool:
+        """Write, dead-letter and acknowledge one scored batch through the driver; False when
+        close() gave up waiting (the rest of the batch stays pending, not acknowledged)."""
+        outcomes = self.driver.run(batch, self._wait, scored.result())
+        if any(o.fate is Fate.retry for o in outcomes):  # close() gave up waiting
+            self.counters.settle(o for o in outcomes if o.fate is not Fate.retry)
+            return False
+        self.counters.settle(outcomes)
+        return True
 
     def _wait(self, seconds: float) -> bool:
         return not self._abandon.wait(seconds)

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -52,7 +53,9 @@ class Summarizer(Protocol):
 class Tagger(Protocol):
     """Adds tickers and topics an article lacks (the crawler tags at ingest; replays may not)."""
 
-    def tag(self, article: Article) -> Article: ...
+    def tag_many(self, articles: Sequence[Article]) -> list[Article]:
+        """Tagged copies in input order, one call per batch; articles already tagged at ingest
+        come back as they are."""
 
 
 class ArticleSink(Protocol):
@@ -123,6 +126,23 @@ class Outcome:
     reason: str = ""
     article: ScoredArticle | None = None
     transient: bool = False
+
+
+@dataclass
+class Prepared:
+    """A batch after the CPU work (parse, tag, classify, summarise) and before any I/O, so a
+    source can score the next batch while this one is written (:class:`ScoringStage`).
+
+    ``messages`` carry their validated Article (a retry never parses again); ``error`` is what
+    enrichment raised, left for the :class:`BatchDriver` to handle like any failed attempt."""
+
+    messages: list[RawMessage]
+    outcomes: list[Outcome | None]
+    order: list[int] = field(default_factory=list)
+    scored: list[ScoredArticle] = field(default_factory=list)
+    poison: dict[int, str] = field(default_factory=dict)
+    error: Exception | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -289,7 +309,7 @@ class Processor:
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
         if self.tagger is not None:
-            articles = [self.tagger.tag(a) for a in articles]
+            articles = self.tagger.tag_many(articles)
         probs = self.classifier.score_articles(articles)
         summaries = self.summarizer.summarize(articles)
         return [
@@ -303,15 +323,18 @@ class Processor:
         ]
 
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:
-        """Process one micro-batch; one :class:`Outcome` per message, in order.
+        """Process one micro-batch: :meth:`prepare`, then :meth:`commit`; one :class:`Outcome`
+        per message, in order. Raises what enrichment raised, for the driver to handle."""
+        prepared = self.prepare(messages)
+        if prepared.error is not None:
+            raise prepared.error
+        return self.commit(prepared)
 
-        Bad messages are dead-lettered and good ones always go on. A sink or dead-letter sink
-        that is unavailable leaves its messages to retry (``transient``); a document a sink
-        refuses is left to retry as an attempt. Anything else raises, for the driver to handle.
-        Articles are written before dead letters: rewriting an article is idempotent,
-        a dead letter written twice is a duplicate.
-        """
+    def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
+        """The CPU half of a batch, no I/O: parse each message once (its Article is attached to
+        it), collapse duplicate ids (the last one wins), tag, classify and summarise."""
         t0 = time.perf_counter()
+        attached: list[RawMessage] = list(messages)
         outcomes: list[Outcome | None] = [None] * len(messages)
         parsed: dict[int, Article] = {}
         latest: dict[str, int] = {}
@@ -322,49 +345,70 @@ class Processor:
             except ValueError as err:
                 poison[i] = str(err)
                 continue
+            if msg.article is not art:
+                attached[i] = replace(msg, article=art)
             if art.id in latest:  # the same id twice in a batch: the last one wins
                 j = latest[art.id]
-                outcomes[j] = Outcome(messages[j], Fate.duplicate, f"superseded by a later message with the same id {art.id} in its batch")
+                outcomes[j] = Outcome(attached[j], Fate.duplicate, f"superseded by a later message with the same id {art.id} in its batch")
                 del parsed[j]
             latest[art.id] = i
             parsed[i] = art
+        prepared = Prepared(messages=attached, outcomes=outcomes, order=list(parsed), poison=poison)
         if parsed:
-            order = list(parsed)
-            scored = self.enrich([parsed[i] for i in order])
             try:
-                refused = self._write(scored)
+                prepared.scored = self.enrich([parsed[i] for i in prepared.order])
+            except Exception as err:  # noqa: BLE001 - handed to the driver with the parsed messages
+                prepared.error = err
+        prepared.seconds = time.perf_counter() - t0
+        return prepared
+
+    def commit(self, prepared: Prepared) -> BatchResult:
+        """The I/O half: write the scored articles to every sink, dead-letter the bad messages,
+        then show the stored batch to the observers (the alerter), once per batch.
+
+        Bad messages are dead-lettered and good ones always go on. A sink or dead-letter sink
+        that is unavailable leaves its messages to retry (``transient``); a document a sink
+        refuses is left to retry as an attempt. Anything else raises, for the driver to handle.
+        Articles are written before dead letters: rewriting an article is idempotent,
+        a dead letter written twice is a duplicate.
+        """
+        t0 = time.perf_counter()
+        messages, outcomes = prepared.messages, list(prepared.outcomes)
+        if prepared.scored:
+            try:
+                refused = self._write(prepared.scored)
             except Exception as err:
                 if classify(err) is not Failure.transient:
                     raise
                 reason = f"{type(err).__name__}: {err}"
-                for i in order:
-                    outcomes[i] = Outcome(replace(messages[i], article=parsed[i]), Fate.retry, reason, transient=True)
+                for i in prepared.order:
+                    outcomes[i] = Outcome(messages[i], Fate.retry, reason, transient=True)
             else:
-                for i, art in zip(order, scored):
+                for i, art in zip(prepared.order, prepared.scored):
                     if art.id in refused:
-                        outcomes[i] = Outcome(replace(messages[i], article=parsed[i]), Fate.retry, f"refused by a sink: {refused[art.id]}")
+                        outcomes[i] = Outcome(messages[i], Fate.retry, f"refused by a sink: {refused[art.id]}")
                     else:
                         outcomes[i] = Outcome(messages[i], Fate.stored, article=art)
-        if poison:
+        if prepared.poison:
             try:
-                self.dead_letters.dead_letter([to_dead_letter(messages[i], reason) for i, reason in poison.items()])
+                self.dead_letters.dead_letter([to_dead_letter(messages[i], reason) for i, reason in prepared.poison.items()])
             except Exception as err:
                 if classify(err) is not Failure.transient:
                     raise
-                for i in poison:
+                for i in prepared.poison:
                     outcomes[i] = Outcome(messages[i], Fate.retry, f"dead-letter sink unavailable: {type(err).__name__}: {err}", transient=True)
             else:
-                for i, reason in poison.items():
+                for i, reason in prepared.poison.items():
                     outcomes[i] = Outcome(messages[i], Fate.dead_lettered, reason)
                     log.warning("dead-lettered message from %s: %s", messages[i].origin, reason)
-        result = BatchResult(outcomes=[o for o in outcomes if o is not None], seconds=0.0)
+        result = BatchResult(outcomes=[o for o in outcomes if o is not None])
         if result.stored:
             for obs in self.observers:
                 try:
                     obs.observe(result.stored)
                 except Exception:  # the articles are stored: an observer's failure must not make them retries or dead letters
                     log.exception("%s failed on a batch of %d stored articles; they stay stored", type(obs).__name__, len(result.stored))
-        result.seconds = time.perf_counter() - t0
+        result.seconds = prepared.seconds + time.perf_counter() - t0
         return result
 
     def _write(self, scored: list[ScoredArticle]) -> dict[str, str]:
@@ -441,19 +485,32 @@ class BatchDriver:
         self.paused_seconds = 0.0
         self._outages = 0
 
-    def run(self, messages: Sequence[RawMessage], wait: Wait) -> list[Outcome]:
+    def run(self, messages: Sequence[RawMessage], wait: Wait, prepared: Prepared | None = None) -> list[Outcome]:
         """Outcomes in input order; all final unless ``wait`` returned False (then the rest are
-        ``retry`` and the source must hand them out again)."""
+        ``retry`` and the source must hand them out again).
+
+        ``prepared``: the batch already through :meth:`Processor.prepare` (a
+        :class:`ScoringStage` scored it while the previous batch was written); otherwise it is
+        prepared here. Either way each message is parsed once: retries reuse its Article."""
+        if prepared is None:
+            prepared = self.processor.prepare(messages)
         final: dict[int, Outcome] = {}
-        todo: list[tuple[int, RawMessage]] = list(enumerate(messages))
+        todo: list[tuple[int, RawMessage]] = list(enumerate(prepared.messages))
         refusals: dict[int, int] = {}
         errors = 0
         isolating = False
         self.counters.batches += 1
+        first: Prepared | None = prepared
         while todo:
             chunk = todo[:1] if isolating else todo
             try:
-                result = self.processor.process([m for _, m in chunk])
+                if first is not None:  # the first attempt: scored already, only the writes are left
+                    attempt, first = first, None
+                    if attempt.error is not None:
+                        raise attempt.error
+                    result = self.processor.commit(attempt)
+                else:
+                    result = self.processor.process([m for _, m in chunk])
             except Exception as err:
                 kind = self.classify(err)
                 reason = f"{type(err).__name__}: {err}"
@@ -560,3 +617,40 @@ class BatchDriver:
     def _handed_back(self, messages: Sequence[RawMessage], final: dict[int, Outcome]) -> list[Outcome]:
         self._resume()
         return [final.get(i) or Outcome(msg, Fate.retry, "handed back unfinished") for i, msg in enumerate(messages)]
+
+
+class ScoringStage:
+    """Scores the next batch on its own thread while the source writes and acknowledges the
+    current one, so a store write (or the alerter) never stalls scoring.
+
+    One thread, first in first out, and a source keeps at most one batch in it besides the one
+    it is writing: memory stays bounded and batches are still written and acknowledged in
+    order, each only after its sink writes succeeded. :meth:`Processor.prepare` does no I/O, so
+    nothing here needs the retry policy: the :class:`BatchDriver` applies it when the source
+    writes the batch (an enrichment error travels in :attr:`Prepared.error`).
+    """
+
+    def __init__(self, processor: Processor, name: str = "newspulse-scoring") -> None:
+        self.processor = processor
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        #: Seconds the last batch took to prepare (the partial-batch wait adapts to it).
+        self.last_seconds = 0.0
+
+    def submit(self, messages: Sequence[RawMessage]) -> Future:
+        """Start preparing ``messages``; the Future's result is their :class:`Prepared`."""
+        return self._pool.submit(self._prepare, list(messages))
+
+    def _prepare(self, messages: list[RawMessage]) -> Prepared:
+        prepared = self.processor.prepare(messages)
+        self.last_seconds = prepared.seconds
+        return prepared
+
+    def wait_s(self, max_wait_s: float) -> float:
+        """How long a partial batch may wait for more messages: no longer than the last batch
+        took to score (at low load a story is scored at once instead of waiting out
+        ``max_wait_s``; under load batches fill while the previous one is scored), and never
+        more than ``max_wait_s``."""
+        return min(max_wait_s, self.last_seconds)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -213,6 +213,44 @@ def test_a_restarted_alerter_sends_what_the_last_one_owed(store, tmp_path):
     assert len(rx.requests) == 1 and store.list_alerts()[0].delivery["hook:firing"] == "delivered"
 
 
+class ReadCountingStore(SQLiteStore):
+    """A real SQLite store that counts how often alerts are read back one by one."""
+
+    reads = 0
+
+    def get_alert(self, alert_id):
+        self.reads += 1
+        return super().get_alert(alert_id)
+
+
+def test_the_alerter_writes_from_its_own_state_and_never_clears_an_ack(tmp_path):
+    """No alert is read back before it is written: the alerter's copy is the truth for its
+    deliveries, and the store keeps an analyst's ack made meanwhile from another process."""
+    from newspulse.alerts import ack_alert
+
+    store = ReadCountingStore(tmp_path / "alerts.db")
+    analyst = SQLiteStore(tmp_path / "alerts.db")  # the dashboard's connection
+    port = free_port()
+    rx = Receiver(port)
+    try:
+        alerter = make(store, tmp_path, f"http://127.0.0.1:{port}/hook")
+        alerter.observe(spike_stream())
+        assert alerter.deliver_pending() == 1
+        (alert,) = store.list_alerts()
+        ack_alert(analyst, alert.id, by="desk")
+        end = T0 + timedelta(minutes=15 * 9)
+        alerter.observe(windowed(end, 15, [(4, 0)] * 3) + [scored(end + timedelta(minutes=46), tickers=["OTHER"])])  # calm: it resolves
+        assert alerter.deliver_pending() == 1
+    finally:
+        rx.stop()
+    got = analyst.get_alert(alert.id)
+    assert got.status == AlertStatus.resolved and got.acknowledged
+    assert got.delivery == {"hook:firing": "delivered", "hook:resolved": "delivered"}
+    assert len(rx.requests) == 2 and store.reads == 0
+    store.close()
+    analyst.close()
+
+
 class _SMTPHandler(socketserver.StreamRequestHandler):
     """Just enough SMTP (RFC 5321) to accept one message."""
 

@@ -3,6 +3,7 @@ traceback), a dashboard on localhost that stops with its Streamlit child, no imp
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -139,6 +140,31 @@ def test_dashboard_sigterm_stops_streamlit_and_listens_on_localhost(cli_env):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_demo_skips_what_an_earlier_run_stored(cli_env, trained_classifier_registry, tmp_path):
+    """A second `newspulse demo` stores nothing again (one batched store query per chunk of
+    rows); an invalid row is still dead-lettered with its reason."""
+    import csv
+
+    corpus = tmp_path / "news.csv"
+    with corpus.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["published_at", "source", "title", "body", "url", "tickers"])
+        for i in range(5):
+            w.writerow([f"2024-01-0{i + 1}T10:00:00Z", "wire", f"Company {i} shares rise after results", "Profit beat estimates.", f"https://x.test/{i}", ""])
+        w.writerow(["2024-01-07T10:00:00Z", "wire", "", "", "https://x.test/empty", ""])
+    env = dict(cli_env, NEWSPULSE_MODEL_REGISTRY=str(trained_classifier_registry), NEWSPULSE_BATCH_MAX_WAIT_MS="20")
+    runs = []
+    for _ in range(2):
+        done = run_cli("demo", "--no-serve", "--file", str(corpus), env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(next(line for line in reversed(done.stderr.splitlines()) if line.startswith("{"))))
+    first, second = runs
+    assert (first["stored"], first["dead_lettered"], first["already_stored"]) == (5, 1, 0), first
+    assert (second["stored"], second["dead_lettered"], second["already_stored"], second["received"]) == (0, 1, 5, 1), second
+    assert second["store"]["articles"] == 5 and second["store"]["dead_letters"] == 2
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newspulse.ingest.tagging import COMPANIES_CSV, TOPICS, Tagger, build_tagger
+from newspulse.ingest.tagging import COMPANIES_CSV, TOPICS, Tagger, build_tagger, is_tagged
 from newspulse.ingest.tagging_eval import SAMPLE, SAMPLE_TOPICS, evaluate, load_sample
 from newspulse.models.topics import TopicModel
 from newspulse.schema import Article
@@ -189,6 +189,23 @@ def test_tag_returns_a_copy_with_existing_tickers_first(tagger):
     assert art.tickers == ["ATVI"] and art.topics == []  # the original is untouched
     assert tagged.id == art.id
     assert tagger.tag(tagged) == tagged  # idempotent
+
+
+def test_a_batch_tags_like_one_by_one_and_skips_what_the_crawler_tagged(tagger):
+    """tag_many scores topics for the whole batch at once, with the same result as tag(); an
+    article the crawler tagged (novelty set, topics given) is not tagged again, while a replayed
+    row or a producer's article with topics but no novelty still gets its tickers."""
+    arts = [
+        Article(published_at="2024-01-01T00:00:00Z", source="Wire", title="Microsoft to acquire Activision", tickers=["ATVI"]),
+        Article(published_at="2024-01-01T00:00:00Z", source="Wire", title="OPEC agrees to cut crude output", body="Ministers agreed to cut oil production."),
+        Article(published_at="2024-01-01T00:00:00Z", source="Wire", title="Apple profit beats estimates", topics=["earnings"]),
+    ]
+    crawled = tagger.tag(Article(published_at="2024-01-01T00:00:00Z", source="Feed", title="Tesla recalls cars")).model_copy(update={"novelty": 1.0})
+    batch = tagger.tag_many([*arts, crawled])
+    assert batch[:3] == [tagger.tag(a) for a in arts]
+    assert batch[2].tickers == ["AAPL"] and batch[2].topics[0] == "earnings"  # topics alone are no marker
+    assert batch[3] is crawled and crawled.tickers == ["TSLA"]
+    assert is_tagged(crawled) and not any(is_tagged(a) for a in batch[:3])
 
 
 def test_build_tagger_loads_the_company_list_once():

@@ -339,13 +339,13 @@ def test_two_processors_split_the_partitions_and_store_everything_once(kafka_boo
     for i in range(2):
         processor = fake_factory(stores[i])(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer))
         proc = StreamProcessor(s, processor)
-        original = processor.process
+        original = processor.prepare
 
-        def process(messages, _orig=original, _seen=seen[i]):
+        def prepare(messages, _orig=original, _seen=seen[i]):
             _seen.update(parse_origin(m.origin)[1] for m in messages)
             return _orig(messages)
 
-        processor.process = process
+        processor.prepare = prepare
         procs.append(proc)
         threads.append(threading.Thread(target=proc.run, args=(stops[i],), daemon=True))
     try:

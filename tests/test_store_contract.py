@@ -303,6 +303,32 @@ def test_alerts(store):
     assert store.stats()["alerts_by_status"] == {"pending": 1, "resolved": 2, "firing": 1}
 
 
+def test_alert_upsert_keeps_an_analysts_ack_and_merges_delivery(store):
+    """The alerter writes from its own state without reading alerts back: an upsert of its
+    (unacknowledged) copy keeps the analyst's ack, and delivery statuses merge key by key."""
+    first = make_alert(0, AlertStatus.firing, 10).model_copy(update={"delivery": {"log:firing": "delivered"}})
+    store.upsert_alerts([first])
+    store.upsert_alerts([first.model_copy(update={"acknowledged": True, "message": "acked"})])  # the analyst, elsewhere
+    later = first.model_copy(update={"status": AlertStatus.resolved, "resolved_at": T0, "delivery": {"log:resolved": "pending"}, "magnitude": 4.0})
+    store.upsert_alerts([later])
+    got = store.get_alert(first.id)
+    assert got.acknowledged and got.status == AlertStatus.resolved and got.resolved_at == T0 and got.magnitude == 4.0
+    assert got.delivery == {"log:firing": "delivered", "log:resolved": "pending"}
+    assert [a.id for a in store.list_alerts(status="resolved")] == [first.id] and store.stats()["alerts"] == 1
+    reopened = later.model_copy(update={"status": AlertStatus.firing, "resolved_at": None})
+    store.upsert_alerts([reopened])
+    got = store.get_alert(first.id)
+    assert got.resolved_at is None and got.status == AlertStatus.firing and got.acknowledged
+
+
+def test_stored_ids_is_one_batched_lookup(loaded):
+    wanted = [CORPUS[0].id, "missing-1", CORPUS[31].id, CORPUS[0].id, CORPUS[-1].id, "missing-2"]
+    assert loaded.stored_ids(wanted) == {CORPUS[0].id, CORPUS[31].id, CORPUS[-1].id}
+    assert loaded.stored_ids([]) == set()
+    many = [f"missing-{i}" for i in range(2500)] + [a.id for a in CORPUS]  # more ids than one query takes
+    assert loaded.stored_ids(many) == {a.id for a in CORPUS}
+
+
 def test_feedback_latest_wins(store):
     store.add_feedback(Feedback(article_id="a1", label=Label.negative, text="x", created_at=T0))
     store.add_feedback(Feedback(article_id="a2", label=Label.neutral, text="y", created_at=T0 + timedelta(minutes=1)))

@@ -107,7 +107,10 @@ class Alerter:
         """
         now = self.clock()
         with self._lock:
-            for alert in self.store.list_alerts(limit=1000):
+            # One read of the alerts: from here on this alerter's own copies are the truth (an
+            # owed notice and its open alert are one object, so a delivery is remembered by both)
+            alerts = self.store.list_alerts(limit=1000)
+            for alert in alerts:
                 if any(is_outstanding(s) for s in alert.delivery.values()):
                     self._owed.setdefault(alert.id, alert)
             latest = self.store.latest_published_at()
@@ -117,9 +120,9 @@ class Alerter:
             start = latest - min(timedelta(minutes=span), WARM_UP_CAP)
             for batch in self.store.iter_articles(Filter(start=start)):
                 self._ingest(batch, evaluate=False)
-            for alert in self.store.list_alerts(limit=1000):
+            for alert in alerts:
                 if alert.status != AlertStatus.resolved and now - alert.updated_at <= LIVE_HORIZON:
-                    self.lifecycle.restore(alert)
+                    self.lifecycle.restore(self._owed.get(alert.id, alert))
             self._export_firing()
         log.info("alerter recovered: %d outstanding notifications, watermark %s", len(self._owed), self.watermark)
 
@@ -223,15 +226,10 @@ class Alerter:
             metrics.FIRING.labels(severity).set(firing.get(severity, 0))
 
     def _save(self, alerts: list[Alert]) -> None:
-        """Upsert, keeping what others wrote: an analyst's ack, and notices already sent."""
-        for alert in alerts:
-            stored = self.store.get_alert(alert.id)
-            if stored is None:
-                continue
-            alert.acknowledged = alert.acknowledged or stored.acknowledged
-            for key, status in stored.delivery.items():
-                if not is_outstanding(status) and is_outstanding(alert.delivery.get(key, PENDING)):
-                    alert.delivery[key] = status
+        """Write this alerter's copies without reading them back: its state is the truth for
+        everything but an analyst's ack, which the store's upsert never clears
+        (:meth:`~newspulse.store.base.Store.upsert_alerts`). Only one alerter is active at a
+        time, and it rebuilt its state from the store when it started (:meth:`recover`)."""
         self.store.upsert_alerts(alerts)
 
     def _acknowledged(self, alert: Alert) -> bool:
@@ -271,8 +269,9 @@ class Alerter:
     def rescan(self) -> None:
         """Pick up outstanding notifications written by an earlier run of the alerter."""
         with self._lock:
+            held = {g.alert.id: g.alert for g in self.lifecycle.groups.values()}
             for alert in self.store.list_alerts(limit=1000):
-                if alert.id not in self._owed and any(is_outstanding(s) for s in alert.delivery.values()):
+                if alert.id not in self._owed and alert.id not in held and any(is_outstanding(s) for s in alert.delivery.values()):
                     self._owed[alert.id] = alert
 
     def _nudge(self) -> None:

@@ -2,10 +2,14 @@
 
 Delivery is at-least-once with idempotent writes, which makes the store exactly-once:
 
-* records are micro-batched (``batch_max_records`` / ``batch_max_wait_ms``) and handed to the
-  shared :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the
-  embedded queue); offsets are committed only once every record of the batch is stored,
-  dead-lettered or a superseded duplicate;
+* records are micro-batched (``batch_max_records``; a partial batch waits at most as long as
+  the last batch took to score, capped by ``batch_max_wait_ms``) and handed to the shared
+  :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the embedded
+  queue); offsets are committed only once every record of the batch is stored, dead-lettered
+  or a superseded duplicate;
+* two stages overlap: the :class:`~newspulse.pipeline.ScoringStage` thread scores batch k+1
+  while this thread writes batch k and commits its offsets, in order (at most one batch in
+  each stage);
 * while the store or the broker is unavailable the driver keeps the batch and retries it with
   capped backoff for as long as it takes; meanwhile this processor pauses its partitions and
   keeps polling, so it stays in the group without fetching more (gauge
@@ -30,6 +34,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
@@ -40,7 +47,7 @@ from newspulse.kafka import metrics
 from newspulse.kafka.client import describe, ensure_topics, group_config, is_transient, retry
 from newspulse.kafka.producer import build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
-from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage
+from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage, ScoringStage
 from newspulse.schema import Article
 from newspulse.settings import Settings
 
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: How long an idle poll waits, which bounds how quickly a stop request is noticed.
 IDLE_POLL_MS = 500
+#: While a batch is being scored, how often the loop polls for the next one.
+BUSY_POLL_S = 0.05
 
 #: A valid article the processor scores once before joining the group (nothing is written).
 _WARM_UP = Article(published_at=datetime(2020, 1, 1, tzinfo=timezone.utc), source="warm-up", title="Company shares rise after results beat estimates")
@@ -117,6 +126,9 @@ class StreamProcessor:
         self._revoked: set = set()
         self._uncommitted: dict = {}
         self._failures_in_row = 0
+        self.scoring = ScoringStage(processor, "newspulse-kafka-scoring")
+        #: The batch being scored while the one before it is written (at most one).
+        self._inflight: Inflight | None = None
         #: Records per batch now: ``batch_max_records``, halved while batches run close to
         #: ``kafka_max_poll_interval_ms`` (a slow machine must not be evicted from the group).
         self.batch_limit = settings.batch_max_records
@@ -152,12 +164,15 @@ class StreamProcessor:
             log.info("processing %s in group %s", self.settings.kafka_topic_raw, self.settings.kafka_group_id)
             while not stop.is_set():
                 self._poll()
-                if self._batch_due():
-                    self._flush(stop)
+                self._step(stop)
+            if self._inflight is not None or self._buffer:
+                log.info("stopping: finishing the %d record(s) in hand", len(self._buffer) + (len(self._inflight.records) if self._inflight else 0))
+            self._finish_inflight(stop, start_next=False)
             if self._buffer:
-                log.info("stopping: finishing the batch of %d in hand", len(self._buffer))
-                self._flush(stop)
+                self._inflight = self._start()
+                self._finish_inflight(stop, start_next=False)
         finally:
+            self.scoring.close()
             try:
                 if self._uncommitted:
                     self._commit({})
@@ -187,8 +202,14 @@ class StreamProcessor:
             self.batch_limit = min(self.settings.batch_max_records, self.batch_limit * 2)
 
     def _poll(self) -> None:
-        if self._buffer:
-            timeout = max(0, int((self._batch_started + self.settings.batch_max_wait_ms / 1000 - time.monotonic()) * 1000))
+        if self._inflight is not None and not self._inflight.scored.done():
+            # a batch is being scored: records that arrive meanwhile form the next one
+            futures.wait([self._inflight.scored], timeout=BUSY_POLL_S)
+            if len(self._buffer) >= self.batch_limit:
+                return
+            timeout = 0
+        elif self._buffer:
+            timeout = max(0, int((self._batch_started + self._max_wait_s() - time.monotonic()) * 1000))
         else:
             timeout = IDLE_POLL_MS
         try:
@@ -212,12 +233,15 @@ class StreamProcessor:
         if self._buffer and self._batch_started is None:
             self._batch_started = time.monotonic()
 
+    def _max_wait_s(self) -> float:
+        return self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000)
+
     def _batch_due(self) -> bool:
         if not self._buffer:
             return False
         if len(self._buffer) >= self.batch_limit:
             return True
-        return time.monotonic() - self._batch_started >= self.settings.batch_max_wait_ms / 1000
+        return time.monotonic() - self._batch_started >= self._max_wait_s()
 
     # --- rebalance bookkeeping (the listener runs on the IO thread) ----------------------------
     def _note_revoked(self, partitions) -> None:
@@ -248,24 +272,54 @@ class StreamProcessor:
                 metrics.LAG.remove(tp.topic, str(tp.partition))
 
     # --- processing -----------------------------------------------------------------------
-    def _flush(self, stop: threading.Event) -> None:
-        """Run the buffered batch through the driver, then commit what it settled."""
+    def _step(self, stop: threading.Event) -> None:
+        """Once the batch in flight is scored, start scoring the buffered records (if any) and
+        write and commit the scored batch meanwhile; with nothing in flight, start a batch when
+        it is due."""
+        if self._inflight is not None:
+            if self._inflight.scored.done():
+                self._finish_inflight(stop, start_next=True)
+        elif self._batch_due():
+            self._inflight = self._start()
+
+    def _start(self) -> "Inflight":
+        """Hand the buffered records to the scoring thread."""
         batch, self._buffer, self._batch_started = self._buffer, [], None
         messages = [RawMessage(payload=r.value, origin=record_origin(r.topic, r.partition, r.offset), key=r.key) for r in batch]
+        return Inflight(batch, messages, self.scoring.submit(messages))
+
+    def _finish_inflight(self, stop: threading.Event, *, start_next: bool) -> None:
+        """Write and commit the batch in flight; with ``start_next`` the buffered records are
+        scored meanwhile and become the batch in flight."""
+        done, self._inflight = self._inflight, None
+        if done is None:
+            return
+        nxt = self._start() if start_next and self._buffer else None
+        rewound = self._write(done, stop)
+        if nxt is not None:
+            nxt.rewound |= rewound
+        self._inflight = nxt
+
+    def _write(self, inflight: "Inflight", stop: threading.Event) -> set:
+        """Run a scored batch through the driver (writes, retries), then commit what it settled;
+        the partitions it had to rewind."""
+        batch = inflight.records
         partitions = {_tp(r) for r in batch}
         retried, paused = self.stats.retried, self.driver.paused_seconds
+        prepared = inflight.scored.result()
         t0 = time.perf_counter()
         try:
-            outcomes = self.driver.run(messages, lambda seconds: self._wait_paused(seconds, stop, partitions))
+            outcomes = self.driver.run(inflight.messages, lambda seconds: self._wait_paused(seconds, stop, partitions), prepared)
         finally:
             if self.consumer.paused():
                 self.consumer.resume(*self.consumer.paused())
         metrics.FAILED.inc(self.stats.retried - retried)
-        working = time.perf_counter() - t0 - (self.driver.paused_seconds - paused)
+        working = prepared.seconds + time.perf_counter() - t0 - (self.driver.paused_seconds - paused)
         metrics.BATCH_SECONDS.observe(working)
         self._adapt_batch_limit(working)
-        self._acknowledge(batch, outcomes)
+        rewound = self._acknowledge(batch, outcomes, inflight.rewound)
         metrics.observe_indexed([r for r, o in zip(batch, outcomes) if o.fate is not Fate.retry])
+        return rewound
 
     def _wait_paused(self, seconds: float, stop: threading.Event, partitions: set) -> bool:
         """Wait between retries with every partition paused, polling so that the group keeps
@@ -291,15 +345,20 @@ class StreamProcessor:
             self._take(polled)  # only from partitions assigned since the pause: the next batch
         return False
 
-    def _acknowledge(self, batch: list, outcomes: list[Outcome]) -> None:
+    def _acknowledge(self, batch: list, outcomes: list[Outcome], rewound: set = frozenset()) -> set:
         """Commit each owned partition up to its first unsettled record and seek back there;
-        what is not committed is released to be delivered again."""
+        what is not committed is released to be delivered again. Records of ``rewound``
+        partitions (sought back after this batch was fetched) are released as they are. Returns
+        the partitions sought back now; their buffered records are dropped too (they come again)."""
         offsets: dict = {}
         rewind: dict = {}
         settled: list[Outcome] = []
         released = 0
         for record, outcome in zip(batch, outcomes):
             tp = _tp(record)
+            if tp in rewound:
+                released += 1
+                continue
             if tp in rewind or outcome.fate is Fate.retry or tp not in self.assigned:
                 if tp not in rewind and tp in self.assigned:
                     rewind[tp] = record.offset
@@ -316,6 +375,14 @@ class StreamProcessor:
         for tp, offset in rewind.items():
             log.warning("partition %d: records from offset %d not finished; they will be read again", tp.partition, offset)
             self.consumer.seek(tp, offset)
+        if rewind:
+            kept = [r for r in self._buffer if _tp(r) not in rewind]
+            if len(kept) != len(self._buffer):
+                self.stats.release(len(self._buffer) - len(kept))
+                self._buffer = kept
+                if not kept:
+                    self._batch_started = None
+        return set(rewind)
 
     def _backoff(self) -> None:
         self._failures_in_row += 1
@@ -352,6 +419,18 @@ class StreamProcessor:
             done = self._next_offset.get(tp)
             if high is not None and done is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
+
+
+@dataclass
+class Inflight:
+    """A batch handed to the scoring thread: its records (for offsets), its messages, the
+    Future of its :class:`~newspulse.pipeline.Prepared`, and the partitions an earlier batch
+    sought back after this one was fetched (its records of those are released, not committed)."""
+
+    records: list
+    messages: list[RawMessage]
+    scored: Future
+    rewound: set = field(default_factory=set)
 
 
 def _offset_metadata(offsets: dict) -> dict:

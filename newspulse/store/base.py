@@ -95,6 +95,12 @@ class DeadLetter:
     received_at: datetime
 
 
+def alert_update(alert: Alert) -> dict:
+    """The partial document an alert upsert merges into the stored one (both backends): every
+    field, except ``acknowledged`` while it is False, so the writer never clears an ack."""
+    return alert.model_dump(mode="json", exclude=None if alert.acknowledged else {"acknowledged"})
+
+
 #: Lucene's English stop words (Elasticsearch's ``_english_`` list): dropped from search text by
 #: both backends, because Elasticsearch's English analyser never indexes them.
 ENGLISH_STOP_WORDS = frozenset(
@@ -142,7 +148,11 @@ class Store(Protocol):
         """Insert or replace by article id (idempotent); report per-document failures."""
 
     def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Insert or replace alerts by alert id."""
+        """Insert or update alerts by alert id, merging into what is stored: the given fields
+        replace the stored ones and ``delivery`` merges key by key, except that an alert once
+        ``acknowledged`` stays acknowledged. An analyst acknowledges in the store from another
+        process; the alerter writes from its own state without reading each alert back first,
+        so the store is where an ack must not be lost."""
 
     def add_feedback(self, feedback: Feedback) -> None:
         """Store an analyst's label correction (the latest per article wins)."""
@@ -152,6 +162,10 @@ class Store(Protocol):
 
     # reads ----------------------------------------------------------------------------
     def get_article(self, article_id: str) -> ScoredArticle | None: ...
+
+    def stored_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored: one query for a whole batch, reading no document
+        (``newspulse demo`` skips what an earlier run stored without parsing rows twice)."""
 
     def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
         """Counts per label and mean score per bucket, oldest first; empty buckets omitted.

@@ -53,6 +53,7 @@ from newspulse.store.base import (
     StorePermanentError,
     StoreUnavailable,
     WriteResult,
+    alert_update,
     search_terms,
 )
 
@@ -62,6 +63,8 @@ T = TypeVar("T")
 
 #: Articles per bulk request: ~0.5–2 MB of JSON for typical news, well under the 100 MB limit.
 BULK_CHUNK = 500
+#: Ids per ``stored_ids`` search (well under the default 10,000-hit result window).
+_IDS_PER_QUERY = 1000
 #: How long a read keeps retrying a connection error before it raises StoreError: a dashboard
 #: should say "store unavailable" quickly rather than hang.
 READ_RETRY_SECONDS = 5.0
@@ -476,6 +479,9 @@ class ElasticStore:
         for doc_id, doc in docs:
             ops.append({"index": {"_index": index, **({"_id": doc_id} if doc_id else {})}})
             ops.append(doc)
+        self._bulk_side(index, ops, what)
+
+    def _bulk_side(self, index: str, ops: list[dict[str, Any]], what: str) -> None:
         resp = self._with_retry(what, lambda: self.client.bulk(operations=ops), self.retry_seconds)
         self._mark_dirty(index)
         if resp.get("errors"):
@@ -483,7 +489,14 @@ class ElasticStore:
             raise StoreError(f"Elasticsearch refused {what}: {[e for e in errors if e][:3]}")
 
     def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
-        self._index_docs(self.alerts_index, [(a.id, a.model_dump(mode="json")) for a in alerts], "alerts")
+        """Partial updates (``doc_as_upsert``): see :meth:`Store.upsert_alerts` for what merges."""
+        if not alerts:
+            return
+        ops: list[dict[str, Any]] = []
+        for alert in alerts:
+            ops.append({"update": {"_index": self.alerts_index, "_id": alert.id}})
+            ops.append({"doc": alert_update(alert), "doc_as_upsert": True})
+        self._bulk_side(self.alerts_index, ops, "alerts")
 
     def add_feedback(self, feedback: Feedback) -> None:
         self._index_docs(self.feedback_index, [(feedback.article_id, feedback.model_dump(mode="json"))], "feedback")
@@ -556,6 +569,17 @@ class ElasticStore:
         resp = self._read("get_article", lambda: self._search(self.articles_read, query={"ids": {"values": [article_id]}}, size=1))
         hits = resp["hits"]["hits"]
         return ScoredArticle.model_validate(hits[0]["_source"]) if hits else None
+
+    def stored_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for lo in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[lo : lo + _IDS_PER_QUERY]
+            # size: an id may briefly have a copy in two monthly indices (see _current_locations)
+            query = {"ids": {"values": chunk}}
+            resp = self._read("stored_ids", lambda: self._search(self.articles_read, query=query, size=2 * len(chunk), source=False))
+            found.update(h["_id"] for h in resp["hits"]["hits"])
+        return found
 
     def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
         size = int(bucket.total_seconds() * 1000)

@@ -6,6 +6,7 @@ live in side tables so that filtering by them uses an index instead of scanning 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from newspulse.schema import Alert, Feedback, ScoredArticle
-from newspulse.store.base import Bucket, DeadLetter, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms
+from newspulse.store.base import Bucket, DeadLetter, alert_update, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, origin TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL
 );
 """
+
+#: Ids per ``IN (...)`` query: below SQLite's bound on host parameters (999 in old builds).
+_IDS_PER_QUERY = 500
 
 _FACET_TABLES = {"tickers": "article_tickers", "topics": "article_topics"}
 
@@ -219,9 +223,13 @@ class SQLiteStore:
         with self._write_lock:
             conn = self._conn()
             try:
+                # json_patch merges like Elasticsearch's partial update; an unacknowledged alert
+                # carries no "acknowledged" field, so it never clears an analyst's ack
                 conn.executemany(
-                    "INSERT OR REPLACE INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)",
-                    [(a.id, a.scope, a.status.value, _ms(a.started_at), a.model_dump_json()) for a in alerts],
+                    """INSERT INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)
+                       ON CONFLICT(id) DO UPDATE SET scope = excluded.scope, status = excluded.status,
+                           started_ms = excluded.started_ms, doc = json_patch(alerts.doc, excluded.doc)""",
+                    [(a.id, a.scope, a.status.value, _ms(a.started_at), json.dumps(alert_update(a))) for a in alerts],
                 )
             except sqlite3.Error as err:
                 raise self._infrastructure(err, f"writing {len(alerts)} alerts") from err
@@ -248,6 +256,15 @@ class SQLiteStore:
     def get_article(self, article_id: str) -> ScoredArticle | None:
         row = self._conn().execute("SELECT doc FROM articles WHERE id = ?", (article_id,)).fetchone()
         return ScoredArticle.model_validate_json(row[0]) if row else None
+
+    def stored_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for lo in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[lo : lo + _IDS_PER_QUERY]
+            rows = self._conn().execute(f"SELECT id FROM articles WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            found.update(r[0] for r in rows)
+        return found
 
     def timeseries(self, flt: Filter, bucket: timedelta) -> list[Bucket]:
         size = int(bucket.total_seconds() * 1000)

@@ -38,6 +38,8 @@ _STOP = object()
 
 #: How often a blocked ``submit`` or ``close`` checks that the worker is still alive.
 _LIVENESS_S = 0.2
+#: How often the worker, gathering the next batch, checks whether the one in flight is scored.
+_GATHER_S = 0.01
 
 
 class PipelineStopped(NewsPulseError, RuntimeError):
@@ -137,26 +139,28 @@ class EmbeddedPipeline:
         if self._closed or not self._worker.is_alive():
             raise PipelineStopped("embedded pipeline is closed")
 
-    def _next_batch(self, idle: bool) -> tuple[list[RawMessage], bool]:
+    def _next_batch(self, scoring: Future | None) -> tuple[list[RawMessage], bool]:
         """Up to ``batch_max_records`` messages, and whether the stop marker came.
 
-        ``idle`` (no batch in flight): block for the first message, then let a partial batch
-        wait for more as long as :meth:`ScoringStage.wait_s` allows. Otherwise take only what is
-        queued now, without waiting: the batch in flight is being scored meanwhile."""
+        Idle (``scoring`` is None): block for the first message, then let a partial batch wait
+        for more as long as :meth:`ScoringStage.wait_s` allows. With a batch being scored:
+        gather what arrives until that batch is scored, so the two overlap."""
         batch: list[RawMessage] = []
-        try:
-            first = self._queue.get() if idle else self._queue.get_nowait()
-        except queue.Empty:
-            return batch, False
-        if first is _STOP:
-            return batch, True
-        batch.append(first)
-        deadline = time.monotonic() + (self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000) if idle else 0.0)
+        deadline = 0.0
+        if scoring is None:
+            first = self._queue.get()
+            if first is _STOP:
+                return batch, True
+            batch.append(first)
+            deadline = time.monotonic() + self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000)
         while len(batch) < self.settings.batch_max_records:
-            remaining = deadline - time.monotonic()
+            busy = scoring is not None and not scoring.done()
+            timeout = _GATHER_S if busy else (deadline - time.monotonic() if scoring is None else 0.0)
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
+                if busy:
+                    continue
                 break
             if item is _STOP:
                 return batch, True
@@ -172,7 +176,7 @@ class EmbeddedPipeline:
             while not stop or inflight is not None:
                 batch: list[RawMessage] = []
                 if not stop:
-                    batch, stop = self._next_batch(idle=inflight is None)
+                    batch, stop = self._next_batch(inflight[1] if inflight is not None else None)
                 scoring = (batch, self.scoring.submit(batch)) if batch else None
                 if inflight is not None and not self._write(*inflight):
                     return

@@ -198,18 +198,23 @@ class ScoredArticle(Article):
     def from_article(
         cls, article: Article, probabilities: dict[str, float], *, summary: str, model_version: str
     ) -> "ScoredArticle":
-        """Attach a verdict: label = argmax, score = P(positive) − P(negative)."""
+        """Attach a verdict: label = argmax, score = P(positive) − P(negative).
+
+        The article was validated when it was parsed, so its fields are taken as they are
+        (not dumped to a dict and validated again); the verdict's own checks still run."""
         probs = {Label(k): float(v) for k, v in probabilities.items()}
         label = max(probs, key=lambda k: probs[k])
         score = max(-1.0, min(1.0, probs[Label.positive] - probs[Label.negative]))
-        return cls(
-            **article.model_dump(),
+        scored = cls.model_construct(
+            **{name: getattr(article, name) for name in Article.model_fields},
             label=label,
             probabilities=probs,
             score=score,
-            summary=summary,
-            model_version=model_version,
+            summary=str(summary),
+            model_version=str(model_version),
+            processed_at=utcnow(),
         )
+        return scored._probabilities()
 
 
 class AlertStatus(str, Enum):

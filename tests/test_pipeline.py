@@ -185,3 +185,49 @@ def test_observers_are_flushed_only_at_the_end_of_a_finite_stream(tmp_path):
     assert _observed(tmp_path, finite=True, fail=False) == [("observe", 1), ("flush",), ("close",)]
     assert _observed(tmp_path, finite=False, fail=False) == [("observe", 1), ("close",)]
     assert _observed(tmp_path, finite=True, fail=True) == [("observe", 1), ("close",)]
+
+
+class GatedSink(StoreSink):
+    """Holds the first write until the classifier has started on a later batch (or 10 s pass),
+    recording what the counters had acknowledged while the write was still in progress."""
+
+    def __init__(self, store, next_batch_scored):
+        super().__init__(store)
+        self.next_batch_scored = next_batch_scored
+        self.overlapped: bool | None = None
+        self.acked_during_first_write: int | None = None
+        self.pipe = None
+
+    def write(self, articles):
+        if self.overlapped is None:
+            self.overlapped = self.next_batch_scored.wait(10)
+            self.acked_during_first_write = self.pipe.counters.stored
+        return super().write(articles)
+
+
+def test_the_next_batch_is_scored_while_the_store_write_runs_and_acks_follow_the_write(tmp_path):
+    """Scoring and writing overlap (a store write does not stall the next batch), yet nothing
+    is acknowledged before its write returned, and every message ends stored once."""
+    import threading
+
+    scored_batches = []
+    second_scored, all_submitted = threading.Event(), threading.Event()
+
+    class CountingClassifier(KeywordClassifier):
+        def score_articles(self, articles):
+            scored_batches.append(len(articles))
+            all_submitted.wait(10)  # the next batch gathers while this one is scored
+            if len(scored_batches) >= 2:
+                second_scored.set()
+            return super().score_articles(articles)
+
+    store = SQLiteStore(tmp_path / "p.db")
+    sink = GatedSink(store, second_scored)
+    settings = load_settings(batch_max_records=4, batch_max_wait_ms=1)
+    with EmbeddedPipeline(settings, Processor(CountingClassifier(), FirstSentence(), [sink], sink)) as pipe:
+        sink.pipe = pipe
+        for i in range(12):
+            pipe.submit(raw(i))
+        all_submitted.set()
+    assert sink.overlapped is True and sink.acked_during_first_write == 0
+    assert store.stats()["articles"] == 12 and pipe.counters.stored == 12 and pipe.counters.pending == 0

@@ -123,24 +123,14 @@ def missing(area: str, target: str, source: str, why: str) -> Row:
 
 
 def speeds(throughput: Any) -> dict[str, float]:
-    """Sentences/s per model variant from a ``throughput`` mapping whose values are numbers or
-    objects with ``sentences_per_s`` (and perhaps ``backend``)."""
-    out = {}
-    for name, value in (throughput or {}).items():
-        speed = number(value, "sentences_per_s") if isinstance(value, dict) else number({"v": value}, "v")
-        if speed is not None:
-            out[name] = speed
-    return out
+    """Sentences/s per model variant from a ``throughput`` mapping (non-numbers skipped)."""
+    return {name: speed for name in (throughput or {}) if (speed := number(throughput, name)) is not None}
 
 
 def backend_of(model: dict, variant: str) -> str | None:
-    """The inference backend of a production variant, where model.json says (``backend`` per
-    model, or one for the file)."""
-    for path in (f"throughput.{variant}.backend", f"backend.{variant}", f"backends.{variant}", "backend"):
-        value = dig(model, path)
-        if isinstance(value, str):
-            return value
-    return None
+    """The inference backend (torch, onnxruntime, …) model.json's ``backends`` names for a variant."""
+    value = dig(model, f"backends.{variant}")
+    return value if isinstance(value, str) else None
 
 
 def fastest_production(model: dict) -> tuple[str, float] | None:
@@ -165,12 +155,13 @@ def cpu_rows(model: dict | None) -> list[Row]:
         rows.append(Row(area, targets[0], f"{speed / bert:.1f}× ({label} {speed:,.0f}/s vs {bert:,.1f}/s)", at_least(speed / bert, 20), (src,)))
     fp32 = number(model, "dev_macro_f1")
     variant = best[0].removeprefix("production_") if best else None
-    served = fp32 if variant == "fp32" else number(model, f"dev_{variant}.macro_f1") if variant else None
+    is_fp32 = bool(variant) and variant.endswith("fp32")  # fp32 on any backend: fp32's predictions
+    served = fp32 if is_fp32 else number(model, f"dev_{variant}.macro_f1") if variant else None
     if fp32 is None or served is None:
         rows.append(missing(area, targets[1], src, f"model.json lacks dev macro-F1 of fp32 or {variant}"))
     else:
         rows.append(Row(area, targets[1], f"{served:.3f} vs fp32 {fp32:.3f} ({served - fp32:+.3f})", MET if fp32 - served <= 0.005 else NOT_MET, (src,)))
-    agreement = number(model, f"agreement_on_dev.{variant}", f"{variant}_agreement_on_dev", "int8_agreement_on_dev") if variant != "fp32" else 1.0
+    agreement = 1.0 if is_fp32 else number(model, f"{variant}_agreement_on_dev")
     if agreement is None:
         rows.append(missing(area, targets[2], src, "model.json lacks the agreement with fp32"))
     else:
@@ -225,19 +216,12 @@ def pipeline_rows(pipeline: dict | None) -> list[Row]:
 
 
 def latency_runs(pipeline: dict | None) -> dict[str, dict]:
-    """Latency run per backend. Older results hold one run (Kafka + Elasticsearch) under
-    ``latency_s``; newer ones one per backend, under ``latency_s.<backend>``,
-    ``latency.<backend>`` or ``<backend>.latency_s``."""
-    if not pipeline:
-        return {}
+    """Latency run per backend: ``<backend>.latency_s`` (bench/pipeline.py measures both), or
+    older results' single Kafka + Elasticsearch run under ``latency_s``."""
     runs: dict[str, dict] = {}
-    flat = pipeline.get("latency_s")
+    flat = dig(pipeline, "latency_s")
     if isinstance(flat, dict) and "p95" in flat:
-        runs[str(flat.get("backend", "kafka_es"))] = flat
-    for container in ("latency_s", "latency"):
-        for backend, run in (pipeline.get(container) or {}).items():
-            if isinstance(run, dict) and "p95" in run:
-                runs[backend] = run
+        runs["kafka_es"] = flat
     for backend in ("embedded", "kafka_es"):
         run = dig(pipeline, f"{backend}.latency_s")
         if isinstance(run, dict) and "p95" in run:
@@ -510,6 +494,22 @@ def plot_pipeline(pipeline: dict | None, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_stage_costs(pipeline: dict | None, path: Path) -> Path | None:
+    """Milliseconds per article of each pipeline stage on its own: where the pipeline's time goes."""
+    costs = {k.removesuffix("_ms_per_article"): v for k, v in speeds(dig(pipeline, "stage_costs")).items() if k.endswith("_ms_per_article")}
+    if not costs:
+        return None
+    plt = _pyplot()
+    names = sorted(costs, key=costs.get)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.3))
+    bars = ax.barh(names, [costs[n] for n in names], color=["#4c72b0" if n.startswith("classif") else "#888888" for n in names])
+    ax.bar_label(bars, fmt="%.2g ms", padding=3)
+    ax.set_xlim(0, max(costs.values()) * 1.2)
+    ax.set_xlabel("ms per article, each stage alone (CPU)")
+    ax.set_title("Pipeline stage costs")
+    return _save(fig, path)
+
+
 def plot_latency(pipeline: dict | None, path: Path) -> Path | None:
     """p50/p95 arrival → indexed per backend, with the 1 s target, labelled with the load offered."""
     runs = {b: r for b, r in latency_runs(pipeline).items() if number(r, "p50") is not None and number(r, "p95") is not None}
@@ -571,6 +571,7 @@ def write_plots(results: dict[str, dict], plots: Path) -> list[tuple[str, Path]]
         ("Classifier throughput (CPU)", plot_cpu_throughput(results.get("model"), plots / "throughput_cpu.png")),
         ("Classifier throughput (GPU)", plot_gpu_throughput(results.get("gpu"), plots / "throughput_gpu.png")),
         ("Pipeline against classifier-only", plot_pipeline(results.get("pipeline"), plots / "pipeline.png")),
+        ("Pipeline stage costs", plot_stage_costs(results.get("pipeline"), plots / "stage_costs.png")),
         ("Latency per backend", plot_latency(results.get("pipeline"), plots / "latency.png")),
         ("Alert delay", plot_alert_delays(results.get("alerts"), plots / "alert_delay.png")),
     ]

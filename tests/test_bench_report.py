@@ -41,17 +41,18 @@ MODEL = {
     "dev_macro_f1": 0.80,
     "dev_int8": {"accuracy": 0.89, "macro_f1": 0.79},
     "int8_agreement_on_dev": 0.995,
-    "throughput": {"production_fp32": 100.0, "production_int8": {"sentences_per_s": 450.0, "backend": "onnxruntime"}, "bert_base_fp32": 20.0},
+    "throughput": {"production_fp32": 100.0, "production_int8": 450.0, "production_torch_fp32": 60.0, "bert_base_fp32": 20.0},
+    "backend": "onnxruntime",
+    "backends": {"production_fp32": "onnxruntime", "production_int8": "onnxruntime", "production_torch_fp32": "torch", "bert_base_fp32": "torch"},
     "setup": {"batch_size": 64, "torch_threads": 2},
 }
 PIPELINE = {
     "started_at": "2026-11-29T10:00:00+00:00",
-    "embedded": {"articles_per_s": 8.5, "classifier_only_per_s": 10.0, "ratio": 0.85},
-    "kafka_es": {"articles_per_s": 7.0, "classifier_only_per_s": 10.0, "ratio": 0.70},
-    "latency_s": {
-        "embedded": {"p50": 0.3, "p95": 0.8, "offered_per_s": 4.25, "capacity_per_s": 8.5},
-        "kafka_es": {"p50": 0.9, "p95": 1.5, "offered_per_s": 3.5},
-    },
+    "embedded": {"articles_per_s": 8.5, "classifier_only_per_s": 10.0, "ratio": 0.85,
+                 "latency_s": {"p50": 0.3, "p95": 0.8, "offered_per_s": 4.25, "capacity_per_s": 8.5}},
+    "kafka_es": {"articles_per_s": 7.0, "classifier_only_per_s": 10.0, "ratio": 0.70,
+                 "latency_s": {"p50": 0.9, "p95": 1.5, "offered_per_s": 3.5}},
+    "stage_costs": {"tag_ms_per_article": 1.2, "classify_ms_per_article": 60.0, "summarise_ms_per_article": 20.0, "non_classifier_cpu_over_classifier": 0.35},
 }
 FAULTS = {
     "scenarios": [
@@ -142,7 +143,7 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
     assert "| Alerts | recall ≥ 0.95 | 0.900 | ❌ not met | [alerts.json](results/alerts.json)" in head
     assert "| Alerts | precision ≥ 0.9 | 0.950 | ✅ met |" in head
     assert "(2026-11-29)" in head  # pipeline.json's own started_at is the date measured
-    for name in ("throughput_cpu", "pipeline", "latency", "alert_delay"):
+    for name in ("throughput_cpu", "pipeline", "stage_costs", "latency", "alert_delay"):
         png = plots / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size < 150_000
         assert f"(plots/{name}.png)" in text

@@ -30,6 +30,20 @@ rules:
 """
 
 
+def alerter_settings(bootstrap: str, tmp_path, rules, *, partitions: int):
+    """Settings of an alerter on the test broker: short group timeouts, so a leaving member's
+    partitions move within seconds, and a SQLite store in ``tmp_path``."""
+    return load_settings(
+        kafka_bootstrap=bootstrap,
+        kafka_partitions=partitions,
+        kafka_session_timeout_ms=6000,
+        kafka_max_poll_interval_ms=8000,
+        store_url=f"sqlite:///{tmp_path / 'np.db'}",
+        alert_rules=rules,
+        alert_silences=tmp_path / "silences.json",
+    )
+
+
 def test_alerter_consumes_news_scored(tmp_path):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from peers import start_kafka
@@ -39,15 +53,7 @@ def test_alerter_consumes_news_scored(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     with start_kafka() as bootstrap:
-        settings = load_settings(
-            kafka_bootstrap=bootstrap,
-            kafka_partitions=1,
-            kafka_session_timeout_ms=6000,
-            kafka_max_poll_interval_ms=8000,
-            store_url=f"sqlite:///{tmp_path / 'np.db'}",
-            alert_rules=rules,
-            alert_silences=tmp_path / "silences.json",
-        )
+        settings = alerter_settings(bootstrap, tmp_path, rules, partitions=1)
         ensure_topics(settings)
         articles = windowed(T0, 15, [(4, 1)] * 8 + [(6, 6)]) + [scored(T0 + timedelta(minutes=135, seconds=1), tickers=["OTHER"])]
         producer = KafkaProducer(**connection_config(settings))
@@ -122,15 +128,7 @@ def test_a_second_alerter_stands_by_and_takes_over(tmp_path, caplog):
     rules.write_text(RULES.replace("allowed_lateness_minutes: 0", "allowed_lateness_minutes: 180"))
     caplog.set_level(logging.WARNING, logger="newspulse.alerts.notify")
     with start_kafka() as bootstrap:
-        settings = load_settings(
-            kafka_bootstrap=bootstrap,
-            kafka_partitions=3,
-            kafka_session_timeout_ms=6000,
-            kafka_max_poll_interval_ms=8000,
-            store_url=f"sqlite:///{tmp_path / 'np.db'}",
-            alert_rules=rules,
-            alert_silences=tmp_path / "silences.json",
-        )
+        settings = alerter_settings(bootstrap, tmp_path, rules, partitions=3)
         ensure_topics(settings)
         group = f"{settings.kafka_group_id}-alerter"
         producer = KafkaProducer(**connection_config(settings))

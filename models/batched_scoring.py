@@ -12,7 +12,9 @@ production MiniLM then scored fewer sentences per second than a model eight time
 - **Fixed shapes.** Each micro-batch is sorted by length and cut into batches padded to a length
   bucket (``buckets``, clipped at ``max_length``) with a row count that fills a token budget
   (``batch_tokens``, at most ``max_rows``); a short last batch is padded to a power of two. The
-  set of shapes is small and known, so ``torch.compile`` (CUDA graphs) can be used (``compile``).
+  set of shapes is small and known (:meth:`BatchedScorer.shapes`), so each can be captured once
+  as a CUDA graph and replayed (``cuda_graphs``: one launch per batch instead of ~100 kernel
+  launches from Python), or compiled (``compile``).
 - **Pinned memory, non-blocking copies.** Batches are built in page-locked host tensors and
   copied with ``non_blocking=True``.
 - **No sync per batch.** Probabilities stay on the device until a micro-batch is done, then come
@@ -20,6 +22,10 @@ production MiniLM then scored fewer sentences per second than a model eight time
   queued. The attention mask goes in as a prepared 4-D boolean mask for SDPA, which spares
   transformers' own ``mask.all()`` check (a device sync) on every forward.
 - **bf16** autocast on CUDA.
+
+What a forward pass returns is the ``head``'s choice: class probabilities for the sentiment
+classifier (the default), mean-pooled sentence embeddings for the extractive summariser's
+encoder (:func:`mean_pooled`).
 
 On CPU the same code runs (threads, buckets, ordering) without pinning or autocast, which is how
 the tests prove it predicts what the plain path predicts.
@@ -68,6 +74,24 @@ class MicroBatch:
     batches: list[Batch]
 
 
+def class_probabilities(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """Softmax of a sequence classifier's logits, float32: ``(rows, classes)``."""
+    import torch
+
+    return torch.softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
+
+
+def mean_pooled(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """Mean-pooled, L2-normalised last hidden states, float32 (the sentence-transformers recipe)."""
+    import torch
+
+    hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+    # the mask may be the prepared (rows, 1, 1, length) one: its last axis is the tokens
+    keep = attention_mask.reshape(hidden.shape[0], hidden.shape[1], 1).to(hidden.dtype)
+    pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 def bucket_lengths(max_length: int, buckets: Sequence[int] = BUCKETS) -> list[int]:
     """The padded lengths used for ``max_length``: the buckets below it, then max_length."""
     return [b for b in buckets if b < max_length] + [max_length]
@@ -85,7 +109,8 @@ def padded_rows(n: int, full: int) -> int:
 
 
 class BatchedScorer:
-    """Class probabilities for many texts, with the host working ahead of the device."""
+    """A model's output for many texts (class probabilities by default), with the host working
+    ahead of the device."""
 
     def __init__(
         self,
@@ -101,9 +126,14 @@ class BatchedScorer:
         workers: int | None = None,
         prefetch: int = 3,
         compile: bool = False,
+        cuda_graphs: bool = False,
+        head: Callable[[Any, Any, Any], Any] = class_probabilities,
+        width: int = len(LABELS),
     ) -> None:
-        """``compile`` wraps the forward pass in ``torch.compile`` (CUDA graphs on CUDA); it
-        is off by default because each new shape compiles once (seconds to minutes)."""
+        """``compile`` wraps the forward pass in ``torch.compile``; ``cuda_graphs`` captures it
+        once per shape and replays it (CUDA only). Both are off by default: a capture costs
+        milliseconds, a compile seconds to minutes per shape. ``head(model, ids, mask)`` turns a
+        batch into ``(rows, width)`` float32 outputs."""
         import torch
 
         self.model = model.eval()
@@ -114,18 +144,22 @@ class BatchedScorer:
         self.batch_tokens = batch_tokens
         self.max_rows = max_rows
         self.micro_batch = micro_batch
+        self.head = head
+        self.width = width
         self.workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))
         self.prefetch = max(1, prefetch)
         self.cuda = device.startswith("cuda")
+        if cuda_graphs and not self.cuda:
+            raise ValueError("cuda_graphs needs a CUDA device")
         self.pad_id = tokenizer.pad_token_id or 0
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         forward = self._forward
         if compile:
-            forward = torch.compile(forward, dynamic=False, mode="reduce-overhead" if self.cuda else None)
-        self._compiled = compile
-        self._run = forward
+            forward = torch.compile(forward, dynamic=False)
+        self._run = self._graphed if cuda_graphs else forward
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
 
     # --- host side (worker threads) --------------------------------------------------------
     @property
@@ -203,25 +237,50 @@ class BatchedScorer:
 
     # --- device side ------------------------------------------------------------------------
     def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        import torch
-
         # SDPA takes a prepared (rows, 1, 1, length) boolean mask as it is; a 2-D mask would
         # make transformers check ``mask.all()`` first, which waits for the device.
         mask = attention_mask[:, None, None, :] if self._sdpa else attention_mask.long()
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        return torch.softmax(logits.float(), dim=-1)
+        return self.head(self.model, input_ids, mask)
+
+    def _graphed(self, input_ids: Any, attention_mask: Any) -> Any:
+        """The forward pass as a replay of this shape's CUDA graph (captured on first use).
+
+        The result lives in the graph's memory and is overwritten by its next replay; the
+        caller copies it out first (in stream order)."""
+        entry = self._graphs.get(tuple(input_ids.shape))
+        if entry is None:
+            entry = self._graphs[tuple(input_ids.shape)] = self._capture(tuple(input_ids.shape))
+        static_ids, static_mask, graph, out = entry
+        static_ids.copy_(input_ids, non_blocking=True)
+        static_mask.copy_(attention_mask, non_blocking=True)
+        graph.replay()
+        return out
+
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        static_ids = torch.full(shape, self.pad_id, dtype=torch.int64, device=self.device)
+        static_mask = torch.ones(shape, dtype=torch.bool, device=self.device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture (workspace allocations)
+            for _ in range(2):
+                self._forward(static_ids, static_mask)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._forward(static_ids, static_mask)
+        return static_ids, static_mask, graph, out
 
     def _launch(self, micro: MicroBatch) -> tuple[Any, Any]:
         """Queue every batch of ``micro`` and the copy of its results to the host."""
         import torch
 
-        probs = torch.empty((len(micro.order), len(LABELS)), dtype=torch.float32, device=self.device)
+        probs = torch.empty((len(micro.order), self.width), dtype=torch.float32, device=self.device)
         pos = 0
         for batch in micro.batches:
             ids = batch.input_ids.to(self.device, non_blocking=True)
             mask = batch.attention_mask.to(self.device, non_blocking=True)
-            if self._compiled and self.cuda:
-                torch.compiler.cudagraph_mark_step_begin()
             probs[pos : pos + batch.n] = self._run(ids, mask)[: batch.n]
             pos += batch.n
         if not self.cuda:
@@ -249,11 +308,12 @@ class BatchedScorer:
             submit()
             yield micro
 
-    def predict_proba(self, texts: Sequence[str], max_length: int | None = None, progress: bool = False) -> np.ndarray:
-        """Class probabilities ``(n, 3)`` in LABELS order, rows in input order."""
+    def score(self, texts: Sequence[str], max_length: int | None = None, progress: bool = False) -> np.ndarray:
+        """The head's output ``(n, width)`` per text, rows in input order (class probabilities
+        in LABELS order by default)."""
         import torch
 
-        out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+        out = np.zeros((len(texts), self.width), dtype=np.float32)
         if not len(texts):
             return out
         max_length = min(max_length or self.max_length, getattr(self.model.config, "max_position_embeddings", 512) or 512)
@@ -262,7 +322,8 @@ class BatchedScorer:
             from tqdm.auto import tqdm
 
             micros = tqdm(micros, total=-(-len(texts) // self.micro_batch), desc="scoring", unit="micro-batch")
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+        # No autocast weight cache: it must not live across CUDA-graph captures.
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.cuda else torch.autocast("cpu", enabled=False)
         pending: tuple[MicroBatch, Any, Any] | None = None
         with torch.inference_mode(), autocast:
             for micro in micros:

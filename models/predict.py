@@ -113,7 +113,7 @@ class SentimentModel:
     def predict_proba(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False) -> np.ndarray:
         """Class probabilities ``(n, 3)`` in LABELS order. Texts are batched by length."""
         if self.batched is not None:
-            return self.batched.predict_proba(texts, max_length=max_length or self.max_length, progress=progress)
+            return self.batched.score(texts, max_length=max_length or self.max_length, progress=progress)
         import torch
 
         n = len(texts)

@@ -59,7 +59,7 @@ def test_shapes_are_few_and_fixed():
 def test_same_probabilities_as_the_plain_path(clf, sentences):
     plain = clf.predict_proba(sentences)
     scorer = scorer_for(clf)
-    batched = scorer.predict_proba(sentences)
+    batched = scorer.score(sentences)
     assert batched.shape == plain.shape == (len(sentences), 3)
     np.testing.assert_allclose(batched, plain, atol=2e-5)
     assert (batched.argmax(axis=1) == plain.argmax(axis=1)).all()
@@ -89,7 +89,7 @@ def test_prepared_mask_matches_the_two_dimensional_mask(clf, sentences):
     sdpa = scorer_for(clf)
     two_d = scorer_for(clf)
     two_d._sdpa = False
-    np.testing.assert_allclose(sdpa.predict_proba(sentences[:50]), two_d.predict_proba(sentences[:50]), atol=2e-5)
+    np.testing.assert_allclose(sdpa.score(sentences[:50]), two_d.score(sentences[:50]), atol=2e-5)
 
 
 def test_classifier_hook_scores_articles_like_the_plain_path(clf, stories, sentences):
@@ -106,7 +106,7 @@ def test_classifier_hook_scores_articles_like_the_plain_path(clf, stories, sente
 
 
 def test_empty_input(clf):
-    assert scorer_for(clf).predict_proba([]).shape == (0, 3)
+    assert scorer_for(clf).score([]).shape == (0, 3)
 
 
 def test_chunks_count_the_tokens_of_their_text(clf, stories):

@@ -283,3 +283,41 @@ def test_cli_text_accepts_plain_text_and_json(extractive) -> None:
         article_from_text("  \n")
     with pytest.raises(ValueError, match="not a valid Article"):
         article_from_text('{"title": ""}')
+
+
+# --- the GPU discipline, checked on CPU ----------------------------------------------------
+
+
+def test_batched_generation_equals_one_by_one(tiny_t5, extractive, reuters, monkeypatch) -> None:
+    """Greedy generation with the KV cache, batched by length in groups prepared on a worker
+    thread (8 stories, batch 3, 2 batches a group: groups of 6 and 2), gives each story what it gets alone."""
+    from newspulse.models.summarize import abstractive
+
+    monkeypatch.setattr(abstractive, "GROUP_BATCHES", 2)
+    params = {"max_input_tokens": 256, "max_new_tokens": 6}
+    grouped = _abstractive(tiny_t5, extractive, batch_size=3, **params)
+    lengths = [len(x["input_ids"]) for x in grouped._inputs(reuters)]
+    assert len(set(lengths)) >= 3  # batches of 3 from 6 stories of ≥ 3 lengths: some carry padding
+    batched = grouped.generate(reuters)
+    single = _abstractive(tiny_t5, extractive, batch_size=1, **params).generate(reuters)
+    assert len(batched) == len(reuters) and all(batched)
+    assert batched == single
+
+
+def test_encoder_gpu_path_embeds_like_the_plain_loop(encoder, reuters) -> None:
+    """The encoder's CUDA path (models/batched_scoring.py with mean pooling), run on CPU, embeds
+    a batch of stories' sentences like the plain loop."""
+    import numpy as np
+
+    from newspulse.models.batched_scoring import BatchedScorer, mean_pooled
+
+    sentences = [s for a in reuters for s in split_sentences(a.body)]
+    plain = encoder.encode(sentences)
+    encoder.batched = BatchedScorer(
+        encoder.model, encoder.tokenizer, device="cpu", max_length=encoder.max_tokens, head=mean_pooled, width=plain.shape[1], micro_batch=24, batch_tokens=256, workers=2
+    )
+    try:
+        np.testing.assert_allclose(encoder.encode(sentences), plain, atol=1e-5)
+    finally:
+        encoder.batched.close()
+        encoder.batched = None

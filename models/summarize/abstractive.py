@@ -3,15 +3,22 @@
 transformers 5 has no summarisation pipeline, so this module does what one would: builds the
 input from a prompt template (wrapped in the chat template of instruction-tuned causal models),
 clips the article to the input budget on a token boundary of the original text, groups
-articles of similar length into batches (little padding), runs ``generate()`` in bf16 on a GPU,
-and decodes only the new tokens. Every summary then passes the faithfulness check or is
-replaced by the extractive summary of the same article.
+articles of similar length into batches (little padding), runs ``generate()`` in bf16 on a GPU
+with the KV cache, and decodes only the new tokens. Every summary then passes the faithfulness
+check or is replaced by the extractive summary of the same article.
+
+The host keeps ahead of the device: articles are taken in groups of ``GROUP_BATCHES`` batches,
+and a worker thread builds and tokenises the inputs of the next groups while the generator
+runs on this one (inputs take several tokenizer calls per article: on a GPU that is as long as
+generating). Within a group, articles are sorted by input length before batching.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import string
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +36,8 @@ CAUSAL_PROMPT = (
     "names that appear in the story.\n\nTitle: {title}\n\n{body}\n\nSummary:"
 )
 SEQ2SEQ_PROMPT = "{text}"
+#: Batches per group of articles whose inputs are prepared together (sorted by length within).
+GROUP_BATCHES = 4
 _FIELDS = {"title", "body", "text"}
 
 
@@ -57,7 +66,7 @@ class GenerationSettings:
         )
 
     def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample, "use_cache": True}
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
         if self.num_beams > 1:
@@ -90,6 +99,9 @@ class AbstractiveSummarizer:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right" if self.seq2seq else "left"  # causal: new tokens follow the prompt
+        # The worker thread that prepares inputs owns ``tokenizer``; padding and decoding on this
+        # thread use a copy (a Rust tokenizer must not change settings while another thread uses it).
+        self._batcher = copy.deepcopy(tokenizer)
         self.generated = 0
         self.fallbacks = 0
         self._overhead = self._count_tokens(self._render("", ""))
@@ -127,24 +139,42 @@ class AbstractiveSummarizer:
         return self._render(article.title, self._clip(article.body, budget))
 
     # --- generation ----------------------------------------------------------------------
+    def _inputs(self, articles: Sequence[Article]) -> list[dict[str, Any]]:
+        return [self._encode(self.build_input(a), truncation=True, max_length=self.generation.max_input_tokens) for a in articles]
+
     def generate(self, articles: Sequence[Article]) -> list[str]:
-        """Raw generator output per article (no faithfulness check), batched by input length."""
+        """Raw generator output per article (no faithfulness check), batched by input length
+        within groups whose inputs a worker thread prepares ahead."""
         import torch
 
-        encoded = [self._encode(self.build_input(a), truncation=True, max_length=self.generation.max_input_tokens) for a in articles]
-        order = sorted(range(len(articles)), key=lambda i: len(encoded[i]["input_ids"]))
         out: list[str] = [""] * len(articles)
         device = next(self.model.parameters()).device
         size = self.generation.batch_size
-        with torch.inference_mode():
-            for lo in range(0, len(order), size):
-                idx = order[lo : lo + size]
-                batch = self.tokenizer.pad([encoded[i] for i in idx], return_tensors="pt").to(device)
-                ids = self.model.generate(**batch, **self.generation.generate_kwargs())
-                if not self.seq2seq:
-                    ids = ids[:, batch["input_ids"].shape[1] :]
-                for i, text in zip(idx, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
-                    out[i] = " ".join(text.split())
+        group = size * GROUP_BATCHES
+        starts = iter(range(0, len(articles), group))
+        with ThreadPoolExecutor(1, thread_name_prefix="summary-inputs") as pool, torch.inference_mode():
+            ahead: list[tuple[int, Future[list[dict[str, Any]]]]] = []
+
+            def submit() -> None:
+                lo = next(starts, None)
+                if lo is not None:
+                    ahead.append((lo, pool.submit(self._inputs, articles[lo : lo + group])))
+
+            submit()
+            submit()
+            while ahead:
+                lo, future = ahead.pop(0)
+                encoded = future.result()
+                submit()
+                order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+                for b in range(0, len(order), size):
+                    idx = order[b : b + size]
+                    batch = self._batcher.pad([encoded[i] for i in idx], return_tensors="pt").to(device)
+                    ids = self.model.generate(**batch, **self.generation.generate_kwargs())
+                    if not self.seq2seq:
+                        ids = ids[:, batch["input_ids"].shape[1] :]
+                    for i, text in zip(idx, self._batcher.batch_decode(ids, skip_special_tokens=True)):
+                        out[lo + i] = " ".join(text.split())
         return out
 
     def summarize(self, articles: Sequence[Article]) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newspulse.models.batched_scoring import BatchedScorer, mean_pooled
 from newspulse.models.sentences import paragraphs, split_sentences
 from newspulse.schema import Article
 
@@ -43,21 +44,29 @@ class SentenceEncoder:
         for ranking sentences against their article the lower layers served as well (see
         docs/summaries.md)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         path = str(path or packaged_encoder_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
         if layers is not None and layers < model.config.num_hidden_layers:
             model.encoder.layer = model.encoder.layer[:layers]
             model.config.num_hidden_layers = layers
-        self.model = model.to(device).eval()
+        self.model = model.to(device, dtype=torch.bfloat16 if device == "cuda" else None).eval()
         self.device = device
         self.max_tokens = max_tokens
         self.batch_size = batch_size
+        #: On CUDA, the GPU serving path (models/batched_scoring.py: tokenisation ahead on worker
+        #: threads, length buckets, one copy back per micro-batch); None = the loop in encode().
+        self.batched: BatchedScorer | None = None
+        if device == "cuda":
+            self.batched = BatchedScorer(self.model, self.tokenizer, device=device, max_length=max_tokens, head=mean_pooled, width=model.config.hidden_size)
 
     def encode(self, sentences: Sequence[str]) -> np.ndarray:
         """Embeddings in input order, shape (n, dim); batches are built from length-sorted input."""
+        if self.batched is not None:
+            return self.batched.score(sentences)
         import torch
 
         dim = self.model.config.hidden_size
@@ -73,11 +82,7 @@ class SentenceEncoder:
                     max_length=self.max_tokens,
                     return_tensors="pt",
                 ).to(self.device)
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[idx] = pooled.float().cpu().numpy()
+                out[idx] = mean_pooled(self.model, enc["input_ids"], enc["attention_mask"]).cpu().numpy()
         return out
 
 

@@ -21,7 +21,8 @@ echo "== $(date -u +%FT%TZ) device run in $PWD"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
 cat "$OUT/nvidia-smi.csv"
 
-if [ -d "$CARRY/wheels" ] && ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
+# The wheels are for the device's Python 3.12; a host that has the packages skips them.
+if ! "$PY" -c "import pydantic_settings" 2>/dev/null && ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/wheels/*.whl || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi

@@ -197,7 +197,13 @@ def headlines(prod: dict[str, Any], bert: dict[str, Any], n: int, n_plain: int, 
         device,
         rounds,
     )
+    plain, batched = prod["plain"].predict_proba(few[:4096], max_length=HEADLINE_TOKENS), prod["batched"].predict_proba(few[:4096], max_length=HEADLINE_TOKENS)
     return {
+        "batched_vs_plain_path": {
+            "texts": len(plain),
+            "same_label": round(float((plain.argmax(1) == batched.argmax(1)).mean()), 4),
+            "max_abs_probability_difference": round(float(abs(plain - batched).max()), 4),
+        },
         "headlines_per_s": speeds["production_bf16_batched"],
         "speedup_vs_bert_base": round(speeds["production_bf16_batched"] / speeds["bert_base_bf16_batched"], 2),
         "speedup_vs_bert_base_plain_path": round(speeds["production_bf16_plain_batch256"] / speeds["bert_base_bf16_plain_batch256"], 2),
@@ -379,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, fn in stages.items():
         if name not in args.skip:
             run.stage(name, fn)
-    print(json.dumps(run.result, indent=2))
+    headline = {k: v for k, v in run.result.items() if not isinstance(v, (dict, list))}
+    print(json.dumps(headline | {"errors": run.result.get("errors", {}), "written": str(out)}, indent=2))
     return 1 if run.result.get("errors") and smoke else 0
 
 

@@ -268,7 +268,8 @@ class BatchedScorer:
                 self._forward(static_ids, static_mask)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the worker threads keep allocating pinned batches during a capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self._forward(static_ids, static_mask)
         return static_ids, static_mask, graph, out
 

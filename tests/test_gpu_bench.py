@@ -23,6 +23,8 @@ def test_smoke_run_writes_every_stage(tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     assert result["device"] is None and result["smoke"] is True  # report.py claims nothing from it
     assert "errors" not in result
+    agreement = result["batched_vs_plain_path"]
+    assert agreement["same_label"] == 1.0 and agreement["max_abs_probability_difference"] < 1e-4  # fp32 on CPU
     for key in ("headlines_per_s", "articles_per_s", "summaries_per_s", "speedup_vs_bert_base"):
         assert result[key] > 0, key
     assert {"production_bf16_batched", "bert_base_bf16_batched", "production_bf16_plain_batch256", "bert_base_bf16_plain_batch256"} <= set(result["throughput"])

@@ -49,6 +49,33 @@ SHIPPED_SENTIMENT_ARM = "baseline"
 #: Issue 18's stated sizes for the fault scenarios that a run may scale down.
 FAULT_SIZES = {"R1": ("articles", 10_000), "R3": ("good", 10_000)}
 DATE_KEYS = ("started_at", "created_at", "measured_at", "generated_at")
+#: Which command writes which results file, and the GPU run (bench/device_run.sh points here).
+HOW_TO_MEASURE = """## How to measure
+
+| command | writes | time (2 cores) |
+| --- | --- | --- |
+| `make bench` | model, pipeline, rebalance, store, store_10k, summaries, alerts, topics `.json`, then this file | ≤ 15 min aimed |
+| `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
+| `make topics-model` | retrains models/topics_model, then topics.json | ~17 min on a loaded machine |
+| `python bench/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
+| `python bench/gpu.py` (a CUDA host) | gpu.json | ≤ 8 min |
+| `make report` | this file and bench/plots/*.png, from the results as they are | seconds |
+
+### GPU run
+
+On a lent device machine the GPU figures come from one prepared script:
+
+1. here: `python bench/prepare_device.py` builds `.carry/` (the wheels the device image lacks, the
+   MiniLM config, tokenizer and, when the upload stays under 64 MiB, its weights in fp16);
+2. there, with `.carry` carried: `bash bench/device_run.sh` runs `bench/gpu.py` under a time
+   limit and leaves `gpu.json`, its log and `nvidia-smi`'s view in `$OUT` (gpu.json is rewritten
+   after every stage, so a run stopped at the limit keeps what it measured);
+3. here: copy `$OUT/gpu.json` to `bench/results/gpu.json` and run `make report`.
+
+Until gpu.json names its device, every GPU row above reads "not measured";
+`python bench/gpu.py --smoke` checks the script on CPU and writes `var/gpu-smoke.json`, which counts
+for nothing.
+"""
 
 
 # --- reading results -------------------------------------------------------------------------
@@ -701,6 +728,7 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md", plot
         lines += [f"![{caption}]({link(path)})" for caption, path in made]
         lines.append("")
     lines += profile_section(results.get("gpu"))
+    lines += HOW_TO_MEASURE.splitlines() + [""]
     lines += ["## All figures", "", "Every figure of every results file, as measured (click to open).", ""]
     for stem, data in results.items():
         table = faults_table(data) if stem == "faults" else ["| figure | value |", "| --- | --- |", *(f"| {k} | {fmt(v)} |" for k, v in flatten(data))]

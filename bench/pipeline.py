@@ -57,15 +57,38 @@ def fresh(articles: list[Article], tag: str) -> list[Article]:
     return [Article.model_validate({**a.model_dump(), "url": f"https://bench.invalid/{tag}/{i}", "id": ""}) for i, a in enumerate(articles)]
 
 
-def classifier_rate(settings: Settings, articles: list[Article], batch: int) -> float:
-    from newspulse.models.predict import load_classifier
+class ClassifierAlone:
+    """The production classifier on its own, loaded once: the yardstick of every ratio."""
 
-    clf = load_classifier(settings)
-    clf.score_articles(articles[:batch])  # warm-up
-    t0 = time.perf_counter()
-    for i in range(0, len(articles), batch):
-        clf.score_articles(articles[i : i + batch])
-    return len(articles) / (time.perf_counter() - t0)
+    def __init__(self, settings: Settings, batch: int) -> None:
+        from newspulse.models.predict import load_classifier
+
+        self.clf, self.batch = load_classifier(settings), batch
+
+    def seconds(self, articles: list[Article]) -> float:
+        self.clf.score_articles(articles[:2])  # warm (threads, caches) after the pipeline's turn
+        t0 = time.perf_counter()
+        for i in range(0, len(articles), self.batch):
+            self.clf.score_articles(articles[i : i + self.batch])
+        return time.perf_counter() - t0
+
+
+def interleaved(chunks: list[list[Article]], alone: ClassifierAlone, pipeline_seconds) -> dict:
+    """Classifier alone, then the pipeline, on the same articles, chunk after chunk: on a shared
+    machine both sides of each round meet about the same load. Rates are totals over rounds."""
+    rounds = []
+    for chunk in chunks:
+        c, p = alone.seconds(chunk), pipeline_seconds(chunk)
+        rounds.append({"n": len(chunk), "classifier_s": c, "pipeline_s": p, "ratio": c / p})
+    n = sum(r["n"] for r in rounds)
+    clf_rate, rate = n / sum(r["classifier_s"] for r in rounds), n / sum(r["pipeline_s"] for r in rounds)
+    return {
+        "articles_per_s": rate,
+        "classifier_only_per_s": clf_rate,
+        "ratio": rate / clf_rate,
+        "ratio_median_of_rounds": statistics.median(r["ratio"] for r in rounds),
+        "rounds": rounds,
+    }
 
 
 def timed_sqlite_store(path: Path):
@@ -87,23 +110,29 @@ def timed_sqlite_store(path: Path):
     return TimedStore(path)
 
 
-def embedded_rate(settings: Settings, articles: list[Article], workdir: Path) -> float:
-    """Articles/s of the embedded pipeline (real classifier, summariser, tagger, SQLite, the
-    in-process alerter), from the first submit until everything is stored."""
+def embedded_throughput(settings: Settings, chunks: list[list[Article]], alone: ClassifierAlone, workdir: Path) -> dict:
+    """The embedded pipeline (real classifier, summariser, tagger, SQLite, the in-process
+    alerter) against the classifier alone, interleaved; each chunk is timed from its first
+    submit until all of it is stored."""
     from newspulse.wiring import open_embedded
 
     store = timed_sqlite_store(workdir / "embedded.db")
     with open_embedded(settings, store) as pipe:  # model load happens here, outside the clock
-        pipe.submit(articles[0])
+        pipe.submit(fresh(chunks[0][:1], "emb-warm")[0])
         _wait(lambda: len(store.indexed) >= 1, 120)
-        t0 = time.perf_counter()
-        for art in articles[1:]:
-            pipe.submit(art)
-        _wait(lambda: len(store.indexed) >= len(articles), 900, 0.01)
-        elapsed = time.perf_counter() - t0
-    assert store.stats()["articles"] == len(articles), store.stats()
+
+        def seconds(chunk: list[Article]) -> float:
+            chunk = fresh(chunk, f"emb{len(store.indexed)}")
+            t0 = time.perf_counter()
+            for art in chunk:
+                pipe.submit(art)
+            _wait(lambda: all(a.id in store.indexed for a in chunk), 900, 0.01)
+            return time.perf_counter() - t0
+
+        out = interleaved(chunks, alone, seconds)
+    assert store.stats()["articles"] == 1 + sum(map(len, chunks)), store.stats()
     store.close()
-    return (len(articles) - 1) / elapsed
+    return out
 
 
 def embedded_latency(settings: Settings, articles: list[Article], rate: float, seconds: float, workdir: Path) -> dict:
@@ -129,7 +158,7 @@ def embedded_latency(settings: Settings, articles: list[Article], rate: float, s
 
 
 def _quantiles(lat: list[float], rate: float, seconds: float) -> dict:
-    q = statistics.quantiles(lat, n=100)
+    q = statistics.quantiles(lat, n=100, method="inclusive")
     return {"p50": q[49], "p95": q[94], "p99": q[98], "max": max(lat), "offered_per_s": rate, "seconds": seconds, "n": len(lat)}
 
 
@@ -189,9 +218,10 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def kafka_es_runs(base: Settings, articles: list[Article], latency_share: float, latency_seconds: float, workdir: Path) -> dict:
-    """Throughput with 1 processor (against the classifier alone, measured right before it),
-    latency at ``latency_share`` of that throughput, then throughput with 2 processors."""
+def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: ClassifierAlone, latency_share: float, latency_seconds: float, workdir: Path) -> dict:
+    """Throughput with 1 processor (interleaved with the classifier alone), latency at
+    ``latency_share`` of that throughput, then throughput with 2 processors."""
+    articles = [a for chunk in chunks for a in chunk]
     from peers import start_elasticsearch, start_kafka
 
     from newspulse.kafka.producer import KafkaArticlePublisher
@@ -229,13 +259,18 @@ def kafka_es_runs(base: Settings, articles: list[Article], latency_share: float,
                 publish(fresh(articles[:4], f"warm{n_proc}"))  # every processor loaded and joined
                 _wait(lambda: _es_count(store) >= expected, 300, 0.2)
                 time.sleep(3)  # let a second member's join settle before the clock starts
+                def seconds(chunk: list[Article], tag: str) -> float:
+                    batch = fresh(chunk, tag)
+                    t0 = time.perf_counter()
+                    publish(batch)
+                    _wait(lambda: _es_count(store) >= expected, 900, 0.2)
+                    return time.perf_counter() - t0
+
                 if n_proc == 1:
-                    out["classifier_only_per_s"] = classifier_rate(base, articles, base.batch_max_records)
-                batch = fresh(articles, f"tp{n_proc}")
-                t0 = time.perf_counter()
-                publish(batch)
-                _wait(lambda: _es_count(store) >= expected, 900, 0.05)
-                out[f"processors_{n_proc}_articles_per_s"] = len(batch) / (time.perf_counter() - t0)
+                    out["throughput"] = interleaved(chunks, alone, lambda c: seconds(c, f"tp1-{expected}"))
+                    out["processors_1_articles_per_s"] = out["throughput"]["articles_per_s"]
+                else:
+                    out["processors_2_articles_per_s"] = len(articles) / seconds(articles, "tp2")
                 out[f"processors_{n_proc}_peak_rss_mb"] = max(_peak_rss_mb(p.pid) for p in procs)
                 if n_proc == 1:
                     capacity = out["processors_1_articles_per_s"]
@@ -316,7 +351,9 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=500, help="articles per throughput run")
+    ap.add_argument("--n", type=int, default=300, help="articles per throughput run")
+    ap.add_argument("--rounds", type=int, default=3, help="classifier-alone / pipeline rounds the throughput runs alternate")
+    ap.add_argument("--stage-n", type=int, default=100, help="articles for the stage costs")
     ap.add_argument("--latency-share", type=float, default=0.5, help="offered load of the latency runs, as a share of the capacity each backend just measured")
     ap.add_argument("--latency-seconds", type=float, default=60.0, help="length of each latency run")
     ap.add_argument("--skip-kafka", action="store_true", help="embedded only (no tansu/noida-db peers)")
@@ -325,7 +362,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.latency_seconds = 200, 20.0
+        args.n, args.stage_n, args.latency_seconds = 90, 30, 20.0
 
     from newspulse.models.cli import ensure_model
 
@@ -333,25 +370,28 @@ def main() -> None:
     ensure_model(settings)
     articles = corpus(args.n)
     started = datetime.now(timezone.utc)
+    size = -(-len(articles) // args.rounds)
+    chunks = [articles[i : i + size] for i in range(0, len(articles), size)]
     with tempfile.TemporaryDirectory() as tmp:
-        stages = stage_costs(settings, articles, settings.batch_max_records, Path(tmp))
-        clf_emb = classifier_rate(settings, articles, settings.batch_max_records)
-        emb_rate = embedded_rate(settings, fresh(articles, "emb"), Path(tmp))
-        emb_latency = embedded_latency(settings, articles, args.latency_share * emb_rate, args.latency_seconds, Path(tmp)) | {"capacity_per_s": emb_rate}
-        kafka = None if args.skip_kafka else kafka_es_runs(settings, articles, args.latency_share, args.latency_seconds, Path(tmp))
+        stages = stage_costs(settings, articles[: args.stage_n], settings.batch_max_records, Path(tmp))
+        alone = ClassifierAlone(settings, settings.batch_max_records)
+        embedded = embedded_throughput(settings, chunks, alone, Path(tmp))
+        emb_rate = embedded["articles_per_s"]
+        embedded["latency_s"] = embedded_latency(settings, articles, args.latency_share * emb_rate, args.latency_seconds, Path(tmp)) | {"capacity_per_s": emb_rate}
+        kafka = None if args.skip_kafka else kafka_es_runs(settings, chunks, alone, args.latency_share, args.latency_seconds, Path(tmp))
     result = {
         "started_at": started.isoformat(),
         "machine": machine() | {"shared": "a 2-core machine shared with 4 other engineers' jobs: absolute rates vary with their load; ratios are measured side by side"},
         "note": args.note,
         "articles": args.n,
         "settings": {"batch_max_records": settings.batch_max_records, "batch_max_wait_ms": settings.batch_max_wait_ms, "summarizer": settings.summarizer},
-        "embedded": {"articles_per_s": emb_rate, "classifier_only_per_s": clf_emb, "ratio": emb_rate / clf_emb, "latency_s": emb_latency},
+        "embedded": embedded,
         "stage_costs": stages,
     }
     if kafka is not None:
         p1 = kafka["processors_1_articles_per_s"]
         result |= {
-            "kafka_es": {"articles_per_s": p1, "classifier_only_per_s": kafka["classifier_only_per_s"], "ratio": p1 / kafka["classifier_only_per_s"], "latency_s": kafka["latency_s"]},
+            "kafka_es": kafka["throughput"] | {"latency_s": kafka["latency_s"]},
             "scale": {
                 "processors_2_over_1": kafka["processors_2_articles_per_s"] / p1,
                 **length_cost(settings, articles),

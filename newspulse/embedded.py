@@ -51,7 +51,8 @@ class PipelineStopped(NewsPulseError, RuntimeError):
 class EmbeddedPipeline:
     """Bounded in-process queue + a worker thread that micro-batches into a Processor, with a
     scoring thread beside it (:class:`~newspulse.pipeline.ScoringStage`): the next batch is
-    scored while the worker writes the current one to the store and shows it to the alerter.
+    classified while the worker summarises the current one, writes it to the store and shows it
+    to the alerter.
 
     ``submit`` blocks while the queue is full: back-pressure instead of unbounded memory, and
     during a store outage the queue stays full until the store is back. The worker runs every

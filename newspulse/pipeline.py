@@ -130,15 +130,18 @@ class Outcome:
 
 @dataclass
 class Prepared:
-    """A batch after the CPU work (parse, tag, classify, summarise) and before any I/O, so a
-    source can score the next batch while this one is written (:class:`ScoringStage`).
+    """A batch after parsing, tagging and classifying (:meth:`Processor.prepare`), so a source
+    can classify the next batch while this one is summarised and written (:class:`ScoringStage`).
 
     ``messages`` carry their validated Article (a retry never parses again); ``error`` is what
-    enrichment raised, left for the :class:`BatchDriver` to handle like any failed attempt."""
+    tagging or classifying raised, left for the :class:`BatchDriver` to handle like any failed
+    attempt. ``scored`` is filled once, by the first :meth:`Processor.commit` that summarises."""
 
     messages: list[RawMessage]
     outcomes: list[Outcome | None]
     order: list[int] = field(default_factory=list)
+    articles: list[Article] = field(default_factory=list)
+    probabilities: np.ndarray | None = None
     scored: list[ScoredArticle] = field(default_factory=list)
     poison: dict[int, str] = field(default_factory=dict)
     error: Exception | None = None
@@ -308,9 +311,15 @@ class Processor:
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
-        if self.tagger is not None:
-            articles = self.tagger.tag_many(articles)
-        probs = self.classifier.score_articles(articles)
+        tagged, probs = self._classify(articles)
+        return self._summarise(tagged, probs)
+
+    def _classify(self, articles: Sequence[Article]) -> tuple[list[Article], np.ndarray]:
+        """Tag (once per batch), then classify whole articles, batched."""
+        tagged = self.tagger.tag_many(articles) if self.tagger is not None else list(articles)
+        return tagged, self.classifier.score_articles(tagged)
+
+    def _summarise(self, articles: list[Article], probs: np.ndarray) -> list[ScoredArticle]:
         summaries = self.summarizer.summarize(articles)
         return [
             ScoredArticle.from_article(
@@ -331,8 +340,8 @@ class Processor:
         return self.commit(prepared)
 
     def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
-        """The CPU half of a batch, no I/O: parse each message once (its Article is attached to
-        it), collapse duplicate ids (the last one wins), tag, classify and summarise."""
+        """The first half of a batch, no I/O: parse each message once (its Article is attached
+        to it), collapse duplicate ids (the last one wins), tag and classify."""
         t0 = time.perf_counter()
         attached: list[RawMessage] = list(messages)
         outcomes: list[Outcome | None] = [None] * len(messages)
@@ -356,15 +365,18 @@ class Processor:
         prepared = Prepared(messages=attached, outcomes=outcomes, order=list(parsed), poison=poison)
         if parsed:
             try:
-                prepared.scored = self.enrich([parsed[i] for i in prepared.order])
+                prepared.articles, prepared.probabilities = self._classify([parsed[i] for i in prepared.order])
             except Exception as err:  # noqa: BLE001 - handed to the driver with the parsed messages
                 prepared.error = err
         prepared.seconds = time.perf_counter() - t0
         return prepared
 
     def commit(self, prepared: Prepared) -> BatchResult:
-        """The I/O half: write the scored articles to every sink, dead-letter the bad messages,
-        then show the stored batch to the observers (the alerter), once per batch.
+        """The second half: summarise (once, kept for retries), write the scored articles to
+        every sink, dead-letter the bad messages, then show the stored batch to the observers
+        (the alerter), once per batch. The summariser runs here, beside the next batch's
+        classification, because the two together keep both cores busier than one after the
+        other (``bench/pipeline.py``).
 
         Bad messages are dead-lettered and good ones always go on. A sink or dead-letter sink
         that is unavailable leaves its messages to retry (``transient``); a document a sink
@@ -374,6 +386,8 @@ class Processor:
         """
         t0 = time.perf_counter()
         messages, outcomes = prepared.messages, list(prepared.outcomes)
+        if prepared.articles and not prepared.scored:
+            prepared.scored = self._summarise(prepared.articles, prepared.probabilities)
         if prepared.scored:
             try:
                 refused = self._write(prepared.scored)
@@ -620,8 +634,8 @@ class BatchDriver:
 
 
 class ScoringStage:
-    """Scores the next batch on its own thread while the source writes and acknowledges the
-    current one, so a store write (or the alerter) never stalls scoring.
+    """Classifies the next batch on its own thread while the source summarises, writes and
+    acknowledges the current one, so a store write (or the alerter) never stalls scoring.
 
     One thread, first in first out, and a source keeps at most one batch in it besides the one
     it is writing: memory stays bounded and batches are still written and acknowledged in

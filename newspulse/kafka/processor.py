@@ -7,9 +7,9 @@ Delivery is at-least-once with idempotent writes, which makes the store exactly-
   :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the embedded
   queue); offsets are committed only once every record of the batch is stored, dead-lettered
   or a superseded duplicate;
-* two stages overlap: the :class:`~newspulse.pipeline.ScoringStage` thread scores batch k+1
-  while this thread writes batch k and commits its offsets, in order (at most one batch in
-  each stage);
+* two stages overlap: the :class:`~newspulse.pipeline.ScoringStage` thread classifies batch
+  k+1 while this thread summarises and writes batch k and commits its offsets, in order (at
+  most one batch in each stage);
 * while the store or the broker is unavailable the driver keeps the batch and retries it with
   capped backoff for as long as it takes; meanwhile this processor pauses its partitions and
   keeps polling, so it stays in the group without fetching more (gauge
@@ -202,18 +202,20 @@ class StreamProcessor:
             self.batch_limit = min(self.settings.batch_max_records, self.batch_limit * 2)
 
     def _poll(self) -> None:
-        if self._inflight is not None and not self._inflight.scored.done():
-            # a batch is being scored: records that arrive meanwhile form the next one
+        scoring = self._inflight is not None and not self._inflight.scored.done()
+        if scoring:  # records that arrive while a batch is scored form the next one
             futures.wait([self._inflight.scored], timeout=BUSY_POLL_S)
-            if len(self._buffer) >= self.batch_limit:
-                return
+        room = self.batch_limit - len(self._buffer)
+        if room <= 0:
+            return  # a full batch waits for the scoring thread: fetch no more
+        if scoring:
             timeout = 0
         elif self._buffer:
             timeout = max(0, int((self._batch_started + self._max_wait_s() - time.monotonic()) * 1000))
         else:
             timeout = IDLE_POLL_MS
         try:
-            polled = self.consumer.poll(timeout_ms=timeout, max_records=self.batch_limit - len(self._buffer))
+            polled = self.consumer.poll(timeout_ms=timeout, max_records=room)
         except Exception as err:
             if not isinstance(err, KafkaError) and not is_transient(err):
                 raise

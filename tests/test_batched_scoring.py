@@ -114,3 +114,17 @@ def test_chunks_count_the_tokens_of_their_text(clf, stories):
     for story in stories[:10]:
         for text, n_tokens in clf.chunk(story.body):
             assert n_tokens == len(clf.tokenizer.tokenize(text))
+
+
+def test_compiled_forward_scores_like_eager():
+    """``compile=True`` (torch.compile of the fixed-shape forward pass) changes no output; one
+    shape here, since each shape compiles once (tens of seconds on CPU)."""
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
+
+    model, tok = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
+    texts = [f"Shares of company {i} rose after results" for i in range(8)]
+    params = dict(device="cpu", max_length=16, max_rows=8, workers=1)
+    compiled = BatchedScorer(model, tok, compile=True, **params)
+    assert [tuple(b.input_ids.shape) for m in compiled.micro_batches(texts, 16) for b in m.batches] == [(8, 16)]
+    np.testing.assert_allclose(compiled.score(texts), BatchedScorer(model, tok, **params).score(texts), atol=1e-5)

@@ -13,11 +13,11 @@ Every figure is measured in this one run, the plain path ("before") beside the b
   FinBERT's shape (random weights, ``models/bench.py``'s ``random_bert_classifier``) scored the
   same way, and ``speedup_vs_bert_base`` = production / BERT-base on the batched path;
 - ``articles_per_s``: whole Reuters stories through ``score_articles`` (chunking included);
+- ``profile``: torch profiler summaries of a headline run, plain path and batched path: wall
+  time, device busy time, top ops by device time, and the host-device syncs counted;
 - ``summaries_per_s``: abstractive generation with a t5-small-sized generator (random weights:
   the cost of the architecture), greedy, bf16, batched by length; beside it the old defaults
   (beam 4, batch 8) and the extractive summariser (encoder batched across articles);
-- ``profile``: torch profiler summaries of a headline run, plain path and batched path: wall
-  time, device busy time, top ops by device time, and the host-device syncs counted;
 - ``cuda_graphs``: the batched path replaying one CUDA graph per batch shape (last: a failure
   there leaves every figure above in place).
 
@@ -311,16 +311,26 @@ def profiles(prod: dict[str, Any], n: int, device: str) -> dict[str, Any]:
     return {"profile": {"workload": f"{len(texts)} headlines, production model, L ≤ {HEADLINE_TOKENS}", "before_plain_path": before, "after_batched_path": after}}
 
 
-def cuda_graphs(model: Any, tok: Any, max_length: int, n: int, device: str) -> dict[str, Any]:
+def cuda_graphs(model: Any, tok: Any, max_length: int, eager: Any, n: int, device: str) -> dict[str, Any]:
+    """Headlines/s replaying one CUDA graph per batch shape, and its agreement with ``eager``."""
     from newspulse.models.batched_scoring import BatchedScorer
 
     if device != "cuda":
         return {"cuda_graphs": {"skipped": "needs CUDA"}}
     scorer = BatchedScorer(model, tok, device=device, max_length=max_length, cuda_graphs=True)
     texts = headline_texts(n)
+    graphed = scorer.score(texts[:4096], max_length=HEADLINE_TOKENS)
+    plain = eager.predict_proba(texts[:4096], max_length=HEADLINE_TOKENS)
     scorer.score(texts, max_length=HEADLINE_TOKENS)  # captures every shape it meets
     speed = max(rate(lambda: scorer.score(texts, max_length=HEADLINE_TOKENS), len(texts), device) for _ in range(ROUNDS))
-    return {"cuda_graphs": {"headlines_per_s": round(speed, 1), "graphs_captured": len(scorer._graphs)}}
+    return {
+        "cuda_graphs": {
+            "headlines_per_s": round(speed, 1),
+            "graphs_captured": len(scorer._graphs),
+            "same_label_as_eager": round(float((graphed.argmax(1) == plain.argmax(1)).mean()), 4),
+            "max_abs_probability_difference": round(float(abs(graphed - plain).max()), 4),
+        }
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = {
         "headlines": lambda: headlines(prod, bert, size["headlines"], size["headlines_plain"], device, rounds),
         "articles": lambda: articles(prod, size["articles"], size["articles_plain"], device, rounds),
-        "summaries": lambda: summaries(settings, base, tok, device, size["summaries"], size["summaries_before"], smoke),
         "profile": lambda: profiles(prod, size["profiled"], device),
-        "cuda_graphs": lambda: cuda_graphs(model, tok, max_length, size["headlines"], device),
+        "summaries": lambda: summaries(settings, base, tok, device, size["summaries"], size["summaries_before"], smoke),
+        "cuda_graphs": lambda: cuda_graphs(model, tok, max_length, prod["batched"], size["headlines"], device),
     }
     for name, fn in stages.items():
         if name not in args.skip:

@@ -381,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cuda": torch.version.cuda,
                 "dtype": "bf16" if device == "cuda" else "fp32",
                 "rounds": rounds,
+                "attention": {"production": model.config._attn_implementation, "bert_base": bert_model.config._attn_implementation},
                 "batched_path": "models/batched_scoring.py (worker-thread tokenisation, length buckets, pinned non-blocking copies, one copy back per micro-batch)",
             },
         },

@@ -154,6 +154,11 @@ class BatchedScorer:
         self.pad_id = tokenizer.pad_token_id or 0
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
+        if getattr(model.config, "_attn_implementation", None) != "sdpa" and hasattr(model, "set_attn_implementation"):
+            try:  # SDPA: fused attention, and it takes the prepared mask (no sync)
+                model.set_attn_implementation("sdpa")
+            except (ValueError, ImportError):  # an architecture without SDPA: the 2-D mask path
+                pass
         self._sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         forward = self._forward
         if compile:

@@ -111,7 +111,8 @@ class SentimentModel:
 
     # --- sentences -------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False) -> np.ndarray:
-        """Class probabilities ``(n, 3)`` in LABELS order. Texts are batched by length."""
+        """Class probabilities ``(n, 3)`` in LABELS order. Texts are batched by length (on
+        CUDA the batched path picks its own fixed-shape batches; ``batch_size`` is ignored)."""
         if self.batched is not None:
             return self.batched.score(texts, max_length=max_length or self.max_length, progress=progress)
         import torch

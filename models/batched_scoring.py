@@ -360,6 +360,11 @@ class BatchedScorer:
             out.append((full, length))
         return out
 
+    @property
+    def captured_shapes(self) -> list[tuple[int, ...]]:
+        """The (rows, length) shapes captured as CUDA graphs so far."""
+        return sorted(self._graphs)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)

@@ -131,17 +131,24 @@ def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
     """Extractive CPU time over the classifier's (newspulse.models.predict.SentimentModel, same base encoder).
 
     The classifier head is untrained here (cost does not depend on the weights); it is timed
-    both in float32 and int8-quantised, as NEWSPULSE_QUANTIZE can run it either way.
+    on the CPU backend the service uses (ONNX Runtime), in fp32 and in int8, as NEWSPULSE_QUANTIZE
+    can run it either way.
     """
+    import tempfile
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.predict import SentimentModel, quantize_int8
+    from newspulse.models.onnx_backend import OnnxBackend
+    from newspulse.models.predict import SentimentModel
     from newspulse.models.summarize.extractive import packaged_encoder_path
 
     path = packaged_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    fp32 = SentimentModel(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3), tokenizer, version="bench")
-    int8 = SentimentModel(quantize_int8(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)), tokenizer, version="bench-int8")
+    with tempfile.TemporaryDirectory() as tmp:  # the untrained classifier, saved for the ONNX export
+        AutoModelForSequenceClassification.from_pretrained(path, num_labels=3).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        fp32 = SentimentModel(OnnxBackend.for_model(Path(tmp), "fp32"), tokenizer, version="bench")
+        int8 = SentimentModel(OnnxBackend.for_model(Path(tmp), "int8"), tokenizer, version="bench-int8")
     batches = [stories[i : i + 64] for i in range(0, len(stories), 64)]
     t_sum = _cpu_seconds(lambda: [summarizer.summarize(b) for b in batches])
     t_fp32 = _cpu_seconds(lambda: [fp32.score_articles(b) for b in batches])

@@ -100,12 +100,13 @@ def evaluate(
     settings = _settings()
     registry = Registry(settings.model_registry)
     card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 2
-    clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, card=card)
+    clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
     try:
         result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)
     except DataError as err:
         raise _data_error(err) from None
     result["quantized"] = clf.quantized
+    result["backend"] = clf.backend.name
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -13,11 +13,14 @@ single sentences and headlines while articles run to thousands of tokens:
 4. Article = ``TITLE_WEIGHT × title + (1 − TITLE_WEIGHT) × body`` (title or body alone when the
    other is missing). Headlines state the news, so the title gets a fixed large share.
 
-Inference sorts texts by token length before batching (little padding). On CUDA it runs in bf16
-through :class:`newspulse.models.batched_scoring.BatchedScorer` (tokenisation ahead on worker
-threads, fixed-shape length buckets, no device sync per batch); on CPU, as an int8 dynamically
-quantised model when the model card says that keeps ≥99% of dev predictions
-(``NEWSPULSE_QUANTIZE=auto``; ``on``/``off`` force it).
+Inference sorts texts by token length before batching (little padding) and hands each batch to a
+:class:`Backend`. On CUDA, torch in bf16 through
+:class:`newspulse.models.batched_scoring.BatchedScorer` (tokenisation ahead on worker threads,
+fixed-shape length buckets, no device sync per batch). On CPU, ONNX Runtime (fused attention, see
+``models/onnx_backend.py``) in int8 when the model card says that keeps ≥99% of dev predictions
+(``NEWSPULSE_QUANTIZE=auto``; ``on``/``off`` force it), else in fp32. Without ONNX Runtime
+(``NEWSPULSE_INFERENCE_BACKEND=torch``, not installed, or a model it cannot export) the CPU runs
+torch fp32.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +48,44 @@ SERVING = Gauge("newspulse_model_info", "The sentiment model version this proces
 TITLE_WEIGHT = 0.4
 MAX_CHUNKS = 24
 DEFAULT_BATCH_SIZE = 64
-def quantize_int8(model):
-    """int8 dynamic quantisation of every Linear layer (CPU inference only).
 
-    Weights are quantised per output channel: on the fine-tuned MiniLM that keeps ~97.5% of dev
-    predictions where per-tensor scales keep ~94%, at the same speed.
+
+class Backend:
+    """What runs the network: padded token ids in, logits out (numpy on both sides).
+
+    :class:`SentimentModel` owns everything around it (tokenising, length-sorted batching, softmax,
+    chunking and aggregating articles), so a backend is only the forward pass. ``name`` is what
+    ``newspulse bench model`` reports; ``precision`` is ``fp32``, ``bf16`` or ``int8``.
     """
-    import warnings
 
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig
+    name: str = ""
+    precision: str = "fp32"
+    #: Longest input the model's position embeddings allow.
+    max_positions: int = 512
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """A PyTorch ``*ForSequenceClassification`` module: fp32 on CPU, bf16 on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu") -> None:
+        import torch
+
+        self.device = device
+        self.model = model.to(device, dtype=torch.bfloat16).eval() if device == "cuda" else model.eval()
+        self.precision = "bf16" if device == "cuda" else "fp32"
+        self.max_positions = getattr(model.config, "max_position_embeddings", 512) or 512
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = {"input_ids": torch.from_numpy(input_ids).to(self.device), "attention_mask": torch.from_numpy(attention_mask).to(self.device)}
+            return self.model(**batch).logits.float().cpu().numpy()
 
 
 def pick_device(setting: str = "auto") -> str:
@@ -69,45 +96,66 @@ def pick_device(setting: str = "auto") -> str:
     return "cpu"
 
 
+def cpu_backend(path: Path, *, precision: str, engine: str = "auto") -> Backend:
+    """The CPU backend for a model folder: ONNX Runtime (``precision`` fp32 or int8) unless
+    ``engine`` is ``torch``. With ``auto``, torch fp32 when ONNX Runtime is missing or cannot
+    export the model (one warning); with ``onnxruntime`` that raises
+    :class:`newspulse.models.onnx_backend.OnnxUnavailable`."""
+    from transformers import AutoModelForSequenceClassification
+
+    if engine != "torch":
+        from newspulse.models.onnx_backend import OnnxBackend, OnnxUnavailable
+
+        try:
+            return OnnxBackend.for_model(path, precision)
+        except OnnxUnavailable as exc:
+            if engine == "onnxruntime":
+                raise
+            log.warning("ONNX Runtime backend unavailable, serving %s with torch fp32 instead: %s", path.name, exc)
+    return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"))
+
+
 class SentimentModel:
-    """One loaded model version. ``predict_proba`` for sentences, ``score_articles`` for news."""
+    """One loaded model version. ``predict_proba`` for sentences, ``score_articles`` for news.
 
-    def __init__(self, model, tokenizer, *, version: str, max_length: int = 128, device: str = "cpu", quantized: bool = False, chunk_tokens: int | None = None, max_chunks: int = MAX_CHUNKS) -> None:
-        import torch
+    ``model`` is a :class:`Backend`, or a torch module that is run by :class:`TorchBackend`
+    on ``device``.
+    """
 
-        self.model = model.eval()
+    def __init__(self, model, tokenizer, *, version: str, max_length: int = 128, device: str = "cpu", chunk_tokens: int | None = None, max_chunks: int = MAX_CHUNKS) -> None:
+        self.backend = model if isinstance(model, Backend) else TorchBackend(model, device)
         self.tokenizer = tokenizer
         self.version = version
         self.max_length = max_length
         self.device = device
-        self.quantized = quantized
-        limit = getattr(model.config, "max_position_embeddings", 512) or 512
-        self.chunk_tokens = min(chunk_tokens or max(max_length, 128), limit) - 2
+        self.chunk_tokens = min(chunk_tokens or max(max_length, 128), self.backend.max_positions) - 2
         self.max_chunks = max_chunks
-        self._dtype = torch.bfloat16 if device == "cuda" else None
-        #: The GPU serving path; None = the plain batching loop below (CPU).
-        self.batched: BatchedScorer | None = BatchedScorer(model, tokenizer, device=device, max_length=max_length) if device == "cuda" else None
+        #: The GPU serving path; None = the plain batching loop below (CPU backends).
+        self.batched: BatchedScorer | None = BatchedScorer(self.backend.model, tokenizer, device=device, max_length=max_length) if device == "cuda" and isinstance(self.backend, TorchBackend) else None
+
+    @property
+    def quantized(self) -> bool:
+        return self.backend.precision == "int8"
 
     @classmethod
-    def from_dir(cls, path: Path, *, device: str = "auto", quantize: str = "auto", card: ModelCard | None = None) -> "SentimentModel":
-        """Load a registry version folder; quantise on CPU per the setting and the card."""
+    def from_dir(cls, path: Path, *, device: str = "auto", quantize: str = "auto", backend: str = "auto", card: ModelCard | None = None) -> "SentimentModel":
+        """Load a registry version folder. On CUDA: torch bf16. On CPU: ONNX Runtime (unless
+        ``backend`` is ``torch``), int8 when ``quantize`` is ``on``, or ``auto`` and the card
+        recommends it (its int8 check kept ≥ 99 % of dev predictions), else fp32."""
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         card = card or ModelCard.model_validate_json((path / "model_card.json").read_text(encoding="utf-8"))
         dev = pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa")
-        quantized = False
         if dev == "cuda":
-            model = model.to(dev, dtype=torch.bfloat16)
-        elif quantize == "on" or (quantize == "auto" and card.quantization.get("recommended")):
-            model = quantize_int8(model)
-            quantized = True
-        return cls(model, tokenizer, version=card.version, max_length=int(card.params.get("max_length", 128)), device=dev, quantized=quantized)
+            engine: Backend = TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"), dev)
+        else:
+            int8 = quantize == "on" or (quantize == "auto" and bool(card.quantization.get("recommended")))
+            engine = cpu_backend(path, precision="int8" if int8 else "fp32", engine=backend)
+        return cls(engine, tokenizer, version=card.version, max_length=int(card.params.get("max_length", 128)), device=dev)
 
     # --- sentences -------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False) -> np.ndarray:
@@ -115,28 +163,17 @@ class SentimentModel:
         CUDA the batched path picks its own fixed-shape batches; ``batch_size`` is ignored)."""
         if self.batched is not None:
             return self.batched.score(texts, max_length=max_length or self.max_length, progress=progress)
-        import torch
-
         n = len(texts)
         out = np.zeros((n, len(LABELS)), dtype=np.float32)
         if n == 0:
             return out
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length or self.max_length)
-        ids = enc["input_ids"]
-        order = sorted(range(n), key=lambda i: len(ids[i]))
-        batches = range(0, n, batch_size)
+        batches = length_sorted_batches(self.tokenizer, texts, max_length or self.max_length, batch_size)
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"scoring ({self.version})", unit="batch")
-        with torch.inference_mode():
-            for start in batches:
-                idx = order[start : start + batch_size]
-                feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
-                batch = self.tokenizer.pad(feats, return_tensors="pt")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                logits = self.model(**batch).logits.float()
-                out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+            batches = tqdm(batches, desc=f"scoring ({self.version})", unit="batch", total=math.ceil(n / batch_size))
+        for idx, input_ids, attention_mask in batches:
+            out[idx] = softmax(self.backend.logits(input_ids, attention_mask))
         return out
 
     def predict(self, texts: Sequence[str], **kw: Any) -> list[str]:
@@ -196,6 +233,32 @@ class SentimentModel:
         return aggregate(len(articles), owners, probs)
 
 
+def length_sorted_batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(indices, input_ids, attention_mask)`` per batch, texts sorted by token count so each
+    batch is padded only to its own longest text. One fast-tokenizer call for all texts; the
+    padding is numpy (the tokenizer's ``pad`` costs more than the int8 forward pass of a batch)."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(lengths, kind="stable")
+    pad_id = tokenizer.pad_token_id or 0
+    left = tokenizer.padding_side == "left"
+    for start in range(0, len(ids), batch_size):
+        idx = order[start : start + batch_size]
+        width = int(lengths[idx].max())
+        input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            span = slice(width - lengths[i], width) if left else slice(0, lengths[i])
+            input_ids[row, span] = ids[i]
+            attention_mask[row, span] = 1
+        yield idx, input_ids, attention_mask
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def confidence(p: np.ndarray) -> float:
     """1 − normalised entropy: 0 for a uniform prediction, 1 for a certain one."""
     ent = -float(np.sum(p * np.log(np.clip(p, 1e-12, 1.0))))
@@ -239,10 +302,11 @@ class HotReloadingClassifier:
     keeps serving.
     """
 
-    def __init__(self, registry: Registry, *, device: str = "auto", quantize: str = "auto", check_interval: float = 5.0) -> None:
+    def __init__(self, registry: Registry, *, device: str = "auto", quantize: str = "auto", backend: str = "auto", check_interval: float = 5.0) -> None:
         self.registry = registry
         self.device = device
         self.quantize = quantize
+        self.backend = backend
         self.check_interval = check_interval
         self._lock = threading.Lock()
         self._mtime = registry.pointer_mtime()
@@ -252,7 +316,7 @@ class HotReloadingClassifier:
 
     def _load(self, card: ModelCard) -> SentimentModel:
         log.info("loading sentiment model %s", card.version)
-        return SentimentModel.from_dir(self.registry.version_dir(card.version), device=self.device, quantize=self.quantize, card=card)
+        return SentimentModel.from_dir(self.registry.version_dir(card.version), device=self.device, quantize=self.quantize, backend=self.backend, card=card)
 
     @property
     def version(self) -> str:
@@ -308,7 +372,7 @@ def load_classifier(settings, *, check_interval: float = 5.0) -> HotReloadingCla
     registry = Registry(settings.model_registry)
     if registry.production_version() is None:
         raise NoProductionModel(f"no production model in {registry.path}; train one with `newspulse model train`")
-    return HotReloadingClassifier(registry, device=settings.device, quantize=settings.quantize, check_interval=check_interval)
+    return HotReloadingClassifier(registry, device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, check_interval=check_interval)
 
 
 def rescore_store(settings, store, *, since=None, batch_size: int = 256, force: bool = False, progress: bool = True) -> dict[str, Any]:

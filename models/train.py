@@ -17,7 +17,6 @@ Stages (the retraining DAG runs them as separate tasks; :func:`train` runs them 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import math
@@ -503,12 +502,13 @@ def eval_fingerprint(files: list[Path]) -> str:
 def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
     """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
     data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
-    from newspulse.models.evaluate import classification_metrics, evaluate_frame
-    from newspulse.models.predict import SentimentModel, quantize_int8
+    from newspulse.models.evaluate import evaluate_frame
+    from newspulse.models.onnx_backend import int8_check
+    from newspulse.models.predict import SentimentModel
 
     registry = registry if isinstance(registry, Registry) else Registry(registry)
     card = registry.card(version)
-    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", card=card)
+    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", backend="torch", card=card)
     dev = read_many(dev_files)
     dev_proba = clf.predict_proba(dev["text"].tolist())
     dev_pred = [LABELS[i] for i in dev_proba.argmax(axis=1)]
@@ -521,16 +521,7 @@ def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[
     card.eval_split = eval_fingerprint(eval_files)
     card.eval_files = _data_files(eval_files)
     if quantize_check:
-        q = SentimentModel(quantize_int8(copy.deepcopy(clf.model)), clf.tokenizer, version=version, max_length=clf.max_length, quantized=True)
-        q_pred = q.predict(dev["text"].tolist())
-        agreement = float(np.mean([a == b for a, b in zip(q_pred, dev_pred)]))
-        card.quantization = {
-            "method": "torch dynamic int8, per-channel weights (Linear layers)",
-            "agreement": round(agreement, 4),
-            "threshold": QUANT_MIN_AGREEMENT,
-            "recommended": agreement >= QUANT_MIN_AGREEMENT,
-            "dev_macro_f1_int8": round(classification_metrics(dev["label"].tolist(), q_pred)["macro_f1"], 4),
-        }
+        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT)
     registry.write_card(card)
     return card
 

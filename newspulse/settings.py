@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     base_model: str = Field("", description="Base encoder to fine-tune: HF id or local path; empty = the packaged all-MiniLM-L6-v2.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the classifier runs.")
     quantize: Literal["auto", "on", "off"] = Field("auto", description="int8 dynamic quantisation on CPU (auto: when the model card says it keeps ≥99% of dev predictions).")
+    inference_backend: Literal["auto", "onnxruntime", "torch"] = Field("auto", description="CPU inference engine. auto: ONNX Runtime (the model exported once per version, cached in its onnx/ folder), or torch fp32 with one warning when ONNX Runtime is missing or cannot export the model; onnxruntime: the same, but an error instead of the fallback; torch: torch fp32.")
     summarizer: Literal["extractive", "abstractive"] = Field("extractive", description="Summary generator.")
     summarizer_model: str = Field("", description="Generator model id or path for the abstractive summariser.")
     summary_max_sentences: int = Field(2, ge=1, le=3, description="Most sentences in an extractive summary (1 to 3).")

@@ -23,12 +23,12 @@ def clf(trained_classifier_registry):
     from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
-    return SentimentModel.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off")
+    return SentimentModel.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off", backend="torch")
 
 
 def scorer_for(clf, **kw) -> BatchedScorer:
     params = dict(device="cpu", max_length=clf.max_length, micro_batch=96, batch_tokens=1024, max_rows=64, workers=2, prefetch=2)
-    return BatchedScorer(clf.model, clf.tokenizer, **(params | kw))
+    return BatchedScorer(clf.backend.model, clf.tokenizer, **(params | kw))
 
 
 @pytest.fixture(scope="module")

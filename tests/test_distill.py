@@ -131,7 +131,7 @@ def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp
     reg.write_card(card)
     assert reg.teacher_card().version == "v2-teacher" and not reg.gate(card, floor=0.0).promote
     result = run_model_bench(load_settings(model_registry=reg.path), sentences=16, rounds=1)
-    assert result["model_version"] == "v1" and set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
+    assert result["model_version"] == "v1" and set(result["throughput"]) == {"production_fp32", "production_int8", "production_torch_fp32", "bert_base_fp32"}
     t = result["teacher"]
     assert t["model_version"] == "v2-teacher" and t["throughput_fp32"] > 0 and 0.0 <= t["dev_macro_f1"] <= 1.0
 

@@ -159,7 +159,8 @@ def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
 
     result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16, rounds=2)
     assert result["model_version"] == "v1" and 0.0 <= result["dev_macro_f1"] <= 1.0
-    assert set(result["throughput"]) == {"production_fp32", "production_int8", "bert_base_fp32"}
+    assert set(result["throughput"]) == {"production_fp32", "production_int8", "production_torch_fp32", "bert_base_fp32"}
+    assert result["backend"] == "onnxruntime" and result["backends"]["production_int8"] == "onnxruntime" and result["backends"]["bert_base_fp32"] == "torch"
     assert all(v > 0 for v in result["throughput"].values())
     assert result["speedup_vs_bert_base"] == pytest.approx(result["throughput"]["production_int8"] / result["throughput"]["bert_base_fp32"], rel=0.01)
     assert result["setup"]["batch_size"] == 64 and result["setup"]["sentences"] == 16

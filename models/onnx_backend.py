@@ -1,0 +1,228 @@
+"""The CPU inference backend: the classifier exported to ONNX and run by ONNX Runtime.
+
+Why: on CPU the fine-tuned MiniLM spends its time in a dozen small matrix products per layer.
+ONNX Runtime runs them in int8 (VNNI where the CPU has it) with less overhead per operator than
+eager PyTorch, and fuses the fp32 graph's attention, embeddings + LayerNorm, bias + GELU and
+residual + LayerNorm into single kernels. ``torch.ao.quantization.quantize_dynamic``, the int8
+path this replaces, is deprecated.
+
+The recipe (:func:`build_onnx`), chosen by measurement on the shared 2-core machine
+(docs/model.md, "Inference"):
+
+1. ``torch.onnx.export`` (TorchScript exporter, eager attention: the graph whose patterns the
+   ONNX Runtime transformer optimiser recognises), dynamic batch and sequence axes;
+2. ``fp32``: ``onnxruntime.transformers.optimizer`` (model type ``bert``): fused Attention,
+   EmbedLayerNormalization, SkipLayerNormalization and BiasGelu;
+3. ``int8``: ``onnxruntime.quantization.quantize_dynamic`` of the exported graph, per-channel
+   int8 weights on every MatMul, activations quantised per batch; ONNX Runtime's own graph
+   optimisations run when the session loads. Quantising the fused graph instead (QAttention)
+   kept about the same share of fp32 predictions but ran 7-14 % slower; the embedding tables
+   stay fp32 (quantising them made no consistent difference).
+
+The exported files are derived data: built once per model, cached in ``<model dir>/onnx/`` under
+a key of the weights' hash, the recipe and the library versions, so the hot-reloading classifier,
+``newspulse model rescore`` and the benchmark reuse them; a stale or foreign file is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from newspulse.models.predict import Backend
+
+log = logging.getLogger(__name__)
+
+#: Bump when the export, optimisation or quantisation steps change: old cache files are ignored.
+RECIPE = "2"
+PRECISIONS = ("fp32", "int8")
+#: The files whose bytes decide the exported graph.
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+#: How the model card's int8 check was made (``ModelCard.quantization["method"]``).
+INT8_METHOD = "onnxruntime dynamic int8: per-channel int8 weights on every MatMul, activations per batch, fp32 embeddings"
+
+
+class OnnxUnavailable(RuntimeError):
+    """ONNX Runtime is not installed, or this model could not be exported (the caller falls back)."""
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cache_key(model_dir: Path) -> str:
+    """Identity of the export: the model files' hashes, the recipe and the library versions."""
+    import onnxruntime
+    import torch
+
+    h = hashlib.sha256(f"recipe={RECIPE};ort={onnxruntime.__version__};torch={torch.__version__}".encode())
+    for name in MODEL_FILES:
+        path = model_dir / name
+        if path.exists():
+            h.update(name.encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def onnx_path(model_dir: Path, precision: str = "int8", cache_dir: Path | None = None) -> Path:
+    """The ONNX file of ``model_dir`` at ``precision``, built on first use and cached.
+
+    Raises :class:`OnnxUnavailable` when ONNX Runtime is missing or the export fails.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    try:
+        import onnxruntime  # noqa: F401  (the import is the availability check)
+    except ImportError as exc:
+        raise OnnxUnavailable(f"onnxruntime is not installed ({exc})") from exc
+    model_dir = Path(model_dir)
+    cache = Path(cache_dir) if cache_dir is not None else model_dir / "onnx"
+    target = cache / f"{cache_key(model_dir)}-{precision}.onnx"
+    if target.exists():
+        return target
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp, onnxruntime_quiet():
+            built = build_onnx(model_dir, Path(tmp), precision)
+            os.replace(built, target)  # atomic: a concurrent reader sees the whole file or none
+    except OnnxUnavailable:
+        raise
+    except Exception as exc:  # an architecture the exporter or optimiser cannot handle, a full disk
+        raise OnnxUnavailable(f"could not export {model_dir} to ONNX: {type(exc).__name__}: {exc}") from exc
+    log.info("exported %s to ONNX (%s): %s", model_dir.name, precision, target)
+    return target
+
+
+class _OnnxRuntimeChatter(logging.Filter):
+    """Drops the records ONNX Runtime's tools log while building: every fusion at INFO and
+    generic advice ("consider pre-processing") at WARNING, partly through the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}onnxruntime{os.sep}" not in record.pathname
+
+
+@contextmanager
+def onnxruntime_quiet() -> Iterator[None]:
+    """Silence ONNX Runtime's optimiser and quantiser for the duration (our own log line says
+    what was fused). Their loggers have bare module names, so the filter goes on every logger."""
+    import onnxruntime.quantization  # noqa: F401  (creates the loggers to filter)
+    import onnxruntime.transformers.optimizer  # noqa: F401
+
+    chatter = _OnnxRuntimeChatter()
+    loggers = [logging.getLogger()] + [x for x in list(logging.root.manager.loggerDict.values()) if isinstance(x, logging.Logger)]
+    for logger in loggers:
+        logger.addFilter(chatter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(chatter)
+
+
+def build_onnx(model_dir: Path, workdir: Path, precision: str) -> Path:
+    """Export, then optimise (fp32) or quantise (int8); returns the final file inside ``workdir``."""
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    sample = tokenizer(["A sample sentence to trace the graph.", "Short."], padding=True, return_tensors="pt")
+    exported = workdir / "exported.onnx"
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's own deprecation notices
+        torch.onnx.export(
+            model,
+            (),
+            str(exported),
+            kwargs={n: sample[n] for n in names},
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    if precision == "int8":
+        int8 = workdir / "int8.onnx"
+        quantize_dynamic(str(exported), str(int8), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        return int8
+    cfg = model.config
+    optimized = optimize_model(str(exported), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size)
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    log.info("ONNX Runtime fusions for %s: %s", model_dir.name, fused or "none (unfused graph)")
+    fp32 = workdir / "fp32.onnx"
+    optimized.save_model_to_file(str(fp32))
+    return fp32
+
+
+class OnnxBackend(Backend):
+    """Runs an exported classifier with ONNX Runtime on the CPU (one session, ``threads`` cores)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, *, precision: str, max_positions: int, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or cpu_count()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads sleep instead of spinning: the pipeline tags, summarises and
+        # writes on the same cores between batches.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.precision = precision
+        self.max_positions = max_positions
+        self.path = Path(path)
+
+    @classmethod
+    def for_model(cls, model_dir: Path, precision: str = "int8", *, cache_dir: Path | None = None, threads: int | None = None) -> "OnnxBackend":
+        """The backend for a saved Hugging Face classifier folder (exported on first use)."""
+        from transformers import AutoConfig
+
+        path = onnx_path(model_dir, precision, cache_dir)
+        limit = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", 512) or 512
+        return cls(path, precision=precision, max_positions=limit, threads=threads)
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
+        return self.session.run(None, {name: feed[name] for name in self.inputs})[0]
+
+
+
+def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], reference: list[str], threshold: float) -> dict:
+    """The card's ``quantization`` entry: the share of the fp32 predictions ``reference`` on
+    ``texts`` that the int8 model keeps, and whether that reaches ``threshold`` (then
+    ``quantize=auto`` serves int8). Without an int8 backend nothing is recommended."""
+    from newspulse.models.evaluate import classification_metrics
+    from newspulse.models.predict import SentimentModel
+
+    int8 = SentimentModel.from_dir(Path(model_dir), device="cpu", quantize="on", card=card)
+    if not int8.quantized:  # ONNX Runtime missing or the export failed (cpu_backend logged why)
+        return {"method": None, "recommended": False, "threshold": threshold}
+    predicted = int8.predict(texts)
+    agreement = float(np.mean([a == b for a, b in zip(predicted, reference)]))
+    return {
+        "method": INT8_METHOD,
+        "agreement": round(agreement, 4),
+        "threshold": threshold,
+        "recommended": agreement >= threshold,
+        "dev_macro_f1_int8": round(classification_metrics(labels, predicted)["macro_f1"], 4),
+    }

@@ -1,0 +1,130 @@
+"""The ONNX Runtime CPU backend: the same predictions as torch fp32 (exactly in fp32, within the
+stated agreement in int8), the export built once and reused, and the torch fallback when ONNX
+Runtime is missing or cannot export a model."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from newspulse.models import onnx_backend
+from newspulse.models.onnx_backend import OnnxUnavailable
+from newspulse.models.predict import SentimentModel
+from newspulse.models.registry import Registry
+from test_model_predict import register_random_model
+
+TEXTS = ["Profit rose sharply in the third quarter.", "Loss widened.", "The meeting is on Tuesday.", "Shares of the bank fell 4% after the ruling."]
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    """A fresh registry (so each test starts without a cached export) with two tiny models."""
+    reg = Registry(tmp_path / "registry")
+    register_random_model(reg, "v1", seed=1)
+    register_random_model(reg, "v2", seed=2)
+    reg.promote("v1")
+    return reg
+
+
+def test_onnxruntime_fp32_equals_torch_and_int8_stays_close(registry):
+    path = registry.version_dir("v1")
+    torch_fp32 = SentimentModel.from_dir(path, device="cpu", quantize="off", backend="torch")
+    fp32 = SentimentModel.from_dir(path, device="cpu", quantize="off")
+    int8 = SentimentModel.from_dir(path, device="cpu", quantize="on")
+    assert (torch_fp32.backend.name, fp32.backend.name, int8.backend.name) == ("torch", "onnxruntime", "onnxruntime")
+    assert (fp32.quantized, int8.quantized) == (False, True)
+    reference = torch_fp32.predict_proba(TEXTS, batch_size=3)
+    np.testing.assert_allclose(fp32.predict_proba(TEXTS, batch_size=3), reference, atol=1e-5)
+    np.testing.assert_allclose(int8.predict_proba(TEXTS, batch_size=3), reference, atol=0.05)
+    assert fp32.predict_proba([]).shape == (0, 3)
+
+
+def test_the_export_is_built_once_per_weights_and_reused(registry, monkeypatch):
+    first = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="on")
+    cached = sorted((registry.version_dir("v1") / "onnx").glob("*.onnx"))
+    assert [p.name.endswith("-int8.onnx") for p in cached] == [True]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached export should have been used")
+
+    monkeypatch.setattr(onnx_backend, "build_onnx", no_build)
+    again = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="on")
+    assert again.backend.path == first.backend.path == cached[0]
+    np.testing.assert_array_equal(again.predict_proba(TEXTS), first.predict_proba(TEXTS))
+    # other weights, another key: never a stale file (here the build is refused, so torch serves)
+    other = SentimentModel.from_dir(registry.version_dir("v2"), device="cpu", quantize="on")
+    assert onnx_backend.cache_key(registry.version_dir("v2")) != onnx_backend.cache_key(registry.version_dir("v1"))
+    assert other.backend.name == "torch"
+
+
+def test_without_onnxruntime_the_torch_path_serves_after_one_warning(registry, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    path = registry.version_dir("v1")
+    with caplog.at_level(logging.WARNING):
+        clf = SentimentModel.from_dir(path, device="cpu", quantize="on")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "ONNX Runtime backend unavailable" in warnings[0].getMessage() and "onnxruntime is not installed" in warnings[0].getMessage()
+    assert clf.backend.name == "torch" and not clf.quantized
+    reference = SentimentModel.from_dir(path, device="cpu", quantize="off", backend="torch")
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), reference.predict_proba(TEXTS), atol=1e-6)
+    with pytest.raises(OnnxUnavailable, match="not installed"):  # asked for explicitly: an error, no fallback
+        SentimentModel.from_dir(path, device="cpu", quantize="on", backend="onnxruntime")
+
+
+def test_a_failed_export_falls_back_to_torch_and_leaves_no_partial_file(registry, monkeypatch, caplog):
+    def broken(model_dir, workdir, precision):
+        (workdir / "half.onnx").write_bytes(b"\0" * 10)
+        raise RuntimeError("unsupported operator aten::frobnicate")
+
+    monkeypatch.setattr(onnx_backend, "build_onnx", broken)
+    with caplog.at_level(logging.WARNING):
+        clf = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off")
+    assert clf.backend.name == "torch"
+    assert any("aten::frobnicate" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert list((registry.version_dir("v1") / "onnx").iterdir()) == []
+
+
+def test_hot_reload_and_rescoring_share_one_export(registry, monkeypatch):
+    from newspulse.models.predict import load_classifier
+    from newspulse.settings import load_settings
+
+    built = []
+    real = onnx_backend.build_onnx
+    monkeypatch.setattr(onnx_backend, "build_onnx", lambda *a: built.append(a[2]) or real(*a))
+    settings = load_settings(model_registry=registry.path, device="cpu", quantize="on")
+    served = load_classifier(settings, check_interval=0)
+    load_classifier(settings, check_interval=0)  # a second process (rescore) on the same registry
+    assert built == ["int8"] and served.current.backend.name == "onnxruntime"
+    torch_only = load_classifier(load_settings(model_registry=registry.path, device="cpu", inference_backend="torch"), check_interval=0)
+    assert torch_only.current.backend.name == "torch"
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_fp32_predictions_of_the_trained_classifier(trained_classifier_registry):
+    """The quick-trained MiniLM on both dev sets. The quick model (1 epoch, 2,500 rows) has many
+    low-margin predictions: int8 keeps 98-99 % of them (docs/model.md; the deprecated torch int8
+    path kept 96 %), hence a floor of 98 % here, while the card's check (the same texts, batches
+    and fp32 reference) decides against the 99 % gate whether ``quantize=auto`` serves int8."""
+    from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+    from newspulse.models.train import QUANT_MIN_AGREEMENT
+    from newspulse.schema import LABELS
+
+    registry = Registry(trained_classifier_registry)
+    card = registry.production_card()
+    path = registry.version_dir(card.version)
+    fp32 = SentimentModel.from_dir(path, device="cpu", quantize="off", backend="torch")
+    int8 = SentimentModel.from_dir(path, device="cpu", quantize="on")
+    assert int8.backend.name == "onnxruntime" and int8.quantized
+    for dev in (PHRASEBANK_DEV, TWITTER_DEV):
+        frame = read_labelled_csv(dev)
+        texts = frame["text"].tolist()
+        reference, quantized = fp32.predict_proba(texts), int8.predict_proba(texts)
+        agreement = float(np.mean(reference.argmax(axis=1) == quantized.argmax(axis=1)))
+        assert agreement >= 0.98, (dev.name, agreement)
+        assert float(np.abs(reference - quantized).mean()) < 0.02
+        check = onnx_backend.int8_check(path, card, texts, frame["label"].tolist(), [LABELS[i] for i in reference.argmax(axis=1)], QUANT_MIN_AGREEMENT)
+        assert check["method"] == onnx_backend.INT8_METHOD and check["agreement"] == pytest.approx(agreement, abs=1e-4)
+        assert check["recommended"] == (agreement >= QUANT_MIN_AGREEMENT)

@@ -231,3 +231,19 @@ def test_the_next_batch_is_scored_while_the_store_write_runs_and_acks_follow_the
         all_submitted.set()
     assert sink.overlapped is True and sink.acked_during_first_write == 0
     assert store.stats()["articles"] == 12 and pipe.counters.stored == 12 and pipe.counters.pending == 0
+
+
+def test_a_failing_batch_is_parsed_once_across_its_retries(tmp_path, monkeypatch):
+    """Retries after an error reuse the Articles parsed on the first attempt."""
+    from newspulse.pipeline import BatchDriver, Counters
+    from newspulse.schema import Article
+
+    validated = []
+    original = Article.model_validate.__func__
+    monkeypatch.setattr(Article, "model_validate", classmethod(lambda cls, *a, **k: validated.append(1) or original(cls, *a, **k)))
+    store = SQLiteStore(tmp_path / "p.db")
+    sink = StoreSink(store)
+    driver = BatchDriver(Processor(FlakyClassifier(2, RuntimeError("tokenizer crashed")), FirstSentence(), [sink], sink), Counters(), backoff=FAST)
+    outcomes = driver.run([RawMessage(json.dumps(raw(i)).encode()) for i in range(3)], lambda seconds: True)
+    assert [o.fate for o in outcomes] == [Fate.stored] * 3 and store.stats()["articles"] == 3
+    assert len(validated) == 3 and driver.counters.retried == 6  # two failed attempts of 3, one parse each

@@ -721,6 +721,8 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md", plot
         "## Targets at a glance",
         "",
         *summary_table(summary_rows(results), dates, link),
+        *(f"- {stem}.json: {fmt(data['note'])}" for stem, data in results.items() if isinstance(data.get("note"), str) and data["note"]),
+        "",
     ]
     made = write_plots(results, plots)
     if made:

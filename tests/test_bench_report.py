@@ -48,6 +48,7 @@ MODEL = {
 }
 PIPELINE = {
     "started_at": "2026-11-29T10:00:00+00:00",
+    "note": "model = the quick-trained test registry",
     "embedded": {"articles_per_s": 8.5, "classifier_only_per_s": 10.0, "ratio": 0.85,
                  "latency_s": {"p50": 0.3, "p95": 0.8, "offered_per_s": 4.25, "capacity_per_s": 8.5}},
     "kafka_es": {"articles_per_s": 7.0, "classifier_only_per_s": 10.0, "ratio": 0.70,
@@ -143,6 +144,7 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
     assert "| Alerts | recall ≥ 0.95 | 0.900 | ❌ not met | [alerts.json](results/alerts.json)" in head
     assert "| Alerts | precision ≥ 0.9 | 0.950 | ✅ met |" in head
     assert "(2026-11-29)" in head  # pipeline.json's own started_at is the date measured
+    assert "- pipeline.json: model = the quick-trained test registry" in head  # a results file's caveat
     for name in ("throughput_cpu", "pipeline", "stage_costs", "latency", "alert_delay"):
         png = plots / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size < 150_000

@@ -7,6 +7,7 @@ and padded partial batches, all prepared on worker threads.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def test_chunks_count_the_tokens_of_their_text(clf, stories):
             assert n_tokens == len(clf.tokenizer.tokenize(text))
 
 
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile's CPU backend needs a C compiler")
 def test_compiled_forward_scores_like_eager():
     """``compile=True`` (torch.compile of the fixed-shape forward pass) changes no output; one
     shape here, since each shape compiles once (tens of seconds on CPU)."""

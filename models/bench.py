@@ -10,6 +10,7 @@ truncation. Its accuracy is the published one (arXiv 1908.10063), quoted for com
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -121,7 +122,9 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     teacher_card = registry.teacher_card()
     if teacher_card is not None:
         contenders["teacher_fp32"] = SentimentModel.from_dir(registry.version_dir(teacher_card.version), device="cpu", quantize="off", backend="torch", card=teacher_card)
+    load_before = os.getloadavg()[0]
     speeds = interleaved_throughput(contenders, texts, rounds=rounds)
+    load_after = os.getloadavg()[0]
     teacher_speed = speeds.pop("teacher_fp32", None)
     speedup = speeds["production_int8"] / speeds["bert_base_fp32"]
     f1_drop = quality["fp32"]["macro_f1"] - quality["int8"]["macro_f1"]
@@ -155,6 +158,7 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
             "cpu": platform.processor() or platform.machine(),
             "cores": cpu_count(),
             "machine": "shared development machine: other jobs ran beside the benchmark; ratios are measured within one run",
+            "load_average_1min": [round(load_before, 2), round(load_after, 2)],
             "torch": torch.__version__,
             "onnxruntime": _version("onnxruntime"),
         },

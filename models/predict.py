@@ -235,8 +235,8 @@ class SentimentModel:
 
 def length_sorted_batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(indices, input_ids, attention_mask)`` per batch, texts sorted by token count so each
-    batch is padded only to its own longest text. One fast-tokenizer call for all texts; the
-    padding is numpy (the tokenizer's ``pad`` costs more than the int8 forward pass of a batch)."""
+    batch is padded only to its own longest text. One fast-tokenizer call for all texts; batches
+    are padded in numpy, the input every backend takes (torch wraps it without a copy)."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")

@@ -223,11 +223,14 @@ def kafka_init_topics(timeout: Annotated[float, typer.Option(min=1, help="Second
 def bench_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
+    note: Annotated[str, typer.Option(help="A note stored with the results (which model was measured and why, the machine's state).")] = "",
 ) -> None:
     """Dev macro-F1 and throughput of the production model (fp32, int8) against BERT-base."""
     from newspulse.models.bench import run_model_bench
 
     result = run_model_bench(settings_or_exit())
+    if note:
+        result["note"] = note
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

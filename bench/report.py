@@ -275,7 +275,7 @@ def latency_rows(pipeline: dict | None) -> list[Row]:
             rows.append(missing(area, target, src, f"the {backend} latency run lacks p95, offered_per_s or a capacity"))
             continue
         share = offered / cap
-        measured = f"p95 {p95:.2f} s at {offered:g}/s offered = {share:.2f}× capacity"
+        measured = f"p95 {p95:.2f} s at {offered:.2f}/s offered = {share:.2f}× capacity"
         if HALF_CAPACITY[0] <= share <= HALF_CAPACITY[1]:
             rows.append(Row(area, target, measured, at_most(p95, 1.0), (src,)))
         else:
@@ -552,7 +552,7 @@ def plot_latency(pipeline: dict | None, path: Path) -> Path | None:
         bars = ax.bar([i - 0.2, i + 0.2], [p50, p95], 0.38, color=["#4c72b0", "#dd8452"], label=["p50", "p95"] if i == 0 else None)
         ax.bar_label(bars, fmt="%.3g s", padding=2, fontsize=8)
         offered, cap = number(run, "offered_per_s"), capacity(pipeline, b, run)
-        load = f"\n{offered:g}/s offered" + (f" = {offered / cap:.2f}× capacity" if offered and cap else "") if offered else ""
+        load = f"\n{offered:.2f}/s offered" + (f" = {offered / cap:.2f}× capacity" if offered and cap else "") if offered else ""
         ticks.append(("embedded" if b == "embedded" else "Kafka + ES" if b == "kafka_es" else b) + load)
     ax.axhline(1.0, color="#c44e52", linestyle="--", label="target p95 ≤ 1 s")
     if max(values) > 20:  # keep the 1 s target line visible next to queueing delays

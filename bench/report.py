@@ -602,7 +602,10 @@ def write_plots(results: dict[str, dict], plots: Path) -> list[tuple[str, Path]]
         ("Latency per backend", plot_latency(results.get("pipeline"), plots / "latency.png")),
         ("Alert delay", plot_alert_delays(results.get("alerts"), plots / "alert_delay.png")),
     ]
-    return [(caption, path) for caption, path in made if path is not None]
+    kept = [(caption, path) for caption, path in made if path is not None]
+    for stale in set(plots.glob("*.png")) - {path for _, path in kept}:  # a plot its data no longer allows
+        stale.unlink()
+    return kept
 
 
 # --- markdown --------------------------------------------------------------------------------

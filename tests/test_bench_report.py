@@ -137,6 +137,8 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
     write(results, "alerts", {"targets": {"precision": 0.9, "recall": 0.95, "median_delay_minutes": 15},
                               "alerter": {"precision": 0.95, "recall": 0.9, "median_delay_minutes": 12.0},
                               "runs": [{"alerter": {"delays_minutes": [3.0, 9.5, 14.0, 40.0]}, "static_threshold": {"delays_minutes": [8.0, 20.0]}}]})
+    plots.mkdir()
+    (plots / "throughput_gpu.png").write_bytes(PNG_MAGIC)  # from an earlier run; no gpu.json now
     text = report.render(results, out, plots)
 
     head = text.split("## Plots")[0]
@@ -149,6 +151,7 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
         png = plots / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size < 150_000
         assert f"(plots/{name}.png)" in text
+    assert not (plots / "throughput_gpu.png").exists() and "throughput_gpu" not in text
     # the long dumps stay, collapsed, below the plots
     assert text.index("<details>") > text.index("## Plots")
     assert "| throughput.production_fp32 | 100 |" in text

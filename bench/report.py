@@ -192,7 +192,7 @@ def cpu_rows(model: dict | None) -> list[Row]:
     if agreement is None:
         rows.append(missing(area, targets[2], src, "model.json lacks the agreement with fp32"))
     else:
-        rows.append(Row(area, targets[2], f"{agreement:.1%}", at_least(agreement, 0.99), (src,)))
+        rows.append(Row(area, targets[2], f"{agreement:.2%}", at_least(agreement, 0.99), (src,)))
     return rows
 
 

@@ -143,20 +143,21 @@ class EmbeddedPipeline:
     def _next_batch(self, scoring: Future | None) -> tuple[list[RawMessage], bool]:
         """Up to ``batch_max_records`` messages, and whether the stop marker came.
 
-        Idle (``scoring`` is None): block for the first message, then let a partial batch wait
-        for more as long as :meth:`ScoringStage.wait_s` allows. With a batch being scored:
-        gather what arrives until that batch is scored, so the two overlap."""
+        Idle (``scoring`` is None): block for the first message, then take more while they come
+        within :meth:`ScoringStage.gap_s` of each other (``batch_max_wait_ms`` in all). With a
+        batch being scored: gather what arrives until that batch is scored, so the two overlap."""
         batch: list[RawMessage] = []
-        deadline = 0.0
+        deadline, gap = 0.0, 0.0
         if scoring is None:
             first = self._queue.get()
             if first is _STOP:
                 return batch, True
             batch.append(first)
-            deadline = time.monotonic() + self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000)
+            max_wait = self.settings.batch_max_wait_ms / 1000
+            deadline, gap = time.monotonic() + max_wait, self.scoring.gap_s(max_wait)
         while len(batch) < self.settings.batch_max_records:
             busy = scoring is not None and not scoring.done()
-            timeout = _GATHER_S if busy else (deadline - time.monotonic() if scoring is None else 0.0)
+            timeout = _GATHER_S if busy else (min(gap, deadline - time.monotonic()) if scoring is None else 0.0)
             try:
                 item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:

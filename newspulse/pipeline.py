@@ -647,8 +647,8 @@ class ScoringStage:
     def __init__(self, processor: Processor, name: str = "newspulse-scoring") -> None:
         self.processor = processor
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        #: Seconds the last batch took to prepare (the partial-batch wait adapts to it).
-        self.last_seconds = 0.0
+        #: Seconds per message of the last batch prepared (the partial-batch wait adapts to it).
+        self.per_message_s = 0.0
 
     def submit(self, messages: Sequence[RawMessage]) -> Future:
         """Start preparing ``messages``; the Future's result is their :class:`Prepared`."""
@@ -656,15 +656,15 @@ class ScoringStage:
 
     def _prepare(self, messages: list[RawMessage]) -> Prepared:
         prepared = self.processor.prepare(messages)
-        self.last_seconds = prepared.seconds
+        self.per_message_s = prepared.seconds / max(1, len(messages))
         return prepared
 
-    def wait_s(self, max_wait_s: float) -> float:
-        """How long a partial batch may wait for more messages: no longer than the last batch
-        took to score (at low load a story is scored at once instead of waiting out
-        ``max_wait_s``; under load batches fill while the previous one is scored), and never
-        more than ``max_wait_s``."""
-        return min(max_wait_s, self.last_seconds)
+    def gap_s(self, max_wait_s: float) -> float:
+        """How long an idle source lets a partial batch wait for its next message: about the
+        time one message takes to score. A burst is gathered whole (its messages come closer
+        than that); a trickle goes at once instead of waiting out ``max_wait_s``, which stays
+        the cap on the whole wait. Under load the next batch fills while one is scored."""
+        return min(max_wait_s, self.per_message_s)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # --- processing ----------------------------------------------------------------------
     batch_max_records: int = Field(64, ge=1, le=10_000, description="Largest micro-batch the processor scores at once.")
-    batch_max_wait_ms: int = Field(500, ge=1, le=60_000, description="Most a partial batch waits for more records; it waits no longer than the last batch took to score.")
+    batch_max_wait_ms: int = Field(500, ge=1, le=60_000, description="Most a partial batch waits for more records; it goes sooner once none came for about one record's scoring time.")
     queue_max_items: int = Field(1024, ge=1, description="Bound of the embedded in-process queue (back-pressure).")
     max_published_ahead_hours: float = Field(24.0, gt=0, le=24 * 366, description="How far ahead of this host's clock an article's published_at may lie (clock skew, mislabelled time zones); later ones are dead-lettered.")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the Prometheus metrics endpoint; unset = off.")

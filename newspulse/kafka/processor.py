@@ -2,8 +2,9 @@
 
 Delivery is at-least-once with idempotent writes, which makes the store exactly-once:
 
-* records are micro-batched (``batch_max_records``; a partial batch waits at most as long as
-  the last batch took to score, capped by ``batch_max_wait_ms``) and handed to the shared
+* records are micro-batched (``batch_max_records``; a partial batch goes once no record came
+  for about one record's scoring time, at most ``batch_max_wait_ms`` after its first) and
+  handed to the shared
   :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the embedded
   queue); offsets are committed only once every record of the batch is stored, dead-lettered
   or a superseded duplicate;
@@ -121,6 +122,7 @@ class StreamProcessor:
         self.assigned: frozenset = frozenset()
         self._buffer: list = []
         self._batch_started: float | None = None
+        self._last_arrival = 0.0
         self._next_offset: dict = {}
         self._lock = threading.Lock()
         self._revoked: set = set()
@@ -211,7 +213,7 @@ class StreamProcessor:
         if scoring:
             timeout = 0
         elif self._buffer:
-            timeout = max(0, int((self._batch_started + self._max_wait_s() - time.monotonic()) * 1000))
+            timeout = max(0, int((self._partial_batch_ends() - time.monotonic()) * 1000))
         else:
             timeout = IDLE_POLL_MS
         try:
@@ -232,18 +234,22 @@ class StreamProcessor:
             self._buffer.extend(records)
             metrics.CONSUMED.inc(len(records))
             self.stats.receive(len(records))
+            self._last_arrival = time.monotonic()
         if self._buffer and self._batch_started is None:
             self._batch_started = time.monotonic()
 
-    def _max_wait_s(self) -> float:
-        return self.scoring.wait_s(self.settings.batch_max_wait_ms / 1000)
+    def _partial_batch_ends(self) -> float:
+        """When a partial batch goes: once no record came for :meth:`ScoringStage.gap_s`, or
+        ``batch_max_wait_ms`` after its first record, whichever is sooner."""
+        max_wait = self.settings.batch_max_wait_ms / 1000
+        return min(self._batch_started + max_wait, self._last_arrival + self.scoring.gap_s(max_wait))
 
     def _batch_due(self) -> bool:
         if not self._buffer:
             return False
         if len(self._buffer) >= self.batch_limit:
             return True
-        return time.monotonic() - self._batch_started >= self._max_wait_s()
+        return time.monotonic() >= self._partial_batch_ends()
 
     # --- rebalance bookkeeping (the listener runs on the IO thread) ----------------------------
     def _note_revoked(self, partitions) -> None:

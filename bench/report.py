@@ -677,7 +677,8 @@ def commit() -> str:
         return "unknown"
 
 
-def summary_table(rows: list[Row], dates: dict[str, str], link) -> list[str]:
+def summary_table(rows: list[Row], dates: dict[str, str], link, noted: set[str]) -> list[str]:
+    """The targets table; a source whose results file carries a note (which model it ran, …) says so."""
     counts = {v: sum(r.verdict.startswith(v) and not (v == MET and r.verdict.startswith(NOT_MEASURED)) for r in rows) for v in (MET, NOT_MET, NOT_MEASURED)}
     lines = [
         f"**{counts[MET]} met, {counts[NOT_MET]} not met, {counts[NOT_MEASURED]} not measured** of {len(rows)} targets.",
@@ -687,7 +688,7 @@ def summary_table(rows: list[Row], dates: dict[str, str], link) -> list[str]:
     ]
     for r in rows:
         mark = MARKS[next(v for v in (NOT_MEASURED, NOT_MET, MET) if r.verdict.startswith(v))]
-        sources = ", ".join(f"[{s}.json]({link(s)}) ({dates.get(s, 'missing')})" for s in r.sources)
+        sources = ", ".join(f"[{s}.json]({link(s)}) ({dates.get(s, 'missing')}{'; see its note below' if s in noted else ''})" for s in r.sources)
         lines.append(f"| {r.area} | {r.target} | {r.measured} | {mark} {r.verdict} | {sources} |")
     return lines + [""]
 
@@ -706,6 +707,7 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md", plot
     """BENCHMARKS.md's text; writes the plots it embeds under ``plots``."""
     results = load_results(results_dir)
     dates = {stem: measured_on(results_dir / f"{stem}.json", data) for stem, data in results.items()}
+    notes = {stem: data["note"] for stem, data in results.items() if isinstance(data, dict) and isinstance(data.get("note"), str) and data["note"]}
 
     def link(target: Path | str) -> str:
         path = results_dir / f"{target}.json" if isinstance(target, str) else target
@@ -723,8 +725,8 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md", plot
         "",
         "## Targets at a glance",
         "",
-        *summary_table(summary_rows(results), dates, link),
-        *(f"- {stem}.json: {fmt(data['note'])}" for stem, data in results.items() if isinstance(data.get("note"), str) and data["note"]),
+        *summary_table(summary_rows(results), dates, link, set(notes)),
+        *(f"- {stem}.json: {fmt(note)}" for stem, note in notes.items()),
         "",
     ]
     made = write_plots(results, plots)

@@ -145,8 +145,9 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
     assert "## Targets at a glance" in head
     assert "| Alerts | recall ≥ 0.95 | 0.900 | ❌ not met | [alerts.json](results/alerts.json)" in head
     assert "| Alerts | precision ≥ 0.9 | 0.950 | ✅ met |" in head
-    assert "(2026-11-29)" in head  # pipeline.json's own started_at is the date measured
-    assert "- pipeline.json: model = the quick-trained test registry" in head  # a results file's caveat
+    # pipeline.json's own started_at is the date measured; its note is listed and flagged on its rows
+    assert "- pipeline.json: model = the quick-trained test registry" in head
+    assert "(2026-11-29; see its note below) |" in head
     for name in ("throughput_cpu", "pipeline", "stage_costs", "latency", "alert_delay"):
         png = plots / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size < 150_000

@@ -14,7 +14,8 @@ import typer
 
 from newspulse.ingest.feeds import DEFAULT_FEEDS
 from newspulse.redact import get_logger
-from newspulse.console import settings_or_exit, stop_on_signals
+from newspulse.console import settings_or_exit
+from newspulse.signals import stop_on_signals
 from newspulse.settings import Settings
 
 log = get_logger(__name__)

@@ -29,7 +29,8 @@ from newspulse.models.cli import app as model_app
 from newspulse.models.cli import ensure_model
 from newspulse import __version__
 from newspulse.alerts.cli import app as alerts_app
-from newspulse.console import command_app, settings_or_exit, stop_on_signals
+from newspulse.console import command_app, settings_or_exit
+from newspulse.signals import stop_on_signals
 from newspulse.errors import NewsPulseError
 from newspulse.settings import Settings
 

@@ -4,7 +4,8 @@
 * :class:`CommandGroup` turns an expected error (:class:`~newspulse.errors.NewsPulseError`: a bad
   setting, a missing model, an unreachable store, an unreadable input file) into one clear line
   on stderr and exit code 2, in every sub-command, instead of a traceback;
-* :func:`stop_on_signals` lets a long-running command stop cleanly on SIGINT or SIGTERM.
+* (a long-running command stops cleanly on SIGINT or SIGTERM through
+  :func:`newspulse.signals.stop_on_signals`, which the Kafka consumer shares).
 
 It sits in the command-line layer: it may be imported by every sub-app (``models/cli.py``,
 ``ingest/cli.py``, ``newspulse/alerts/cli.py``) and imports none of them, so the CLI has no cycles.
@@ -12,10 +13,6 @@ It sits in the command-line layer: it may be imported by every sub-app (``models
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -64,19 +61,3 @@ def settings_or_exit() -> Settings:
         raise typer.Exit(EXIT_ERROR) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event that SIGINT or SIGTERM sets while the block runs; the old handlers come back after.
-
-    Long-running commands poll the event instead of dying mid-batch, so they can flush, commit and
-    stop their children first.
-    """
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -86,6 +86,16 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch, the form both stores index times in (naive = UTC)."""
+    return int(to_utc(value).timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int | float) -> datetime:
+    """The UTC datetime of :func:`epoch_ms`'s value."""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -28,6 +28,7 @@ KERNEL = {
     "newspulse.bundled",
     "newspulse.metrics",
     "newspulse.redact",
+    "newspulse.signals",
 }
 WIRING = {"newspulse.wiring"}
 #: Applications: command lines, DAGs and the dashboard. They may import anything.

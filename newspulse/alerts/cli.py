@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from newspulse.console import command_app, stop_on_signals
+from newspulse.console import command_app
+from newspulse.signals import stop_on_signals
 from newspulse.console import settings_or_exit as _settings
 from newspulse.errors import NotFound
 from newspulse.schema import AlertStatus

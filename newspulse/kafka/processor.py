@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -51,6 +50,7 @@ from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_o
 from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage, ScoringStage
 from newspulse.schema import Article
 from newspulse.settings import Settings
+from newspulse.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -462,9 +462,10 @@ def run_processor(
     Processor that ``processor_factory`` builds around the news.scored and news.dlq sinks
     (:func:`newspulse.wiring.run_kafka_processor` passes the production one; tests a fake).
     """
-    stop = stop or threading.Event()
-    restore = _install_signal_handlers(stop)
-    try:
+    def say(name: str) -> None:
+        log.info("%s received: finishing the current batch, committing and leaving the group", name)
+
+    with stop_on_signals(stop, on_signal=say) as stop:
         if settings.metrics_port is not None:
             metrics.serve_metrics(settings.metrics_port)
         ensure_topics(settings, stop=stop)
@@ -476,23 +477,3 @@ def run_processor(
             return StreamProcessor(settings, processor, **consumer_overrides).run(stop)
         finally:
             producer.close()
-    finally:
-        restore()
-
-
-def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM/SIGINT set ``stop`` (finish the batch, commit, close) instead of killing mid-batch."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handle(signum, _frame) -> None:
-        log.info("%s received: finishing the current batch, committing and leaving the group", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from newspulse.schema import Alert, Feedback, ScoredArticle, to_utc
+from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
 from newspulse.store.base import (
     Bucket,
@@ -145,14 +145,6 @@ DEAD_LETTER_MAPPINGS: dict[str, Any] = {
         "seq": {"type": "long"},
     },
 }
-
-
-def _ms(value: datetime) -> int:
-    return int(to_utc(value).timestamp() * 1000)
-
-
-def _from_ms(ms: int | float) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
 
 
 def redact_url(url: str) -> str:
@@ -510,7 +502,7 @@ class ElasticStore:
                     {
                         "reason": letter.reason,
                         "origin": letter.origin,
-                        "received_at": _ms(letter.received_at),
+                        "received_at": epoch_ms(letter.received_at),
                         "payload": base64.b64encode(letter.payload).decode("ascii"),
                         "seq": self._next_seq(),
                     },
@@ -556,9 +548,9 @@ class ElasticStore:
         if flt.start is not None or flt.end is not None:
             rng: dict[str, Any] = {"format": "epoch_millis"}
             if flt.start is not None:
-                rng["gte"] = _ms(flt.start)
+                rng["gte"] = epoch_ms(flt.start)
             if flt.end is not None:
-                rng["lt"] = _ms(flt.end)
+                rng["lt"] = epoch_ms(flt.end)
             clauses.append({"range": {"published_at": rng}})
         for field, value in (("tickers", flt.ticker), ("topics", flt.topic), ("source", flt.source), ("label", flt.label)):
             if value:
@@ -600,7 +592,7 @@ class ElasticStore:
             labels = {lb["key"]: lb["doc_count"] for lb in b["labels"]["buckets"]}
             out.append(
                 Bucket(
-                    start=_from_ms(b["key"]),
+                    start=from_epoch_ms(b["key"]),
                     count=b["doc_count"],
                     negative=labels.get("negative", 0),
                     neutral=labels.get("neutral", 0),
@@ -720,7 +712,7 @@ class ElasticStore:
             lambda: self._search(self.articles_read, size=1, sort=[{"published_at": order}], source=False),
         )
         hits = resp["hits"]["hits"]
-        return _from_ms(hits[0]["sort"][0]) if hits else None
+        return from_epoch_ms(hits[0]["sort"][0]) if hits else None
 
     def list_alerts(self, status: str | None = None, limit: int = 200) -> list[Alert]:
         query = {"term": {"status": status}} if status else {"match_all": {}}
@@ -745,7 +737,7 @@ class ElasticStore:
                 reason=s["reason"],
                 payload=base64.b64decode(s["payload"]),
                 origin=s["origin"],
-                received_at=_from_ms(s["received_at"]),
+                received_at=from_epoch_ms(s["received_at"]),
             )
             for s in (h["_source"] for h in resp["hits"]["hits"])
         ]

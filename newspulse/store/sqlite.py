@@ -10,11 +10,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from newspulse.schema import Alert, Feedback, ScoredArticle
+from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms
 from newspulse.store.base import Bucket, DeadLetter, alert_update, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms
 
 _SCHEMA = """
@@ -52,14 +52,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 _IDS_PER_QUERY = 500
 
 _FACET_TABLES = {"tickers": "article_tickers", "topics": "article_topics"}
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def fts_query(text: str) -> str:
@@ -150,10 +142,10 @@ class SQLiteStore:
         params: list = []
         if flt.start is not None:
             clauses.append(f"{alias}.published_ms >= ?")
-            params.append(_ms(flt.start))
+            params.append(epoch_ms(flt.start))
         if flt.end is not None:
             clauses.append(f"{alias}.published_ms < ?")
-            params.append(_ms(flt.end))
+            params.append(epoch_ms(flt.end))
         if flt.source:
             clauses.append(f"{alias}.source = ?")
             params.append(flt.source)
@@ -204,7 +196,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM articles_fts WHERE rowid = ?", old)
             cur = conn.execute(
                 "INSERT OR REPLACE INTO articles (id, published_ms, source, label, score, model_version, processed_ms, doc) VALUES (?,?,?,?,?,?,?,?)",
-                (art.id, _ms(art.published_at), art.source, art.label.value, art.score, art.model_version, _ms(art.processed_at), art.model_dump_json()),
+                (art.id, epoch_ms(art.published_at), art.source, art.label.value, art.score, art.model_version, epoch_ms(art.processed_at), art.model_dump_json()),
             )
             for table, values in (("article_tickers", art.tickers), ("article_topics", art.topics)):
                 conn.execute(f"DELETE FROM {table} WHERE id = ?", (art.id,))
@@ -229,7 +221,7 @@ class SQLiteStore:
                     """INSERT INTO alerts (id, scope, status, started_ms, doc) VALUES (?,?,?,?,?)
                        ON CONFLICT(id) DO UPDATE SET scope = excluded.scope, status = excluded.status,
                            started_ms = excluded.started_ms, doc = json_patch(alerts.doc, excluded.doc)""",
-                    [(a.id, a.scope, a.status.value, _ms(a.started_at), json.dumps(alert_update(a))) for a in alerts],
+                    [(a.id, a.scope, a.status.value, epoch_ms(a.started_at), json.dumps(alert_update(a))) for a in alerts],
                 )
             except sqlite3.Error as err:
                 raise self._infrastructure(err, f"writing {len(alerts)} alerts") from err
@@ -238,7 +230,7 @@ class SQLiteStore:
         with self._write_lock:
             self._conn().execute(
                 "INSERT OR REPLACE INTO feedback (article_id, created_ms, doc) VALUES (?,?,?)",
-                (feedback.article_id, _ms(feedback.created_at), feedback.model_dump_json()),
+                (feedback.article_id, epoch_ms(feedback.created_at), feedback.model_dump_json()),
             )
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -247,7 +239,7 @@ class SQLiteStore:
             try:
                 conn.executemany(
                     "INSERT INTO dead_letters (received_ms, origin, reason, payload) VALUES (?,?,?,?)",
-                    [(_ms(d.received_at), d.origin, d.reason, d.payload) for d in letters],
+                    [(epoch_ms(d.received_at), d.origin, d.reason, d.payload) for d in letters],
                 )
             except sqlite3.Error as err:
                 raise self._infrastructure(err, f"writing {len(letters)} dead letters") from err
@@ -277,7 +269,7 @@ class SQLiteStore:
                 FROM articles a WHERE {where} GROUP BY b ORDER BY b""",
             [size, size, *params],
         ).fetchall()
-        return [Bucket(start=_from_ms(b), count=n, negative=neg, neutral=neu, positive=pos, mean_score=mean) for b, n, neg, neu, pos, mean in rows]
+        return [Bucket(start=from_epoch_ms(b), count=n, negative=neg, neutral=neu, positive=pos, mean_score=mean) for b, n, neg, neu, pos, mean in rows]
 
     def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
         where, params = self._where(flt)
@@ -346,7 +338,7 @@ class SQLiteStore:
 
     def latest_published_at(self) -> datetime | None:
         row = self._conn().execute("SELECT MAX(published_ms) FROM articles").fetchone()
-        return _from_ms(row[0]) if row and row[0] is not None else None
+        return from_epoch_ms(row[0]) if row and row[0] is not None else None
 
     def list_alerts(self, status: str | None = None, limit: int = 200) -> list[Alert]:
         sql, params = "SELECT doc FROM alerts", []
@@ -368,7 +360,7 @@ class SQLiteStore:
         rows = self._conn().execute(
             "SELECT reason, payload, origin, received_ms FROM dead_letters ORDER BY seq DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [DeadLetter(reason=r, payload=bytes(p), origin=o, received_at=_from_ms(ms)) for r, p, o, ms in rows]
+        return [DeadLetter(reason=r, payload=bytes(p), origin=o, received_at=from_epoch_ms(ms)) for r, p, o, ms in rows]
 
     def stats(self) -> dict:
         conn = self._conn()
@@ -386,8 +378,8 @@ class SQLiteStore:
             "alerts_by_status": alerts_by_status,
             "feedback": conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0],
             "dead_letters": conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0],
-            "first_published_at": _from_ms(first).isoformat() if first is not None else None,
-            "last_published_at": _from_ms(last).isoformat() if last is not None else None,
+            "first_published_at": from_epoch_ms(first).isoformat() if first is not None else None,
+            "last_published_at": from_epoch_ms(last).isoformat() if last is not None else None,
             "model_versions": versions,
         }
 

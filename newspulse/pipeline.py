@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -452,13 +453,19 @@ class Processor:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Capped exponential backoff: ``first_s``, doubling, at most ``max_s``."""
+    """Capped exponential backoff: ``first_s``, doubling, at most ``max_s``; ``jitter`` spreads
+    each delay by up to that fraction either way, so clients that failed together (every
+    processor of a group when the broker restarts) don't retry in step. The one delay policy of
+    the batch driver, the Kafka client, the consumer's poll loop and the Elasticsearch store."""
 
     first_s: float = 0.2
     max_s: float = 10.0
+    jitter: float = 0.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.first_s * 2 ** max(0, attempt - 1))
+        """The wait before retry number ``attempt`` (1 = the first retry)."""
+        base = min(self.max_s, self.first_s * 2 ** max(0, attempt - 1))
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else base
 
 
 #: How a source waits between retries: returns False when the source wants the batch back

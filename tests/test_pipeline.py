@@ -247,3 +247,12 @@ def test_a_failing_batch_is_parsed_once_across_its_retries(tmp_path, monkeypatch
     outcomes = driver.run([RawMessage(json.dumps(raw(i)).encode()) for i in range(3)], lambda seconds: True)
     assert [o.fate for o in outcomes] == [Fate.stored] * 3 and store.stats()["articles"] == 3
     assert len(validated) == 3 and driver.counters.retried == 6  # two failed attempts of 3, one parse each
+
+
+def test_backoff_doubles_to_its_cap_and_jitter_stays_within_its_fraction() -> None:
+    """The one delay policy (batch driver, Kafka client and poll loop, Elasticsearch store)."""
+    plain = Backoff(first_s=0.25, max_s=10.0)
+    assert [plain.delay(n) for n in range(1, 8)] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
+    jittered = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
+    delays = [jittered.delay(3) for _ in range(200)]
+    assert all(0.64 <= d <= 0.96 for d in delays) and len(set(delays)) > 1

@@ -44,7 +44,7 @@ from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFaile
 
 from newspulse.errors import Failure, classify
 from newspulse.kafka import metrics
-from newspulse.kafka.client import describe, ensure_topics, group_config, is_transient, retry
+from newspulse.kafka.client import BROKER_BACKOFF, describe, ensure_topics, group_config, is_transient, retry
 from newspulse.kafka.producer import build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
 from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage, ScoringStage
@@ -394,7 +394,7 @@ class StreamProcessor:
 
     def _backoff(self) -> None:
         self._failures_in_row += 1
-        time.sleep(min(5.0, 0.1 * 2**self._failures_in_row))
+        time.sleep(BROKER_BACKOFF.delay(self._failures_in_row))
 
     # --- offsets --------------------------------------------------------------------------
     def _commit(self, offsets: dict) -> None:

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from newspulse.pipeline import Backoff
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
 from newspulse.store.base import (
@@ -77,7 +78,8 @@ PIT_KEEP_ALIVE = "2m"
 EXACT_UNIQUE_IDS = 40_000
 #: How many recently written ids (and their monthly index) a store remembers, ~10 MB.
 RECENT_IDS = 100_000
-_MAX_BACKOFF = 10.0
+#: Retries of an unavailable cluster: 0.25 s doubling to 10 s, until the store's retry budget.
+_BACKOFF = Backoff(first_s=0.25, max_s=10.0)
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 #: Refusals that no retry can fix: the credential (401/403), or an index mapping that does not
 #: take the fields every article has (the store's setup is wrong, not the record).
@@ -271,7 +273,7 @@ class ElasticStore:
     def _with_retry(self, what: str, call: Callable[[], T], budget: float) -> T:
         """Run ``call`` (setup included), retrying transient errors with backoff for ``budget`` s."""
         deadline = time.monotonic() + budget
-        delay = 0.25
+        attempt = 1
         while True:
             try:
                 self._ensure_ready()
@@ -284,9 +286,10 @@ class ElasticStore:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise StoreUnavailable(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
-                log.warning("Elasticsearch %s failed (%s); retrying in %.1fs", what, reason, min(delay, left))
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, _MAX_BACKOFF)
+                delay = min(_BACKOFF.delay(attempt), left)
+                log.warning("Elasticsearch %s failed (%s); retrying in %.1fs", what, reason, delay)
+                time.sleep(delay)
+                attempt += 1
 
     def _raise_if_denied(self, err: BaseException, what: str) -> None:
         """A refused credential is permanent: say so plainly instead of a raw client error."""
@@ -347,7 +350,7 @@ class ElasticStore:
         written: list[str] = []
         failed: dict[str, str] = {}
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.25
+        attempt = 1
         while pending:
             reason = ""
             try:
@@ -383,9 +386,10 @@ class ElasticStore:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StoreUnavailable(f"{len(pending)} article(s) not acknowledged by Elasticsearch at {self.url} within {self.retry_seconds:.0f}s: {reason}")
-            log.warning("Elasticsearch bulk write of %d articles failed (%s); retrying in %.1fs", len(pending), reason, min(delay, left))
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, _MAX_BACKOFF)
+            delay = min(_BACKOFF.delay(attempt), left)
+            log.warning("Elasticsearch bulk write of %d articles failed (%s); retrying in %.1fs", len(pending), reason, delay)
+            time.sleep(delay)
+            attempt += 1
         return written, failed
 
     def _current_locations(self, pending: dict[str, ScoredArticle]) -> dict[str, set[str]]:

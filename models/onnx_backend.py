@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from newspulse.models.predict import Backend
+from newspulse.models.registry import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ def cache_key(model_dir: Path) -> str:
     for name in MODEL_FILES:
         path = model_dir / name
         if path.exists():
-            h.update(name.encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            h.update(f";{name}={sha256_file(path)}".encode())
     return h.hexdigest()[:16]
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newspulse.models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
-from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, reuters_sentences, write_soft_labels  # noqa: E402
+from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, balanced_rows, reuters_sentences, write_soft_labels  # noqa: E402
 from newspulse.models.evaluate import classification_metrics  # noqa: E402
 from newspulse.models.train import load_training_frame  # noqa: E402
 from newspulse.schema import LABELS  # noqa: E402
@@ -85,9 +85,14 @@ def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
 
 
 def _fit(args) -> None:
+    import torch
+
     from newspulse.models.registry import Registry
     from newspulse.models.train import TrainConfig, fit_and_register
 
+    # One thread per run: the lead benchmarks on the other core, and a fixed step count makes
+    # the thread count irrelevant to the result (the card records it as torch_threads).
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     i, arm = args.fold, args.arm
     run = out / f"fold{i}" / (args.tag or arm)
@@ -96,11 +101,13 @@ def _fit(args) -> None:
     held = allrows[(allrows["fold"] == i) & allrows["scored"]].reset_index(drop=True)
     dev = read_many(list(DEFAULT_DEV_FILES))
     reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
-    extra = {}
+    extra, soft_rows = {}, {}
     if arm == "distill":
         teacher = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] for t in args.teachers.split(",")], axis=0)
+        rows = balanced_rows(teacher, seed=args.seed) if args.balance else np.arange(len(reuters))
+        soft_rows = {"balance": args.balance, "rows": len(rows), "teacher_argmax": dict(zip(LABELS, np.bincount(teacher[rows].argmax(axis=1), minlength=len(LABELS)).tolist()))}
         art = run / "soft.csv.gz"
-        write_soft_labels(art, reuters, teacher, ["reuters"] * len(reuters), {"teacher": f"fold{i}: mean of {args.teachers}"})
+        write_soft_labels(art, [reuters[r] for r in rows], teacher[rows], ["reuters"] * len(rows), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
         extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature)
     cfg = TrainConfig(
         registry=run / "registry",
@@ -119,7 +126,7 @@ def _fit(args) -> None:
     p = _score(vdir, texts)
     n1, n2 = len(held), len(held) + len(dev)
     np.savez_compressed(run / "probs.npz", held=p[:n1], dev=p[n1:n2], **({"reuters": p[n2:]} if arm == "baseline" else {}))
-    result = {"fold": i, "arm": arm, "steps": card.training["steps"], "seconds": card.training["seconds"], "params": card.params, "held": _metrics(held, p[:n1]), "dev": _metrics(dev, p[n1:n2])}
+    result = {"fold": i, "arm": arm, "steps": card.training["steps"], "seconds": card.training["seconds"], "params": card.params | ({"soft_rows": soft_rows} if soft_rows else {}), "held": _metrics(held, p[:n1]), "dev": _metrics(dev, p[n1:n2])}
     (run / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("fold", "arm", "steps", "seconds")} | {"held_acc": result["held"]["accuracy"], "dev_acc": result["dev"]["accuracy"]}))
 
@@ -225,6 +232,8 @@ def main() -> None:
     fit.add_argument("--tag", default="", help="run folder name (default: the arm)")
     fit.add_argument("--run-seed", type=int, default=None, help="training seed (default --seed); another seed = another teacher member")
     fit.add_argument("--teachers", default="baseline", help="distill arm: comma-separated runs of this fold whose Reuters probabilities are averaged")
+    fit.add_argument("--balance", action="store_true", help="distill arm: soft rows balanced by the teacher's argmax class (all polar rows, neutral subsampled; models/distill.balanced_rows)")
+    fit.add_argument("--threads", type=int, default=1, help="torch threads of the run")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
     r = sub.add_parser("report")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newspulse.models.distill import SoftLabelError, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
+from newspulse.models.distill import SoftLabelError, balanced_rows, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,19 @@ def test_kd_loss_matches_its_definition():
     # the gradient moves the student towards the teacher
     kd_loss(student, teacher, 2.0).backward()
     assert student.grad[1, 2] < 0 < student.grad[1, 0]
+
+
+def test_balanced_rows_keep_every_polar_row_and_subsample_neutral():
+    # LABELS order: negative, neutral, positive. Teacher argmax: 3 negative, 10 neutral, 5 positive.
+    probs = np.array([[0.8, 0.1, 0.1]] * 3 + [[0.1, 0.8, 0.1]] * 10 + [[0.1, 0.2, 0.7]] * 5, dtype=np.float32)
+    rows = balanced_rows(probs, seed=1)
+    top = probs[rows].argmax(axis=1)
+    assert np.bincount(top, minlength=3).tolist() == [3, 5, 5]  # neutral cut to the larger polar class
+    assert set(range(3)) | set(range(13, 18)) <= set(rows.tolist())  # every polar row kept
+    assert list(rows) == sorted(set(rows.tolist()))  # distinct, in artifact order
+    np.testing.assert_array_equal(rows, balanced_rows(probs, seed=1))  # reproducible
+    few_neutral = probs[[0, 1, 2, 3, 13, 14, 15, 16, 17]]  # already fewer neutral than polar: all kept
+    assert len(balanced_rows(few_neutral)) == len(few_neutral)
 
 
 def test_reuters_sentences_are_filtered_distinct_and_reproducible(tmp_path):

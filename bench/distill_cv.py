@@ -9,13 +9,20 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   scores the held-out fold, dev and the Reuters sample. This model is fold i's *teacher*.
 - ``fit --fold i --arm distill``: the same recipe plus KL to fold i's teacher probabilities on
   the Reuters sample (the teacher never saw fold i, so the held-out score stays honest).
+- ``fit --fold i --arm distill --balance --tag distill-bal``: the soft rows balanced by the
+  teacher's argmax class (every polar row, neutral subsampled), against the pull to neutral.
 - ``fit --fold i --arm baseline --tag baseline-s43 --run-seed 43``: a second teacher member;
   ``fit --fold i --arm distill --tag distill-ens2 --teachers baseline,baseline-s43`` distils
   from the mean of both (still blind to fold i).
 - ``report``: per-fold and mean ± spread (sample std) of every run folder, the paired gain of
   each over ``baseline``, each fold's averaged teacher (``--ensemble``) scored like a run, the
   ensemble of the k fold teachers on dev, and ``--artifact``: the released soft labels (that
-  ensemble on the Reuters sample) with their manifest.
+  ensemble on the Reuters sample) with their manifest. ``--json F --section full_length``
+  stores the summary under one key of F, keeping the other measurements in it.
+
+``--steps 150`` (session 2, ``bench/results/distill_cv.json`` top level) and ``--steps 1000``
+(about the production recipe's length, its ``full_length`` key) are in separate ``--out``
+folders.
 
 Runs compare at a fixed number of optimiser steps, not wall-clock, so that other jobs sharing
 the CPU cannot decide the result.
@@ -182,15 +189,18 @@ def _report(args) -> None:
             held = allrows[(allrows["fold"] == i) & allrows["scored"]].reset_index(drop=True)
             probs = [np.load(m) for m in members]
             by[("teacher-" + "+".join(args.ensemble.split(",")), i)] = {"fold": i, "held": _metrics(held, np.mean([p["held"] for p in probs], axis=0)), "dev": _metrics(dev, np.mean([p["dev"] for p in probs], axis=0))}
-    summary: dict = {"k": args.k, "steps": args.steps, "arms": {}, "gains": {}}
+    summary: dict = {"k": args.k, "steps": args.steps, "measured_on": "shared 2-core CPU machine; fixed step count, so other load changes the time, not the result", "arms": {}, "gains": {}}
     for arm in sorted({a for a, _ in by}):
         results = [by[(arm, i)] for i in range(args.k) if (arm, i) in by]
         summary["arms"][arm] = {"folds": [r["fold"] for r in results], **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
         both = [i for i in range(args.k) if (arm, i) in by and ("baseline", i) in by]
         if arm != "baseline" and both:
-            summary["gains"][arm] = {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[("baseline", i)][split][key] for i in both]) for split in ("held", "dev") for key in ("accuracy", "macro_f1")}
+            summary["gains"][arm] = {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[("baseline", i)][split][key] for i in both]) for split in ("held", "dev") for key in by[("baseline", both[0])][split] if key != "n" and key in by[(arm, both[0])][split]}
     teachers = [np.load(out / f"fold{i}" / "baseline" / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / "baseline" / "probs.npz").exists()]
     if teachers:
+        # The session-2 diagnosis: a teacher that calls most Reuters sentences neutral pulls
+        # the student towards neutral. Each fold teacher's argmax shares on the Reuters sample:
+        summary["teacher_reuters_argmax_share"] = {label: _spread([float((t["reuters"].argmax(axis=1) == j).mean()) for t in teachers]) for j, label in enumerate(LABELS)}
         summary["ensemble_teacher_dev"] = {"members": len(teachers), **_metrics(dev, np.mean([t["dev"] for t in teachers], axis=0))}
     if args.artifact and len(teachers) == args.k:
         reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
@@ -210,8 +220,12 @@ def _report(args) -> None:
         summary["artifact"] = write_soft_labels(art, reuters, probs.astype(np.float32), ["reuters"] * len(reuters), manifest)
     text = json.dumps(summary, indent=2)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # --section keeps the file's other measurements (e.g. the 150-step runs beside the
+        # full-length ones) and replaces only its own key.
+        doc = (json.loads(path.read_text()) if path.exists() else {}) | {args.section: summary} if args.section else summary
+        path.write_text(json.dumps(doc, indent=2) + "\n")
     print(text)
 
 
@@ -241,6 +255,7 @@ def main() -> None:
     r.add_argument("--version", default="v1")
     r.add_argument("--ensemble", default="baseline,baseline-s43", help="runs of each fold scored as one averaged teacher")
     r.add_argument("--json", default="", help="also write the summary here (e.g. bench/results/distill_cv.json)")
+    r.add_argument("--section", default="", help="with --json: write the summary under this key of the existing file, keeping the rest (e.g. full_length)")
     args = ap.parse_args()
     {"folds": _folds, "fit": _fit, "report": _report}[args.cmd](args)
 

@@ -21,8 +21,10 @@ from newspulse.models.registry import DataFile, ModelCard, Registry, sha256_file
 from newspulse.schema import LABELS
 
 PredictFn = Callable[[Sequence[str]], list[str]]
-#: Share of dev predictions the int8 model must keep for ``quantize=auto`` to use it.
+#: ``quantize=auto`` serves int8 when it keeps this share of the fp32 dev predictions, or ...
 QUANT_MIN_AGREEMENT = 0.99
+#: ... when its dev macro-F1 is at most this much below fp32's (issue 16's CPU target).
+QUANT_MAX_F1_DROP = 0.005
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
@@ -130,7 +132,7 @@ def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], 
     card.eval_split = eval_fingerprint(eval_files)
     card.eval_files = DataFile.pin(eval_files)
     if quantize_check:
-        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT)
+        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT, QUANT_MAX_F1_DROP)
     registry.write_card(card)
     return card
 

@@ -93,7 +93,8 @@ class ModelCard(BaseModel):
     #: :func:`newspulse.models.evaluate.classification_metrics`.
     metrics: dict[str, Any] = Field(default_factory=dict)
     label_distribution: dict[str, dict[str, int]] = Field(default_factory=dict)
-    #: ``{"agreement": share of dev predictions the int8 model keeps, "recommended": bool}``
+    #: ``{"agreement": share of fp32 dev predictions the int8 model keeps, "dev_macro_f1_int8",
+    #: "dev_macro_f1_fp32", "recommended": bool}`` (see ``onnx_backend.int8_check``)
     quantization: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     gate: GateDecision | None = None

@@ -134,6 +134,9 @@ def test_fit_register_evaluate_gate_on_a_tiny_model(tmp_path, tiny_base, tiny_da
     dev = card.metrics["dev"]
     assert dev["n"] == 30 and "lexicon" in dev and "by_agreement" in dev and card.metrics["eval"]["macro_f1"] == dev["macro_f1"]
     assert 0.0 <= card.quantization["agreement"] <= 1.0 and card.eval_split and card.eval_files
+    assert {"dev_macro_f1_int8", "dev_macro_f1_fp32", "recommended"} <= set(card.quantization)
+    # both ONNX exports are built at training time: a read-only registry serves either precision
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (reg.version_dir(card.version) / "onnx").glob("*.onnx")) == ["fp32.onnx", "int8.onnx"]
     decision = gate_and_promote(reg, card.version, floor=0.0)
     assert decision.promote and reg.production_version() == card.version
     assert reg.card(card.version).gate.promote  # the decision is kept in the card

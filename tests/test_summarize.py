@@ -321,3 +321,58 @@ def test_encoder_gpu_path_embeds_like_the_plain_loop(encoder, reuters) -> None:
     finally:
         encoder.batched.close()
         encoder.batched = None
+
+
+# --- the encoder on ONNX Runtime (the CPU default) ------------------------------------------
+
+
+def test_onnxruntime_encoder_embeds_like_torch_and_keeps_the_summaries(encoder, extractive, reuters, tmp_path) -> None:
+    """fp32 equals torch; int8 stays within a small cosine distance. The export is built once in
+    ``cache_dir`` (the packaged encoder's folder may be read-only) and reused."""
+    import numpy as np
+
+    from newspulse.models import onnx_backend
+
+    sentences = [s for a in reuters for s in split_sentences(a.body)]
+    reference = encoder.encode(sentences)
+    fp32 = SentenceEncoder(layers=2, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
+    int8 = SentenceEncoder(layers=2, backend="onnxruntime", precision="int8", cache_dir=tmp_path)
+    assert (fp32.backend, int8.backend, encoder.backend) == ("onnxruntime", "onnxruntime", "torch") and fp32.model is None
+    np.testing.assert_allclose(fp32.encode(sentences), reference, atol=1e-5)
+    cosine = (int8.encode(sentences) * reference).sum(axis=1)
+    assert cosine.min() > 0.98, cosine.min()
+    assert ExtractiveSummarizer(fp32, extractive.config).summarize(reuters) == extractive.summarize(reuters)
+    built = sorted(p.name for p in tmp_path.glob("*.onnx"))
+    assert len(built) == 2 and all(name.startswith("sentence-embedding-2-") for name in built)
+    again = SentenceEncoder(layers=2, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
+    assert again.runner.path == fp32.runner.path
+    # a different depth is another graph, never the cached one
+    assert onnx_backend.cache_key(packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 3)) != onnx_backend.cache_key(
+        packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 2)
+    )
+
+
+def test_encoder_falls_back_to_torch_without_onnxruntime(reuters, tmp_path, monkeypatch, caplog) -> None:
+    import logging
+    import sys
+
+    from newspulse.models.onnx_backend import OnnxUnavailable
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    with caplog.at_level(logging.WARNING):
+        fallback = SentenceEncoder(layers=2, backend="auto", cache_dir=tmp_path)
+    assert fallback.backend == "torch" and fallback.encode(["Profit rose."]).shape == (1, 384)
+    assert any("sentence encoder" in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(OnnxUnavailable):  # asked for explicitly: an error, no fallback
+        SentenceEncoder(layers=2, backend="onnxruntime", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [({}, ("onnxruntime", "int8")), ({"quantize": "off"}, ("onnxruntime", "fp32")), ({"inference_backend": "torch"}, ("torch", "fp32"))],
+)
+def test_build_summarizer_runs_the_encoder_as_the_settings_say(overrides, expected, tmp_path) -> None:
+    summarizer = build_summarizer(load_settings(device="cpu", onnx_cache=tmp_path, **overrides))
+    assert (summarizer.encoder.backend, summarizer.encoder.precision) == expected
+    if expected[0] == "onnxruntime":
+        assert summarizer.encoder.runner.path.parent == tmp_path

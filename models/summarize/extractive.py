@@ -13,17 +13,25 @@ small), and short articles skip the encoder entirely.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from newspulse.models.batched_scoring import BatchedScorer, mean_pooled
+from newspulse.models.predict import length_sorted_batches
 from newspulse.models.sentences import paragraphs, split_sentences
 from newspulse.schema import Article
 
+if TYPE_CHECKING:
+    from newspulse.models.onnx_backend import OnnxRunner
+
+log = logging.getLogger(__name__)
 _MIN_WORDS = 5
 
 
@@ -35,31 +43,58 @@ def packaged_encoder_path() -> Path:
 
 
 class SentenceEncoder:
-    """Mean-pooled, L2-normalised MiniLM sentence embeddings (the sentence-transformers recipe)."""
+    """Mean-pooled, L2-normalised MiniLM sentence embeddings (the sentence-transformers recipe).
+
+    On CPU, ONNX Runtime runs the encoder (``backend`` ``auto`` or ``onnxruntime``; exported once
+    into ``cache_dir`` with the pooling inside the graph, one batch per core side by side, as the
+    classifier does: models/onnx_backend.py); torch runs it on CUDA, with ``backend="torch"``, or
+    when ONNX Runtime is missing or cannot export it (``auto`` logs one warning and falls back).
+    """
 
     def __init__(
-        self, path: str | Path | None = None, *, layers: int | None = None, device: str = "cpu", max_tokens: int = 64, batch_size: int = 128
+        self,
+        path: str | Path | None = None,
+        *,
+        layers: int | None = None,
+        device: str = "cpu",
+        max_tokens: int = 64,
+        batch_size: int = 128,
+        backend: str = "torch",
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
     ) -> None:
         """``layers`` keeps only the first N transformer layers: cost falls in proportion, and
         for ranking sentences against their article the lower layers served as well (see
-        docs/summaries.md)."""
+        docs/summaries.md). ``precision`` (``fp32``/``int8``) and ``cache_dir`` (default: the
+        model folder's ``onnx/``) apply to ONNX Runtime."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        path = str(path or packaged_encoder_path())
+        path = Path(path or packaged_encoder_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.device = device
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        #: ONNX Runtime on CPU (None: torch runs the encoder).
+        self.runner: OnnxRunner | None = None
+        #: On CUDA, the GPU serving path (models/batched_scoring.py: tokenisation ahead on worker
+        #: threads, length buckets, one copy back per micro-batch).
+        self.batched: BatchedScorer | None = None
+        self.model = None
+        if device == "cpu" and backend != "torch":
+            self.runner = _onnx_runner(path, layers, precision, cache_dir, required=backend == "onnxruntime")
+        if self.runner is not None:
+            self.backend, self.precision = "onnxruntime", precision
+            return
+        import torch
+        from transformers import AutoModel
+
         model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
         if layers is not None and layers < model.config.num_hidden_layers:
             model.encoder.layer = model.encoder.layer[:layers]
             model.config.num_hidden_layers = layers
         self.model = model.to(device, dtype=torch.bfloat16 if device == "cuda" else None).eval()
-        self.device = device
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-        #: On CUDA, the GPU serving path (models/batched_scoring.py: tokenisation ahead on worker
-        #: threads, length buckets, one copy back per micro-batch); None = the loop in encode().
-        self.batched: BatchedScorer | None = None
+        self.backend, self.precision = "torch", "bf16" if device == "cuda" else "fp32"
         if device == "cuda":
             self.batched = BatchedScorer(self.model, self.tokenizer, device=device, max_length=max_tokens, head=mean_pooled, width=model.config.hidden_size)
 
@@ -67,23 +102,40 @@ class SentenceEncoder:
         """Embeddings in input order, shape (n, dim); batches are built from length-sorted input."""
         if self.batched is not None:
             return self.batched.score(sentences)
+        if not sentences:
+            return np.zeros((0, 0), dtype=np.float32)
+        out: np.ndarray | None = None
+        for idx, vectors in self._batches(sentences):
+            if out is None:
+                out = np.zeros((len(sentences), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
+
+    def _batches(self, sentences: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        workers = self.runner.workers if self.runner is not None else 1
+        batches = length_sorted_batches(self.tokenizer, sentences, self.max_tokens, min(self.batch_size, math.ceil(len(sentences) / workers)))
+        if self.runner is not None:
+            yield from self.runner.run_many(batches)
+            return
         import torch
 
-        dim = self.model.config.hidden_size
-        out = np.zeros((len(sentences), dim), dtype=np.float32)
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         with torch.inference_mode():
-            for lo in range(0, len(order), self.batch_size):
-                idx = order[lo : lo + self.batch_size]
-                enc = self.tokenizer(
-                    [sentences[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_tokens,
-                    return_tensors="pt",
-                ).to(self.device)
-                out[idx] = mean_pooled(self.model, enc["input_ids"], enc["attention_mask"]).cpu().numpy()
-        return out
+            for idx, input_ids, attention_mask in batches:
+                yield idx, mean_pooled(self.model, torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+
+def _onnx_runner(path: Path, layers: int | None, precision: str, cache_dir: Path | None, *, required: bool) -> OnnxRunner | None:
+    """ONNX Runtime for the pooled encoder, or None (after one warning) when it is unavailable
+    and not ``required``."""
+    from newspulse.models.onnx_backend import Graph, OnnxRunner, OnnxUnavailable, onnx_path
+
+    try:
+        return OnnxRunner(onnx_path(path, precision, cache_dir, Graph("sentence-embedding", layers)))
+    except OnnxUnavailable as exc:
+        if required:
+            raise
+        log.warning("ONNX Runtime unavailable for the summariser's sentence encoder, running it with torch: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)

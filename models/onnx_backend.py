@@ -228,13 +228,21 @@ class OnnxRunner:
     """One ONNX Runtime session run from ``workers`` threads, each call on one core.
 
     Why not one call on every core (``intra_op_num_threads``): MiniLM's matrices are small, so
-    splitting each operator across cores costs more in synchronisation than it gains. Running
-    whole batches side by side, one per core, scored 28 % more sentences/s on the 2-core machine
-    (docs/model.md, "Inference"). ``session.run`` is thread-safe and, with one intra-op thread,
+    splitting each operator across cores costs synchronisation, and idle threads must either spin
+    (stealing the cores the pipeline's other stages need) or sleep (slow to wake). Whole batches
+    side by side, one per core, with small batches (below) scored 651 PhraseBank sentences/s
+    against 491 (median 546 best) for one 2-thread call per 64-row batch (docs/model.md, "Inference"). ``session.run`` is thread-safe and, with one intra-op thread,
     runs on the calling thread, so ``workers`` Python threads keep ``workers`` cores busy (ONNX
     Runtime releases the GIL while it computes). Callers split their work into at least
-    ``workers`` batches so that a small request still uses every core.
+    ``workers`` batches so that a small request still uses every core, and into batches of at
+    most :attr:`batch_tokens` padded tokens.
     """
+
+    #: Padded tokens per call that ran fastest: int8 MiniLM, one core a call, 2-core machine,
+    #: sorted PhraseBank sentences (~30 tokens): 688/693/678/616 sentences/s at 4/8/16/32 rows a
+    #: call; Reuters body chunks (~92 tokens): 218/219/210/198 chunks/s at 2/4/8/16 rows, i.e.
+    #: best around 250-500 tokens (the activations stay in the core's cache).
+    batch_tokens = 384
 
     def __init__(self, path: Path, *, workers: int | None = None) -> None:
         import onnxruntime as ort
@@ -281,6 +289,7 @@ class OnnxBackend(Backend):
     def __init__(self, path: Path, *, precision: str, max_positions: int, workers: int | None = None) -> None:
         self.runner = OnnxRunner(path, workers=workers)
         self.parallel = self.runner.workers
+        self.batch_tokens = self.runner.batch_tokens
         self.precision = precision
         self.max_positions = max_positions
         self.path = Path(path)

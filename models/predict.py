@@ -66,6 +66,8 @@ class Backend:
     #: Batches it runs side by side (ONNX Runtime: one per core); callers split their work
     #: into at least this many batches so that every core gets one.
     parallel: int = 1
+    #: Most padded tokens per batch it runs fastest with (None: the caller's batch size alone).
+    batch_tokens: int | None = None
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -178,11 +180,11 @@ class SentimentModel:
         if n == 0:
             return out
         batch_size = min(batch_size, math.ceil(n / self.backend.parallel))
-        batches = length_sorted_batches(self.tokenizer, texts, max_length or self.max_length, batch_size)
+        batches = length_sorted_batches(self.tokenizer, texts, max_length or self.max_length, batch_size, self.backend.batch_tokens)
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"scoring ({self.version})", unit="batch", total=math.ceil(n / batch_size))
+            batches = tqdm(batches, desc=f"scoring ({self.version})", unit="batch")
         for idx, logits in self.backend.logits_many(batches):
             out[idx] = softmax(logits)
         return out
@@ -244,17 +246,29 @@ class SentimentModel:
         return aggregate(len(articles), owners, probs)
 
 
-def length_sorted_batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def length_sorted_batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int, batch_tokens: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(indices, input_ids, attention_mask)`` per batch, texts sorted by token count so each
     batch is padded only to its own longest text. One fast-tokenizer call for all texts; batches
-    are padded in numpy, the input every backend takes (torch wraps it without a copy)."""
+    are padded in numpy, the input every backend takes (torch wraps it without a copy).
+
+    A batch holds at most ``batch_size`` texts and, with ``batch_tokens``, at most that many
+    padded tokens (always at least one text): short sentences then go many to a batch, long
+    article chunks few (a backend's preferred size, see ``Backend.batch_tokens``)."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")
     pad_id = tokenizer.pad_token_id or 0
     left = tokenizer.padding_side == "left"
-    for start in range(0, len(ids), batch_size):
-        idx = order[start : start + batch_size]
+    start = 0
+    while start < len(ids):
+        stop = min(start + batch_size, len(ids))
+        if batch_tokens is not None:  # ascending lengths: a batch is as wide as its last text
+            rows = 1
+            while start + rows < stop and (rows + 1) * lengths[order[start + rows]] <= batch_tokens:
+                rows += 1
+            stop = start + rows
+        idx = order[start:stop]
+        start = stop
         width = int(lengths[idx].max())
         input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(idx), width), dtype=np.int64)

@@ -66,6 +66,20 @@ def test_length_sorted_batches_keep_the_input_order(clf):
     np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
 
 
+def test_batches_respect_the_token_budget_and_cover_every_text_once(clf):
+    from newspulse.models.predict import length_sorted_batches
+
+    texts = [("word " * n).strip() for n in (40, 1, 3, 25, 2, 60, 8, 5, 12, 90)]
+    batches = list(length_sorted_batches(clf.tokenizer, texts, 128, batch_size=4, batch_tokens=64))
+    assert sorted(i for idx, _, _ in batches for i in idx) == list(range(len(texts)))
+    for idx, input_ids, mask in batches:
+        assert len(idx) <= 4 and (len(idx) == 1 or input_ids.size <= 64)  # one over-long text goes alone
+        assert input_ids.shape == mask.shape and mask.sum(axis=1).max() == input_ids.shape[1]
+    assert [len(idx) for idx, _, _ in batches][0] == 4  # the shortest texts share a batch
+    unbounded = list(length_sorted_batches(clf.tokenizer, texts, 128, batch_size=4))
+    assert [len(idx) for idx, _, _ in unbounded] == [4, 4, 2]
+
+
 def test_long_bodies_are_chunked_within_the_window(clf):
     body = " ".join(f"Sentence number {i} talks about the quarterly results of the company." for i in range(200))
     chunks = clf.chunk(body)
@@ -154,6 +168,7 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
 
 
 def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
+    from newspulse.models import onnx_backend
     from newspulse.models.bench import run_model_bench
     from newspulse.settings import load_settings
 
@@ -163,4 +178,5 @@ def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
     assert result["backend"] == "onnxruntime" and result["backends"]["production_int8"] == "onnxruntime" and result["backends"]["bert_base_fp32"] == "torch"
     assert all(v > 0 for v in result["throughput"].values())
     assert result["speedup_vs_bert_base"] == pytest.approx(result["throughput"]["production_int8"] / result["throughput"]["bert_base_fp32"], rel=0.01)
-    assert result["setup"]["batch_size"] == 64 and result["setup"]["sentences"] == 16
+    assert result["setup"]["batch_size"] == 32 and result["setup"]["sentences"] == 16
+    assert result["setup"]["onnxruntime_calls"] == {"batch_tokens": 384, "side_by_side": onnx_backend.cpu_count()}

@@ -112,10 +112,11 @@ class SentenceEncoder:
         return out
 
     def _batches(self, sentences: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        workers = self.runner.workers if self.runner is not None else 1
-        batches = length_sorted_batches(self.tokenizer, sentences, self.max_tokens, min(self.batch_size, math.ceil(len(sentences) / workers)))
-        if self.runner is not None:
-            yield from self.runner.run_many(batches)
+        runner = self.runner
+        rows = min(self.batch_size, math.ceil(len(sentences) / (runner.workers if runner else 1)))
+        batches = length_sorted_batches(self.tokenizer, sentences, self.max_tokens, rows, runner.batch_tokens if runner else None)
+        if runner is not None:
+            yield from runner.run_many(batches)
             return
         import torch
 

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     summary_max_sentences: int = Field(2, ge=1, le=3, description="Most sentences in an extractive summary (1 to 3).")
     summary_max_chars: int = Field(320, ge=80, le=2000, description="Length budget of an extractive summary; a longer article's summary stays within it.")
     summary_max_candidates: int = Field(8, ge=2, le=200, description="Only the first N sentences of an article are scored (bounds the summariser's CPU cost).")
-    summary_encoder_layers: int = Field(2, ge=1, le=6, description="MiniLM layers the extractive summariser runs (fewer = cheaper; 2 ranked Reuters sentences as well as all 6).")
+    summary_encoder_layers: int = Field(1, ge=1, le=6, description="MiniLM layers the extractive summariser runs (fewer = cheaper; 1 ranked Reuters sentences as well as 2 and all 6: docs/summaries.md).")
     summarizer_batch_size: int = Field(8, ge=1, le=256, description="Articles per generate() call of the abstractive summariser (grouped by length).")
     summarizer_max_input_tokens: int = Field(512, ge=16, le=32_768, description="Article tokens the generator reads; longer articles are truncated.")
     summarizer_max_new_tokens: int = Field(96, ge=4, le=1024, description="Most tokens the generator writes per summary.")

@@ -103,6 +103,16 @@ def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_mi
     assert all(r.verdict.startswith("not measured") for r in rows if r.area.startswith(("Topics", "Alerts", "Kafka")))
 
 
+def test_retraining_time_counts_only_for_the_default_command_on_two_cores(report):
+    run = {"command": "newspulse model train", "wall_s": 470.0, "target_s": 600.0, "fine_tuning_s": 421.0, "steps": 1000, "dev_macro_f1": 0.79, "setup": {"cores": 2}}
+    assert verdict_of(report.retrain_rows(run), "Retraining", "10 min") == "met"
+    assert "7.8 min" in report.retrain_rows(run)[0].measured
+    assert verdict_of(report.retrain_rows(run | {"wall_s": 640.0}), "Retraining", "10 min") == "not met"
+    other = run | {"command": "newspulse model train --max-train-rows 64"}
+    assert verdict_of(report.retrain_rows(other), "Retraining", "10 min").startswith("not measured")
+    assert verdict_of(report.retrain_rows(None), "Retraining", "10 min").startswith("not measured")
+
+
 def test_latency_above_half_capacity_is_not_a_measurement_of_the_target(report):
     old_shape = {"kafka_es": {"articles_per_s": 10.0}, "latency_s": {"p50": 60.0, "p95": 120.0, "offered_per_s": 20.0}}
     rows = report.latency_rows(old_shape)

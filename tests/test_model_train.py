@@ -244,3 +244,22 @@ def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_b
     # PhraseBank is refused by name in a commercial-only run
     bad = CliRunner().invoke(app, [*args[:-1], "--train", str(PHRASEBANK_TRAIN)])
     assert bad.exit_code == 2 and "CC BY-NC-SA 3.0" in bad.output and "phrasebank" in bad.output
+
+
+def test_retraining_benchmark_times_a_real_run_into_a_scratch_registry(np_env, tiny_base, tiny_data, tmp_path):
+    """bench/retrain.py runs `newspulse model train` end to end in a temporary registry and store
+    (never the configured one) and reports the wall time next to what the card says."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_retrain", ROOT / "bench" / "retrain.py")
+    retrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retrain)
+    out = tmp_path / "retrain.json"
+    args = ["--base-model", tiny_base, "--train", str(tiny_data["train"]), "--dev", str(tiny_data["dev"]), "--eval", str(tiny_data["dev"]), "--epochs", "1", "--max-length", "32"]
+    assert retrain.main(["--out", str(out), "--note", "test", "--", *args]) == 0
+    result = json.loads(out.read_text())
+    assert result["command"] == "newspulse model train " + " ".join(args)
+    assert 0 < result["fine_tuning_s"] < result["wall_s"] and result["met"] == (result["wall_s"] <= 600)
+    assert result["steps"] >= 1 and 0.0 <= result["dev_macro_f1"] <= 1.0 and result["rows"] == 60
+    assert not (np_env / "registry").exists()  # the configured registry was never touched

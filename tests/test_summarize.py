@@ -48,7 +48,7 @@ def _source_sentences(summary: str, body: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return SentenceEncoder(layers=2)  # the production default
+    return SentenceEncoder(layers=1)  # the production depth (torch: the reference backend)
 
 
 @pytest.fixture(scope="module")
@@ -335,20 +335,20 @@ def test_onnxruntime_encoder_embeds_like_torch_and_keeps_the_summaries(encoder, 
 
     sentences = [s for a in reuters for s in split_sentences(a.body)]
     reference = encoder.encode(sentences)
-    fp32 = SentenceEncoder(layers=2, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
-    int8 = SentenceEncoder(layers=2, backend="onnxruntime", precision="int8", cache_dir=tmp_path)
+    fp32 = SentenceEncoder(layers=1, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
+    int8 = SentenceEncoder(layers=1, backend="onnxruntime", precision="int8", cache_dir=tmp_path)
     assert (fp32.backend, int8.backend, encoder.backend) == ("onnxruntime", "onnxruntime", "torch") and fp32.model is None
     np.testing.assert_allclose(fp32.encode(sentences), reference, atol=1e-5)
     cosine = (int8.encode(sentences) * reference).sum(axis=1)
     assert cosine.min() > 0.98, cosine.min()
     assert ExtractiveSummarizer(fp32, extractive.config).summarize(reuters) == extractive.summarize(reuters)
     built = sorted(p.name for p in tmp_path.glob("*.onnx"))
-    assert len(built) == 2 and all(name.startswith("sentence-embedding-2-") for name in built)
-    again = SentenceEncoder(layers=2, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
+    assert len(built) == 2 and all(name.startswith("sentence-embedding-1-") for name in built)
+    again = SentenceEncoder(layers=1, backend="onnxruntime", precision="fp32", cache_dir=tmp_path)
     assert again.runner.path == fp32.runner.path
     # a different depth is another graph, never the cached one
-    assert onnx_backend.cache_key(packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 3)) != onnx_backend.cache_key(
-        packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 2)
+    assert onnx_backend.cache_key(packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 2)) != onnx_backend.cache_key(
+        packaged_encoder_path(), onnx_backend.Graph("sentence-embedding", 1)
     )
 
 

@@ -207,7 +207,12 @@ def _es_count(store) -> int:
     the index refresh interval (1 s), and that wait is not pipeline work; without it every
     throughput round carried up to a second of it (half of a 100-article round once the
     classifier ran on ONNX Runtime)."""
-    store.client.indices.refresh(index=store.articles_alias)
+    from elasticsearch import NotFoundError
+
+    try:
+        store.client.indices.refresh(index=store.articles_alias)
+    except NotFoundError:  # nothing written yet
+        return 0
     return store.stats()["articles"]
 
 

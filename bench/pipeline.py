@@ -215,6 +215,23 @@ def _es_count(store) -> int:
     return store.stats()["articles"]
 
 
+def peers_cpu_seconds() -> float:
+    """CPU seconds used so far by the protocol peers this bench started (tansu, noida-db): on this
+    one machine they run on the same two cores as the processor, which a deployment's brokers and
+    cluster would not."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+        except (OSError, IndexError):
+            continue
+        if name.startswith(("tansu", "noida")):
+            rest = fields[1].split()
+            total += int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class ScoredWatcher:
     """When each article id appeared on news.scored, which the processor writes after the store
     accepted the article: "indexed", seen without querying the store. Polling the store instead
@@ -290,6 +307,7 @@ def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: Classifier
         publisher = KafkaArticlePublisher(settings)
         stack.callback(publisher.close)
         watcher: ScoredWatcher | None = None
+        peers_cpu: list[tuple[float, float]] = []  # (peers' CPU seconds, wall seconds) per timed round
         expected = 0
 
         def publish(batch: list[Article]) -> None:
@@ -308,13 +326,18 @@ def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: Classifier
                 time.sleep(3)  # let a second member's join settle before the clock starts
                 def seconds(chunk: list[Article], tag: str) -> float:
                     batch = fresh(chunk, tag)
-                    t0 = time.perf_counter()
+                    cpu0, t0 = peers_cpu_seconds(), time.perf_counter()
                     publish(batch)
                     watcher.wait_for([a.id for a in batch], 900)
-                    return time.perf_counter() - t0
+                    wall = time.perf_counter() - t0
+                    peers_cpu.append((peers_cpu_seconds() - cpu0, wall))
+                    return wall
 
                 if n_proc == 1:
                     out["throughput"] = interleaved(chunks, alone, lambda c: seconds(c, f"tp1-{expected}"))
+                    cpu, wall = map(sum, zip(*peers_cpu))
+                    cores = len(os.sched_getaffinity(0))
+                    out["throughput"]["peers_cpu"] = {"seconds": cpu, "share_of_the_cores": cpu / (cores * wall), "what": "tansu + noida-db CPU during the pipeline rounds, over cores × wall time"}
                     out["processors_1_articles_per_s"] = out["throughput"]["articles_per_s"]
                 else:
                     out["processors_2_articles_per_s"] = len(articles) / seconds(articles, "tp2")

@@ -57,6 +57,7 @@ HOW_TO_MEASURE = """## How to measure
 | `make bench` | model, pipeline, rebalance, store, store_10k, summaries, alerts, topics `.json`, then this file | ≤ 15 min aimed |
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
 | `make topics-model` | retrains models/topics_model, then topics.json | ~17 min on a loaded machine |
+| `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
 | `python bench/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
 | `python bench/gpu.py` (a CUDA host) | gpu.json | ≤ 8 min |
 | `make report` | this file and bench/plots/*.png, from the results as they are | seconds |

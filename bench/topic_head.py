@@ -1,0 +1,82 @@
+"""Issue 14, topics option (c): a second head on the *sentiment* encoder, measured against the shipped
+TF-IDF model. Features: the production sentiment model's encoder, mean-pooled over the first 128
+tokens of each story (frozen: the forward pass serving already runs), alone (``emb``) and
+concatenated to the shipped TF-IDF (``tfidf+emb``); ``tfidf`` is the shipped recipe itself. The
+rest is the shipped recipe (linear SVM per category, thresholds cross-fitted in 4 folds, floor
+margin -0.5, top-category fallback). Dev (trained on train) and 3-fold CV of train, the folds of
+docs/model.md's threshold study. Results: bench/results/topic_head.json, docs/model.md (Topics).
+
+    python bench/topic_head.py emb tfidf+emb tfidf     # ~15 min at one thread
+"""
+import json, sys, time
+from pathlib import Path
+
+import numpy as np, scipy.sparse as sp, torch
+from sklearn.model_selection import KFold
+from sklearn.svm import LinearSVC
+from transformers import AutoModel, AutoTokenizer
+from newspulse.models.topics_eval import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
+from newspulse.models.topics_train import TopicTrainConfig, _vectorizer, tune_thresholds
+from newspulse.models.topics import decide
+from newspulse.models.registry import Registry
+from newspulse.settings import load_settings
+
+torch.set_num_threads(1)
+cfg = TopicTrainConfig()
+cats = [c.strip() for c in CATEGORIES_TXT.read_text().split() if c.strip()]
+train, dev = read_topics_csv(TOPICS_TRAIN), read_topics_csv(TOPICS_DEV)
+_registry = Registry(load_settings().model_registry)
+mdir = str(_registry.version_dir(_registry.production_version()))
+tok = AutoTokenizer.from_pretrained(mdir); enc = AutoModel.from_pretrained(mdir).eval()
+def embed(texts):
+    out = np.zeros((len(texts), enc.config.hidden_size), np.float32)
+    order = np.argsort([len(t) for t in texts])
+    with torch.inference_mode():
+        for i in range(0, len(texts), 32):
+            idx = order[i:i + 32]
+            b = tok([texts[j] for j in idx], truncation=True, max_length=128, padding=True, return_tensors="pt")
+            h = enc(**b).last_hidden_state; m = b["attention_mask"].unsqueeze(-1).float()
+            v = (h * m).sum(1) / m.sum(1); out[idx] = torch.nn.functional.normalize(v, dim=-1).numpy()
+    return out
+t0 = time.time(); E_tr, E_dev = embed(train.text.tolist()), embed(dev.text.tolist()); print("embedded", round(time.time() - t0), "s", flush=True)
+floor = 1 / (1 + np.exp(-cfg.min_margin))
+def features(kind, tr_idx, te_texts_idx):
+    """(X_train, X_test) for rows tr_idx of train and a test set (('dev', None) or ('train', idx))."""
+    tr_texts = train.text.to_numpy(object)[tr_idx]
+    Etr = E_tr[tr_idx]
+    src, te = te_texts_idx
+    te_texts = dev.text.to_numpy(object) if src == "dev" else train.text.to_numpy(object)[te]
+    Ete = E_dev if src == "dev" else E_tr[te]
+    if kind == "emb":
+        return Etr, Ete
+    vec = _vectorizer(cfg); Xtr = vec.fit_transform(tr_texts); Xte = vec.transform(te_texts)
+    if kind == "tfidf":
+        return Xtr, Xte
+    return sp.hstack([Xtr, sp.csr_matrix(Etr)]).tocsr(), sp.hstack([Xte, sp.csr_matrix(Ete)]).tocsr()
+def fit_scores(Xtr, ytr, Xte):
+    s = np.full((Xte.shape[0], ytr.shape[1]), 1 / (1 + np.exp(20)), np.float32)
+    for j in range(ytr.shape[1]):
+        if 0 < ytr[:, j].sum() < len(ytr):
+            c = LinearSVC(C=cfg.C).fit(Xtr, ytr[:, j]); s[:, j] = 1 / (1 + np.exp(-c.decision_function(Xte)))
+    return s
+def model_predict(kind, tr_idx, test):
+    y = label_matrix(train.labels.iloc[tr_idx].tolist(), cats)
+    oof = np.zeros(y.shape, np.float32)
+    for a, b in KFold(cfg.tune_folds, shuffle=True, random_state=cfg.seed).split(tr_idx):
+        Xa, Xb = features(kind, tr_idx[a], ("train", tr_idx[b])); oof[b] = fit_scores(Xa, y[a], Xb)
+    th = np.maximum(tune_thresholds(oof, y, min_positives=cfg.min_positives), floor)
+    Xtr, Xte = features(kind, tr_idx, test)
+    return decide(fit_scores(Xtr, y, Xte), th, cats)
+res = {}
+all_idx = np.arange(len(train))
+for kind in sys.argv[1:]:
+    t0 = time.time()
+    m = multilabel_metrics(dev.labels.tolist(), model_predict(kind, all_idx, ("dev", None)))
+    r = {"dev": (round(m["micro_f1"], 4), round(m["macro_f1"], 4)), "folds": []}
+    for a, b in KFold(3, shuffle=True, random_state=cfg.seed).split(all_idx):
+        m = multilabel_metrics(train.labels.iloc[b].tolist(), model_predict(kind, a, ("train", b)))
+        r["folds"].append((round(m["micro_f1"], 4), round(m["macro_f1"], 4)))
+    f = np.array(r["folds"]); r["cv_mean"] = f.mean(0).round(4).tolist(); r["cv_std"] = f.std(0, ddof=1).round(4).tolist(); r["s"] = round(time.time() - t0)
+    res[kind] = r; print(kind, json.dumps(r), flush=True)
+out = Path(__file__).resolve().parent / "results" / "topic_head.json"
+json.dump({"model": Path(mdir).name, "what": __doc__.split("\n\n")[0], "results": res}, open(out, "w"), indent=1)

@@ -377,8 +377,10 @@ def rebalance_rows(rebalance: dict | None) -> list[Row]:
 
 def sentiment_rows(model: dict | None, distill: dict | None) -> list[Row]:
     """Issue 14's sentiment targets, on the production model's dev figures (model.json) and on
-    held-out CV folds of the shipped recipe (distill_cv.json); met only when every one is."""
+    held-out CV folds of the shipped recipe (distill_cv.json: its ``full_length`` section, the
+    production recipe's step count, when there is one); met only when every one is."""
     area = "Sentiment (#14)"
+    distill = (distill or {}).get("full_length") or distill
     arm = dig(distill, f"arms.{SHIPPED_SENTIMENT_ARM}")
     steps = dig(distill, "steps")
     figures = [

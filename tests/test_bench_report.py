@@ -103,6 +103,17 @@ def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_mi
     assert all(r.verdict.startswith("not measured") for r in rows if r.area.startswith(("Topics", "Alerts", "Kafka")))
 
 
+def test_sentiment_cv_comes_from_the_full_length_runs_when_there_are_some(report):
+    def cv(accuracy: float, steps: int) -> dict:
+        return {"k": 3, "steps": steps, "arms": {"baseline": {"held_phrasebank_accuracy": {"mean": accuracy, "std": 0.01}}}}
+
+    rows = report.sentiment_rows(None, cv(0.77, 150) | {"full_length": cv(0.80, 1000)})
+    [row] = [r for r in rows if "PhraseBank accuracy" in r.target]
+    assert "3-fold CV 0.800 ± 0.010 (1000-step recipe)" in row.measured and row.verdict == "not met"
+    [row] = [r for r in report.sentiment_rows(None, cv(0.90, 150)) if "PhraseBank accuracy" in r.target]
+    assert "(150-step recipe)" in row.measured and row.verdict == "met"
+
+
 def test_retraining_time_counts_only_for_the_default_command_on_two_cores(report):
     run = {"command": "newspulse model train", "wall_s": 470.0, "target_s": 600.0, "fine_tuning_s": 421.0, "steps": 1000, "dev_macro_f1": 0.79, "setup": {"cores": 2}}
     assert verdict_of(report.retrain_rows(run), "Retraining", "10 min") == "met"

@@ -81,6 +81,18 @@ def class_probabilities(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     return torch.softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
 
 
+def load_encoder(path: Any, *, layers: int | None, attn_implementation: str) -> Any:
+    """The bare encoder (``AutoModel``) of ``path`` with only its first ``layers`` transformer
+    layers (None = all): the summariser's sentence encoder, on torch and in its ONNX export."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+    if layers is not None and layers < model.config.num_hidden_layers:
+        model.encoder.layer = model.encoder.layer[:layers]
+        model.config.num_hidden_layers = layers
+    return model
+
+
 def mean_pooled(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     """Mean-pooled, L2-normalised last hidden states, float32 (the sentence-transformers recipe)."""
     import torch

@@ -9,6 +9,7 @@ version's metrics and int8 check into its card, which the gate
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pandas as pd
 from newspulse.models.data import read_many
 from newspulse.models.registry import DataFile, ModelCard, Registry, sha256_file
 from newspulse.schema import LABELS
+
+log = logging.getLogger(__name__)
 
 PredictFn = Callable[[Sequence[str]], list[str]]
 #: ``quantize=auto`` serves int8 when it keeps this share of the fp32 dev predictions, or ...
@@ -115,7 +118,7 @@ def eval_fingerprint(files: list[Path]) -> str:
 def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
     """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
     data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
-    from newspulse.models.onnx_backend import int8_check
+    from newspulse.models.onnx_backend import OnnxUnavailable, int8_check, onnx_path
     from newspulse.models.predict import SentimentModel
 
     card = registry.card(version)
@@ -133,6 +136,13 @@ def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], 
     card.eval_files = DataFile.pin(eval_files)
     if quantize_check:
         card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT, QUANT_MAX_F1_DROP)
+        # The check left the int8 export in the version folder; build the fp32 one too, so that
+        # processes mounting the registry read-only (the compose processors) serve either
+        # precision without building anything.
+        try:
+            onnx_path(registry.version_dir(version), "fp32")
+        except OnnxUnavailable as exc:  # then fp32 falls back to torch; int8 still works
+            log.warning("could not build the fp32 ONNX export of %s: %s", version, exc)
     registry.write_card(card)
     return card
 

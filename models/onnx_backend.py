@@ -161,22 +161,19 @@ def onnxruntime_quiet() -> Iterator[None]:
 def _network(model_dir: Path, graph: Graph) -> tuple[Any, str]:
     """The torch module to trace for ``graph`` and the name of its output."""
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     if graph.task == "classifier":
         return AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval(), "logits"
-    from newspulse.models.batched_scoring import mean_pooled
+    from newspulse.models.batched_scoring import load_encoder, mean_pooled
 
-    encoder = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
-    if graph.layers is not None and graph.layers < encoder.config.num_hidden_layers:
-        encoder.encoder.layer = encoder.encoder.layer[: graph.layers]
-        encoder.config.num_hidden_layers = graph.layers
+    encoder = load_encoder(model_dir, layers=graph.layers, attn_implementation="eager")
 
     class PooledEncoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
-            self.config = encoder.config
+            self.config = encoder.config  # read by build_onnx's fp32 optimiser (heads, hidden size)
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             return mean_pooled(lambda **kw: self.encoder(**kw, token_type_ids=token_type_ids), input_ids, attention_mask)
@@ -319,11 +316,7 @@ def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], refer
     is at most ``max_f1_drop`` below fp32's: per-batch activation scales flip a few borderline
     sentences either way, and what an analyst loses is quality, not agreement (issue 16 states
     its CPU target as macro-F1 within 0.005 of fp32). Without an int8 backend nothing is
-    recommended.
-
-    Both exports are left in the version folder (the int8 one by this check, the fp32 one built
-    here), so that processes which mount the registry read-only (the compose processors) serve
-    either precision without building anything."""
+    recommended."""
     from newspulse.models.evaluate import classification_metrics
     from newspulse.models.predict import SentimentModel
 
@@ -331,10 +324,6 @@ def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], refer
     if not int8.quantized:  # ONNX Runtime missing or the export failed (cpu_backend logged why)
         return {"method": None, "recommended": False, "threshold": min_agreement, "max_f1_drop": max_f1_drop}
     predicted = int8.predict(texts)
-    try:
-        onnx_path(Path(model_dir), "fp32")
-    except OnnxUnavailable as exc:  # then the fp32 fallback is torch; int8 still works
-        log.warning("could not build the fp32 ONNX export of %s: %s", Path(model_dir).name, exc)
     agreement = float(np.mean([a == b for a, b in zip(predicted, reference)]))
     f1_int8 = classification_metrics(labels, predicted)["macro_f1"]
     f1_fp32 = classification_metrics(labels, reference)["macro_f1"]

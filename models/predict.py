@@ -179,13 +179,13 @@ class SentimentModel:
         out = np.zeros((n, len(LABELS)), dtype=np.float32)
         if n == 0:
             return out
-        batch_size = min(batch_size, math.ceil(n / self.backend.parallel))
-        batches = length_sorted_batches(self.tokenizer, texts, max_length or self.max_length, batch_size, self.backend.batch_tokens)
+        backend = self.backend
+        batches = length_sorted_batches(self.tokenizer, texts, max_length or self.max_length, batch_size, backend.batch_tokens, backend.parallel)
         if progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=f"scoring ({self.version})", unit="batch")
-        for idx, logits in self.backend.logits_many(batches):
+        for idx, logits in backend.logits_many(batches):
             out[idx] = softmax(logits)
         return out
 
@@ -246,14 +246,19 @@ class SentimentModel:
         return aggregate(len(articles), owners, probs)
 
 
-def length_sorted_batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int, batch_tokens: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def length_sorted_batches(
+    tokenizer, texts: Sequence[str], max_length: int, batch_size: int, batch_tokens: int | None = None, min_batches: int = 1
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(indices, input_ids, attention_mask)`` per batch, texts sorted by token count so each
     batch is padded only to its own longest text. One fast-tokenizer call for all texts; batches
     are padded in numpy, the input every backend takes (torch wraps it without a copy).
 
     A batch holds at most ``batch_size`` texts and, with ``batch_tokens``, at most that many
     padded tokens (always at least one text): short sentences then go many to a batch, long
-    article chunks few (a backend's preferred size, see ``Backend.batch_tokens``)."""
+    article chunks few (a backend's preferred size, see ``Backend.batch_tokens``). With
+    ``min_batches`` (a backend's ``parallel``), a small request is still cut into that many
+    batches, so that every core gets one."""
+    batch_size = max(1, min(batch_size, math.ceil(len(texts) / min_batches)))
     ids = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")

@@ -14,7 +14,6 @@ small), and short articles skip the encoder entirely.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from newspulse.models.batched_scoring import BatchedScorer, mean_pooled
+from newspulse.models.batched_scoring import BatchedScorer, load_encoder, mean_pooled
 from newspulse.models.predict import length_sorted_batches
 from newspulse.models.sentences import paragraphs, split_sentences
 from newspulse.schema import Article
@@ -87,12 +86,8 @@ class SentenceEncoder:
             self.backend, self.precision = "onnxruntime", precision
             return
         import torch
-        from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
-        if layers is not None and layers < model.config.num_hidden_layers:
-            model.encoder.layer = model.encoder.layer[:layers]
-            model.config.num_hidden_layers = layers
+        model = load_encoder(path, layers=layers, attn_implementation="sdpa")
         self.model = model.to(device, dtype=torch.bfloat16 if device == "cuda" else None).eval()
         self.backend, self.precision = "torch", "bf16" if device == "cuda" else "fp32"
         if device == "cuda":
@@ -113,15 +108,14 @@ class SentenceEncoder:
 
     def _batches(self, sentences: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         runner = self.runner
-        rows = min(self.batch_size, math.ceil(len(sentences) / (runner.workers if runner else 1)))
-        batches = length_sorted_batches(self.tokenizer, sentences, self.max_tokens, rows, runner.batch_tokens if runner else None)
         if runner is not None:
+            batches = length_sorted_batches(self.tokenizer, sentences, self.max_tokens, self.batch_size, runner.batch_tokens, runner.workers)
             yield from runner.run_many(batches)
             return
         import torch
 
         with torch.inference_mode():
-            for idx, input_ids, attention_mask in batches:
+            for idx, input_ids, attention_mask in length_sorted_batches(self.tokenizer, sentences, self.max_tokens, self.batch_size):
                 yield idx, mean_pooled(self.model, torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
 
 

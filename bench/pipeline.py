@@ -32,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from newspulse.models.onnx_backend import cpu_count  # noqa: E402
 from newspulse.ingest.replay import DEFAULT_CORPUS, replay  # noqa: E402
 from newspulse.pipeline import RawMessage, parse_message  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
@@ -336,8 +337,7 @@ def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: Classifier
                 if n_proc == 1:
                     out["throughput"] = interleaved(chunks, alone, lambda c: seconds(c, f"tp1-{expected}"))
                     cpu, wall = map(sum, zip(*peers_cpu))
-                    cores = len(os.sched_getaffinity(0))
-                    out["throughput"]["peers_cpu"] = {"seconds": cpu, "share_of_the_cores": cpu / (cores * wall), "what": "tansu + noida-db CPU during the pipeline rounds, over cores × wall time"}
+                    out["throughput"]["peers_cpu"] = {"seconds": cpu, "share_of_the_cores": cpu / (cpu_count() * wall), "what": "tansu + noida-db CPU during the pipeline rounds, over cores × wall time"}
                     out["processors_1_articles_per_s"] = out["throughput"]["articles_per_s"]
                 else:
                     out["processors_2_articles_per_s"] = len(articles) / seconds(articles, "tp2")

@@ -45,6 +45,7 @@ def run_training(extra: list[str], workdir: Path) -> tuple[float, int, str]:
 
 def measure(extra: list[str], note: str = "") -> dict:
     """One timed default retraining and what its model card says about it."""
+    from newspulse.models.onnx_backend import cpu_count
     from newspulse.models.registry import Registry
 
     load_before = os.getloadavg()[0]
@@ -74,7 +75,7 @@ def measure(extra: list[str], note: str = "") -> dict:
         "dev_accuracy": round(card.metrics["dev"]["accuracy"], 4),
         "int8_recommended": card.quantization.get("recommended"),
         "setup": {
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cores": cpu_count(),
             "cpu": platform.processor() or platform.machine(),
             "device": training.get("device"),
             "torch_threads": training.get("torch_threads"),

@@ -7,27 +7,44 @@ margin -0.5, top-category fallback). Dev (trained on train) and 3-fold CV of tra
 docs/model.md's threshold study. Results: bench/results/topic_head.json, docs/model.md (Topics).
 
     python bench/topic_head.py emb tfidf+emb tfidf     # ~15 min at one thread
+
+``--encoder base --layers N`` takes the features from the *base* MiniLM (not fine-tuned for
+sentiment) cut to its first N layers instead, as the summariser's sentence encoder is (option b
+at the summariser's cost): ``python bench/topic_head.py --encoder base --layers 1 tfidf+emb``.
+Each run adds its results to the JSON under ``<encoder>[-L<layers>]:<kind>``, keeping the rest.
 """
-import json, sys, time
+import argparse, json, time
 from pathlib import Path
 
 import numpy as np, scipy.sparse as sp, torch
 from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 from newspulse.models.topics_eval import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
 from newspulse.models.topics_train import TopicTrainConfig, _vectorizer, tune_thresholds
 from newspulse.models.topics import decide
+from newspulse.models.batched_scoring import load_encoder
+from newspulse.models.data import resolve_base_model
 from newspulse.models.registry import Registry
 from newspulse.settings import load_settings
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("kinds", nargs="+", choices=["emb", "tfidf", "tfidf+emb"])
+ap.add_argument("--encoder", choices=["sentiment", "base"], default="sentiment", help="the production sentiment model's encoder, or the packaged base MiniLM")
+ap.add_argument("--layers", type=int, default=None, help="keep only the encoder's first N layers (default: all)")
+args = ap.parse_args()
 
 torch.set_num_threads(1)
 cfg = TopicTrainConfig()
 cats = [c.strip() for c in CATEGORIES_TXT.read_text().split() if c.strip()]
 train, dev = read_topics_csv(TOPICS_TRAIN), read_topics_csv(TOPICS_DEV)
-_registry = Registry(load_settings().model_registry)
-mdir = str(_registry.version_dir(_registry.production_version()))
-tok = AutoTokenizer.from_pretrained(mdir); enc = AutoModel.from_pretrained(mdir).eval()
+if args.encoder == "base":
+    mdir = resolve_base_model("")
+else:
+    _registry = Registry(load_settings().model_registry)
+    mdir = str(_registry.version_dir(_registry.production_version()))
+tok = AutoTokenizer.from_pretrained(mdir); enc = load_encoder(mdir, layers=args.layers, attn_implementation="sdpa").eval()
+prefix = args.encoder + (f"-L{args.layers}" if args.layers else "") + ":"
 def embed(texts):
     out = np.zeros((len(texts), enc.config.hidden_size), np.float32)
     order = np.argsort([len(t) for t in texts])
@@ -69,7 +86,7 @@ def model_predict(kind, tr_idx, test):
     return decide(fit_scores(Xtr, y, Xte), th, cats)
 res = {}
 all_idx = np.arange(len(train))
-for kind in sys.argv[1:]:
+for kind in args.kinds:
     t0 = time.time()
     m = multilabel_metrics(dev.labels.tolist(), model_predict(kind, all_idx, ("dev", None)))
     r = {"dev": (round(m["micro_f1"], 4), round(m["macro_f1"], 4)), "folds": []}
@@ -77,6 +94,9 @@ for kind in sys.argv[1:]:
         m = multilabel_metrics(train.labels.iloc[b].tolist(), model_predict(kind, a, ("train", b)))
         r["folds"].append((round(m["micro_f1"], 4), round(m["macro_f1"], 4)))
     f = np.array(r["folds"]); r["cv_mean"] = f.mean(0).round(4).tolist(); r["cv_std"] = f.std(0, ddof=1).round(4).tolist(); r["s"] = round(time.time() - t0)
-    res[kind] = r; print(kind, json.dumps(r), flush=True)
+    res[prefix + kind] = r; print(prefix + kind, json.dumps(r), flush=True)
 out = Path(__file__).resolve().parent / "results" / "topic_head.json"
-json.dump({"model": Path(mdir).name, "what": __doc__.split("\n\n")[0], "results": res}, open(out, "w"), indent=1)
+doc = json.loads(out.read_text()) if out.exists() else {"what": __doc__.split("\n\n")[0], "results": {}}
+doc["results"] |= res
+doc.setdefault("models", {})[args.encoder] = Path(mdir).name if args.encoder == "sentiment" else "all-MiniLM-L6-v2 (packaged)"
+json.dump(doc, open(out, "w"), indent=1)

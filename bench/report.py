@@ -44,6 +44,8 @@ MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
 MARKS = {MET: "✅", NOT_MET: "❌", NOT_MEASURED: "⚪"}
 #: A latency run counts as "at half of capacity" when it offered 40-52.5 % of the measured capacity.
 HALF_CAPACITY = (0.40, 0.525)
+#: distill_cv.json arm of the strongest teacher measured (all-mpnet-base-v2; docs/model.md).
+TEACHER_ARM = "mpnet"
 #: distill_cv.json arm that is the shipped sentiment recipe (docs/model.md: gold labels only).
 SHIPPED_SENTIMENT_ARM = "baseline"
 #: Issue 18's stated sizes for the fault scenarios that a run may scale down.
@@ -403,6 +405,10 @@ def sentiment_rows(model: dict | None, distill: dict | None) -> list[Row]:
             parts.append(f"{distill.get('k', '?')}-fold CV {cv:.3f}" + (f" ± {spread:.3f}" if spread is not None else "") + (f" ({steps}-step recipe)" if steps else ""))
             values.append(cv)
             sources.append("distill_cv")
+        teacher = number(dig(distill, f"arms.{TEACHER_ARM}"), f"{cv_key}.mean")
+        if teacher is not None:
+            # context, not the verdict: the teacher is not what serves
+            parts.append(f"teacher all-mpnet-base-v2 (not served) {teacher:.3f} ± {number(dig(distill, f'arms.{TEACHER_ARM}'), f'{cv_key}.std'):.3f}")
         if not values:
             rows.append(missing(area, target, "model", f"neither model.json nor distill_cv.json ({SHIPPED_SENTIMENT_ARM} arm) has it"))
         else:

@@ -103,6 +103,10 @@ class TrainConfig:
     #: student_T) on soft-labelled rows, T = ``distill_temperature``.
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
+    #: Soft labels for texts that are also gold training rows: False drops them (the gold label
+    #: wins); True keeps them as a second target of those rows (cross-entropy + the distillation
+    #: term), Hinton's distillation on the training set itself.
+    distill_gold: bool = False
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
     #: Refuse inputs whose licence forbids commercial use (PhraseBank, Reuters-based soft labels).
@@ -303,9 +307,20 @@ def load_training_set(cfg: TrainConfig, train_files: list[Path]) -> TrainingSet:
     df = load_training_frame(train_files, holdout, cfg.max_train_rows, cfg.seed)
     counts = label_counts(df)
     log.info("training rows: %d %s; dev rows: %d", len(df), counts, len(dev))
-    soft = _soft_rows(cfg, holdout | set(df["text"]))
+    soft = _soft_rows(cfg, holdout if cfg.distill_gold else holdout | set(df["text"]))
+    gold_teacher = np.zeros((len(df), len(LABELS)), dtype=np.float32)
+    if soft and cfg.distill_gold:
+        # Soft labels of gold rows become those rows' second target; the rest stay soft rows.
+        at = {t: i for i, t in enumerate(soft.texts)}
+        rows = [(g, at[t]) for g, t in enumerate(df["text"]) if t in at]
+        for g, i in rows:
+            gold_teacher[g] = soft.probs[i]
+        rest = sorted(set(range(len(soft.texts))) - {i for _, i in rows})
+        soft = SoftLabels(path=soft.path, sha256=soft.sha256, texts=[soft.texts[i] for i in rest], probs=soft.probs[rest], manifest=soft.manifest)
+        log.info("distilling on %d gold rows too", len(rows))
     texts = df["text"].tolist() + (soft.texts if soft else [])
     teacher = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+    teacher[: len(df)] = gold_teacher
     if soft:
         teacher[len(df) :] = soft.probs
         log.info("distilling: %d soft-labelled rows from %s (alpha %.2f, T %.1f)", len(soft.texts), soft.path.name, cfg.distill_alpha, cfg.distill_temperature)
@@ -604,11 +619,13 @@ def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
 
 
 def _loss(cfg: TrainConfig, ce, logits, y, teacher):
-    """Cross-entropy on the gold rows of the batch plus ``alpha`` · KD on its soft rows."""
+    """Cross-entropy on the gold rows of the batch plus ``alpha`` · KD on every row that has
+    teacher probabilities (the soft rows, and gold rows too with ``distill_gold``)."""
     gold = y >= 0
     loss = ce(logits[gold], y[gold]) if gold.any() else logits.sum() * 0.0
-    if not gold.all():
-        loss = loss + cfg.distill_alpha * kd_loss(logits[~gold], teacher[~gold], cfg.distill_temperature)
+    taught = teacher.sum(dim=-1) > 0
+    if taught.any():
+        loss = loss + cfg.distill_alpha * kd_loss(logits[taught], teacher[taught], cfg.distill_temperature)
     return loss
 
 
@@ -625,6 +642,7 @@ def _distillation_card(cfg: TrainConfig, soft: SoftLabels | None) -> dict[str, A
         "loss": "CE(gold, class-weighted) + alpha * T^2 * KL(teacher_T || student_T)",
         "weights": {"gold_cross_entropy": 1.0, "alpha": cfg.distill_alpha},
         "temperature": cfg.distill_temperature,
+        "on_gold_rows": cfg.distill_gold,
         "teacher_provenance": soft.manifest.get("teacher_provenance", {}),
     }
 

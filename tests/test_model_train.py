@@ -220,6 +220,36 @@ def test_distillation_trains_on_soft_labels_and_the_card_records_it(tmp_path, ti
     assert reg.list_versions() == [card.version]
 
 
+def test_distilling_on_gold_rows_gives_them_a_second_target(tmp_path, tiny_data):
+    """``distill_gold``: a soft label whose text is a gold training row becomes that row's second
+    target (cross-entropy + KD) instead of being dropped; the other soft rows stay soft rows."""
+    import torch
+
+    from newspulse.models.distill import kd_loss, write_soft_labels
+    from newspulse.models.train import _loss, load_training_set
+
+    gold = read_labelled_csv(tiny_data["train"])["text"].tolist()
+    texts = gold[:5] + [f"Company {i} said quarterly results were in line with its forecast." for i in range(3)]
+    probs = np.tile(np.array([[0.1, 0.2, 0.7]], dtype=np.float32), (len(texts), 1))
+    art = tmp_path / "soft.csv.gz"
+    write_soft_labels(art, texts, probs, ["train"] * 5 + ["reuters"] * 3, {"teacher": "t"})
+    base = dict(registry=tmp_path / "reg", train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], soft_labels=art)
+    dropped = load_training_set(TrainConfig(**base), [tiny_data["train"]])
+    assert len(dropped.soft.texts) == 3 and not dropped.teacher[: len(dropped.frame)].any()  # default: the gold label wins
+    data = load_training_set(TrainConfig(**base, distill_gold=True), [tiny_data["train"]])
+    assert len(data.frame) == 60 and len(data.soft.texts) == 3 and len(data.texts) == 63
+    taught = [data.texts[i] for i in np.flatnonzero(data.teacher[:60].sum(axis=1))]
+    assert sorted(taught) == sorted(gold[:5]) and np.allclose(data.teacher[60:], probs[5:], atol=1e-5)
+    # the loss adds the KD term for the taught gold rows, and only for rows with a teacher
+    cfg = TrainConfig(**base, distill_gold=True, distill_alpha=0.5, distill_temperature=2.0)
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    y, teacher = torch.tensor([0, 1]), torch.tensor([[0.1, 0.2, 0.7], [0.0, 0.0, 0.0]])
+    ce = torch.nn.CrossEntropyLoss()
+    expected = ce(logits, y) + 0.5 * kd_loss(logits[:1], teacher[:1], 2.0)
+    assert torch.isclose(_loss(cfg, ce, logits, y, teacher), expected)
+    assert torch.isclose(_loss(cfg, ce, logits, y, torch.zeros_like(teacher)), ce(logits, y))
+
+
 def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_base):
     """`newspulse model train --train <Twitter CSV> --commercial-only`: no PhraseBank anywhere,
     and the card says every input allows commercial use."""

@@ -188,13 +188,12 @@ def _spread(values: list[float]) -> dict:
 
 def _members(out: Path, k: int, arm: str) -> list[dict]:
     """Each fold teacher's registry version and the sha256 of its weights."""
-    from newspulse.models.registry import Registry, sha256_file
+    from newspulse.models.registry import sha256_file
 
     members = []
     for i in range(k):
-        reg = Registry(out / f"fold{i}" / arm / "registry")
-        version = reg.list_versions()[-1]
-        members.append({"fold": i, "version": version, "model_safetensors_sha256": sha256_file(reg.version_dir(version) / "model.safetensors")})
+        vdir = _last_version(out / f"fold{i}" / arm / "registry")
+        members.append({"fold": i, "version": vdir.name, "model_safetensors_sha256": sha256_file(vdir / "model.safetensors")})
     return members
 
 

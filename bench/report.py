@@ -405,10 +405,10 @@ def sentiment_rows(model: dict | None, distill: dict | None) -> list[Row]:
             parts.append(f"{distill.get('k', '?')}-fold CV {cv:.3f}" + (f" ± {spread:.3f}" if spread is not None else "") + (f" ({steps}-step recipe)" if steps else ""))
             values.append(cv)
             sources.append("distill_cv")
-        teacher = number(dig(distill, f"arms.{TEACHER_ARM}"), f"{cv_key}.mean")
-        if teacher is not None:
+        teacher = dig(distill, f"arms.{TEACHER_ARM}")
+        if number(teacher, f"{cv_key}.mean") is not None:
             # context, not the verdict: the teacher is not what serves
-            parts.append(f"teacher all-mpnet-base-v2 (not served) {teacher:.3f} ± {number(dig(distill, f'arms.{TEACHER_ARM}'), f'{cv_key}.std'):.3f}")
+            parts.append(f"teacher all-mpnet-base-v2 (not served) {number(teacher, f'{cv_key}.mean'):.3f} ± {number(teacher, f'{cv_key}.std'):.3f}")
         if not values:
             rows.append(missing(area, target, "model", f"neither model.json nor distill_cv.json ({SHIPPED_SENTIMENT_ARM} arm) has it"))
         else:

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from newspulse.models.topics_eval import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
 from newspulse.models.topics_train import TopicTrainConfig, _vectorizer, tune_thresholds
 from newspulse.models.topics import decide
-from newspulse.models.batched_scoring import load_encoder
+from newspulse.models.batched_scoring import load_encoder, mean_pooled
 from newspulse.models.data import resolve_base_model
 from newspulse.models.registry import Registry
 from newspulse.settings import load_settings
@@ -52,8 +52,7 @@ def embed(texts):
         for i in range(0, len(texts), 32):
             idx = order[i:i + 32]
             b = tok([texts[j] for j in idx], truncation=True, max_length=128, padding=True, return_tensors="pt")
-            h = enc(**b).last_hidden_state; m = b["attention_mask"].unsqueeze(-1).float()
-            v = (h * m).sum(1) / m.sum(1); out[idx] = torch.nn.functional.normalize(v, dim=-1).numpy()
+            out[idx] = mean_pooled(enc, b["input_ids"], b["attention_mask"]).numpy()
     return out
 t0 = time.time(); E_tr, E_dev = embed(train.text.tolist()), embed(dev.text.tolist()); print("embedded", round(time.time() - t0), "s", flush=True)
 floor = 1 / (1 + np.exp(-cfg.min_margin))

@@ -311,13 +311,13 @@ def load_training_set(cfg: TrainConfig, train_files: list[Path]) -> TrainingSet:
     gold_teacher = np.zeros((len(df), len(LABELS)), dtype=np.float32)
     if soft and cfg.distill_gold:
         # Soft labels of gold rows become those rows' second target; the rest stay soft rows.
-        at = {t: i for i, t in enumerate(soft.texts)}
-        rows = [(g, at[t]) for g, t in enumerate(df["text"]) if t in at]
-        for g, i in rows:
-            gold_teacher[g] = soft.probs[i]
-        rest = sorted(set(range(len(soft.texts))) - {i for _, i in rows})
+        gold_row = {t: g for g, t in enumerate(df["text"])}
+        for i, t in enumerate(soft.texts):
+            if t in gold_row:
+                gold_teacher[gold_row[t]] = soft.probs[i]
+        rest = [i for i, t in enumerate(soft.texts) if t not in gold_row]
+        log.info("distilling on %d gold rows too", len(soft.texts) - len(rest))
         soft = SoftLabels(path=soft.path, sha256=soft.sha256, texts=[soft.texts[i] for i in rest], probs=soft.probs[rest], manifest=soft.manifest)
-        log.info("distilling on %d gold rows too", len(rows))
     texts = df["text"].tolist() + (soft.texts if soft else [])
     teacher = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
     teacher[: len(df)] = gold_teacher

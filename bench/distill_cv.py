@@ -19,12 +19,19 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   ``fit --fold i --arm distill --tag distill-mpnet --teachers mpnet`` distils from it, and
   ``--gold-kd`` also on the fold's own training rows (the teacher scores them first;
   ``TrainConfig.distill_gold``).
+- ``pool`` then ``score --fold i --run mpnet --pool headlines``: a second unlabelled pool
+  (Reuters headlines, the register of Twitter Financial News) scored by each fold teacher;
+  ``fit … --pools reuters:1000,headlines:1000`` distils from seeded samples of both.
+- ``fit … --keep last``: register the weights of the final step instead of the best checkpoint
+  on the 64-row ``folds/select.csv`` (session 5 found that choice noisier than the effects);
+  ``report`` pairs such runs with ``baseline-last``.
 - ``report``: per-fold and mean ± spread (sample std) of every run folder, the paired gain of
   each over ``baseline``, each fold's averaged teacher (``--ensemble``) scored like a run, the
   ensemble of the k fold teachers on dev, and ``--artifact``: the released soft labels (that
   ensemble on the Reuters sample) with their manifest. ``--json F --section full_length``
   stores the summary under one key of F, keeping the other measurements in it. ``--teacher-arm
-  mpnet`` makes that arm's fold teachers the artifact's teacher (``--artifact --version v2``).
+  mpnet`` makes that arm's fold teachers the artifact's teacher (``--artifact --version v2``),
+  ``--artifact-pools`` the pools it labels.
 
 ``--steps 150`` (session 2, ``bench/results/distill_cv.json`` top level) and ``--steps 1000``
 (about the production recipe's length, its ``full_length`` key) are in separate ``--out``
@@ -50,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newspulse.models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
-from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, balanced_rows, reuters_sentences, write_soft_labels  # noqa: E402
+from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, balanced_rows, reuters_headlines, reuters_sentences, write_soft_labels  # noqa: E402
 from newspulse.models.evaluate import classification_metrics  # noqa: E402
 from newspulse.models.train import load_training_frame  # noqa: E402
 from newspulse.schema import LABELS  # noqa: E402
@@ -60,6 +67,13 @@ LICENCES = {
     "phrasebank": "CC BY-NC-SA 3.0 (non-commercial)",
     "twitter_financial_news": "MIT",
     "reuters": REUTERS_LICENSE,
+}
+
+
+#: What each ``source`` of a soft-label artifact is (its manifest's ``texts``).
+POOL_TEXTS = {
+    "reuters": "sentences from the Reuters-21578 bodies, split by models/sentences.py (models/distill.reuters_sentences)",
+    "reuters-headlines": "Reuters-21578 headlines, <TICKER> tags removed (models/distill.reuters_headlines)",
 }
 
 
@@ -79,8 +93,9 @@ def _folds(args) -> None:
     for i in range(args.k):
         idx = df.index[df["fold"] == i].to_numpy()
         df.loc[rng.choice(idx, size=min(args.heldout, len(idx)), replace=False), "scored"] = True
-    # Runs stop at a fixed step and evaluate once, so checkpoint selection plays no part: a
-    # small slice of dev is enough for the training loop's own evaluation.
+    # The training loop's own evaluation set. Runs stop at a fixed step; with ``fit --keep last``
+    # (sessions 6 on) they register the final weights and this slice only logs a curve. Earlier
+    # runs kept its best checkpoint, and at 64 rows that choice was noisier than the effects.
     dev.groupby("source").head(32)[["text", "label"]].to_csv(out / "folds" / "select.csv", index=False)
     df.to_csv(out / "folds" / "all.csv", index=False)
     for i in range(args.k):
@@ -88,6 +103,41 @@ def _folds(args) -> None:
     sents = reuters_sentences(n=args.reuters, seed=args.seed, exclude=set(df["text"]) | set(dev["text"]))
     pd.DataFrame({"text": sents}).to_csv(out / "reuters.csv", index=False)
     print(json.dumps({"rows": len(df), "folds": np.bincount(fold).tolist(), "reuters": len(sents)}))
+
+
+def _pool(args) -> None:
+    """Another unlabelled pool beside the Reuters sentences (``headlines``: Reuters titles,
+    models/distill.reuters_headlines), minus every labelled text."""
+    out = Path(args.out)
+    labelled = set(pd.read_csv(out / "folds" / "all.csv", keep_default_na=False)["text"]) | set(read_many(list(DEFAULT_DEV_FILES))["text"])
+    texts = reuters_headlines(n=args.n, seed=args.seed, exclude=labelled)
+    pd.DataFrame({"text": texts}).to_csv(out / "headlines.csv", index=False)
+    print(json.dumps({"pool": "headlines", "rows": len(texts)}))
+
+
+def _score_pool(args) -> None:
+    """Fold ``--fold``'s run ``--run`` (a teacher, blind to that fold) scores a pool; kept as
+    ``fold<i>/<run>/<pool>.npz`` for ``fit --pools``."""
+    out = Path(args.out)
+    texts = pd.read_csv(out / f"{args.pool}.csv", keep_default_na=False)["text"].tolist()
+    run = out / f"fold{args.fold}" / args.run
+    np.savez_compressed(run / f"{args.pool}.npz", probs=_score(_last_version(run / "registry"), texts))
+
+
+def _pool_rows(out: Path, i: int, teachers: list[str], spec: str, seed: int) -> tuple[list[str], np.ndarray, list[str]]:
+    """Texts, averaged fold-``i`` teacher probabilities and source names of ``spec``
+    ("reuters" = all Reuters sentences; "reuters:1000,headlines:1000" = seeded samples of each)."""
+    texts: list[str] = []
+    probs, sources = [], []
+    for item in spec.split(","):
+        pool, _, n = item.partition(":")
+        pool_texts = pd.read_csv(out / ("reuters.csv" if pool == "reuters" else f"{pool}.csv"), keep_default_na=False)["text"].tolist()
+        pool_probs = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] if pool == "reuters" else np.load(out / f"fold{i}" / t / f"{pool}.npz")["probs"] for t in teachers], axis=0)
+        rows = np.sort(np.random.default_rng(seed).choice(len(pool_texts), size=int(n), replace=False)) if n else np.arange(len(pool_texts))
+        texts += [pool_texts[r] for r in rows]
+        probs.append(pool_probs[rows])
+        sources += ["reuters" if pool == "reuters" else f"reuters-{pool}"] * len(rows)
+    return texts, np.concatenate(probs), sources
 
 
 def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
@@ -123,10 +173,10 @@ def _fit(args) -> None:
     reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
     extra, soft_rows = {}, {}
     if arm == "distill":
-        teacher = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] for t in args.teachers.split(",")], axis=0)
-        rows = balanced_rows(teacher, seed=args.seed) if args.balance else np.arange(len(reuters))
-        soft_rows = {"balance": args.balance, "rows": len(rows), "teacher_argmax": dict(zip(LABELS, np.bincount(teacher[rows].argmax(axis=1), minlength=len(LABELS)).tolist()))}
-        texts, probs = [reuters[r] for r in rows], teacher[rows]
+        pool_texts, teacher, pool_sources = _pool_rows(out, i, args.teachers.split(","), args.pools, args.seed)
+        rows = balanced_rows(teacher, seed=args.seed) if args.balance else np.arange(len(pool_texts))
+        soft_rows = {"pools": args.pools, "balance": args.balance, "rows": len(rows), "teacher_argmax": dict(zip(LABELS, np.bincount(teacher[rows].argmax(axis=1), minlength=len(LABELS)).tolist()))}
+        texts, probs, sources = [pool_texts[r] for r in rows], teacher[rows], [pool_sources[r] for r in rows]
         if args.gold_kd:
             # The teachers' probabilities on this fold's own training rows (they trained on the
             # same rows, never on fold i): Hinton's distillation on the training set.
@@ -135,7 +185,7 @@ def _fit(args) -> None:
             texts, probs = texts + gold, np.concatenate([probs, on_gold])
             soft_rows["gold_rows"] = len(gold)
         art = run / "soft.csv.gz"
-        write_soft_labels(art, texts, probs.astype(np.float32), ["reuters"] * len(rows) + ["train"] * (len(texts) - len(rows)), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
+        write_soft_labels(art, texts, probs.astype(np.float32), sources + ["train"] * (len(texts) - len(rows)), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
         extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature, distill_gold=args.gold_kd)
     cfg = TrainConfig(
         registry=run / "registry",
@@ -143,6 +193,7 @@ def _fit(args) -> None:
         dev_files=[out / "folds" / "select.csv"],
         max_steps=args.steps,
         evals_per_epoch=1,
+        keep=args.keep,
         seed=args.run_seed if args.run_seed is not None else args.seed,
         base_model=args.base_model,
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
@@ -224,9 +275,12 @@ def _report(args) -> None:
     for arm in sorted({a for a, _ in by}):
         results = [by[(arm, i)] for i in range(args.k) if (arm, i) in by]
         summary["arms"][arm] = {"folds": [r["fold"] for r in results], "steps": sorted({r["steps"] for r in results if "steps" in r}), **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
-        both = [i for i in range(args.k) if (arm, i) in by and ("baseline", i) in by]
-        if arm != "baseline" and both:
-            summary["gains"][arm] = {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[("baseline", i)][split][key] for i in both]) for split in ("held", "dev") for key in by[("baseline", both[0])][split] if key != "n" and key in by[(arm, both[0])][split]}
+        # An arm is paired with the baseline that kept its weights the same way (sessions 2-5
+        # kept the best checkpoint, later runs the last step).
+        ref = "baseline-last" if results[0].get("params", {}).get("keep") == "last" else "baseline"
+        both = [i for i in range(args.k) if (arm, i) in by and (ref, i) in by]
+        if arm != ref and both:
+            summary["gains"][arm] = {"against": ref} | {f"{split}_{key}": _spread([by[(arm, i)][split][key] - by[(ref, i)][split][key] for i in both]) for split in ("held", "dev") for key in by[(ref, both[0])][split] if key != "n" and key in by[(arm, both[0])][split]}
     # Each fold teacher (the fold's run of a teacher arm, blind to that fold) and the mean of all
     # k of them: their labels on the Reuters sample and the k-ensemble's dev score. "baseline"
     # keeps its historic keys; another teacher arm is reported under teachers[<arm>].
@@ -246,23 +300,26 @@ def _report(args) -> None:
     arm = args.teacher_arm
     teachers = loaded[arm]
     if args.artifact and len(teachers) == args.k:
-        reuters = pd.read_csv(out / "reuters.csv", keep_default_na=False)["text"].tolist()
         run0 = json.loads((out / "fold0" / arm / "result.json").read_text())
         base, steps = _base_model(run0["params"].get("base_model", "")), run0["steps"]
-        probs = np.mean([t["reuters"] for t in teachers], axis=0)
+        # The same seeded rows of each pool for every fold teacher, so their mean is per text.
+        texts, _, sources = _pool_rows(out, 0, [arm], args.artifact_pools, args.seed)
+        probs = np.mean([_pool_rows(out, i, [arm], args.artifact_pools, args.seed)[1] for i in range(args.k)], axis=0)
+        counts = {src: sources.count(src) for src in dict.fromkeys(sources)}
         manifest = {
             "version": args.version,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "teacher": f"ensemble (mean probabilities) of {args.k} {base['name']} fine-tunes, one per cross-validation fold of the bundled train splits, {steps} steps each (bench/distill_cv.py, runs '{arm}')",
             "teacher_dev": summary["teachers"][arm]["ensemble_dev"],
-            "texts": f"{len(reuters)} sentences sampled (seed {args.seed}) from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py",
+            "texts": "; ".join(f"{n} {POOL_TEXTS[src]}" for src, n in counts.items()) + f" (seed {args.seed}; data/news/reuters21578.csv.gz)",
+            "pools": counts,
             "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
             "commercial": False,
             "teacher_provenance": {"base_model": base["provenance"], "members": _members(out, args.k, arm)},
             "made_by": "python bench/distill_cv.py " + " ".join(sys.argv[1:]),
         }
         art = SOFT_LABELS_DIR / f"reuters-{args.version}.csv.gz"
-        summary["artifact"] = write_soft_labels(art, reuters, probs.astype(np.float32), ["reuters"] * len(reuters), manifest)
+        summary["artifact"] = write_soft_labels(art, texts, probs.astype(np.float32), sources, manifest)
     text = json.dumps(summary, indent=2)
     if args.json:
         path = Path(args.json)
@@ -296,17 +353,26 @@ def main() -> None:
     fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row)")
     fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")
     fit.add_argument("--base-model", default="", help="encoder folder to fine-tune (default: the packaged MiniLM; e.g. all-mpnet-base-v2 for a stronger teacher)")
+    fit.add_argument("--pools", default="reuters", help="distill arm: soft-label pools, e.g. reuters:1000,headlines:1000 (a seeded sample of each; no count = all of it)")
+    fit.add_argument("--keep", choices=["best", "last"], default="best", help="register the best checkpoint on folds/select.csv (sessions 2-5) or the final weights")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
+    pl = sub.add_parser("pool")
+    pl.add_argument("--n", type=int, default=2000, help="Reuters headlines to sample into headlines.csv")
+    sp = sub.add_parser("score")
+    sp.add_argument("--fold", type=int, required=True)
+    sp.add_argument("--run", default="mpnet", help="the fold's teacher run that scores the pool")
+    sp.add_argument("--pool", default="headlines")
     r = sub.add_parser("report")
     r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz")
     r.add_argument("--version", default="v1")
+    r.add_argument("--artifact-pools", default="reuters", help="with --artifact: the pools it labels, as fit --pools (e.g. reuters,headlines)")
     r.add_argument("--ensemble", default="baseline,baseline-s43", help="runs of each fold scored as one averaged teacher")
     r.add_argument("--teacher-arm", default="baseline", help="the runs whose Reuters probabilities make the fold teachers (ensemble score, --artifact)")
     r.add_argument("--json", default="", help="also write the summary here (e.g. bench/results/distill_cv.json)")
     r.add_argument("--section", default="", help="with --json: write the summary under this key of the existing file, keeping the rest (e.g. full_length)")
     args = ap.parse_args()
-    {"folds": _folds, "fit": _fit, "report": _report}[args.cmd](args)
+    {"folds": _folds, "pool": _pool, "score": _score_pool, "fit": _fit, "report": _report}[args.cmd](args)
 
 
 if __name__ == "__main__":

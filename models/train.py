@@ -87,6 +87,10 @@ class TrainConfig:
     #: Dev evaluations per epoch (early stopping granularity) and how many without gain to stop.
     evals_per_epoch: int = 2
     patience: int = 3
+    #: Which weights the run registers: "best" = the best dev checkpoint (early stopping on the
+    #: dev files), "last" = the weights at the final step. Fixed-compute comparisons use "last":
+    #: a small dev slice picking among checkpoints adds noise larger than the effect measured.
+    keep: Literal["best", "last"] = "best"
     #: Freeze the 30k×d word-embedding matrix: ~half the parameters, little accuracy, much time.
     freeze_embeddings: bool = True
     #: Wall-clock budget of the fine-tuning loop: when spent, training stops and the best
@@ -432,7 +436,7 @@ def build_optimiser(cfg: TrainConfig, model, plan: StepPlan, device: str) -> Opt
 
 @dataclass
 class FitResult:
-    """Where the loop ended (its model holds the best dev weights by then)."""
+    """Where the loop ended (its model holds the weights ``TrainConfig.keep`` asks for by then)."""
 
     loop: LoopState
     planned_steps: int
@@ -458,7 +462,7 @@ class FineTuning:
 
     def run(self, checkpoint: TrainingCheckpoint, started: float) -> FitResult:
         """Train from step 0, or from ``checkpoint`` when it holds this run; ends with the best
-        dev weights loaded and the model in eval mode."""
+        dev weights loaded (or the last ones, ``keep="last"``) and the model in eval mode."""
         from tqdm.auto import tqdm
 
         cfg, plan, model = self.cfg, self.plan, self.model
@@ -495,7 +499,7 @@ class FineTuning:
             if state.step >= plan.total:
                 break
         bar.close()
-        if best_state is not None:
+        if best_state is not None and cfg.keep == "best":
             model.load_state_dict(best_state)
         model.eval()
         return FitResult(loop=state, planned_steps=plan.total, stop=stop, started=started)
@@ -599,6 +603,7 @@ def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: l
             "planned_steps": fit.planned_steps,
             "best_step": loop.best_step,
             "best_dev_macro_f1": round(loop.best_f1, 4),
+            "kept_step": loop.best_step if cfg.keep == "best" else loop.step,
             "stopped_early": fit.stop or None,
             "seconds": round(time.monotonic() - fit.started, 1),
             "device": device,

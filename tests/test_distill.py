@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newspulse.models.distill import SoftLabelError, balanced_rows, kd_loss, load_soft_labels, manifest_path, reuters_sentences, soften, write_soft_labels
+from newspulse.models.distill import SoftLabelError, balanced_rows, kd_loss, load_soft_labels, manifest_path, reuters_headlines, reuters_sentences, soften, write_soft_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +117,24 @@ def test_reuters_sentences_are_filtered_distinct_and_reproducible(tmp_path):
     assert "It expects further gains in the second half of the year." not in reuters_sentences(src, n=2, exclude={"It expects further gains in the second half of the year."})
     with pytest.raises(SoftLabelError, match="only 3 usable"):
         reuters_sentences(src, n=4)
+
+
+def test_reuters_headlines_lose_ticker_tags_captions_and_case_duplicates(tmp_path):
+    titles = [
+        "USX <X> DEBT DOWGRADED BY MOODY'S",
+        "BAHIA COCOA REVIEW",  # a caption, too short to carry sentiment
+        "usx debt dowgraded by moody's",  # the same headline again, other case
+        "OHIO MATTRESS <OMT> MAY HAVE LOWER 1ST QTR NET",
+        "SOYBEAN 20.0 14.5 149.8 145.3",  # mostly figures
+        "SAUDI ARABIA REITERATES COMMITMENT TO OPEC PACT",
+    ]
+    src = tmp_path / "news.csv.gz"
+    pd.DataFrame({"body": "b", "title": titles}).to_csv(src, index=False, compression="gzip")
+    assert reuters_headlines(src, n=3, seed=1) == ["USX DEBT DOWGRADED BY MOODY'S", "OHIO MATTRESS MAY HAVE LOWER 1ST QTR NET", "SAUDI ARABIA REITERATES COMMITMENT TO OPEC PACT"]
+    # labelled texts stay out whatever their case: the student must not see a gold row twice
+    assert "SAUDI ARABIA REITERATES COMMITMENT TO OPEC PACT" not in reuters_headlines(src, n=2, exclude={"Saudi Arabia reiterates commitment to OPEC pact"})
+    with pytest.raises(SoftLabelError, match="only 3 usable headlines"):
+        reuters_headlines(src, n=4)
 
 
 def test_teacher_provenance_is_pinned():

@@ -293,3 +293,18 @@ def test_retraining_benchmark_times_a_real_run_into_a_scratch_registry(np_env, t
     assert 0 < result["fine_tuning_s"] < result["wall_s"] and result["met"] == (result["wall_s"] <= 600)
     assert result["steps"] >= 1 and 0.0 <= result["dev_macro_f1"] <= 1.0 and result["rows"] == 60
     assert not (np_env / "registry").exists()  # the configured registry was never touched
+
+
+def test_keep_last_registers_the_final_weights_not_the_best_dev_checkpoint(tmp_path, tiny_base, tiny_data):
+    """Fixed-compute comparisons (bench/distill_cv.py) keep the last step: a small dev slice
+    choosing among checkpoints would otherwise decide the result."""
+    from safetensors.torch import load_file
+
+    common = dict(base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=8, batch_size=4, max_length=32, evals_per_epoch=2, patience=10**6, progress=False, promote=False, quantize_check=False)
+    best = fit_and_register(TrainConfig(registry=tmp_path / "best", **common))
+    last = fit_and_register(TrainConfig(registry=tmp_path / "last", keep="last", **common))
+    assert best.training["history"] == last.training["history"]  # one seeded run, two choices
+    assert best.training["best_step"] < best.training["steps"]  # the seed's dev curve peaks early
+    assert best.training["kept_step"] == best.training["best_step"] and last.training["kept_step"] == last.training["steps"]
+    weights = {name: load_file(Registry(tmp_path / name).version_dir(card.version) / "model.safetensors") for name, card in (("best", best), ("last", last))}
+    assert any(not weights["best"][k].equal(weights["last"][k]) for k in weights["best"])

@@ -18,7 +18,7 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   fold teacher of another encoder (all-mpnet-base-v2, fetched by ``models/teacher.py``);
   ``fit --fold i --arm distill --tag distill-mpnet --teachers mpnet`` distils from it, and
   ``--gold-kd`` also on the fold's own training rows (the teacher scores them first;
-  ``TrainConfig.distill_gold``).
+  ``TrainConfig.distill_rows``).
 - ``pool`` then ``score --fold i --run mpnet --pool headlines``: a second unlabelled pool
   (Reuters headlines, the register of Twitter Financial News) scored by each fold teacher;
   ``fit … --pools reuters:1000,headlines:1000`` distils from seeded samples of both.
@@ -70,10 +70,12 @@ LICENCES = {
 }
 
 
-#: What each ``source`` of a soft-label artifact is (its manifest's ``texts``).
+#: Each pool's texts (relative to --out) and what they are (an artifact manifest's ``texts``).
+POOL_FILES = {"reuters": "reuters.csv", "headlines": "headlines.csv", "train": "folds/all.csv"}
 POOL_TEXTS = {
-    "reuters": "sentences from the Reuters-21578 bodies, split by models/sentences.py (models/distill.reuters_sentences)",
-    "reuters-headlines": "Reuters-21578 headlines, <TICKER> tags removed (models/distill.reuters_headlines)",
+    "reuters": "sentences from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py (models/distill.reuters_sentences)",
+    "headlines": "Reuters-21578 headlines from data/news/reuters21578.csv.gz, <TICKER> tags removed (models/distill.reuters_headlines)",
+    "train": "the bundled training rows (PhraseBank and Twitter Financial News train, dev sentences removed: models/train.load_training_frame), each soft label a second target of its gold row",
 }
 
 
@@ -119,24 +121,25 @@ def _score_pool(args) -> None:
     """Fold ``--fold``'s run ``--run`` (a teacher, blind to that fold) scores a pool; kept as
     ``fold<i>/<run>/<pool>.npz`` for ``fit --pools``."""
     out = Path(args.out)
-    texts = pd.read_csv(out / f"{args.pool}.csv", keep_default_na=False)["text"].tolist()
+    texts = pd.read_csv(out / POOL_FILES[args.pool], keep_default_na=False)["text"].tolist()
     run = out / f"fold{args.fold}" / args.run
     np.savez_compressed(run / f"{args.pool}.npz", probs=_score(_last_version(run / "registry"), texts))
 
 
 def _pool_rows(out: Path, i: int, teachers: list[str], spec: str, seed: int) -> tuple[list[str], np.ndarray, list[str]]:
     """Texts, averaged fold-``i`` teacher probabilities and source names of ``spec``
-    ("reuters" = all Reuters sentences; "reuters:1000,headlines:1000" = seeded samples of each)."""
+    ("reuters" = all Reuters sentences; "reuters:1000,headlines:1000" = seeded samples of each;
+    "none" = no unlabelled rows, for distillation on the gold rows alone)."""
     texts: list[str] = []
-    probs, sources = [], []
-    for item in spec.split(","):
+    probs, sources = [np.zeros((0, len(LABELS)))], []
+    for item in [] if spec == "none" else spec.split(","):
         pool, _, n = item.partition(":")
-        pool_texts = pd.read_csv(out / ("reuters.csv" if pool == "reuters" else f"{pool}.csv"), keep_default_na=False)["text"].tolist()
+        pool_texts = pd.read_csv(out / POOL_FILES[pool], keep_default_na=False)["text"].tolist()
         pool_probs = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] if pool == "reuters" else np.load(out / f"fold{i}" / t / f"{pool}.npz")["probs"] for t in teachers], axis=0)
         rows = np.sort(np.random.default_rng(seed).choice(len(pool_texts), size=int(n), replace=False)) if n else np.arange(len(pool_texts))
         texts += [pool_texts[r] for r in rows]
         probs.append(pool_probs[rows])
-        sources += ["reuters" if pool == "reuters" else f"reuters-{pool}"] * len(rows)
+        sources += [pool] * len(rows)
     return texts, np.concatenate(probs), sources
 
 
@@ -186,7 +189,7 @@ def _fit(args) -> None:
             soft_rows["gold_rows"] = len(gold)
         art = run / "soft.csv.gz"
         write_soft_labels(art, texts, probs.astype(np.float32), sources + ["train"] * (len(texts) - len(rows)), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
-        extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature, distill_gold=args.gold_kd)
+        extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature, distill_rows="both" if args.gold_kd else "unlabelled")
     cfg = TrainConfig(
         registry=run / "registry",
         train_files=[out / "folds" / f"train{i}.csv"],
@@ -311,14 +314,17 @@ def _report(args) -> None:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "teacher": f"ensemble (mean probabilities) of {args.k} {base['name']} fine-tunes, one per cross-validation fold of the bundled train splits, {steps} steps each (bench/distill_cv.py, runs '{arm}')",
             "teacher_dev": summary["teachers"][arm]["ensemble_dev"],
-            "texts": "; ".join(f"{n} {POOL_TEXTS[src]}" for src, n in counts.items()) + f" (seed {args.seed}; data/news/reuters21578.csv.gz)",
+            "texts": "; ".join(f"{n} {POOL_TEXTS[src]}" for src, n in counts.items()) + f" (samples seeded {args.seed})",
             "pools": counts,
-            "licences": {"texts": LICENCES["reuters"], "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
+            "licences": {"texts": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")} if "train" in counts else LICENCES["reuters"],
+                         "teacher training data": {k: LICENCES[k] for k in ("phrasebank", "twitter_financial_news")}},
+            # Soft labels of the training rows are second targets of those rows (TrainConfig.distill_rows).
+            **({"kind": "training-rows"} if set(counts) == {"train"} else {}),
             "commercial": False,
             "teacher_provenance": {"base_model": base["provenance"], "members": _members(out, args.k, arm)},
             "made_by": "python bench/distill_cv.py " + " ".join(sys.argv[1:]),
         }
-        art = SOFT_LABELS_DIR / f"reuters-{args.version}.csv.gz"
+        art = SOFT_LABELS_DIR / f"{'train' if set(counts) == {'train'} else 'reuters'}-{args.version}.csv.gz"
         summary["artifact"] = write_soft_labels(art, texts, probs.astype(np.float32), sources, manifest)
     text = json.dumps(summary, indent=2)
     if args.json:
@@ -353,7 +359,7 @@ def main() -> None:
     fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row)")
     fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")
     fit.add_argument("--base-model", default="", help="encoder folder to fine-tune (default: the packaged MiniLM; e.g. all-mpnet-base-v2 for a stronger teacher)")
-    fit.add_argument("--pools", default="reuters", help="distill arm: soft-label pools, e.g. reuters:1000,headlines:1000 (a seeded sample of each; no count = all of it)")
+    fit.add_argument("--pools", default="reuters", help="distill arm: soft-label pools, e.g. reuters:1000,headlines:1000 (a seeded sample of each; no count = all of it); none = only --gold-kd")
     fit.add_argument("--keep", choices=["best", "last"], default="best", help="register the best checkpoint on folds/select.csv (sessions 2-5) or the final weights")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
@@ -362,9 +368,9 @@ def main() -> None:
     sp = sub.add_parser("score")
     sp.add_argument("--fold", type=int, required=True)
     sp.add_argument("--run", default="mpnet", help="the fold's teacher run that scores the pool")
-    sp.add_argument("--pool", default="headlines")
+    sp.add_argument("--pool", default="headlines", choices=sorted(POOL_FILES))
     r = sub.add_parser("report")
-    r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz")
+    r.add_argument("--artifact", action="store_true", help="also write data/soft_labels/reuters-<version>.csv.gz (train-<version> for --artifact-pools train)")
     r.add_argument("--version", default="v1")
     r.add_argument("--artifact-pools", default="reuters", help="with --artifact: the pools it labels, as fit --pools (e.g. reuters,headlines)")
     r.add_argument("--ensemble", default="baseline,baseline-s43", help="runs of each fold scored as one averaged teacher")

@@ -46,8 +46,11 @@ MARKS = {MET: "✅", NOT_MET: "❌", NOT_MEASURED: "⚪"}
 HALF_CAPACITY = (0.40, 0.525)
 #: distill_cv.json arm of the strongest teacher measured (all-mpnet-base-v2; docs/model.md).
 TEACHER_ARM = "mpnet"
-#: distill_cv.json arm that is the shipped sentiment recipe (docs/model.md: gold labels only).
-SHIPPED_SENTIMENT_ARM = "baseline"
+#: distill_cv.json arm that is the shipped sentiment recipe (docs/model.md: distillation on the
+#: training rows from the mpnet fold teachers, final weights; the default since session 6).
+SHIPPED_SENTIMENT_ARM = "dgold-last"
+#: A same-architecture speed ratio this close to 1 is timing noise of the interleaved bench.
+SPEED_NOISE = 0.95
 #: Issue 18's stated sizes for the fault scenarios that a run may scale down.
 FAULT_SIZES = {"R1": ("articles", 10_000), "R3": ("good", 10_000)}
 DATE_KEYS = ("started_at", "created_at", "measured_at", "generated_at")
@@ -438,16 +441,21 @@ def topic_rows(topics: dict | None) -> list[Row]:
 
 
 def speed_rows(model: dict | None) -> list[Row]:
-    """Issue 14: a distilled student must serve no slower than today's model, timed in one run.
-    bench model times no pre-distillation model beside it, so this stays "not measured" and says
-    why; the measured cell shows today's production speed."""
-    area, target, src = "Sentiment speed (#14)", "distilled student's CPU sentences/s no lower than today's, same run", "model"
+    """Issue 14: a distilled student must serve no slower than the model before it, timed in one
+    run: `newspulse bench model` times the newest gold-only student beside a distilled production
+    model (``distillation.speed_vs_gold_only``). The two have the same architecture, so a ratio
+    within the interleaved timing's noise (``SPEED_NOISE``) counts as no slower."""
+    area, target, src = "Sentiment speed (#14)", f"distilled student's CPU sentences/s no lower than the gold-only model's, same run (≥ {SPEED_NOISE:.2f}×: timing noise)", "model"
     if model is None:
         return [missing(area, target, src, "no model.json")]
-    best = fastest_production(model)
-    measured = f"production {best[0].removeprefix('production_')} {best[1]:,.0f}/s" if best else "—"
-    why = "model.json times no pre-distillation model beside the student" if model.get("distillation") else "production is not a distilled student (model.json has no distillation)"
-    return [Row(area, target, measured, not_measured(why), (src,))]
+    speed = dig(model, "distillation.speed_vs_gold_only")
+    if speed is None:
+        best = fastest_production(model)
+        measured = f"production {best[0].removeprefix('production_')} {best[1]:,.0f}/s" if best else "—"
+        why = "model.json times no gold-only model beside the student" if model.get("distillation") else "production is not a distilled student (model.json has no distillation)"
+        return [Row(area, target, measured, not_measured(why), (src,))]
+    measured = f"int8 {speed['production_int8']:,.0f}/s distilled ({model.get('model_version')}) vs {speed['gold_only_int8']:,.0f}/s gold-only ({speed['gold_only_version']}): {speed['ratio']:.2f}×"
+    return [Row(area, target, measured, at_least(speed["ratio"], SPEED_NOISE), (src,))]
 
 
 def retrain_rows(retrain: dict | None) -> list[Row]:

@@ -1,6 +1,8 @@
 """`newspulse bench model`: accuracy and throughput of the production classifier against a
 FinBERT-sized model, all measured in one run on the same sentences; also of the distillation
-teacher when the registry holds one (a version whose card has ``role: teacher``).
+teacher when the registry holds one (a version whose card has ``role: teacher``), and, when
+production is a distilled student, of the newest gold-only student beside it (distillation must
+not cost serving speed: ``distillation.speed_vs_gold_only``).
 
 FinBERT itself cannot be downloaded here, and its speed depends only on its shape, so the
 reference is a randomly initialised ``BertForSequenceClassification`` of FinBERT's size
@@ -126,17 +128,22 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     teacher_card = registry.teacher_card()
     if teacher_card is not None:
         contenders["teacher_fp32"] = SentimentModel.from_dir(registry.version_dir(teacher_card.version), device="cpu", quantize="off", backend="torch", card=teacher_card)
+    # A distilled production model is timed beside the newest gold-only student, in the same run.
+    gold_card = registry.gold_only_card() if card.distillation else None
+    if gold_card is not None:
+        contenders["gold_only_int8"] = SentimentModel.from_dir(registry.version_dir(gold_card.version), device="cpu", quantize="on", backend=engine, card=gold_card)
     load_before = os.getloadavg()[0]
     speeds = interleaved_throughput(contenders, texts, rounds=rounds)
     load_after = os.getloadavg()[0]
     teacher_speed = speeds.pop("teacher_fp32", None)
+    gold_speed = speeds.pop("gold_only_int8", None)
     speedup = speeds["production_int8"] / speeds["bert_base_fp32"]
     f1_drop = quality["fp32"]["macro_f1"] - quality["int8"]["macro_f1"]
     result: dict[str, Any] = {
         "model_version": card.version,
         "backend": served.backend.name,
         "served_precision": served.backend.precision,
-        "backends": {name: clf.backend.name for name, clf in contenders.items() if name != "teacher_fp32"},
+        "backends": {name: clf.backend.name for name, clf in contenders.items() if name not in ("teacher_fp32", "gold_only_int8")},
         "dev_macro_f1": quality["fp32"]["macro_f1"],
         "dev_accuracy": quality["fp32"]["accuracy"],
         "dev_int8": quality["int8"],
@@ -178,7 +185,14 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
             "throughput_fp32": round(teacher_speed, 2),
         }
     if card.distillation:
-        result["distillation"] = {k: card.distillation.get(k) for k in ("teacher", "artifact_sha256", "weights", "temperature")}
+        result["distillation"] = {k: card.distillation.get(k) for k in ("teacher", "artifact_sha256", "rows", "weights", "temperature")}
+        if gold_card is not None:
+            result["distillation"]["speed_vs_gold_only"] = {
+                "gold_only_version": gold_card.version,
+                "gold_only_int8": round(gold_speed, 2),
+                "production_int8": round(speeds["production_int8"], 2),
+                "ratio": round(speeds["production_int8"] / gold_speed, 3),
+            }
     if torch.cuda.is_available():
         result["gpu"] = gpu_throughput(path, card, texts)
     return result

@@ -36,7 +36,8 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop fine-tuning after this many seconds, keeping the best checkpoint (default: 420 on CPU, none on GPU).")] = None,
     feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
-    soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
+    distill: Annotated[bool, typer.Option("--distill/--no-distill", help="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz, sha256 pinned); --no-distill trains on the gold labels alone. Off with --commercial-only.")] = True,
+    soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
     commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; the Reuters soft labels are research-only); defaults become the commercially usable bundled sets.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
@@ -66,7 +67,7 @@ def train(
         if v is not None
     }
     try:
-        cfg = default_config(settings, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
+        cfg = default_config(settings, distill=distill, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
         card = run_training(cfg)
     except (DataError, ValueError) as err:
         raise _data_error(err) from None

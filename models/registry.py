@@ -334,6 +334,12 @@ class Registry:
         teachers = [c for c in self.cards() if c.role == "teacher"]
         return teachers[-1] if teachers else None
 
+    def gold_only_card(self) -> ModelCard | None:
+        """The newest student trained without distillation, if any: what a distilled production
+        model is timed against (issue 14: distillation must not slow serving)."""
+        students = [c for c in self.cards() if c.role == "student" and not c.distillation]
+        return students[-1] if students else None
+
     # --- writing ---------------------------------------------------------------------------
     def new_version(self, now: datetime | None = None) -> str:
         """``vYYYYMMDD-HHMMSS`` (UTC), with a suffix if that second is taken."""

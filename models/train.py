@@ -51,7 +51,7 @@ from newspulse.models.data import (
     resolve_base_model,
 )
 from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
-from newspulse.models.distill import SoftLabels, kd_loss, load_soft_labels
+from newspulse.models.distill import SOFT_LABELS_DIR, SoftLabels, kd_loss, load_soft_labels
 from newspulse.models.evaluate import evaluate_candidate
 from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, ModelCard, Registry, code_version, gate_and_promote
 from newspulse.schema import LABELS, Feedback
@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 
 #: Fine-tuning budget of the default run on CPU (seconds).
 DEFAULT_CPU_BUDGET_S = 420.0
+#: The teacher soft labels the default run distils from: all-mpnet-base-v2 fold teachers' mean
+#: probabilities on the bundled training rows, each a second target of its gold row (no extra
+#: rows, so no extra steps within the CPU budget). Pinned: a swapped file fails the run.
+#: docs/model.md ("Distillation on the training rows") has the measurement that chose it.
+DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v3.csv.gz"
+DEFAULT_SOFT_LABELS_SHA256 = "d936807474cc73f1b32fe208785746da3120c841c4d96f6368eeaa5659c6336a"
 
 
 @dataclass
@@ -107,10 +113,13 @@ class TrainConfig:
     #: student_T) on soft-labelled rows, T = ``distill_temperature``.
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
-    #: Soft labels for texts that are also gold training rows: False drops them (the gold label
-    #: wins); True keeps them as a second target of those rows (cross-entropy + the distillation
-    #: term), Hinton's distillation on the training set itself.
-    distill_gold: bool = False
+    #: Which soft labels the run uses. "unlabelled": rows the gold set lacks become extra soft rows,
+    #: soft labels of gold texts are dropped (the gold label wins). "gold": a soft label of a gold
+    #: row becomes that row's second target (cross-entropy + the distillation term: Hinton's
+    #: distillation on the training set, no extra rows and so no extra steps), other texts are
+    #: dropped. "both": the two together. "auto": "gold" for an artifact whose manifest says it
+    #: labels training rows (``"kind": "training-rows"``), else "unlabelled".
+    distill_rows: Literal["auto", "unlabelled", "gold", "both"] = "auto"
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
     #: Refuse inputs whose licence forbids commercial use (PhraseBank, Reuters-based soft labels).
@@ -150,11 +159,13 @@ class TrainConfig:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k not in skip}
 
 
-def default_config(settings, **overrides: Any) -> TrainConfig:
-    """The production retraining run: the bundled train splits + analyst feedback, early
-    stopping on the dev splits, gated on the same fixed evaluation split. Bundled files that a
-    deployment removed (e.g. PhraseBank, for its non-commercial licence) are left out, and
-    ``commercial_only=True`` leaves out every non-commercial one."""
+def default_config(settings, distill: bool = True, **overrides: Any) -> TrainConfig:
+    """The production retraining run: the bundled train splits + analyst feedback, distilled
+    from the bundled teacher soft labels (``distill``; an explicit ``soft_labels`` replaces
+    them), early stopping on the dev splits, gated on the same fixed evaluation split. Bundled
+    files that a deployment removed (e.g. PhraseBank, for its non-commercial licence) are left
+    out, and ``commercial_only=True`` leaves out every non-commercial one, the soft labels too
+    (their teacher learned from PhraseBank)."""
     from newspulse.models.predict import pick_device
 
     commercial = bool(overrides.get("commercial_only"))
@@ -169,6 +180,11 @@ def default_config(settings, **overrides: Any) -> TrainConfig:
         # ≤10 minutes end to end on 2 CPU cores: ~7 of fine-tuning, the rest evaluation.
         time_budget_s=None if pick_device(settings.device) == "cuda" else DEFAULT_CPU_BUDGET_S,
     )
+    if distill and not commercial and "soft_labels" not in overrides:
+        if DEFAULT_SOFT_LABELS.exists():
+            cfg.update(soft_labels=DEFAULT_SOFT_LABELS, soft_labels_sha256=DEFAULT_SOFT_LABELS_SHA256)
+        else:
+            log.warning("bundled soft labels %s are missing; training on the gold labels alone", DEFAULT_SOFT_LABELS)
     cfg.update(overrides)
     return TrainConfig(**cfg)
 
@@ -300,8 +316,14 @@ class TrainingSet:
     soft: SoftLabels | None
     texts: list[str]  # gold texts, then soft texts
     labels: list[int]  # gold label ids; -1 for a soft row (it has no gold label)
-    teacher: np.ndarray  # teacher probabilities per row; zeros for gold rows
+    teacher: np.ndarray  # teacher probabilities per row; zeros for a gold row without a soft label
     counts: dict[str, int]  # gold rows per label
+    distill_rows: str = ""  # the resolved TrainConfig.distill_rows ("" = no distillation)
+
+    @property
+    def taught_gold_rows(self) -> int:
+        """Gold rows that have a teacher target too."""
+        return int((self.teacher[: len(self.frame)].sum(axis=1) > 0).sum())
 
 
 def load_training_set(cfg: TrainConfig, train_files: list[Path]) -> TrainingSet:
@@ -311,25 +333,38 @@ def load_training_set(cfg: TrainConfig, train_files: list[Path]) -> TrainingSet:
     df = load_training_frame(train_files, holdout, cfg.max_train_rows, cfg.seed)
     counts = label_counts(df)
     log.info("training rows: %d %s; dev rows: %d", len(df), counts, len(dev))
-    soft = _soft_rows(cfg, holdout if cfg.distill_gold else holdout | set(df["text"]))
+    soft = _soft_rows(cfg, holdout)
     gold_teacher = np.zeros((len(df), len(LABELS)), dtype=np.float32)
-    if soft and cfg.distill_gold:
-        # Soft labels of gold rows become those rows' second target; the rest stay soft rows.
+    mode = distill_mode(cfg, soft)
+    if soft:
         gold_row = {t: g for g, t in enumerate(df["text"])}
-        for i, t in enumerate(soft.texts):
-            if t in gold_row:
-                gold_teacher[gold_row[t]] = soft.probs[i]
-        rest = [i for i, t in enumerate(soft.texts) if t not in gold_row]
-        log.info("distilling on %d gold rows too", len(soft.texts) - len(rest))
+        if mode in ("gold", "both"):
+            for i, t in enumerate(soft.texts):
+                if t in gold_row:
+                    gold_teacher[gold_row[t]] = soft.probs[i]
+            log.info("distilling on %d gold rows (second target)", int((gold_teacher.sum(axis=1) > 0).sum()))
+        rest = [i for i, t in enumerate(soft.texts) if t not in gold_row] if mode in ("unlabelled", "both") else []
         soft = SoftLabels(path=soft.path, sha256=soft.sha256, texts=[soft.texts[i] for i in rest], probs=soft.probs[rest], manifest=soft.manifest)
+        if not rest and not gold_teacher.any():
+            # e.g. the bundled soft labels of the bundled rows, under a run on other data: the
+            # card must not claim a teacher that taught nothing.
+            log.warning("%s labels none of this run's training rows; training on the gold labels alone", soft.path.name)
+            soft = None
     texts = df["text"].tolist() + (soft.texts if soft else [])
     teacher = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
     teacher[: len(df)] = gold_teacher
-    if soft:
+    if soft and soft.texts:
         teacher[len(df) :] = soft.probs
         log.info("distilling: %d soft-labelled rows from %s (alpha %.2f, T %.1f)", len(soft.texts), soft.path.name, cfg.distill_alpha, cfg.distill_temperature)
     labels = label_ids(df) + [-1] * (len(texts) - len(df))
-    return TrainingSet(frame=df, dev=dev, soft=soft, texts=texts, labels=labels, teacher=teacher, counts=counts)
+    return TrainingSet(frame=df, dev=dev, soft=soft, texts=texts, labels=labels, teacher=teacher, counts=counts, distill_rows=mode if soft else "")
+
+
+def distill_mode(cfg: TrainConfig, soft: SoftLabels | None) -> str:
+    """``cfg.distill_rows`` with "auto" resolved by the artifact's manifest."""
+    if cfg.distill_rows != "auto":
+        return cfg.distill_rows
+    return "gold" if soft is not None and soft.manifest.get("kind") == "training-rows" else "unlabelled"
 
 
 def build_model(cfg: TrainConfig, device: str):
@@ -594,7 +629,7 @@ def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: l
         params=cfg.params(),
         label_distribution={"train": data.counts, "dev": label_counts(data.dev)},
         role=cfg.role,
-        distillation=_distillation_card(cfg, data.soft),
+        distillation=_distillation_card(cfg, data),
         licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, data.soft),
         training={
             "rows": len(data.frame),
@@ -614,8 +649,8 @@ def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: l
 
 
 def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
-    """The hash-checked soft labels, minus any text that is a gold training or held-out row
-    (the teacher may have seen a dev sentence; the gold label wins for training rows)."""
+    """The hash-checked soft labels, minus any text in ``exclude`` (the dev and evaluation rows:
+    a teacher may have seen them, and they must stay held out)."""
     if cfg.soft_labels is None:
         return None
     soft = load_soft_labels(cfg.soft_labels, cfg.soft_labels_sha256)
@@ -625,7 +660,7 @@ def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
 
 def _loss(cfg: TrainConfig, ce, logits, y, teacher):
     """Cross-entropy on the gold rows of the batch plus ``alpha`` · KD on every row that has
-    teacher probabilities (the soft rows, and gold rows too with ``distill_gold``)."""
+    teacher probabilities (the soft rows, and gold rows too with ``distill_rows`` "gold"/"both")."""
     gold = y >= 0
     loss = ce(logits[gold], y[gold]) if gold.any() else logits.sum() * 0.0
     taught = teacher.sum(dim=-1) > 0
@@ -634,8 +669,9 @@ def _loss(cfg: TrainConfig, ce, logits, y, teacher):
     return loss
 
 
-def _distillation_card(cfg: TrainConfig, soft: SoftLabels | None) -> dict[str, Any]:
+def _distillation_card(cfg: TrainConfig, data: TrainingSet) -> dict[str, Any]:
     """Teacher, artifact hash and loss weights, so a card says what the student learned from."""
+    soft = data.soft
     if soft is None:
         return {}
     return {
@@ -643,11 +679,13 @@ def _distillation_card(cfg: TrainConfig, soft: SoftLabels | None) -> dict[str, A
         "artifact": str(soft.path),
         "artifact_sha256": soft.sha256,
         "artifact_version": soft.manifest.get("version", ""),
-        "rows_used": len(soft.texts),
+        "rows_used": len(soft.texts) + data.taught_gold_rows,
+        "soft_rows_added": len(soft.texts),
         "loss": "CE(gold, class-weighted) + alpha * T^2 * KL(teacher_T || student_T)",
         "weights": {"gold_cross_entropy": 1.0, "alpha": cfg.distill_alpha},
         "temperature": cfg.distill_temperature,
-        "on_gold_rows": cfg.distill_gold,
+        "rows": data.distill_rows,
+        "gold_rows_taught": data.taught_gold_rows,
         "teacher_provenance": soft.manifest.get("teacher_provenance", {}),
     }
 
@@ -666,7 +704,8 @@ def train(cfg: TrainConfig) -> ModelCard:
 # --- orchestration helpers (the retraining DAG is a thin shell around these) -------------------
 def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None) -> TrainConfig:
     """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
-    :func:`default_config`; ``data_sources`` names the training CSVs."""
+    :func:`default_config`; ``data_sources`` names the training CSVs; ``distill: false`` trains
+    on the gold labels alone."""
     mapping = {
         "registry": "registry",
         "base_model": "base_model",
@@ -688,4 +727,4 @@ def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], 
         "checkpoint_dir": "checkpoint_dir",
     }
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
-    return default_config(settings, progress=False, feedback=feedback, **overrides)
+    return default_config(settings, distill=params.get("distill") is not False, progress=False, feedback=feedback, **overrides)

@@ -105,13 +105,23 @@ def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_mi
 
 def test_sentiment_cv_comes_from_the_full_length_runs_when_there_are_some(report):
     def cv(accuracy: float, steps: int) -> dict:
-        return {"k": 3, "steps": steps, "arms": {"baseline": {"held_phrasebank_accuracy": {"mean": accuracy, "std": 0.01}}}}
+        return {"k": 3, "steps": steps, "arms": {report.SHIPPED_SENTIMENT_ARM: {"held_phrasebank_accuracy": {"mean": accuracy, "std": 0.01}}}}
 
     rows = report.sentiment_rows(None, cv(0.77, 150) | {"full_length": cv(0.80, 1000)})
     [row] = [r for r in rows if "PhraseBank accuracy" in r.target]
     assert "3-fold CV 0.800 ± 0.010 (1000-step recipe)" in row.measured and row.verdict == "not met"
     [row] = [r for r in report.sentiment_rows(None, cv(0.90, 150)) if "PhraseBank accuracy" in r.target]
     assert "(150-step recipe)" in row.measured and row.verdict == "met"
+
+
+def test_distilled_speed_counts_only_against_a_gold_only_model_timed_in_the_same_run(report):
+    model = {"model_version": "v2", "throughput": {"production_int8": 600.0}, "distillation": {"teacher": "t"}}
+    assert verdict_of(report.speed_rows(model), "Sentiment speed", "same run") == "not measured: model.json times no gold-only model beside the student"
+    assert verdict_of(report.speed_rows({"throughput": {"production_int8": 600.0}}), "Sentiment speed", "same run").startswith("not measured: production is not a distilled")
+    timed = model | {"distillation": {"speed_vs_gold_only": {"gold_only_version": "v1", "gold_only_int8": 610.0, "production_int8": 600.0, "ratio": 0.984}}}
+    assert verdict_of(report.speed_rows(timed), "Sentiment speed", "same run") == "met" and "0.98×" in report.speed_rows(timed)[0].measured
+    slower = model | {"distillation": {"speed_vs_gold_only": {"gold_only_version": "v1", "gold_only_int8": 700.0, "production_int8": 600.0, "ratio": 0.857}}}
+    assert verdict_of(report.speed_rows(slower), "Sentiment speed", "same run") == "not met"
 
 
 def test_retraining_time_counts_only_for_the_default_command_on_two_cores(report):

@@ -165,6 +165,29 @@ def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp
     assert result["model_version"] == "v1" and set(result["throughput"]) == {"production_fp32", "production_int8", "production_torch_fp32", "bert_base_fp32"}
     t = result["teacher"]
     assert t["model_version"] == "v2-teacher" and t["throughput_fp32"] > 0 and 0.0 <= t["dev_macro_f1"] <= 1.0
+    assert "distillation" not in result  # a gold-only production has nothing to be compared with
+
+
+def test_model_bench_times_a_distilled_production_beside_the_gold_only_student(tmp_path):
+    """Issue 14: the distilled student must serve no slower than the model before it, timed in
+    one run; `newspulse bench model` keeps its throughput keys and adds the comparison."""
+    from newspulse.models.bench import run_model_bench
+    from newspulse.models.registry import Registry
+    from newspulse.settings import load_settings
+    from test_model_predict import register_random_model
+
+    reg = Registry(tmp_path / "reg")
+    register_random_model(reg, "v1", seed=1)
+    register_random_model(reg, "v2", seed=2)
+    card = reg.card("v2")
+    card.distillation = {"teacher": "t", "artifact_sha256": "0" * 64, "rows": "gold", "weights": {"alpha": 0.5}, "temperature": 2.0}
+    reg.write_card(card)
+    reg.promote("v2")
+    assert reg.gold_only_card().version == "v1"
+    result = run_model_bench(load_settings(model_registry=reg.path), sentences=16, rounds=1)
+    assert result["model_version"] == "v2" and set(result["throughput"]) == {"production_fp32", "production_int8", "production_torch_fp32", "bert_base_fp32"}
+    speed = result["distillation"]["speed_vs_gold_only"]
+    assert speed["gold_only_version"] == "v1" and speed["gold_only_int8"] > 0 and speed["ratio"] == round(speed["production_int8"] / speed["gold_only_int8"], 3)
 
 
 def test_bundled_soft_labels_match_their_manifest():

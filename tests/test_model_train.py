@@ -221,8 +221,9 @@ def test_distillation_trains_on_soft_labels_and_the_card_records_it(tmp_path, ti
 
 
 def test_distilling_on_gold_rows_gives_them_a_second_target(tmp_path, tiny_data):
-    """``distill_gold``: a soft label whose text is a gold training row becomes that row's second
-    target (cross-entropy + KD) instead of being dropped; the other soft rows stay soft rows."""
+    """``distill_rows``: "both" makes a soft label whose text is a gold training row that row's
+    second target (cross-entropy + KD) and keeps the other soft rows; "gold" keeps only the
+    former (no extra rows, no extra steps); "auto" follows the artifact's manifest."""
     import torch
 
     from newspulse.models.distill import kd_loss, write_soft_labels
@@ -236,12 +237,20 @@ def test_distilling_on_gold_rows_gives_them_a_second_target(tmp_path, tiny_data)
     base = dict(registry=tmp_path / "reg", train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], soft_labels=art)
     dropped = load_training_set(TrainConfig(**base), [tiny_data["train"]])
     assert len(dropped.soft.texts) == 3 and not dropped.teacher[: len(dropped.frame)].any()  # default: the gold label wins
-    data = load_training_set(TrainConfig(**base, distill_gold=True), [tiny_data["train"]])
+    data = load_training_set(TrainConfig(**base, distill_rows="both"), [tiny_data["train"]])
     assert len(data.frame) == 60 and len(data.soft.texts) == 3 and len(data.texts) == 63
     taught = [data.texts[i] for i in np.flatnonzero(data.teacher[:60].sum(axis=1))]
     assert sorted(taught) == sorted(gold[:5]) and np.allclose(data.teacher[60:], probs[5:], atol=1e-5)
+    only_gold = load_training_set(TrainConfig(**base, distill_rows="gold"), [tiny_data["train"]])
+    assert only_gold.soft.texts == [] and len(only_gold.texts) == 60 and only_gold.taught_gold_rows == 5
+    # an artifact of training rows says so in its manifest, and "auto" then distils on gold rows only
+    training_art = tmp_path / "train-soft.csv.gz"
+    write_soft_labels(training_art, texts, probs, ["train"] * len(texts), {"teacher": "t", "kind": "training-rows"})
+    auto = load_training_set(TrainConfig(**base | {"soft_labels": training_art}), [tiny_data["train"]])
+    assert (auto.distill_rows, auto.taught_gold_rows, len(auto.texts)) == ("gold", 5, 60)
+    assert load_training_set(TrainConfig(**base), [tiny_data["train"]]).distill_rows == "unlabelled"
     # the loss adds the KD term for the taught gold rows, and only for rows with a teacher
-    cfg = TrainConfig(**base, distill_gold=True, distill_alpha=0.5, distill_temperature=2.0)
+    cfg = TrainConfig(**base, distill_rows="both", distill_alpha=0.5, distill_temperature=2.0)
     logits = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
     y, teacher = torch.tensor([0, 1]), torch.tensor([[0.1, 0.2, 0.7], [0.0, 0.0, 0.0]])
     ce = torch.nn.CrossEntropyLoss()
@@ -308,3 +317,38 @@ def test_keep_last_registers_the_final_weights_not_the_best_dev_checkpoint(tmp_p
     assert best.training["kept_step"] == best.training["best_step"] and last.training["kept_step"] == last.training["steps"]
     weights = {name: load_file(Registry(tmp_path / name).version_dir(card.version) / "model.safetensors") for name, card in (("best", best), ("last", last))}
     assert any(not weights["best"][k].equal(weights["last"][k]) for k in weights["best"])
+
+
+def test_default_run_distils_from_the_pinned_bundled_soft_labels(np_env, tmp_path, tiny_base, tiny_data):
+    """`make demo`, `newspulse model train` and the DAG distil from data/soft_labels/train-v3 by
+    default (hash pinned in code), on the gold rows it labels; --no-distill / distill=false and
+    commercial-only runs do not, and an explicit artifact replaces it."""
+    from typer.testing import CliRunner
+
+    from newspulse.cli import app
+    from newspulse.models.distill import load_soft_labels
+    from newspulse.models.train import DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, config_from_params, default_config
+    from newspulse.settings import get_settings
+
+    settings = get_settings()
+    assert load_soft_labels(DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256).manifest["kind"] == "training-rows"
+    cfg = default_config(settings)
+    assert (cfg.soft_labels, cfg.soft_labels_sha256, cfg.distill_rows) == (DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, "auto")
+    assert default_config(settings, distill=False).soft_labels is None
+    assert default_config(settings, commercial_only=True).soft_labels is None  # its teacher learned from PhraseBank
+    other = tmp_path / "other.csv.gz"
+    assert (default_config(settings, soft_labels=other).soft_labels, default_config(settings, soft_labels=other).soft_labels_sha256) == (other, "")
+    assert config_from_params({"distill": False}, settings).soft_labels is None and config_from_params({}, settings).soft_labels == DEFAULT_SOFT_LABELS
+
+    args = ["model", "train", "--base-model", tiny_base, "--train", str(tiny_data["train"]), "--dev", str(tiny_data["dev"]), "--eval", str(tiny_data["dev"]), "--no-feedback", "--epochs", "1", "--max-length", "32", "--no-promote", "--json"]
+    cards = {}
+    for flag in ("--distill", "--no-distill"):
+        result = CliRunner().invoke(app, [*args, flag])
+        assert result.exit_code == 0, result.output
+        cards[flag] = json.loads(result.stdout.strip().splitlines()[-1])
+    distilled = cards["--distill"]["distillation"]
+    # tiny_data's rows are bundled PhraseBank training rows, so the teacher labels each of them
+    assert distilled["artifact_sha256"] == DEFAULT_SOFT_LABELS_SHA256 and distilled["rows"] == "gold" and distilled["gold_rows_taught"] == 60
+    assert distilled["soft_rows_added"] == 0 and cards["--distill"]["training"]["soft_rows"] == 0  # no extra rows, no extra steps
+    assert cards["--distill"]["training"]["steps"] == cards["--no-distill"]["training"]["steps"]
+    assert cards["--no-distill"]["distillation"] == {}

@@ -68,7 +68,7 @@ with DAG(
         "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Stop fine-tuning after this many seconds (best checkpoint kept); empty = default."),
         "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
         "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
-        "commercial_only": Param(False, type="boolean", description="Refuse inputs not licensed for commercial use (PhraseBank, Reuters soft labels); defaults become the commercially usable bundled sets."),
+        "commercial_only": Param(False, type="boolean", description="Refuse inputs not licensed for commercial use (PhraseBank, the bundled soft labels); defaults become the commercially usable bundled sets, without distillation."),
         "distill": Param(True, type="boolean", description="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz); false = gold labels only. Off for commercial_only."),
         "soft_labels": Param("", type="string", description="Another teacher soft-label artifact to distil from (data/soft_labels/*.csv.gz); empty = the bundled one (see distill)."),
         "soft_labels_sha256": Param("", type="string", description="The sha256 the soft-label artifact must have; empty = the one in its manifest."),

@@ -38,7 +38,7 @@ def train(
     feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
     distill: Annotated[bool, typer.Option("--distill/--no-distill", help="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz, sha256 pinned); --no-distill trains on the gold labels alone. Off with --commercial-only.")] = True,
     soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
-    commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; the Reuters soft labels are research-only); defaults become the commercially usable bundled sets.")] = False,
+    commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; every bundled soft-label file is non-commercial); defaults become the commercially usable bundled sets, without distillation.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:

@@ -122,7 +122,7 @@ class TrainConfig:
     distill_rows: Literal["auto", "unlabelled", "gold", "both"] = "auto"
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
-    #: Refuse inputs whose licence forbids commercial use (PhraseBank, Reuters-based soft labels).
+    #: Refuse inputs whose licence forbids commercial use (PhraseBank, the bundled soft labels).
     commercial_only: bool = False
     promote: bool = True
     f1_floor: float = DEFAULT_F1_FLOOR

@@ -17,8 +17,8 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
 - ``fit --fold i --arm baseline --tag mpnet --base-model DIR --learning-rate 5e-5 --steps 600``: a
   fold teacher of another encoder (all-mpnet-base-v2, fetched by ``models/teacher.py``);
   ``fit --fold i --arm distill --tag distill-mpnet --teachers mpnet`` distils from it, and
-  ``--gold-kd`` also on the fold's own training rows (the teacher scores them first;
-  ``TrainConfig.distill_rows``).
+  ``--gold-kd`` also on the fold's own training rows (``TrainConfig.distill_rows``; their
+  probabilities come from ``score --fold i --run mpnet --pool train``).
 - ``pool`` then ``score --fold i --run mpnet --pool headlines``: a second unlabelled pool
   (Reuters headlines, the register of Twitter Financial News) scored by each fold teacher;
   ``fit … --pools reuters:1000,headlines:1000`` distils from seeded samples of both.
@@ -135,7 +135,11 @@ def _pool_rows(out: Path, i: int, teachers: list[str], spec: str, seed: int) -> 
     for item in [] if spec == "none" else spec.split(","):
         pool, _, n = item.partition(":")
         pool_texts = pd.read_csv(out / POOL_FILES[pool], keep_default_na=False)["text"].tolist()
-        pool_probs = np.mean([np.load(out / f"fold{i}" / t / "probs.npz")["reuters"] if pool == "reuters" else np.load(out / f"fold{i}" / t / f"{pool}.npz")["probs"] for t in teachers], axis=0)
+        scored = [out / f"fold{i}" / t / ("probs.npz" if pool == "reuters" else f"{pool}.npz") for t in teachers]
+        for path in scored:
+            if not path.exists():
+                raise SystemExit(f"{path} is missing: run `score --fold {i} --run {path.parent.name} --pool {pool}` first")
+        pool_probs = np.mean([np.load(path)["reuters" if pool == "reuters" else "probs"] for path in scored], axis=0)
         rows = np.sort(np.random.default_rng(seed).choice(len(pool_texts), size=int(n), replace=False)) if n else np.arange(len(pool_texts))
         texts += [pool_texts[r] for r in rows]
         probs.append(pool_probs[rows])
@@ -182,11 +186,12 @@ def _fit(args) -> None:
         texts, probs, sources = [pool_texts[r] for r in rows], teacher[rows], [pool_sources[r] for r in rows]
         if args.gold_kd:
             # The teachers' probabilities on this fold's own training rows (they trained on the
-            # same rows, never on fold i): Hinton's distillation on the training set.
-            gold = pd.read_csv(out / "folds" / f"train{i}.csv", keep_default_na=False)["text"].tolist()
-            on_gold = np.mean([_score(_last_version(out / f"fold{i}" / t / "registry"), gold) for t in args.teachers.split(",")], axis=0)
-            texts, probs = texts + gold, np.concatenate([probs, on_gold])
-            soft_rows["gold_rows"] = len(gold)
+            # same rows, never on fold i): Hinton's distillation on the training set. They come
+            # from the `train` pool (every row of folds/all.csv, `score --pool train`).
+            all_texts, all_probs, _ = _pool_rows(out, i, args.teachers.split(","), "train", args.seed)
+            own = (allrows["fold"] != i).to_numpy()
+            texts, probs = texts + [t for t, keep in zip(all_texts, own) if keep], np.concatenate([probs, all_probs[own]])
+            soft_rows["gold_rows"] = int(own.sum())
         art = run / "soft.csv.gz"
         write_soft_labels(art, texts, probs.astype(np.float32), sources + ["train"] * (len(texts) - len(rows)), {"teacher": f"fold{i}: mean of {args.teachers}", "balance": args.balance})
         extra = dict(soft_labels=art, distill_alpha=args.alpha, distill_temperature=args.temperature, distill_rows="both" if args.gold_kd else "unlabelled")

@@ -78,10 +78,7 @@ def reuters_sentences(path: Path = REUTERS_CSV, n: int = 4000, seed: int = 0, ex
                 continue
             seen.add(sent)
             pool.append(sent)
-    if len(pool) < n:
-        raise SoftLabelError(f"{path}: only {len(pool)} usable sentences, {n} asked for")
-    rng = np.random.default_rng(seed)
-    return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+    return _sample(pool, n, seed, f"{path}: only {len(pool)} usable sentences, {n} asked for")
 
 
 def reuters_headlines(path: Path = REUTERS_CSV, n: int = 2000, seed: int = 0, exclude: set[str] | None = None) -> list[str]:
@@ -104,8 +101,13 @@ def reuters_headlines(path: Path = REUTERS_CSV, n: int = 2000, seed: int = 0, ex
             continue
         seen.add(text.lower())
         pool.append(text)
+    return _sample(pool, n, seed, f"{path}: only {len(pool)} usable headlines, {n} asked for")
+
+
+def _sample(pool: list[str], n: int, seed: int, too_few: str) -> list[str]:
+    """``n`` of ``pool`` drawn with ``seed``, in pool order; ``too_few`` is the error otherwise."""
     if len(pool) < n:
-        raise SoftLabelError(f"{path}: only {len(pool)} usable headlines, {n} asked for")
+        raise SoftLabelError(too_few)
     rng = np.random.default_rng(seed)
     return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
 

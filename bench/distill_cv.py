@@ -361,7 +361,7 @@ def main() -> None:
     fit.add_argument("--teachers", default="baseline", help="distill arm: comma-separated runs of this fold whose Reuters probabilities are averaged")
     fit.add_argument("--balance", action="store_true", help="distill arm: soft rows balanced by the teacher's argmax class (all polar rows, neutral subsampled; models/distill.balanced_rows)")
     fit.add_argument("--threads", type=int, default=1, help="torch threads of the run")
-    fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row)")
+    fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row; needs score --pool train first)")
     fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")
     fit.add_argument("--base-model", default="", help="encoder folder to fine-tune (default: the packaged MiniLM; e.g. all-mpnet-base-v2 for a stronger teacher)")
     fit.add_argument("--pools", default="reuters", help="distill arm: soft-label pools, e.g. reuters:1000,headlines:1000 (a seeded sample of each; no count = all of it); none = only --gold-kd")

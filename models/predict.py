@@ -38,6 +38,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from newspulse.models.batched_scoring import BatchedScorer
+from newspulse.models.entities import Span, mark
 from newspulse.models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.models.sentences import split_sentences
 from newspulse.schema import LABELS, Article
@@ -225,6 +226,14 @@ class SentimentModel:
             chunks.append((" ".join(cur), cur_len))
         return chunks[: self.max_chunks]
 
+    def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
+        """``(n, 3)`` entity-level probabilities in LABELS order: for each ``(text, spans)``,
+        the verdict about the entity whose mentions are those character spans of the text
+        (see :mod:`newspulse.models.entities`)."""
+        if not items:
+            return np.zeros((0, len(LABELS)), dtype=np.float32)
+        return self.predict_proba([mark(text, spans) for text, spans in items], max_length=self.chunk_tokens + 2)
+
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         """``(n, 3)`` article-level probabilities in LABELS order (see module docstring)."""
         texts: list[str] = []
@@ -386,6 +395,9 @@ class HotReloadingClassifier:
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         return self.current.score_articles(articles)
+
+    def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
+        return self.current.score_mentions(items)
 
     def predict_proba(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
         return self.current.predict_proba(texts, **kw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -179,6 +179,46 @@ class Article(BaseModel):
         return f"{self.title}\n\n{self.body}".strip() if self.body else self.title
 
 
+class Evidence(BaseModel):
+    """One passage behind a verdict: where it is, what the model said of it, how much it counted.
+
+    ``start``/``end`` are character offsets into :attr:`Article.text` (the title, a blank line,
+    the body), so a reader can highlight the passage in the story as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(ge=0)]
+    text: str
+    label: Label
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    weight: Annotated[float, Field(ge=0.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _span(self) -> "Evidence":
+        if self.end < self.start:
+            raise ValueError(f"evidence span ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class EntityVerdict(BaseModel):
+    """The verdict about one company (ticker) in one story.
+
+    ``basis`` says where it comes from: ``"mentions"`` when sentences naming the company were
+    scored for it, ``"story"`` when the ticker was tagged but never named in the text, so the
+    story's own verdict stands in (and says so)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ticker: Annotated[str, Field(min_length=1)]
+    label: Label
+    probabilities: dict[Label, float]
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    basis: Literal["mentions", "story"]
+    mentions: Annotated[int, Field(ge=0)] = 0
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
 class ScoredArticle(Article):
     """An Article with the classifier's verdict and a summary attached."""
 
@@ -188,6 +228,10 @@ class ScoredArticle(Article):
     summary: str = ""
     model_version: str
     processed_at: datetime = Field(default_factory=utcnow)
+    #: One verdict per tagged ticker (empty for records scored before entity-level scoring).
+    entities: list[EntityVerdict] = Field(default_factory=list)
+    #: The passages that drove the story-level verdict (title, body sentences or chunks).
+    explanation: list[Evidence] = Field(default_factory=list)
 
     @field_validator("processed_at")
     @classmethod

@@ -23,7 +23,7 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   (Reuters headlines, the register of Twitter Financial News) scored by each fold teacher;
   ``fit … --pools reuters:1000,headlines:1000`` distils from seeded samples of both.
 - ``fit … --keep last``: register the weights of the final step instead of the best checkpoint
-  on the 64-row ``folds/select.csv`` (session 5 found that choice noisier than the effects);
+  on the 64-row ``folds/select.csv`` (that choice proved noisier than the effects);
   ``report`` pairs such runs with ``baseline-last``.
 - ``report``: per-fold and mean ± spread (sample std) of every run folder, the paired gain of
   each over ``baseline``, each fold's averaged teacher (``--ensemble``) scored like a run, the
@@ -33,7 +33,7 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   mpnet`` makes that arm's fold teachers the artifact's teacher (``--artifact --version v2``),
   ``--artifact-pools`` the pools it labels.
 
-``--steps 150`` (session 2, ``bench/results/distill_cv.json`` top level) and ``--steps 1000``
+``--steps 150`` (``bench/results/distill_cv.json`` top level) and ``--steps 1000``
 (about the production recipe's length, its ``full_length`` key) are in separate ``--out``
 folders.
 
@@ -96,7 +96,7 @@ def _folds(args) -> None:
         idx = df.index[df["fold"] == i].to_numpy()
         df.loc[rng.choice(idx, size=min(args.heldout, len(idx)), replace=False), "scored"] = True
     # The training loop's own evaluation set. Runs stop at a fixed step; with ``fit --keep last``
-    # (sessions 6 on) they register the final weights and this slice only logs a curve. Earlier
+    # they register the final weights and this slice only logs a curve. Earlier
     # runs kept its best checkpoint, and at 64 rows that choice was noisier than the effects.
     dev.groupby("source").head(32)[["text", "label"]].to_csv(out / "folds" / "select.csv", index=False)
     df.to_csv(out / "folds" / "all.csv", index=False)
@@ -283,8 +283,8 @@ def _report(args) -> None:
     for arm in sorted({a for a, _ in by}):
         results = [by[(arm, i)] for i in range(args.k) if (arm, i) in by]
         summary["arms"][arm] = {"folds": [r["fold"] for r in results], "steps": sorted({r["steps"] for r in results if "steps" in r}), **{f"{split}_{key}": _spread([r[split][key] for r in results]) for split in ("held", "dev") for key in results[0][split] if key != "n"}}
-        # An arm is paired with the baseline that kept its weights the same way (sessions 2-5
-        # kept the best checkpoint, later runs the last step).
+        # An arm is paired with the baseline that kept its weights the same way (the older
+        # arms kept the best checkpoint, the later ones the last step).
         ref = "baseline-last" if results[0].get("params", {}).get("keep") == "last" else "baseline"
         both = [i for i in range(args.k) if (arm, i) in by and (ref, i) in by]
         if arm != ref and both:
@@ -297,7 +297,7 @@ def _report(args) -> None:
         found = loaded[arm] = [np.load(out / f"fold{i}" / arm / "probs.npz") for i in range(args.k) if (out / f"fold{i}" / arm / "probs.npz").exists()]
         if found:
             summary["teachers"][arm] = {
-                # The session-2 diagnosis: a teacher that calls most Reuters sentences neutral
+                # The 150-step diagnosis: a teacher that calls most Reuters sentences neutral
                 # pulls the student towards neutral. Each fold teacher's argmax shares:
                 "reuters_argmax_share": {label: _spread([float((t["reuters"].argmax(axis=1) == j).mean()) for t in found]) for j, label in enumerate(LABELS)},
                 "ensemble_dev": {"arm": arm, "members": len(found), **_metrics(dev, np.mean([t["dev"] for t in found], axis=0))},
@@ -365,7 +365,7 @@ def main() -> None:
     fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")
     fit.add_argument("--base-model", default="", help="encoder folder to fine-tune (default: the packaged MiniLM; e.g. all-mpnet-base-v2 for a stronger teacher)")
     fit.add_argument("--pools", default="reuters", help="distill arm: soft-label pools, e.g. reuters:1000,headlines:1000 (a seeded sample of each; no count = all of it); none = only --gold-kd")
-    fit.add_argument("--keep", choices=["best", "last"], default="best", help="register the best checkpoint on folds/select.csv (sessions 2-5) or the final weights")
+    fit.add_argument("--keep", choices=["best", "last"], default="best", help="register the best checkpoint on folds/select.csv (the older arms) or the final weights")
     fit.add_argument("--alpha", type=float, default=0.5)
     fit.add_argument("--temperature", type=float, default=2.0)
     pl = sub.add_parser("pool")

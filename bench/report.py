@@ -47,7 +47,7 @@ HALF_CAPACITY = (0.40, 0.525)
 #: distill_cv.json arm of the strongest teacher measured (all-mpnet-base-v2; docs/model.md).
 TEACHER_ARM = "mpnet"
 #: distill_cv.json arm that is the shipped sentiment recipe (docs/model.md: distillation on the
-#: training rows from the mpnet fold teachers, final weights; the default since session 6).
+#: training rows from the mpnet fold teachers, final weights; the default of the retraining).
 SHIPPED_SENTIMENT_ARM = "dgold-last"
 #: A same-architecture speed ratio this close to 1 is timing noise of the interleaved bench.
 SPEED_NOISE = 0.95

@@ -3,7 +3,7 @@
 One label per feed (its name from the feeds file) so a dashboard shows which feed is failing or
 late. ``outcome`` of a poll: ``ok``, ``not_modified``, ``error`` (nothing usable this poll), or
 ``skipped`` (a scheduled poll not made because the feed's previous poll overran it). ``kind`` of an
-error: the :class:`~ingest.fetch.FetchError` kind (timeout, http, ssrf, ...), or ``malformed``,
+error: the :class:`~newspulse.ingest.fetch.FetchError` kind (timeout, http, ssrf, ...), or ``malformed``,
 ``bad_link``, ``invalid`` (an entry that is no valid Article), ``budget`` (the poll's time ran out), ``entry``,
 ``sink``, ``internal`` from the crawler itself.
 """

@@ -1,6 +1,6 @@
 """Precision and recall of the tagger on the hand-labelled sample (``python -m newspulse.ingest.tagging_eval``).
 
-The sample (tests/fixtures/ingest/labelled_tagging.jsonl) holds headlines with ledes, each labelled
+The sample (``ingest/data/labelled_tagging.jsonl``, shipped with the package) holds headlines with ledes, each labelled
 by hand with the tickers a story is *about* (not every company it names) and its topics. Scores are
 micro-averaged over (story, label) pairs.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from newspulse.ingest.tagging import RULE_TOPICS, Tagger, build_tagger
 
-SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ingest" / "labelled_tagging.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "data" / "labelled_tagging.jsonl"
 SAMPLE_TOPICS = frozenset({"earnings", "mergers_acquisitions", "macro", *RULE_TOPICS, "other"})
 
 

@@ -1,7 +1,7 @@
 """Keeping credentials out of logs and error messages (kernel: no dependencies).
 
 URLs may carry credentials (``https://user:secret@host/rss`` or ``?api_key=...``). Every log line
-from ``ingest`` goes through :class:`RedactingFilter`, every :class:`~ingest.fetch.FetchError` reason
+from ``ingest`` goes through :class:`RedactingFilter`, every :class:`~newspulse.ingest.fetch.FetchError` reason
 and every error the dashboard shows through :func:`redact`, so neither userinfo nor
 credential-like query values reach a log, the ``--once`` summary, a metric label or a page. httpx's own INFO line (``HTTP Request: GET <raw url>``)
 is silenced by :mod:`newspulse.ingest.fetch`, which logs the redacted URL itself.

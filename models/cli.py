@@ -124,7 +124,7 @@ def evaluate(
 
 @app.command("list")
 def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
-    """Registered versions, oldest first; `*` marks production."""
+    """Registered versions, oldest first; `*` marks production, `!` a folder that cannot be served."""
     from newspulse.models.registry import Registry
 
     rows = Registry(_settings().model_registry).describe()
@@ -134,6 +134,9 @@ def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print a 
     if not rows:
         typer.echo("no models registered; train one with `newspulse model train`")
     for r in rows:
+        if r.get("problem"):
+            typer.echo(f"! {r['version']}  not servable: {r['problem']}")
+            continue
         f1 = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
         typer.echo(f"{'*' if r['production'] else ' '} {r['version']}  {r['created_at'][:19]}  {f1}")
 

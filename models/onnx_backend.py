@@ -22,6 +22,9 @@ The recipe (:func:`build_onnx`), chosen by measurement on the shared 2-core mach
 The exported files are derived data: built once per model, cached in ``<model dir>/onnx/`` under
 a key of the weights' hash, the recipe and the library versions, so the hot-reloading classifier,
 ``newspulse model rescore`` and the benchmark reuse them; a stale or foreign file is never read.
+Each file's sha256 sits beside it (``<file>.sha256``); a file that fails the check (truncated,
+overwritten) is rebuilt, and one that ONNX Runtime still cannot load makes the classifier fall back
+to torch with one warning.
 """
 
 from __future__ import annotations
@@ -118,18 +121,42 @@ def onnx_path(model_dir: Path, precision: str = "int8", cache_dir: Path | None =
     cache = Path(cache_dir) if cache_dir is not None else model_dir / "onnx"
     target = cache / f"{graph.name}{cache_key(model_dir, graph)}-{precision}.onnx"
     if target.exists():
-        return target
+        problem = cache_problem(target)
+        if problem is None:
+            return target
+        log.warning("rebuilding the ONNX cache file %s: %s", target, problem)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp, onnxruntime_quiet():
             built = build_onnx(model_dir, Path(tmp), precision, graph)
-            os.replace(built, target)  # atomic: a concurrent reader sees the whole file or none
+            sidecar = Path(tmp) / "sha256"
+            sidecar.write_text(sha256_file(built) + "\n", encoding="utf-8")
+            # The checksum lands first: a reader between the two renames sees a mismatch and
+            # rebuilds, never an unchecked file. Each rename is atomic.
+            os.replace(sidecar, checksum_path(target))
+            os.replace(built, target)
     except OnnxUnavailable:
         raise
     except Exception as exc:  # an architecture the exporter or optimiser cannot handle, a full disk
         raise OnnxUnavailable(f"could not export {model_dir} to ONNX: {type(exc).__name__}: {exc}") from exc
     log.info("exported %s to ONNX (%s): %s", model_dir.name, precision, target)
     return target
+
+
+def checksum_path(target: Path) -> Path:
+    """The sidecar holding the sha256 of a cached ONNX file, written when the file is built."""
+    return target.with_name(target.name + ".sha256")
+
+
+def cache_problem(target: Path) -> str | None:
+    """Why a cached ONNX file must not be served (None: intact). A truncated or overwritten
+    file (a full disk, a killed copy, bit rot) would otherwise fail to parse or, worse, load."""
+    try:
+        expected = checksum_path(target).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return "it has no checksum file"
+    actual = sha256_file(target)
+    return None if actual == expected else f"its sha256 {actual[:12]}… differs from the recorded {expected[:12]}…"
 
 
 class _OnnxRuntimeChatter(logging.Filter):
@@ -248,7 +275,10 @@ class OnnxRunner:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a file ONNX Runtime cannot load although its checksum matched: callers fall back
+            raise OnnxUnavailable(f"ONNX Runtime could not load {path}: {type(exc).__name__}: {exc}") from exc
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.workers = max(1, workers or cpu_count())
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnxruntime") if self.workers > 1 else None

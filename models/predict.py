@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import Gauge
 
+from newspulse.errors import NewsPulseError
 from newspulse.models.batched_scoring import BatchedScorer
 from newspulse.models.entities import Span, mark
-from newspulse.models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.registry import ModelCard, NoProductionModel, Registry, verify_files
 from newspulse.models.sentences import split_sentences
 from newspulse.schema import LABELS, Article
 
@@ -161,6 +162,7 @@ class SentimentModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         card = card or ModelCard.model_validate_json((path / "model_card.json").read_text(encoding="utf-8"))
+        verify_files(path, card)  # before anything reads the weights or exports them to ONNX
         dev = pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if dev == "cuda":
@@ -382,6 +384,9 @@ class HotReloadingClassifier:
                 return False
             try:
                 self._current = self._load(self.registry.card(version))
+            except NewsPulseError as err:  # a corrupted or misnamed version: its message says it all
+                log.error("could not load promoted model %s; still serving %s: %s", version, self._current.version, err)
+                return False
             except Exception:  # keep serving the old model; the operator sees the log
                 log.exception("could not load promoted model %s; still serving %s", version, self._current.version)
                 return False

@@ -49,6 +49,22 @@ class NoProductionModel(NewsPulseError, RuntimeError):
     """The registry has no production model yet (train one: ``newspulse model train``)."""
 
 
+class BadVersionName(NewsPulseError, ValueError):
+    """A version name that is not a plain folder name (``../../etc``, ``a/b``, ``.hidden``): the
+    registry never reads outside its own folder."""
+
+
+class MisnamedVersion(NewsPulseError, RuntimeError):
+    """A version folder whose card names another version (a folder copied or renamed by hand):
+    serving it would report, gate and hot-reload the wrong version, so it is refused."""
+
+
+class CorruptModel(NewsPulseError, RuntimeError):
+    """A version's weights, config or tokenizer differ from the sha256 its card recorded at
+    registration (a disk error, a partial copy, an overwrite): serving it would give silently
+    wrong scores, so it is refused."""
+
+
 class DataFile(BaseModel):
     """One training or evaluation input, pinned by content hash so a card is reproducible."""
 
@@ -107,6 +123,10 @@ class ModelCard(BaseModel):
     #: Licence of every data set the model learned from or was selected on, and whether all of
     #: them allow commercial use (``commercial_use``), so a bank can see what it may deploy.
     licences: dict[str, Any] = Field(default_factory=dict)
+    #: sha256 of every file the version was saved with (weights, config, tokenizer), recorded at
+    #: registration and checked at every load (:func:`verify_files`); {} on cards written before
+    #: hashes were recorded (those load unverified, with a warning).
+    files: dict[str, str] = Field(default_factory=dict)
 
     def macro_f1(self, split: str = "eval") -> float | None:
         m = self.metrics.get(split) or self.metrics.get("dev")
@@ -248,6 +268,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of the files in a version folder that decide its predictions: everything
+    ``save_pretrained`` wrote (weights, config, tokenizer), not the cards, which change after
+    registration (evaluation, gate), nor derived folders (the ONNX cache)."""
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name not in (CARD_FILE, HF_CARD_FILE)}
+
+
+def verify_files(folder: Path, card: ModelCard) -> None:
+    """Refuse a version whose files differ from the hashes in its card (:class:`CorruptModel`).
+
+    A card without hashes (registered before they were recorded) loads with a warning."""
+    if not card.files:
+        log.warning("model version %s has no file hashes in its card (registered before they were recorded); loading it unverified", card.version)
+        return
+    for name, expected in card.files.items():
+        path = folder / name
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != expected:
+            found = "is missing" if actual is None else f"has sha256 {actual[:12]}…, its card says {expected[:12]}…"
+            raise CorruptModel(f"model version {card.version} is corrupted: {name} {found}; restore {folder} from a backup or train a new version")
+
+
 def code_version() -> str:
     """The git commit of the code that trained a model (``+dirty`` when uncommitted changes)."""
     root = Path(__file__).resolve().parent.parent
@@ -298,17 +340,31 @@ class Registry:
             version = self.pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        if version and not _plain_name(version):
+            raise BadVersionName(f"the production pointer {self.pointer} holds {version!r}, not a version name; point it at a version with `newspulse model promote VERSION --force`")
         return version or None
 
     def version_dir(self, version: str) -> Path:
-        if not version or "/" in version or version.startswith("."):
-            raise ValueError(f"bad model version {version!r}")
+        if not _plain_name(version):
+            raise BadVersionName(f"bad model version {version!r}: a version is a folder name in {self.path}")
         return self.path / version
 
     def card(self, version: str) -> ModelCard:
-        card_path = self.version_dir(version) / CARD_FILE
+        """The card of ``version``; :class:`MisnamedVersion` when its folder holds another
+        version's card, so that everything keyed by version (the pointer, ``model list``, the
+        serving gauge, hot reload) agrees with the folder that is read."""
+        card = self._card_in(version)
+        if card.version != version:
+            raise MisnamedVersion(
+                f"model folder {self.version_dir(version)} holds the card of version {card.version!r} (copied or renamed?); "
+                f"rename the folder back to {card.version!r} or retrain instead of copying"
+            )
+        return card
+
+    def _card_in(self, folder: str) -> ModelCard:
+        card_path = self.version_dir(folder) / CARD_FILE
         if not card_path.exists():
-            raise NotFound(f"no model version {version!r} in {self.path}")
+            raise NotFound(f"no model version {folder!r} in {self.path}")
         return ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
 
     def production_card(self) -> ModelCard:
@@ -327,7 +383,15 @@ class Registry:
         return sorted(p.name for p in self.path.iterdir() if p.is_dir() and (p / CARD_FILE).exists())
 
     def cards(self) -> list[ModelCard]:
-        return [self.card(v) for v in self.list_versions()]
+        """Cards of the well-named versions, oldest first; a misnamed folder is skipped with a
+        warning (``model list`` shows it as a problem row)."""
+        cards = []
+        for version in self.list_versions():
+            try:
+                cards.append(self.card(version))
+            except MisnamedVersion as err:
+                log.warning("%s", err)
+        return cards
 
     def teacher_card(self) -> ModelCard | None:
         """The newest version registered as a distillation teacher, if any."""
@@ -366,6 +430,7 @@ class Registry:
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        card.files = file_hashes(staging)
         (staging / CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
         (staging / HF_CARD_FILE).write_text(hf_model_card(card), encoding="utf-8")
         staging.rename(final)
@@ -403,10 +468,16 @@ class Registry:
         return GateDecision(promote=True, reason=f"macro-F1 {cand_f1:.4f} >= production {prod_f1 if prod_f1 is not None else float('nan'):.4f}", **base)
 
     def describe(self) -> list[dict[str, Any]]:
-        """One row per version for ``newspulse model list``."""
+        """One row per version folder for ``newspulse model list``; a misnamed folder is one row
+        named by its folder, with its ``problem`` and never marked production."""
         prod = self.production_version()
-        rows = []
-        for card in self.cards():
+        rows: list[dict[str, Any]] = []
+        for folder in self.list_versions():
+            try:
+                card = self.card(folder)
+            except MisnamedVersion as err:
+                rows.append({"version": folder, "production": False, "problem": str(err), "metrics": {}, "created_at": ""})
+                continue
             rows.append(
                 {
                     "version": card.version,
@@ -430,6 +501,11 @@ class Registry:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, default=str) + "\n")
         return path
+
+
+def _plain_name(version: str) -> bool:
+    """A name that stays inside the registry folder: no separator, no leading dot, no NUL."""
+    return bool(version) and not any(c in version for c in "/\\\0") and not version.startswith(".")
 
 
 def gate_candidate(registry: Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:

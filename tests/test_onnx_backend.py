@@ -186,3 +186,29 @@ def test_int8_keeps_the_fp32_predictions_of_the_trained_classifier(trained_class
         assert check["method"] == onnx_backend.INT8_METHOD and check["agreement"] == pytest.approx(agreement, abs=1e-4)
         f1_drop = check["dev_macro_f1_fp32"] - check["dev_macro_f1_int8"]
         assert check["recommended"] == (agreement >= QUANT_MIN_AGREEMENT or f1_drop <= QUANT_MAX_F1_DROP)
+
+
+def test_a_truncated_onnx_cache_file_is_rebuilt(registry, caplog):
+    """Issue 29 #10: a truncated cache file gave an InvalidProtobuf traceback and was never rebuilt."""
+    first = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off")
+    cached = first.backend.path
+    assert onnx_backend.checksum_path(cached).read_text().strip() == onnx_backend.sha256_file(cached)
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        again = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off")
+    assert again.backend.name == "onnxruntime" and again.backend.path == cached
+    assert onnx_backend.cache_problem(cached) is None, "rebuilt, with a matching checksum"
+    np.testing.assert_allclose(again.predict_proba(TEXTS), first.predict_proba(TEXTS), atol=1e-6)
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= logging.WARNING] == [f"rebuilding the ONNX cache file {cached}"]
+
+
+def test_an_onnx_file_that_does_not_load_falls_back_to_torch_with_one_warning(registry, caplog):
+    """A damaged file whose checksum matches (written damaged): the classifier serves with torch."""
+    cached = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off").backend.path
+    cached.write_bytes(b"not a protobuf")
+    onnx_backend.checksum_path(cached).write_text(onnx_backend.sha256_file(cached))
+    with caplog.at_level("WARNING"):
+        model = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off")
+    assert model.backend.name == "torch" and model.predict_proba(TEXTS).shape == (len(TEXTS), 3)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "ONNX Runtime could not load" in warnings[0].getMessage() and warnings[0].exc_info is None

@@ -74,6 +74,8 @@ def crawl(
             "entries": sum(r.entries for r in reports),
             "emitted": sum(r.emitted for r in reports),
             "duplicates": sum(r.duplicates for r in reports),
+            "dated_by_page": sum(r.dated_by_page for r in reports),
+            "dated_by_crawl_time": sum(r.dated_by_crawl_time for r in reports),
             "errors": {r.feed: r.errors for r in reports if r.errors},
             **extra,
         }

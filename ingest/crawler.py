@@ -6,6 +6,12 @@ we fetched ourselves, then for every entry not seen before: fetch the linked pag
 page is not HTML), detect the language, tag tickers and topics, and ask :class:`DedupState` for a
 verdict. New stories and follow-ups are emitted with their novelty; duplicates are recorded only.
 
+An entry's time is the feed's (published, updated or created); an entry without one takes the
+linked page's own publication date (htmldate: the page's metadata and markup, not dates found in
+its prose), and only a story with neither is stamped with the time it was crawled. Which one it got
+is counted per feed (``newspulse_crawler_entry_dates_total{source=feed|page|crawl_time}``), in the
+poll's report and, for the last two, in a log line: a crawl-time date puts an old story on today.
+
 A bad feed never stops the crawler: every failure is logged as ``feed <name>: <reason>``, counted
 in :mod:`newspulse.ingest.metrics`, and the next feed goes on. A bad entry (an unparsable link) is skipped
 with its reason and the feed's later entries are still emitted. Each poll has a budget
@@ -59,6 +65,8 @@ class FeedReport:
     emitted: int = 0
     duplicates: int = 0
     skipped: int = 0
+    dated_by_page: int = 0  # entries without a feed date that took their page's own date
+    dated_by_crawl_time: int = 0  # entries with neither: stamped with the time they were crawled
     errors: list[str] = field(default_factory=list)
     error_kinds: list[str] = field(default_factory=list)  # one per error, for the metrics
 
@@ -89,7 +97,8 @@ def detect_language(text: str) -> str | None:
         return None
 
 
-def _entry_time(entry: dict) -> datetime:
+def _feed_time(entry: dict) -> datetime | None:
+    """The entry's own time in the feed (published, updated or created), or None."""
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         parsed = entry.get(key)
         if parsed:
@@ -97,7 +106,28 @@ def _entry_time(entry: dict) -> datetime:
                 return datetime(*parsed[:6], tzinfo=timezone.utc)
             except (TypeError, ValueError):
                 continue
-    return datetime.now(timezone.utc)
+    return None
+
+
+def _entry_time(entry: dict) -> datetime:
+    """Sort key of the feed's entries: undated ones count as now, so they come last."""
+    return _feed_time(entry) or datetime.now(timezone.utc)
+
+
+def page_date(html_bytes: bytes, url: str) -> datetime | None:
+    """The page's own publication date (metadata and markup only; a date-only one is midnight
+    UTC), or None. Dates in the prose are not searched: a story quoting "March 1987" is not from then."""
+    from htmldate import find_date
+
+    try:
+        found = find_date(html_bytes, extensive_search=False, original_date=True, outputformat="%Y-%m-%dT%H:%M:%S%z", url=url)
+    except Exception as err:  # htmldate on hostile HTML: no date, never a crash
+        log.debug("page %s: date extraction failed: %s", url, err)
+        return None
+    if not found:
+        return None
+    when = datetime.fromisoformat(found)
+    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _entry_label(entry: dict) -> str:
@@ -267,12 +297,14 @@ class Crawler:
             return
         title = html_to_text(entry.get("title", ""))[:2000]
         summary = _entry_summary(entry)
-        body = self._full_text(feed, link, deadline) if link and feed.fetch_articles else ""
+        feed_time = _feed_time(entry)
+        body, on_page = self._full_text(feed, link, deadline, want_date=feed_time is None) if link and feed.fetch_articles else ("", None)
         if len(body) < len(summary):
             body = summary
+        published_at = self._dated(feed, entry, report, feed_time, on_page)
         try:
             article = Article(
-                published_at=_entry_time(entry),
+                published_at=published_at,
                 source=feed.name,
                 title=title,
                 body=body[:MAX_BODY_CHARS],
@@ -298,8 +330,24 @@ class Crawler:
             raise DeliveryError(f"sink refused {article.id}: {type(err).__name__}: {err}") from err
         report.emitted += 1
 
-    def _full_text(self, feed: FeedConfig, link: str, deadline: float) -> str:
-        """The article's main text via trafilatura, or "" (the caller falls back to the summary).
+    def _dated(self, feed: FeedConfig, entry: dict, report: FeedReport, feed_time: datetime | None, on_page: datetime | None) -> datetime:
+        """The entry's publication time: the feed's, else the page's own, else now; counted by source."""
+        if feed_time is not None:
+            metrics.ENTRY_DATES.labels(feed=feed.name, source="feed").inc()
+            return feed_time
+        if on_page is not None:
+            report.dated_by_page += 1
+            metrics.ENTRY_DATES.labels(feed=feed.name, source="page").inc()
+            log.info("feed %s: entry %s has no date; using its page's own date %s", feed.name, _entry_label(entry), on_page.isoformat())
+            return on_page
+        report.dated_by_crawl_time += 1
+        metrics.ENTRY_DATES.labels(feed=feed.name, source="crawl_time").inc()
+        log.warning("feed %s: entry %s has no date in the feed or on its page; dated by the crawl time", feed.name, _entry_label(entry))
+        return datetime.now(timezone.utc)
+
+    def _full_text(self, feed: FeedConfig, link: str, deadline: float, *, want_date: bool = False) -> tuple[str, datetime | None]:
+        """The article's main text via trafilatura, or "" (the caller falls back to the summary),
+        and, when ``want_date``, the page's own publication date (or None).
 
         A spent poll budget is not the page's fault: it is raised, so the entry waits for the next
         poll instead of being stored with the summary only. A page the site's request delay keeps
@@ -311,15 +359,16 @@ class Crawler:
             if err.kind == "budget":
                 raise
             log.warning("feed %s: article %s not fetched: %s; using the feed summary", feed.name, link, err.reason)
-            return ""
+            return "", None
         if page.content_type not in HTML_TYPES:
             log.warning("feed %s: article %s is %s, not HTML; using the feed summary", feed.name, link, page.content_type or "untyped")
-            return ""
+            return "", None
+        on_page = page_date(page.body, page.url) if want_date else None
         import trafilatura
 
         try:
             text = trafilatura.extract(page.body, url=page.url, include_comments=False, include_tables=False, favor_precision=True)
         except Exception as err:  # trafilatura on hostile HTML: fall back, never crash
             log.warning("feed %s: article %s: text extraction failed (%s); using the feed summary", feed.name, link, err)
-            return ""
-        return text or ""
+            return "", on_page
+        return text or "", on_page

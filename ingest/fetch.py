@@ -12,9 +12,14 @@ Every request the crawler makes goes through :class:`Fetcher`, which
 - holds every download to a wall-clock deadline: each socket read, write and connect gets only the
   time left, so a server dripping one byte a second is cut off at the deadline, not after 64 KiB;
 - sends conditional requests (ETag / Last-Modified) so unchanged feeds cost a 304;
-- obeys robots.txt for its User-Agent and keeps at most one request in flight per site, spaced by
-  the configured delay or the site's Crawl-delay (capped), whichever is longer. A caller with a
-  deadline (a feed's poll budget) is refused at once when the wait would pass it
+- obeys robots.txt for its User-Agent as RFC 9309 reads it (protego: ``*`` and ``$`` wildcards,
+  the longest matching rule wins, ``Allow`` over ``Disallow`` on a tie); the standard library's
+  parser knows no wildcards and takes the first match, so it let ``/a?session=1`` through a
+  ``Disallow: /*?session=`` and refused ``/news/x`` under ``Allow: /news/`` after ``Disallow: /``;
+- keeps at most one request in flight per site, spaced by the configured delay or the site's
+  Crawl-delay (capped), whichever is longer, and after a 429 or 503 waits the site's
+  ``Retry-After`` (seconds or an HTTP date, capped like Crawl-delay) before its next request.
+  A caller with a deadline (a feed's poll budget) is refused at once when the wait would pass it
   (kind ``politeness``), never put to sleep beyond it.
 Failures raise :class:`FetchError` with a reason fit for a log line (credentials redacted) and a
 ``kind`` for metrics; nothing else escapes.
@@ -31,11 +36,12 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
 
 import httpcore
 import httpx
+from protego import Protego
 
 from newspulse.redact import get_logger, redact
 
@@ -45,6 +51,7 @@ get_logger("httpx").setLevel("WARNING")
 
 CHUNK_BYTES = 64 * 1024
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+BACK_OFF_CODES = {429, 503}  # the codes whose Retry-After the fetcher honours (RFC 9110 §10.2.3, RFC 6585)
 ROBOTS_TTL_S = 3600.0
 ROBOTS_ERROR_TTL_S = 300.0
 ROBOTS_MAX_BYTES = 500_000
@@ -86,6 +93,23 @@ class FetchResult:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: delay-seconds or an HTTP date; None if absent
+    or unreadable (a garbled header must not stall a site forever, nor crash a poll)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def is_blocked(ip: IPAddress) -> bool:
@@ -273,8 +297,9 @@ class HostThrottle:
     """One request in flight per site, and at least ``delay`` seconds between two of them.
 
     Sites are origins (scheme, host, port), the scope robots.txt and its Crawl-delay apply to.
-    A caller passes the moment it must be done by; when the lock or the delay would keep it past
-    that, it gets a FetchError(kind=politeness) at once instead of a sleep.
+    A site that answered 429/503 with Retry-After is not asked again before that moment
+    (:meth:`back_off`). A caller passes the moment it must be done by; when the lock or the delay
+    would keep it past that, it gets a FetchError(kind=politeness) at once instead of a sleep.
     """
 
     def __init__(self, delay_s: float) -> None:
@@ -282,11 +307,17 @@ class HostThrottle:
         self._locks: dict[str, threading.Lock] = {}
         self._last: dict[str, float] = {}
         self._extra: dict[str, float] = {}
+        self._not_before: dict[str, float] = {}
         self._guard = threading.Lock()
 
     def set_min_delay(self, site: str, seconds: float) -> None:
         """A site's own Crawl-delay (robots.txt, already capped), honoured when longer than ours."""
         self._extra[site] = seconds
+
+    def back_off(self, site: str, seconds: float) -> None:
+        """No request to ``site`` for ``seconds`` from now (its Retry-After, already capped)."""
+        with self._guard:
+            self._not_before[site] = max(self._not_before.get(site, -math.inf), time.monotonic() + seconds)
 
     @contextmanager
     def slot(self, site: str, deadline: float | None = None) -> Iterator[None]:
@@ -297,10 +328,13 @@ class HostThrottle:
             raise FetchError(site, f"poll budget spent waiting for another request to {site}", kind="politeness")
         try:
             delay = max(self.delay_s, self._extra.get(site, 0.0))
-            wait = self._last.get(site, -math.inf) + delay - time.monotonic()
+            spaced = self._last.get(site, -math.inf) + delay
+            not_before = self._not_before.get(site, -math.inf)
+            wait = max(spaced, not_before) - time.monotonic()
             if wait > 0:
                 if deadline is not None and time.monotonic() + wait > deadline:
-                    raise FetchError(site, f"waiting {wait:.0f}s for the site's request delay ({delay:.0f}s) would pass the poll budget", kind="politeness")
+                    why = f"the site's Retry-After ({wait:.0f}s left)" if not_before > spaced else f"the site's request delay ({delay:.0f}s)"
+                    raise FetchError(site, f"waiting {wait:.0f}s for {why} would pass the poll budget", kind="politeness")
                 time.sleep(wait)
             try:
                 yield
@@ -350,7 +384,7 @@ class Fetcher:
             )
             for allow in (False, True)
         }
-        self._robots: dict[str, tuple[float, RobotFileParser | None]] = {}
+        self._robots: dict[str, tuple[float, Protego | None]] = {}
         self._robots_lock = threading.Lock()
 
     def close(self) -> None:
@@ -400,8 +434,9 @@ class Fetcher:
     def _get(self, url: str, headers: dict[str, str], allow_private: bool, max_bytes: int | None = None, deadline: float | None = None) -> FetchResult:
         cap = max_bytes or self.max_bytes
         scheme, host, port = parse_url(url)
+        site = f"{scheme}://{host}:{port}"
         read = 0
-        with self.throttle.slot(f"{scheme}://{host}:{port}", deadline):
+        with self.throttle.slot(site, deadline):
             own_deadline = time.monotonic() + self.deadline_s
             ends = own_deadline if deadline is None else min(own_deadline, deadline)
             try:
@@ -409,6 +444,8 @@ class Fetcher:
                     log.info("GET %s: HTTP %d", url, resp.status_code)
                     if resp.status_code in REDIRECT_CODES or resp.status_code == 304:
                         return FetchResult(url, resp.status_code, resp.headers, b"", 0)
+                    if resp.status_code in BACK_OFF_CODES:
+                        raise FetchError(url, f"HTTP {resp.status_code}{self._back_off(site, resp.headers.get('retry-after'))}", kind="http")
                     if resp.status_code >= 400:
                         raise FetchError(url, f"HTTP {resp.status_code}", kind="http")
                     declared = resp.headers.get("content-length", "")
@@ -432,6 +469,17 @@ class Fetcher:
             except httpx.HTTPError as err:
                 raise FetchError(url, f"{type(err).__name__}: {err}", bytes_read=read) from None
 
+    def _back_off(self, site: str, retry_after: str | None) -> str:
+        """Hold ``site``'s next request for its Retry-After (capped like Crawl-delay); the note for the error."""
+        seconds = retry_after_seconds(retry_after)
+        if seconds is None:
+            return ""
+        if seconds > self.max_crawl_delay_s:
+            log.warning("%s asks to retry after %gs; capped at %gs", site, seconds, self.max_crawl_delay_s)
+            seconds = self.max_crawl_delay_s
+        self.throttle.back_off(site, seconds)
+        return f", retry after {seconds:.0f}s"
+
     def _robots_allow(self, url: str, allow_private: bool, deadline: float | None) -> bool:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # robots.txt is fetched without credentials
@@ -446,29 +494,25 @@ class Fetcher:
         parser = cached[1]
         if parser is None:  # robots.txt unreachable: assume disallowed for a while (RFC 9309)
             return False
-        return parser.can_fetch(self.robot_name, url)
+        return parser.can_fetch(url, self.robot_name)
 
-    def _load_robots(self, origin: str, allow_private: bool, deadline: float | None) -> tuple[RobotFileParser | None, float]:
-        parser = RobotFileParser(origin + "/robots.txt")
+    def _load_robots(self, origin: str, allow_private: bool, deadline: float | None) -> tuple[Protego | None, float]:
         url = origin + "/robots.txt"
         try:
             result = self._get(url, {"Accept": "text/plain"}, allow_private, max_bytes=ROBOTS_MAX_BYTES, deadline=deadline)
         except FetchError as err:
-            if err.reason.startswith("HTTP 4"):
-                parser.parse([])  # no robots.txt: everything allowed
-                return parser, ROBOTS_TTL_S
+            if err.reason.startswith("HTTP 4") and not err.reason.startswith("HTTP 429"):
+                return Protego.parse(""), ROBOTS_TTL_S  # no robots.txt: everything allowed (a 429 is a busy site, not an absent file)
             if err.kind in ("budget", "politeness", "ssrf"):  # our budget, or a refused address: say so, cache nothing
                 raise
             log.warning("robots.txt of %s unavailable (%s); not crawling it for %.0fs", origin, err.reason, ROBOTS_ERROR_TTL_S)
             return None, ROBOTS_ERROR_TTL_S
-        if result.status in REDIRECT_CODES:
-            parser.parse([])  # a redirected robots.txt is rare; treat as absent rather than chase it
-        else:
-            parser.parse(result.body.decode("utf-8", "replace").splitlines())
+        # A redirected robots.txt is rare; it is treated as absent rather than chased.
+        parser = Protego.parse("" if result.status in REDIRECT_CODES else result.body.decode("utf-8", "replace"))
         self._apply_crawl_delay(origin, parser)
         return parser, ROBOTS_TTL_S
 
-    def _apply_crawl_delay(self, origin: str, parser: RobotFileParser) -> None:
+    def _apply_crawl_delay(self, origin: str, parser: Protego) -> None:
         try:
             delay = float(parser.crawl_delay(self.robot_name) or 0)
         except (TypeError, ValueError):

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Gauge
 
 FETCHES = Counter("newspulse_crawler_fetches", "Feed polls by outcome (ok, not_modified, error, skipped).", ["feed", "outcome"])
 ERRORS = Counter("newspulse_crawler_errors", "Crawler errors by kind (one poll can count several).", ["feed", "kind"])
+ENTRY_DATES = Counter("newspulse_crawler_entry_dates", "Where an entry's publication time came from: feed, page (its own date) or crawl_time (neither).", ["feed", "source"])
 ARTICLES = Counter("newspulse_crawler_articles", "Articles emitted to the sink (new stories and follow-ups).", ["feed"])
 POLL_DELAY = Gauge("newspulse_crawler_poll_delay_seconds", "How late the feed's last poll started against its schedule.", ["feed"])
 LAST_POLL = Gauge("newspulse_crawler_last_poll_timestamp_seconds", "Unix time the feed's last poll finished.", ["feed"])

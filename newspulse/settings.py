@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     crawler_host_delay_s: float = Field(1.0, ge=0, le=600, description="Least time between two requests to the same site (scheme, host, port; politeness).")
     crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once by `crawl --once`; the service polls every feed on its own thread (at most one request in flight per site).")
     crawler_poll_budget_s: float = Field(120.0, ge=5, le=3600, description="Longest one poll of one feed may take (capped at its interval); entries left over wait for the next poll.")
-    crawler_max_crawl_delay_s: float = Field(60.0, ge=0, le=3600, description="Cap on a site's robots.txt Crawl-delay; a longer one is logged and capped.")
+    crawler_max_crawl_delay_s: float = Field(60.0, ge=0, le=3600, description="Cap on a site's robots.txt Crawl-delay and on its Retry-After after a 429/503; a longer one is logged and capped.")
 
     # --- models --------------------------------------------------------------------------
     model_registry: Path = Field(Path("var/registry"), description="Folder of versioned models with a `production` pointer.")

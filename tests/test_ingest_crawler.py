@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+import re
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 from newspulse.ingest.crawler import Crawler
 from newspulse.ingest.dedup import DedupState
 from newspulse.ingest.feeds import FeedConfig
-from newspulse.ingest.fetch import CHUNK_BYTES, Fetcher, FetchError, check_public
+from newspulse.ingest.fetch import CHUNK_BYTES, Fetcher, FetchError, check_public, retry_after_seconds
 from newspulse.schema import Article
 from newspulse.settings import load_settings
 
@@ -247,6 +250,49 @@ def test_service_mode_polls_on_schedule_and_stops_promptly(server, settings):
     assert server.hits("/a.xml") == 1  # the next poll is not due for 30 s
 
 
+def test_28_an_undated_entry_takes_its_pages_own_date_before_the_crawl_time(server, settings, caplog):
+    """No pubDate in the feed: the Fed page says it was published 2024-03-20 14:05 UTC in its
+    metadata; the Microsoft page names no date anywhere, so only it is dated by the crawl."""
+    undated = re.sub(r"\s*<pubDate>[^<]*</pubDate>", "", (FIXTURES / "feed_wire.xml").read_text())
+    fed_page = (FIXTURES / "article_fed.html").read_text().replace(
+        "<head>", '<head><meta property="article:published_time" content="2024-03-20T14:05:00+00:00">', 1
+    )
+    server.routes["/a.xml"] = text(undated)
+    server.routes["/articles/fed-holds.html"] = text(fed_page, "text/html")
+    server.routes["/articles/msft-activision.html"] = fixture("article_msft.html", "text/html")
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, out)
+    before = datetime.now(timezone.utc)
+    try:
+        with caplog.at_level(logging.INFO, logger="newspulse.ingest"):
+            report = crawler.run_once()[0]
+    finally:
+        crawler.close()
+    fed = next(a for a in out.articles if a.title.startswith("Fed"))
+    msft = next(a for a in out.articles if a.title.startswith("Microsoft"))
+    assert fed.published_at == datetime(2024, 3, 20, 14, 5, tzinfo=timezone.utc)
+    assert msft.published_at >= before  # neither feed nor page has a date
+    assert report.dated_by_page == 1 and report.dated_by_crawl_time == 1
+    assert any("using its page's own date 2024-03-20T14:05:00+00:00" in r.getMessage() for r in caplog.records)
+    assert any("Microsoft" in r.getMessage() and "dated by the crawl time" in r.getMessage() for r in caplog.records)
+
+
+def test_28_a_feed_date_wins_over_the_pages(server, settings):
+    serve_wire_fixtures(server)
+    server.routes["/articles/fed-holds.html"] = text(
+        (FIXTURES / "article_fed.html").read_text().replace("<head>", '<head><meta property="article:published_time" content="2020-01-01T00:00:00Z">', 1), "text/html"
+    )
+    out = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, out)
+    try:
+        report = crawler.run_once()[0]
+    finally:
+        crawler.close()
+    fed = next(a for a in out.articles if a.title.startswith("Fed"))
+    assert fed.published_at == datetime(2024, 3, 20, 18, 0, tzinfo=timezone.utc)
+    assert report.dated_by_page == 0 and report.dated_by_crawl_time == 0
+
+
 # --- politeness: conditional GET, robots.txt, User-Agent ----------------------------------------
 
 def test_conditional_get_sends_validators_and_a_304_costs_nothing(server, settings, caplog):
@@ -290,6 +336,80 @@ def test_robots_txt_disallowed_pages_are_not_fetched(server, settings, caplog):
     fed = next(a for a in out.articles if a.title.startswith("Fed"))
     assert fed.body.startswith("The Federal Reserve kept its benchmark interest rate unchanged on Wednesday.")  # summary
     assert any("Wire A" in r.getMessage() and "robots.txt" in r.getMessage() for r in caplog.records)
+
+
+def _robots_fetcher(server: FixtureServer, robots: str, **kw) -> Fetcher:
+    server.routes["/robots.txt"] = text(robots, "text/plain")
+    for path in ("/a", "/news/x", "/other", "/busy", "/ok"):
+        server.routes.setdefault(path, text("fine", "text/plain"))
+    return Fetcher(user_agent="NewsPulseBot/test", host_delay_s=0, **kw)
+
+
+def test_28_robots_wildcard_disallow_blocks_the_query_url(server):
+    """RFC 9309 wildcards: the stdlib parser let /a?session=1 through this rule."""
+    fetcher = _robots_fetcher(server, "User-agent: *\nDisallow: /*?session=\n")
+    try:
+        with pytest.raises(FetchError) as refused:
+            fetcher.fetch(server.base + "/a?session=1", allow_private=True)
+        assert refused.value.kind == "robots"
+        assert fetcher.fetch(server.base + "/a", allow_private=True).body == b"fine"
+    finally:
+        fetcher.close()
+    assert server.hits("/a") == 1  # only the URL without the session parameter
+
+
+def test_28_robots_longer_allow_after_disallow_all_wins(server):
+    """RFC 9309 longest match: the stdlib parser took the first rule and refused /news/x."""
+    fetcher = _robots_fetcher(server, "User-agent: NewsPulseBot\nDisallow: /\nAllow: /news/\n")
+    try:
+        assert fetcher.fetch(server.base + "/news/x", allow_private=True).body == b"fine"
+        with pytest.raises(FetchError) as refused:
+            fetcher.fetch(server.base + "/other", allow_private=True)
+        assert refused.value.kind == "robots"
+    finally:
+        fetcher.close()
+
+
+def test_28_retry_after_on_429_holds_the_site_until_then(server):
+    server.routes["/busy"] = text("slow down", "text/plain", status=429, headers={"Retry-After": "1"})
+    fetcher = _robots_fetcher(server, "User-agent: *\nAllow: /\n")
+    try:
+        with pytest.raises(FetchError) as busy:
+            fetcher.fetch(server.base + "/busy", allow_private=True)
+        t0 = time.monotonic()
+        with pytest.raises(FetchError) as refused:  # a caller whose budget ends before the site's turn
+            fetcher.fetch(server.base + "/ok", allow_private=True, deadline=t0 + 0.3)
+        assert time.monotonic() - t0 < 0.25  # refused at once, not after a sleep
+        fetcher.fetch(server.base + "/ok", allow_private=True)
+        waited = time.monotonic() - t0
+    finally:
+        fetcher.close()
+    assert busy.value.kind == "http" and "HTTP 429, retry after 1s" in busy.value.reason
+    assert refused.value.kind == "politeness" and "Retry-After" in refused.value.reason
+    assert 0.8 <= waited < 5 and server.hits("/ok") == 1
+
+
+def test_28_retry_after_on_503_is_capped_like_crawl_delay(server, caplog):
+    server.routes["/busy"] = text("down", "text/plain", status=503, headers={"Retry-After": "86400"})
+    fetcher = _robots_fetcher(server, "User-agent: *\nAllow: /\n", max_crawl_delay_s=0.5)
+    try:
+        with caplog.at_level(logging.WARNING, logger="newspulse.ingest"), pytest.raises(FetchError):
+            fetcher.fetch(server.base + "/busy", allow_private=True)
+        t0 = time.monotonic()
+        fetcher.fetch(server.base + "/ok", allow_private=True)
+        waited = time.monotonic() - t0
+    finally:
+        fetcher.close()
+    assert 0.4 <= waited < 5  # half a second, not a day
+    assert any("retry after 86400s; capped at 0.5s" in r.getMessage() for r in caplog.records)
+
+
+def test_28_retry_after_reads_seconds_and_http_dates():
+    now = 1_700_000_000.0
+    assert retry_after_seconds("120", now=now) == 120
+    assert retry_after_seconds(email.utils.formatdate(now + 30, usegmt=True), now=now) == 30
+    assert retry_after_seconds(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0  # already past
+    assert retry_after_seconds("soon", now=now) is None and retry_after_seconds(None) is None
 
 
 def test_one_request_in_flight_per_host_with_delay():

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from newspulse.errors import NewsPulseError
 from newspulse.models.batched_scoring import BatchedScorer
@@ -47,6 +47,9 @@ from newspulse.schema import LABELS, Article
 log = logging.getLogger(__name__)
 
 SERVING = Gauge("newspulse_model_info", "The sentiment model version this process serves: 1, with the version as label.", ["version"])
+RELOAD_FAILURES = Counter(
+    "newspulse_model_reload_failures", "Promoted models this process could not load (it keeps serving the previous one; Prometheus alerts on it)."
+)
 
 TITLE_WEIGHT = 0.4
 MAX_CHUNKS = 24
@@ -385,9 +388,11 @@ class HotReloadingClassifier:
             try:
                 self._current = self._load(self.registry.card(version))
             except NewsPulseError as err:  # a corrupted or misnamed version: its message says it all
+                RELOAD_FAILURES.inc()
                 log.error("could not load promoted model %s; still serving %s: %s", version, self._current.version, err)
                 return False
-            except Exception:  # keep serving the old model; the operator sees the log
+            except Exception:  # keep serving the old model; the operator sees the log and the alert
+                RELOAD_FAILURES.inc()
                 log.exception("could not load promoted model %s; still serving %s", version, self._current.version)
                 return False
             log.info("now serving sentiment model %s", version)

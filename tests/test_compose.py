@@ -47,6 +47,13 @@ _VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
 # --- helpers --------------------------------------------------------------------------------
+def alert_rules_variables() -> set[str]:
+    """Variables the built-in alert rules file expands (``${NAME}``): read by the alerter's rules,
+    not by Settings, and empty means that receiver is off."""
+    text = (ROOT / "newspulse" / "alerts" / "default_rules.yaml").read_text()
+    return set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a compose .env file (comments, blanks and one level of quotes)."""
     env = {}
@@ -277,7 +284,7 @@ def test_every_newspulse_variable_is_a_real_setting_and_loads(project, monkeypat
     fields = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     required = {f"{ENV_PREFIX}{name.upper()}" for name, f in Settings.model_fields.items() if f.is_required()}
     for name, svc in services(project).items():
-        env = {k: v for k, v in environment(svc).items() if k.startswith(ENV_PREFIX)}
+        env = {k: v for k, v in environment(svc).items() if k.startswith(ENV_PREFIX) and k not in alert_rules_variables()}
         if not env:
             continue
         unknown = set(env) - fields
@@ -608,3 +615,54 @@ def test_es_setup_sends_valid_requests(tmp_path):
 
     short = subprocess.run(["bash", str(ES_SETUP)], capture_output=True, text=True, env={**env, "APP_PASSWORD": "abc"}, timeout=30)
     assert short.returncode == 1 and "at least 6" in short.stderr
+
+
+# --- operator alerting: Alertmanager and the exporters ----------------------------------------
+def test_28_alertmanager_posts_to_the_webhook_the_alerter_uses(raw, project):
+    """Prometheus's alerts reach people: Alertmanager runs, Prometheus sends to it, and its one
+    receiver is the URL the product's own webhook receiver is configured with."""
+    svc = services(project)
+    webhook_var = "NEWSPULSE_ALERT_WEBHOOK_URL"
+    assert webhook_var in alert_rules_variables(), "the built-in webhook receiver reads this variable"
+    assert raw["services"]["alerter"]["environment"][webhook_var] == f"${{{webhook_var}:-}}"
+    manager = raw["services"]["alertmanager"]
+    assert manager["environment"]["ALERT_WEBHOOK_URL"] == f"${{{webhook_var}:-}}"
+    config = yaml.safe_load((ROOT / "docker" / "alertmanager" / "alertmanager.yml").read_text())
+    mounted = {m.split(":")[1]: ROOT / m.split(":")[0] for m in manager["volumes"] if m.startswith("./")}
+    assert mounted["/etc/alertmanager/alertmanager.yml"] == ROOT / "docker" / "alertmanager" / "alertmanager.yml"
+    [receiver] = config["receivers"]
+    assert config["route"]["receiver"] == receiver["name"]
+    assert all(r["receiver"] == receiver["name"] for r in config["route"].get("routes", []))
+    [slack] = receiver["slack_configs"]
+    command = " ".join(manager["command"])
+    assert f"> {slack['api_url_file']}" in command and "--config.file=/etc/alertmanager/alertmanager.yml" in command
+    prometheus = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    [target] = [t for am in prometheus["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    assert target == "alertmanager:9093" and "alertmanager" in svc
+
+
+def test_28_prometheus_loads_the_rules_files_it_is_given(raw):
+    prometheus = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    mounts = {m.split(":")[1]: ROOT / m.split(":")[0] for m in raw["services"]["prometheus"]["volumes"] if m.startswith("./")}
+    for pattern in prometheus["rule_files"]:
+        folder, _, glob = pattern.rpartition("/")
+        assert folder in mounts, f"{pattern} is not mounted into the prometheus container"
+        assert list(mounts[folder].glob(glob)), f"{pattern} matches no file in {mounts[folder]}"
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed (Debian package prometheus-alertmanager; .ci/run installs it)")
+def test_28_alertmanager_config_passes_amtool():
+    done = subprocess.run(["amtool", "check-config", str(ROOT / "docker" / "alertmanager" / "alertmanager.yml")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_28_elasticsearch_exporter_is_scraped_and_logs_in_as_the_newspulse_user(raw, project):
+    exporter = services(project)["elasticsearch-exporter"]
+    assert any(arg == "--es.uri=http://elasticsearch:9200" for arg in exporter["command"]), "no credentials in the URI: they come from the environment"
+    env = raw["services"]["elasticsearch-exporter"]["environment"]
+    assert env["ES_USERNAME"].startswith("${NEWSPULSE_ES_USERNAME") and env["ES_PASSWORD"].startswith("${NEWSPULSE_ES_PASSWORD")
+    assert "monitor" in ES_SETUP.read_text(), "the NewsPulse role needs the cluster monitor privilege the exporter reads with"
+    prometheus = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]]
+    [target] = [t for t in targets if t.startswith("elasticsearch-exporter:")]
+    assert any(f":{target.split(':')[1]}" in arg for arg in exporter["command"]), "scraped on the port it listens on"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -32,10 +33,14 @@ COMPOSE = ROOT / "docker-compose.yml"
 #: Modules that register NewsPulse metrics (importing them registers the collectors).
 METRIC_MODULES = ("newspulse.pipeline", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.predict", "newspulse.models.summarize.faithfulness")
 #: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
-EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers"}
+EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers",
+                    "elasticsearch_cluster_health_status", "elasticsearch_cluster_health_up"}  # ...and prometheus-community/elasticsearch_exporter's
+RULES = sorted((ROOT / "docker" / "prometheus" / "rules").glob("*.yml"))
+RULES_TEST = ROOT / "tests" / "fixtures" / "prometheus" / "newspulse-rules.test.yml"
 #: PromQL words that look like metric names but are functions, keywords or label names.
 _PROMQL_WORDS = {"sum", "rate", "irate", "increase", "histogram_quantile", "by", "without", "max", "min", "avg", "count", "time", "le", "topk",
-                 "clamp_min", "or", "and", "unless", "on", "ignoring", "group_left", "group_right", "delta", "deriv", "abs", "max_over_time", "label_replace", "vector"}
+                 "clamp_min", "or", "and", "unless", "on", "ignoring", "group_left", "group_right", "delta", "deriv", "abs", "max_over_time", "label_replace", "vector",
+                 "absent"}
 
 
 def exported_metric_names() -> set[str]:
@@ -131,6 +136,54 @@ def test_prometheus_finds_every_replica_by_dns_and_scrapes_the_exporter():
     exporter = compose["kafka-exporter"]
     [target] = [t for j in jobs.values() for sc in j.get("static_configs", []) for t in sc["targets"] if t.startswith("kafka-exporter:")]
     assert any(target.split(":")[1] in arg for arg in exporter["command"]), "scraped on the port it listens on"
+
+
+# --- Prometheus alerting rules --------------------------------------------------------------
+def alerting_rules() -> list[dict]:
+    return [rule for path in RULES for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def test_28_alerting_rules_cover_what_an_operator_must_hear_about():
+    exprs = {rule["alert"]: rule["expr"] for rule in alerting_rules()}
+    needed = {
+        "processor not polling": "newspulse_kafka_last_poll_timestamp_seconds",
+        "consumer lag growing": "kafka_consumergroup_lag",
+        "dead-letter rate": 'fate="dead_lettered"',
+        "store write failures": "newspulse_kafka_records_failed_total",
+        "crawler feeds failing": 'newspulse_crawler_fetches_total{outcome="error"}',
+        "alert deliveries failing": "newspulse_alert_deliveries_total",
+        "model reload failures": "newspulse_model_reload_failures_total",
+    }
+    for what, needle in needed.items():
+        assert any(needle in expr for expr in exprs.values()), f"no alerting rule on {what} ({needle})"
+    for rule in alerting_rules():
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+
+
+def test_28_every_metric_an_alerting_rule_reads_is_exported():
+    exported = exported_metric_names() | EXTERNAL_METRICS
+    unknown = {rule["alert"]: sorted(queried_metric_names(rule["expr"]) - exported) for rule in alerting_rules()}
+    assert not {k: v for k, v in unknown.items() if v}, f"rules read metrics no code or exporter exports: {unknown}"
+
+
+def test_28_every_runbook_link_points_at_a_section_that_exists():
+    for rule in alerting_rules():
+        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(), flags=re.M)
+        slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+        assert not anchor or anchor in slugs, f"{rule['alert']}: {page} has no section #{anchor}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus; .ci/run installs it)")
+def test_28_promtool_unit_tests_of_the_alerting_rules_pass():
+    """Each rule fires on the series it is for, after its `for:`, and not on the healthy ones."""
+    check = subprocess.run(["promtool", "check", "rules", *map(str, RULES)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    done = subprocess.run(["promtool", "test", "rules", str(RULES_TEST)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", RULES_TEST.read_text()))
+    assert tested == {rule["alert"] for rule in alerting_rules()}, "every alerting rule has a promtool case"
 
 
 # --- alerter metrics ------------------------------------------------------------------------
@@ -260,6 +313,28 @@ def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
     assert served.maybe_reload(force=True)
     assert _sample("newspulse_model_info", version="v2") == 1
     assert REGISTRY.get_sample_value("newspulse_model_info", {"version": "v1"}) is None, "the old version's series is gone"
+
+
+def test_28_a_promoted_version_that_cannot_load_is_counted_and_the_old_one_keeps_serving(tmp_path):
+    """The counter behind the NewsPulseModelReloadFailed alert: v2's weights are corrupt."""
+    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.data import packaged_base_model
+    from newspulse.models.predict import HotReloadingClassifier
+    from newspulse.models.registry import ModelCard, Registry
+
+    registry = Registry(tmp_path / "registry")
+    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=1, num_heads=2)
+    for version in ("v1", "v2"):
+        registry.register(model, tokenizer, ModelCard(version=version, base_model="tiny", created_at=datetime.now(timezone.utc), code_version="test"))
+    registry.promote("v1")
+    served = HotReloadingClassifier(registry, device="cpu", quantize="off", check_interval=0)
+    before = _sample("newspulse_model_reload_failures_total")
+    for weights in registry.version_dir("v2").glob("*.safetensors"):
+        weights.write_bytes(b"not a tensor file")
+    registry.promote("v2")
+    assert served.maybe_reload(force=True) is False
+    assert served.version == "v1" and _sample("newspulse_model_info", version="v1") == 1
+    assert _sample("newspulse_model_reload_failures_total") == before + 1
 
 
 def test_json_log_format_gives_one_parsable_object_per_line(tmp_path):

@@ -29,11 +29,8 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import platform
 import re
 import signal
 import sqlite3
@@ -43,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +59,7 @@ from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from peers import CredentialProxy, Peer, start_elasticsearch_peer, start_kafka  # noqa: E402
+from fault_results import Outcome, commit, machine, write_results  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
@@ -334,31 +332,6 @@ def sleep_with_bar(seconds: float, what: str, check: Callable[[], None] | None =
 
 
 # --- results --------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    name: str
-    passed: bool
-    figures: dict
-    params: dict
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.figures.items() if not isinstance(v, (dict, list)))
-        return f"{self.name:<22} {'PASS' if self.passed else 'FAIL'}  {shown}  ({self.seconds:.0f}s)"
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.1f}" if isinstance(v, float) else str(v)
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "host": platform.node()}
-
-
 def failed_outcome(name: str, params: dict, err: BaseException, proc: ProcessorProcess | None) -> Outcome:
     figures = {"error": f"{type(err).__name__}: {err}"}
     if proc is not None:
@@ -668,30 +641,6 @@ def quick_registry() -> Path:
     return quick_classifier_registry()
 
 
-def write_results(path: Path, outcomes: list[Outcome], run_info: dict) -> None:
-    """Merge into ``path``: scenarios run now replace their earlier results, others are kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_file = Path(tempfile.gettempdir()) / f"newspulse-faults-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
-    with open(lock_file, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # runs side by side (R2's long outages beside R1) share the file
-        _merge_results(path, outcomes, run_info)
-
-
-def _merge_results(path: Path, outcomes: list[Outcome], run_info: dict) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    kept = [s for s in data.get("scenarios", []) if s["name"] not in {o.name for o in outcomes}]
-    fresh = [{"name": o.name, "passed": o.passed, "seconds": round(o.seconds, 1), "params": o.params, "figures": o.figures, **run_info} for o in outcomes]
-    scenarios = sorted(kept + fresh, key=lambda s: s["name"])
-    path.write_text(json.dumps({"suite": "bench/faults.py", "passed": all(s["passed"] for s in scenarios), "scenarios": scenarios}, indent=2, default=str) + "\n")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -718,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     from newspulse.models.registry import Registry
 
     run_info = {
-        "started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": _commit(),
+        "started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": commit(),
         "classifier": f"{registry.name}/{Registry(registry).production_version()}",
     }
     signal.signal(signal.SIGTERM, _interrupted)  # stop the peers and processors on the way out

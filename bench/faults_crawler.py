@@ -43,6 +43,7 @@ from newspulse.ingest.crawler import Crawler, FeedReport  # noqa: E402
 from newspulse.ingest.feeds import FeedConfig  # noqa: E402
 from newspulse.ingest.fetch import Fetcher, IPAddress, is_blocked  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
+from fault_results import Outcome, commit, machine, write_results  # noqa: E402
 
 PUBLIC_STANDIN = ipaddress.ip_address("127.0.0.2")  # "the internet" of this scenario
 INTERVAL_S = 30  # the shortest poll interval a feeds file allows
@@ -356,9 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from datetime import datetime, timezone
 
-    from faults import Outcome, _commit, machine, write_results
-
-    run_info = {"started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": _commit()}
+    run_info = {"started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": commit()}
     outcome = Outcome("R4 hostile feeds", *r4_result(args.duration))
     print(outcome.line(), flush=True)
     for problem in outcome.figures["problems"]:

@@ -36,7 +36,7 @@ TITLES = {
     "alerts": "Alerts: labelled spike benchmark (bench/alerts.py)",
     "gpu": "GPU: classifier and summariser on CUDA (bench/gpu.py)",
     "faults": "Faults: kill -9, store outages, expired credentials, poison (bench/faults.py)",
-    "distill_cv": "Distillation: k-fold CV of the sentiment recipe (bench/distill_cv.py)",
+    "distill_cv": "Distillation: k-fold CV of the sentiment recipe (experiments/distill_cv.py)",
     "topics": "Topics: Reuters-21578 ModApte classifier (bench/topics.py, from `make topics-model`)",
 }
 
@@ -63,7 +63,7 @@ HOW_TO_MEASURE = """## How to measure
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
 | `make topics-model` | retrains models/topics_model, then topics.json | ~17 min on a loaded machine |
 | `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
-| `python bench/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
+| `python experiments/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
 | `python bench/gpu.py` (a CUDA host) | gpu.json | ≤ 8 min |
 | `make report` | this file and bench/plots/*.png, from the results as they are | seconds |
 

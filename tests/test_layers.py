@@ -223,3 +223,53 @@ def test_embedded_mode_needs_no_kafka_or_elasticsearch_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert {m.split(".")[0] for m in json.loads(out)} & {"kafka", "elasticsearch", "elastic_transport", "streamlit"} == set()
+
+
+#: Scripts outside the product: benchmarks and finished experiments. They import each other by
+#: bare file name (each puts its folder on ``sys.path``), so those names are what to look for.
+SCRIPT_FOLDERS = ("bench", "experiments")
+
+
+def _script_modules() -> dict[str, Path]:
+    return {path.stem: path for folder in SCRIPT_FOLDERS for path in sorted((ROOT / folder).glob("*.py"))}
+
+
+def _import_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_product_never_imports_benchmarks_or_experiments() -> None:
+    """The installed package ships without bench/ and experiments/: an import of either from
+    product code would work in a checkout and fail from the wheel."""
+    forbidden = set(SCRIPT_FOLDERS) | set(_script_modules())
+    found = [
+        f"{module} imports {root}"
+        for module, path in all_modules().items()
+        for root in sorted(_import_roots(path) & forbidden)
+    ]
+    assert found == []
+
+
+def test_benchmark_scripts_import_no_cycle() -> None:
+    """bench/ and experiments/ scripts form a tree: a cycle (each importing a private name of
+    the other) makes the order of imports decide what works."""
+    scripts = _script_modules()
+    graph = {name: _import_roots(path) & set(scripts) - {name} for name, path in scripts.items()}
+    cycles = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        for nxt in sorted(graph[name]):
+            if nxt in trail:
+                cycles.append(" -> ".join([*trail[trail.index(nxt):], nxt]))
+            else:
+                visit(nxt, (*trail, nxt))
+
+    for name in graph:
+        visit(name, (name,))
+    assert cycles == []

@@ -305,7 +305,7 @@ def test_retraining_benchmark_times_a_real_run_into_a_scratch_registry(np_env, t
 
 
 def test_keep_last_registers_the_final_weights_not_the_best_dev_checkpoint(tmp_path, tiny_base, tiny_data):
-    """Fixed-compute comparisons (bench/distill_cv.py) keep the last step: a small dev slice
+    """Fixed-compute comparisons (experiments/distill_cv.py) keep the last step: a small dev slice
     choosing among checkpoints would otherwise decide the result."""
     from safetensors.torch import load_file
 

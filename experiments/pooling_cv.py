@@ -4,15 +4,15 @@ all-MiniLM-L6-v2 was trained as a sentence encoder with *mean* pooling, while
 ``BertForSequenceClassification`` classifies from the ``[CLS]`` token through a pooler layer the
 sentence training never touched. This fine-tunes a mean-pooled variant (masked mean of the last
 hidden states → dropout → the linear head; the pooler is unused) with exactly the recipe and
-folds of ``bench/distill_cv.py --steps 1000``, and writes ``fold<i>/meanpool/result.json`` beside
+folds of ``experiments/distill_cv.py --steps 1000``, and writes ``fold<i>/meanpool/result.json`` beside
 that script's runs, so ``distill_cv.py report`` lists it as one more arm with its paired gain
 over the baseline.
 
-    python bench/distill_cv.py --out .cache/distill-cv-full --steps 1000 folds   # once
-    python bench/pooling_cv.py --fold 0      # ~7 min at one thread on an idle core; then 1, 2
-    python bench/distill_cv.py --out .cache/distill-cv-full --steps 1000 report
+    python experiments/distill_cv.py --out .cache/distill-cv-full --steps 1000 folds   # once
+    python experiments/pooling_cv.py --fold 0      # ~7 min at one thread on an idle core; then 1, 2
+    python experiments/distill_cv.py --out .cache/distill-cv-full --steps 1000 report
 
-Measured (docs/model.md, "Other methods measured"): no gain beyond the fold spread, so the product
+Measured (docs/model.md, "What was tried and measured"): no gain beyond the fold spread, so the product
 keeps the standard head (and with it a stock ``from_pretrained`` for every loader).
 """
 
@@ -28,7 +28,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "experiments"))
 
 from distill_cv import _metrics  # noqa: E402
 from newspulse.models.data import DEFAULT_DEV_FILES, read_many, resolve_base_model  # noqa: E402

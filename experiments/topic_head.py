@@ -6,11 +6,11 @@ rest is the shipped recipe (linear SVM per category, thresholds cross-fitted in 
 margin -0.5, top-category fallback). Dev (trained on train) and 3-fold CV of train, the folds of
 docs/model.md's threshold study. Results: bench/results/topic_head.json, docs/model.md (Topics).
 
-    python bench/topic_head.py emb tfidf+emb tfidf     # ~15 min at one thread
+    python experiments/topic_head.py emb tfidf+emb tfidf     # ~15 min at one thread
 
 ``--encoder base --layers N`` takes the features from the *base* MiniLM (not fine-tuned for
 sentiment) cut to its first N layers instead, as the summariser's sentence encoder is (option b
-at the summariser's cost): ``python bench/topic_head.py --encoder base --layers 1 tfidf+emb``.
+at the summariser's cost): ``python experiments/topic_head.py --encoder base --layers 1 tfidf+emb``.
 Each run adds its results to the JSON under ``<encoder>[-L<layers>]:<kind>``, keeping the rest.
 """
 import argparse, json, time
@@ -94,7 +94,7 @@ for kind in args.kinds:
         r["folds"].append((round(m["micro_f1"], 4), round(m["macro_f1"], 4)))
     f = np.array(r["folds"]); r["cv_mean"] = f.mean(0).round(4).tolist(); r["cv_std"] = f.std(0, ddof=1).round(4).tolist(); r["s"] = round(time.time() - t0)
     res[prefix + kind] = r; print(prefix + kind, json.dumps(r), flush=True)
-out = Path(__file__).resolve().parent / "results" / "topic_head.json"
+out = Path(__file__).resolve().parent.parent / "bench" / "results" / "topic_head.json"
 doc = json.loads(out.read_text()) if out.exists() else {"what": __doc__.split("\n\n")[0], "results": {}}
 doc["results"] |= res
 doc.setdefault("models", {})[args.encoder] = Path(mdir).name if args.encoder == "sentiment" else "all-MiniLM-L6-v2 (packaged)"

@@ -317,7 +317,7 @@ def _report(args) -> None:
         manifest = {
             "version": args.version,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "teacher": f"ensemble (mean probabilities) of {args.k} {base['name']} fine-tunes, one per cross-validation fold of the bundled train splits, {steps} steps each (bench/distill_cv.py, runs '{arm}')",
+            "teacher": f"ensemble (mean probabilities) of {args.k} {base['name']} fine-tunes, one per cross-validation fold of the bundled train splits, {steps} steps each (experiments/distill_cv.py, runs '{arm}')",
             "teacher_dev": summary["teachers"][arm]["ensemble_dev"],
             "texts": "; ".join(f"{n} {POOL_TEXTS[src]}" for src, n in counts.items()) + f" (samples seeded {args.seed})",
             "pools": counts,
@@ -327,7 +327,7 @@ def _report(args) -> None:
             **({"kind": "training-rows"} if set(counts) == {"train"} else {}),
             "commercial": False,
             "teacher_provenance": {"base_model": base["provenance"], "members": _members(out, args.k, arm)},
-            "made_by": "python bench/distill_cv.py " + " ".join(sys.argv[1:]),
+            "made_by": "python experiments/distill_cv.py " + " ".join(sys.argv[1:]),
         }
         art = SOFT_LABELS_DIR / f"{'train' if set(counts) == {'train'} else 'reuters'}-{args.version}.csv.gz"
         summary["artifact"] = write_soft_labels(art, texts, probs.astype(np.float32), sources, manifest)

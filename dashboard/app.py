@@ -75,6 +75,7 @@ def navigation() -> st.navigation:
         st.Page(_PAGES / "alerts.py", title="Alerts", icon=":material/notifications_active:"),
         st.Page(_PAGES / "explore.py", title="Explore", icon=":material/search:"),
         st.Page(_PAGES / "ticker.py", title="Ticker", icon=":material/show_chart:"),
+        st.Page(_PAGES / "story.py", title="Story", icon=":material/article:"),
         st.Page(_PAGES / "model.py", title="Model", icon=":material/model_training:"),
         st.Page(_PAGES / "feedback.py", title="Feedback", icon=":material/rate_review:"),
     ]

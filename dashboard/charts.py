@@ -8,7 +8,8 @@ import pandas as pd
 
 from newspulse.schema import LABELS
 
-LABEL_SCALE = alt.Scale(domain=list(LABELS), range=["#d62728", "#9e9e9e", "#2ca02c"])
+#: Orange / grey / blue (Okabe-Ito): negative and positive stay apart for colour-blind readers.
+LABEL_SCALE = alt.Scale(domain=list(LABELS), range=["#e69f00", "#9e9e9e", "#0072b2"])
 _NEG_SCALE = alt.Scale(scheme="reds", domain=[0, 1])
 
 
@@ -20,7 +21,7 @@ def sentiment_chart(frame: pd.DataFrame, *, height: int = 260, domain: tuple | N
         y=alt.Y("sentiment_index:Q", title="Sentiment index", scale=alt.Scale(domain=[-100, 100])),
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("sentiment_index:Q", format="+.1f"), alt.Tooltip("articles:Q")],
     )
-    negative = base.mark_area(opacity=0.25, color="#d62728").encode(
+    negative = base.mark_area(opacity=0.25, color="#e69f00").encode(
         y=alt.Y("negative_share:Q", title="Negative share", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         tooltip=[alt.Tooltip("time:T"), alt.Tooltip("negative_share:Q", format=".0%"), alt.Tooltip("negative:Q")],
     )

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import streamlit as st
 
-from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
+from newspulse.schema import LABELS, Alert, EntityVerdict, Feedback, Label, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store import Bucket, Facet, Filter, SearchHit, Store
 from newspulse.wiring import open_store
@@ -382,10 +382,57 @@ def biggest_moves(buckets: Sequence[Bucket], bucket: timedelta, limit: int = 3) 
     return [m for _, m in moves[:limit] if m.change != 0]
 
 
-def drivers_of(move: Move, articles: Sequence[ScoredArticle], limit: int = 3) -> list[ScoredArticle]:
-    """The articles of a move's bucket that pushed in the direction of the move."""
-    ordered = sorted(articles, key=lambda a: a.score, reverse=move.change > 0)
+def verdict_for(article: ScoredArticle, ticker: str) -> EntityVerdict:
+    """The story's verdict about one company: its entity verdict, or, for a record scored before
+    entity-level scoring (no verdict for that ticker), the story's verdict standing in, with
+    basis "story" as the pipeline itself writes for a company it cannot find in the text."""
+    for verdict in article.entities:
+        if verdict.ticker == ticker:
+            return verdict
+    return EntityVerdict(ticker=ticker, label=article.label, probabilities=article.probabilities, score=article.score, basis="story")
+
+
+def drivers_of(move: Move, articles: Sequence[ScoredArticle], limit: int = 3, ticker: str | None = None) -> list[ScoredArticle]:
+    """The articles of a move's bucket that pushed in the direction of the move: by the story's
+    score, or by the company's own score when the move is one ``ticker``'s."""
+    def score(article: ScoredArticle) -> float:
+        return verdict_for(article, ticker).score if ticker else article.score
+
+    ordered = sorted(articles, key=score, reverse=move.change > 0)
     return list(ordered[:limit])
+
+
+@dataclass(frozen=True)
+class NegativeStories:
+    """The newest stories whose verdict about a company is negative, and how many were read."""
+
+    stories: list[tuple[ScoredArticle, EntityVerdict]]
+    scanned: int
+
+
+def latest_negative(settings: Settings, ticker: str, buckets: Sequence[Bucket], bucket: timedelta, limit: int = 5, scan: int = 300) -> NegativeStories:
+    """The ``limit`` newest stories that are negative *about* ``ticker`` (its entity verdict; the
+    story's for records without one), reading the timeline's buckets newest first.
+
+    The store's label filter is the story's label, which is not the company's, so the verdicts are
+    read here; at most about ``scan`` articles are read, which bounds the page's cost on a busy
+    ticker with no bad news."""
+    found: list[tuple[ScoredArticle, EntityVerdict]] = []
+    scanned = 0
+    for b in reversed(buckets):
+        if not b.count:
+            continue
+        articles = load_articles(settings, Filter(start=b.start, end=shift(b.start, bucket), ticker=ticker))
+        scanned += len(articles)
+        for article in sorted(articles, key=lambda a: a.published_at, reverse=True):
+            verdict = verdict_for(article, ticker)
+            if verdict.label == Label.negative:
+                found.append((article, verdict))
+                if len(found) == limit:
+                    return NegativeStories(found, scanned)
+        if scanned >= scan:
+            break
+    return NegativeStories(found, scanned)
 
 
 def label_drift(train: dict[str, float], live: dict[str, float]) -> pd.DataFrame:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -23,14 +24,19 @@ from streamlit.errors import FragmentHandledException
 from newspulse.dashboard import auth, data
 from newspulse.redact import MASK
 from newspulse.redact import redact as redact_credentials
-from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
+from newspulse.schema import LABELS, Alert, EntityVerdict, Evidence, Feedback, ScoredArticle
 from newspulse.settings import Settings
 
 log = logging.getLogger("newspulse.dashboard")
 
 #: Every ASCII punctuation character; CommonMark lets each be backslash-escaped.
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
-_LABEL_COLOURS = {"negative": "red", "neutral": "gray", "positive": "green"}
+#: Label colours that colour-blind readers tell apart (orange vs blue, not red vs green); every
+#: coloured label also carries its name in text.
+_LABEL_COLOURS = {"negative": "orange", "neutral": "gray", "positive": "blue"}
+#: Background of a passage that is evidence for verdicts with different labels (two companies
+#: read differently off one sentence); the tags after it say which is which.
+_MIXED_COLOUR = "violet"
 _BAR_CELLS = 20
 
 RANGE_KEY = "np_range"
@@ -116,7 +122,7 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def sentiment_bar(article: ScoredArticle) -> str:
-    """A Markdown bar of the three probabilities, red/grey/green, with the numbers beside it."""
+    """A Markdown bar of the three probabilities in the label colours, with the numbers beside it."""
     probs = {label.value: p for label, p in article.probabilities.items()}
     cells = {label: round(probs.get(label, 0.0) * _BAR_CELLS) for label in LABELS}
     # Rounding can leave the bar a cell short or long; the largest class absorbs the difference.
@@ -131,10 +137,111 @@ def label_badge(label: str) -> str:
     return f":{_LABEL_COLOURS.get(label, 'gray')}-badge[{label}]"
 
 
+def label_colour(label: str) -> str:
+    """The Streamlit colour name of a label (badges, bars, highlights)."""
+    return _LABEL_COLOURS.get(label, "gray")
+
+
+def verdict_badge(label: str, score: float) -> str:
+    """A label badge with the score written in it: the colour never carries the meaning alone."""
+    return f":{label_colour(label)}-badge[{label} {score:+.2f}]"
+
+
+def basis_text(article: ScoredArticle, verdict: EntityVerdict) -> str:
+    """Where a company's verdict in ``article`` comes from, in words."""
+    if verdict.basis == "mentions":
+        return f"from {verdict.mentions} mention{'s' if verdict.mentions != 1 else ''}"
+    if not article.entities:
+        return "from the story (scored before company-level verdicts)"
+    return "from the story (the company is not named in the text)"
+
+
+def passage_md(evidence: Evidence, *, weight: bool = False) -> str:
+    """One passage behind a verdict as a list item: the quote (escaped), its label and score, and
+    with ``weight`` how much it counted in the verdict."""
+    line = f"- “{escape_md(one_line(evidence.text))}” {verdict_badge(evidence.label.value, evidence.score)}"
+    return f"{line} weight {evidence.weight:.2f}" if weight else line
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A passage to highlight in a story: character offsets into ``Article.text``, the passage as
+    the verdict quotes it, the label that colours it and the tag written after it (``AMD positive +0.80``)."""
+
+    start: int
+    end: int
+    quote: str
+    label: str
+    tag: str
+
+
+def evidence_marks(evidence: Sequence[Evidence], owner: str) -> list[Mark]:
+    """Marks for the passages behind one verdict; ``owner`` names it in each tag (a ticker, "story")."""
+    return [Mark(e.start, e.end, e.text, e.label.value, f"{owner} {e.label.value} {e.score:+.2f}") for e in evidence]
+
+
+def placed(text: str, marks: Sequence[Mark]) -> tuple[list[Mark], list[Mark]]:
+    """The marks whose offsets point at the passage they quote (whitespace aside), and the others.
+
+    Offsets are stored with the verdict; a record whose text changed since (or a faulty writer)
+    would otherwise highlight the wrong words, so such marks are listed, not highlighted."""
+    good, bad = [], []
+    for mark in marks:
+        inside = 0 <= mark.start < mark.end <= len(text)
+        (good if inside and one_line(text[mark.start:mark.end]) == one_line(mark.quote) else bad).append(mark)
+    return good, bad
+
+
+def highlight_legend() -> str:
+    """What the highlight colours mean, in words (the tags after each passage say it too)."""
+    names = " · ".join(f"{label} ({label_colour(label)})" for label in LABELS)
+    return f"Highlights: {names} · read differently by two companies ({_MIXED_COLOUR}). The tag after a passage names whose verdict it drove and how."
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+
+
+def marked_markdown(text: str, marks: Sequence[Mark]) -> str:
+    """The story as Markdown that shows every character literally, with the marked passages on a
+    background of their label's colour and each mark's tag as a badge where it ends.
+
+    Overlapping marks are expected: one sentence is often evidence for two companies, read
+    differently ("Intel slides as AMD wins"). The text is cut at every mark boundary; a piece
+    covered by marks of one label takes that label's colour, a piece covered by different labels
+    the mixed colour, and the tags say which company read it which way. Blank lines stay
+    paragraph breaks, single line breaks (wire copy wraps at 70 columns) become spaces, and each
+    piece is escaped on its own, so hostile text stays text inside and outside a highlight.
+    """
+    cuts = sorted({0, len(text), *(m.start for m in marks), *(m.end for m in marks)})
+    out: list[str] = []
+    for start, end in zip(cuts, cuts[1:]):
+        covering = [m for m in marks if m.start <= start and end <= m.end]
+        labels = {m.label for m in covering}
+        colour = None if not covering else label_colour(labels.pop()) if len(labels) == 1 else _MIXED_COLOUR
+        pieces = _PARAGRAPH_BREAK.split(text[start:end])
+        for i, piece in enumerate(pieces):
+            if i:
+                out.append("\n\n")
+            flat = re.sub(r"\s+", " ", piece)
+            if colour and flat.strip():
+                lead, core, trail = flat[: len(flat) - len(flat.lstrip())], flat.strip(), flat[len(flat.rstrip()):]
+                out.append(f"{lead}:{colour}-background[{escape_md(core)}]{trail}")
+            else:
+                out.append(escape_md(flat))
+        tags = [f":{label_colour(m.label)}-badge[{escape_md(m.tag)}]" for m in marks if m.end == end]
+        if tags:
+            out.append(" " + " ".join(tags) + " ")
+    return re.sub(r" *\n\n *", "\n\n", "".join(out)).strip()
+
+
 def article_card(
-    settings: Settings, article: ScoredArticle, *, key: str, highlights: list[str] | None = None, correctable: bool = True
+    settings: Settings, article: ScoredArticle, *, key: str, highlights: list[str] | None = None, correctable: bool = True,
+    ticker: str | None = None, story_link: bool = True,
 ) -> None:
-    """Title, time/source/label, sentiment bar, summary, tickers, topics, link, label correction."""
+    """Title, time/source/label, sentiment bar, summary, tickers, topics, link, label correction.
+
+    With ``ticker``, the card also shows that company's own verdict, which may differ from the
+    story's (a page about one company ranks and colours stories by it)."""
     with st.container(border=True):
         st.markdown(f"**{escape_md(one_line(article.title))}**")
         st.markdown(
@@ -142,6 +249,9 @@ def article_card(
             f" · model {escape_md(article.model_version)}"
         )
         st.markdown(sentiment_bar(article))
+        if ticker:
+            verdict = data.verdict_for(article, ticker)
+            st.markdown(f"**{escape_md(ticker)}**: {verdict_badge(verdict.label.value, verdict.score)} {escape_md(basis_text(article, verdict))}")
         if highlights:
             st.markdown(" … ".join(highlight_md(h) for h in highlights))
         if article.summary:
@@ -153,13 +263,54 @@ def article_card(
             tags.append("Topics: " + ", ".join(article.topics))
         if tags:
             st.caption(escape_md(" · ".join(tags)))
-        cols = st.columns([1, 3])
+        cols = st.columns([1, 1, 3])
         url = safe_url(article.url)
         if url:
             cols[0].link_button("Source", url)
+        if story_link:
+            story_page_link(article, cols[1])
         if correctable:
-            with cols[1].popover("Correct the label", key=f"{key}-pop"):
+            with cols[2].popover("Correct the label", key=f"{key}-pop"):
                 feedback_form(settings, article, key=f"{key}-fb")
+
+
+STORY_PAGE = "views/story.py"
+
+
+def story_page_link(article: ScoredArticle, where=st) -> None:
+    """A link to the story's drill-down (``/story?article=<id>``): every company's verdict, its evidence."""
+    where.page_link(STORY_PAGE, label="Story", icon=":material/article:", query_params={"article": article.id},
+                    help="Each company's verdict beside the story's, with the sentences behind them.")
+
+
+def find_article(settings: Settings, key: str) -> ScoredArticle | None:
+    """An article by id (``?article=<id>``) or by searching for it (``?q=``); ``key`` prefixes
+    the widgets' keys, so each page keeps its own choice."""
+    from_url(f"{key}-id", "article", str.strip, "")
+    by_id = st.text_input("Article id", key=f"{key}-id").strip()
+    to_url("article", by_id)
+    if by_id:
+        article = data.load_article(settings, by_id)
+        if article is None:
+            st.warning(f"No article with id {escape_md(by_id)}.")
+        return article
+    from_url(f"{key}-q", "q", str, "")
+    text = st.text_input("…or search for it", key=f"{key}-q", placeholder="words from the headline").strip()
+    to_url("q", text)
+    if not text:
+        return None
+    hits = data.load_search(settings, text, data.Filter(), limit=20)
+    if not hits:
+        st.caption("No match.")
+        return None
+    by_key = {h.article.id: h.article for h in hits}
+    choice = st.selectbox(
+        "Article",
+        list(by_key),
+        format_func=lambda i: f"{one_line(by_key[i].title)[:120]} ({by_key[i].source}, {fmt_time(by_key[i].published_at)})",
+        key=f"{key}-pick",
+    )
+    return by_key[choice]
 
 
 def feedback_form(settings: Settings, article: ScoredArticle, *, key: str) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, Feedback, ScoredArticle
+from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, EntityVerdict, Evidence, Feedback, ScoredArticle
 from newspulse.settings import load_settings
 from newspulse.store.sqlite import SQLiteStore
 
@@ -86,6 +86,37 @@ def seed(store) -> dict:
     )
     store.upsert_alerts([firing, resolved])
     return {"articles": articles, "xss": xss, "firing": firing, "resolved": resolved}
+
+
+TWO_COMPANY_TITLE = "Exxon shares slide as GM wins a $2 billion fleet order"
+GOOD_FOR_GM = "General Motors won a $2 billion fleet order from the army on Tuesday."
+HOSTILE_FOR_XOM = f"Exxon warned of {SCRIPT} losses {IMG} after it lost the fuel deal."
+
+
+def evidence(text: str, passage: str, label: str, score: float, weight: float) -> Evidence:
+    start = text.index(passage)
+    return Evidence(start=start, end=start + len(passage), text=passage, label=label, score=score, weight=weight)
+
+
+def two_company_story(when: datetime = LATEST - timedelta(minutes=10)) -> ScoredArticle:
+    """A story bad for XOM and good for GM whose story-level verdict is negative, tagged with TXN
+    too (never named: its verdict stands in from the story). XOM's evidence carries hostile HTML."""
+    article = Article(
+        published_at=when, source="reuters", title=TWO_COMPANY_TITLE,
+        body=f"{GOOD_FOR_GM}\n{HOSTILE_FOR_XOM}\n\nAnalysts were split on the sector.",
+        url="https://news.example.com/two-company", tickers=["XOM", "GM", "TXN"], topics=["oil", "autos"],
+    )
+    scored = ScoredArticle.from_article(article, {"negative": 0.7, "neutral": 0.2, "positive": 0.1}, summary="Exxon slides, GM wins.", model_version="v-test")
+    text = scored.text
+    xom = EntityVerdict(ticker="XOM", label="negative", probabilities={"negative": 0.9, "neutral": 0.06, "positive": 0.04}, score=-0.86,
+                        basis="mentions", mentions=2, evidence=[evidence(text, HOSTILE_FOR_XOM, "negative", -0.9, 0.6),
+                                                              evidence(text, TWO_COMPANY_TITLE, "negative", -0.8, 0.4)])
+    gm = EntityVerdict(ticker="GM", label="positive", probabilities={"negative": 0.05, "neutral": 0.1, "positive": 0.85}, score=0.8,
+                       basis="mentions", mentions=2, evidence=[evidence(text, GOOD_FOR_GM, "positive", 0.85, 0.55),
+                                                             evidence(text, TWO_COMPANY_TITLE, "positive", 0.75, 0.45)])
+    txn = EntityVerdict(ticker="TXN", label="negative", probabilities=scored.probabilities, score=scored.score, basis="story")
+    explanation = [evidence(text, TWO_COMPANY_TITLE, "negative", -0.7, 0.7), evidence(text, HOSTILE_FOR_XOM, "negative", -0.9, 0.3)]
+    return scored.model_copy(update={"entities": [xom, gm, txn], "explanation": explanation})
 
 
 def in_window(articles: list[ScoredArticle], days: int, ticker: str | None = None) -> list[ScoredArticle]:
@@ -338,7 +369,7 @@ def test_explore_searches_with_filters_and_shows_cards(seeded):
     cards = [m.value for m in at.markdown if m.value.startswith("**XOM story")]
     xom_pos = [a for a in in_window(seeded["articles"], 90, "XOM") if a.title.startswith("XOM story") and a.label.value == "positive"]
     assert len(cards) == min(20, len(xom_pos))
-    assert all(":green-badge[positive]" in m.value for m in at.markdown if "-badge[" in m.value and "model" in m.value)
+    assert all(":blue-badge[positive]" in m.value for m in at.markdown if "-badge[" in m.value and "model" in m.value)
 
     at.text_input(key="explore-q").set_value("").run()  # no words: the most negative first
     at.selectbox(key="explore-label").set_value("Any").run()
@@ -359,6 +390,130 @@ def test_ticker_page_shows_one_ticker_timeline_and_its_movers(seeded):
     assert series["articles"].sum() == len(xom)
     assert any("index down" in m.value or "index up" in m.value for m in at.markdown)
     assert at.query_params["ticker"] == "XOM"
+
+
+# --- story drill-down (issue 25 item 6) ------------------------------------------------------
+
+
+@pytest.fixture
+def two_company(seeded, dash_env) -> ScoredArticle:
+    story = two_company_story()
+    store = SQLiteStore(dash_env / "newspulse.db")
+    assert store.upsert_articles([story]).ok
+    store.close()
+    return story
+
+
+def line_of(at, start: str) -> str:
+    """The one Markdown element that starts with ``start`` (escaped form)."""
+    [line] = [m.value for m in at.markdown if m.value.startswith(start)]
+    return line
+
+
+def story_text(at) -> str:
+    """The highlighted story text: the Markdown element that carries the title's highlight."""
+    return next(m.value for m in at.markdown if "-background[" in m.value)
+
+
+def test_story_drill_down_shows_each_company_verdict_beside_the_story_with_its_evidence(two_company):
+    from newspulse.dashboard.widgets import escape_md as escape
+
+    at = run_app("story", link={"article": two_company.id})
+    assert line_of(at, "**Story**").startswith("**Story**: :orange-badge[negative -0.60]")
+    assert line_of(at, "**XOM**").startswith(r"**XOM**: :orange-badge[negative -0.86] from 2 mentions")
+    assert line_of(at, "**GM**").startswith(r"**GM**: :blue-badge[positive +0.80] from 2 mentions")
+    assert "from the story (the company is not named in the text)" in unescape(line_of(at, "**TXN**"))
+    items = [unescape(m.value) for m in at.markdown if m.value.startswith("- “")]
+    assert f"- “{GOOD_FOR_GM}” :blue-badge[positive +0.85] weight 0.55" in items
+    assert f"- “{HOSTILE_FOR_XOM}” :orange-badge[negative -0.90] weight 0.60" in items  # XOM's evidence
+    assert any(i.startswith(f"- “{TWO_COMPANY_TITLE}” :orange-badge[negative -0.70] weight 0.70") for i in items)  # the story's
+
+    text = story_text(at)  # every company's passages, at their offsets
+    assert text.startswith(f":violet-background[{escape(TWO_COMPANY_TITLE)}]")  # read differently by XOM and GM
+    assert r":orange-badge[XOM negative \-0\.80] :blue-badge[GM positive \+0\.75]" in text
+    assert f":blue-background[{escape(GOOD_FOR_GM)}] :blue-badge[GM positive \+0\.85]" in text
+    assert f":orange-background[{escape(HOSTILE_FOR_XOM)}] :orange-badge[XOM negative \-0\.90]" in text
+    assert "Analysts were split on the sector\." in text and "-background[Analysts" not in text
+
+    at.segmented_control(key="story-highlight").set_value("GM").run()  # one company's passages
+    text = story_text(at)
+    assert "orange" not in text and "violet" not in text and text.count(":blue-background[") == 2
+    assert at.query_params["highlight"] == "GM" and at.query_params["article"] == two_company.id
+    at.segmented_control(key="story-highlight").set_value("story").run()  # the story verdict's explanation
+    text = story_text(at)
+    assert text.startswith(f":orange-background[{escape(TWO_COMPANY_TITLE)}] :orange-badge[story negative \-0\.70]")
+    assert "blue" not in text
+
+
+def test_story_drill_down_keeps_hostile_evidence_text_inert(two_company):
+    at = run_app("story", link={"article": two_company.id})
+    carrying = [m.value for m in at.markdown if "alert(1)" in unescape(m.value)]
+    assert len(carrying) >= 3  # the verdict's evidence, the story's explanation, the highlighted text
+    for text in carrying:
+        assert not re.search(r"(?<!\\)[<>]", text)  # every angle bracket escaped: Markdown prints it
+        assert SCRIPT in unescape(text) and IMG in unescape(text)
+    assert not any(m.allow_html for m in at.markdown)
+
+
+def test_story_drill_down_of_a_record_scored_before_company_verdicts(seeded):
+    old = seeded["articles"][3]
+    at = run_app("story", link={"article": old.id})
+    assert any("Scored before company-level verdicts" in c.value for c in at.caption)
+    assert f"**{old.tickers[0]}**: :{'orange' if old.label.value == 'negative' else 'gray' if old.label.value == 'neutral' else 'blue'}-badge" in line_of(at, f"**{old.tickers[0]}**")
+    assert "from the story" in line_of(at, f"**{old.tickers[0]}**")
+    assert any("No passages are stored" in c.value for c in at.caption)
+    assert "-background[" not in markdown_text(at)  # nothing to highlight
+    assert any(unescape(m.value) == old.text for m in at.markdown)  # the text is shown as it is
+
+
+def test_story_evidence_whose_offsets_miss_the_text_is_listed_not_highlighted(two_company, dash_env):
+    moved = two_company.model_copy(update={"id": "moved-offsets", "url": "https://news.example.com/moved",
+                                           "title": "Shorter headline"})  # the offsets now point elsewhere
+    store = SQLiteStore(dash_env / "newspulse.db")
+    assert store.upsert_articles([moved]).ok
+    store.close()
+    at = run_app("story", link={"article": "moved-offsets"})
+    assert any("do not match the stored text" in c.value for c in at.caption)
+    assert "-background[" not in markdown_text(at)
+    assert any(GOOD_FOR_GM in unescape(m.value) for m in at.markdown if m.value.startswith("- “"))
+
+
+def test_ticker_page_follows_the_company_verdict_and_explains_why_negative(two_company):
+    at = open_link("ticker", {"ticker": "XOM"})
+    why = [unescape(m.value) for m in at.markdown]
+    first = next(i for i, m in enumerate(why) if m.startswith(":orange-badge[negative"))
+    assert why[first].startswith(f":orange-badge[negative -0.86] **{TWO_COMPANY_TITLE}**")  # the newest negative about XOM
+    assert why[first + 1] == f"- “{HOSTILE_FOR_XOM}” :orange-badge[negative -0.90]"
+    links = [p.proto for p in at.get("page_link")]
+    assert any(p.page == "story" and p.query_string == f"article={two_company.id}" for p in links), [(p.page, p.query_string) for p in links]
+
+    at = open_link("ticker", {"ticker": "GM"})  # the same story is good news for GM: not among GM's negatives
+    texts = [unescape(m.value) for m in at.markdown]
+    assert not any(TWO_COMPANY_TITLE in t for t in texts if t.startswith(":orange-badge[negative"))
+    cards = [t for t in texts if t.startswith("**GM**: ")]
+    assert cards and not any("+0.80" in c for c in cards)  # nor among its most negative stories
+
+    at = open_link("ticker", {"ticker": "TXN"})  # tagged, never named: the story's verdict and its passages
+    texts = [unescape(m.value) for m in at.markdown]
+    assert texts[texts.index(next(t for t in texts if TWO_COMPANY_TITLE in t and t.startswith(":orange-badge")))+ 1] == \
+        f"- “{TWO_COMPANY_TITLE}” :orange-badge[negative -0.70]"
+
+
+def test_marked_markdown_cuts_overlapping_marks_and_escapes_each_piece():
+    from newspulse.dashboard.widgets import Mark, marked_markdown, placed
+
+    text = "A *slides* as B wins\n\nB won.\nA [fell](javascript:x).\n\n   Last."
+    fell = "A [fell](javascript:x)."
+    at = text.index(fell)
+    marks = [Mark(0, 20, text[:20], "negative", "A negative -0.70"), Mark(0, 20, text[:20], "positive", "B positive +0.80"),
+             Mark(at, at + len(fell), fell, "negative", "A negative -0.90"), Mark(3, 400, "x", "neutral", "off")]
+    good, bad = placed(text, marks)
+    assert [m.tag for m in bad] == ["off"]
+    assert marked_markdown(text, good) == (
+        r":violet-background[A \*slides\* as B wins] :orange-badge[A negative \-0\.70] :blue-badge[B positive \+0\.80]"
+        "\n\n" r"B won\. :orange-background[A \[fell\]\(javascript\:x\)\.] :orange-badge[A negative \-0\.90]"
+        "\n\n" r"Last\."
+    )
 
 
 # --- model ---------------------------------------------------------------------------------

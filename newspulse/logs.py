@@ -1,5 +1,10 @@
 """Log set-up of every NewsPulse process: human-readable text, or one JSON object a line.
 
+Text lines escape control characters in the message (``\n`` becomes the two characters ``\\n``),
+so a value from outside (a ticker, a title, a receiver's error) can never start a line of its
+own and pass for a record the process did not write. A traceback still follows its record on
+lines of its own: it is the formatter's, not the message's.
+
 JSON (``NEWSPULSE_LOG_FORMAT=json``) is for log shippers (Loki, Elasticsearch, CloudWatch): each
 line parses on its own, multi-line tracebacks stay inside their record, and fields passed with
 ``extra=`` become keys, so nobody has to write a regex over the message.
@@ -13,6 +18,8 @@ from datetime import datetime, timezone
 from typing import Literal
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: C0/C1 controls and the Unicode line breaks, each shown as its Python escape in text lines.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -37,8 +44,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` with control characters in the line escaped: one record, one line
+    (followed by its traceback, if any)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
+        return super().formatMessage(record).translate(_ESCAPES)
+
+
 def configure_logging(level: str, fmt: Literal["text", "json"] = "text") -> None:
     """Configure the root logger once per process (later calls change nothing, like basicConfig)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])

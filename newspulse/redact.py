@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
 MASK = "***"
 CREDENTIAL_PARAMS = (
@@ -21,9 +22,31 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#@]+@")
 _PARAM = re.compile(r"(?i)([?&;](?:" + "|".join(re.escape(p) for p in CREDENTIAL_PARAMS) + r")=)[^&;#\s'\"]*")
 
 
-def redact(text: str) -> str:
-    """``text`` with the userinfo of every URL in it and credential-like query values masked."""
-    return _PARAM.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text))
+#: Shorter configured secrets are not masked: replacing every "ab" in a message hides nothing
+#: worth hiding and garbles the rest.
+MIN_SECRET_CHARS = 4
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the userinfo of every URL in it, credential-like query values and every
+    value of ``secrets`` masked.
+
+    ``secrets`` are configured values an error may quote (a webhook's header values, a
+    password): each is masked whole, and so is each word after the first of a value like
+    ``Bearer <token>``, since an error may quote the token alone."""
+    text = _PARAM.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text))
+    for secret in _secret_forms(secrets):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _secret_forms(secrets: Iterable[str]) -> list[str]:
+    """The strings to mask for ``secrets``, longest first (a whole value before its token)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        forms.add(secret.strip())
+        forms.update(secret.split()[1:])
+    return sorted((f for f in forms if len(f) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 
 class RedactingFilter(logging.Filter):

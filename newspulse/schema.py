@@ -8,6 +8,7 @@ consumer can refuse or migrate records written by a newer producer instead of mi
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -110,6 +111,22 @@ def check_published_at(value: datetime, *, ahead: timedelta = MAX_PUBLISHED_AHEA
         raise ValueError(f"{value.isoformat()} is more than {ahead.total_seconds() / 3600:g} h in the future (latest accepted now: {latest.isoformat(timespec='seconds')})")
 
 
+#: C0 and C1 control characters and the Unicode line and paragraph separators. None belongs in a
+#: ticker, topic or source, and each can break a line where the value is shown: a ``\r\n`` in a
+#: ticker forges a header line in an alert e-mail or a line in a text log. Records carrying one
+#: are rejected (dead-lettered with the reason) rather than escaped, because an escaped value
+#: would be a different ticker that matches no rule, watchlist or filter.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def reject_control_chars(field: str, value: str) -> str:
+    """``value`` unchanged, or ValueError naming the field and the first control character."""
+    found = _CONTROL_CHARS.search(value)
+    if found:
+        raise ValueError(f"{field} {value!r} contains control character U+{ord(found.group()):04X}")
+    return value
+
+
 def _clean_symbols(values: Any) -> list[str]:
     if values is None:
         return []
@@ -154,8 +171,17 @@ class Article(BaseModel):
 
     @field_validator("tickers", "topics", mode="before")
     @classmethod
-    def _symbols(cls, v: Any) -> list[str]:
-        return _clean_symbols(v)
+    def _symbols(cls, v: Any, info: ValidationInfo) -> list[str]:
+        symbols = _clean_symbols(v)
+        if cls is Article:  # checked on the way in, like published_at: stored records read back as they are
+            for symbol in symbols:
+                reject_control_chars("ticker" if info.field_name == "tickers" else "topic", symbol)
+        return symbols
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return reject_control_chars("source", v) if cls is Article else v
 
     @field_validator("url", mode="before")
     @classmethod
@@ -309,6 +335,8 @@ class Alert(BaseModel):
     volume: int
     drivers: list[DriverArticle] = Field(default_factory=list)
     acknowledged: bool = False
+    #: Who acknowledged it. Kept apart from ``message``, which the alerter rewrites every window.
+    acknowledged_by: str | None = None
     delivery: dict[str, str] = Field(default_factory=dict)
     message: str = ""
 

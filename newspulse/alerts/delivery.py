@@ -6,8 +6,15 @@ The outbox is the alert record itself: every notification an alert owes is a key
 * ``pending``: not sent yet (just raised, or the process stopped before sending);
 * ``failed (attempt N): <reason>``: the receiver was down; retried with exponential backoff;
 * ``delivered``, ``silenced: <silence id>``, ``rejected: <reason>`` (the receiver answered with a
-  4xx other than 408/429: retrying the same payload cannot help), ``disabled`` (receiver has no
+  4xx other than 408/429: retrying the same payload cannot help), ``failed permanently: <reason>``
+  (the notification could not even be built or handed over, e.g. a mail header the SMTP library
+  refuses: the same alert would fail the same way every time), ``disabled`` (receiver has no
   URL/host configured).
+
+Every notification is attempted on its own: whatever one of them raises ends as its own status,
+so a poisoned alert never holds back the others. Error texts quote no secret: every header value
+and the SMTP password are masked (:func:`newspulse.redact.redact`) before an error is logged or
+stored.
 
 Because the alert is stored with its pending deliveries *before* anything is sent, a receiver
 that is down, a crash or a restart only delays a notification: whoever runs the alerter next picks
@@ -32,6 +39,7 @@ from typing import Protocol
 import httpx
 
 from newspulse.alerts.rules import ReceiverConfig
+from newspulse.redact import redact
 from newspulse.schema import Alert
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,10 @@ notify_log = logging.getLogger("newspulse.alerts.notify")
 
 PENDING = "pending"
 DELIVERED = "delivered"
+#: Status prefix of a notification given up on without the receiver having refused it.
+FAILED_PERMANENTLY = "failed permanently"
+#: Status prefix of a failed attempt that is retried with backoff.
+FAILED_ATTEMPT = "failed (attempt"
 
 
 class DeliveryError(RuntimeError):
@@ -56,7 +68,7 @@ class Notifier(Protocol):
 
 def is_outstanding(status: str) -> bool:
     """Whether a delivery status still owes a send."""
-    return status == PENDING or status.startswith("failed")
+    return status == PENDING or status.startswith(FAILED_ATTEMPT)
 
 
 def headline(alert: Alert, event: str) -> str:
@@ -94,6 +106,7 @@ class WebhookNotifier:
         self.url = cfg.url
         self.headers = dict(cfg.headers)
         self.timeout = cfg.timeout_seconds
+        self.secrets = cfg.secrets
 
     def send(self, alert: Alert, event: str, dedup_key: str) -> None:
         self.post(payload(alert, event, dedup_key), dedup_key)
@@ -103,11 +116,12 @@ class WebhookNotifier:
         try:
             resp = httpx.post(self.url, json=body, headers={**self.headers, "Idempotency-Key": dedup_key}, timeout=self.timeout)
         except httpx.HTTPError as err:
-            raise DeliveryError(f"{type(err).__name__}: {err}") from None
+            raise DeliveryError(redact(f"{type(err).__name__}: {err}", self.secrets)) from None
         if resp.is_success:
             return
         retryable = resp.status_code in (408, 429) or resp.status_code >= 500
-        raise DeliveryError(f"HTTP {resp.status_code}: {resp.text[:200]}", retryable=retryable)
+        # a receiver may echo the request's headers in its error page
+        raise DeliveryError(redact(f"HTTP {resp.status_code}: {resp.text[:200]}", self.secrets), retryable=retryable)
 
 
 class EmailNotifier:
@@ -136,9 +150,9 @@ class EmailNotifier:
                     smtp.login(cfg.username, os.environ.get(cfg.password_env or "", ""))
                 smtp.send_message(msg)
         except smtplib.SMTPResponseException as err:
-            raise DeliveryError(f"SMTP {err.smtp_code}: {err.smtp_error!r}", retryable=err.smtp_code >= 400 and err.smtp_code < 500) from None
+            raise DeliveryError(redact(f"SMTP {err.smtp_code}: {err.smtp_error!r}", cfg.secrets), retryable=err.smtp_code >= 400 and err.smtp_code < 500) from None
         except (smtplib.SMTPException, OSError) as err:
-            raise DeliveryError(f"{type(err).__name__}: {err}") from None
+            raise DeliveryError(redact(f"{type(err).__name__}: {err}", cfg.secrets)) from None
 
 
 def build_notifiers(receivers: dict[str, ReceiverConfig]) -> dict[str, Notifier | None]:
@@ -176,9 +190,10 @@ def notify_operators(receivers: dict[str, ReceiverConfig], subject: str, text: s
             else:
                 notify_log.error("%s: %s (%s)", subject, text, dedup_key)
             outcomes[name] = DELIVERED
-        except DeliveryError as err:
-            log.error("notice %r to %s failed: %s", subject, name, err)
-            outcomes[name] = f"failed: {err}"[:300]
+        except Exception as err:  # one receiver's failure, whatever it is, must not stop the others
+            reason = str(err) if isinstance(err, DeliveryError) else redact(f"{type(err).__name__}: {err}", cfg.secrets)
+            log.error("notice %r to %s failed: %s", subject, name, reason)
+            outcomes[name] = f"failed: {reason}"[:300]
     return outcomes
 
 
@@ -243,5 +258,10 @@ class Outbox:
             att.next_due = now + timedelta(seconds=backoff * random.uniform(0.8, 1.2))
             log.warning("alert %s: %s %s failed (attempt %d), retry in %.0fs: %s", alert.id, receiver, event, att.count, backoff, err)
             return f"failed (attempt {att.count}): {err}"[:300]
+        except Exception as err:  # not the receiver's answer: building or handing over this notice broke
+            self._attempts.pop((alert.id, key), None)
+            reason = redact(f"{type(err).__name__}: {err}", cfg.secrets if (cfg := self.receivers.get(receiver)) else ())
+            log.error("alert %s: %s %s failed permanently: %s", alert.id, receiver, event, reason)
+            return f"{FAILED_PERMANENTLY}: {reason}"[:300]
         self._attempts.pop((alert.id, key), None)
         return DELIVERED

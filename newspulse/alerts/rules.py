@@ -136,6 +136,30 @@ class ReceiverConfig(BaseModel):
     min_backoff_seconds: Annotated[float, Field(gt=0)] = 1.0
     max_backoff_seconds: Annotated[float, Field(gt=0)] = 300.0
 
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, v: dict[str, str]) -> dict[str, str]:
+        """Strip header values, and refuse one that still holds a control character.
+
+        Secret files often end with a newline, and ``${TOKEN}`` pastes it into the value; sent
+        as is, the HTTP client refuses the header and quotes it, secret included, in an error
+        that would be retried and logged forever. The message names the header, never its value.
+        """
+        cleaned: dict[str, str] = {}
+        for name, value in v.items():
+            value = value.strip()
+            bad = next((c for c in name + value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+            if bad is not None:
+                raise ValueError(f"header {name!r} contains control character U+{ord(bad):04X} (value not shown)")
+            cleaned[name] = value
+        return cleaned
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values an error must never show: every header value and the SMTP password."""
+        password = os.environ.get(self.password_env, "") if self.password_env else ""
+        return [*self.headers.values(), *([password] if password else [])]
+
     @property
     def enabled(self) -> bool:
         """A webhook without a URL or an email without host/recipients is configured but off."""

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     # --- alerting & dashboard ------------------------------------------------------------
     alert_rules: Path | None = Field(None, description="YAML file of alert rules; unset = built-in defaults.")
     alert_silences: Path = Field(Path("var/alert-silences.json"), description="JSON file of alert silences, shared by the alerter and the dashboard.")
+    alert_checkpoint: Path = Field(Path("var/alerter-checkpoint.json"), description="JSON file where the alerter records how far its windows are stored; a restart evaluates the windows after it.")
     dashboard_password: SecretStr | None = Field(None, description="If set, the dashboard asks for this password.")
     dashboard_address: str = Field("127.0.0.1", min_length=1, description="Interface the dashboard listens on; anything but loopback requires NEWSPULSE_DASHBOARD_PASSWORD.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")

@@ -224,8 +224,9 @@ class ReadCountingStore(SQLiteStore):
 
 
 def test_the_alerter_writes_from_its_own_state_and_never_clears_an_ack(tmp_path):
-    """No alert is read back before it is written: the alerter's copy is the truth for its
-    deliveries, and the store keeps an analyst's ack made meanwhile from another process."""
+    """An alert is read once, when it first opens (to adopt notices a replay of the same stream
+    sent before), never before each write: the alerter's copy is the truth for its deliveries,
+    and the store keeps an analyst's ack made meanwhile from another process."""
     from newspulse.alerts import ack_alert
 
     store = ReadCountingStore(tmp_path / "alerts.db")
@@ -246,7 +247,7 @@ def test_the_alerter_writes_from_its_own_state_and_never_clears_an_ack(tmp_path)
     got = analyst.get_alert(alert.id)
     assert got.status == AlertStatus.resolved and got.acknowledged
     assert got.delivery == {"hook:firing": "delivered", "hook:resolved": "delivered"}
-    assert len(rx.requests) == 2 and store.reads == 0
+    assert len(rx.requests) == 2 and store.reads == 1
     store.close()
     analyst.close()
 

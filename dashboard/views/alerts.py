@@ -65,7 +65,7 @@ def alert_summary(alert: Alert) -> None:
     st.caption(
         f"{alert.status.value} · {alert.severity} · rule {widgets.escape_md(alert.rule)} · window {alert.window_minutes} min · "
         f"started {widgets.fmt_time(alert.started_at)} · {'resolved' if alert.resolved_at else 'updated'} {widgets.fmt_time(end)}"
-        + (" · acknowledged" if alert.acknowledged else "")
+        + (" · acknowledged" + (f" by {widgets.escape_md(alert.acknowledged_by)}" if alert.acknowledged_by else "") if alert.acknowledged else "")
     )
     if alert.message:
         st.markdown(widgets.escape_md(alert.message))

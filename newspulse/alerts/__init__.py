@@ -7,8 +7,10 @@ Entry points: :func:`build_alerter` (the pipeline's in-process Observer, also th
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
+from newspulse.alerts.checkpoint import Checkpoint
 from newspulse.alerts.rules import RuleSet, RulesError, load_rules
 from newspulse.alerts.service import Alerter
 from newspulse.alerts.silences import Silence, SilenceBook
@@ -36,22 +38,28 @@ def build_alerter(settings: Settings, store: Store, *, recover: bool = True) -> 
 
     Raises RulesError naming the file and field when the rules do not validate. With ``recover``
     it adopts notifications an earlier run still owed and, for a live stream, warms its
-    baselines from recent history in the store.
+    baselines from recent history in the store and evaluates the windows the last run did not
+    store (``settings.alert_checkpoint``).
     """
-    alerter = Alerter(load_rules(settings.alert_rules), store, SilenceBook(settings.alert_silences))
+    # keyed by a hash of the store's URL: the file must not carry an Elasticsearch password
+    store_key = hashlib.sha256(settings.store_url.encode()).hexdigest()[:16]
+    alerter = Alerter(
+        load_rules(settings.alert_rules), store, SilenceBook(settings.alert_silences), checkpoint=Checkpoint(settings.alert_checkpoint, store_key)
+    )
     if recover:
         alerter.recover()
     return alerter
 
 
 def ack_alert(store: Store, alert_id: str, *, by: str = "analyst") -> Alert:
-    """Acknowledge an alert: it stays open but sends no more repeat notifications."""
+    """Acknowledge an alert: it stays open but sends no more repeat notifications. ``by`` is
+    kept in ``acknowledged_by``, which the alerter's later writes never touch."""
     alert = store.get_alert(alert_id)
     if alert is None:
         raise NotFound(f"no alert with id {alert_id!r}")
     if not alert.acknowledged:
         alert.acknowledged = True
-        alert.message = f"{alert.message} [acknowledged by {by}]".strip()
+        alert.acknowledged_by = by
         store.upsert_alerts([alert])
     return alert
 

@@ -18,6 +18,12 @@ instead cannot work: an article counts towards several scopes (each ticker, each
 market), and every scope's baseline follows the whole market's rhythm. Following the store, run
 one alerter per store: two would each deliver the same notifications (the dedup key lets a
 receiver drop the copies, but log and e-mail would show both).
+
+A store that is down pauses the alerter, it never stops it: alert changes it could not write
+stay in memory (nothing is sent for them meanwhile, so every notice is stored before it goes
+out) and are written when the store is back; the service loops back off and retry, and the
+Kafka loop commits no offset past them. If the process dies meanwhile, the next one evaluates
+again the windows after the last durable close (:mod:`newspulse.alerts.checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from newspulse.alerts import metrics
+from newspulse.alerts.checkpoint import Checkpoint
 from newspulse.alerts.delivery import PENDING, Notifier, Outbox, build_notifiers, is_outstanding
 from newspulse.alerts.detector import Detector
 from newspulse.alerts.lifecycle import Lifecycle, Transition
 from newspulse.alerts.rules import RuleSet
 from newspulse.alerts.silences import SilenceBook
+from newspulse.pipeline import Backoff
 from newspulse.schema import Alert, AlertStatus, ScoredArticle, to_utc, utcnow
-from newspulse.store.base import Filter, Store
+from newspulse.store.base import Filter, Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:  # kafka-python is the [kafka] extra: the embedded alerter runs without it
     from newspulse.kafka.client import ActiveMember
@@ -50,6 +58,9 @@ LIVE_HORIZON = timedelta(hours=6)
 #: Stories dated further in the future than this do not move the watermark (clock skew, bad feeds).
 MAX_FUTURE = timedelta(minutes=5)
 WARM_UP_CAP = timedelta(days=2)
+#: Waits between retries while the store is unavailable (the SQLite busy timeout or the
+#: Elasticsearch client's own retries come on top of each).
+STORE_BACKOFF = Backoff(first_s=1.0, max_s=30.0, jitter=0.2)
 
 
 class Alerter:
@@ -65,8 +76,10 @@ class Alerter:
         clock: Callable[[], datetime] = utcnow,
         rescan_seconds: float = 60.0,
         background: bool = True,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
-        """``background=False`` leaves delivery to explicit :meth:`deliver_pending` calls."""
+        """``background=False`` leaves delivery to explicit :meth:`deliver_pending` calls;
+        without ``checkpoint`` a restart evaluates none of the windows it warms up on."""
         self.rules = rules
         self.store = store
         self.silences = silences
@@ -84,7 +97,15 @@ class Alerter:
         )
         self.rescan_seconds = rescan_seconds
         self._lock = threading.RLock()
-        self._owed: dict[str, Alert] = {}  # alerts with outstanding deliveries
+        self._owed: dict[str, Alert] = {}  # stored alerts with outstanding deliveries
+        #: Alert changes not in the store yet (it was down): written before anything is sent.
+        self._unsaved: dict[str, Alert] = {}
+        #: Ids whose stored delivery state this alerter has already adopted (or created).
+        self._known: set[str] = set()
+        #: Delivery state of the alerts read at start, for :meth:`_adopt_settled` without a read.
+        self._loaded_delivery: dict[str, dict[str, str]] = {}
+        self.checkpoint = checkpoint
+        self._closed_unmarked = False  # windows closed since the checkpoint was last written
         self._sending: set[tuple[str, str]] = set()
         self.background = background
         self._wake = threading.Event()
@@ -99,17 +120,20 @@ class Alerter:
 
     # --- start-up ------------------------------------------------------------------------
     def recover(self) -> None:
-        """Adopt outstanding deliveries and recent open alerts; warm baselines from live history.
+        """Adopt outstanding deliveries and recent open alerts; warm baselines from live history;
+        evaluate the windows that were not closed durably (after the checkpoint).
 
         Only history within LIVE_HORIZON of the wall clock is replayed into the baselines, so a
         replay of an old corpus into a populated store starts from scratch and raises exactly the
         alerts it raised the first time (same ids: upserts, and delivered notices stay delivered).
+        Raises StoreUnavailable while the store is down; call :meth:`reset` before trying again.
         """
         now = self.clock()
         with self._lock:
             # One read of the alerts: from here on this alerter's own copies are the truth (an
             # owed notice and its open alert are one object, so a delivery is remembered by both)
             alerts = self.store.list_alerts(limit=1000)
+            self._loaded_delivery = {a.id: dict(a.delivery) for a in alerts}
             for alert in alerts:
                 if any(is_outstanding(s) for s in alert.delivery.values()):
                     self._owed.setdefault(alert.id, alert)
@@ -119,12 +143,31 @@ class Alerter:
             span = max(r.baseline.lookback_windows * max(r.windows) for r in self.rules.rules)
             start = latest - min(timedelta(minutes=span), WARM_UP_CAP)
             for batch in self.store.iter_articles(Filter(start=start)):
-                self._ingest(batch, evaluate=False)
-            for alert in alerts:
-                if alert.status != AlertStatus.resolved and now - alert.updated_at <= LIVE_HORIZON:
-                    self.lifecycle.restore(self._owed.get(alert.id, alert))
+                self._count(batch)
+            if self.max_event_time is not None:
+                live_mark = self.max_event_time - self.lateness
+                durable = self.checkpoint.read() if self.checkpoint else None
+                self._advance(live_mark if durable is None else min(durable, live_mark), evaluate=False)
+                for alert in alerts:
+                    if alert.status != AlertStatus.resolved and now - alert.updated_at <= LIVE_HORIZON:
+                        self.lifecycle.restore(self._owed.get(alert.id, alert))
+                if durable is not None and durable < live_mark:
+                    log.info("alerter re-evaluating windows closed after %s (not durably closed before the restart)", durable)
+                    self._advance(live_mark, evaluate=True)
             self._export_firing()
         log.info("alerter recovered: %d outstanding notifications, watermark %s", len(self._owed), self.watermark)
+
+    def reset(self) -> None:
+        """Forget all state (windows, baselines, open alerts, owed notices): the next
+        :meth:`recover` starts from what the store holds."""
+        with self._lock:
+            self.detectors = {r.name: Detector(r) for r in self.rules.rules}
+            self.lifecycle = Lifecycle(self.rules.rules, self._acknowledged)
+            self.max_event_time = self.watermark = None
+            self._owed.clear()
+            self._unsaved.clear()
+            self._known.clear()
+            self._loaded_delivery.clear()
 
     # --- the Observer --------------------------------------------------------------------
     def observe(self, articles: Sequence[ScoredArticle]) -> None:
@@ -161,17 +204,22 @@ class Alerter:
         return sum(d.late_dropped for d in self.detectors.values())
 
     def _ingest(self, articles: Sequence[ScoredArticle], evaluate: bool) -> None:
+        self._count(articles)
+        if self.max_event_time is not None:
+            self._advance(self.max_event_time - self.lateness, evaluate)
+
+    def _count(self, articles: Sequence[ScoredArticle]) -> None:
+        """Put articles in their buckets and move the newest event time; closes nothing."""
         ceiling = self.clock() + MAX_FUTURE
         for det in self.detectors.values():
             det.add(articles)
         newest = max((a.published_at for a in articles if a.published_at <= ceiling), default=None)
         if newest is not None and (self.max_event_time is None or newest > self.max_event_time):
             self.max_event_time = newest
-        if self.max_event_time is not None:
-            self._advance(self.max_event_time - self.lateness, evaluate)
 
     def _advance(self, watermark: datetime, evaluate: bool) -> None:
-        """Close windows in event-time order up to ``watermark``; persist what changed."""
+        """Close windows in event-time order up to ``watermark``; persist what changed (raises
+        StoreUnavailable when the store is down: the changes stay unsaved, the windows closed)."""
         if self.watermark is not None and watermark <= self.watermark:
             return
         self.watermark = watermark
@@ -184,6 +232,7 @@ class Alerter:
             if nxt is None or nxt[0] > watermark:
                 break
             end, name = nxt
+            self._closed_unmarked = True
             det = self.detectors[name]
             active = self.lifecycle.active_scopes(name) if evaluate else []
             skipped_to = None if active else det.skip_idle(watermark)
@@ -197,23 +246,64 @@ class Alerter:
                 transitions.extend(self.lifecycle.expire(name, end))
         if transitions:
             self._persist(transitions)
+        else:
+            self._mark_durable()
 
     # --- persistence and delivery --------------------------------------------------------
     def _persist(self, transitions: list[Transition]) -> None:
-        changed: dict[str, Alert] = {}
         for t in transitions:
             rule = self.lifecycle.rules[t.alert.rule]
             for event in t.events:
                 metrics.TRANSITIONS.labels(rule.name, event).inc()
                 for receiver in rule.receivers:
                     t.alert.delivery.setdefault(f"{receiver}:{event}", PENDING)
-            changed[t.alert.id] = t.alert
-        self._save(list(changed.values()))
-        for alert in changed.values():
-            if any(is_outstanding(s) for s in alert.delivery.values()):
-                self._owed[alert.id] = alert
-            log.info("alert %s %s %s z=%.1f", alert.id, alert.scope, alert.status.value, alert.magnitude)
+            self._unsaved[t.alert.id] = t.alert
+            log.info("alert %s %s %s z=%.1f", t.alert.id, t.alert.scope, t.alert.status.value, t.alert.magnitude)
         self._export_firing()
+        self.sync()
+
+    def sync(self) -> None:
+        """Write every alert change not stored yet; raises StoreUnavailable (keeping them) while
+        the store is down. Alerts with notices owed join the outbox only once stored."""
+        with self._lock:
+            if self._unsaved:
+                batch = list(self._unsaved.values())
+                for alert in batch:
+                    self._adopt_settled(alert)
+                self._save(batch)
+                self._unsaved.clear()
+                for alert in batch:
+                    if any(is_outstanding(s) for s in alert.delivery.values()):
+                        self._owed[alert.id] = alert
+            self._mark_durable()
+
+    def _adopt_settled(self, alert: Alert) -> None:
+        """Keep the notices the store says were settled (delivered, silenced, given up on).
+
+        A replay raises the alerts it raised before, same ids, with every notice pending; the
+        upsert merges ``delivery`` key by key, so without this a second replay would send every
+        notice again. One read per alert opened here that was not among those read at start.
+        """
+        if alert.id in self._known:
+            return
+        if alert.id in self._loaded_delivery:
+            delivery = self._loaded_delivery.pop(alert.id)
+        else:
+            stored = self.store.get_alert(alert.id)
+            delivery = stored.delivery if stored else {}
+        for key, status in delivery.items():
+            if not is_outstanding(status):
+                alert.delivery[key] = status
+        self._known.add(alert.id)
+
+    def _mark_durable(self) -> None:
+        """Advance the checkpoint to the watermark once every window up to it is stored; only
+        for a live stream (a restart recovers nothing else), and only after windows closed."""
+        if self.checkpoint is None or self._unsaved or not self._closed_unmarked or self.watermark is None:
+            return
+        if self.clock() - self.watermark <= LIVE_HORIZON:
+            self.checkpoint.write(self.watermark)
+        self._closed_unmarked = False
 
     def _export_firing(self) -> None:
         """Firing alerts per severity; every severity of the rules is set, zeros included, so a
@@ -233,13 +323,27 @@ class Alerter:
         self.store.upsert_alerts(alerts)
 
     def _acknowledged(self, alert: Alert) -> bool:
-        stored = self.store.get_alert(alert.id)
+        """Whether an analyst acked the alert in the store. While the store cannot say, the
+        answer is no: a repeat notice too many beats a window's changes lost mid-way."""
+        try:
+            stored = self.store.get_alert(alert.id)
+        except StoreError as err:
+            log.warning("cannot read the acknowledgement of alert %s, repeating it: %s", alert.id, err)
+            return False
         return bool(stored and stored.acknowledged)
 
     def deliver_pending(self) -> int:
-        """One outbox pass: try every notification that is due. Returns how many were delivered."""
+        """One outbox pass: try every notification that is due. Returns how many were delivered.
+
+        Nothing is sent while alert changes wait for the store: a notice goes out only once
+        the alert owing it is stored (a crash then re-sends it, never loses it)."""
         now = self.clock()
         with self._lock:
+            try:
+                self.sync()
+            except StoreUnavailable as err:
+                log.warning("alert deliveries paused: %d alert change(s) wait for the store: %s", len(self._unsaved), err)
+                return 0
             due = self.outbox.due(list(self._owed.values()), now)
         delivered = 0
         for alert_id, key in due:
@@ -257,11 +361,16 @@ class Alerter:
             with self._lock:
                 current = self._owed.get(alert_id, current)
                 current.delivery[key] = status
-                self._save([current])
                 if not any(is_outstanding(s) for s in current.delivery.values()):
                     self._owed.pop(alert_id, None)
+                self._unsaved[current.id] = current
             metrics.DELIVERIES.labels(key.partition(":")[0], metrics.outcome_of(status)).inc()
             delivered += status == "delivered"
+            try:
+                self.sync()
+            except StoreUnavailable as err:  # the status is kept in memory and written later
+                log.warning("alert deliveries paused: cannot store a delivery status: %s", err)
+                break
         with self._lock:
             metrics.OUTSTANDING.set(sum(is_outstanding(s) for a in self._owed.values() for s in a.delivery.values()))
         return delivered
@@ -300,7 +409,9 @@ class Alerter:
                     self.rescan()
                     last_scan = self.clock()
                 self.deliver_pending()
-            except Exception:  # the loop must survive a store hiccup; the outbox retries later
+            except StoreUnavailable as err:
+                log.warning("alert delivery pass paused: %s", err)
+            except Exception:  # the loop must survive anything else too; the outbox retries later
                 log.exception("alert delivery pass failed")
             self._wake.wait(1.0)
             self._wake.clear()
@@ -318,6 +429,8 @@ class Alerter:
             self.deliver_pending()
         except Exception:
             log.exception("final alert delivery pass failed; notices stay pending in the store")
+        if self._unsaved:
+            log.error("%d alert change(s) could not be stored before stopping; the next start evaluates their windows again", len(self._unsaved))
 
     # --- service loops -------------------------------------------------------------------
     def run_forever(
@@ -331,8 +444,8 @@ class Alerter:
         stop = stop or threading.Event()
         if source == "kafka":
             self.active.clear()  # until the group gives this member the partitions
-        else:
-            self.recover()
+        elif not self._retry_store(self.recover, stop, reset=True):
+            return
         self.start()
         try:
             if source == "kafka":
@@ -343,26 +456,51 @@ class Alerter:
             self.close()
 
     def _follow_store(self, stop: threading.Event, poll_seconds: float) -> None:
-        while not stop.is_set():
-            since = self.open_from()
-            for batch in self.store.iter_articles(Filter(start=since)):
-                self.observe(batch)  # re-read articles of open windows replace themselves by id
-            metrics.LAST_POLL.set_to_current_time()
-            self.tick()
-            stop.wait(poll_seconds)
+        while self._retry_store(self._poll_store, stop) and not stop.wait(poll_seconds):
+            pass
 
-    def _take_over(self) -> None:
+    def _poll_store(self) -> None:
+        self.sync()
+        since = self.open_from()
+        for batch in self.store.iter_articles(Filter(start=since)):
+            self.observe(batch)  # re-read articles of open windows replace themselves by id
+        self.tick()
+        self.sync()
+        metrics.LAST_POLL.set_to_current_time()
+
+    def _retry_store(self, step: Callable[[], None], stop: threading.Event, *, reset: bool = False) -> bool:
+        """Run ``step`` until it gets past an unavailable store (backing off, gauge
+        ``newspulse_alerter_paused`` at 1); False when ``stop`` was set first. With ``reset``
+        the state is cleared before each retry (a half-done :meth:`recover`)."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                step()
+            except StoreUnavailable as err:
+                attempt += 1
+                delay = STORE_BACKOFF.delay(attempt)
+                metrics.PAUSED.set(1)
+                log.warning("alerter paused (attempt %d), retry in %.1fs: %s", attempt, delay, err)
+                if reset:
+                    self.reset()
+                stop.wait(delay)
+                continue
+            if attempt:
+                metrics.PAUSED.set(0)
+                log.info("alerter resumed after %d failed attempt(s)", attempt)
+            return True
+        return False
+
+    def _take_over(self, stop: threading.Event) -> bool:
         """Become the active alerter: start from what the store holds (open alerts, owed
         notices, recent history), not from what this member saw before it stood by."""
-        with self._lock:
-            self.detectors = {r.name: Detector(r) for r in self.rules.rules}
-            self.lifecycle = Lifecycle(self.rules.rules, self._acknowledged)
-            self.max_event_time = self.watermark = None
-            self._owed.clear()
-        self.recover()
+        self.reset()
+        if not self._retry_store(self.recover, stop, reset=True):
+            return False
         self.active.set()
         self._nudge()
         log.info("alerter active: consuming every partition of news.scored")
+        return True
 
     def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
         from kafka import KafkaConsumer
@@ -378,6 +516,7 @@ class Alerter:
         )
         self.member = member = ActiveMember()
         consumer.subscribe([settings.kafka_topic_scored], listener=member)  # type: ignore[attr-defined]
+        uncommitted, failures = False, 0
         try:
             while not stop.is_set():
                 records = consumer.poll(timeout_ms=int(poll_seconds * 1000))
@@ -387,8 +526,8 @@ class Alerter:
                         self.active.clear()
                         log.info("alerter standing by: another member of the group is active")
                     continue
-                if not self.active.is_set():
-                    self._take_over()
+                if not self.active.is_set() and not self._take_over(stop):
+                    break
                 batch: list[ScoredArticle] = []
                 for recs in records.values():
                     for rec in recs:
@@ -396,10 +535,24 @@ class Alerter:
                             batch.append(ScoredArticle.model_validate_json(rec.value))
                         except ValidationError as err:
                             log.warning("skipping malformed news.scored record at %s/%s: %s", rec.partition, rec.offset, err.errors()[:1])
-                self.observe(batch)
-                self.tick()
-                if records:
+                uncommitted = uncommitted or bool(records)
+                try:
+                    self.observe(batch)  # counted even when its changes cannot be stored yet
+                    self.tick()
+                    self.sync()
+                except StoreUnavailable as err:
+                    failures += 1
+                    metrics.PAUSED.set(1)
+                    log.warning("alerter paused (attempt %d): alert changes wait for the store, offsets stay uncommitted: %s", failures, err)
+                    stop.wait(STORE_BACKOFF.delay(failures))
+                    continue
+                if failures:
+                    metrics.PAUSED.set(0)
+                    log.info("alerter resumed after %d failed attempt(s)", failures)
+                    failures = 0
+                if uncommitted:
                     consumer.commit()  # after the alerts these records raised are stored
+                    uncommitted = False
             if self.active.is_set():
                 self.deliver_pending()  # the last pass, while no other member can take over
         finally:

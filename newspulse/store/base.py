@@ -97,8 +97,12 @@ class DeadLetter:
 
 def alert_update(alert: Alert) -> dict:
     """The partial document an alert upsert merges into the stored one (both backends): every
-    field, except ``acknowledged`` while it is False, so the writer never clears an ack."""
-    return alert.model_dump(mode="json", exclude=None if alert.acknowledged else {"acknowledged"})
+    field, except ``acknowledged`` while it is False and ``acknowledged_by`` while it is None,
+    so the writer (the alerter, which learns of an ack late or never) never clears an ack."""
+    exclude = {"acknowledged"} if not alert.acknowledged else set()
+    if alert.acknowledged_by is None:
+        exclude.add("acknowledged_by")
+    return alert.model_dump(mode="json", exclude=exclude)
 
 
 #: Lucene's English stop words (Elasticsearch's ``_english_`` list): dropped from search text by
@@ -150,7 +154,7 @@ class Store(Protocol):
     def upsert_alerts(self, alerts: Sequence[Alert]) -> None:
         """Insert or update alerts by alert id, merging into what is stored: the given fields
         replace the stored ones and ``delivery`` merges key by key, except that an alert once
-        ``acknowledged`` stays acknowledged. An analyst acknowledges in the store from another
+        ``acknowledged`` stays acknowledged, by whoever acknowledged it. An analyst acknowledges in the store from another
         process; the alerter writes from its own state without reading each alert back first,
         so the store is where an ack must not be lost."""
 

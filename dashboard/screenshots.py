@@ -5,6 +5,7 @@ made with it from the product on real news::
 
     newspulse replay --file data/news/reuters21578.csv.gz --limit 2500   # the real pipeline and model
     python -m newspulse.dashboard.screenshots --source sqlite:///var/newspulse.db --until 1987-03-03T10:40:00Z
+    python -m newspulse.dashboard.screenshots ... --pages story            # only the story drill-down
 
 ``--until`` stops the stream at an event time, as Ctrl-C stops ``make demo``: the stored,
 scored articles up to then are copied into a fresh store and the alerter is run over them in
@@ -199,27 +200,69 @@ def stop_stream_at(source_url: str, target: Path, until: datetime) -> dict:
         store.close()
 
 
+def pick_story(store_url: str) -> str | None:
+    """The id of the story that shows company verdicts best: most companies read differently
+    (distinct labels among verdicts from mentions), then most evidence, then the shortest text
+    (it fits the screenshot). None when no story has two companies with their own verdicts."""
+    from newspulse.settings import load_settings
+    from newspulse.store import Filter
+    from newspulse.wiring import open_store
+
+    store = open_store(load_settings().model_copy(update={"store_url": store_url}))
+    best: tuple | None = None
+    try:
+        for batch in store.iter_articles(Filter(), batch_size=500):
+            for article in batch:
+                own = [v for v in article.entities if v.basis == "mentions"]
+                if len(own) < 2:
+                    continue
+                rank = (len({v.label for v in own}), sum(len(v.evidence) for v in own), -len(article.text))
+                if best is None or rank > best[0]:
+                    best = (rank, article.id)
+    finally:
+        store.close()
+    return best[1] if best else None
+
+
+PAGES = ("overview", "alerts", "story")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m newspulse.dashboard.screenshots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="Store URL of a replay scored by the real pipeline.")
     parser.add_argument("--until", required=True, type=datetime.fromisoformat, help="Event time the stream stops at (ISO 8601, UTC).")
     parser.add_argument("--range", default="7d", help="Time range of the pages (24h, 7d, 30d, 90d, all).")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="Folder for screenshot-overview.png and screenshot-alerts.png.")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="Folder for the screenshot-<page>.png files.")
+    parser.add_argument("--pages", default=",".join(PAGES), help=f"Comma-separated pages to capture, of {', '.join(PAGES)}.")
+    parser.add_argument("--story", help="Article id of the Story page's screenshot; default: the story up to --until whose "
+                        "companies are read most differently (see pick_story).")
     args = parser.parse_args(argv)
+    pages = [p.strip() for p in args.pages.split(",") if p.strip()]
+    unknown = sorted(set(pages) - set(PAGES))
+    if unknown:
+        parser.error(f"--pages: unknown {', '.join(unknown)} (choose from {', '.join(PAGES)})")
     with tempfile.TemporaryDirectory(prefix="newspulse-shots-") as tmp:
         work = Path(tmp)
+        store_url = f"sqlite:///{work / 'newspulse.db'}"
         summary = stop_stream_at(args.source, work / "newspulse.db", args.until)
         print(json.dumps(summary))
-        if "firing" not in summary["alerts"].values():
+        if "alerts" in pages and "firing" not in summary["alerts"].values():
             sys.exit(f"no alert is firing at {args.until.isoformat()}; pick a moment inside an alert's span")
-        env = {"NEWSPULSE_STORE_URL": f"sqlite:///{work / 'newspulse.db'}", "NEWSPULSE_ALERT_SILENCES": str(work / "newspulse.silences.json"),
+        story = args.story or ("story" in pages and pick_story(store_url))
+        if "story" in pages and not story:
+            sys.exit("no story up to --until has two companies with verdicts of their own; score the replay with the "
+                     "entity-level pipeline (or `newspulse model rescore`) first")
+        env = {"NEWSPULSE_STORE_URL": store_url, "NEWSPULSE_ALERT_SILENCES": str(work / "newspulse.silences.json"),
                "NEWSPULSE_DASHBOARD_REFRESH_S": "3600", "NEWSPULSE_DASHBOARD_PASSWORD": None}
         shots = {
-            "screenshot-overview.png": (f"?range={args.range}", ["Most negative stories", "Market sentiment", "firing"], 3, 1900),
-            "screenshot-alerts.png": (f"alerts?range={args.range}&status=firing", ["Articles that drove it", "Firing (1"], 1, 1500),
+            "overview": (f"?range={args.range}", ["Most negative stories", "Market sentiment", "firing"], 3, 1900),
+            "alerts": (f"alerts?range={args.range}&status=firing", ["Articles that drove it", "Firing (1"], 1, 1500),
+            "story": (f"story?range={args.range}&article={story}", ["Verdicts", "Why the story verdict"], 0, 1300),
         }
         with serve_dashboard(env, work / "streamlit.log") as url:
-            for name, (path, texts, charts, height) in shots.items():
+            for page in pages:
+                path, texts, charts, height = shots[page]
+                name = f"screenshot-{page}.png"
                 with chromium(work / f"chromium-{name}", 1400, height) as browser:
                     open_page(browser, url + path, texts, charts)
                     shot = capture(browser, args.out / name, compact=True)

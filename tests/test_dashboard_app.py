@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, EntityVerdict, Evidence, Feedback, ScoredArticle
+from newspulse.schema import Alert, AlertStatus, Article, DriverArticle, EntityVerdict, Evidence, Feedback, Label, ScoredArticle
 from newspulse.settings import load_settings
 from newspulse.store.sqlite import SQLiteStore
 
@@ -497,6 +497,32 @@ def test_ticker_page_follows_the_company_verdict_and_explains_why_negative(two_c
     texts = [unescape(m.value) for m in at.markdown]
     assert texts[texts.index(next(t for t in texts if TWO_COMPANY_TITLE in t and t.startswith(":orange-badge")))+ 1] == \
         f"- “{TWO_COMPANY_TITLE}” :orange-badge[negative -0.70]"
+
+
+def test_cards_on_a_company_alert_or_search_show_that_company_verdict(two_company, dash_env):
+    alert = Alert(id="alert-gm-order", rule="ticker-negative", scope="ticker:GM", status=AlertStatus.firing, window_minutes=60,
+                  started_at=LATEST - timedelta(hours=1), updated_at=LATEST, magnitude=3.0, baseline=0.2, value=0.6, volume=5,
+                  drivers=[DriverArticle(id=two_company.id, title=two_company.title, score=two_company.score)])
+    store = SQLiteStore(dash_env / "newspulse.db")
+    store.upsert_alerts([alert])
+    store.close()
+    at = open_link("alerts", {"alert": "alert-gm-order"})
+    assert line_of(at, "**GM**").startswith("**GM**: :blue-badge[positive +0.80] from 2 mentions")
+    at = open_link("explore", {"q": "fleet order", "ticker": "XOM"})
+    assert line_of(at, "**XOM**").startswith("**XOM**: :orange-badge[negative -0.86] from 2 mentions")
+
+
+def test_screenshot_story_is_the_one_whose_companies_are_read_most_differently(two_company, dash_env):
+    from newspulse.dashboard.screenshots import pick_story
+
+    url = f"sqlite:///{dash_env / 'newspulse.db'}"
+    agreeing = two_company.model_copy(update={"id": "agreeing", "entities": [
+        v.model_copy(update={"label": Label.negative}) for v in two_company.entities]})
+    store = SQLiteStore(dash_env / "newspulse.db")
+    assert store.upsert_articles([agreeing]).ok
+    store.close()
+    assert pick_story(url) == two_company.id  # XOM negative, GM positive beats two negatives
+    assert pick_story(f"sqlite:///{dash_env / 'empty.db'}") is None
 
 
 def test_marked_markdown_cuts_overlapping_marks_and_escapes_each_piece():

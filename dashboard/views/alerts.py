@@ -92,10 +92,11 @@ def drivers_panel(settings: Settings, alert: Alert) -> None:
     st.markdown("**Articles that drove it**")
     if not alert.drivers:
         st.caption("The alert lists no driving articles.")
+    ticker = data.parse_scope(alert.scope).get("ticker")  # a company's alert: show its verdict in each story
     for driver in alert.drivers:
         article = data.load_article(settings, driver.id)
         if article is not None:
-            widgets.article_card(settings, article, key=f"drv-{alert.id}-{driver.id}")
+            widgets.article_card(settings, article, key=f"drv-{alert.id}-{driver.id}", ticker=ticker)
         else:
             st.markdown(f"**{driver.score:+.2f}** {widgets.escape_md(widgets.one_line(driver.title))} · {widgets.fmt_time(driver.published_at)}")
 

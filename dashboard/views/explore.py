@@ -122,13 +122,13 @@ def results(settings: Settings, text: str, flt: Filter, limit: int) -> None:
         st.caption(f"{len(hits)} result{'s' if len(hits) != 1 else ''} for “{widgets.escape_md(text)}” (best first).")
         results_table([h.article for h in hits])
         for i, hit in enumerate(hits):
-            widgets.article_card(settings, hit.article, key=f"hit-{i}-{hit.article.id}", highlights=hit.highlights)
+            widgets.article_card(settings, hit.article, key=f"hit-{i}-{hit.article.id}", highlights=hit.highlights, ticker=flt.ticker)
         return
     articles = data.load_top_negative(settings, flt, limit=limit)
     st.caption(f"No search words: the {len(articles)} most negative matching articles.")
     results_table(articles)
     for i, article in enumerate(articles):
-        widgets.article_card(settings, article, key=f"neg-{i}-{article.id}")
+        widgets.article_card(settings, article, key=f"neg-{i}-{article.id}", ticker=flt.ticker)
 
 
 def render() -> None:

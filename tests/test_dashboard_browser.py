@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from newspulse.dashboard.screenshots import CHROMIUM, capture, chromium, open_page, serve_dashboard
+from newspulse.dashboard.screenshots import CHROMIUM, capture, chromium, open_page, serve_dashboard, wait_until
 from newspulse.store.sqlite import SQLiteStore
 from test_dashboard_app import GOOD_FOR_GM, HOSTILE_FOR_XOM, IMG, SCRIPT, TWO_COMPANY_TITLE, seed_store, two_company_story
 
@@ -85,7 +85,12 @@ _HIGHLIGHTS = """[...document.querySelectorAll('[data-testid="stMarkdownContaine
 
 def test_story_drill_down_shows_company_verdicts_and_highlighted_evidence_in_chromium(served, browser):
     story = two_company_story()
-    state = open_page(browser, served + f"story?article={story.id}", ["GM positive +0.85", "XOM negative -0.90", "Why the story verdict"])
+    open_page(browser, served + "ticker?ticker=XOM", ["Why negative"], min_charts=2)
+    # the newest story negative about XOM is the two-company one; its Story link opens the drill-down
+    browser.evaluate("""document.querySelector('[data-testid="stMain"] [data-testid="stPageLink-NavLink"]').click()""")
+    wait_until(lambda: "Why the story verdict" in browser.evaluate("document.body.innerText"), 60, "the story page")
+    state = open_page(browser, browser.evaluate("location.href"), ["GM positive +0.85", "XOM negative -0.90", "Why the story verdict"])
+    assert parse_qs(urlsplit(state["url"]).query)["article"] == [story.id]
     text = state["text"]
     assert "Story: negative -0.60" in text
     assert "XOM: negative -0.86 from 2 mentions" in text and "GM: positive +0.80 from 2 mentions" in text

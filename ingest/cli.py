@@ -38,15 +38,16 @@ def crawl(
     Without --once it runs until SIGTERM/SIGINT, polling each feed on its own interval and
     thread. With NEWSPULSE_METRICS_PORT set it serves Prometheus metrics (newspulse_crawler_*).
     """
+    from newspulse.errors import ExitCode
     from newspulse.ingest.crawler import Crawler
     from newspulse.ingest.feeds import FeedsFileError, load_feeds
 
     settings = settings_or_exit()
     try:
         feed_list = load_feeds(feeds)
-    except FeedsFileError as err:
+    except FeedsFileError as err:  # said here too: the command also runs outside the newspulse group
         typer.echo(f"newspulse crawl: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(err.exit_code) from None
     if state is not None:
         settings = settings.model_copy(update={"crawler_state": state})
     if settings.metrics_port is not None:
@@ -81,7 +82,7 @@ def crawl(
         }
         typer.echo(json.dumps(summary, default=str), err=to is CrawlSink.stdout)  # stdout carries the Articles
         if reports and failed == len(reports):
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.failure)
 
 
 @contextmanager

@@ -25,12 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from newspulse.ingest.fetch import FetchError, parse_url
-from newspulse.errors import NewsPulseError
+from newspulse.errors import BadInput
 
 DEFAULT_FEEDS = Path(__file__).with_name("feeds.yaml")
 
 
-class FeedsFileError(NewsPulseError, ValueError):
+class FeedsFileError(BadInput):
     """The feeds file is missing, unparsable or has an invalid feed."""
 
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from newspulse.redact import get_logger
 from newspulse.bundled import data_dir
-from newspulse.errors import NewsPulseError
+from newspulse.errors import BadInput
 from newspulse.schema import MAX_PUBLISHED_AHEAD, to_utc
 
 log = get_logger(__name__)
@@ -32,7 +32,7 @@ REQUIRED_COLUMNS = ("published_at", "source", "title", "body", "url", "tickers")
 DEFAULT_CORPUS = data_dir() / "news" / "reuters21578.csv.gz"
 
 
-class ReplayError(NewsPulseError, ValueError):
+class ReplayError(BadInput):
     """The file cannot be replayed at all (missing, unreadable, not UTF-8, broken CSV structure)."""
 
 

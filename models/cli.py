@@ -1,26 +1,26 @@
 """`newspulse model ...` commands (training, evaluation, registry).
 
 Heavy libraries (torch, transformers) are imported inside the commands so `--help` stays fast.
+Expected errors are raised, not printed: :class:`~newspulse.console.CommandGroup` turns them into
+one line and the exit code of their kind (docs/cli.md).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from newspulse.console import command_app
+from newspulse.console import command_app, echo_json
 from newspulse.console import settings_or_exit as _settings
+from newspulse.errors import BadInput
 from newspulse.settings import Settings
 
 app = command_app("Train, evaluate and manage the sentiment and topic models.")
 
-
-def _data_error(err: Exception) -> typer.Exit:
-    typer.echo(f"newspulse: {err}", err=True)
-    return typer.Exit(2)
+#: The help of every ``--json`` option: the promise scripts rely on.
+JSON_HELP = "Print one JSON document on stdout and nothing else."
 
 
 @app.command()
@@ -40,10 +40,9 @@ def train(
     soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
     commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; every bundled soft-label file is non-commercial); defaults become the commercially usable bundled sets, without distillation.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
-    from newspulse.models.data import DataError
     from newspulse.models.train import default_config
     from newspulse.models.train import train as run_training
     from newspulse.wiring import feedback_source
@@ -69,10 +68,10 @@ def train(
     try:
         cfg = default_config(settings, distill=distill, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
         card = run_training(cfg)
-    except (DataError, ValueError) as err:
-        raise _data_error(err) from None
+    except ValueError as err:  # DataError is already BadInput; a bad option combination is too
+        raise err if isinstance(err, BadInput) else BadInput(str(err)) from None
     if as_json:
-        typer.echo(card.model_dump_json())
+        echo_json(card.model_dump(mode="json"))
         return
     ev = card.metrics.get("eval", {})
     typer.echo(f"registered {card.version}: eval macro-F1 {ev.get('macro_f1', float('nan')):.4f}, accuracy {ev.get('accuracy', float('nan')):.4f}")
@@ -87,29 +86,26 @@ def train(
 @app.command()
 def evaluate(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Labelled CSV (text,label[,agreement]); repeatable. Default: the fixed evaluation split.")] = None,
-    version: Annotated[Optional[str], typer.Option(help="Registry version (default: production).")] = None,
+    version: Annotated[Optional[str], typer.Option("--model-version", help="Registry version (default: production).")] = None,
     lexicon: Annotated[bool, typer.Option(help="Also score the Loughran-McDonald lexicon baseline on the same rows.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix (rows = true), per
     agreement level, beside the lexicon baseline."""
-    from newspulse.models.data import DEFAULT_EVAL_FILES, DataError
+    from newspulse.models.data import DEFAULT_EVAL_FILES
     from newspulse.models.evaluate import evaluate_files
     from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
     settings = _settings()
     registry = Registry(settings.model_registry)
-    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 2
+    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 4
     clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
-    try:
-        result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)
-    except DataError as err:
-        raise _data_error(err) from None
+    result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)  # DataError: exit 2
     result["quantized"] = clf.quantized
     result["backend"] = clf.backend.name
     if as_json:
-        typer.echo(json.dumps(result))
+        echo_json(result)
         return
     typer.echo(f"model {result['model_version']} on {', '.join(result['data'])} (n={result['n']})")
     rows = [("model", result)] + ([("lexicon (LM)", result["lexicon"])] if "lexicon" in result else [])
@@ -123,13 +119,13 @@ def evaluate(
 
 
 @app.command("list")
-def list_versions(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+def list_versions(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " A JSON array.")] = False) -> None:
     """Registered versions, oldest first; `*` marks production, `!` a folder that cannot be served."""
     from newspulse.models.registry import Registry
 
     rows = Registry(_settings().model_registry).describe()
     if as_json:
-        typer.echo(json.dumps(rows))
+        echo_json(rows)
         return
     if not rows:
         typer.echo("no models registered; train one with `newspulse model train`")
@@ -158,7 +154,7 @@ def promote(
             return
         decision = gate_and_promote(registry, version)
     except ValueError as err:  # a malformed version name
-        raise _data_error(err) from None
+        raise BadInput(str(err)) from None
     if not decision.promote:
         typer.echo(f"refused: {decision.reason} (use --force to override)", err=True)
         raise typer.Exit(1)
@@ -198,21 +194,20 @@ def ensure_model(settings: Settings) -> None:
 def evaluate_topics(
     data: Annotated[Path, typer.Option("--data", help="Labelled CSV with columns text,labels (labels ;-separated); other columns are ignored.")],
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Topic-model folder (default: the bundled models/topics_model).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Micro/macro F1 and per-category P/R/F1 of the topic classifier on a labelled CSV."""
-    from newspulse.models.data import DataError
     from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError
     from newspulse.models.topics_eval import multilabel_metrics, read_topics_csv
 
+    frame = read_topics_csv(data)  # DataError: exit 2
     try:
-        frame = read_topics_csv(data)
         model = TopicModel.load(model_dir or DEFAULT_TOPIC_MODEL)
-    except (DataError, TopicModelError) as err:
-        raise _data_error(err) from None
+    except TopicModelError as err:  # --model names a folder that holds no topic model
+        raise BadInput(str(err)) from None
     result = {"data": str(data), **multilabel_metrics(frame["labels"].tolist(), model.predict(frame["text"].tolist())), "model_version": model.version}
     if as_json:
-        typer.echo(json.dumps(result))
+        echo_json(result)
         return
     typer.echo(f"topic model {result['model_version']} on {data} (n={result['n']})")
     typer.echo(f"  micro-F1 {result['micro_f1']:.4f} (P {result['micro_precision']:.4f}, R {result['micro_recall']:.4f})  macro-F1 {result['macro_f1']:.4f} over {result['n_classes']} categories")
@@ -225,22 +220,18 @@ def train_topics(
     out: Annotated[Optional[Path], typer.Option(help="Folder to write the model to (default: the bundled models/topics_model).")] = None,
     folds: Annotated[int, typer.Option(min=0, help="Cross-validation folds of train to measure (0: skip the measurement).")] = 5,
     baseline: Annotated[bool, typer.Option(help="Also measure the TF-IDF + linear SVM baseline on the same rows and folds.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Train the topic classifier on data/topics (Reuters-21578 ModApte train + dev), after measuring
     it and the SVM baseline on dev and on k-fold CV of train; writes weights, thresholds and card."""
-    from newspulse.models.data import DataError
     from newspulse.models.topics import DEFAULT_TOPIC_MODEL
     from newspulse.models.topics_train import TopicTrainConfig
     from newspulse.models.topics_train import train_topics as run_training
 
     _settings()
-    try:
-        model = run_training(TopicTrainConfig(), out=out or DEFAULT_TOPIC_MODEL, folds=folds, baseline=baseline, progress=lambda line: typer.echo(line, err=True))
-    except DataError as err:
-        raise _data_error(err) from None
+    model = run_training(TopicTrainConfig(), out=out or DEFAULT_TOPIC_MODEL, folds=folds, baseline=baseline, progress=lambda line: typer.echo(line, err=True))  # DataError: exit 2
     if as_json:
-        typer.echo(json.dumps(model.card))
+        echo_json(model.card)
         return
     typer.echo(f"saved topic model {model.version} to {out or DEFAULT_TOPIC_MODEL}")
     for name, m in model.card["metrics"].items():

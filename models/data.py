@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from newspulse.bundled import data_dir
-from newspulse.errors import NewsPulseError
+from newspulse.errors import BadInput
 from newspulse.schema import LABELS, Feedback
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
@@ -41,7 +41,7 @@ _UNKNOWN_LICENCE = {"name": "", "licence": "unknown", "commercial": None, "note"
 _ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "0": "negative", "1": "neutral", "2": "positive", "bearish": "negative", "bullish": "positive"}
 
 
-class DataError(NewsPulseError, ValueError):
+class DataError(BadInput):
     """A labelled file is missing, unreadable or has bad rows."""
 
 

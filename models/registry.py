@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from newspulse.errors import NewsPulseError, NotFound
+from newspulse.errors import BadInput, NewsPulseError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ POINTER_FILE = "production"
 DEFAULT_F1_FLOOR = 0.5
 
 
-class NoProductionModel(NewsPulseError, RuntimeError):
+class NoProductionModel(NotFound, RuntimeError):
     """The registry has no production model yet (train one: ``newspulse model train``)."""
 
 
-class BadVersionName(NewsPulseError, ValueError):
+class BadVersionName(BadInput):
     """A version name that is not a plain folder name (``../../etc``, ``a/b``, ``.hidden``): the
     registry never reads outside its own folder."""
 

@@ -29,14 +29,17 @@ from newspulse.models.cli import app as model_app
 from newspulse.models.cli import ensure_model
 from newspulse import __version__
 from newspulse.alerts.cli import app as alerts_app
-from newspulse.console import command_app, settings_or_exit
+from newspulse.console import command_app, echo_fields, echo_json, open_existing_store, quiet_libraries, settings_or_exit
 from newspulse.signals import stop_on_signals
-from newspulse.errors import NewsPulseError
+from newspulse.errors import BadInput, ConfigError, ExitCode, Unavailable
 from newspulse.settings import Settings
 
 log = logging.getLogger("newspulse")
 
-app = command_app("NewsPulse: financial-news sentiment monitoring. Settings come from NEWSPULSE_* variables or .env.")
+app = command_app(
+    "NewsPulse: financial-news sentiment monitoring. Settings come from NEWSPULSE_* variables or .env.\n\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 configuration, 4 not found, 130 interrupted (docs/cli.md)."
+)
 store_app = command_app("Inspect the store named by NEWSPULSE_STORE_URL.")
 bench_app = command_app("Benchmarks (results as JSON).")
 kafka_app = command_app("Kafka topics of the scaled mode.")
@@ -66,9 +69,10 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the log lines of the libraries underneath (Kafka, Elasticsearch, HTTP clients).")] = False,
 ) -> None:
-    """Validate settings before any command runs."""
-    settings_or_exit()
+    """Settings are read by each command when it runs, so `--help` works whatever the environment."""
+    quiet_libraries(verbose)
 
 
 @app.command()
@@ -78,7 +82,7 @@ def process(
     """Consume news.raw as one member of the processor group until SIGTERM/SIGINT.
 
     A store or broker outage pauses it until the peer is back; a permanent failure (a rejected
-    credential, a bad mapping) ends it with exit code 2 and nothing committed for it."""
+    credential, a bad mapping) ends it with exit code 1 and nothing committed for it."""
     from newspulse.errors import PermanentFailure
     from newspulse.wiring import run_kafka_processor
 
@@ -86,7 +90,7 @@ def process(
         run_kafka_processor(settings_or_exit())
     except PermanentFailure as err:
         typer.echo(f"newspulse process: error: {err} (the batch in hand was neither committed nor dead-lettered)", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.failure) from None
 
 
 @app.command()
@@ -114,7 +118,7 @@ def check_dashboard_exposure(settings: Settings) -> None:
     except ValueError:
         loopback = False
     if not loopback and settings.dashboard_password is None and not _oidc_configured():
-        raise NewsPulseError(
+        raise ConfigError(
             f"NEWSPULSE_DASHBOARD_ADDRESS={address} would serve the dashboard beyond this machine without a sign-in; "
             "set NEWSPULSE_DASHBOARD_PASSWORD or OIDC (docs/dashboard.md), or keep the default 127.0.0.1 behind a reverse proxy"
         )
@@ -163,42 +167,47 @@ def stop_dashboard(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
         proc.wait()
 
 
+#: The help of every ``--json`` option: the promise scripts rely on.
+JSON_HELP = "Print one JSON document on stdout and nothing else."
+
+
 @app.command()
-def summarize() -> None:
-    """Read an article (plain text, or an Article as JSON) from stdin and print its summary."""
+def summarize(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """Read an article (plain text, or an Article as JSON) from stdin and print its summary.
+
+    Nothing is written to the current folder: the sentence encoder's ONNX export is cached in
+    NEWSPULSE_ONNX_CACHE (default: the user's cache folder)."""
     from newspulse.models.summarize import summarize_text
 
     text = sys.stdin.read()
     if not text.strip():
-        typer.echo("newspulse summarize: empty input on stdin", err=True)
-        raise typer.Exit(2)
+        raise BadInput("empty input on stdin: pipe an article's text or its JSON in")
     try:
         summary = summarize_text(text, settings_or_exit())
     except ValueError as err:  # JSON input that is not a valid Article
-        typer.echo(f"newspulse summarize: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(summary)
+        raise BadInput(str(err)) from None
+    if as_json:
+        echo_json({"summary": summary})
+    else:
+        typer.echo(summary)
 
 
 @store_app.command("stats")
-def store_stats(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-    """Counts of articles, labels, alerts, feedback and dead letters."""
-    from newspulse.wiring import open_store
-
-    store = open_store(settings_or_exit())
+def store_stats(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """Counts of articles, labels, alerts, feedback and dead letters (a missing store: exit 4)."""
+    store = open_existing_store(settings_or_exit())
     try:
         stats = store.stats()
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps(stats, sort_keys=True))
+        echo_json(stats)
     else:
-        for key, value in stats.items():
-            typer.echo(f"{key:20} {value}")
+        echo_fields(stats)
 
 
 @store_app.command("init")
-def store_init() -> None:
+def store_init(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Create the store's tables (SQLite) or index templates and indices (Elasticsearch) if missing; idempotent."""
     from newspulse.wiring import open_store
 
@@ -207,23 +216,66 @@ def store_init() -> None:
         latest = store.latest_published_at()  # the first request sets the store up
     finally:
         store.close()
-    typer.echo(json.dumps({"backend": store.backend, "latest_published_at": latest.isoformat() if latest else None}))
+    result = {"backend": store.backend, "latest_published_at": latest}
+    if as_json:
+        echo_json(result)
+    else:
+        echo_fields(result)
 
 
 @kafka_app.command("init-topics")
-def kafka_init_topics(timeout: Annotated[float, typer.Option(min=1, help="Seconds to keep retrying while the broker comes up.")] = 120.0) -> None:
-    """Create news.raw, news.scored and news.dlq (NEWSPULSE_KAFKA_PARTITIONS partitions) if missing; idempotent."""
-    from newspulse.kafka.client import ensure_topics, topic_specs
+def kafka_init_topics(
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds the whole command may take, retrying while the broker comes up.")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Create news.raw, news.scored and news.dlq (NEWSPULSE_KAFKA_PARTITIONS partitions) if missing; idempotent.
+    No broker within --timeout: one line, exit 1."""
+    from newspulse.kafka.client import topic_specs
 
     settings = settings_or_exit()
-    created = ensure_topics(settings, timeout_s=timeout)
-    typer.echo(json.dumps({"created": created, "topics": sorted(topic_specs(settings)), "partitions": settings.kafka_partitions}))
+    created = _ensure_topics_within(settings, timeout)
+    result = {"created": created, "topics": sorted(topic_specs(settings)), "partitions": settings.kafka_partitions}
+    if as_json:
+        echo_json(result)
+    else:
+        echo_fields(result)
+
+
+def _ensure_topics_within(settings: Settings, timeout_s: float) -> list[str]:
+    """:func:`ensure_topics` bounded by a wall-clock deadline for the whole call.
+
+    kafka-python's own timeouts bound single requests, not its connection set-up and metadata
+    waits (a missing broker took 30 s on ``--timeout 1``), so the call runs on a daemon thread
+    that is told to stop, and abandoned, when the deadline passes."""
+    from newspulse.kafka.client import describe, ensure_topics, is_transient
+
+    outcome: dict[str, object] = {}
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["created"] = ensure_topics(settings, timeout_s=timeout_s, stop=stop)
+        except BaseException as err:  # handed to the caller's thread below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=work, name="kafka-init-topics", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        stop.set()
+        raise Unavailable(f"no Kafka broker at {describe(settings)} answered within {timeout_s:g} s")
+    err = outcome.get("error")
+    if isinstance(err, BaseException):
+        if is_transient(err):
+            raise Unavailable(f"no Kafka broker at {describe(settings)} answered within {timeout_s:g} s ({type(err).__name__})") from None
+        raise err
+    return outcome["created"]  # type: ignore[return-value]
 
 
 @bench_app.command("model")
 def bench_model(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON document to this file.")] = None,
     note: Annotated[str, typer.Option(help="A note stored with the results (which model was measured and why, the machine's state).")] = "",
 ) -> None:
     """Dev macro-F1 and throughput of the production model (fp32, int8) against BERT-base."""
@@ -235,7 +287,10 @@ def bench_model(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    typer.echo(json.dumps(result, indent=None if as_json else 2, sort_keys=True))
+    if as_json:
+        echo_json(result)
+    else:
+        echo_fields(result)
 
 
 @app.command()

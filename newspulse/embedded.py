@@ -45,7 +45,7 @@ _GATHER_S = 0.01
 class PipelineStopped(NewsPulseError, RuntimeError):
     """The embedded worker has stopped (a permanent failure, a bug) or the pipeline was closed:
     the message says why and how many submitted messages were not processed (the CLI prints it
-    and exits 2; a bug's traceback is in the log)."""
+    and exits 1; a bug's traceback is in the log)."""
 
 
 class EmbeddedPipeline:

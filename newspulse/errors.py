@@ -12,22 +12,50 @@ A message can fail for three kinds of reasons, and each has its own fate:
   a non-zero exit, again without dead-lettering or committing anything.
 
 Every error meant for the user derives from :class:`NewsPulseError`: its message alone says what
-went wrong and what to do, so the command line prints it as one line and exits 2 instead of
-showing a traceback; anything else is a bug and keeps its traceback.
+went wrong and what to do, so the command line prints it as one line and exits with the
+:class:`ExitCode` of its kind instead of showing a traceback; anything else is a bug and keeps its
+traceback. Scripts tell the kinds apart by the exit code alone, as with git or kubectl.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every ``newspulse`` command (README's command table, docs/cli.md)."""
+
+    ok = 0
+    failure = 1  # the command ran and failed: a peer unreachable, a refused promotion, every feed failed
+    usage = 2  # the command line or its input is wrong (click's own usage errors exit 2 too)
+    config = 3  # a NEWSPULSE_* setting, the .env file or a configuration file (alert rules) is invalid
+    not_found = 4  # a named thing does not exist: an alert, a silence, a model version, the store
+    interrupted = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
 
 
 class NewsPulseError(Exception):
-    """An expected failure with a message fit for the user; the CLI exits 2 with it."""
+    """An expected failure with a message fit for the user; the CLI exits with :attr:`exit_code`."""
+
+    exit_code: ExitCode = ExitCode.failure
+
+
+class BadInput(NewsPulseError, ValueError):
+    """What the user handed the command (a file, stdin, an option's value) cannot be used."""
+
+    exit_code = ExitCode.usage
+
+
+class ConfigError(NewsPulseError):
+    """A setting or configuration file is invalid; the message names the variable or the file."""
+
+    exit_code = ExitCode.config
 
 
 class NotFound(NewsPulseError, LookupError):
     """A named thing (an alert, a model version) does not exist; the message names it."""
+
+    exit_code = ExitCode.not_found
 
 
 class InfrastructureError(NewsPulseError, RuntimeError):

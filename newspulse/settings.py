@@ -7,6 +7,7 @@ into :class:`SettingsError` whose text lists each offending ``NEWSPULSE_*`` name
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,12 +15,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from newspulse.errors import NewsPulseError
+from newspulse.errors import ConfigError
 
 ENV_PREFIX = "NEWSPULSE_"
 
 
-class SettingsError(NewsPulseError, RuntimeError):
+class SettingsError(ConfigError, RuntimeError):
     """Raised at start-up when a setting is missing or malformed."""
 
 
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the classifier runs.")
     quantize: Literal["auto", "on", "off"] = Field("auto", description="int8 on CPU (ONNX Runtime dynamic quantisation). auto: the classifier when its model card's int8 check kept ≥99% of the fp32 dev predictions or the dev macro-F1 within 0.005 of fp32, the summariser's sentence encoder always; off: fp32 for both.")
     inference_backend: Literal["auto", "onnxruntime", "torch"] = Field("auto", description="CPU inference engine of the classifier and the summariser's sentence encoder. auto: ONNX Runtime (each model exported once, cached: the classifier in its version's onnx/ folder, the encoder in NEWSPULSE_ONNX_CACHE), or torch fp32 with one warning when ONNX Runtime is missing or cannot export the model; onnxruntime: the same, but an error instead of the fallback; torch: torch fp32.")
-    onnx_cache: Path = Field(Path("var/onnx-cache"), description="Folder where the ONNX Runtime export of the summariser's sentence encoder is built once and kept (the packaged encoder's own folder may be read-only; the classifier's exports live in its registry version folder).")
+    onnx_cache: Path | None = Field(None, description="Folder where the ONNX Runtime export of the summariser's sentence encoder is built once and kept (the packaged encoder's own folder may be read-only; the classifier's exports live in its registry version folder); unset = the user's cache folder, $XDG_CACHE_HOME/newspulse/onnx or ~/.cache/newspulse/onnx, so no command writes into the current folder.")
     summarizer: Literal["extractive", "abstractive"] = Field("extractive", description="Summary generator.")
     summarizer_model: str = Field("", description="Generator model id or path for the abstractive summariser.")
     summary_max_sentences: int = Field(2, ge=1, le=3, description="Most sentences in an extractive summary (1 to 3).")
@@ -124,6 +125,14 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
         return v
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """:attr:`onnx_cache`, or the user's cache folder (the XDG convention pip and Hugging Face follow)."""
+        if self.onnx_cache is not None:
+            return self.onnx_cache
+        root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(root) / "newspulse" / "onnx"
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -86,22 +86,26 @@ def test_list_json_ack_and_silence(alert_env):
     out = runner.invoke(app, ["ack", "a1", "--by", "desk"])
     assert out.exit_code == 0 and "acknowledged a1" in out.output
     assert json.loads(runner.invoke(app, ["list", "--json", "--status", "firing"]).output)[0]["acknowledged"] is True
-    assert runner.invoke(app, ["ack", "nope"]).exit_code == 1
+    assert runner.invoke(app, ["ack", "nope"]).exit_code == 4  # not found
 
-    out = runner.invoke(app, ["silence", "ticker:ACME", "--until", "1h", "--comment", "known story"])
+    out = runner.invoke(app, ["silence", "add", "ticker:ACME", "--until", "1h", "--comment", "known story", "--json"])
     assert out.exit_code == 0, out.output
     sid = json.loads(out.output)["id"]
-    assert [s["id"] for s in json.loads(runner.invoke(app, ["silences"]).output)] == [sid]
-    assert runner.invoke(app, ["unsilence", sid]).exit_code == 0
-    assert json.loads(runner.invoke(app, ["silences"]).output) == []
-    assert runner.invoke(app, ["silence", "ticker:ACME", "--until", "yesterday"]).exit_code != 0
+    assert [s["id"] for s in json.loads(runner.invoke(app, ["silence", "list", "--json"]).output)] == [sid]
+    assert sid in runner.invoke(app, ["silence", "list"]).output
+    assert runner.invoke(app, ["silence", "remove", sid]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["silence", "list", "--json"]).output) == []
+    assert runner.invoke(app, ["silence", "remove", sid]).exit_code == 4
+    assert runner.invoke(app, ["silence", "add", "ticker:ACME", "--until", "yesterday"]).exit_code == 2
 
 
 def test_rules_command_hides_webhook_url(alert_env, monkeypatch):
     monkeypatch.setenv("NEWSPULSE_ALERT_WEBHOOK_URL", "https://hooks.slack.test/T000/SECRET")
-    out = CliRunner().invoke(app, ["rules"])
+    out = CliRunner().invoke(app, ["rules", "--json"])
     assert out.exit_code == 0 and "SECRET" not in out.output
     assert json.loads(out.output)["receivers"]["webhook"]["url"] == "***"
+    human = CliRunner().invoke(app, ["rules"])
+    assert human.exit_code == 0 and "SECRET" not in human.output and "receiver webhook: webhook ***" in human.output
 
 
 def test_python_silence_api_for_the_dashboard(alert_env):

@@ -1,5 +1,7 @@
 """The command line as a user meets it: one version, one line per expected error (never a
-traceback), a dashboard on localhost that stops with its Streamlit child, no import cycles."""
+traceback) with the exit code of its kind (docs/cli.md), one JSON document for --json, help that
+works in any environment, read commands that write nothing, a dashboard on localhost that stops
+with its Streamlit child, no import cycles."""
 
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ def cli_env(np_env) -> dict:
     return env
 
 
-def _one_clear_line(done: subprocess.CompletedProcess, *needles: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+def _one_clear_line(done: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     for needle in needles:
         assert needle in done.stderr, done.stderr[-2000:]
@@ -50,34 +52,34 @@ def test_version_has_one_source(cli_env):
 def test_missing_model_in_replay_is_one_line_not_a_traceback(cli_env, tmp_path):
     corpus = tmp_path / "news.csv"
     corpus.write_text("published_at,source,title,body,url,tickers\n2020-01-02T10:00:00Z,wire,Acme profit rises,,,\n")
-    _one_clear_line(run_cli("replay", "--file", str(corpus), env=cli_env), "newspulse replay:", "no production model")
+    _one_clear_line(run_cli("replay", "--file", str(corpus), env=cli_env), 4, "newspulse replay:", "no production model")
 
 
 def test_broken_input_file_is_reported_before_the_missing_model(cli_env, tmp_path):
     corpus = tmp_path / "news.csv"
     corpus.write_text("when,headline\n2020-01-02,Acme\n")
     done = run_cli("replay", "--file", str(corpus), env=cli_env)
-    _one_clear_line(done, "missing column")
+    _one_clear_line(done, 2, "missing column")
     assert "production model" not in done.stderr
 
 
 def test_missing_model_in_crawl_is_one_line(cli_env, tmp_path):
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(f"feeds:\n  - name: local\n    url: http://127.0.0.1:{free_port()}/rss\n")
-    _one_clear_line(run_cli("crawl", "--feeds", str(feeds), "--once", "--state", str(tmp_path / "state.db"), env=cli_env), "no production model")
+    _one_clear_line(run_cli("crawl", "--feeds", str(feeds), "--once", "--state", str(tmp_path / "state.db"), env=cli_env), 4, "no production model")
 
 
 def test_unreachable_elasticsearch_in_store_stats_is_one_line(cli_env):
     env = dict(cli_env, NEWSPULSE_STORE_URL=f"http://127.0.0.1:{free_port()}", NEWSPULSE_ES_RETRY_SECONDS="0")
-    _one_clear_line(run_cli("store", "stats", env=env), "newspulse store", "unavailable")
+    _one_clear_line(run_cli("store", "stats", env=env), 1, "newspulse store", "unavailable")
 
 
 def test_unknown_model_version_is_one_line(cli_env):
-    _one_clear_line(run_cli("model", "evaluate", "--version", "v0", env=cli_env), "no model version 'v0'")
+    _one_clear_line(run_cli("model", "evaluate", "--model-version", "v0", env=cli_env), 4, "no model version 'v0'")
 
 
 def test_bad_setting_names_the_variable(cli_env):
-    _one_clear_line(run_cli("store", "stats", env=dict(cli_env, NEWSPULSE_DASHBOARD_PORT="0")), "NEWSPULSE_DASHBOARD_PORT")
+    _one_clear_line(run_cli("store", "stats", env=dict(cli_env, NEWSPULSE_DASHBOARD_PORT="0")), 3, "NEWSPULSE_DASHBOARD_PORT")
 
 
 def test_sub_apps_do_not_import_the_root_cli():
@@ -89,7 +91,7 @@ def test_sub_apps_do_not_import_the_root_cli():
 def test_dashboard_refuses_every_interface_without_a_password(cli_env):
     """#18.8: only loopback is served without a sign-in."""
     done = run_cli("dashboard", "--port", str(free_port()), env=dict(cli_env, NEWSPULSE_DASHBOARD_ADDRESS="0.0.0.0"))
-    _one_clear_line(done, "NEWSPULSE_DASHBOARD_ADDRESS=0.0.0.0", "NEWSPULSE_DASHBOARD_PASSWORD")
+    _one_clear_line(done, 3, "NEWSPULSE_DASHBOARD_ADDRESS=0.0.0.0", "NEWSPULSE_DASHBOARD_PASSWORD")
 
 
 def _listening_addresses(port: int) -> set[str]:

@@ -54,17 +54,18 @@ def test_list_and_gated_promote(registry):
     assert refused.exit_code == 1 and "refused" in refused.output and registry.production_version() == "v1"
     forced = _invoke("promote", "v2", "--force")
     assert forced.exit_code == 0 and registry.production_version() == "v2"
-    assert _invoke("promote", "v9").exit_code == 2
+    assert _invoke("promote", "v9").exit_code == 4  # not found
 
 
-def _one_line_error(result, needle: str) -> None:
-    """The CLI's promise for expected errors: exit 2, one line naming the problem, no traceback."""
-    assert result.exit_code == 2, result.output
+def _one_line_error(result, needle: str, code: int) -> None:
+    """The CLI's promise for expected errors: one line naming the problem, no traceback, the exit
+    code of its kind (docs/cli.md: 1 a failure such as a corrupted model, 2 a bad name)."""
+    assert result.exit_code == code, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-def test_a_corrupted_model_safetensors_is_refused_with_one_line_exit_2(registry, tmp_path):
+def test_a_corrupted_model_safetensors_is_refused_with_one_line_exit_1(registry, tmp_path):
     """Issue 29 #9: bytes overwritten in the weights (same size) must not be served."""
     weights = registry.version_dir("v1") / "model.safetensors"
     blob = bytearray(weights.read_bytes())
@@ -72,7 +73,7 @@ def test_a_corrupted_model_safetensors_is_refused_with_one_line_exit_2(registry,
     weights.write_bytes(bytes(blob))
     data = tmp_path / "eval.csv"
     pd.read_csv("data/phrasebank/dev.csv").head(4).to_csv(data, index=False)
-    _one_line_error(_invoke("evaluate", "--data", str(data), "--json"), "model version v1 is corrupted: model.safetensors has sha256")
+    _one_line_error(_invoke("evaluate", "--data", str(data), "--json"), "model version v1 is corrupted: model.safetensors has sha256", 1)
     assert not (registry.version_dir("v1") / "onnx").exists(), "refused before anything was exported"
 
 
@@ -94,8 +95,8 @@ def test_a_production_pointer_outside_the_registry_is_one_line_exit_2(registry, 
     registry.pointer.write_text("../../etc\n")
     data = tmp_path / "eval.csv"
     pd.read_csv("data/phrasebank/dev.csv").head(4).to_csv(data, index=False)
-    _one_line_error(_invoke("evaluate", "--data", str(data)), "holds '../../etc', not a version name")
-    _one_line_error(_invoke("list"), "holds '../../etc', not a version name")
+    _one_line_error(_invoke("evaluate", "--data", str(data)), "holds '../../etc', not a version name", 2)
+    _one_line_error(_invoke("list"), "holds '../../etc', not a version name", 2)
 
 
 def test_a_version_folder_copied_under_a_new_name_is_one_row_and_never_served(registry, tmp_path):
@@ -107,8 +108,8 @@ def test_a_version_folder_copied_under_a_new_name_is_one_row_and_never_served(re
     assert [(r["version"], r["production"], bool(r.get("problem"))) for r in rows] == [("v1", True, False), ("v1-copy", False, True), ("v2", False, False)]
     listing = _invoke("list")
     assert listing.exit_code == 0 and "! v1-copy  not servable: model folder" in listing.output
-    _one_line_error(_invoke("promote", "v1-copy", "--force"), "holds the card of version 'v1' (copied or renamed?)")
+    _one_line_error(_invoke("promote", "v1-copy", "--force"), "holds the card of version 'v1' (copied or renamed?)", 1)
     registry.pointer.write_text("v1-copy\n")  # pointed there by hand
     data = tmp_path / "eval.csv"
     pd.read_csv("data/phrasebank/dev.csv").head(4).to_csv(data, index=False)
-    _one_line_error(_invoke("evaluate", "--data", str(data)), "holds the card of version 'v1'")
+    _one_line_error(_invoke("evaluate", "--data", str(data)), "holds the card of version 'v1'", 1)

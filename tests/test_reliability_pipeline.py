@@ -256,8 +256,8 @@ def test_submitted_article_is_not_parsed_again(tmp_path):
     store.close()
 
 
-def test_corrupt_store_file_is_one_clear_line_and_exit_2(tmp_path):
-    """A store that cannot work ends a command with its reason and exit 2, not a traceback."""
+def test_corrupt_store_file_is_one_clear_line_and_exit_1(tmp_path):
+    """A store that cannot work ends a command with its reason and exit 1, not a traceback."""
     import os
     import subprocess
     import sys
@@ -268,7 +268,7 @@ def test_corrupt_store_file_is_one_clear_line_and_exit_2(tmp_path):
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")} | {"NEWSPULSE_STORE_URL": f"sqlite:///{path}", "PYTHONPATH": str(root)}
     done = subprocess.run([sys.executable, "-m", "newspulse.cli", "store", "stats"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "file is not a database" in done.stderr
 
 

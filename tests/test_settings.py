@@ -31,7 +31,7 @@ def test_cli_refuses_to_start_with_bad_setting(np_env, monkeypatch):
 
     monkeypatch.setenv("NEWSPULSE_STORE_URL", "ftp://nope")
     result = CliRunner().invoke(app, ["store", "stats", "--json"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # configuration
     assert "NEWSPULSE_STORE_URL" in result.output
 
 

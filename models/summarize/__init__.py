@@ -35,7 +35,7 @@ def build_extractive(settings: Settings) -> ExtractiveSummarizer:
         device=pick_device(settings.device),
         backend=settings.inference_backend,
         precision="fp32" if settings.quantize == "off" else "int8",
-        cache_dir=settings.onnx_cache,
+        cache_dir=settings.onnx_cache_dir,
     )
     return ExtractiveSummarizer(encoder, config)
 

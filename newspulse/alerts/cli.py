@@ -1,8 +1,9 @@
-"""`newspulse alerts ...` commands: run the alerter service, list, acknowledge and silence alerts."""
+"""`newspulse alerts ...` commands: run the alerter service, list, acknowledge and silence alerts.
+
+Silences are one noun with three verbs (`alerts silence add|list|remove`), as in kubectl and gh."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from enum import Enum
@@ -10,13 +11,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from newspulse.console import command_app
+from newspulse.console import command_app, echo_fields, echo_json, open_existing_store
 from newspulse.signals import stop_on_signals
 from newspulse.console import settings_or_exit as _settings
-from newspulse.errors import NotFound
+from newspulse.errors import BadInput, NotFound
 from newspulse.schema import AlertStatus
 
 app = command_app("Run the alerter and inspect alerts.")
+silence_app = command_app("Hold back an alert scope's notifications for a while (alerts are still recorded).")
+app.add_typer(silence_app, name="silence")
+
+#: The help of every ``--json`` option: the promise scripts rely on.
+JSON_HELP = "Print one JSON document on stdout and nothing else."
 
 _DURATION = re.compile(r"^(\d+)\s*([mhd])$")
 
@@ -24,12 +30,6 @@ _DURATION = re.compile(r"^(\d+)\s*([mhd])$")
 class Source(str, Enum):
     store = "store"
     kafka = "kafka"
-
-
-def _store(settings):
-    from newspulse.wiring import open_store
-
-    return open_store(settings)
 
 
 def parse_until(text: str, now: datetime | None = None) -> datetime:
@@ -44,23 +44,23 @@ def parse_until(text: str, now: datetime | None = None) -> datetime:
     try:
         return to_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is neither a duration (30m, 2h, 1d) nor an ISO-8601 time") from None
+        raise BadInput(f"--until {text!r} is neither a duration (30m, 2h, 1d) nor an ISO-8601 time") from None
 
 
 @app.command("list")
 def list_alerts(
     status: Annotated[Optional[AlertStatus], typer.Option(help="Only alerts in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of full alert records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " A JSON array of full alert records.")] = False,
 ) -> None:
     """Alerts in the store, newest started first."""
-    store = _store(_settings())
+    store = open_existing_store(_settings())
     try:
         alerts = store.list_alerts(status=status.value if status else None, limit=limit)
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps([json.loads(a.model_dump_json()) for a in alerts], indent=2))
+        echo_json([a.model_dump(mode="json") for a in alerts])
         return
     if not alerts:
         typer.echo("no alerts")
@@ -72,17 +72,26 @@ def list_alerts(
 
 
 @app.command("show")
-def show(alert_id: Annotated[str, typer.Argument(help="Alert id.")]) -> None:
-    """One alert as JSON, with its driving articles and delivery status."""
-    store = _store(_settings())
+def show(
+    alert_id: Annotated[str, typer.Argument(help="Alert id.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """One alert with its driving articles and delivery status (a missing alert: exit 4)."""
+    store = open_existing_store(_settings())
     try:
         alert = store.get_alert(alert_id)
     finally:
         store.close()
     if alert is None:
-        typer.echo(f"no alert with id {alert_id!r}", err=True)
-        raise typer.Exit(1)
-    typer.echo(alert.model_dump_json(indent=2))
+        raise NotFound(f"no alert with id {alert_id!r}")
+    doc = alert.model_dump(mode="json")
+    if as_json:
+        echo_json(doc)
+        return
+    drivers = doc.pop("drivers")
+    echo_fields(doc)
+    for d in drivers:
+        typer.echo(f"driver  {d['score']:+.2f}  {d['published_at'] or '-'}  {d['id']}  {d['title']}")
 
 
 @app.command("run")
@@ -92,16 +101,16 @@ def run(
 ) -> None:
     """Run the alerter as a service until SIGINT/SIGTERM. From the store: one alerter per store;
     from Kafka: start two for a hot standby (the group keeps one active)."""
-    from newspulse.wiring import build_alerter
+    from newspulse.wiring import build_alerter, open_store
 
     settings = _settings()
-    store = _store(settings)
+    store = open_store(settings)
     try:
         if settings.metrics_port is not None:
             from newspulse.metrics import serve_metrics
 
             serve_metrics(settings.metrics_port)
-        alerter = build_alerter(settings, store, recover=False)  # bad rules: RulesError, one line, exit 2
+        alerter = build_alerter(settings, store, recover=False)  # bad rules: RulesError, one line, exit 3
         typer.echo(f"alerter: {len(alerter.rules.rules)} rules, following {source.value}; Ctrl-C stops", err=True)
         with stop_on_signals() as stop:
             alerter.run_forever(source.value, stop=stop, poll_seconds=poll_seconds, kafka_settings=settings)
@@ -114,65 +123,83 @@ def ack(
     alert_id: Annotated[str, typer.Argument(help="Alert id.")],
     by: Annotated[str, typer.Option(help="Who acknowledges.")] = "analyst",
 ) -> None:
-    """Acknowledge an alert: no more repeat notifications for it."""
+    """Acknowledge an alert: no more repeat notifications for it (a missing alert: exit 4)."""
     from newspulse.alerts import ack_alert
 
-    store = _store(_settings())
+    store = open_existing_store(_settings())
     try:
-        alert = ack_alert(store, alert_id, by=by)
-    except NotFound as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        alert = ack_alert(store, alert_id, by=by)  # NotFound: one line, exit 4
     finally:
         store.close()
     typer.echo(f"acknowledged {alert.id} ({alert.scope})")
 
 
-@app.command("silence")
-def silence(
+@silence_app.command("add")
+def silence_add(
     scope: Annotated[str, typer.Argument(help="Scope or glob: market, ticker:AAPL, topic:*, source:Reuters.")],
     until: Annotated[str, typer.Option(help="Duration (30m, 2h, 1d) or ISO-8601 end time.")] = "2h",
     comment: Annotated[str, typer.Option(help="Why (shown to colleagues).")] = "",
     by: Annotated[str, typer.Option(help="Who silences.")] = "analyst",
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Hold back notifications for a scope until a time (alerts are still recorded)."""
     from newspulse.alerts import silence_scope
 
+    end = parse_until(until)
     try:
-        s = silence_scope(_settings(), scope, parse_until(until), comment=comment, by=by)
+        s = silence_scope(_settings(), scope, end, comment=comment, by=by)
     except ValueError as err:
-        typer.echo(f"newspulse alerts silence: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps(json.loads(s.model_dump_json())))
+        raise BadInput(str(err)) from None
+    if as_json:
+        echo_json(s.model_dump(mode="json"))
+    else:
+        typer.echo(f"silenced {s.scope} until {s.until.isoformat()} (id {s.id}; `newspulse alerts silence remove {s.id}` ends it)")
 
 
-@app.command("silences")
-def silences() -> None:
-    """Silences in force now, as JSON."""
+@silence_app.command("list")
+def silence_list(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " A JSON array.")] = False) -> None:
+    """Silences in force now."""
     from newspulse.alerts import list_silences
 
-    typer.echo(json.dumps([json.loads(s.model_dump_json()) for s in list_silences(_settings())], indent=2))
+    silences = list_silences(_settings())
+    if as_json:
+        echo_json([s.model_dump(mode="json") for s in silences])
+        return
+    if not silences:
+        typer.echo("no silences in force")
+    for s in silences:
+        typer.echo(f"{s.id}  {s.scope:24} until {s.until:%Y-%m-%d %H:%M}Z  by {s.created_by}  {s.comment}")
 
 
-@app.command("unsilence")
-def unsilence(silence_id: Annotated[str, typer.Argument(help="Silence id.")]) -> None:
-    """End a silence now."""
+@silence_app.command("remove")
+def silence_remove(silence_id: Annotated[str, typer.Argument(help="Silence id (from `alerts silence list`).")]) -> None:
+    """End a silence now (a silence not in force: exit 4)."""
     from newspulse.alerts import expire_silence
 
     if not expire_silence(_settings(), silence_id):
-        typer.echo(f"no active silence {silence_id!r}", err=True)
-        raise typer.Exit(1)
+        raise NotFound(f"no active silence {silence_id!r}")
     typer.echo(f"silence {silence_id} ended")
 
 
 @app.command("rules")
-def rules() -> None:
-    """Validate the alert rules in force (NEWSPULSE_ALERT_RULES or built-in) and print them."""
+def rules(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """Validate the alert rules in force (NEWSPULSE_ALERT_RULES or built-in) and print them
+    (an invalid rules file: exit 3). Webhook URLs and headers are masked."""
     from newspulse.alerts import load_rules
 
-    ruleset = load_rules(_settings().alert_rules)  # bad rules: RulesError, one line, exit 2
-    doc = json.loads(ruleset.model_dump_json())
+    ruleset = load_rules(_settings().alert_rules)  # bad rules: RulesError, one line, exit 3
+    doc = ruleset.model_dump(mode="json")
     for receiver in doc["receivers"].values():  # webhook URLs and headers carry tokens
         receiver["url"] = "***" if receiver.get("url") else receiver.get("url")
         receiver["headers"] = {k: "***" for k in receiver.get("headers", {})}
-    typer.echo(json.dumps(doc, indent=2))
+    if as_json:
+        echo_json(doc)
+        return
+    for name, receiver in doc["receivers"].items():
+        typer.echo(f"receiver {name}: {receiver['type']}" + (f" {receiver['url']}" if receiver.get("url") else ""))
+    for rule in ruleset.rules:
+        windows = ",".join(str(w) for w in rule.windows)
+        typer.echo(
+            f"rule {rule.name}: {rule.scope} {rule.direction}, windows {windows} min, z >= {rule.z_threshold:g}, "
+            f"volume >= {rule.min_volume}, to {', '.join(rule.receivers) or '-'}"
+        )

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from newspulse.errors import NewsPulseError
+from newspulse.errors import ConfigError
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 
@@ -27,7 +27,7 @@ ScopeKind = Literal["market", "ticker", "topic", "source"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class RulesError(NewsPulseError, ValueError):
+class RulesError(ConfigError, ValueError):
     """The rules file is missing, not YAML, or names an invalid field or receiver."""
 
 

@@ -22,7 +22,6 @@ from pydantic import SecretStr
 from streamlit.errors import FragmentHandledException
 
 from newspulse.dashboard import auth, data
-from newspulse.redact import MASK
 from newspulse.redact import redact as redact_credentials
 from newspulse.schema import LABELS, Alert, EntityVerdict, Evidence, Feedback, ScoredArticle
 from newspulse.settings import Settings
@@ -68,13 +67,9 @@ def redact(text: str, settings: Settings | None = None) -> str:
     Error messages from a store client may quote the URL it was given, password included; every
     message the dashboard shows about the store or the settings passes through here first.
     """
-    text = redact_credentials(text)
-    if settings is not None:
-        for name in type(settings).model_fields:
-            value = getattr(settings, name)
-            if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
-                text = text.replace(value.get_secret_value(), MASK)
-    return text
+    fields = type(settings).model_fields if settings is not None else {}
+    values = (getattr(settings, name) for name in fields)
+    return redact_credentials(text, [v.get_secret_value() for v in values if isinstance(v, SecretStr)])
 
 
 @contextmanager

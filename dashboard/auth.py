@@ -11,12 +11,20 @@ Three modes, chosen by configuration:
 - **Open**: neither. Actions are recorded as ``anonymous``.
 
 OIDC wins when both are configured: a verified identity is worth more than a shared secret.
+
+The shared password is one secret for everyone, so guessing it is throttled per client
+(:class:`SignInBackoff`): after a few wrong tries each further try from that address waits twice
+as long as the one before, without a word about whether the guess would have been right.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 import streamlit as st
 
@@ -77,8 +85,63 @@ def oidc_sign_in(providers: list[str]) -> bool:
     return False
 
 
+class SignInBackoff:
+    """Failed shared-password sign-ins per client, and how long each client must wait.
+
+    The first :attr:`free_tries` failures cost nothing (typos); after that each failure doubles
+    the wait before the next try is even checked (``base_s``, 2 × ``base_s`` … up to ``max_s``),
+    so guessing a password costs hours instead of seconds while a colleague who mistypes twice
+    never notices. A success forgets the client. At most ``max_clients`` are remembered (the
+    longest-quiet ones are dropped), so a flood of addresses cannot exhaust memory.
+    """
+
+    def __init__(self, *, free_tries: int = 3, base_s: float = 1.0, max_s: float = 300.0, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free_tries, self.base_s, self.max_s, self.max_clients = free_tries, base_s, max_s, max_clients
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # client -> (failures, not before)
+
+    def wait_s(self, client: str) -> float:
+        """Seconds before ``client`` may try again (0: now)."""
+        with self._lock:
+            _, not_before = self._failures.get(client, (0, 0.0))
+        return max(0.0, not_before - self.clock())
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            failures = self._failures.pop(client, (0, 0.0))[0] + 1
+            delay = 0.0 if failures < self.free_tries else min(self.max_s, self.base_s * 2 ** (failures - self.free_tries))
+            self._failures[client] = (failures, self.clock() + delay)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+@st.cache_resource(show_spinner=False)
+def sign_in_backoff() -> SignInBackoff:
+    """One throttle per dashboard process, shared by every browser session."""
+    return SignInBackoff()
+
+
+def client_key() -> str:
+    """Who is trying to sign in: the client's address, or this browser session where Streamlit
+    does not know it (a test run). Not a header the client could choose."""
+    address = st.context.ip_address
+    if isinstance(address, str) and address:
+        return f"ip:{address}"
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id if ctx else ''}"
+
+
 def password_sign_in(settings: Settings) -> bool:
-    """The shared password (compared in constant time) and the analyst's name for the session."""
+    """The shared password (compared in constant time, throttled per client by
+    :class:`SignInBackoff`) and the analyst's name for the session."""
     assert settings.dashboard_password is not None
     st.title("NewsPulse")
     with st.form("login"):
@@ -86,11 +149,17 @@ def password_sign_in(settings: Settings) -> bool:
         given = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in"):
             expected = settings.dashboard_password.get_secret_value()
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            backoff, client = sign_in_backoff(), client_key()
+            wait = backoff.wait_s(client)
+            if wait > 0:
+                st.error(f"Too many wrong passwords from here: try again in {math.ceil(wait)} s.")
+            elif not hmac.compare_digest(given.encode(), expected.encode()):
+                backoff.failed(client)
                 st.error("Wrong password.")
             elif not name.strip():
                 st.error("Enter your name: it is recorded with what you do here.")
             else:
+                backoff.succeeded(client)
                 st.session_state[IDENTITY_KEY] = " ".join(name.split())
                 st.rerun()
     return False

@@ -85,10 +85,13 @@ def clear_caches() -> None:
 
 @dataclass(frozen=True)
 class Window:
-    """The time range the pages look at, anchored at the newest article in the store.
+    """The time range the pages look at, ending at the newest article in the store or at the
+    wall clock, whichever is earlier.
 
     The data may come from 1987 (the Reuters replay) or from now (the live crawl), so "the last
-    7 days" means the 7 days up to the latest article, not up to the wall clock.
+    7 days" of a replay means the 7 days up to its latest article. Live data never ends later
+    than now: one story stamped hours ahead (a feed's wrong time zone, within the accepted
+    bound) would otherwise slide every window into the future and hide the day's news.
     """
 
     start: datetime | None
@@ -123,10 +126,12 @@ def shift(moment: datetime, delta: timedelta) -> datetime:
         return bound.replace(tzinfo=moment.tzinfo)
 
 
-def make_window(choice: str, first: datetime | None, latest: datetime | None) -> Window:
-    """The window for a sidebar choice, given the oldest and newest article times."""
+def make_window(choice: str, first: datetime | None, latest: datetime | None, now: datetime | None = None) -> Window:
+    """The window for a sidebar choice, given the oldest and newest article times; it ends at
+    ``latest`` or at ``now`` (default: the wall clock), whichever is earlier."""
     if latest is None:
         return Window(start=None, end=None, bucket=timedelta(days=1), label=choice)
+    latest = min(latest, now or datetime.now(timezone.utc))
     # The end is exclusive; one second past the newest article includes it.
     end = shift(latest, timedelta(seconds=1))
     span = RANGES.get(choice)

@@ -25,6 +25,7 @@ from newspulse.dashboard import auth, data
 from newspulse.redact import redact as redact_credentials
 from newspulse.schema import LABELS, Alert, EntityVerdict, Evidence, Feedback, ScoredArticle
 from newspulse.settings import Settings
+from newspulse.store import StoreError
 
 log = logging.getLogger("newspulse.dashboard")
 
@@ -317,8 +318,13 @@ def feedback_form(settings: Settings, article: ScoredArticle, *, key: str) -> No
         analyst = auth.identity()
         st.caption(f"Recorded as {escape_md(analyst)}.")
         if st.form_submit_button("Save correction"):
-            save_feedback(settings, article, label=label, analyst=analyst, note=note)
-            st.success(f"Saved: {label}. The next retraining will use it.")
+            try:
+                save_feedback(settings, article, label=label, analyst=analyst, note=note)
+            except StoreError as err:  # locked, full, unreachable: the form keeps its values for a retry
+                log.warning("saving a correction failed: %s", redact(str(err), settings))
+                st.error("The correction was not saved: the store is unavailable right now (busy or unreachable). Try again in a moment.")
+            else:
+                st.success(f"Saved: {label}. The next retraining will use it.")
 
 
 def save_feedback(settings: Settings, article: ScoredArticle, *, label: str, analyst: str, note: str = "") -> Feedback:
@@ -345,7 +351,7 @@ def range_selector() -> None:
     from_url(RANGE_KEY, RANGE_PARAM, _range_from_slug, data.DEFAULT_RANGE)
     st.sidebar.selectbox(
         "Time range", list(data.RANGES), key=RANGE_KEY, on_change=_drop_range_bound_params,
-        help="Anchored at the newest article in the store, not at the wall clock.",
+        help="Ends at the newest article in the store (a replay of old news ends at its last story), never later than now.",
     )
     to_url(RANGE_PARAM, data.RANGE_SLUGS[st.session_state[RANGE_KEY]])
 
@@ -404,8 +410,28 @@ def table(frame: pd.DataFrame, name: str, **dataframe_args) -> None:
 
 def csv_button(frame: pd.DataFrame, name: str, label: str = "Download CSV") -> None:
     """Download ``frame`` as ``newspulse-<name>.csv`` (no rerun: the page stays as it is)."""
-    st.download_button(label, frame.to_csv(index=False), file_name=f"newspulse-{name}.csv", mime="text/csv",
+    st.download_button(label, safe_csv(frame), file_name=f"newspulse-{name}.csv", mime="text/csv",
                        key=f"csv-{name}", icon=":material/download:", on_click="ignore")
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV with every text cell that a spreadsheet would run as a formula prefixed
+    with ``'``, as OWASP's CSV-injection guidance says: titles, sources and tickers come from
+    feeds anyone can publish, and ``=HYPERLINK(…)`` or ``+cmd|…`` in an analyst's Excel must
+    stay text. Numbers (a negative sentiment) are left as they are."""
+    out = frame.copy()
+    for column, values in frame.items():
+        if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            out[column] = values.map(_neutralised)
+    return out.to_csv(index=False, lineterminator="\r\n")  # RFC 4180; a cell holding a bare \r is then quoted too
+
+
+def _neutralised(cell: object) -> object:
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
 
 
 def current_window(settings: Settings) -> data.Window:

@@ -982,3 +982,102 @@ def test_every_table_downloads_as_csv_with_the_rows_shown(seeded, dash_env, down
     files = downloads(run_app("explore", **{"explore-q": "crash fears"}))
     assert list(files["newspulse-explore.csv"]["id"]) == [seeded["xss"].id]
     assert files["newspulse-explore.csv"]["title"][0] == XSS_TITLE  # the CSV has the text as stored
+
+
+# --- issue 29: CSV injection, clock skew, a locked store, sign-in backoff ----------------------
+
+
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(seeded, dash_env, downloads):
+    """Issue 29 #5: titles ``=HYPERLINK(…)``, ``+cmd|…``, a source ``@SUM(…)`` and a ticker ``-2+3``
+    were written verbatim; each such cell now starts with ``'`` (OWASP), numbers stay numbers."""
+    from newspulse.dashboard.widgets import safe_csv
+
+    frame = pd.DataFrame({"title": ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "\tTab", "\rCR", "plain - text", None],
+                          "source": ["@SUM(1+1)", "reuters", "-2+3", "", "=1", "b"], "score": [-0.5, 0.25, -1.0, 0.0, 1.0, 0.5]})
+    parsed = pd.read_csv(io.StringIO(safe_csv(frame)), keep_default_na=False)
+    assert list(parsed["title"]) == ['\'=HYPERLINK("http://evil","x")', "'+cmd|' /C calc'!A0", "'\tTab", "'\rCR", "plain - text", ""]
+    assert list(parsed["source"]) == ["'@SUM(1+1)", "reuters", "'-2+3", "", "'=1", "b"]
+    assert list(parsed["score"]) == [-0.5, 0.25, -1.0, 0.0, 1.0, 0.5]
+
+    evil = make_article(7001, LATEST - timedelta(minutes=10), "XOM", "negative", title='=HYPERLINK("http://evil.example","Crash fears")')
+    evil = evil.model_copy(update={"source": "@SUM(1+1)"})
+    SQLiteStore(dash_env / "newspulse.db").upsert_articles([evil])
+    files = downloads(run_app("explore", **{"explore-q": "evil example crash"}))
+    row = files["newspulse-explore.csv"].set_index("id").loc[evil.id]
+    assert (row["title"], row["source"]) == ('\'=HYPERLINK("http://evil.example","Crash fears")', "'@SUM(1+1)")
+
+
+def test_clock_skew_one_story_dated_23_hours_ahead_does_not_move_the_windows(dash_env):
+    """Issue 29 #6: with one story stamped now + 23 h, "Last 24 hours" ran from now − 1 h to
+    now + 23 h and showed 4 of ~50 stories. Windows end at the wall clock."""
+    from newspulse.dashboard.data import make_window
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    w = make_window("Last 24 hours", now - timedelta(days=3), now + timedelta(hours=23), now=now)
+    assert (w.start, w.end) == (now - timedelta(days=1) + timedelta(seconds=1), now + timedelta(seconds=1))
+    assert make_window("Last 7 days", LATEST - timedelta(days=30), LATEST, now=now).end == LATEST + timedelta(seconds=1), "a replay keeps its own end"
+
+    today = [make_article(i, now - timedelta(minutes=25 * i + 5), TICKERS[i % 4], "neutral") for i in range(50)]
+    skewed = make_article(50, now + timedelta(hours=23), "XOM", "negative", title="Stamped in a feed's wrong time zone")
+    store = SQLiteStore(dash_env / "newspulse.db")
+    assert store.upsert_articles([*today, skewed]).ok
+    store.close()
+    at = run_app(**{"np_range": "Last 24 hours"})
+    assert metrics(at)["Articles"] == f"{sum(a.published_at > now - timedelta(days=1) for a in today):,}"
+
+
+def test_a_locked_store_while_saving_a_correction_shows_a_clean_message(seeded, dash_env, monkeypatch):
+    """Issue 29 #19: add_feedback on a locked SQLite store showed the raw sqlite3 error."""
+    import sqlite3
+
+    monkeypatch.setitem(SQLiteStore.__init__.__kwdefaults__, "busy_timeout_s", 0.05)  # wait 50 ms for the lock, not 30 s
+    locker = sqlite3.connect(dash_env / "newspulse.db", isolation_level=None)
+    try:
+        target = seeded["articles"][5]
+        at = run_app("feedback")
+        at.text_input(key="fb-id").set_value(target.id).run()
+        locker.execute("BEGIN EXCLUSIVE")
+        [b for b in at.button if b.label == "Save correction"][0].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert [e.value for e in at.error] == ["The correction was not saved: the store is unavailable right now (busy or unreachable). Try again in a moment."]
+        locker.execute("ROLLBACK")
+        [b for b in at.button if b.label == "Save correction"][0].click().run()  # the form kept its values
+        assert any(s.value.startswith("Saved:") for s in at.success)
+    finally:
+        locker.close()
+    assert [f.article_id for f in SQLiteStore(dash_env / "newspulse.db").list_feedback()] == [target.id]
+
+
+def test_shared_password_sign_in_backs_off_per_client(seeded, monkeypatch):
+    """Issue 29 #20: unlimited guesses at the shared password. After 3 wrong tries each try
+    waits twice as long as the last; the right password is not even checked meanwhile."""
+    from newspulse.dashboard.auth import SignInBackoff
+
+    clock = [100.0]
+    backoff = SignInBackoff(free_tries=3, base_s=1.0, max_s=8.0, max_clients=2, clock=lambda: clock[0])
+    for _ in range(2):
+        backoff.failed("a")
+    assert backoff.wait_s("a") == 0.0, "two typos cost nothing"
+    waits = []
+    for _ in range(5):
+        backoff.failed("a")
+        waits.append(backoff.wait_s("a"))
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0] and backoff.wait_s("b") == 0.0, "capped, and per client"
+    backoff.succeeded("a")
+    assert backoff.wait_s("a") == 0.0
+    for client in ("x", "y", "z"):
+        backoff.failed(client)
+    assert len(backoff._failures) == 2, "bounded memory"
+
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_PASSWORD", "s3cret")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    for _ in range(3):
+        sign_in_with_password(at, "Jane Doe", "guess")
+        assert [e.value for e in at.error] == ["Wrong password."]
+    sign_in_with_password(at, "Jane Doe", "s3cret")
+    assert [e.value for e in at.error] == ["Too many wrong passwords from here: try again in 1 s."] and not at.metric
+    time.sleep(1.1)
+    sign_in_with_password(at, "Jane Doe", "s3cret")
+    assert metrics(at)["Alerts firing"] == "1"

@@ -113,3 +113,21 @@ def test_alerts_feedback_dead_letters(store):
     assert store.list_dead_letters()[0].payload == b"\xff{"
     stats = store.stats()
     assert (stats["alerts"], stats["feedback"], stats["dead_letters"]) == (1, 1, 1)
+
+
+def test_add_feedback_on_a_locked_store_is_store_unavailable(tmp_path):
+    """Issue 29 #19: add_feedback let the raw sqlite3.OperationalError out."""
+    import sqlite3
+
+    from newspulse.store import StoreUnavailable
+
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, busy_timeout_s=0.05)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreUnavailable, match="saving the correction of article x failed: database is locked"):
+        store.add_feedback(Feedback(article_id="x", label=Label.positive, text="good"))
+    locker.execute("ROLLBACK")
+    locker.close()
+    store.add_feedback(Feedback(article_id="x", label=Label.positive, text="good"))
+    assert len(store.list_feedback()) == 1

@@ -228,10 +228,13 @@ class SQLiteStore:
 
     def add_feedback(self, feedback: Feedback) -> None:
         with self._write_lock:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO feedback (article_id, created_ms, doc) VALUES (?,?,?)",
-                (feedback.article_id, epoch_ms(feedback.created_at), feedback.model_dump_json()),
-            )
+            try:
+                self._conn().execute(
+                    "INSERT OR REPLACE INTO feedback (article_id, created_ms, doc) VALUES (?,?,?)",
+                    (feedback.article_id, epoch_ms(feedback.created_at), feedback.model_dump_json()),
+                )
+            except sqlite3.Error as err:  # locked past busy_timeout_s, read-only, full: the caller says so and keeps the form
+                raise self._infrastructure(err, f"saving the correction of article {feedback.article_id}") from err
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         with self._write_lock:

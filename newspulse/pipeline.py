@@ -33,7 +33,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from newspulse.errors import Failure, FailureClassifier, PermanentFailure, classify
-from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, Article, ScoredArticle, check_published_at
+from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, ScoredArticle, check_published_at
 from newspulse.store.base import DeadLetter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -236,17 +236,18 @@ class Counters:
         }
 
 
-def parse_message(msg: RawMessage, *, max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD) -> Article:
+def parse_message(msg: RawMessage, *, max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD, max_tags: int = MAX_TAGS_PER_RECORD) -> Article:
     """Turn one raw message into a validated Article or raise ValueError saying why not.
 
-    An Article the message already carries was validated where it was made; only its date is
-    checked again, against ``max_published_ahead`` (the processor's setting)."""
+    An Article the message already carries was validated where it was made; only its date and
+    its number of tickers and topics are checked again, against ``max_published_ahead`` and
+    ``max_tags`` (the processor's settings)."""
     if msg.article is not None:
         try:
             check_published_at(msg.article.published_at, ahead=max_published_ahead)
         except ValueError as err:
             raise ValueError(f"invalid article: published_at: {err}") from None
-        return msg.article
+        return check_tag_counts(msg.article, max_tags)
     payload = msg.payload
     if payload is None:
         raise ValueError("empty record (null value)")
@@ -264,12 +265,23 @@ def parse_message(msg: RawMessage, *, max_published_ahead: timedelta = MAX_PUBLI
         if not isinstance(payload, dict):
             raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
         try:
-            return Article.model_validate(payload, context={"max_published_ahead": max_published_ahead})
+            return check_tag_counts(Article.model_validate(payload, context={"max_published_ahead": max_published_ahead}), max_tags)
         except ValidationError as err:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in err.errors())
             raise ValueError(f"invalid article: {details}") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
+
+
+def check_tag_counts(article: Article, limit: int) -> Article:
+    """``article`` if it carries at most ``limit`` tickers and at most ``limit`` topics, else a
+    ValueError naming the field: a record listing thousands of symbols is a scraping accident,
+    and every symbol is an alert scope the alerter would judge in every window."""
+    for name in ("tickers", "topics"):
+        count = len(getattr(article, name))
+        if count > limit:
+            raise ValueError(f"invalid article: {name}: {count:,} values, more than the {limit:,} a record may carry (NEWSPULSE_MAX_TAGS_PER_RECORD)")
+    return article
 
 
 def payload_bytes(payload: bytes | str | dict | None) -> bytes:
@@ -301,6 +313,7 @@ class Processor:
         tagger: Tagger | None = None,
         observers: Sequence[Observer] = (),
         max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD,
+        max_tags: int = MAX_TAGS_PER_RECORD,
     ) -> None:
         self.classifier = classifier
         self.summarizer = summarizer
@@ -309,6 +322,7 @@ class Processor:
         self.tagger = tagger
         self.observers = list(observers)
         self.max_published_ahead = max_published_ahead
+        self.max_tags = max_tags
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
@@ -351,7 +365,7 @@ class Processor:
         poison: dict[int, str] = {}
         for i, msg in enumerate(messages):
             try:
-                art = parse_message(msg, max_published_ahead=self.max_published_ahead)
+                art = parse_message(msg, max_published_ahead=self.max_published_ahead, max_tags=self.max_tags)
             except ValueError as err:
                 poison[i] = str(err)
                 continue

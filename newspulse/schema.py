@@ -22,6 +22,10 @@ SCHEMA_VERSION = 1
 #: silently, because a 5 MB "article" is almost always a scraping accident.
 MAX_BODY_CHARS = 1_000_000
 
+#: Default upper bound on the tickers, and on the topics, of one record
+#: (``NEWSPULSE_MAX_TAGS_PER_RECORD``); a record with more is dead-lettered with the reason.
+MAX_TAGS_PER_RECORD = 200
+
 #: Sanity bounds on ``published_at``. A story dated before 1900 or more than a day ahead of this
 #: machine's clock is a data error (a year-9999 placeholder, a mangled time zone): it would
 #: move every "latest" window into the future, so it is dead-lettered with the reason instead.

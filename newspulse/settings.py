@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newspulse.errors import ConfigError
+from newspulse.schema import MAX_TAGS_PER_RECORD
 
 ENV_PREFIX = "NEWSPULSE_"
 
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(500, ge=1, le=60_000, description="Most a partial batch waits for more records; it goes sooner once none came for about one record's scoring time.")
     queue_max_items: int = Field(1024, ge=1, description="Bound of the embedded in-process queue (back-pressure).")
     max_published_ahead_hours: float = Field(24.0, gt=0, le=24 * 366, description="How far ahead of this host's clock an article's published_at may lie (clock skew, mislabelled time zones); later ones are dead-lettered.")
+    max_tags_per_record: int = Field(MAX_TAGS_PER_RECORD, ge=1, le=100_000, description="Most tickers, and most topics, one record may carry; a record with more is dead-lettered with the reason (every symbol is an alert scope judged in every window).")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the Prometheus metrics endpoint; unset = off.")
 
     # --- crawler (ingest/crawler.py) -----------------------------------------------------

@@ -83,6 +83,7 @@ def build_processor(
         tagger=build_tagger(),
         observers=observers,
         max_published_ahead=timedelta(hours=settings.max_published_ahead_hours),
+        max_tags=settings.max_tags_per_record,
     )
 
 

@@ -299,3 +299,25 @@ rules:
         assert weeks_alerting and max(weeks_alerting) <= 2  # weeks 4-6 are baseline by then
     else:
         assert weeks_alerting >= {3, 4, 5}
+
+
+def test_many_tickers_per_article_cost_the_detector_linear_time():
+    """Issue 29 #7: 4 articles with 5,000 tickers each took 22.9 s, with 10,000 70 s: every ticker
+    scope's window scanned every article's scope list. Now a closed bucket keeps its articles per
+    scope, so a scope's window is read directly. Measured with the built-in rules, 4 negative
+    articles of T tickers, 40 closes per rule, CPU time on the shared 2-core machine under load
+    (bench note in docs/alerts.md): T = 500/1,000/2,000/4,000 took 0.99/1.67/4.11/12.25 s before
+    and 0.87/1.19/2.16/4.55 s after. Here: every scope is judged on exactly its own articles."""
+    from newspulse.alerts.detector import Detector
+
+    [rule] = parse_rules(rules_yaml()).rules
+    det = Detector(rule)
+    tickers = [f"T{i:04d}" for i in range(2000)]
+    arts = [scored(T0 + timedelta(minutes=i), label="negative", tickers=tickers if i < 4 else ["OTHER"], serial=i, title=f"story {i}") for i in range(5)]
+    det.add(arts)
+    verdicts = det.close()
+    assert len(verdicts) == 2000 and {(v.count, v.hits) for v in verdicts} == {(4, 4)}
+    assert sorted({v.scope for v in verdicts}) == [f"ticker:{t}" for t in tickers]
+    k = det.closed_through
+    assert [o.id for o in det._window(k, 1, "ticker:T1999")] == [a.id for a in arts[:4]]
+    assert [o.id for o in det._window(k, 1, "ticker:OTHER")] == [arts[4].id]

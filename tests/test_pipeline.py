@@ -256,3 +256,24 @@ def test_backoff_doubles_to_its_cap_and_jitter_stays_within_its_fraction() -> No
     jittered = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
     delays = [jittered.delay(3) for _ in range(200)]
     assert all(0.64 <= d <= 0.96 for d in delays) and len(set(delays)) > 1
+
+
+def test_a_record_with_more_tickers_or_topics_than_the_cap_is_dead_lettered_with_the_reason(tmp_path):
+    """Issue 29 #7: a 100k-ticker row was accepted and stalled the embedded worker. Above
+    ``max_tags`` (NEWSPULSE_MAX_TAGS_PER_RECORD) tickers or topics, a record is dead-lettered,
+    whether it arrives as JSON or as an Article made by the replay or the crawler."""
+    from newspulse.schema import Article
+
+    store = SQLiteStore(tmp_path / "p.db")
+    sink = StoreSink(store)
+    processor = Processor(KeywordClassifier(), FirstSentence(), [sink], sink, max_tags=5)
+    at_cap = {**raw(1), "tickers": [f"T{i}" for i in range(5)], "topics": [f"t{i}" for i in range(5)]}
+    flood = {**raw(2), "tickers": ";".join(f"T{i}" for i in range(100_000))}
+    topics = Article.model_validate({**raw(3), "topics": [f"t{i}" for i in range(6)]})
+    result = processor.process([RawMessage(json.dumps(at_cap)), RawMessage(json.dumps(flood)), RawMessage(None, article=topics)])
+    assert [o.fate for o in result.outcomes] == [Fate.stored, Fate.dead_lettered, Fate.dead_lettered]
+    assert sorted(d.reason for d in store.list_dead_letters()) == [
+        "invalid article: tickers: 100,000 values, more than the 5 a record may carry (NEWSPULSE_MAX_TAGS_PER_RECORD)",
+        "invalid article: topics: 6 values, more than the 5 a record may carry (NEWSPULSE_MAX_TAGS_PER_RECORD)",
+    ]
+    assert load_settings().max_tags_per_record == 200 and load_settings(max_tags_per_record=50).max_tags_per_record == 50

@@ -164,7 +164,10 @@ class Detector:
         }
         self.late_dropped = 0
         self.open: dict[int, dict[str, _Obs]] = {}
-        self.recent: dict[int, list[_Obs]] = {}  # closed buckets inside the longest window
+        # closed buckets inside the longest window: bucket -> scope -> its articles there, so that
+        # a scope's window is read without scanning every article's scopes (an article with
+        # thousands of tickers would make that quadratic)
+        self.recent: dict[int, dict[str, list[_Obs]]] = {}
         self.bucket_scopes: dict[int, dict[str, tuple[int, int]]] = {}
         self.closed_through: int | None = None  # every bucket with index <= this is closed
         self.any_closed = False
@@ -234,14 +237,12 @@ class Detector:
         self.any_closed = True
         content = list(self.open.pop(k, {}).values())
         if content:
-            self.recent[k] = content
-            per: dict[str, list[int]] = {}
+            by_scope: dict[str, list[_Obs]] = {}
             for obs in content:
                 for scope in obs.scopes:
-                    c = per.setdefault(scope, [0, 0])
-                    c[0] += 1
-                    c[1] += obs.hit
-            self.bucket_scopes[k] = {s: (c[0], c[1]) for s, c in per.items()}
+                    by_scope.setdefault(scope, []).append(obs)
+            self.recent[k] = by_scope
+            self.bucket_scopes[k] = {s: (len(items), sum(o.hit for o in items)) for s, items in by_scope.items()}
             self.totals[k] = (len(content), sum(o.hit for o in content))
             if self._first_bucket is None:
                 self._first_bucket = k
@@ -353,7 +354,7 @@ class Detector:
         return _Baseline(p0, hits, dispersion)
 
     def _window(self, k: int, m: int, scope: str) -> list[_Obs]:
-        return [o for b in range(k - m + 1, k + 1) for o in self.recent.get(b, ()) if scope in o.scopes]
+        return [o for b in range(k - m + 1, k + 1) for o in self.recent.get(b, {}).get(scope, ())]
 
     def _without_top_companies(self, k: int, m: int, scope: str) -> tuple[int, int]:
         """(articles, hits) of a window once the ``exclude_top`` tickers with the most hits are

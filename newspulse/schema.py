@@ -16,7 +16,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+#: Version 2 adds ``ScoredArticle.entities`` and ``.explanation``. Readers accept every version
+#: up to their own: a version-1 record reads with both lists empty (scored before entity-level
+#: scoring; ``newspulse model rescore`` fills them). A record newer than the reader is refused.
+SCHEMA_VERSION = 2
 
 #: Upper bound on an article body; longer bodies are rejected (dead-lettered), not truncated
 #: silently, because a 5 MB "article" is almost always a scraping accident.
@@ -280,17 +283,28 @@ class ScoredArticle(Article):
 
     @classmethod
     def from_article(
-        cls, article: Article, probabilities: dict[str, float], *, summary: str, model_version: str
+        cls,
+        article: Article,
+        probabilities: dict[str, float],
+        *,
+        summary: str,
+        model_version: str,
+        entities: list[EntityVerdict] | None = None,
+        explanation: list[Evidence] | None = None,
     ) -> "ScoredArticle":
-        """Attach a verdict: label = argmax, score = P(positive) − P(negative).
+        """Attach a verdict: label = argmax, score = P(positive) − P(negative), with the entity
+        verdicts and the story's explanation (built and validated by their makers).
 
         The article was validated when it was parsed, so its fields are taken as they are
-        (not dumped to a dict and validated again); the verdict's own checks still run."""
+        (not dumped to a dict and validated again); the verdict's own checks still run. The
+        record is written in this reader's schema version, whatever the article's was."""
         probs = {Label(k): float(v) for k, v in probabilities.items()}
         label = max(probs, key=lambda k: probs[k])
         score = max(-1.0, min(1.0, probs[Label.positive] - probs[Label.negative]))
         scored = cls.model_construct(
-            **{name: getattr(article, name) for name in Article.model_fields},
+            **({name: getattr(article, name) for name in Article.model_fields} | {"schema_version": SCHEMA_VERSION}),
+            entities=list(entities or []),
+            explanation=list(explanation or []),
             label=label,
             probabilities=probs,
             score=score,

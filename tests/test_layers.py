@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: The kernel: domain types, settings, failure classes, the store Protocol and the processing core.
 KERNEL = {
+    "newspulse.entities",
     "newspulse",
     "newspulse.schema",
     "newspulse.settings",

@@ -68,3 +68,16 @@ def test_wrong_typed_tickers_are_a_validation_error_not_a_type_error(tickers):
         Article(published_at=t, source="s", title="t", tickers=tickers)
     with pytest.raises(ValueError, match="list of symbols"):
         parse_message(RawMessage({"published_at": t.isoformat(), "source": "s", "title": "t", "tickers": tickers}))
+
+
+def test_version_1_scored_record_reads_with_empty_entities_and_is_written_as_version_2():
+    """A record stored before entity-level scoring (schema 1: no entities, no explanation)."""
+    v1 = {
+        "schema_version": 1, "id": "abc", "published_at": "2024-01-01T00:00:00Z", "source": "wire", "title": "Intel slides",
+        "tickers": ["INTC"], "label": "negative", "probabilities": {"negative": 0.8, "neutral": 0.1, "positive": 0.1},
+        "score": -0.7, "model_version": "v1", "processed_at": "2024-01-01T00:00:01Z",
+    }
+    old = ScoredArticle.model_validate(v1)
+    assert old.schema_version == 1 and old.entities == [] and old.explanation == []
+    again = ScoredArticle.from_article(old, {"negative": 0.8, "neutral": 0.1, "positive": 0.1}, summary="", model_version="v2")
+    assert again.schema_version == SCHEMA_VERSION == 2

@@ -59,18 +59,29 @@ def fresh(articles: list[Article], tag: str) -> list[Article]:
 
 
 class ClassifierAlone:
-    """The production classifier on its own, loaded once: the yardstick of every ratio."""
+    """The production classifier on its own, loaded once: the yardstick of every ratio. It
+    scores what the Processor's classify step scores: whole stories, then each tagged ticker's
+    mention sentences (entity verdicts); the articles are tagged beforehand, untimed, since
+    tagging is the pipeline's own work."""
 
     def __init__(self, settings: Settings, batch: int) -> None:
+        from newspulse.ingest.tagging import build_mention_finder, build_tagger
         from newspulse.models.predict import load_classifier
+        from newspulse.wiring import entity_scorer
 
         self.clf, self.batch = load_classifier(settings), batch
+        self.tagger, self.entities = build_tagger(), entity_scorer(settings, build_mention_finder())
+
+    def score(self, articles: list[Article]) -> None:
+        """Story and entity scoring of one batch of tagged articles."""
+        self.entities.verdicts(articles, self.clf.score_articles(articles), self.clf)
 
     def seconds(self, articles: list[Article]) -> float:
-        self.clf.score_articles(articles[:2])  # warm (threads, caches) after the pipeline's turn
+        tagged = self.tagger.tag_many(articles)
+        self.score(tagged[:2])  # warm (threads, caches) after the pipeline's turn
         t0 = time.perf_counter()
-        for i in range(0, len(articles), self.batch):
-            self.clf.score_articles(articles[i : i + self.batch])
+        for i in range(0, len(tagged), self.batch):
+            self.score(tagged[i : i + self.batch])
         return time.perf_counter() - t0
 
 
@@ -165,21 +176,28 @@ def _quantiles(lat: list[float], rate: float, seconds: float) -> dict:
 
 def stage_costs(settings: Settings, articles: list[Article], batch: int, workdir: Path) -> dict:
     """Seconds per article of each stage alone, on the same articles in batches of ``batch``:
-    what the pipeline adds to the classifier, and why its ratio is what it is."""
-    from newspulse.ingest.tagging import build_tagger
+    what the pipeline adds to the classifier, and why its ratio is what it is. ``entities`` is
+    the entity-level half of classifying (finding each tagged ticker's mention sentences and
+    scoring them); ``entity_share_of_classifier`` is its cost over the story-level scoring's."""
+    from newspulse.ingest.tagging import build_mention_finder, build_tagger
     from newspulse.models.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
     from newspulse.schema import ScoredArticle
+    from newspulse.wiring import entity_scorer
 
     tagger, clf, summ = build_tagger(), load_classifier(settings), build_summarizer(settings)
+    entities = entity_scorer(settings, build_mention_finder())
     store = timed_sqlite_store(workdir / "stages.db")
-    chunks = [articles[i : i + batch] for i in range(0, len(articles), batch)]
-    tagger.tag_many(chunks[0][:2]), clf.score_articles(chunks[0][:2]), summ.summarize(chunks[0][:2])
+    tagged = tagger.tag_many(articles)
+    chunks = [tagged[i : i + batch] for i in range(0, len(tagged), batch)]
+    story = {id(c): clf.score_articles(c) for c in chunks}
+    tagger.tag_many(chunks[0][:2]), summ.summarize(chunks[0][:2])
     scored = [ScoredArticle.from_article(a, {"negative": 0.2, "neutral": 0.5, "positive": 0.3}, summary="s", model_version="bench") for a in articles]
     out: dict[str, float] = {}
     for name, run in (
         ("tag", lambda c: tagger.tag_many(c)),
         ("classify", lambda c: clf.score_articles(c)),
+        ("entities", lambda c: entities.verdicts(c, story[id(c)], clf)),
         ("summarise", lambda c: summ.summarize(c)),
     ):
         t0 = time.perf_counter()
@@ -191,7 +209,11 @@ def stage_costs(settings: Settings, articles: list[Article], batch: int, workdir
         store.upsert_articles(scored[i : i + batch])
     out["sqlite_write_ms_per_article"] = 1000 * (time.perf_counter() - t0) / len(articles)
     store.close()
-    out["non_classifier_cpu_over_classifier"] = (out["tag_ms_per_article"] + out["summarise_ms_per_article"]) / out["classify_ms_per_article"]
+    plans = [entities.plan(a) for a in tagged]
+    out["tickers_per_article"] = sum(len(a.tickers) for a in tagged) / len(tagged)
+    out["entity_passages_per_article"] = sum(len(p) for plan in plans for p in plan.values()) / len(tagged)
+    out["entity_share_of_classifier"] = out["entities_ms_per_article"] / out["classify_ms_per_article"]
+    out["non_classifier_cpu_over_classifier"] = (out["tag_ms_per_article"] + out["summarise_ms_per_article"]) / (out["classify_ms_per_article"] + out["entities_ms_per_article"])
     return out
 
 

@@ -92,6 +92,11 @@ class KeywordClassifier:
 
         return np.array([[0.1, 0.2, 0.7] if "beat" in a.title.lower() else [0.2, 0.6, 0.2] for a in articles])
 
+    def score_mentions(self, items):
+        import numpy as np
+
+        return np.array([[0.1, 0.2, 0.7] if "beat" in text.lower() else [0.2, 0.6, 0.2] for text, _ in items])
+
 
 def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_path, monkeypatch):
     import newspulse.models.predict

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from newspulse.schema import Alert, AlertStatus, Article, Feedback, Label, ScoredArticle
+from newspulse.schema import Alert, AlertStatus, Article, EntityVerdict, Evidence, Feedback, Label, ScoredArticle
 from newspulse.settings import load_settings
 from newspulse.store.base import DeadLetter, Filter, Store, search_terms
 from newspulse.store.sqlite import SQLiteStore
@@ -41,8 +41,28 @@ BODIES = [
 ]
 
 
+#: Entity verdicts (exact binary fractions: the peer re-prints _source numbers).
+BAD_FOR = {"negative": 0.75, "neutral": 0.125, "positive": 0.125}
+GOOD_FOR = {"negative": 0.125, "neutral": 0.125, "positive": 0.75}
+
+
+def entity_verdicts(art: Article, i: int) -> list[EntityVerdict]:
+    """One verdict per ticker, alternating bad/good between a story's companies, evidence in
+    the title; the last of every four stories has a ticker that the text never names."""
+    out = []
+    for j, ticker in enumerate(art.tickers):
+        probs = BAD_FOR if (i + j) % 2 else GOOD_FOR
+        label = max(probs, key=probs.get)
+        evidence = [Evidence(start=0, end=len(art.title), text=art.title, label=label, score=probs["positive"] - probs["negative"], weight=1.0)]
+        basis = "story" if i % 4 == 2 and j == 1 else "mentions"
+        out.append(EntityVerdict(ticker=ticker, label=label, probabilities=probs, score=probs["positive"] - probs["negative"], basis=basis, mentions=1, evidence=evidence))
+    return out
+
+
 def make_corpus(n: int = 60) -> list[ScoredArticle]:
-    """Deterministic articles with repeated scores and timestamps, so tie-breaks matter."""
+    """Deterministic articles with repeated scores and timestamps, so tie-breaks matter. Three
+    in four carry entity verdicts that disagree with the story; every fourth is a version-1
+    record scored before entity-level scoring (no entities: the story verdict stands in)."""
     arts = []
     for i in range(n):
         neg = [0.8, 0.1, 0.1, 0.45, 0.05, 0.6][i % 6]
@@ -57,7 +77,8 @@ def make_corpus(n: int = 60) -> list[ScoredArticle]:
             tickers=TICKERS[i % len(TICKERS)],
             topics=TOPICS[i % len(TOPICS)],
         )
-        arts.append(ScoredArticle.from_article(art, probs, summary=f"Summary of story {i}.", model_version=f"v{1 + i % 2}"))
+        scored = ScoredArticle.from_article(art, probs, summary=f"Summary of story {i}.", model_version=f"v{1 + i % 2}", entities=entity_verdicts(art, i))
+        arts.append(scored.model_copy(update={"schema_version": 1, "entities": []}) if i % 4 == 3 else scored)
     return arts
 
 
@@ -96,6 +117,12 @@ def loaded(store):
 
 
 # --- oracle ----------------------------------------------------------------------------
+def verdict(a: ScoredArticle, ticker: str | None) -> tuple[str, float]:
+    """What per-ticker queries count: the company's entity verdict, the story's without one."""
+    own = [e for e in a.entities if e.ticker == ticker]
+    return (own[0].label.value, own[0].score) if own else (a.label.value, a.score)
+
+
 def matching(flt: Filter) -> list[ScoredArticle]:
     def ok(a: ScoredArticle) -> bool:
         return (
@@ -104,7 +131,7 @@ def matching(flt: Filter) -> list[ScoredArticle]:
             and (flt.ticker is None or flt.ticker in a.tickers)
             and (flt.topic is None or flt.topic in a.topics)
             and (flt.source is None or a.source == flt.source)
-            and (flt.label is None or a.label.value == flt.label)
+            and (flt.label is None or verdict(a, flt.ticker)[0] == flt.label)
         )
 
     return [a for a in CORPUS if ok(a)]
@@ -117,6 +144,8 @@ FILTERS = [
     Filter(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=9)),
     Filter(label="negative", ticker="MSFT"),
     Filter(ticker="NOPE"),
+    Filter(label="positive", ticker="AAPL", start=T0 + timedelta(hours=4)),
+    Filter(label="negative"),
 ]
 
 
@@ -169,9 +198,10 @@ def test_timeseries_matches_oracle(loaded, flt):
     assert [int(b.start.timestamp() * 1000) for b in got] == sorted(expected)
     for b in got:
         arts = expected[int(b.start.timestamp() * 1000)]
+        counted = [verdict(a, flt.ticker) for a in arts]
         assert b.count == len(arts)
-        assert (b.negative, b.neutral, b.positive) == tuple(sum(a.label.value == lb for a in arts) for lb in ("negative", "neutral", "positive"))
-        assert b.mean_score == pytest.approx(sum(a.score for a in arts) / len(arts), abs=1e-9)
+        assert (b.negative, b.neutral, b.positive) == tuple(sum(label == lb for label, _ in counted) for lb in ("negative", "neutral", "positive"))
+        assert b.mean_score == pytest.approx(sum(score for _, score in counted) / len(arts), abs=1e-9)
 
 
 def test_timeseries_buckets_align_to_epoch(loaded):
@@ -181,7 +211,7 @@ def test_timeseries_buckets_align_to_epoch(loaded):
 
 @pytest.mark.parametrize("flt", FILTERS)
 def test_top_negative_order_and_tie_breaks(loaded, flt):
-    expected = sorted(matching(flt), key=lambda a: (a.score, -a.published_at.timestamp(), a.id))[:7]
+    expected = sorted(matching(flt), key=lambda a: (verdict(a, flt.ticker)[1], -a.published_at.timestamp(), a.id))[:7]
     assert [a.id for a in loaded.top_negative(flt, limit=7)] == [a.id for a in expected]
 
 
@@ -238,13 +268,14 @@ def test_search_ranks_title_matches_first(loaded):
 
 @pytest.mark.parametrize("field", ["tickers", "topics", "source"])
 @pytest.mark.parametrize("by", ["volume", "negativity"])
-@pytest.mark.parametrize("flt", FILTERS[:4])
+@pytest.mark.parametrize("flt", [*FILTERS[:4], FILTERS[-1]])
 def test_facets_match_oracle(loaded, field, by, flt):
-    groups: dict[str, list[ScoredArticle]] = {}
+    groups: dict[str, list[tuple[str, float]]] = {}
     for a in matching(flt):
         for v in [a.source] if field == "source" else getattr(a, field):
-            groups.setdefault(v, []).append(a)
-    rows = [(v, len(arts), sum(a.label == Label.negative for a in arts), sum(a.score for a in arts) / len(arts)) for v, arts in groups.items() if len(arts) >= 3]
+            # a ticker counts its own verdict; topics and sources the story's
+            groups.setdefault(v, []).append(verdict(a, v if field == "tickers" else None))
+    rows = [(v, len(vs), sum(label == "negative" for label, _ in vs), sum(score for _, score in vs) / len(vs)) for v, vs in groups.items() if len(vs) >= 3]
     if by == "volume":
         rows.sort(key=lambda r: (-r[1], r[0]))
     else:
@@ -382,3 +413,66 @@ def test_backends_answer_identically(tmp_path, es_url):
     finally:
         sqlite.close()
         elastic.close()
+
+
+# --- stores written before entity-level verdicts (schema version 1) -----------------------
+V1_DOC = {
+    "schema_version": 1, "id": "v1-story", "published_at": "2024-01-31T08:00:00Z", "source": "wire", "title": "Intel slides as AMD wins",
+    "body": "", "url": None, "tickers": ["INTC", "AMD"], "topics": [], "language": None, "novelty": None, "label": "negative",
+    "probabilities": {"negative": 0.75, "neutral": 0.125, "positive": 0.125}, "score": -0.625, "summary": "", "model_version": "v0",
+    "processed_at": "2024-01-31T08:00:01Z",
+}
+#: What the article tables looked like before schema version 2.
+V1_SQLITE = """
+CREATE TABLE articles (id TEXT PRIMARY KEY, published_ms INTEGER NOT NULL, source TEXT NOT NULL, label TEXT NOT NULL,
+    score REAL NOT NULL, model_version TEXT NOT NULL, processed_ms INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE article_tickers (id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (value, id)) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+
+
+def old_store(kind: str, tmp_path, es_url_factory) -> Store:
+    """A store holding one version-1 record, written the way the code before entity verdicts did."""
+    if kind == "sqlite":
+        import json
+        import sqlite3
+
+        conn = sqlite3.connect(tmp_path / "old.db")
+        conn.executescript(V1_SQLITE)
+        conn.execute("INSERT INTO articles VALUES (?,?,?,?,?,?,?,?)", ("v1-story", 1706688000000, "wire", "negative", -0.625, "v0", 1706688001000, json.dumps(V1_DOC)))
+        conn.executemany("INSERT INTO article_tickers VALUES (?, ?)", [("v1-story", "INTC"), ("v1-story", "AMD")])
+        conn.commit()
+        conn.close()
+        return SQLiteStore(tmp_path / "old.db")
+    from newspulse.store.elastic import ARTICLE_MAPPINGS, ENTITY_MAPPINGS
+
+    store = open_backend(kind, tmp_path, es_url_factory)
+    old_mapping = {**ARTICLE_MAPPINGS, "properties": {k: v for k, v in ARTICLE_MAPPINGS["properties"].items() if k not in ENTITY_MAPPINGS}}
+    # the store's client, before the store's own first call installs anything
+    store.client.indices.create(index=f"{store.articles_alias}-2024.01", mappings=old_mapping, aliases={store.articles_alias: {}})
+    store.client.index(index=f"{store.articles_alias}-2024.01", id="v1-story", document=V1_DOC, refresh=True)
+    return store
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("elasticsearch", marks=pytest.mark.es)])
+def test_old_schema_documents_still_read_and_the_store_takes_entity_verdicts(kind, tmp_path, request):
+    store = old_store(kind, tmp_path, lambda: request.getfixturevalue("es_url"))
+    try:
+        old = store.get_article("v1-story")
+        assert old.schema_version == 1 and old.entities == [] and old.label is Label.negative
+        # a new record in the same month (the same Elasticsearch index, created with the old mapping)
+        art = Article(published_at=T0 + timedelta(hours=1), source="wire", title="AMD rallies while Intel falls", tickers=["INTC", "AMD"])
+        new = ScoredArticle.from_article(art, {"negative": 0.125, "neutral": 0.75, "positive": 0.125}, summary="", model_version="v1", entities=entity_verdicts(art, 1))
+        assert store.upsert_articles([new]).ok
+        assert store.get_article(new.id) == new
+        # the old record counts its story verdict (negative) for both; the new one each company's own
+        assert [(v.ticker, v.label) for v in new.entities] == [("INTC", Label.negative), ("AMD", Label.positive)]
+        (amd,) = store.timeseries(Filter(ticker="AMD"), timedelta(days=30))
+        (intc,) = store.timeseries(Filter(ticker="INTC"), timedelta(days=30))
+        assert (amd.count, amd.negative, amd.positive) == (2, 1, 1) and amd.mean_score == pytest.approx(0.0)
+        assert (intc.count, intc.negative, intc.positive) == (2, 2, 0) and intc.mean_score == pytest.approx(-0.625)
+        assert [a.id for a in store.top_negative(Filter(ticker="AMD"), limit=2)] == ["v1-story", new.id]
+        assert [[a.id for a in batch] for batch in store.iter_articles(Filter(ticker="AMD", label="positive"))] == [[new.id]]
+        assert {(f.value, f.count, f.negative) for f in store.facets("tickers", Filter())} == {("AMD", 2, 1), ("INTC", 2, 2)}
+    finally:
+        store.close()

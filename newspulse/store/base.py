@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
+
+from newspulse.entities import story_verdict
 from newspulse.errors import InfrastructureError, PermanentFailure, Unavailable
-from newspulse.schema import Alert, Feedback, ScoredArticle
+from newspulse.schema import LABELS, Alert, Feedback, ScoredArticle
 
 FacetField = Literal["tickers", "topics", "source"]
 
@@ -93,6 +96,19 @@ class DeadLetter:
     payload: bytes
     origin: str
     received_at: datetime
+
+
+def stored_form(article: ScoredArticle) -> ScoredArticle:
+    """The record as both stores keep it: entity verdicts, when it has any, cover exactly its
+    tickers (one a ticker the record no longer carries is dropped; a ticker without one gets
+    the story verdict, basis ``story``), so a per-ticker aggregation never has to look up
+    which of a record's tickers has a verdict. A record without entities (scored before
+    entity-level scoring) stays as it is: the story verdict stands in for all its tickers."""
+    if not article.entities or [e.ticker for e in article.entities] == article.tickers:
+        return article
+    own = {e.ticker: e for e in article.entities}
+    story = np.array([article.probabilities[label] for label in LABELS])
+    return article.model_copy(update={"entities": [own.get(t) or story_verdict(t, story) for t in article.tickers]})
 
 
 def alert_update(alert: Alert) -> dict:

@@ -56,6 +56,7 @@ from newspulse.store.base import (
     WriteResult,
     alert_update,
     search_terms,
+    stored_form,
 )
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,26 @@ _TEXT = {"type": "text", "analyzer": "english"}
 _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 
+_PROBABILITIES = {"properties": {"negative": {"type": "float"}, "neutral": {"type": "float"}, "positive": {"type": "float"}}}
+#: Fields added by schema version 2, also put into monthly indices created before it.
+ENTITY_MAPPINGS: dict[str, Any] = {
+    # nested, not a plain object: "bad for X, good for Y" must not match a query for "bad for Y"
+    # (a plain object array flattens tickers and labels into two unrelated lists)
+    "entities": {
+        "type": "nested",
+        "properties": {
+            "ticker": _KEYWORD,
+            "label": _KEYWORD,
+            "score": {"type": "double"},
+            "basis": _KEYWORD,
+            "mentions": {"type": "integer"},
+            "probabilities": _PROBABILITIES,
+            "evidence": {"type": "object", "enabled": False},  # shown, never queried
+        },
+    },
+    "explanation": {"type": "object", "enabled": False},
+}
+
 ARTICLE_MAPPINGS: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
@@ -108,12 +129,11 @@ ARTICLE_MAPPINGS: dict[str, Any] = {
         "novelty": {"type": "float"},
         "label": _KEYWORD,
         "model_version": _KEYWORD,
-        "probabilities": {
-            "properties": {"negative": {"type": "float"}, "neutral": {"type": "float"}, "positive": {"type": "float"}}
-        },
+        "probabilities": _PROBABILITIES,
         # double, not float: sorting (top_negative's ties) and averages must match SQLite's REAL
         # exactly; float32 would merge scores that differ below 1e-7 and shift means.
         "score": {"type": "double"},
+        **ENTITY_MAPPINGS,
     },
 }
 
@@ -252,6 +272,7 @@ class ElasticStore:
             },
             meta={"managed_by": "newspulse", "description": "scored news articles, one index per month"},
         )
+        self._add_entity_mappings()
         for index, mappings in (
             (self.alerts_index, ALERT_MAPPINGS),
             (self.feedback_index, FEEDBACK_MAPPINGS),
@@ -264,6 +285,18 @@ class ElasticStore:
             except BadRequestError as err:
                 if "resource_already_exists" not in str(err):  # another process won the race
                     raise
+
+    def _add_entity_mappings(self) -> None:
+        """Monthly indices created before schema version 2 get its fields (adding fields to a
+        mapping is allowed in place), so their strict mappings take new records and old
+        documents stay where they are, readable as they were."""
+        from elasticsearch import NotFoundError
+
+        pattern = re.compile(re.escape(self.articles_alias) + r"-\d{4}\.\d{2}")
+        for row in self.client.cat.indices(format="json").body:
+            if pattern.fullmatch(row["index"]):
+                with contextlib.suppress(NotFoundError):  # dropped meanwhile by retention
+                    self.client.indices.put_mapping(index=row["index"], properties=ENTITY_MAPPINGS)
 
     def article_index(self, published_at: datetime) -> str:
         """The monthly index an article lives in: fixed by its published_at, never by write time."""
@@ -451,7 +484,7 @@ class ElasticStore:
         operations: list[dict[str, Any]] = []
         for art in articles:
             operations.append({"index": {"_index": self.article_index(art.published_at), "_id": art.id}})
-            operations.append(art.model_dump(mode="json"))
+            operations.append(stored_form(art).model_dump(mode="json"))
         resp = self.client.bulk(operations=operations)
         out = []
         for item in resp["items"]:
@@ -556,9 +589,15 @@ class ElasticStore:
             if flt.end is not None:
                 rng["lt"] = epoch_ms(flt.end)
             clauses.append({"range": {"published_at": rng}})
-        for field, value in (("tickers", flt.ticker), ("topics", flt.topic), ("source", flt.source), ("label", flt.label)):
+        for field, value in (("tickers", flt.ticker), ("topics", flt.topic), ("source", flt.source)):
             if value:
                 clauses.append({"term": {field: value}})
+        if flt.ticker and flt.label:  # the company's own verdict, the story's where it has none
+            own = _entity_of(flt.ticker, {"term": {"entities.label": flt.label}})
+            story = {"bool": {"filter": [{"term": {"label": flt.label}}], "must_not": [_entity_of(flt.ticker)]}}
+            clauses.append({"bool": {"should": [own, story], "minimum_should_match": 1}})
+        elif flt.label:
+            clauses.append({"term": {"label": flt.label}})
         return {"bool": {"filter": clauses}}
 
     def get_article(self, article_id: str) -> ScoredArticle | None:
@@ -581,11 +620,13 @@ class ElasticStore:
         size = int(bucket.total_seconds() * 1000)
         if size <= 0:
             raise ValueError("bucket must be positive")
+        # with a ticker: its entity verdict where the record has one, the story's elsewhere
+        verdicts = _verdict_aggs(flt.ticker) if flt.ticker else _LABEL_SUM
         aggs = {
             "series": {
                 # fixed intervals are aligned to multiples of the interval since the epoch (UTC)
                 "date_histogram": {"field": "published_at", "fixed_interval": f"{size}ms", "min_doc_count": 1},
-                "aggs": {"labels": {"terms": {"field": "label", "size": 3}}, "mean": {"avg": {"field": "score"}}},
+                "aggs": verdicts,
             }
         }
         resp = self._read("timeseries", lambda: self._search(self.articles_read, query=self._filter(flt), size=0, aggs=aggs))
@@ -593,7 +634,7 @@ class ElasticStore:
         for b in resp.get("aggregations", {}).get("series", {}).get("buckets", []):
             if not b["doc_count"]:
                 continue
-            labels = {lb["key"]: lb["doc_count"] for lb in b["labels"]["buckets"]}
+            labels, total = _label_counts(b)
             out.append(
                 Bucket(
                     start=from_epoch_ms(b["key"]),
@@ -601,15 +642,37 @@ class ElasticStore:
                     negative=labels.get("negative", 0),
                     neutral=labels.get("neutral", 0),
                     positive=labels.get("positive", 0),
-                    mean_score=float(b["mean"]["value"]),
+                    mean_score=total / b["doc_count"],
                 )
             )
         return out
 
     def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
+        if flt.ticker:
+            return self._top_negative_for(flt, limit)
         sort = [{"score": "asc"}, {"published_at": "desc"}, {"id": "asc"}]
         resp = self._read("top_negative", lambda: self._search(self.articles_read, query=self._filter(flt), size=limit, sort=sort))
         return [ScoredArticle.model_validate(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def _top_negative_for(self, flt: Filter, limit: int) -> list[ScoredArticle]:
+        """Most negative for one company, by its entity score (the story's where a record has
+        none). Ranked here over the matching records' scores alone (``_source`` filtered to
+        them), then the winners are fetched whole: a nested sort would do it in the cluster,
+        but the test peer ignores nested sorts, and the contract demands the same order from
+        both backends. Cost grows with the company's articles in the filter's range."""
+        keyed: list[tuple[float, int, str]] = []
+        sort = [{"published_at": "asc"}, {"id": "asc"}]
+        for hits in self._pages("top_negative", self.articles_read, sort, self._filter(flt), 1000, source=["score", "entities.ticker", "entities.score"]):
+            for h in hits:
+                src = h["_source"]
+                own = [e["score"] for e in src.get("entities") or [] if e.get("ticker") == flt.ticker]
+                keyed.append((float(own[0] if own else src["score"]), -int(h["sort"][0]), h["_id"]))
+        ids = [art_id for *_, art_id in sorted(keyed)[:limit]]
+        if not ids:
+            return []
+        resp = self._read("top_negative", lambda: self._search(self.articles_read, query={"ids": {"values": ids}}, size=2 * len(ids)))
+        found = {h["_id"]: ScoredArticle.model_validate(h["_source"]) for h in resp["hits"]["hits"]}
+        return [found[i] for i in ids if i in found]
 
     def search(self, text: str, flt: Filter, limit: int = 20) -> list[SearchHit]:
         terms = search_terms(text)
@@ -650,11 +713,22 @@ class ElasticStore:
     ) -> list[Facet]:
         if field not in ("tickers", "topics", "source"):
             raise ValueError(f"unknown facet field {field!r}")
-        terms: dict[str, Any] = {"field": field, "min_doc_count": max(1, min_count), "shard_size": MAX_FACET_VALUES}
-        if by == "volume":
-            terms.update(size=limit, order=[{"_count": "desc"}, {"_key": "asc"}])
+        if field == "tickers":
+            facets = self._ticker_facets(flt)
         else:
-            terms.update(size=MAX_FACET_VALUES)
+            facets = self._facets(field, flt, limit if by == "volume" else MAX_FACET_VALUES, min_count)
+        facets = [f for f in facets if f.count >= min_count]
+        if by == "volume":
+            facets.sort(key=lambda f: (-f.count, f.value))
+        else:
+            facets.sort(key=lambda f: (-f.negative / f.count, -f.count, f.value))
+        return facets[:limit]
+
+    def _facets(self, field: str, flt: Filter, size: int, min_count: int) -> list[Facet]:
+        """Values of ``field`` with the story verdicts of their articles."""
+        terms: dict[str, Any] = {"field": field, "min_doc_count": max(1, min_count), "shard_size": MAX_FACET_VALUES, "size": size}
+        if size < MAX_FACET_VALUES:
+            terms["order"] = [{"_count": "desc"}, {"_key": "asc"}]
         aggs = {
             "values": {
                 "terms": terms,
@@ -662,23 +736,41 @@ class ElasticStore:
             }
         }
         resp = self._read("facets", lambda: self._search(self.articles_read, query=self._filter(flt), size=0, aggs=aggs))
-        facets = [
+        return [
             Facet(value=b["key"], count=b["doc_count"], negative=b["negative"]["doc_count"], mean_score=float(b["mean"]["value"]))
             for b in resp.get("aggregations", {}).get("values", {}).get("buckets", [])
-            if b["doc_count"] >= min_count
         ]
-        if by == "volume":
-            facets.sort(key=lambda f: (-f.count, f.value))
-        else:
-            facets.sort(key=lambda f: (-f.negative / f.count, -f.count, f.value))
-        return facets[:limit]
+
+    def _ticker_facets(self, flt: Filter) -> list[Facet]:
+        """Every ticker with its own verdicts: entity verdicts (one per ticker of a record
+        scored with them) plus the story verdicts of records scored before them (no entities)."""
+        def by_value(field: str, label: str, score: str) -> dict[str, Any]:
+            return {
+                "terms": {"field": field, "size": MAX_FACET_VALUES, "shard_size": MAX_FACET_VALUES},
+                "aggs": {"negative": {"filter": {"term": {label: "negative"}}}, "sum": {"sum": {"field": score}}},
+            }
+
+        aggs = {
+            "entity": {"nested": {"path": "entities"}, "aggs": {"values": by_value("entities.ticker", "entities.label", "entities.score")}},
+            "story": {"filter": {"bool": {"must_not": [_HAS_ENTITIES]}}, "aggs": {"values": by_value("tickers", "label", "score")}},
+        }
+        resp = self._read("facets", lambda: self._search(self.articles_read, query=self._filter(flt), size=0, aggs=aggs))
+        found = resp.get("aggregations", {})
+        merged: dict[str, list[float]] = {}
+        for part in ("entity", "story"):
+            for b in found.get(part, {}).get("values", {}).get("buckets", []):
+                row = merged.setdefault(b["key"], [0, 0, 0.0])
+                row[0] += b["doc_count"]
+                row[1] += b["negative"]["doc_count"]
+                row[2] += float(b["sum"]["value"] or 0.0)
+        return [Facet(value=v, count=int(n), negative=int(neg), mean_score=total / n) for v, (n, neg, total) in merged.items() if n]
 
     def iter_articles(self, flt: Filter, batch_size: int = 500) -> Iterator[list[ScoredArticle]]:
         sort = [{"published_at": "asc"}, {"id": "asc"}]
         for hits in self._pages("iter_articles", self.articles_read, sort, self._filter(flt), batch_size):
             yield [ScoredArticle.model_validate(h["_source"]) for h in hits]
 
-    def _pages(self, what: str, index: str, sort: list[dict[str, Any]], query: dict[str, Any], size: int) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, what: str, index: str, sort: list[dict[str, Any]], query: dict[str, Any], size: int, source: Any = True) -> Iterator[list[dict[str, Any]]]:
         """Every hit of ``query`` in ``sort`` order, ``size`` at a time: ``search_after`` over a
         point in time. Each page reads the indices as they were when the read began, so
         documents written or moved meanwhile neither shift the pages nor appear twice, and there
@@ -694,7 +786,7 @@ class ElasticStore:
         try:
             while True:
                 extra = {"search_after": after} if after is not None else {}
-                body = {"query": query, "size": size, "sort": sort, "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE}, **extra}
+                body = {"query": query, "size": size, "sort": sort, "source": source, "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE}, **extra}
                 resp = self._read(what, lambda: self.client.search(**body).body)
                 pit = resp.get("pit_id", pit)
                 hits = resp["hits"]["hits"]
@@ -794,6 +886,47 @@ class ElasticStore:
             "last_published_at": last.isoformat() if last else None,
             "model_versions": versions,
         }
+
+
+#: Records scored with entity verdicts (schema version 2 onwards).
+_HAS_ENTITIES = {"nested": {"path": "entities", "query": {"exists": {"field": "entities.ticker"}}}}
+#: Label counts and the score sum of a set of articles' story verdicts.
+_LABEL_SUM = {"labels": {"terms": {"field": "label", "size": 3}}, "sum": {"sum": {"field": "score"}}}
+
+
+def _entity_of(ticker: str, *more: dict[str, Any]) -> dict[str, Any]:
+    """Records whose entity verdict for ``ticker`` matches ``more`` (all of them)."""
+    return {"nested": {"path": "entities", "query": {"bool": {"filter": [{"term": {"entities.ticker": ticker}}, *more]}}}}
+
+
+def _verdict_aggs(ticker: str) -> dict[str, Any]:
+    """Label counts and score sums of ``ticker``'s verdicts: its entity verdict where a record
+    has one (``entity``), the story's where not (``story``); :func:`_label_counts` adds them."""
+    return {
+        "entity": {
+            "nested": {"path": "entities"},
+            "aggs": {
+                "own": {
+                    "filter": {"term": {"entities.ticker": ticker}},
+                    "aggs": {"labels": {"terms": {"field": "entities.label", "size": 3}}, "sum": {"sum": {"field": "entities.score"}}},
+                }
+            },
+        },
+        "story": {"filter": {"bool": {"must_not": [_entity_of(ticker)]}}, "aggs": _LABEL_SUM},
+    }
+
+
+def _label_counts(bucket: dict[str, Any]) -> tuple[dict[str, int], float]:
+    """Label counts and score sum of a bucket aggregated by :func:`_verdict_aggs`, or by
+    :data:`_LABEL_SUM` alone (the story verdicts)."""
+    labels: dict[str, int] = {}
+    total = 0.0
+    parts = [bucket.get("story", bucket), bucket.get("entity", {}).get("own", {})]
+    for part in parts:
+        for lb in part.get("labels", {}).get("buckets", []):
+            labels[lb["key"]] = labels.get(lb["key"], 0) + lb["doc_count"]
+        total += float((part.get("sum") or {}).get("value") or 0.0)
+    return labels, total
 
 
 def _transient_reason(err: BaseException) -> str | None:

@@ -1,7 +1,10 @@
 """The embedded store: one SQLite file in WAL mode, FTS5 for search.
 
 WAL lets the dashboard read while the pipeline writes from another process. Tickers and topics
-live in side tables so that filtering by them uses an index instead of scanning JSON.
+live in side tables so that filtering by them uses an index instead of scanning JSON; a ticker's
+row also holds its entity verdict (label, score; NULL for a record scored before entity-level
+scoring), so per-ticker aggregations read the company's own sentiment with the story's as the
+fallback: ``COALESCE(t.label, a.label)``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms
-from newspulse.store.base import Bucket, DeadLetter, alert_update, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms
+from newspulse.store.base import Bucket, DeadLetter, alert_update, Facet, FacetField, Filter, SearchHit, StoreError, StorePermanentError, StoreUnavailable, WriteResult, search_terms, stored_form
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -31,7 +34,7 @@ CREATE TABLE IF NOT EXISTS articles (
 CREATE INDEX IF NOT EXISTS articles_published ON articles(published_ms);
 CREATE INDEX IF NOT EXISTS articles_score ON articles(score, published_ms);
 CREATE INDEX IF NOT EXISTS articles_source ON articles(source, published_ms);
-CREATE TABLE IF NOT EXISTS article_tickers (id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (value, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS article_tickers (id TEXT NOT NULL, value TEXT NOT NULL, label TEXT, score REAL, PRIMARY KEY (value, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS article_tickers_id ON article_tickers(id);
 CREATE TABLE IF NOT EXISTS article_topics (id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (value, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS article_topics_id ON article_topics(id);
@@ -50,9 +53,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 #: Ids per ``IN (...)`` query: below SQLite's bound on host parameters (999 in old builds).
 _IDS_PER_QUERY = 500
-
-_FACET_TABLES = {"tickers": "article_tickers", "topics": "article_topics"}
-
 
 def fts_query(text: str) -> str:
     """Turn free text into an FTS5 query: every word must match (AND), no operator injection.
@@ -103,6 +103,17 @@ class SQLiteStore:
                 PRAGMA user_version = 1;
                 COMMIT;"""
             )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(article_tickers)")}
+        if "label" not in columns:
+            # version 2: a ticker's row holds its entity verdict; older rows stay NULL (the
+            # story verdict stands in) until re-scoring fills them
+            conn.executescript(
+                """BEGIN IMMEDIATE;
+                ALTER TABLE article_tickers ADD COLUMN label TEXT;
+                ALTER TABLE article_tickers ADD COLUMN score REAL;
+                PRAGMA user_version = 2;
+                COMMIT;"""
+            )
         conn.commit()
 
     # --- plumbing ------------------------------------------------------------------
@@ -149,16 +160,27 @@ class SQLiteStore:
         if flt.source:
             clauses.append(f"{alias}.source = ?")
             params.append(flt.source)
-        if flt.label:
+        if flt.ticker and flt.label:  # the company's own verdict, the story's where it has none
+            clauses.append(f"EXISTS (SELECT 1 FROM article_tickers t WHERE t.id = {alias}.id AND t.value = ? AND COALESCE(t.label, {alias}.label) = ?)")
+            params += [flt.ticker, flt.label]
+        elif flt.label:
             clauses.append(f"{alias}.label = ?")
             params.append(flt.label)
-        if flt.ticker:
+        elif flt.ticker:
             clauses.append(f"{alias}.id IN (SELECT id FROM article_tickers WHERE value = ?)")
             params.append(flt.ticker)
         if flt.topic:
             clauses.append(f"{alias}.id IN (SELECT id FROM article_topics WHERE value = ?)")
             params.append(flt.topic)
         return (" AND ".join(clauses) or "1=1"), params
+
+    @staticmethod
+    def _verdict(flt: Filter) -> tuple[str, str, str, list]:
+        """``(join, label, score, params)``: which verdict a query counts. With a ticker filter,
+        that company's entity verdict (the story's where the record has none); else the story's."""
+        if not flt.ticker:
+            return "", "a.label", "a.score", []
+        return "JOIN article_tickers tv ON tv.id = a.id AND tv.value = ?", "COALESCE(tv.label, a.label)", "COALESCE(tv.score, a.score)", [flt.ticker]
 
     # --- writes --------------------------------------------------------------------
     def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
@@ -187,6 +209,7 @@ class SQLiteStore:
         return result
 
     def _upsert_one(self, conn: sqlite3.Connection, art: ScoredArticle) -> None:
+        art = stored_form(art)
         conn.execute("SAVEPOINT one")
         try:
             # The FTS row shares the article's rowid: deleting by rowid is a key lookup, where
@@ -198,9 +221,14 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO articles (id, published_ms, source, label, score, model_version, processed_ms, doc) VALUES (?,?,?,?,?,?,?,?)",
                 (art.id, epoch_ms(art.published_at), art.source, art.label.value, art.score, art.model_version, epoch_ms(art.processed_at), art.model_dump_json()),
             )
-            for table, values in (("article_tickers", art.tickers), ("article_topics", art.topics)):
-                conn.execute(f"DELETE FROM {table} WHERE id = ?", (art.id,))
-                conn.executemany(f"INSERT OR IGNORE INTO {table} (id, value) VALUES (?, ?)", [(art.id, v) for v in values])
+            verdicts = {v.ticker: v for v in art.entities}
+            conn.execute("DELETE FROM article_tickers WHERE id = ?", (art.id,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO article_tickers (id, value, label, score) VALUES (?, ?, ?, ?)",
+                [(art.id, t, *((verdicts[t].label.value, verdicts[t].score) if t in verdicts else (None, None))) for t in art.tickers],
+            )
+            conn.execute("DELETE FROM article_topics WHERE id = ?", (art.id,))
+            conn.executemany("INSERT OR IGNORE INTO article_topics (id, value) VALUES (?, ?)", [(art.id, v) for v in art.topics])
             conn.execute(
                 "INSERT INTO articles_fts (rowid, id, title, body, summary) VALUES (?,?,?,?,?)",
                 (cur.lastrowid, art.id, art.title, art.body, art.summary),
@@ -266,19 +294,21 @@ class SQLiteStore:
         if size <= 0:
             raise ValueError("bucket must be positive")
         where, params = self._where(flt)
+        join, label, score, join_params = self._verdict(flt)
         rows = self._conn().execute(
             f"""SELECT (a.published_ms / ?) * ? AS b, COUNT(*),
-                       SUM(a.label = 'negative'), SUM(a.label = 'neutral'), SUM(a.label = 'positive'), AVG(a.score)
-                FROM articles a WHERE {where} GROUP BY b ORDER BY b""",
-            [size, size, *params],
+                       SUM({label} = 'negative'), SUM({label} = 'neutral'), SUM({label} = 'positive'), AVG({score})
+                FROM articles a {join} WHERE {where} GROUP BY b ORDER BY b""",
+            [size, size, *join_params, *params],
         ).fetchall()
         return [Bucket(start=from_epoch_ms(b), count=n, negative=neg, neutral=neu, positive=pos, mean_score=mean) for b, n, neg, neu, pos, mean in rows]
 
     def top_negative(self, flt: Filter, limit: int = 10) -> list[ScoredArticle]:
         where, params = self._where(flt)
+        join, _, score, join_params = self._verdict(flt)
         rows = self._conn().execute(
-            f"SELECT a.doc FROM articles a WHERE {where} ORDER BY a.score ASC, a.published_ms DESC, a.id ASC LIMIT ?",
-            [*params, limit],
+            f"SELECT a.doc FROM articles a {join} WHERE {where} ORDER BY {score} ASC, a.published_ms DESC, a.id ASC LIMIT ?",
+            [*join_params, *params, limit],
         ).fetchall()
         return [ScoredArticle.model_validate_json(r[0]) for r in rows]
 
@@ -312,8 +342,10 @@ class SQLiteStore:
         where, params = self._where(flt)
         if field == "source":
             source = f"SELECT a.source AS value, a.label, a.score FROM articles a WHERE {where}"
-        elif field in _FACET_TABLES:
-            source = f"SELECT t.value AS value, a.label, a.score FROM {_FACET_TABLES[field]} t JOIN articles a ON a.id = t.id WHERE {where}"
+        elif field == "tickers":  # each company's own verdict, the story's where it has none
+            source = f"SELECT t.value AS value, COALESCE(t.label, a.label) AS label, COALESCE(t.score, a.score) AS score FROM article_tickers t JOIN articles a ON a.id = t.id WHERE {where}"
+        elif field == "topics":
+            source = f"SELECT t.value AS value, a.label, a.score FROM article_topics t JOIN articles a ON a.id = t.id WHERE {where}"
         else:
             raise ValueError(f"unknown facet field {field!r}")
         order = "n DESC, value ASC" if by == "volume" else "CAST(neg AS REAL) / n DESC, n DESC, value ASC"

@@ -40,6 +40,7 @@ def crawl(
     """
     from newspulse.errors import ExitCode
     from newspulse.ingest.crawler import Crawler
+    from newspulse.ingest.dedup import DedupState
     from newspulse.ingest.feeds import FeedsFileError, load_feeds
 
     settings = settings_or_exit()
@@ -54,18 +55,22 @@ def crawl(
         from newspulse.metrics import serve_metrics
 
         serve_metrics(settings.metrics_port)  # newspulse.ingest.metrics: fetches, errors, articles, poll delay
-    with _sink(to, settings) as (emit, finish):
-        crawler = Crawler(feed_list, settings, emit)
-        try:
-            if once:
-                reports = crawler.run_once()
-            else:
-                with stop_on_signals() as stop:
-                    crawler.run_forever(stop)
-                reports = []
-        finally:
-            crawler.close()
-        extra = finish()
+    seen = DedupState(settings.crawler_state)
+    try:
+        with _sink(to, settings, seen) as (emit, finish):
+            crawler = Crawler(feed_list, settings, emit, state=seen, acknowledged_by_sink=to is CrawlSink.embedded)
+            try:
+                if once:
+                    reports = crawler.run_once()
+                else:
+                    with stop_on_signals() as stop:
+                        crawler.run_forever(stop)
+                    reports = []
+            finally:
+                crawler.close()
+            extra = finish()  # the queued stories are stored and confirmed as seen before the state closes
+    finally:
+        seen.close()
     if once:
         failed = sum(r.status == "error" for r in reports)
         summary = {
@@ -86,8 +91,10 @@ def crawl(
 
 
 @contextmanager
-def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None], Callable[[], dict]]]:
-    """``(emit, finish)`` for the chosen destination; ``finish`` flushes and returns counters."""
+def _sink(to: CrawlSink, settings, seen) -> Iterator[tuple[Callable[[Sequence], None], Callable[[], dict]]]:
+    """``(emit, finish)`` for the chosen destination; ``finish`` flushes and returns counters.
+    The embedded pipeline confirms each story in ``seen`` (the crawler's DedupState) once the
+    store has it, so a story queued when the process is killed is offered again at the next start."""
     if to is CrawlSink.kafka:
         from newspulse.kafka.producer import KafkaArticlePublisher
 
@@ -106,7 +113,10 @@ def _sink(to: CrawlSink, settings) -> Iterator[tuple[Callable[[Sequence], None],
 
         store = open_store(settings)
         try:
-            with open_embedded(settings, store) as pipe:
+            def stored(outcomes: Sequence) -> None:
+                seen.confirm([o.message.article.id for o in outcomes if o.message.article is not None])
+
+            with open_embedded(settings, store, on_settled=stored) as pipe:
 
                 def emit(articles: Sequence) -> None:
                     for article in articles:

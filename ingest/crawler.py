@@ -152,8 +152,15 @@ class Crawler:
         state: DedupState | None = None,
         fetcher: Fetcher | None = None,
         tagger: Tagger | None = None,
+        acknowledged_by_sink: bool = False,
     ) -> None:
+        """``acknowledged_by_sink``: ``emit`` only queues the stories and the sink calls
+        ``state.confirm`` once the store has them (the embedded pipeline), so a story counts as
+        seen across restarts only from then on; otherwise a story is seen once ``emit`` returns
+        (Kafka: after the broker acknowledged it). ``state`` passed in stays open on :meth:`close`."""
         self.feeds = list(feeds)
+        self.acknowledged_by_sink = acknowledged_by_sink
+        self._owns_state = state is None
         self.settings = settings
         self._emit = emit
         self._emit_lock = threading.Lock()
@@ -170,7 +177,8 @@ class Crawler:
 
     def close(self) -> None:
         self.fetcher.close()
-        self.state.close()
+        if self._owns_state:
+            self.state.close()
 
     # --- scheduling -----------------------------------------------------------------------
     def run_once(self) -> list[FeedReport]:
@@ -317,7 +325,7 @@ class Crawler:
             log.warning("feed %s: %s", feed.name, report.errors[-1])
             return
         article = self.tagger.tag(article)
-        verdict = self.state.check_and_record(article)
+        verdict = self.state.check_and_record(article, delivered=not self.acknowledged_by_sink)
         if verdict.is_duplicate:
             report.duplicates += 1
             log.info("feed %s: %s is a duplicate (%s) of %s", feed.name, link or article.id, verdict.reason, verdict.duplicate_of)

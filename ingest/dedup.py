@@ -21,13 +21,17 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from newspulse.redact import get_logger
 from newspulse.schema import Article, canonical_url
+
+log = get_logger(__name__)
 
 NUM_PERM = 64
 #: Hash scheme of the stored signatures (datasketch 2 wants it named when restoring them).
@@ -48,7 +52,8 @@ CREATE TABLE IF NOT EXISTS stories (
     cluster_id   TEXT NOT NULL,
     similarity   REAL NOT NULL,
     novelty      REAL NOT NULL,
-    minhash      BLOB
+    minhash      BLOB,
+    delivered    INTEGER NOT NULL DEFAULT 1   -- 0: handed to a sink that has not acknowledged it yet
 );
 CREATE INDEX IF NOT EXISTS stories_url ON stories(url);
 CREATE INDEX IF NOT EXISTS stories_hash ON stories(content_hash);
@@ -121,9 +126,12 @@ class DedupState:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        if "delivered" not in {row[1] for row in self._db.execute("PRAGMA table_info(stories)")}:  # a file from before the column
+            self._db.execute("ALTER TABLE stories ADD COLUMN delivered INTEGER NOT NULL DEFAULT 1")
         self._lock = threading.Lock()
         self._lsh = MinHashLSH(threshold=near_threshold, num_perm=NUM_PERM)
         self._signatures: dict[str, MinHash] = {}
+        self._forget_undelivered()
         self._load_recent()
 
     def close(self) -> None:
@@ -142,8 +150,13 @@ class DedupState:
         with self._lock:
             return self._db.execute("SELECT 1 FROM stories WHERE url = ? LIMIT 1", (canonical_url(url),)).fetchone() is not None
 
-    def check_and_record(self, article: Article) -> Verdict:
-        """Classify ``article`` against everything seen, record it, and return the verdict."""
+    def check_and_record(self, article: Article, *, delivered: bool = True) -> Verdict:
+        """Classify ``article`` against everything seen, record it, and return the verdict.
+
+        ``delivered=False``: the story is about to go to a sink that acknowledges later (the
+        embedded queue, once the store has it; :meth:`confirm`). Until then it counts as seen in
+        this process, so the next poll does not offer it twice; if the process dies first, the
+        next start forgets it and its feed is fetched again in full (:meth:`_forget_undelivered`)."""
         url = canonical_url(article.url) if article.url else None
         digest = content_hash(article)
         sig = minhash_of(article.text)
@@ -153,17 +166,24 @@ class DedupState:
                 return verdict  # the very same link again: nothing new to record
             cluster = self._cluster_of(verdict.duplicate_of) if verdict.duplicate_of else article.id
             self._db.execute(
-                "INSERT OR IGNORE INTO stories VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO stories VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     article.id, url, digest, article.source, article.title[:500], time.time(), verdict.status,
                     verdict.duplicate_of, cluster, verdict.similarity, verdict.novelty,
                     None if verdict.is_duplicate else sig.hashvalues.astype(np.uint64).tobytes(),
+                    int(delivered or verdict.is_duplicate),  # a duplicate is not sent anywhere
                 ),
             )
             if not verdict.is_duplicate and article.id not in self._signatures:
                 self._lsh.insert(article.id, sig)
                 self._signatures[article.id] = sig
         return verdict
+
+    def confirm(self, article_ids: Sequence[str]) -> None:
+        """The sink has these stories for good (stored, or dead-lettered with a reason): they stay
+        seen across restarts."""
+        with self._lock:
+            self._db.executemany("UPDATE stories SET delivered = 1 WHERE article_id = ? AND delivered = 0", [(i,) for i in article_ids])
 
     def forget(self, article_id: str) -> None:
         """Undo :meth:`check_and_record` for a story that could not be delivered, so the next
@@ -232,6 +252,25 @@ class DedupState:
     def _cluster_of(self, article_id: str) -> str:
         row = self._db.execute("SELECT cluster_id FROM stories WHERE article_id = ?", (article_id,)).fetchone()
         return row[0] if row else article_id
+
+    def _forget_undelivered(self) -> None:
+        """At start-up: stories handed to a sink that never acknowledged them (the process was
+        killed with them queued) are forgotten, and their feeds' HTTP validators dropped, so the
+        next poll fetches those feeds in full and offers the stories again instead of losing them."""
+        # with the copies recorded as their duplicates (another feed's syndicated copy): those
+        # were never sent either, and would otherwise make the story a duplicate of itself
+        rows = self._db.execute(
+            """WITH RECURSIVE lost(id) AS (
+                   SELECT article_id FROM stories WHERE delivered = 0
+                   UNION SELECT s.article_id FROM stories s JOIN lost ON s.duplicate_of = lost.id AND s.status = 'duplicate')
+               SELECT article_id, source FROM stories WHERE article_id IN (SELECT id FROM lost)"""
+        ).fetchall()
+        if not rows:
+            return
+        feeds = sorted({source for _, source in rows})
+        self._db.executemany("DELETE FROM stories WHERE article_id = ?", [(i,) for i, _ in rows])
+        self._db.executemany("UPDATE feed_state SET etag = NULL, last_modified = NULL WHERE feed = ?", [(f,) for f in feeds])
+        log.warning("%d stories were queued but not stored when the crawler last stopped; %d feed(s) will offer them again", len(rows), len(feeds))
 
     def _load_recent(self) -> None:
         since = time.time() - self.window_s

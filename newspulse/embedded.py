@@ -9,11 +9,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from newspulse.errors import NewsPulseError, PermanentFailure
-from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Processor, RawMessage, ScoringStage
+from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Outcome, Processor, RawMessage, ScoringStage
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, Store, WriteResult
@@ -63,9 +63,13 @@ class EmbeddedPipeline:
     """
 
     def __init__(
-        self, settings: Settings, processor: Processor, *, finite: bool = False, max_attempts: int = 5, backoff: Backoff = Backoff()
+        self, settings: Settings, processor: Processor, *, finite: bool = False, max_attempts: int = 5, backoff: Backoff = Backoff(),
+        on_settled: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
+        """``on_settled`` hears every batch's final outcomes once they are durable (stored,
+        dead-lettered, duplicates): the crawler marks its stories seen only then."""
         self.settings = settings
+        self.on_settled = on_settled
         self.finite = finite
         self.processor = processor
         self.counters = Counters(source="embedded")
@@ -193,11 +197,14 @@ class EmbeddedPipeline:
         """Write, dead-letter and acknowledge one scored batch through the driver; False when
         close() gave up waiting (the rest of the batch stays pending, not acknowledged)."""
         outcomes = self.driver.run(batch, self._wait, scored.result())
-        if any(o.fate is Fate.retry for o in outcomes):  # close() gave up waiting
-            self.counters.settle(o for o in outcomes if o.fate is not Fate.retry)
-            return False
-        self.counters.settle(outcomes)
-        return True
+        settled = [o for o in outcomes if o.fate is not Fate.retry]  # a retry: close() gave up waiting
+        self.counters.settle(settled)
+        if self.on_settled is not None and settled:
+            try:
+                self.on_settled(settled)
+            except Exception:  # the stories are stored: a listener's failure only means they may be offered again
+                log.exception("on_settled listener failed on %d settled messages", len(settled))
+        return len(settled) == len(outcomes)
 
     def _wait(self, seconds: float) -> bool:
         return not self._abandon.wait(seconds)

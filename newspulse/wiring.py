@@ -94,16 +94,16 @@ def entity_scorer(settings: Settings, finder: MentionFinder) -> EntityScorer:
     return EntityScorer(finder, max_tickers=settings.entity_max_tickers, max_sentences=settings.entity_max_sentences)
 
 
-def open_embedded(settings: Settings, store: Store, *, finite: bool = False, observers: Sequence[Observer] | None = None):
+def open_embedded(settings: Settings, store: Store, *, finite: bool = False, observers: Sequence[Observer] | None = None, on_settled=None):
     """Embedded mode over ``store``: the bounded in-process queue feeding the production
     Processor, with the alerter in-process.
 
     ``finite``: the input is a replay that ends, so leaving the ``with`` block normally also
-    closes the alerter's last windows.
+    closes the alerter's last windows. ``on_settled``: see :class:`newspulse.embedded.EmbeddedPipeline`.
     """
     from newspulse.embedded import EmbeddedPipeline
 
-    return EmbeddedPipeline(settings, build_processor(settings, store, observers=observers), finite=finite)
+    return EmbeddedPipeline(settings, build_processor(settings, store, observers=observers), finite=finite, on_settled=on_settled)
 
 
 def run_kafka_processor(settings: Settings, stop: threading.Event | None = None, **consumer_overrides: object) -> Counters:

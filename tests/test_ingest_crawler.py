@@ -667,3 +667,37 @@ def test_bad_feeds_file_exits_2_naming_the_feed(tmp_path):
     app.command()(crawl)
     result = CliRunner().invoke(app, ["--feeds", str(bad), "--once"])
     assert result.exit_code == 2 and "Oops" in result.stderr and "http(s)" in result.stderr
+
+
+def test_a_story_queued_but_never_acknowledged_is_offered_again_after_a_restart(server, settings):
+    """Issue 29 #18 (crawler side): with a sink that acknowledges later (the embedded queue), a
+    story counts as seen in this process at once (no double emit), but across a restart only
+    once the sink confirmed it; an unconfirmed one is forgotten and its feed fetched in full even
+    when the feed answers 304 to the saved validators."""
+    body = (FIXTURES / "feed_wire.xml").read_bytes()
+
+    def feed_route(h: BaseHTTPRequestHandler) -> None:
+        if h.headers.get("If-None-Match") == '"v1"':
+            h.send_response(304)
+            h.end_headers()
+            return
+        text(body, headers={"ETag": '"v1"'})(h)
+
+    server.routes.update({"/a.xml": feed_route, "/articles/msft-activision.html": fixture("article_msft.html", "text/html"),
+                          "/articles/fed-holds.html": fixture("article_fed.html", "text/html")})
+    queued = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, queued, acknowledged_by_sink=True)
+    try:
+        assert crawler.run_once()[0].emitted == 2 and crawler.run_once()[0].status == "not_modified"
+        crawler.state.confirm([queued.articles[0].id])  # the store acknowledged the first only
+    finally:
+        crawler.close()  # like a kill -9: the second was still queued
+
+    again = Collector()
+    crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, again, acknowledged_by_sink=True)
+    try:
+        report = crawler.run_once()[0]
+    finally:
+        crawler.close()
+    assert report.status == "ok" and (report.emitted, report.duplicates) == (1, 1)
+    assert [a.id for a in again.articles] == [queued.articles[1].id]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from newspulse.ingest.cli import crawl
 from newspulse.settings import get_settings
+from newspulse.store.base import Filter
 from test_ingest_crawler import FixtureServer, serve_wire_fixtures
 
 EXPECTED_TITLES = {
@@ -145,3 +146,66 @@ def test_crawl_embedded_scores_and_stores_each_story_once(wire, tmp_path, monkey
         store.close()
     assert len(hits) == 1 and stored is not None
     assert stored.tickers[0] == "MSFT" and "mergers_acquisitions" in stored.topics and stored.summary
+
+
+#: ``newspulse crawl --once --to embedded`` with a stand-in classifier and a store that never
+#: answers a write: the stories sit in the embedded queue until the process is killed.
+STUCK_STORE_CRAWL = """
+import sys, threading
+import numpy as np
+import newspulse.models.predict
+from newspulse.store.sqlite import SQLiteStore
+
+class KeywordClassifier:
+    version = "keyword-test"
+    def score_articles(self, articles):
+        return np.array([[0.2, 0.6, 0.2]] * len(articles))
+
+newspulse.models.predict.load_classifier = lambda settings: KeywordClassifier()
+SQLiteStore.upsert_articles = lambda self, articles: threading.Event().wait()
+from newspulse.cli import app
+app(["crawl", "--feeds", sys.argv[1], "--once", "--to", "embedded"])
+"""
+
+
+def test_kill_9_with_stories_queued_loses_none(wire, tmp_path, monkeypatch):
+    """Issue 29 #18: the embedded crawler marked a story seen when it was queued, so a kill -9
+    lost up to NEWSPULSE_QUEUE_MAX_ITEMS stories for good. Now a story is seen across restarts
+    only once the store acknowledged it: after the kill the next crawl stores all three."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    import newspulse.models.predict
+    from newspulse.settings import load_settings
+    from newspulse.wiring import open_store
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    env = {**os.environ, "NEWSPULSE_CRAWLER_STATE": str(tmp_path / "crawler.db"), "NEWSPULSE_STORE_URL": store_url,
+           "NEWSPULSE_CRAWLER_HOST_DELAY_S": "0", "NEWSPULSE_CRAWLER_CONCURRENCY": "1", "NEWSPULSE_MODEL_REGISTRY": str(tmp_path / "registry")}
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_STORE_CRAWL, str(wire)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        queued = 0
+        while queued < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(tmp_path / "crawler.db") as db:
+                    queued = db.execute("SELECT COUNT(*) FROM stories WHERE status != 'duplicate'").fetchone()[0]
+            except sqlite3.Error:
+                continue
+        assert queued == 3, proc.stderr.read().decode() if proc.poll() is not None else "the crawl did not queue its stories in time"
+        time.sleep(1)  # the crawl is now waiting on the store with all three queued
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    monkeypatch.setattr(newspulse.models.predict, "load_classifier", lambda settings: KeywordClassifier())
+    summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)
+    assert (summary["emitted"], summary["stored"]) == (3, 3)
+    store = open_store(load_settings(store_url=store_url))
+    try:
+        assert {a.title for batch in store.iter_articles(Filter()) for a in batch} == EXPECTED_TITLES
+    finally:
+        store.close()

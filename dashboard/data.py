@@ -407,37 +407,24 @@ def drivers_of(move: Move, articles: Sequence[ScoredArticle], limit: int = 3, ti
     return list(ordered[:limit])
 
 
-@dataclass(frozen=True)
-class NegativeStories:
-    """The newest stories whose verdict about a company is negative, and how many were read."""
+def latest_negative(settings: Settings, ticker: str, buckets: Sequence[Bucket], bucket: timedelta, limit: int = 5) -> list[tuple[ScoredArticle, EntityVerdict]]:
+    """The ``limit`` newest stories that are negative *about* ``ticker``, with that verdict.
 
-    stories: list[tuple[ScoredArticle, EntityVerdict]]
-    scanned: int
-
-
-def latest_negative(settings: Settings, ticker: str, buckets: Sequence[Bucket], bucket: timedelta, limit: int = 5, scan: int = 300) -> NegativeStories:
-    """The ``limit`` newest stories that are negative *about* ``ticker`` (its entity verdict; the
-    story's for records without one), reading the timeline's buckets newest first.
-
-    The store's label filter is the story's label, which is not the company's, so the verdicts are
-    read here; at most about ``scan`` articles are read, which bounds the page's cost on a busy
-    ticker with no bad news."""
+    ``buckets`` is the ticker's timeline, whose negative counts are the company's own verdicts
+    (the store counts a ticker's entity verdict, the story's for a record without one), and a
+    ticker filter with a label matches that same verdict; so only buckets holding such a story
+    are read, newest first, and only those stories are loaded: a few small queries however busy
+    the ticker is."""
     found: list[tuple[ScoredArticle, EntityVerdict]] = []
-    scanned = 0
     for b in reversed(buckets):
-        if not b.count:
+        if not b.negative:
             continue
-        articles = load_articles(settings, Filter(start=b.start, end=shift(b.start, bucket), ticker=ticker))
-        scanned += len(articles)
+        articles = load_articles(settings, Filter(start=b.start, end=shift(b.start, bucket), ticker=ticker, label=Label.negative.value))
         for article in sorted(articles, key=lambda a: a.published_at, reverse=True):
-            verdict = verdict_for(article, ticker)
-            if verdict.label == Label.negative:
-                found.append((article, verdict))
-                if len(found) == limit:
-                    return NegativeStories(found, scanned)
-        if scanned >= scan:
-            break
-    return NegativeStories(found, scanned)
+            found.append((article, verdict_for(article, ticker)))
+            if len(found) == limit:
+                return found
+    return found
 
 
 def label_drift(train: dict[str, float], live: dict[str, float]) -> pd.DataFrame:

@@ -490,13 +490,22 @@ def test_ticker_page_follows_the_company_verdict_and_explains_why_negative(two_c
     at = open_link("ticker", {"ticker": "GM"})  # the same story is good news for GM: not among GM's negatives
     texts = [unescape(m.value) for m in at.markdown]
     assert not any(TWO_COMPANY_TITLE in t for t in texts if t.startswith(":orange-badge[negative"))
-    cards = [t for t in texts if t.startswith("**GM**: ")]
-    assert cards and not any("+0.80" in c for c in cards)  # nor among its most negative stories
+    negative_cards = [r.key for r in at.radio if r.key and r.key.startswith("tneg-")]
+    assert negative_cards and f"tneg-{two_company.id}-fb-label" not in negative_cards  # nor among its most negative stories
 
     at = open_link("ticker", {"ticker": "TXN"})  # tagged, never named: the story's verdict and its passages
     texts = [unescape(m.value) for m in at.markdown]
     assert texts[texts.index(next(t for t in texts if TWO_COMPANY_TITLE in t and t.startswith(":orange-badge")))+ 1] == \
         f"- “{TWO_COMPANY_TITLE}” :orange-badge[negative -0.70]"
+
+
+def test_ticker_timeline_counts_the_company_verdict_not_the_story_verdict(two_company, seeded):
+    gm = in_window(seeded["articles"], 30, "GM")
+    at = open_link("ticker", {"ticker": "GM"})
+    series = next(f for f in chart_frames(at) if "sentiment_index" in f.columns)
+    assert series["articles"].sum() == len(gm) + 1
+    assert series["negative"].sum() == sum(a.label.value == "negative" for a in gm)  # the story is positive for GM
+    assert series["positive"].sum() == sum(a.label.value == "positive" for a in gm) + 1
 
 
 def test_cards_on_a_company_alert_or_search_show_that_company_verdict(two_company, dash_env):

@@ -18,9 +18,6 @@ from newspulse.settings import Settings, load_settings
 _OPTIONS = 500
 _WHY_STORIES = 5
 _STORY_PASSAGES = 2
-#: Stories read to find the five most negative about the company: the store ranks by the story's
-#: score, which a two-company story can invert.
-_NEGATIVE_CANDIDATES = 25
 TICKER_KEY = "ticker-pick"
 
 
@@ -78,11 +75,11 @@ def why_panel(settings: Settings, ticker: str, buckets: list[data.Bucket], windo
     """The evidence behind the newest stories that are negative about the company."""
     st.subheader("Why negative")
     found = data.latest_negative(settings, ticker, buckets, window.bucket, limit=_WHY_STORIES)
-    if not found.stories:
-        st.caption(f"No story negative about {widgets.escape_md(ticker)} among its newest {found.scanned:,} in this window.")
+    if not found:
+        st.caption(f"No story in this window is negative about {widgets.escape_md(ticker)}.")
         return
-    st.caption(f"The newest {len(found.stories)} stories negative about {widgets.escape_md(ticker)}, with the sentences behind each verdict.")
-    for article, verdict in found.stories:
+    st.caption(f"The newest {len(found)} stories negative about {widgets.escape_md(ticker)}, with the sentences behind each verdict.")
+    for article, verdict in found:
         with st.container(border=True):
             st.markdown(
                 f"{widgets.verdict_badge(verdict.label.value, verdict.score)} **{widgets.escape_md(widgets.one_line(article.title))}** · "
@@ -101,11 +98,10 @@ def why_panel(settings: Settings, ticker: str, buckets: list[data.Bucket], windo
 
 
 def negative_panel(settings: Settings, ticker: str, window: data.Window) -> None:
-    """The stories most negative about the company: the store's most negative tagged stories,
-    re-ranked by the company's own score (a story bad for a rival drops out)."""
+    """The stories most negative about the company (the store ranks a ticker's stories by the
+    company's own score, so a story bad only for a rival is not among them)."""
     st.subheader("Most negative stories")
-    candidates = data.load_top_negative(settings, window.filter(ticker=ticker), limit=_NEGATIVE_CANDIDATES)
-    for article in sorted(candidates, key=lambda a: data.verdict_for(a, ticker).score)[:5]:
+    for article in data.load_top_negative(settings, window.filter(ticker=ticker), limit=5):
         widgets.article_card(settings, article, key=f"tneg-{article.id}", ticker=ticker)
 
 

@@ -260,6 +260,7 @@ def test_every_page_on_an_empty_store_says_what_to_do_next(dash_env):
 @pytest.mark.es
 def test_the_same_pages_on_elasticsearch(dash_env, monkeypatch):
     """The dashboard only speaks the Store interface: on Elasticsearch it shows the same numbers."""
+    import streamlit as st
     from peers import start_elasticsearch
 
     from newspulse.store.elastic import ElasticStore
@@ -281,6 +282,24 @@ def test_the_same_pages_on_elasticsearch(dash_env, monkeypatch):
         assert any(SCRIPT in unescape(m.value) for m in at.markdown)
         at = run_app("alerts")
         assert at.segmented_control(key="alerts-view").options[:3] == ["Firing (1)", "Pending (0)", "Resolved (1)"]
+
+        store = ElasticStore(load_settings())  # a two-company story: its verdicts and evidence round-trip
+        story = two_company_story()
+        assert store.upsert_articles([story]).ok
+        deadline = time.monotonic() + 30
+        while store.stats()["articles"] <= len(seeded["articles"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        store.close()
+        st.cache_data.clear()  # the store changed under the 10 s cache
+        at = run_app("story", link={"article": story.id})
+        assert line_of(at, "**XOM**").startswith("**XOM**: :orange-badge[negative -0.86] from 2 mentions")
+        assert line_of(at, "**GM**").startswith("**GM**: :blue-badge[positive +0.80] from 2 mentions")
+        assert r":orange-badge[XOM negative \-0\.90]" in story_text(at) and ":violet-background[" in story_text(at)
+        at = open_link("ticker", {"ticker": "GM"})  # the store counts GM's own verdict
+        gm = in_window(seeded["articles"], 30, "GM")
+        series = next(f for f in chart_frames(at) if "sentiment_index" in f.columns)
+        assert series["positive"].sum() == sum(a.label.value == "positive" for a in gm) + 1
+        assert series["negative"].sum() == sum(a.label.value == "negative" for a in gm)
 
 
 def test_an_unreachable_store_is_named_not_a_traceback(dash_env, monkeypatch):

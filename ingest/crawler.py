@@ -16,13 +16,16 @@ A bad feed never stops the crawler: every failure is logged as ``feed <name>: <r
 in :mod:`newspulse.ingest.metrics`, and the next feed goes on. A bad entry (an unparsable link) is skipped
 with its reason and the feed's later entries are still emitted. Each poll has a budget
 (``crawler_poll_budget_s``, at most the feed's interval) that bounds every wait and download in
-it; in service mode every feed runs on its own thread and schedule, so a stuck or slow feed cannot
-delay another.
+it; in service mode every feed keeps its own schedule and a bounded pool of threads
+(``crawler_service_workers``) polls the feeds that are due, so a stuck or slow feed holds one
+thread for at most its budget and thousands of feeds cost a few dozen threads, not one each.
 """
 
 from __future__ import annotations
 
+import heapq
 import html
+import queue
 import re
 import threading
 import time
@@ -47,6 +50,10 @@ from newspulse.settings import Settings
 log = get_logger(__name__)
 
 MAX_ENTRIES_PER_POLL = 200
+#: The metrics' ``feed`` label above the cardinality cap (``crawler_metrics_max_feeds``).
+ALL_FEEDS = "_all"
+#: Longest the service's scheduler sleeps without looking at ``stop``.
+_IDLE_CHECK_S = 0.5
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9"
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -190,33 +197,77 @@ class Crawler:
     def run_forever(self, stop: threading.Event) -> None:
         """Poll each feed every ``poll_interval`` seconds until ``stop`` is set.
 
-        Every feed has its own thread and schedule: a slow or stuck feed delays only itself. A
-        poll that overruns its feed's next scheduled start makes that start count as ``skipped``.
-        On stop, running polls end after their current entry (at most one download's timeout);
-        one still running after ``crawler_timeout_s`` is abandoned.
+        Every feed keeps its own schedule; the feeds that are due go to a pool of
+        ``crawler_service_workers`` daemon threads, earliest due first, so a slow or stuck feed
+        holds one thread for at most its poll budget. A poll that overruns its feed's next
+        scheduled start makes that start count as ``skipped``. On stop, running polls end after
+        their current entry (at most one download's timeout); one still running after
+        ``crawler_timeout_s`` is abandoned.
         """
-        threads = [threading.Thread(target=self._feed_loop, args=(f, stop), name=f"crawl {f.name}", daemon=True) for f in self.feeds]
+        size = max(1, min(self.settings.crawler_service_workers, len(self.feeds)))
+        jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
+        wake = threading.Event()
+
+        def work() -> None:
+            while (job := jobs.get()) is not None:
+                index, scheduled = job
+                try:
+                    self._scheduled_poll(self.feeds[index], scheduled)
+                finally:
+                    finished.put(job)
+                    wake.set()
+
+        threads = [threading.Thread(target=work, name=f"crawl-{n}", daemon=True) for n in range(size)]
         for t in threads:
             t.start()
-        stop.wait()
+        now = time.monotonic()
+        due = [(now, i) for i in range(len(self.feeds))]  # (next start, feed index): a heap
+        busy = 0
+        while not stop.is_set():
+            while True:  # polls that ended: schedule their feeds' next start
+                try:
+                    index, scheduled = finished.get_nowait()
+                except queue.Empty:
+                    break
+                busy -= 1
+                heapq.heappush(due, (self._next_start(self.feeds[index], scheduled), index))
+            now = time.monotonic()
+            while due and due[0][0] <= now and busy < size:
+                scheduled, index = heapq.heappop(due)
+                jobs.put((index, scheduled))
+                busy += 1
+            next_due = due[0][0] - now if due and busy < size else _IDLE_CHECK_S
+            wake.wait(min(max(0.0, next_due), _IDLE_CHECK_S))  # a poll ending, a feed falling due or stop
+            wake.clear()
         self._stopping.set()
+        for _ in threads:
+            jobs.put(None)
         give_up = time.monotonic() + self.settings.crawler_timeout_s
         for t in threads:
             t.join(max(0.0, give_up - time.monotonic()))
             if t.is_alive():
                 log.warning("%s: still polling at shutdown; abandoned", t.name)
 
-    def _feed_loop(self, feed: FeedConfig, stop: threading.Event) -> None:
-        scheduled = time.monotonic()
-        while not stop.wait(max(0.0, scheduled - time.monotonic())):
-            report = self.poll(feed, delay=time.monotonic() - scheduled)
-            log.info("feed %s: %s, %d entries, %d emitted, %d duplicates, %d skipped", report.feed, report.status, report.entries, report.emitted, report.duplicates, report.skipped)
-            scheduled += feed.poll_interval
-            missed = max(0, int((time.monotonic() - scheduled) // feed.poll_interval))
-            if missed:
-                metrics.FETCHES.labels(feed.name, "skipped").inc(missed)
-                log.warning("feed %s: poll overran its interval; %d scheduled poll(s) skipped", feed.name, missed)
-                scheduled += missed * feed.poll_interval
+    def _scheduled_poll(self, feed: FeedConfig, scheduled: float) -> None:
+        report = self.poll(feed, delay=time.monotonic() - scheduled)
+        log.info("feed %s: %s, %d entries, %d emitted, %d duplicates, %d skipped", report.feed, report.status, report.entries, report.emitted, report.duplicates, report.skipped)
+
+    def _next_start(self, feed: FeedConfig, scheduled: float) -> float:
+        """The feed's next scheduled start after the one at ``scheduled``; starts its last poll
+        overran are counted as ``skipped`` and passed over."""
+        scheduled += feed.poll_interval
+        missed = max(0, int((time.monotonic() - scheduled) // feed.poll_interval))
+        if missed:
+            metrics.FETCHES.labels(self._label(feed.name), "skipped").inc(missed)
+            log.warning("feed %s: poll overran its interval; %d scheduled poll(s) skipped", feed.name, missed)
+            scheduled += missed * feed.poll_interval
+        return scheduled
+
+    def _label(self, feed: str) -> str:
+        """The ``feed`` label of the metrics: the feed's name, or ``_all`` for every feed when there
+        are more than ``crawler_metrics_max_feeds`` (10,000 feeds would be 50,000 series)."""
+        return feed if len(self.feeds) <= self.settings.crawler_metrics_max_feeds else ALL_FEEDS
 
     # --- one feed -------------------------------------------------------------------------
     def budget_s(self, feed: FeedConfig) -> float:
@@ -225,7 +276,7 @@ class Crawler:
 
     def poll(self, feed: FeedConfig, *, delay: float = 0.0) -> FeedReport:
         """Poll ``feed`` once within its budget; never raises. ``delay``: how late it started."""
-        metrics.POLL_DELAY.labels(feed.name).set(max(0.0, delay))
+        metrics.POLL_DELAY.labels(self._label(feed.name)).set(max(0.0, delay))
         report = FeedReport(feed.name)
         try:
             self._poll(feed, report, time.monotonic() + self.budget_s(feed))
@@ -240,11 +291,12 @@ class Crawler:
         return report
 
     def _count(self, report: FeedReport) -> None:
-        metrics.FETCHES.labels(report.feed, report.status).inc()
+        feed = self._label(report.feed)
+        metrics.FETCHES.labels(feed, report.status).inc()
         for kind in report.error_kinds:
-            metrics.ERRORS.labels(report.feed, kind).inc()
-        metrics.ARTICLES.labels(report.feed).inc(report.emitted)
-        metrics.LAST_POLL.labels(report.feed).set(time.time())
+            metrics.ERRORS.labels(feed, kind).inc()
+        metrics.ARTICLES.labels(feed).inc(report.emitted)
+        metrics.LAST_POLL.labels(feed).set(time.time())
 
     def _fail(self, feed: FeedConfig, report: FeedReport, kind: str, reason: str) -> None:
         report.status = "error"
@@ -341,15 +393,15 @@ class Crawler:
     def _dated(self, feed: FeedConfig, entry: dict, report: FeedReport, feed_time: datetime | None, on_page: datetime | None) -> datetime:
         """The entry's publication time: the feed's, else the page's own, else now; counted by source."""
         if feed_time is not None:
-            metrics.ENTRY_DATES.labels(feed=feed.name, source="feed").inc()
+            metrics.ENTRY_DATES.labels(feed=self._label(feed.name), source="feed").inc()
             return feed_time
         if on_page is not None:
             report.dated_by_page += 1
-            metrics.ENTRY_DATES.labels(feed=feed.name, source="page").inc()
+            metrics.ENTRY_DATES.labels(feed=self._label(feed.name), source="page").inc()
             log.info("feed %s: entry %s has no date; using its page's own date %s", feed.name, _entry_label(entry), on_page.isoformat())
             return on_page
         report.dated_by_crawl_time += 1
-        metrics.ENTRY_DATES.labels(feed=feed.name, source="crawl_time").inc()
+        metrics.ENTRY_DATES.labels(feed=self._label(feed.name), source="crawl_time").inc()
         log.warning("feed %s: entry %s has no date in the feed or on its page; dated by the crawl time", feed.name, _entry_label(entry))
         return datetime.now(timezone.utc)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -64,32 +65,69 @@ def load_feeds(path: Path | str = DEFAULT_FEEDS) -> list[FeedConfig]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise FeedsFileError(f"{path}: cannot read ({err.strerror or err})") from None
+    positions: list[dict[str, int]] | None = None  # YAML: per feed, the line of the entry ("") and of each field
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data, positions = _yaml_with_lines(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
         raise FeedsFileError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {err}") from None
     entries = data.get("feeds") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise FeedsFileError(f"{path}: needs a non-empty 'feeds' list")
     feeds: list[FeedConfig] = []
-    lines = text.splitlines()
-    line = 0
     for i, entry in enumerate(entries):
-        label = entry.get("name", f"#{i + 1}") if isinstance(entry, dict) else f"#{i + 1}"
-        line = _line_of(lines, entry.get("name") if isinstance(entry, dict) else None, line) or line
         try:
             feeds.append(FeedConfig.model_validate(entry))
         except ValidationError as err:
+            label = entry.get("name", f"#{i + 1}") if isinstance(entry, dict) else f"#{i + 1}"
             first = err.errors()[0]["loc"]
             field = first[0] if first else None
-            where = _field_line(lines, entry, field, max(0, line - 1)) or line
+            where = _error_line(text, entries, i, field, positions)
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in err.errors())
             raise FeedsFileError(f"{path}:{where}: feed {label!r}: {details}" if where else f"{path}: feed {label!r}: {details}") from None
-    names = [f.name for f in feeds]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(name for name, count in Counter(f.name for f in feeds).items() if count > 1)
     if dupes:
         raise FeedsFileError(f"{path}: feed names must be unique; repeated: {', '.join(dupes)}")
     return feeds
+
+
+def _yaml_with_lines(text: str) -> tuple[object, list[dict[str, int]] | None]:
+    """The YAML document, and for each entry of its ``feeds`` list the 1-based line of the entry
+    (key ``""``) and of each field's value, from the parser's own marks: one pass, exact even
+    for names written with escapes or quotes."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    if not isinstance(node, yaml.MappingNode):
+        return data, None
+    feeds = next((value for key, value in node.value if isinstance(key, yaml.ScalarNode) and key.value == "feeds"), None)
+    if not isinstance(feeds, yaml.SequenceNode):
+        return data, None
+    positions = []
+    for item in feeds.value:
+        where = {"": item.start_mark.line + 1}
+        if isinstance(item, yaml.MappingNode):
+            where.update({str(key.value): value.start_mark.line + 1 for key, value in item.value if isinstance(key, yaml.ScalarNode)})
+        positions.append(where)
+    return data, positions
+
+
+def _error_line(text: str, entries: list, index: int, field: object, positions: list[dict[str, int]] | None) -> int:
+    """The line to name for an invalid field of entry ``index`` (0 when unknown). YAML has exact
+    positions; TOML's parser keeps none, so the file is searched, only now that it is needed."""
+    if positions is not None and index < len(positions):
+        where = positions[index]
+        return where.get(field, where[""]) if isinstance(field, str) else where[""]
+    lines = text.splitlines()
+    line = 0
+    for entry in entries[: index + 1]:  # each feed's name is found after the previous one's
+        line = _line_of(lines, entry.get("name") if isinstance(entry, dict) else None, line) or line
+    return _field_line(lines, entries[index], field, max(0, line - 1)) or line
 
 
 def _field_line(lines: list[str], entry: object, field: object, after: int) -> int:

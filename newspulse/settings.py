@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     crawler_max_body_bytes: int = Field(5_000_000, ge=10_000, description="Largest feed or page the crawler reads; longer bodies are cut off and skipped.")
     crawler_timeout_s: float = Field(15.0, gt=0, le=300, description="Connect/read timeout of one crawler request, in seconds.")
     crawler_host_delay_s: float = Field(1.0, ge=0, le=600, description="Least time between two requests to the same site (scheme, host, port; politeness).")
-    crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once by `crawl --once`; the service polls every feed on its own thread (at most one request in flight per site).")
+    crawler_concurrency: int = Field(4, ge=1, le=64, description="Feeds polled at once by `crawl --once` (at most one request in flight per site).")
+    crawler_service_workers: int = Field(32, ge=1, le=1024, description="Threads that poll feeds in service mode; a due feed waits for a free one, and a stuck poll holds one at most its poll budget.")
+    crawler_metrics_max_feeds: int = Field(200, ge=0, description="Above this many feeds the crawler's metrics carry feed=\"_all\" instead of one series per feed (a Prometheus cardinality cap).")
     crawler_poll_budget_s: float = Field(120.0, ge=5, le=3600, description="Longest one poll of one feed may take (capped at its interval); entries left over wait for the next poll.")
     crawler_max_crawl_delay_s: float = Field(60.0, ge=0, le=3600, description="Cap on a site's robots.txt Crawl-delay and on its Retry-After after a 429/503; a longer one is logged and capped.")
 

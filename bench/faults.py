@@ -18,6 +18,10 @@ R3  poison messages of 12 kinds mixed into good ones (and one kill -9 mid-stream
     message dead-lettered with its reason and its source topic/partition/offset, every good one
     stored.
 R4  the crawler against hostile feeds: bench/faults_crawler.py (registered in SCENARIOS).
+R6  the alerter's store fails as an alert fires (it waits, and once killed while waiting, its
+    successor evaluates the window again): the alert is delivered exactly once.
+R7  a poisoned notification among good ones: every good one delivered, each poisoned one ends
+    with its own status. R6 and R7: bench/faults_alerts.py (registered in SCENARIOS).
 
 A scenario passes only if every message has exactly one fate: stored, dead-lettered with a
 reason, or (after a permanent failure) still uncommitted. The articles are headlines with a
@@ -60,6 +64,7 @@ from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from peers import CredentialProxy, Peer, start_elasticsearch_peer, start_kafka  # noqa: E402
 from fault_results import Outcome, commit, machine, write_results  # noqa: E402
+from faults_alerts import run_scenario as run_alert_scenario  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
@@ -631,6 +636,8 @@ SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], Iterable[Outcome]]] =
     "R2": r2_all,
     "R3": r3_poison,
     "R4": lambda stack, args: [Outcome("R4 hostile feeds", *r4_result())],  # bench/faults_crawler.py
+    "R6": lambda stack, args: [run_alert_scenario("R6")],  # bench/faults_alerts.py
+    "R7": lambda stack, args: [run_alert_scenario("R7")],
 }
 
 

@@ -314,6 +314,8 @@ def fault_rows(faults: dict | None) -> list[Row]:
         "R2": "store down 30 s / 10 min: 0 lost, 0 dead-lettered; bad key: stop, nothing committed",
         "R3": "poison (≥ 10 kinds): each dead-lettered once, every good one stored",
         "R4": "hostile feeds: healthy feeds keep their schedule, nothing crashes",
+        "R6": "alert store error as it fires (and the alerter killed meanwhile): delivered exactly once",
+        "R7": "a poisoned notification among good ones: every good one delivered",
     }
     scenarios = [s for s in (faults or {}).get("scenarios", []) if isinstance(s, dict)]
     rows = []
@@ -352,6 +354,10 @@ def fault_summary(key: str, runs: list[dict]) -> str:
         return f"{len(runs)} runs: {lost} lost, {dead} dead-lettered{key_part}{tail}"
     if key == "R3":
         return f"{count(f[0].get('poison_dead_lettered'))}/{count(f[0].get('poison_produced'))} poison dead-lettered, {count(f[0].get('good_stored'))}/{count(f[0].get('good_produced'))} good stored{tail}"
+    if key == "R6":
+        return f"POSTs per alert {f[0].get('posts')}, alerter alive through the outage {f[0].get('a_alive_after_fault')}{tail}"
+    if key == "R7":
+        return f"{f[0].get('good_delivered')}/{runs[0].get('params', {}).get('good_alerts')} good alerts delivered by webhook and e-mail beside {len(f[0].get('poisoned') or {})} poisoned{tail}"
     delay = number(f[0], "healthy_poll_delay_max_s")
     return f"healthy poll delay max {delay:.2f} s, {f[0].get('private_requests')} private requests, crashed {f[0].get('crashed')}{tail}" if delay is not None else f"passed {not failed}{tail}"
 

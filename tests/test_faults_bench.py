@@ -41,3 +41,20 @@ def test_fault_suite_accounts_for_every_message_of_a_small_poison_run(trained_cl
     assert figures["final_lag"] == 0 and figures["exit_code"] == 0
     assert scenario["passed"] and "PASS" in line and f"poison_dead_lettered={figures['poison_dead_lettered']}" in line
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_r7_poisoned_notification_runs_and_records_every_good_alert_delivered(tmp_path):
+    """bench/faults_alerts.py's R7 end to end (the real `alerts run`, webhook and SMTP on
+    loopback; no broker, no classifier): every good alert delivered, the poisoned ones not."""
+    out = tmp_path / "faults.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")} | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "faults_alerts.py"), "--only", "R7", "--out", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    [scenario] = json.loads(out.read_text())["scenarios"]
+    figures = scenario["figures"]
+    assert "error" not in figures, (figures.get("error"), figures.get("alerter_log_tail"))
+    assert figures["good_delivered"] == figures["good_posts"] == figures["good_mails"] == 10
+    assert figures["poisoned"]["EVIL\r\nBcc: victim@example.com"]["mail:firing"].startswith("failed permanently: ValueError")
+    assert figures["poisoned"]["REFUSED"]["hook:firing"].startswith("rejected: HTTP 400")
+    assert not figures["injected_bcc_sent"] and figures["exit_code"] == 0
+    assert scenario["passed"] and done.returncode == 0, done.stdout[-3000:]

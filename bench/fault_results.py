@@ -1,6 +1,7 @@
 """The results of the fault suite: one :class:`Outcome` per scenario, merged into
-bench/results/faults.json. Shared by bench/faults.py and bench/faults_crawler.py (R4), which
-both write the same file; kept apart from both so neither imports the other's internals."""
+bench/results/faults.json, and :class:`ChildProcess`, the handle on a NewsPulse command under
+test. Shared by bench/faults.py, bench/faults_crawler.py (R4) and bench/faults_alerts.py (R6,
+R7), which all write the same file; kept apart from them so none imports another's internals."""
 
 from __future__ import annotations
 
@@ -10,12 +11,53 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class ChildProcess:
+    """A command run as a child process in its own session, its output appended to ``log``;
+    killed or stopped by PID, never by name."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.argv, self.env, self.cwd, self.log = argv, env, cwd, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 120) -> int | None:
+        """SIGTERM (the command finishes its work in hand and exits); SIGKILL if it does not
+        exit in time. The exit code, or None when it had to be killed."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                return None
+        return self.proc.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
 @dataclass

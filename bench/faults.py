@@ -38,7 +38,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from peers import CredentialProxy, Peer, start_elasticsearch_peer, start_kafka  # noqa: E402
-from fault_results import Outcome, commit, machine, write_results  # noqa: E402
+from fault_results import ChildProcess, Outcome, commit, machine, write_results  # noqa: E402
 from faults_alerts import run_scenario as run_alert_scenario  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
 
@@ -118,45 +117,17 @@ def new_run(stack: Stack, name: str, store_url: str | None = None, **overrides: 
     return Run(settings, env, workdir)
 
 
-class ProcessorProcess:
+class ProcessorProcess(ChildProcess):
     """``newspulse process --source kafka`` as a child process, its output in a log file."""
 
     def __init__(self, run: Run) -> None:
+        super().__init__([sys.executable, "-m", "newspulse.cli", "process", "--source", "kafka"], run.env, run.workdir, run.workdir / "processor.log")
         self.run = run
-        self.log = run.workdir / "processor.log"
-        self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "newspulse.cli", "process", "--source", "kafka"],
-                env=self.run.env, cwd=self.run.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        super().start()
         self.starts += 1
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout_s: float = 120) -> int | None:
-        """SIGTERM (finish the batch, commit, leave); SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-                return None
-        return self.proc.returncode
 
     def counters(self) -> dict | None:
         """The processor's own counters, from the last "processor stopped: {...}" log line."""
@@ -164,9 +135,6 @@ class ProcessorProcess:
         with contextlib.suppress(ValueError, SyntaxError, IndexError):
             return ast.literal_eval(found[-1])
         return None
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
 # --- inputs ---------------------------------------------------------------------------------

@@ -28,10 +28,8 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socketserver
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from alert_streams import scored, windowed  # noqa: E402
-from fault_results import Outcome, commit, machine, write_results  # noqa: E402
+from fault_results import ChildProcess, Outcome, commit, machine, write_results  # noqa: E402
 from test_alerts_delivery import _SMTPHandler  # noqa: E402
 
 from newspulse.schema import ScoredArticle  # noqa: E402
@@ -128,15 +126,13 @@ class Mailbox:
         self.server.server_close()
 
 
-class AlerterProcess:
+class AlerterProcess(ChildProcess):
     """``newspulse alerts run`` (following the store) as a child process, its output in a log."""
 
     def __init__(self, workdir: Path, rules: str) -> None:
-        self.workdir = workdir
-        self.log = workdir / "alerter.log"
         (workdir / "rules.yaml").write_text(rules)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")}
-        self.env.update({
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")}
+        env.update({
             "NEWSPULSE_STORE_URL": f"sqlite:///{workdir / 'store.db'}",
             "NEWSPULSE_ALERT_RULES": str(workdir / "rules.yaml"),
             "NEWSPULSE_ALERT_SILENCES": str(workdir / "silences.json"),
@@ -144,43 +140,10 @@ class AlerterProcess:
             "NEWSPULSE_LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
         })
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "newspulse.cli", "alerts", "run", "--poll-seconds", "0.5"],
-                env=self.env, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout_s: float = 60) -> int | None:
-        """SIGTERM (a last delivery pass, then exit); SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-                return None
-        return self.proc.returncode
+        super().__init__([sys.executable, "-m", "newspulse.cli", "alerts", "run", "--poll-seconds", "0.5"], env, workdir, workdir / "alerter.log")
 
     def count(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.exists() else 0
-
-    def tail(self, lines: int = 15) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool] | None = None) -> float:

@@ -315,7 +315,7 @@ def fault_rows(faults: dict | None) -> list[Row]:
         "R3": "poison (≥ 10 kinds): each dead-lettered once, every good one stored",
         "R4": "hostile feeds: healthy feeds keep their schedule, nothing crashes",
         "R6": "alert store error as it fires (and the alerter killed meanwhile): delivered exactly once",
-        "R7": "a poisoned notification among good ones: every good one delivered",
+        "R7": "one undeliverable notification among good ones: every good one delivered",
     }
     scenarios = [s for s in (faults or {}).get("scenarios", []) if isinstance(s, dict)]
     rows = []
@@ -357,7 +357,7 @@ def fault_summary(key: str, runs: list[dict]) -> str:
     if key == "R6":
         return f"POSTs per alert {f[0].get('posts')}, alerter alive through the outage {f[0].get('a_alive_after_fault')}{tail}"
     if key == "R7":
-        return f"{f[0].get('good_delivered')}/{runs[0].get('params', {}).get('good_alerts')} good alerts delivered by webhook and e-mail beside {len(f[0].get('poisoned') or {})} poisoned{tail}"
+        return f"{f[0].get('good_delivered')}/{runs[0].get('params', {}).get('good_alerts')} good alerts delivered by webhook and e-mail beside {len(f[0].get('poisoned') or {})} bad ones{tail}"
     delay = number(f[0], "healthy_poll_delay_max_s")
     return f"healthy poll delay max {delay:.2f} s, {f[0].get('private_requests')} private requests, crashed {f[0].get('crashed')}{tail}" if delay is not None else f"passed {not failed}{tail}"
 

@@ -23,6 +23,13 @@ Tickers come from
   ``weak_aliases`` are everyday words such as "Target" or "Delta" and count for less);
 - bare symbols (``AAPL``) of listed companies, except ones that are also English words.
 
+Names map to the symbol of the story's date, not today's: ``companies.csv``'s ``since`` column is
+when a symbol began (a story from before it gets no ticker from that row), and
+``ingest/data/alias_history.csv`` gives a name's earlier symbols with their validity dates (a 1987
+"Chrysler" is ``C``, not today's ``STLA``; a 1987 "Exxon" is ``XON``). Explicit symbols are
+taken as written, and tickers the source gave win: a name the tagger would map to another symbol
+than the one the source already named it by adds nothing.
+
 Each mention is weighted by where it is (title > lead > rest of the body) and how sure the form
 is; a ticker whose relevance stays below :data:`MIN_RELEVANCE` (a single passing mention deep in
 the body) is dropped.
@@ -36,6 +43,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,6 +55,7 @@ from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_
 from newspulse.schema import Article
 
 COMPANIES_CSV = Path(__file__).with_name("data") / "companies.csv"
+ALIAS_HISTORY_CSV = Path(__file__).with_name("data") / "alias_history.csv"
 
 #: Analyst-defined topics, tagged by keyword rules: the topic model has no such category.
 RULE_TOPICS: tuple[str, ...] = ("guidance", "analyst_rating", "regulation_legal", "management", "product", "credit_bankruptcy")
@@ -137,6 +146,7 @@ class TickerMatch:
     symbol: str
     relevance: float = 0.0
     mentions: list[tuple[str, str, str]] = field(default_factory=list)  # (where, form, text)
+    names: set[str] = field(default_factory=set)  # the directory keys of the names that matched
 
 
 @dataclass
@@ -174,12 +184,31 @@ _NOT_COMPANIES = (
 _SUFFIX_WORDS = {"Inc", "Corp", "Corporation", "Co", "Company", "plc", "Ltd", "Group", "Holdings", "Airlines"}
 
 
-class CompanyDirectory:
-    """Listed companies with their names and aliases, indexed for token n-gram lookup."""
+#: One dated symbol of a name: ``(valid_from, valid_until, symbol)``; None = open; "" = no listed symbol then.
+DatedSymbol = tuple[date | None, date | None, str]
 
-    def __init__(self, companies: Iterable[Company], aliases: dict[str, tuple[str, str]]) -> None:
+
+def _day(value: str) -> date | None:
+    return date.fromisoformat(value.strip()) if value and value.strip() else None
+
+
+class CompanyDirectory:
+    """Listed companies with their names and aliases, indexed for token n-gram lookup, and the
+    dates that decide which symbol a name had on a story's day (:meth:`symbol_on`)."""
+
+    def __init__(
+        self,
+        companies: Iterable[Company],
+        aliases: dict[str, tuple[str, str]],
+        *,
+        since: dict[str, date] | None = None,
+        history: dict[str, list[DatedSymbol]] | None = None,
+    ) -> None:
         self.companies = {c.symbol: c for c in companies}
         self.aliases = aliases  # normalised alias → (symbol, form)
+        self.since = since or {}  # symbol → first day it stood for its company
+        self.history = history or {}  # normalised alias, upper-cased → its earlier (dated) symbols
+        self._current = {k.upper(): sym for k, (sym, _form) in aliases.items()}
         # In ALL-CAPS text (wire headlines) only strong names longer than 3 letters count: "UPS
         # PAYOUT" and "GE" in a shouted headline are too often words or other firms' initials.
         self.caps_aliases = {
@@ -194,14 +223,41 @@ class CompanyDirectory:
                 firsts[head] = max(firsts.get(head, 0), n)
         self.bare_symbols = {s for s in self.companies if len(s) >= 3 and s.isalpha() and s not in _BARE_STOP}
 
+    def symbol_on(self, key: str, day: date) -> str | None:
+        """The symbol the name ``key`` (a directory key, any case) stood for on ``day``: its dated
+        history first, else today's symbol if that had begun by then; None when it had none."""
+        upper = key.upper()
+        for start, end, symbol in self.history.get(upper, ()):
+            if (start is None or start <= day) and (end is None or day < end):
+                return symbol or None
+        symbol = self._current.get(upper)
+        if not symbol or symbol not in self.companies:  # a former name outside its dated range
+            return None
+        began = self.since.get(symbol)
+        return None if began is not None and day < began else symbol
+
+    def listed_on(self, symbol: str, day: date) -> bool:
+        """Whether ``symbol`` (bare in the text) stood for its company on ``day``."""
+        began = self.since.get(symbol)
+        return began is None or day >= began
+
+    def symbols_ever(self, key: str) -> set[str]:
+        """Every symbol the name ``key`` has stood for (for "the source's ticker wins")."""
+        upper = key.upper()
+        return {s for _, _, s in self.history.get(upper, ()) if s} | ({self._current[upper]} if self._current.get(upper) else set())
+
     @classmethod
-    def from_csv(cls, path: Path = COMPANIES_CSV) -> "CompanyDirectory":
+    def from_csv(cls, path: Path = COMPANIES_CSV, history_path: Path | None = ALIAS_HISTORY_CSV) -> "CompanyDirectory":
         companies: list[Company] = []
         aliases: dict[str, tuple[str, str]] = {}
+        since: dict[str, date] = {}
         with path.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 sym = row["symbol"].strip()
                 companies.append(Company(sym, row["name"].strip(), row.get("sector", "").strip()))
+                began = _day(row.get("since") or "")
+                if began is not None:
+                    since[sym] = began
                 weak = {_norm_key(a) for a in row.get("weak_aliases", "").split(";")} - {""}
                 strong = [row["name"], _short_name(row["name"])] + row["aliases"].split(";")
                 for key in map(_norm_key, strong):
@@ -209,9 +265,17 @@ class CompanyDirectory:
                         aliases.setdefault(key, (sym, "name"))
                 for key in weak:
                     aliases.setdefault(key, (sym, "weak"))
+        history: dict[str, list[DatedSymbol]] = {}
+        if history_path is not None and history_path.exists():
+            with history_path.open(newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    key = _norm_key(row["alias"])
+                    history.setdefault(key.upper(), []).append((_day(row["valid_from"]), _day(row["valid_until"]), row["symbol"].strip()))
+                    if key not in aliases:  # a former name ("Citicorp", "Hughes Tool"): matched like any name
+                        aliases[key] = (row["symbol"].strip(), "name")
         for phrase in _NOT_COMPANIES:
             aliases[_norm_key(phrase)] = ("", "none")
-        return cls(companies, aliases)
+        return cls(companies, aliases, since=since, history=history)
 
 
 _SENTENCE_END_RE = re.compile(r"(?<=[a-z0-9%)\]][.!?])[\"'”’]?\s+(?=[A-Z\"“(])|\n\s*\n?")
@@ -257,26 +321,39 @@ class Tagger:
         texts = [(articles[i].title or "", (articles[i].body or "")[:MAX_SCAN_CHARS]) for i in todo]
         scores = self.topic_model.scores([f"{title}\n{body}" for title, body in texts])
         for i, (title, body), score in zip(todo, texts, scores):
-            result = self._analyze(title, body, score)
             a = articles[i]
-            tickers = list(dict.fromkeys([*a.tickers, *(m.symbol for m in result.tickers)]))
+            result = self._analyze(title, body, score, a.published_at.date())
+            given = set(a.tickers)
+            found = [m.symbol for m in result.tickers if not self._named_otherwise(m, given)]
+            tickers = list(dict.fromkeys([*a.tickers, *found]))
             topics = list(dict.fromkeys([*a.topics, *result.topics]))
             out[i] = a.model_copy(update={"tickers": tickers, "topics": topics})
         return out
 
-    def analyze(self, title: str, body: str = "") -> Tagging:
-        """Tickers (most relevant first, weak ones dropped) and topics of one text, with evidence."""
+    def analyze(self, title: str, body: str = "", on: date | None = None) -> Tagging:
+        """Tickers (most relevant first, weak ones dropped) and topics of one text, with evidence.
+        ``on``: the story's date, which decides the symbol a company's name had (default today)."""
         title, body = title or "", (body or "")[:MAX_SCAN_CHARS]
-        return self._analyze(title, body, self.topic_model.scores([f"{title}\n{body}"])[0])
+        return self._analyze(title, body, self.topic_model.scores([f"{title}\n{body}"])[0], on or datetime.now(timezone.utc).date())
 
-    def _analyze(self, title: str, body: str, topic_score: np.ndarray) -> Tagging:
+    def _named_otherwise(self, match: TickerMatch, given: set[str]) -> bool:
+        """The source's tickers win: ``match`` came only from names the source already tagged under
+        another of their symbols (a 1987 wire's <C> for "Chrysler"), so it adds nothing."""
+        if not given or match.symbol in given or not match.names or any(f in ("explicit", "symbol") for _, f, _ in match.mentions):
+            return False
+        return all(self.directory.symbols_ever(key) & given for key in match.names)
+
+    def _analyze(self, title: str, body: str, topic_score: np.ndarray, day: date) -> Tagging:
         """:meth:`analyze` given the topic model's scores of ``title`` + ``body``."""
         cut = lead_end(body)
         sections = [(w, t, _words(t)) for w, t in (("title", title), ("lead", body[:cut]), ("body", body[cut:]))]
         found: dict[str, TickerMatch] = {}
         for where, text, words in sections:
-            for symbol, form, surface in self._mentions(text, words):
-                found.setdefault(symbol, TickerMatch(symbol)).mentions.append((where, form, surface))
+            for symbol, form, surface, key in self._mentions(text, words, day):
+                match = found.setdefault(symbol, TickerMatch(symbol))
+                match.mentions.append((where, form, surface))
+                if key:
+                    match.names.add(key)
         tickers = []
         for m in found.values():
             if len(m.mentions) == 1 and m.mentions[0][1] == "weak":
@@ -313,14 +390,17 @@ class Tagger:
         scores = {**{model_topic_name(model.categories[j]): round(float(score[j]), 4) for j in picked}, **rule_scores}
         return list(dict.fromkeys(ordered)), scores
 
-    def _mentions(self, text: str, words: list[str]) -> Iterable[tuple[str, str, str]]:
+    def _mentions(self, text: str, words: list[str], day: date) -> Iterable[tuple[str, str, str, str]]:
+        """``(symbol, form, surface, name key)`` of every mention; names resolve to the symbol
+        they had on ``day``, a bare symbol counts only once it had begun (the key is "" for both
+        explicit and bare symbols)."""
         if not text:
             return
         if "$" in text or ":" in text or "<" in text or "." in text:
             for m in _EXPLICIT_RE.finditer(text):
                 symbol = _explicit_symbol(m)
                 if symbol:
-                    yield symbol, "explicit", m.group(0)
+                    yield symbol, "explicit", m.group(0), ""
         caps = _is_caps(text)
         d = self.directory
         if caps:
@@ -335,20 +415,22 @@ class Tagger:
             if i < covered:  # inside a longer name already matched
                 continue
             for k in range(min(firsts.get(keys[i], 0), n - i), 0, -1):
-                entry = index.get(" ".join(keys[i:i + k]))
+                key = " ".join(keys[i:i + k])
+                entry = index.get(key)
                 if entry is not None:
-                    symbol, form = entry
+                    form = entry[1]
+                    symbol = d.symbol_on(key, day) if form != "none" else None
                     covered = i + k
                     if form == "weak" and covered < n and words[covered] in _SUFFIX_WORDS:
                         form, covered = "name", covered + 1  # "Target Corp" is no everyday word
                     if _after_comparison(words, i):
                         form = "comparison"
                     if symbol:
-                        yield symbol, form, " ".join(words[i:covered])
+                        yield symbol, form, " ".join(words[i:covered]), key
                     break
             else:
-                if not caps and words[i] in d.bare_symbols:
-                    yield words[i], "comparison" if _after_comparison(words, i) else "symbol", words[i]
+                if not caps and words[i] in d.bare_symbols and d.listed_on(words[i], day):
+                    yield words[i], "comparison" if _after_comparison(words, i) else "symbol", words[i], ""
 
 
 def _after_comparison(words: list[str], i: int) -> bool:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from newspulse.ingest.tagging import COMPANIES_CSV, TOPICS, Tagger, build_tagger, is_tagged
+from newspulse.ingest.tagging import ALIAS_HISTORY_CSV, COMPANIES_CSV, TOPICS, Tagger, build_tagger, is_tagged
 from newspulse.ingest.tagging_eval import SAMPLE, SAMPLE_TOPICS, evaluate, load_sample
 from newspulse.models.topics import TopicModel
 from newspulse.schema import Article
@@ -60,6 +61,58 @@ def test_labels_use_known_topics_and_listed_symbols():
     for row in load_sample() + load_sample(HELDOUT) + load_sample(HELDOUT2):
         assert set(row["topics"]) <= SAMPLE_TOPICS <= set(TOPICS) | {"other"}, row["title"]
         assert set(row["tickers"]) <= symbols, row["title"]
+
+
+# --- tickers of the story's date (issue 28) ---------------------------------------------------
+
+def _on(tagger, day: str, title: str, body: str = "", given: list[str] | None = None) -> list[str]:
+    article = Article(published_at=f"{day}T12:00:00Z", source="wire", title=title, body=body, tickers=given or [])
+    return tagger.tag(article).tickers
+
+
+def test_28_a_1987_chrysler_story_gets_chryslers_symbol_of_the_time_not_stla(tagger):
+    title = "Chrysler raises car output for the second quarter"
+    assert _on(tagger, "1987-03-02", title) == ["C"]  # Chrysler Corporation, NYSE: C
+    assert _on(tagger, "2005-06-01", title) == ["DCX"]  # DaimlerChrysler
+    assert _on(tagger, "2010-06-01", title) == []  # privately held: no symbol
+    assert _on(tagger, "2024-06-01", title) == ["STLA"]
+
+
+def test_28_a_symbol_that_had_not_begun_is_not_given_to_an_older_story(tagger):
+    assert _on(tagger, "1987-03-02", "Visa card volumes rise") == []  # Visa Inc. listed in 2008
+    assert _on(tagger, "2024-03-02", "Visa card volumes rise") == ["V"]
+    assert _on(tagger, "1987-03-02", "Exxon cuts heating oil price") == ["XON"]
+    assert _on(tagger, "1987-03-02", "Debt strategy splits Manila officials") == []  # no company was called Strategy
+    assert "CCI" in _on(tagger, "1987-03-02", "Citibank lends more to Brazil") and "C" not in _on(tagger, "1987-03-02", "Citibank lends more to Brazil")
+
+
+def test_28_a_ticker_given_by_the_source_wins(tagger):
+    """The wire tagged the story <C>; the tagger maps "Chrysler" to STLA today but adds nothing."""
+    assert _on(tagger, "2024-06-01", "Chrysler unit sells notes", given=["C"]) == ["C"]
+    assert _on(tagger, "2024-06-01", "Chrysler and Ford Motor cut output", given=["C"]) == ["C", "F"]  # other companies still tagged
+
+
+def test_28_analyze_without_a_date_uses_todays_symbols(tagger):
+    assert [m.symbol for m in tagger.analyze("Chrysler raises output").tickers] == ["STLA"]
+    assert [m.symbol for m in tagger.analyze("Chrysler raises output", on=date(1987, 3, 2)).tickers] == ["C"]
+
+
+def test_28_alias_history_dates_are_well_formed():
+    with ALIAS_HISTORY_CSV.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    by_alias: dict[str, list[tuple[date, date]]] = {}
+    for row in rows:
+        start = date.fromisoformat(row["valid_from"]) if row["valid_from"] else date.min
+        end = date.fromisoformat(row["valid_until"]) if row["valid_until"] else date.max
+        assert start < end, row
+        assert row["note"], f"{row['alias']}: say what the symbol was"
+        by_alias.setdefault(row["alias"], []).append((start, end))
+    for alias, spans in by_alias.items():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"{alias}: overlapping validity"
+    with COMPANIES_CSV.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            assert not row["since"] or date.fromisoformat(row["since"]) <= date.today(), row["symbol"]
 
 
 # --- explicit symbols ------------------------------------------------------------------------

@@ -295,7 +295,8 @@ def test_28_a_feed_date_wins_over_the_pages(server, settings):
 
 # --- politeness: conditional GET, robots.txt, User-Agent ----------------------------------------
 
-def test_conditional_get_sends_validators_and_a_304_costs_nothing(server, settings, caplog):
+def wire_feed_with_etag(**headers: str) -> Route:
+    """The wire fixture feed with ETag "v1": a request that sends it back gets a 304."""
     body = (FIXTURES / "feed_wire.xml").read_bytes()
 
     def feed_route(h: BaseHTTPRequestHandler) -> None:
@@ -303,9 +304,13 @@ def test_conditional_get_sends_validators_and_a_304_costs_nothing(server, settin
             h.send_response(304)
             h.end_headers()
             return
-        text(body, headers={"ETag": '"v1"', "Last-Modified": "Wed, 20 Mar 2024 18:00:00 GMT"})(h)
+        text(body, headers={"ETag": '"v1"', **headers})(h)
 
-    server.routes["/a.xml"] = feed_route
+    return feed_route
+
+
+def test_conditional_get_sends_validators_and_a_304_costs_nothing(server, settings, caplog):
+    server.routes["/a.xml"] = wire_feed_with_etag(**{"Last-Modified": "Wed, 20 Mar 2024 18:00:00 GMT"})
     server.routes["/articles/msft-activision.html"] = fixture("article_msft.html", "text/html")
     server.routes["/articles/fed-holds.html"] = fixture("article_fed.html", "text/html")
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, Collector())
@@ -674,16 +679,7 @@ def test_a_story_queued_but_never_acknowledged_is_offered_again_after_a_restart(
     story counts as seen in this process at once (no double emit), but across a restart only
     once the sink confirmed it; an unconfirmed one is forgotten and its feed fetched in full even
     when the feed answers 304 to the saved validators."""
-    body = (FIXTURES / "feed_wire.xml").read_bytes()
-
-    def feed_route(h: BaseHTTPRequestHandler) -> None:
-        if h.headers.get("If-None-Match") == '"v1"':
-            h.send_response(304)
-            h.end_headers()
-            return
-        text(body, headers={"ETag": '"v1"'})(h)
-
-    server.routes.update({"/a.xml": feed_route, "/articles/msft-activision.html": fixture("article_msft.html", "text/html"),
+    server.routes.update({"/a.xml": wire_feed_with_etag(), "/articles/msft-activision.html": fixture("article_msft.html", "text/html"),
                           "/articles/fed-holds.html": fixture("article_fed.html", "text/html")})
     queued = Collector()
     crawler = Crawler([feed(server, "Wire A", "/a.xml")], settings, queued, acknowledged_by_sink=True)

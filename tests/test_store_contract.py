@@ -336,10 +336,11 @@ def test_alerts(store):
 
 def test_alert_upsert_keeps_an_analysts_ack_and_merges_delivery(store):
     """The alerter writes from its own state without reading alerts back: an upsert of its
-    (unacknowledged) copy keeps the analyst's ack, and delivery statuses merge key by key."""
+    (unacknowledged) copy keeps the analyst's ack and who made it, and delivery statuses merge
+    key by key."""
     first = make_alert(0, AlertStatus.firing, 10).model_copy(update={"delivery": {"log:firing": "delivered"}})
     store.upsert_alerts([first])
-    store.upsert_alerts([first.model_copy(update={"acknowledged": True, "message": "acked"})])  # the analyst, elsewhere
+    store.upsert_alerts([first.model_copy(update={"acknowledged": True, "acknowledged_by": "alice"})])  # the analyst, elsewhere
     later = first.model_copy(update={"status": AlertStatus.resolved, "resolved_at": T0, "delivery": {"log:resolved": "pending"}, "magnitude": 4.0})
     store.upsert_alerts([later])
     got = store.get_alert(first.id)
@@ -349,7 +350,9 @@ def test_alert_upsert_keeps_an_analysts_ack_and_merges_delivery(store):
     reopened = later.model_copy(update={"status": AlertStatus.firing, "resolved_at": None})
     store.upsert_alerts([reopened])
     got = store.get_alert(first.id)
-    assert got.resolved_at is None and got.status == AlertStatus.firing and got.acknowledged
+    assert got.resolved_at is None and got.status == AlertStatus.firing and got.acknowledged and got.acknowledged_by == "alice"
+    store.upsert_alerts([reopened.model_copy(update={"acknowledged": True})])  # the alerter learnt of the ack, not who
+    assert store.get_alert(first.id).acknowledged_by == "alice"
 
 
 def test_stored_ids_is_one_batched_lookup(loaded):

@@ -520,8 +520,8 @@ class Alerter:
         try:
             while not stop.is_set():
                 records = consumer.poll(timeout_ms=int(poll_seconds * 1000))
-                metrics.LAST_POLL.set_to_current_time()
                 if not member.owns:
+                    metrics.LAST_POLL.set_to_current_time()  # standing by is healthy
                     if self.active.is_set():
                         self.active.clear()
                         log.info("alerter standing by: another member of the group is active")
@@ -546,6 +546,7 @@ class Alerter:
                     log.warning("alerter paused (attempt %d): alert changes wait for the store, offsets stay uncommitted: %s", failures, err)
                     stop.wait(STORE_BACKOFF.delay(failures))
                     continue
+                metrics.LAST_POLL.set_to_current_time()  # not while paused: the healthcheck sees it
                 if failures:
                     metrics.PAUSED.set(0)
                     log.info("alerter resumed after %d failed attempt(s)", failures)

@@ -108,7 +108,8 @@ def serve_dashboard(env: dict[str, str | None], log_path: Path) -> Iterator[str]
     port = free_port()
     merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "viewer"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=merged, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -19,8 +19,10 @@ import sys
 import threading
 import tomllib
 from enum import Enum
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NamedTuple, Optional
 
 import typer
 
@@ -54,6 +56,11 @@ app.command("replay")(replay)
 #: The Streamlit script, found through the import system: ``dashboard/`` in a checkout,
 #: ``site-packages/newspulse/dashboard/`` in a wheel (the package is not imported here).
 DASHBOARD_APP = Path(importlib.util.find_spec("newspulse.dashboard").origin).parent / "app.py"
+#: ``newspulse demo``'s pace: the first 2,500 Reuters stories (to 1987-03-03, where a market alert
+#: fires) at full speed, then an hour of news a minute, waiting at most 30 s through a quiet spell.
+DEMO_SPEED = 60.0
+DEMO_WARM_ROWS = 2500
+DEMO_MAX_GAP_S = 30.0
 
 
 class Source(str, Enum):
@@ -143,6 +150,8 @@ def start_dashboard(settings: Settings, port: int, quiet: bool = False) -> subpr
         sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
         "--server.address", settings.dashboard_address, "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        # Analysts view the app: no Deploy button, no developer menu (the operator runs the server).
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(argv, stdout=out, stderr=out, env=os.environ.copy(), preexec_fn=_die_with_parent)
@@ -299,9 +308,14 @@ def demo(
     file: Annotated[Optional[Path], typer.Option("--file", help="Corpus to replay (default: the bundled Reuters-21578).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Replay only the first N rows.")] = None,
     serve: Annotated[bool, typer.Option(help="Serve the dashboard and keep running after the replay.")] = True,
+    speed: Annotated[float, typer.Option(min=0, help="After the first --warm-rows stories, replay at this multiple of real time (60: an hour of news a minute), so alerts fire and resolve while someone watches; 0 = the whole corpus at full speed.")] = DEMO_SPEED,
+    warm_rows: Annotated[int, typer.Option(min=0, help="Stories replayed at full speed before pacing starts (at least the ones a previous run stored).")] = DEMO_WARM_ROWS,
+    max_gap: Annotated[float, typer.Option(min=0, help="Longest wait, in seconds, between two paced stories (nights and weekends pass quickly).")] = DEMO_MAX_GAP_S,
 ) -> None:
     """Train the default classifier if none is in production, serve the dashboard, and replay
-    the bundled corpus into the embedded store in the background. Ctrl-C or SIGTERM stops everything."""
+    the bundled corpus into the embedded store in the background: the first --warm-rows stories at
+    full speed, the rest paced at --speed × real time, so alerts are live while someone watches
+    (--speed 0 replays everything at full speed). Ctrl-C or SIGTERM stops everything."""
     from newspulse.ingest.replay import DEFAULT_CORPUS
 
     settings = settings_or_exit()
@@ -313,7 +327,7 @@ def demo(
                 dash_port = port or settings.dashboard_port
                 dash = start_dashboard(settings, dash_port, quiet=True)
                 typer.echo(f"\nDashboard: http://localhost:{dash_port}  (Ctrl-C stops)\n", err=True)
-            summary = _demo_replay(settings, file or DEFAULT_CORPUS, limit, stop)
+            summary = _demo_replay(settings, file or DEFAULT_CORPUS, limit, stop, DemoPace(speed, warm_rows, max_gap))
             typer.echo(json.dumps(summary), err=True)
             if dash is not None and not stop.is_set():
                 typer.echo(f"Replay done; dashboard still at http://localhost:{dash_port} (Ctrl-C stops)", err=True)
@@ -331,8 +345,46 @@ def demo(
 _DEMO_CHUNK = 256
 
 
-def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event) -> dict:
-    """Replay into the embedded store, skipping stories a previous run already stored.
+class DemoPace(NamedTuple):
+    """How ``newspulse demo`` paces its replay (see :func:`pace_demo`)."""
+
+    speed: float
+    warm_rows: int
+    max_gap_s: float
+
+
+def pace_demo(messages: Iterable[dict], pace: DemoPace, *, wait: Callable[[float], bool], flush: Callable[[], None]) -> Iterator[dict]:
+    """``messages`` (event-time order) with waits between them: none for the first
+    ``pace.warm_rows`` (the dashboard has history at once), then the gap in event time divided by
+    ``pace.speed``, at most ``pace.max_gap_s`` (a quiet night must not stall the demo). A replay at
+    full speed fires and resolves every alert within seconds, before anyone opens the Alerts page.
+
+    ``flush`` hands over what is held before each wait, so a paced story is stored when due;
+    ``wait(seconds)`` returns True when the demo is stopping, which ends the stream."""
+    previous: datetime | None = None
+    for n, msg in enumerate(messages):
+        when = _event_time(msg)
+        if pace.speed > 0 and n >= pace.warm_rows and previous is not None and when is not None:
+            delay = min(max((when - previous).total_seconds() / pace.speed, 0.0), pace.max_gap_s)
+            if delay > 0:
+                flush()
+                if wait(delay):
+                    return
+        if when is not None:
+            previous = when
+        yield msg
+
+
+def _event_time(msg: dict) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(msg.get("published_at")))
+    except ValueError:
+        return None  # an unreadable time is dead-lettered downstream; it paces nothing
+
+
+def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event, pace: DemoPace) -> dict:
+    """Replay into the embedded store, skipping stories a previous run already stored, paced by
+    ``pace`` after the stories a previous run stored (a second run catches up at full speed).
 
     Each row is parsed once: a valid one travels on as its Article, and whether it is stored
     is asked once per chunk of rows (:meth:`Store.stored_ids`), not row by row."""
@@ -357,7 +409,15 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
         pipe = open_embedded(settings, store)
         try:
             chunk: list[Article | dict] = []
-            for msg in replay_rows(file, limit=limit):
+
+            def flush() -> None:
+                nonlocal chunk
+                if chunk:
+                    submit_new(pipe, chunk)
+                    chunk = []
+
+            pace = pace._replace(warm_rows=max(pace.warm_rows, int(store.stats().get("articles") or 0)))
+            for msg in pace_demo(replay_rows(file, limit=limit), pace, wait=stop.wait, flush=flush):
                 if stop.is_set():
                     break
                 try:
@@ -365,8 +425,7 @@ def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: thread
                 except ValueError:
                     chunk.append(msg)
                 if len(chunk) >= _DEMO_CHUNK:
-                    submit_new(pipe, chunk)
-                    chunk = []
+                    flush()
             if chunk and not stop.is_set():
                 submit_new(pipe, chunk)
         finally:

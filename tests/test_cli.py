@@ -219,3 +219,48 @@ def test_dashboard_on_every_interface_is_allowed_with_oidc(cli_env, tmp_path, mo
     (tmp_path / ".streamlit" / "secrets.toml").write_text('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\n')
     check_dashboard_exposure(settings)
     check_dashboard_exposure(load_settings(dashboard_address="::1"))
+
+
+# --- the demo's pace (issue 28: alerts live while someone watches) ------------------------------
+def _wire(*times: str) -> list[dict]:
+    return [{"published_at": t, "title": f"story {i}"} for i, t in enumerate(times)]
+
+
+def test_28_demo_replays_the_warm_rows_at_full_speed_then_paces_event_time():
+    from newspulse.cli import DemoPace, pace_demo
+
+    waits: list[float] = []
+    flushed: list[int] = []
+    out: list[dict] = []
+    stories = _wire("1987-03-02T09:00:00", "1987-03-02T09:30:00", "1987-03-02T10:30:00", "1987-03-02T10:31:00", "1987-03-03T09:00:00", "not a time", "1987-03-03T09:02:00")
+    for msg in pace_demo(stories, DemoPace(speed=60, warm_rows=2, max_gap_s=30), wait=lambda s: waits.append(s) or False, flush=lambda: flushed.append(len(out))):
+        out.append(msg)
+    assert out == stories, "every story, in order"
+    # the first two at once; then 1 h / 60 = 60 s capped at 30, 1 min / 60 = 1 s, a night capped, none for a bad time, 2 min / 60
+    assert waits == [30, 1, 30, 2]
+    assert flushed == [2, 3, 4, 6], "what is held goes to the pipeline before each wait"
+
+
+def test_28_demo_at_speed_zero_never_waits_and_a_stop_ends_the_stream():
+    from newspulse.cli import DemoPace, pace_demo
+
+    stories = _wire("1987-03-02T09:00:00", "1987-03-02T10:00:00", "1987-03-02T11:00:00")
+    assert list(pace_demo(stories, DemoPace(0, 0, 30), wait=lambda s: pytest.fail("waited"), flush=lambda: None)) == stories
+    stopped = list(pace_demo(stories, DemoPace(60, 0, 30), wait=lambda s: True, flush=lambda: None))
+    assert stopped == stories[:1], "Ctrl-C during a wait ends the replay"
+
+
+def test_28_the_dashboard_hides_streamlits_deploy_button_from_analysts(cli_env, monkeypatch):
+    """Streamlit's toolbar in viewer mode: no Deploy button or developer menu for analysts."""
+    import newspulse.cli as cli
+    from newspulse.settings import load_settings
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    cli.start_dashboard(load_settings(), 8599, quiet=True)
+    [argv] = started
+    assert argv[argv.index("--client.toolbarMode") + 1] == "viewer"
+    from streamlit import config
+
+    option = config.get_config_options()["client.toolbarMode"]  # a real option of the installed Streamlit
+    assert "viewer" in option.description

@@ -41,12 +41,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from kafka.coordinator.assignors.range import RangePartitionAssignor  # noqa: E402
 
-from newspulse.embedded import StoreSink  # noqa: E402
 from newspulse.kafka.client import ensure_topics  # noqa: E402
-from newspulse.kafka.processor import StreamProcessor  # noqa: E402
+from newspulse.kafka.processor import KafkaSource  # noqa: E402
 from newspulse.kafka.producer import KafkaArticlePublisher, build_producer  # noqa: E402
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, parse_origin  # noqa: E402
 from newspulse.pipeline import Processor  # noqa: E402
+from newspulse.store.sink import StoreSink  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from newspulse.store.sqlite import SQLiteStore  # noqa: E402
@@ -74,7 +74,7 @@ class Member:
             return result
 
         core.process = recording
-        self.proc = StreamProcessor(settings, core, **overrides)
+        self.proc = KafkaSource(settings, core, **overrides)
         note = self.proc._note_revoked
 
         def noting(partitions):

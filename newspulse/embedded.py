@@ -1,6 +1,8 @@
 """Embedded mode: an in-process bounded queue feeding the processing core.
 
-It receives a built Processor; :func:`newspulse.wiring.open_embedded` builds the production one.
+The queue is one :class:`~newspulse.runner.Source` of the shared source loop
+(:class:`~newspulse.runner.SourceRunner`), run on a worker thread. It receives a built
+Processor; :func:`newspulse.wiring.open_embedded` builds the production one.
 """
 
 from __future__ import annotations
@@ -10,36 +12,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 
 from newspulse.errors import NewsPulseError, PermanentFailure
-from newspulse.pipeline import Backoff, BatchDriver, Counters, Fate, Outcome, Processor, RawMessage, ScoringStage
-from newspulse.schema import Article, ScoredArticle
+from newspulse.pipeline import Counters, Fate, Outcome, Processor, RawMessage
+from newspulse.retrying import Backoff
+from newspulse.runner import SourceRunner
+from newspulse.schema import Article
 from newspulse.settings import Settings
-from newspulse.store.base import DeadLetter, Store, WriteResult
 
 log = logging.getLogger(__name__)
-
-
-class StoreSink:
-    """Adapts a Store to the pipeline's article and dead-letter sinks."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def write(self, articles: Sequence[ScoredArticle]) -> WriteResult:
-        return self.store.upsert_articles(articles)
-
-    def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        self.store.add_dead_letters(letters)
 
 
 _STOP = object()
 
 #: How often a blocked ``submit`` or ``close`` checks that the worker is still alive.
 _LIVENESS_S = 0.2
-#: How often the worker, gathering the next batch, checks whether the one in flight is scored.
-_GATHER_S = 0.01
 
 
 class PipelineStopped(NewsPulseError, RuntimeError):
@@ -48,15 +35,68 @@ class PipelineStopped(NewsPulseError, RuntimeError):
     and exits 1; a bug's traceback is in the log)."""
 
 
+class EmbeddedSource:
+    """The bounded queue as a :class:`~newspulse.runner.Source`: messages are acknowledged by
+    counting them (and telling ``on_settled``); ``close`` giving up (``abandon``) hands the batch
+    in hand back unfinished."""
+
+    def __init__(
+        self, messages: queue.Queue, counters: Counters, batch_limit: int, on_settled: Callable[[Sequence[Outcome]], None] | None = None
+    ) -> None:
+        self.batch_limit = batch_limit
+        self.counters = counters
+        self.on_settled = on_settled
+        self.abandon = threading.Event()
+        self._queue = messages
+        self._ended = False
+
+    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage] | None:
+        """What is queued, waiting ``timeout_s`` for the first; None after the stop marker."""
+        if self._ended:
+            return None
+        batch: list[RawMessage] = []
+        try:
+            item = self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
+            while True:
+                if item is _STOP:
+                    self._ended = True
+                    break
+                batch.append(item)
+                if len(batch) >= max_records:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return batch
+
+    def keep(self, messages: list[RawMessage]) -> list[RawMessage]:
+        return messages
+
+    def pause(self, seconds: float, messages: Sequence[RawMessage]) -> bool:
+        return not self.abandon.wait(seconds)
+
+    def ack(self, messages: list[RawMessage], outcomes: list[Outcome], seconds: float) -> bool:
+        """Count the settled outcomes; False when ``close`` gave up waiting (the rest of the
+        batch stays pending, not acknowledged)."""
+        settled = [o for o in outcomes if o.fate is not Fate.retry]  # a retry: close() gave up waiting
+        self.counters.settle(settled)
+        if self.on_settled is not None and settled:
+            try:
+                self.on_settled(settled)
+            except Exception:  # the stories are stored: a listener's failure only means they may be offered again
+                log.exception("on_settled listener failed on %d settled messages", len(settled))
+        return len(settled) == len(outcomes)
+
+
 class EmbeddedPipeline:
     """Bounded in-process queue + a worker thread that micro-batches into a Processor, with a
-    scoring thread beside it (:class:`~newspulse.pipeline.ScoringStage`): the next batch is
+    scoring thread beside it (:class:`~newspulse.runner.ScoringStage`): the next batch is
     classified while the worker summarises the current one, writes it to the store and shows it
     to the alerter.
 
     ``submit`` blocks while the queue is full: back-pressure instead of unbounded memory, and
     during a store outage the queue stays full until the store is back. The worker runs every
-    batch through the shared :class:`~newspulse.pipeline.BatchDriver`: an unavailable store
+    batch through the shared :class:`~newspulse.runner.SourceRunner`: an unavailable store
     pauses it (retrying with backoff for as long as it takes, nothing dead-lettered); a
     permanent failure (a bad credential, say) stops it, and ``submit``/``close`` then raise
     :class:`PipelineStopped` with the reason. The worker never dies silently.
@@ -69,16 +109,16 @@ class EmbeddedPipeline:
         """``on_settled`` hears every batch's final outcomes once they are durable (stored,
         dead-lettered, duplicates): the crawler marks its stories seen only then."""
         self.settings = settings
-        self.on_settled = on_settled
         self.finite = finite
         self.processor = processor
         self.counters = Counters(source="embedded")
-        self.driver = BatchDriver(processor, self.counters, max_attempts=max_attempts, backoff=backoff)
-        self.scoring = ScoringStage(processor)
         self.failure: BaseException | None = None
-        self._abandon = threading.Event()
         self._closed = False
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_max_items)
+        self.source = EmbeddedSource(self._queue, self.counters, settings.batch_max_records, on_settled)
+        self.runner = SourceRunner(
+            self.source, processor, self.counters, batch_max_wait_ms=settings.batch_max_wait_ms, max_attempts=max_attempts, backoff=backoff
+        )
         self._worker = threading.Thread(target=self._run, name="newspulse-embedded", daemon=True)
         self._worker.start()
 
@@ -127,7 +167,7 @@ class EmbeddedPipeline:
         while self._worker.is_alive() and (deadline is None or time.monotonic() < deadline):
             self._worker.join(_LIVENESS_S if deadline is None else min(_LIVENESS_S, max(0.0, deadline - time.monotonic())))
         if self._worker.is_alive():
-            self._abandon.set()
+            self.source.abandon.set()
             raise TimeoutError(f"embedded pipeline did not finish within {timeout}s: {self._state()}")
         self._closed = True
         self.processor.close(end_of_stream=end_of_stream and self.failure is None)
@@ -144,67 +184,10 @@ class EmbeddedPipeline:
         if self._closed or not self._worker.is_alive():
             raise PipelineStopped("embedded pipeline is closed")
 
-    def _next_batch(self, scoring: Future | None) -> tuple[list[RawMessage], bool]:
-        """Up to ``batch_max_records`` messages, and whether the stop marker came.
-
-        Idle (``scoring`` is None): block for the first message, then take more while they come
-        within :meth:`ScoringStage.gap_s` of each other (``batch_max_wait_ms`` in all). With a
-        batch being scored: gather what arrives until that batch is scored, so the two overlap."""
-        batch: list[RawMessage] = []
-        deadline, gap = 0.0, 0.0
-        if scoring is None:
-            first = self._queue.get()
-            if first is _STOP:
-                return batch, True
-            batch.append(first)
-            max_wait = self.settings.batch_max_wait_ms / 1000
-            deadline, gap = time.monotonic() + max_wait, self.scoring.gap_s(max_wait)
-        while len(batch) < self.settings.batch_max_records:
-            busy = scoring is not None and not scoring.done()
-            timeout = _GATHER_S if busy else (min(gap, deadline - time.monotonic()) if scoring is None else 0.0)
-            try:
-                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                if busy:
-                    continue
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
     def _run(self) -> None:
-        """The worker: batch k+1 is scored on the scoring thread while batch k is written and
-        acknowledged here. Whatever stops it is kept in ``failure`` for submit/close to raise."""
-        stop = False
-        inflight: tuple[list[RawMessage], Future] | None = None
+        """The worker thread. Whatever stops it is kept in ``failure`` for submit/close to raise."""
         try:
-            while not stop or inflight is not None:
-                batch: list[RawMessage] = []
-                if not stop:
-                    batch, stop = self._next_batch(inflight[1] if inflight is not None else None)
-                scoring = (batch, self.scoring.submit(batch)) if batch else None
-                if inflight is not None and not self._write(*inflight):
-                    return
-                inflight = scoring
+            self.runner.run(threading.Event())
         except BaseException as err:  # noqa: BLE001 - never die silently: submit/close raise it
             self.failure = err
             log.critical("embedded pipeline stopped: %s: %s", type(err).__name__, err, exc_info=not isinstance(err, PermanentFailure))
-        finally:
-            self.scoring.close()
-
-    def _write(self, batch: list[RawMessage], scored: Future) -> bool:
-        """Write, dead-letter and acknowledge one scored batch through the driver; False when
-        close() gave up waiting (the rest of the batch stays pending, not acknowledged)."""
-        outcomes = self.driver.run(batch, self._wait, scored.result())
-        settled = [o for o in outcomes if o.fate is not Fate.retry]  # a retry: close() gave up waiting
-        self.counters.settle(settled)
-        if self.on_settled is not None and settled:
-            try:
-                self.on_settled(settled)
-            except Exception:  # the stories are stored: a listener's failure only means they may be offered again
-                log.exception("on_settled listener failed on %d settled messages", len(settled))
-        return len(settled) == len(outcomes)
-
-    def _wait(self, seconds: float) -> bool:
-        return not self._abandon.wait(seconds)

@@ -1,11 +1,12 @@
 """The processing core: raw message → Article → enrich (tags, sentiment, summary) → sinks.
 
-It knows no backend. Sources (the embedded queue, a Kafka consumer) hand batches of raw messages
-to one :class:`BatchDriver`, which runs them through the :class:`Processor` under one
-retry/dead-letter policy and returns an :class:`Outcome` per message: stored, dead-lettered
-with its reason, a duplicate of a later message in the same batch, or (only when the source
-asked to stop mid-outage) still to be retried. The sources differ only in how they fetch and
-acknowledge (a queue, Kafka offsets); one :class:`Counters` counts both.
+It knows no backend. The source loop (:mod:`newspulse.runner`) hands batches of raw messages
+from any source (the embedded queue, a Kafka consumer) to one batch driver, which runs them
+through the :class:`Processor` under one retry/dead-letter policy and returns an
+:class:`Outcome` per message: stored, dead-lettered with its reason, a duplicate of a later
+message in the same batch, or (only when the source asked to stop mid-outage) still to be
+retried. The sources differ only in how they fetch and acknowledge (a queue, Kafka offsets);
+one :class:`Counters` counts both.
 
 Failures are told apart (see :mod:`newspulse.errors`): a message's own fault is dead-lettered;
 an unavailable store or broker pauses the batch and retries it with capped exponential backoff
@@ -18,22 +19,20 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Protocol
 
 import numpy as np
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from newspulse.entities import EntityScorer, Span
-from newspulse.errors import Failure, FailureClassifier, PermanentFailure, classify
+from newspulse.errors import Failure, classify
 from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, ScoredArticle, check_published_at
 from newspulse.store.base import DeadLetter, WriteResult
 
@@ -87,10 +86,6 @@ class Observer(Protocol):
 
 
 
-PAUSED = Gauge("newspulse_pipeline_paused", "1 while processing is paused because a store or broker is unavailable.", ["source"])
-INFRASTRUCTURE_RETRIES = Counter(
-    "newspulse_pipeline_infrastructure_retries", "Batch retries after a store or broker was unavailable (never dead-lettered).", ["source"]
-)
 MESSAGES = Counter("newspulse_pipeline_messages", "Messages by final fate: stored, dead_lettered, duplicate, released.", ["source", "fate"])
 
 
@@ -137,10 +132,10 @@ class Outcome:
 @dataclass
 class Prepared:
     """A batch after parsing, tagging and classifying (:meth:`Processor.prepare`), so a source
-    can classify the next batch while this one is summarised and written (:class:`ScoringStage`).
+    can classify the next batch while this one is summarised and written (:class:`newspulse.runner.ScoringStage`).
 
     ``messages`` carry their validated Article (a retry never parses again); ``error`` is what
-    tagging or classifying raised, left for the :class:`BatchDriver` to handle like any failed
+    tagging or classifying raised, left for the :class:`newspulse.runner.BatchDriver` to handle like any failed
     attempt. ``scored`` is filled once, by the first :meth:`Processor.commit` that summarises."""
 
     messages: list[RawMessage]
@@ -476,229 +471,3 @@ class Processor:
             if end_of_stream:
                 observer.flush()
             observer.close()
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff: ``first_s``, doubling, at most ``max_s``; ``jitter`` spreads
-    each delay by up to that fraction either way, so clients that failed together (every
-    processor of a group when the broker restarts) don't retry in step. The one delay policy of
-    the batch driver, the Kafka client, the consumer's poll loop and the Elasticsearch store."""
-
-    first_s: float = 0.2
-    max_s: float = 10.0
-    jitter: float = 0.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before retry number ``attempt`` (1 = the first retry)."""
-        base = min(self.max_s, self.first_s * 2 ** max(0, attempt - 1))
-        return base * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else base
-
-
-#: How a source waits between retries: returns False when the source wants the batch back
-#: (it is stopping, or lost the messages' partitions); the Kafka source keeps polling meanwhile.
-Wait = Callable[[float], bool]
-
-
-class BatchDriver:
-    """The one retry/dead-letter policy, shared by the embedded queue and the Kafka consumer.
-
-    ``run`` keeps a batch until every message has a final fate:
-
-    * unavailable store or broker (transient): pause (gauge ``newspulse_pipeline_paused``),
-      back off, retry, for as long as it takes; never dead-letter, never count an attempt;
-    * a permanent failure: raise :class:`PermanentFailure` (the process stops, nothing acked);
-    * any other error (a bug, a message the model chokes on): retry the batch up to
-      ``max_attempts`` times, then process it message by message and dead-letter the ones that
-      still fail, with the error;
-    * a document a sink refuses: retried up to ``max_attempts`` times, then dead-lettered.
-    """
-
-    def __init__(
-        self,
-        processor: Processor,
-        counters: Counters,
-        *,
-        max_attempts: int = 5,
-        backoff: Backoff = Backoff(),
-        classify_failure: FailureClassifier = classify,
-    ) -> None:
-        self.processor = processor
-        self.counters = counters
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.classify = classify_failure
-        self.paused_since: float | None = None
-        #: Seconds spent paused so far (the Kafka source keeps it out of its batch timing).
-        self.paused_seconds = 0.0
-        self._outages = 0
-
-    def run(self, messages: Sequence[RawMessage], wait: Wait, prepared: Prepared | None = None) -> list[Outcome]:
-        """Outcomes in input order; all final unless ``wait`` returned False (then the rest are
-        ``retry`` and the source must hand them out again).
-
-        ``prepared``: the batch already through :meth:`Processor.prepare` (a
-        :class:`ScoringStage` scored it while the previous batch was written); otherwise it is
-        prepared here. Either way each message is parsed once: retries reuse its Article."""
-        if prepared is None:
-            prepared = self.processor.prepare(messages)
-        final: dict[int, Outcome] = {}
-        todo: list[tuple[int, RawMessage]] = list(enumerate(prepared.messages))
-        refusals: dict[int, int] = {}
-        errors = 0
-        isolating = False
-        self.counters.batches += 1
-        first: Prepared | None = prepared
-        while todo:
-            chunk = todo[:1] if isolating else todo
-            try:
-                if first is not None:  # the first attempt: scored already, only the writes are left
-                    attempt, first = first, None
-                    if attempt.error is not None:
-                        raise attempt.error
-                    result = self.processor.commit(attempt)
-                else:
-                    result = self.processor.process([m for _, m in chunk])
-            except Exception as err:
-                kind = self.classify(err)
-                reason = f"{type(err).__name__}: {err}"
-                if kind is Failure.permanent:
-                    self._resume()
-                    if isinstance(err, PermanentFailure):
-                        raise
-                    raise PermanentFailure(reason) from err
-                if kind is Failure.transient:
-                    if not self._pause(reason, wait):
-                        return self._handed_back(messages, final)
-                    continue
-                errors += 1
-                self.counters.note_error(reason)
-                if isolating or (len(chunk) == 1 and errors >= self.max_attempts):
-                    pos, msg = chunk[0]
-                    why = f"processing failed alone after its batch failed {self.max_attempts} times" if isolating else f"processing failed {errors} times"
-                    letters = self._dead_letter([(msg, f"{why}: {reason}")], wait)
-                    if letters is None:
-                        return self._handed_back(messages, final)
-                    final[pos] = letters[0]
-                    todo = todo[1:]
-                    continue
-                if errors >= self.max_attempts:
-                    log.warning("batch of %d failed %d times (%s); processing its messages one by one", len(chunk), errors, reason)
-                    isolating = True
-                    continue
-                log.exception("batch of %d failed (attempt %d/%d)", len(chunk), errors, self.max_attempts)
-                self.counters.retried += len(chunk)
-                if not wait(self.backoff.delay(errors)):
-                    return self._handed_back(messages, final)
-                continue
-            retry: dict[int, RawMessage] = {}
-            unavailable = ""
-            give_up: list[tuple[int, RawMessage, str]] = []
-            for (pos, _), outcome in zip(chunk, result.outcomes):
-                if outcome.fate is not Fate.retry:
-                    final[pos] = outcome
-                elif outcome.transient:
-                    retry[pos], unavailable = outcome.message, outcome.reason
-                else:
-                    refusals[pos] = refusals.get(pos, 0) + 1
-                    if refusals[pos] >= self.max_attempts:
-                        give_up.append((pos, outcome.message, f"{outcome.reason} ({refusals[pos]} times)"))
-                    else:
-                        retry[pos] = outcome.message
-            if give_up:
-                letters = self._dead_letter([(msg, reason) for _, msg, reason in give_up], wait)
-                if letters is None:
-                    return self._handed_back(messages, final)
-                final.update((pos, letter) for (pos, _, _), letter in zip(give_up, letters))
-            todo = [(pos, retry.get(pos, msg)) for pos, msg in todo if pos not in final]
-            if not todo:
-                break
-            if unavailable:
-                if not self._pause(unavailable, wait):
-                    return self._handed_back(messages, final)
-            else:
-                self._resume()
-                if retry:  # documents a sink refused: back off before the next attempt
-                    self.counters.retried += len(retry)
-                    if not wait(self.backoff.delay(max(refusals[p] for p in retry))):
-                        return self._handed_back(messages, final)
-        self._resume()
-        return [final[i] for i in range(len(messages))]
-
-    def _dead_letter(self, items: list[tuple[RawMessage, str]], wait: Wait) -> list[Outcome] | None:
-        """Dead-letter what the policy gave up on, waiting out an unavailable sink; None if the
-        source asked for the batch back meanwhile."""
-        while True:
-            try:
-                letters = self.processor.dead_letter(items)
-            except Exception as err:
-                if self.classify(err) is not Failure.transient:
-                    raise
-                if not self._pause(f"dead-letter sink: {type(err).__name__}: {err}", wait):
-                    return None
-                continue
-            return letters
-
-    def _pause(self, reason: str, wait: Wait) -> bool:
-        self._outages += 1
-        self.counters.infrastructure_retries += 1
-        INFRASTRUCTURE_RETRIES.labels(self.counters.source).inc()
-        self.counters.note_error(reason)
-        delay = self.backoff.delay(self._outages)
-        if self.paused_since is None:
-            self.paused_since = time.monotonic()
-            PAUSED.labels(self.counters.source).set(1)
-            log.error("%s paused: store or broker unavailable (%s); retrying with backoff until it is back", self.counters.source, reason)
-        else:
-            log.warning("%s still paused after %.0fs (%s); next retry in %.1fs", self.counters.source, time.monotonic() - self.paused_since, reason, delay)
-        return wait(delay)
-
-    def _resume(self) -> None:
-        if self.paused_since is not None:
-            paused = time.monotonic() - self.paused_since
-            self.paused_seconds += paused
-            log.warning("%s resumed after %.0fs paused (%d retries)", self.counters.source, paused, self._outages)
-            PAUSED.labels(self.counters.source).set(0)
-            self.paused_since = None
-        self._outages = 0
-
-    def _handed_back(self, messages: Sequence[RawMessage], final: dict[int, Outcome]) -> list[Outcome]:
-        self._resume()
-        return [final.get(i) or Outcome(msg, Fate.retry, "handed back unfinished") for i, msg in enumerate(messages)]
-
-
-class ScoringStage:
-    """Classifies the next batch on its own thread while the source summarises, writes and
-    acknowledges the current one, so a store write (or the alerter) never stalls scoring.
-
-    One thread, first in first out, and a source keeps at most one batch in it besides the one
-    it is writing: memory stays bounded and batches are still written and acknowledged in
-    order, each only after its sink writes succeeded. :meth:`Processor.prepare` does no I/O, so
-    nothing here needs the retry policy: the :class:`BatchDriver` applies it when the source
-    writes the batch (an enrichment error travels in :attr:`Prepared.error`).
-    """
-
-    def __init__(self, processor: Processor, name: str = "newspulse-scoring") -> None:
-        self.processor = processor
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        #: Seconds per message of the last batch prepared (the partial-batch wait adapts to it).
-        self.per_message_s = 0.0
-
-    def submit(self, messages: Sequence[RawMessage]) -> Future:
-        """Start preparing ``messages``; the Future's result is their :class:`Prepared`."""
-        return self._pool.submit(self._prepare, list(messages))
-
-    def _prepare(self, messages: list[RawMessage]) -> Prepared:
-        prepared = self.processor.prepare(messages)
-        self.per_message_s = prepared.seconds / max(1, len(messages))
-        return prepared
-
-    def gap_s(self, max_wait_s: float) -> float:
-        """How long an idle source lets a partial batch wait for its next message: about the
-        time one message takes to score. A burst is gathered whole (its messages come closer
-        than that); a trickle goes at once instead of waiting out ``max_wait_s``, which stays
-        the cap on the whole wait. Under load the next batch fills while one is scored."""
-        return min(max_wait_s, self.per_message_s)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)

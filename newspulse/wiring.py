@@ -71,7 +71,7 @@ def build_processor(
     from newspulse.ingest.tagging import build_mention_finder, build_tagger
     from newspulse.models.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
-    from newspulse.embedded import StoreSink
+    from newspulse.store.sink import StoreSink
 
     sink = StoreSink(store)
     if observers is None:

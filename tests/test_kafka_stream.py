@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from newspulse.embedded import StoreSink
 from newspulse.kafka.client import connection_config, describe, ensure_topics
-from newspulse.kafka.processor import StreamProcessor, run_processor
+from newspulse.kafka.processor import KafkaSource, run_processor
 from newspulse.kafka.producer import KafkaArticlePublisher, build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, parse_origin, read_dead_letter, record_origin
 from newspulse.pipeline import Processor
+from newspulse.store.sink import StoreSink
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings, SettingsError, load_settings
 from newspulse.store.base import StoreError, WriteResult
@@ -333,12 +333,12 @@ def test_two_processors_split_the_partitions_and_store_everything_once(kafka_boo
     stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
     seen: list[set[int]] = [set(), set()]
     stops = [threading.Event(), threading.Event()]
-    procs: list[StreamProcessor] = []
+    procs: list[KafkaSource] = []
     producer = build_producer(s)
     threads = []
     for i in range(2):
         processor = fake_factory(stores[i])(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer))
-        proc = StreamProcessor(s, processor)
+        proc = KafkaSource(s, processor)
         original = processor.prepare
 
         def prepare(messages, _orig=original, _seen=seen[i]):
@@ -540,7 +540,7 @@ def test_revocation_commits_what_was_processed_but_not_yet_committed(kafka_boots
     with KafkaArticlePublisher(s) as pub:
         pub.publish(articles(10, run="revoke"))
     # only its consumer configuration and offset bookkeeping are used
-    owner = StreamProcessor(s, processor=None, session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
+    owner = KafkaSource(s, processor=None, session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=8000)
     owner.consumer = owner._build_consumer()
     owner.consumer.subscribe([s.kafka_topic_raw], listener=RevocationListener(owner))
     wait_for(lambda: owner.consumer.poll(timeout_ms=1000) is not None and owner.assigned, 30, "an assignment")
@@ -626,8 +626,8 @@ def test_published_batches_are_zstd_and_both_clients_read_them(kafka_bootstrap, 
     assert read == sent
 
 
-class RevocationRecorder(StreamProcessor):
-    """A StreamProcessor that records what its rebalance listener revokes, and when."""
+class RevocationRecorder(KafkaSource):
+    """A KafkaSource that records what its rebalance listener revokes, and when."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -703,7 +703,7 @@ def test_batches_shrink_when_they_approach_the_poll_interval(kafka_bootstrap, tm
         pub.publish(articles(150, run="slow"))
     store = SQLiteStore(s.sqlite_path)
     stop = threading.Event()
-    proc = StreamProcessor(s, fake_factory(store, per_article_s=0.06)(s, StoreSink(store), StoreSink(store)))
+    proc = KafkaSource(s, fake_factory(store, per_article_s=0.06)(s, StoreSink(store), StoreSink(store)))
     thread = threading.Thread(target=proc.run, args=(stop,), daemon=True)
     thread.start()
     try:

@@ -7,8 +7,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from newspulse.embedded import EmbeddedPipeline, StoreSink
-from newspulse.pipeline import Backoff, Fate, Processor, RawMessage
+from newspulse.embedded import EmbeddedPipeline
+from newspulse.pipeline import Fate, Processor, RawMessage
+from newspulse.retrying import Backoff
+from newspulse.store.sink import StoreSink
 from newspulse.settings import load_settings
 from newspulse.store.base import WriteResult
 from newspulse.store.sqlite import SQLiteStore
@@ -235,7 +237,8 @@ def test_the_next_batch_is_scored_while_the_store_write_runs_and_acks_follow_the
 
 def test_a_failing_batch_is_parsed_once_across_its_retries(tmp_path, monkeypatch):
     """Retries after an error reuse the Articles parsed on the first attempt."""
-    from newspulse.pipeline import BatchDriver, Counters
+    from newspulse.pipeline import Counters
+    from newspulse.runner import BatchDriver
     from newspulse.schema import Article
 
     validated = []

@@ -24,10 +24,11 @@ from prometheus_client import REGISTRY
 from test_kafka_stream import ProcessorThread, articles, committed_lag, fake_factory, kafka_bootstrap, make_settings, read_topic, store_count, wait_for  # noqa: F401
 
 from newspulse.kafka.client import ensure_topics
-from newspulse.kafka.processor import StreamProcessor
+from newspulse.kafka.processor import KafkaSource
 from newspulse.kafka.producer import build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, read_dead_letter
-from newspulse.pipeline import Backoff, Counters
+from newspulse.pipeline import Counters
+from newspulse.retrying import Backoff
 from newspulse.store.base import StorePermanentError
 from newspulse.store.sqlite import SQLiteStore
 
@@ -76,7 +77,7 @@ def test_store_outage_kafka_pauses_not_dead_letters(kafka_bootstrap, tmp_path):
     locker = sqlite3.connect(s.sqlite_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     producer = build_producer(s)
-    proc = StreamProcessor(s, fake_factory(store)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)), backoff=FAST)
+    proc = KafkaSource(s, fake_factory(store)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)), backoff=FAST)
     stop = threading.Event()
     thread = threading.Thread(target=proc.run, args=(stop,), daemon=True)
     thread.start()

@@ -17,8 +17,10 @@ from prometheus_client import REGISTRY
 from test_kafka_stream import wait_for
 from test_pipeline import FirstSentence, KeywordClassifier, raw
 
-from newspulse.embedded import EmbeddedPipeline, PipelineStopped, StoreSink
-from newspulse.pipeline import Backoff, Counters, Fate, Processor, RawMessage
+from newspulse.embedded import EmbeddedPipeline, PipelineStopped
+from newspulse.pipeline import Counters, Fate, Processor, RawMessage
+from newspulse.retrying import Backoff
+from newspulse.store.sink import StoreSink
 from newspulse.settings import load_settings
 from newspulse.store.base import StorePermanentError, StoreUnavailable
 from newspulse.store.sqlite import SQLiteStore

@@ -18,7 +18,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 
-from newspulse.pipeline import Backoff
+from newspulse.retrying import Backoff
 from newspulse.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

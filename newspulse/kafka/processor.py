@@ -1,16 +1,12 @@
 """The consumer-group processor: ``news.raw`` → Processor → store + ``news.scored`` (+ ``news.dlq``).
 
-Delivery is at-least-once with idempotent writes, which makes the store exactly-once:
+The consumer is one :class:`~newspulse.runner.Source` of the shared source loop
+(:class:`~newspulse.runner.SourceRunner`: micro-batching, scoring overlapped with writing, the
+retry/dead-letter policy, the same as the embedded queue's). Delivery is at-least-once with
+idempotent writes, which makes the store exactly-once:
 
-* records are micro-batched (``batch_max_records``; a partial batch goes once no record came
-  for about one record's scoring time, at most ``batch_max_wait_ms`` after its first) and
-  handed to the shared
-  :class:`~newspulse.pipeline.BatchDriver` (the same retry/dead-letter policy as the embedded
-  queue); offsets are committed only once every record of the batch is stored, dead-lettered
-  or a superseded duplicate;
-* two stages overlap: the :class:`~newspulse.pipeline.ScoringStage` thread classifies batch
-  k+1 while this thread summarises and writes batch k and commits its offsets, in order (at
-  most one batch in each stage);
+* offsets are committed only once every record of the batch is stored, dead-lettered or a
+  superseded duplicate, in batch order;
 * while the store or the broker is unavailable the driver keeps the batch and retries it with
   capped backoff for as long as it takes; meanwhile this processor pauses its partitions and
   keeps polling, so it stays in the group without fetching more (gauge
@@ -34,9 +30,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
@@ -47,17 +42,17 @@ from newspulse.kafka import metrics
 from newspulse.kafka.client import BROKER_BACKOFF, describe, ensure_topics, group_config, is_transient, retry
 from newspulse.kafka.producer import build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
-from newspulse.pipeline import ArticleSink, Backoff, BatchDriver, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage, ScoringStage
+from newspulse.pipeline import ArticleSink, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage
+from newspulse.retrying import Backoff
+from newspulse.runner import SourceRunner
 from newspulse.schema import Article
 from newspulse.settings import Settings
 from newspulse.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-#: How long an idle poll waits, which bounds how quickly a stop request is noticed.
-IDLE_POLL_MS = 500
-#: While a batch is being scored, how often the loop polls for the next one.
-BUSY_POLL_S = 0.05
+#: How long one poll waits while the processor is paused (bounds how quickly a stop is noticed).
+PAUSED_POLL_S = 0.5
 
 #: A valid article the processor scores once before joining the group (nothing is written).
 _WARM_UP = Article(published_at=datetime(2020, 1, 1, tzinfo=timezone.utc), source="warm-up", title="Company shares rise after results beat estimates")
@@ -82,7 +77,7 @@ class RevocationListener(AsyncConsumerRebalanceListener):
     """Rebalance callbacks. They run on kafka-python's IO thread, so they only await
     non-blocking calls (the commit) and leave buffer clean-up to the polling thread."""
 
-    def __init__(self, owner: "StreamProcessor") -> None:
+    def __init__(self, owner: "KafkaSource") -> None:
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -105,8 +100,21 @@ class RevocationListener(AsyncConsumerRebalanceListener):
         self.owner._take_uncommitted(lost)
 
 
-class StreamProcessor:
-    """Polls ``news.raw`` in a consumer group and feeds micro-batches to the shared BatchDriver.
+@dataclass(frozen=True)
+class PolledRecord(RawMessage):
+    """A ``news.raw`` record as the pipeline sees it, with its partition, offset, Kafka timestamp
+    (Unix ms) and the partition's seek epoch when it was fetched: a record fetched before its
+    partition was sought back or revoked is stale and comes again (:meth:`KafkaSource.keep`)."""
+
+    tp: TopicPartition | None = None
+    offset: int = -1
+    timestamp: int | None = None
+    epoch: int = 0
+
+
+class KafkaSource:
+    """``news.raw`` in a consumer group as a :class:`~newspulse.runner.Source`; :meth:`run`
+    drives it through the shared :class:`~newspulse.runner.SourceRunner`.
 
     Not thread-safe: one instance per thread or process (the Kafka consumer is not shareable).
     """
@@ -114,26 +122,27 @@ class StreamProcessor:
     def __init__(self, settings: Settings, processor: Processor, *, max_attempts: int = 5, backoff: Backoff = Backoff(), **consumer_overrides: object) -> None:
         self.settings = settings
         self.processor = processor
+        self.max_attempts = max_attempts
+        self.backoff = backoff
         self.consumer_overrides = consumer_overrides
         self.stats = Counters(source="kafka")
-        self.driver = BatchDriver(processor, self.stats, max_attempts=max_attempts, backoff=backoff, classify_failure=kafka_failure)
         self.consumer = None
         #: Partitions this processor owns now (kept by the rebalance callbacks; readable from any thread).
         self.assigned: frozenset = frozenset()
-        self._buffer: list = []
-        self._batch_started: float | None = None
-        self._last_arrival = 0.0
+        #: Records per batch now: ``batch_max_records``, halved while batches run close to
+        #: ``kafka_max_poll_interval_ms`` (a slow machine must not be evicted from the group).
+        self.batch_limit = settings.batch_max_records
+        #: Records polled while paused (from partitions assigned meanwhile): the next poll's.
+        self._held: list[PolledRecord] = []
+        #: Bumped when a partition is sought back or revoked: records fetched before are stale.
+        self._epoch: dict[TopicPartition, int] = {}
         self._next_offset: dict = {}
         self._lock = threading.Lock()
         self._revoked: set = set()
         self._uncommitted: dict = {}
         self._failures_in_row = 0
-        self.scoring = ScoringStage(processor, "newspulse-kafka-scoring")
-        #: The batch being scored while the one before it is written (at most one).
-        self._inflight: Inflight | None = None
-        #: Records per batch now: ``batch_max_records``, halved while batches run close to
-        #: ``kafka_max_poll_interval_ms`` (a slow machine must not be evicted from the group).
-        self.batch_limit = settings.batch_max_records
+        self._retried = 0
+        self._stop = threading.Event()
 
     # --- consumer -------------------------------------------------------------------------
     def _build_consumer(self) -> KafkaConsumer:
@@ -159,22 +168,27 @@ class StreamProcessor:
 
         Raises :class:`~newspulse.errors.PermanentFailure` (after leaving the group, with the
         failed batch uncommitted) when retrying cannot help."""
+        self._stop = stop
         self._warm_up()
         self.consumer = retry(self._build_consumer, f"connecting to {describe(self.settings)}", timeout_s=120, stop=stop)
+        runner = SourceRunner(
+            self,
+            self.processor,
+            self.stats,
+            batch_max_wait_ms=self.settings.batch_max_wait_ms,
+            max_attempts=self.max_attempts,
+            backoff=self.backoff,
+            classify_failure=kafka_failure,
+            name="newspulse-kafka-scoring",
+        )
         try:
             self.consumer.subscribe([self.settings.kafka_topic_raw], listener=RevocationListener(self))
             log.info("processing %s in group %s", self.settings.kafka_topic_raw, self.settings.kafka_group_id)
-            while not stop.is_set():
-                self._poll()
-                self._step(stop)
-            if self._inflight is not None or self._buffer:
-                log.info("stopping: finishing the %d record(s) in hand", len(self._buffer) + (len(self._inflight.records) if self._inflight else 0))
-            self._finish_inflight(stop, start_next=False)
-            if self._buffer:
-                self._inflight = self._start()
-                self._finish_inflight(stop, start_next=False)
+            runner.run(stop)
         finally:
-            self.scoring.close()
+            if self._held:  # polled while paused and never processed: uncommitted, they come again
+                self.stats.release(len(self._held))
+                self._held = []
             try:
                 if self._uncommitted:
                     self._commit({})
@@ -195,6 +209,123 @@ class StreamProcessor:
             return
         log.info("warmed up in %.1fs", time.perf_counter() - t0)
 
+    # --- the Source protocol --------------------------------------------------------------
+    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+        """Records held from a pause first, then the consumer's, up to ``max_records``."""
+        taken: list[RawMessage] = list(self._held[:max_records])
+        del self._held[:max_records]
+        room = max_records - len(taken)
+        if room <= 0:
+            return taken
+        try:
+            polled = self.consumer.poll(timeout_ms=0 if taken else int(timeout_s * 1000), max_records=room)
+        except Exception as err:
+            if not isinstance(err, KafkaError) and not is_transient(err):
+                raise
+            self.stats.note_error(f"poll: {type(err).__name__}: {err}")
+            self._backoff()
+            return taken
+        metrics.LAST_POLL.set_to_current_time()
+        self._drop_revoked()
+        taken += self._take(polled)
+        self._update_lag()
+        return taken
+
+    def keep(self, messages: list[RawMessage]) -> list[RawMessage]:
+        """Release the gathered records of partitions revoked or sought back since they were
+        fetched (their next owner, or the next fetch, reads them again)."""
+        kept = [m for m in messages if not self._stale(m)]
+        if len(kept) != len(messages):
+            log.info("dropped %d gathered record(s) of partitions revoked or sought back; they will be read again", len(messages) - len(kept))
+            self.stats.release(len(messages) - len(kept))
+        return kept
+
+    def pause(self, seconds: float, messages: Sequence[RawMessage]) -> bool:
+        """Wait between retries with every partition paused, polling so that the group keeps
+        this member; False when stopping or when the batch's partitions were taken away."""
+        partitions = {m.tp for m in messages if isinstance(m, PolledRecord)}
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            with self._lock:
+                if self._revoked & partitions:
+                    return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self.consumer.pause(*self.consumer.assignment())
+            try:
+                polled = self.consumer.poll(timeout_ms=max(1, int(min(left, PAUSED_POLL_S) * 1000)))
+            except Exception as err:
+                if kafka_failure(err) is not Failure.transient:
+                    raise
+                self.stats.note_error(f"poll while paused: {type(err).__name__}: {err}")
+                self._stop.wait(min(left, PAUSED_POLL_S))
+                continue
+            metrics.LAST_POLL.set_to_current_time()  # paused, not stuck: the healthcheck sees the loop alive
+            self._held += self._take(polled)  # only from partitions assigned since the pause: the next batch
+        return False
+
+    def ack(self, messages: list[RawMessage], outcomes: list[Outcome], seconds: float) -> bool:
+        """Commit each owned partition up to its first unsettled record and seek back there;
+        what is not committed is released to be delivered again, and so are stale records."""
+        if self.consumer.paused():
+            self.consumer.resume(*self.consumer.paused())
+        metrics.FAILED.inc(self.stats.retried - self._retried)
+        self._retried = self.stats.retried
+        metrics.BATCH_SECONDS.observe(seconds)
+        self._adapt_batch_limit(seconds)
+        metrics.observe_indexed([m for m, o in zip(messages, outcomes) if o.fate is not Fate.retry])
+        offsets: dict = {}
+        rewind: dict = {}
+        settled: list[Outcome] = []
+        released = 0
+        for msg, outcome in zip(messages, outcomes):
+            assert isinstance(msg, PolledRecord)
+            tp = msg.tp
+            if self._stale(msg):
+                released += 1
+                continue
+            if tp in rewind or outcome.fate is Fate.retry or tp not in self.assigned:
+                if tp not in rewind and tp in self.assigned:
+                    rewind[tp] = msg.offset
+                released += 1
+                continue
+            settled.append(outcome)
+            offsets[tp] = msg.offset + 1
+        self.stats.settle(settled)
+        metrics.PROCESSED.inc(sum(o.fate is Fate.stored for o in settled))
+        metrics.DEAD_LETTERED.inc(sum(o.fate is Fate.dead_lettered for o in settled))
+        if released:
+            self.stats.release(released)
+        self._commit(offsets)
+        for tp, offset in rewind.items():
+            log.warning("partition %d: records from offset %d not finished; they will be read again", tp.partition, offset)
+            self.consumer.seek(tp, offset)
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+        return True
+
+    def _stale(self, msg: RawMessage) -> bool:
+        return isinstance(msg, PolledRecord) and msg.epoch != self._epoch.get(msg.tp, 0)
+
+    def _take(self, polled: dict) -> list[PolledRecord]:
+        taken: list[PolledRecord] = []
+        for records in polled.values():
+            taken += [
+                PolledRecord(
+                    payload=r.value,
+                    origin=record_origin(r.topic, r.partition, r.offset),
+                    key=r.key,
+                    tp=_tp(r),
+                    offset=r.offset,
+                    timestamp=r.timestamp,
+                    epoch=self._epoch.get(_tp(r), 0),
+                )
+                for r in records
+            ]
+            metrics.CONSUMED.inc(len(records))
+            self.stats.receive(len(records))
+        return taken
+
     def _adapt_batch_limit(self, seconds: float) -> None:
         budget = self.settings.kafka_max_poll_interval_ms / 1000
         if seconds > budget / 2 and self.batch_limit > 1:
@@ -202,54 +333,6 @@ class StreamProcessor:
             log.warning("batch took %.1fs (poll interval %.0fs): batches now %d records", seconds, budget, self.batch_limit)
         elif seconds < budget / 8 and self.batch_limit < self.settings.batch_max_records:
             self.batch_limit = min(self.settings.batch_max_records, self.batch_limit * 2)
-
-    def _poll(self) -> None:
-        scoring = self._inflight is not None and not self._inflight.scored.done()
-        if scoring:  # records that arrive while a batch is scored form the next one
-            futures.wait([self._inflight.scored], timeout=BUSY_POLL_S)
-        room = self.batch_limit - len(self._buffer)
-        if room <= 0:
-            return  # a full batch waits for the scoring thread: fetch no more
-        if scoring:
-            timeout = 0
-        elif self._buffer:
-            timeout = max(0, int((self._partial_batch_ends() - time.monotonic()) * 1000))
-        else:
-            timeout = IDLE_POLL_MS
-        try:
-            polled = self.consumer.poll(timeout_ms=timeout, max_records=room)
-        except Exception as err:
-            if not isinstance(err, KafkaError) and not is_transient(err):
-                raise
-            self.stats.note_error(f"poll: {type(err).__name__}: {err}")
-            self._backoff()
-            return
-        metrics.LAST_POLL.set_to_current_time()
-        self._drop_revoked()
-        self._take(polled)
-        self._update_lag()
-
-    def _take(self, polled: dict) -> None:
-        for records in polled.values():
-            self._buffer.extend(records)
-            metrics.CONSUMED.inc(len(records))
-            self.stats.receive(len(records))
-            self._last_arrival = time.monotonic()
-        if self._buffer and self._batch_started is None:
-            self._batch_started = time.monotonic()
-
-    def _partial_batch_ends(self) -> float:
-        """When a partial batch goes: once no record came for :meth:`ScoringStage.gap_s`, or
-        ``batch_max_wait_ms`` after its first record, whichever is sooner."""
-        max_wait = self.settings.batch_max_wait_ms / 1000
-        return min(self._batch_started + max_wait, self._last_arrival + self.scoring.gap_s(max_wait))
-
-    def _batch_due(self) -> bool:
-        if not self._buffer:
-            return False
-        if len(self._buffer) >= self.batch_limit:
-            return True
-        return time.monotonic() >= self._partial_batch_ends()
 
     # --- rebalance bookkeeping (the listener runs on the IO thread) ----------------------------
     def _note_revoked(self, partitions) -> None:
@@ -262,135 +345,14 @@ class StreamProcessor:
             return {tp: self._uncommitted.pop(tp) for tp in list(self._uncommitted) if tp in partitions}
 
     def _drop_revoked(self) -> None:
-        """Forget buffered records of partitions we no longer own; their next owner reads them."""
+        """Mark records of partitions we no longer own as stale; their next owner reads them."""
         with self._lock:
             revoked, self._revoked = self._revoked, set()
-        if not revoked:
-            return
-        kept = [r for r in self._buffer if _tp(r) not in revoked]
-        if len(kept) != len(self._buffer):
-            log.info("rebalance: dropped %d buffered record(s) of revoked partitions", len(self._buffer) - len(kept))
-            self.stats.release(len(self._buffer) - len(kept))
-        self._buffer = kept
-        if not kept:
-            self._batch_started = None
         for tp in revoked:
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
             self._next_offset.pop(tp, None)
             with contextlib.suppress(KeyError):
                 metrics.LAG.remove(tp.topic, str(tp.partition))
-
-    # --- processing -----------------------------------------------------------------------
-    def _step(self, stop: threading.Event) -> None:
-        """Once the batch in flight is scored, start scoring the buffered records (if any) and
-        write and commit the scored batch meanwhile; with nothing in flight, start a batch when
-        it is due."""
-        if self._inflight is not None:
-            if self._inflight.scored.done():
-                self._finish_inflight(stop, start_next=True)
-        elif self._batch_due():
-            self._inflight = self._start()
-
-    def _start(self) -> "Inflight":
-        """Hand the buffered records to the scoring thread."""
-        batch, self._buffer, self._batch_started = self._buffer, [], None
-        messages = [RawMessage(payload=r.value, origin=record_origin(r.topic, r.partition, r.offset), key=r.key) for r in batch]
-        return Inflight(batch, messages, self.scoring.submit(messages))
-
-    def _finish_inflight(self, stop: threading.Event, *, start_next: bool) -> None:
-        """Write and commit the batch in flight; with ``start_next`` the buffered records are
-        scored meanwhile and become the batch in flight."""
-        done, self._inflight = self._inflight, None
-        if done is None:
-            return
-        nxt = self._start() if start_next and self._buffer else None
-        rewound = self._write(done, stop)
-        if nxt is not None:
-            nxt.rewound |= rewound
-        self._inflight = nxt
-
-    def _write(self, inflight: "Inflight", stop: threading.Event) -> set:
-        """Run a scored batch through the driver (writes, retries), then commit what it settled;
-        the partitions it had to rewind."""
-        batch = inflight.records
-        partitions = {_tp(r) for r in batch}
-        retried, paused = self.stats.retried, self.driver.paused_seconds
-        prepared = inflight.scored.result()
-        t0 = time.perf_counter()
-        try:
-            outcomes = self.driver.run(inflight.messages, lambda seconds: self._wait_paused(seconds, stop, partitions), prepared)
-        finally:
-            if self.consumer.paused():
-                self.consumer.resume(*self.consumer.paused())
-        metrics.FAILED.inc(self.stats.retried - retried)
-        working = prepared.seconds + time.perf_counter() - t0 - (self.driver.paused_seconds - paused)
-        metrics.BATCH_SECONDS.observe(working)
-        self._adapt_batch_limit(working)
-        rewound = self._acknowledge(batch, outcomes, inflight.rewound)
-        metrics.observe_indexed([r for r, o in zip(batch, outcomes) if o.fate is not Fate.retry])
-        return rewound
-
-    def _wait_paused(self, seconds: float, stop: threading.Event, partitions: set) -> bool:
-        """Wait between retries with every partition paused, polling so that the group keeps
-        this member; False when stopping or when the batch's partitions were taken away."""
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            with self._lock:
-                if self._revoked & partitions:
-                    return False
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            self.consumer.pause(*self.consumer.assignment())
-            try:
-                polled = self.consumer.poll(timeout_ms=max(1, int(min(left, IDLE_POLL_MS / 1000) * 1000)))
-            except Exception as err:
-                if kafka_failure(err) is not Failure.transient:
-                    raise
-                self.stats.note_error(f"poll while paused: {type(err).__name__}: {err}")
-                stop.wait(min(left, IDLE_POLL_MS / 1000))
-                continue
-            metrics.LAST_POLL.set_to_current_time()  # paused, not stuck: the healthcheck sees the loop alive
-            self._take(polled)  # only from partitions assigned since the pause: the next batch
-        return False
-
-    def _acknowledge(self, batch: list, outcomes: list[Outcome], rewound: set = frozenset()) -> set:
-        """Commit each owned partition up to its first unsettled record and seek back there;
-        what is not committed is released to be delivered again. Records of ``rewound``
-        partitions (sought back after this batch was fetched) are released as they are. Returns
-        the partitions sought back now; their buffered records are dropped too (they come again)."""
-        offsets: dict = {}
-        rewind: dict = {}
-        settled: list[Outcome] = []
-        released = 0
-        for record, outcome in zip(batch, outcomes):
-            tp = _tp(record)
-            if tp in rewound:
-                released += 1
-                continue
-            if tp in rewind or outcome.fate is Fate.retry or tp not in self.assigned:
-                if tp not in rewind and tp in self.assigned:
-                    rewind[tp] = record.offset
-                released += 1
-                continue
-            settled.append(outcome)
-            offsets[tp] = record.offset + 1
-        self.stats.settle(settled)
-        metrics.PROCESSED.inc(sum(o.fate is Fate.stored for o in settled))
-        metrics.DEAD_LETTERED.inc(sum(o.fate is Fate.dead_lettered for o in settled))
-        if released:
-            self.stats.release(released)
-        self._commit(offsets)
-        for tp, offset in rewind.items():
-            log.warning("partition %d: records from offset %d not finished; they will be read again", tp.partition, offset)
-            self.consumer.seek(tp, offset)
-        if rewind:
-            kept = [r for r in self._buffer if _tp(r) not in rewind]
-            if len(kept) != len(self._buffer):
-                self.stats.release(len(self._buffer) - len(kept))
-                self._buffer = kept
-                if not kept:
-                    self._batch_started = None
-        return set(rewind)
 
     def _backoff(self) -> None:
         self._failures_in_row += 1
@@ -429,18 +391,6 @@ class StreamProcessor:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
 
 
-@dataclass
-class Inflight:
-    """A batch handed to the scoring thread: its records (for offsets), its messages, the
-    Future of its :class:`~newspulse.pipeline.Prepared`, and the partitions an earlier batch
-    sought back after this one was fetched (its records of those are released, not committed)."""
-
-    records: list
-    messages: list[RawMessage]
-    scored: Future
-    rewound: set = field(default_factory=set)
-
-
 def _offset_metadata(offsets: dict) -> dict:
     return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
 
@@ -474,6 +424,6 @@ def run_processor(
             scored = ScoredTopicSink(settings, producer)
             dlq = DeadLetterTopicSink(settings, producer)
             processor = processor_factory(settings, scored, dlq)
-            return StreamProcessor(settings, processor, **consumer_overrides).run(stop)
+            return KafkaSource(settings, processor, **consumer_overrides).run(stop)
         finally:
             producer.close()

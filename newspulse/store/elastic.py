@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from newspulse.pipeline import Backoff
+from newspulse.retrying import Backoff
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
 from newspulse.store.base import (

@@ -31,7 +31,7 @@ PROMETHEUS = ROOT / "docker" / "prometheus" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 
 #: Modules that register NewsPulse metrics (importing them registers the collectors).
-METRIC_MODULES = ("newspulse.pipeline", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.predict", "newspulse.models.summarize.faithfulness")
+METRIC_MODULES = ("newspulse.pipeline", "newspulse.runner", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.predict", "newspulse.models.summarize.faithfulness")
 #: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
 EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers",
                     "elasticsearch_cluster_health_status", "elasticsearch_cluster_health_up"}  # ...and prometheus-community/elasticsearch_exporter's

@@ -27,11 +27,12 @@ from newspulse.alerts.delivery import LogNotifier
 from newspulse.alerts.rules import RulesError, parse_rules
 from newspulse.alerts.service import Alerter
 from newspulse.alerts.silences import SilenceBook
-from newspulse.embedded import StoreSink
 from newspulse.logs import TEXT_FORMAT, TextFormatter
-from newspulse.pipeline import Backoff, Fate, Processor, RawMessage
+from newspulse.pipeline import Fate, Processor, RawMessage
+from newspulse.retrying import Backoff
 from newspulse.schema import Alert, AlertStatus
 from newspulse.store.base import StoreUnavailable
+from newspulse.store.sink import StoreSink
 from newspulse.store.sqlite import SQLiteStore
 
 #: The end of the spike window of spike_stream(), and a wall clock a few minutes after it.

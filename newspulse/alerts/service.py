@@ -43,7 +43,7 @@ from newspulse.alerts.detector import Detector
 from newspulse.alerts.lifecycle import Lifecycle, Transition
 from newspulse.alerts.rules import RuleSet
 from newspulse.alerts.silences import SilenceBook
-from newspulse.pipeline import Backoff
+from newspulse.retrying import Backoff
 from newspulse.schema import Alert, AlertStatus, ScoredArticle, to_utc, utcnow
 from newspulse.store.base import Filter, Store, StoreError, StoreUnavailable
 

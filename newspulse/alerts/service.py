@@ -316,10 +316,11 @@ class Alerter:
             metrics.FIRING.labels(severity).set(firing.get(severity, 0))
 
     def _save(self, alerts: list[Alert]) -> None:
-        """Write this alerter's copies without reading them back: its state is the truth for
-        everything but an analyst's ack, which the store's upsert never clears
-        (:meth:`~newspulse.store.base.Store.upsert_alerts`). Only one alerter is active at a
-        time, and it rebuilt its state from the store when it started (:meth:`recover`)."""
+        """Write this alerter's copies without reading them back before each write: its state
+        is the truth for everything but an analyst's ack, which the store's upsert never clears
+        (:meth:`~newspulse.store.base.Store.upsert_alerts`), and the notices a replay settled
+        before, adopted once per alert (:meth:`_adopt_settled`). Only one alerter is active at
+        a time, and it rebuilt its state from the store when it started (:meth:`recover`)."""
         self.store.upsert_alerts(alerts)
 
     def _acknowledged(self, alert: Alert) -> bool:

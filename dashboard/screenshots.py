@@ -147,14 +147,17 @@ _PAGE_STATE = """((texts, minCharts) => {
   const charts = document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks').length;
   const stale = document.querySelectorAll('[data-stale="true"]').length;
   const running = !!document.querySelector('[data-testid="stStatusWidgetRunningIcon"]');
-  return {ready: texts.every(t => text.includes(t)) && charts >= minCharts && stale === 0 && !running,
+  // widgets whose code is still loading show a grey placeholder in their place
+  const loading = document.querySelectorAll('[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]').length;
+  return {ready: texts.every(t => text.includes(t)) && charts >= minCharts && stale === 0 && !running && loading === 0,
           charts: charts, text: text, url: location.href};
 })"""
 
 
 def open_page(browser: DevTools, url: str, texts: list[str], min_charts: int = 0, timeout: float = 120) -> dict:
-    """Navigate and wait until the page shows ``texts`` and ``min_charts`` drawn charts and
-    Streamlit is idle; returns the page's text, chart count and URL at that moment."""
+    """Navigate and wait until the page shows ``texts`` and ``min_charts`` drawn charts, no widget
+    is a loading placeholder and Streamlit is idle; returns the page's text, chart count and URL
+    at that moment."""
     browser.call("Page.navigate", url=url)
     expression = f"{_PAGE_STATE}({json.dumps(texts)}, {min_charts})"
     state = wait_until(lambda: (s := browser.evaluate(expression)) and s["ready"] and s, timeout, f"{url} to render")

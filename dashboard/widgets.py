@@ -194,7 +194,9 @@ def highlight_legend() -> str:
     return f"Highlights: {names} · read differently by two companies ({_MIXED_COLOUR}). The tag after a passage names whose verdict it drove and how."
 
 
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+#: A line break starts a paragraph: the title ends with a blank line, and bodies (the Reuters
+#: corpus, crawled pages) put each paragraph on one line.
+_PARAGRAPH_BREAK = re.compile(r"\s*\n\s*")
 
 
 def marked_markdown(text: str, marks: Sequence[Mark]) -> str:
@@ -204,9 +206,9 @@ def marked_markdown(text: str, marks: Sequence[Mark]) -> str:
     Overlapping marks are expected: one sentence is often evidence for two companies, read
     differently ("Intel slides as AMD wins"). The text is cut at every mark boundary; a piece
     covered by marks of one label takes that label's colour, a piece covered by different labels
-    the mixed colour, and the tags say which company read it which way. Blank lines stay
-    paragraph breaks, single line breaks (wire copy wraps at 70 columns) become spaces, and each
-    piece is escaped on its own, so hostile text stays text inside and outside a highlight.
+    the mixed colour, and the tags say which company read it which way. Line breaks become
+    paragraph breaks, other runs of white space one space, and each piece is escaped on its own,
+    so hostile text stays text inside and outside a highlight.
     """
     cuts = sorted({0, len(text), *(m.start for m in marks), *(m.end for m in marks)})
     out: list[str] = []

@@ -565,7 +565,7 @@ def test_marked_markdown_cuts_overlapping_marks_and_escapes_each_piece():
     assert [m.tag for m in bad] == ["off"]
     assert marked_markdown(text, good) == (
         r":violet-background[A \*slides\* as B wins] :orange-badge[A negative \-0\.70] :blue-badge[B positive \+0\.80]"
-        "\n\n" r"B won\. :orange-background[A \[fell\]\(javascript\:x\)\.] :orange-badge[A negative \-0\.90]"
+        "\n\n" r"B won\." "\n\n" r":orange-background[A \[fell\]\(javascript\:x\)\.] :orange-badge[A negative \-0\.90]"
         "\n\n" r"Last\."
     )
 

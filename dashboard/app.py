@@ -51,6 +51,7 @@ def sidebar(settings: Settings, stats: dict) -> None:
     from newspulse.dashboard import data, widgets
 
     widgets.range_selector()
+    widgets.tz_selector()
     if settings.dashboard_refresh_s:
         st.sidebar.toggle("Auto-refresh", value=True, key="np_autorefresh", help=f"Reload the Overview every {settings.dashboard_refresh_s} s.")
     else:
@@ -63,7 +64,10 @@ def sidebar(settings: Settings, stats: dict) -> None:
             icon=":material/schedule:",
         )
     backend = stats.get("backend", "?")
-    st.sidebar.caption(f"Store: {backend} · {stats.get('articles', 0):,} articles · {stats.get('alerts', 0):,} alerts")
+    alerts = data.alert_counts(settings)
+    st.sidebar.caption(
+        f"Store: {backend} · {stats.get('articles', 0):,} articles · alerts: {alerts['firing']} firing, {alerts['pending']} pending, {alerts['resolved']} resolved"
+    )
     if st.sidebar.button("Reload data", help="Forget cached query answers now."):
         data.clear_caches()
     auth.identity_sidebar(settings)

@@ -10,11 +10,15 @@ from newspulse.schema import LABELS
 
 #: Orange / grey / blue (Okabe-Ito): negative and positive stay apart for colour-blind readers.
 LABEL_SCALE = alt.Scale(domain=list(LABELS), range=["#e69f00", "#9e9e9e", "#0072b2"])
-_NEG_SCALE = alt.Scale(scheme="reds", domain=[0, 1])
+_NEG_SCALE = alt.Scale(scheme="oranges", domain=[0, 1])  # one hue, the negative label's: darker = more negative
+#: Height of the volume chart: bars, time axis and axis title all fit.
+VOLUME_HEIGHT = 200
 
 
 def sentiment_chart(frame: pd.DataFrame, *, height: int = 260, domain: tuple | None = None) -> alt.Chart:
-    """Sentiment index (left axis, −100…100) and negative share (right axis, 0…100 %) over time."""
+    """Negative share (left axis, 0…100 %, the shaded area) and sentiment index (right axis,
+    −100…100, the line) over time: with independent scales the first layer, the area, takes the
+    left axis."""
     x_scale = alt.Scale(domain=[pd.Timestamp(d).isoformat() for d in domain]) if domain else alt.Undefined
     base = alt.Chart(frame).encode(x=alt.X("time:T", title=None, scale=x_scale))
     index = base.mark_line(point=True, color="#1f77b4").encode(
@@ -28,8 +32,11 @@ def sentiment_chart(frame: pd.DataFrame, *, height: int = 260, domain: tuple | N
     return alt.layer(negative, index).resolve_scale(y="independent").properties(height=height)
 
 
-def volume_chart(frame: pd.DataFrame, *, height: int = 200) -> alt.Chart:
-    """Articles per bucket, stacked by label."""
+def volume_chart(frame: pd.DataFrame, *, height: int = VOLUME_HEIGHT) -> alt.Chart:
+    """Articles per bucket, stacked by label; the legend on the right, so the height goes to the bars.
+
+    Streamlit fits a chart to its height with the axes and legend inside it: 140 px with a legend
+    under the bars left the Ticker page's bars about 10 px high and its axis title cut ("Articl")."""
     long = frame.melt(id_vars=["time"], value_vars=list(LABELS), var_name="label", value_name="count")
     return (
         alt.Chart(long)
@@ -37,7 +44,7 @@ def volume_chart(frame: pd.DataFrame, *, height: int = 200) -> alt.Chart:
         .encode(
             x=alt.X("time:T", title=None),
             y=alt.Y("count:Q", title="Articles", stack=True),
-            color=alt.Color("label:N", scale=LABEL_SCALE, legend=alt.Legend(orient="bottom", title=None)),
+            color=alt.Color("label:N", scale=LABEL_SCALE, legend=alt.Legend(orient="right", title=None)),
             order=alt.Order("label:N"),
             tooltip=["time:T", "label:N", "count:Q"],
         )

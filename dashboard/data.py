@@ -27,6 +27,9 @@ from newspulse.wiring import open_store
 #: How long a cached query answer is reused. Shorter than the default auto-refresh interval so
 #: that every refresh shows fresh numbers.
 CACHE_TTL = timedelta(seconds=10)
+#: Alerts listed per status (the Alerts page's tabs and the sidebar's counts).
+ALERT_LIST_LIMIT = 200
+ALERT_STATUSES = ("firing", "pending", "resolved")
 
 #: Time ranges offered in the sidebar; None = everything in the store.
 RANGES: dict[str, timedelta | None] = {
@@ -248,8 +251,20 @@ def load_article(settings: Settings, article_id: str) -> ScoredArticle | None:
 
 
 @_cached
-def load_alerts(settings: Settings, status: str | None = None, limit: int = 200) -> list[Alert]:
+def load_alerts(settings: Settings, status: str | None = None, limit: int = ALERT_LIST_LIMIT) -> list[Alert]:
     return get_store(settings).list_alerts(status=status, limit=limit)
+
+
+def alert_counts(settings: Settings) -> dict[str, str]:
+    """Alerts per status as the Alerts page lists them: read through the same cached
+    :func:`load_alerts` calls, so the sidebar and the page's tabs show one snapshot (the store's
+    own counts, cached apart, said "3 alerts" while the Resolved tab listed 7). ``"200+"`` at the
+    list's limit."""
+    counts = {}
+    for status in ALERT_STATUSES:
+        n = len(load_alerts(settings, status=status))
+        counts[status] = f"{n}+" if n >= ALERT_LIST_LIMIT else str(n)
+    return counts
 
 
 @_cached

@@ -13,8 +13,9 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import streamlit as st
@@ -37,10 +38,14 @@ _LABEL_COLOURS = {"negative": "orange", "neutral": "gray", "positive": "blue"}
 #: Background of a passage that is evidence for verdicts with different labels (two companies
 #: read differently off one sentence); the tags after it say which is which.
 _MIXED_COLOUR = "violet"
-_BAR_CELLS = 20
 
 RANGE_KEY = "np_range"
 RANGE_PARAM = "range"
+TZ_KEY = "np_tz"
+TZ_PARAM = "tz"
+#: The time zones the sidebar offers: UTC and the main markets' (a link may name any other).
+TIME_ZONES = ("UTC", "America/New_York", "America/Chicago", "Europe/London", "Europe/Paris", "Europe/Zurich", "Asia/Tokyo", "Asia/Hong_Kong",
+              "Asia/Singapore", "Australia/Sydney")
 #: Query parameters that only make sense within one time range (Explore's dates): a new range
 #: in the sidebar drops them, as it resets those widgets.
 RANGE_BOUND_PARAMS = ("from", "to")
@@ -114,19 +119,46 @@ def safe_url(url: str | None) -> str | None:
 
 
 def fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+    """A time in the analyst's chosen zone (:func:`tz_selector`; UTC by default), its zone named."""
+    if not value:
+        return "—"
+    if value.tzinfo is None:  # stored times are UTC
+        value = value.replace(tzinfo=timezone.utc)
+    zone = st.session_state.get(TZ_KEY) or "UTC"
+    if zone == "UTC":
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _zone_from_param(raw: str) -> str | None:
+    """A ``?tz=`` value that names a real IANA zone (a stale or edited link falls back to UTC)."""
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return raw
+
+
+def tz_selector() -> None:
+    """The sidebar's time-zone choice for every time the pages print, remembered in the link
+    (``?tz=America/New_York``) like the other filters. Any IANA zone works from a link; the list
+    offers the main markets' zones."""
+    from_url(TZ_KEY, TZ_PARAM, _zone_from_param, "UTC")
+    options = list(dict.fromkeys([*TIME_ZONES, st.session_state[TZ_KEY]]))
+    st.sidebar.selectbox("Time zone", options, key=TZ_KEY, help="Times on every page are shown in this zone; stored times stay UTC.")
+    to_url(TZ_PARAM, None if st.session_state[TZ_KEY] == "UTC" else st.session_state[TZ_KEY])
 
 
 def sentiment_bar(article: ScoredArticle) -> str:
-    """A Markdown bar of the three probabilities in the label colours, with the numbers beside it."""
+    """The three probabilities as labelled badges, largest first, then the score.
+
+    Each badge says its label and percentage in words, so neither a screen reader (which read a
+    bar of 20 "█" characters as twenty "full block"s) nor a colour-blind reader depends on the
+    colour; the colour only repeats the label."""
     probs = {label.value: p for label, p in article.probabilities.items()}
-    cells = {label: round(probs.get(label, 0.0) * _BAR_CELLS) for label in LABELS}
-    # Rounding can leave the bar a cell short or long; the largest class absorbs the difference.
-    top = max(LABELS, key=lambda label: probs.get(label, 0.0))
-    cells[top] += _BAR_CELLS - sum(cells.values())
-    bar = "".join(f":{_LABEL_COLOURS[label]}[{'█' * n}]" for label, n in cells.items() if n > 0)
-    numbers = " · ".join(f"{label} {probs.get(label, 0.0):.0%}" for label in LABELS)
-    return f"{bar} score {article.score:+.2f} ({numbers})"
+    ranked = sorted(LABELS, key=lambda label: -probs.get(label, 0.0))
+    badges = " ".join(f":{_LABEL_COLOURS[label]}-badge[{label} {probs.get(label, 0.0):.0%}]" for label in ranked)
+    return f"{badges} score {article.score:+.2f}"
 
 
 def label_badge(label: str) -> str:

@@ -7,6 +7,8 @@ the seeded articles, independently of the dashboard's own code.
 
 from __future__ import annotations
 
+import json
+
 import io
 import math
 import random
@@ -1109,3 +1111,72 @@ def test_shared_password_sign_in_backs_off_per_client(seeded, monkeypatch):
     time.sleep(1.1)
     sign_in_with_password(at, "Jane Doe", "s3cret")
     assert metrics(at)["Alerts firing"] == "1"
+
+
+# --- analysts' rough edges (issue 28) --------------------------------------------------------
+def _specs(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def test_28_the_sidebar_counts_alerts_as_the_alerts_page_lists_them(seeded, dash_env):
+    """An alert resolved after the store's stats were cached: the sidebar said "2 alerts" while
+    the Resolved tab listed 2 of its own. Both now read the same cached alert lists."""
+    from newspulse.dashboard import data
+
+    at = run_app("alerts", link={"status": "resolved"})
+    late = seeded["resolved"].model_copy(update={"id": "alert-late", "rule": "late-rule"})
+    store = SQLiteStore(dash_env / "newspulse.db")
+    store.upsert_alerts([late])
+    store.close()
+    data.load_alerts.clear()  # the lists expire before the stats do
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    listed = len(at.dataframe[0].value)
+    caption = " ".join(c.value for c in at.sidebar.caption)
+    assert listed == 2 and "1 firing, 0 pending, 2 resolved" in caption, caption
+
+
+def test_28_probabilities_are_words_not_twenty_block_characters(seeded):
+    from newspulse.dashboard.widgets import sentiment_bar
+
+    article = seeded["articles"][0]
+    bar = sentiment_bar(article)
+    assert "█" not in bar
+    for label, p in article.probabilities.items():
+        assert f"{label.value} {p:.0%}" in bar  # a screen reader says the label and its share
+    at = run_app("explore")
+    assert not any("█" in m.value for m in at.markdown)
+
+
+def test_28_the_sentiment_chart_puts_negative_share_on_the_left_as_its_docstring_says():
+    import pandas as pd
+
+    from newspulse.dashboard import charts
+
+    frame = pd.DataFrame({"time": pd.to_datetime(["2026-01-01", "2026-01-02"]), "sentiment_index": [10.0, -20.0], "negative_share": [0.2, 0.5],
+                          "articles": [3, 4], "negative": [1, 2]})
+    spec = charts.sentiment_chart(frame).to_dict()
+    first, second = spec["layer"]
+    assert first["encoding"]["y"]["field"] == "negative_share" and second["encoding"]["y"]["field"] == "sentiment_index"
+    doc = " ".join(charts.sentiment_chart.__doc__.split())
+    assert "Negative share (left axis" in doc and "sentiment index (right axis" in doc
+
+
+def test_28_the_ticker_pages_volume_chart_has_room_for_its_bars_and_axis_title(seeded):
+    at = run_app("ticker")
+    at.selectbox(key="ticker-pick").set_value("XOM").run()
+    [volume] = [s for s in _specs(at) if "Articles" in json.dumps(s) and "sentiment_index" not in json.dumps(s)]
+    assert volume["height"] >= 180
+    assert volume["encoding"]["color"]["legend"]["orient"] == "right", "a legend under the bars ate their height"
+
+
+def test_28_a_time_zone_chosen_in_the_sidebar_is_used_everywhere_and_kept_in_the_link(seeded):
+    at = run_app(link={"tz": "America/New_York"})  # the Overview: its story lists print times
+    assert at.query_params["tz"] == "America/New_York" and at.sidebar.selectbox(key="np_tz").value == "America/New_York"
+    text = " ".join([markdown_text(at), *(c.value for c in at.caption)])
+    assert ("EST" in text or "EDT" in text) and " UTC" not in text.replace("stay UTC", "")
+    at.sidebar.selectbox(key="np_tz").set_value("UTC").run()
+    assert "tz" not in at.query_params, "UTC is the default: the link stays short"
+    assert " UTC" in " ".join([markdown_text(at), *(c.value for c in at.caption)])
+    bad = run_app(link={"tz": "Mars/Olympus_Mons"})
+    assert bad.sidebar.selectbox(key="np_tz").value == "UTC"

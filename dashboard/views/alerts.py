@@ -15,7 +15,7 @@ from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_s
 from newspulse.schema import Alert, AlertStatus
 from newspulse.settings import Settings, load_settings
 
-STATUSES = ("firing", "pending", "resolved")
+STATUSES = data.ALERT_STATUSES
 VIEWS = (*STATUSES, "silences")
 VIEW_KEY = "alerts-view"
 STATUS_PARAM = "status"

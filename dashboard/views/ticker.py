@@ -45,7 +45,7 @@ def timeline(settings: Settings, ticker: str, window: data.Window) -> list[data.
         return buckets
     frame = data.series_frame(buckets)
     st.altair_chart(charts.sentiment_chart(frame), width="stretch")
-    st.altair_chart(charts.volume_chart(frame, height=140), width="stretch")
+    st.altair_chart(charts.volume_chart(frame), width="stretch")
     return buckets
 
 

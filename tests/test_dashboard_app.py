@@ -250,7 +250,7 @@ def test_overview_toasts_an_alert_that_fires_after_the_page_loaded(seeded, dash_
 
 
 def test_every_page_on_an_empty_store_says_what_to_do_next(dash_env):
-    for page in (None, "explore", "ticker", "feedback"):
+    for page in (None, "explore", "ticker", "story", "feedback"):
         at = run_app(page)
         assert any("make demo" in i.value for i in at.info), page
     at = run_app("alerts")
@@ -825,7 +825,7 @@ def test_published_at_year_9999_neither_crashes_the_dashboard_nor_moves_its_wind
     assert store.upsert_articles([bad]).ok
     assert store.latest_published_at().year == 9999
     store.close()
-    for page in (None, "alerts", "explore", "ticker", "model", "feedback"):
+    for page in (None, "alerts", "explore", "ticker", "story", "model", "feedback"):
         at = run_app(page)  # asserts no exception
         assert any("1 article is dated after" in w.value for w in at.sidebar.warning), page
     at = run_app()
@@ -960,6 +960,18 @@ def test_link_round_trip_feedback_article_and_search(seeded):
     assert link_of(at) == {"range": "30d", "q": "crash fears"}
     again = open_link("feedback", link_of(at))
     assert again.selectbox(key="fb-pick").value == seeded["xss"].id
+
+
+def test_link_round_trip_story_article_and_highlight(two_company):
+    at = open_link("story", {"article": two_company.id, "highlight": "GM"})
+    assert at.text_input(key="story-id").value == two_company.id and at.segmented_control(key="story-highlight").value == "GM"
+    assert link_of(at) == {"article": two_company.id, "highlight": "GM", "range": "30d"}
+    at.segmented_control(key="story-highlight").set_value("companies").run()  # the default leaves the link
+    assert link_of(at) == {"article": two_company.id, "range": "30d"}
+    again = open_link("story", link_of(at))
+    assert story_text(again) == story_text(at)
+    stale = open_link("story", {"article": two_company.id, "highlight": "NOPE"})  # an edited link falls back
+    assert stale.segmented_control(key="story-highlight").value == "companies" and "highlight" not in link_of(stale)
 
 
 # --- CSV export ------------------------------------------------------------------------------

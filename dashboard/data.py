@@ -272,6 +272,39 @@ def load_feedback(settings: Settings) -> list[Feedback]:
     return get_store(settings).list_feedback()
 
 
+@st.cache_resource(show_spinner=False)
+def company_sectors() -> dict[str, str]:
+    """Ticker → sector from the tagger's company list (``ingest/data/companies.csv``), loaded once."""
+    from newspulse.ingest.tagging import CompanyDirectory
+
+    return {c.symbol: c.sector or UNLISTED_SECTOR for c in CompanyDirectory.from_csv().companies.values()}
+
+
+#: The roll-up's row for tickers the company list does not know (a source's own symbols, former ones).
+UNLISTED_SECTOR = "Not in the company list"
+#: Tickers read per window for the sector roll-up (busiest first).
+SECTOR_TICKERS = 1000
+
+
+def sector_rollup(facets: Sequence[Facet], sectors: dict[str, str]) -> pd.DataFrame:
+    """Ticker facets summed by sector: ticker mentions, negative share and mean score weighted by
+    each ticker's volume (a story naming two banks counts for Financials twice), most negative
+    first."""
+    rows: dict[str, list[float]] = {}
+    for f in facets:
+        acc = rows.setdefault(sectors.get(f.value, UNLISTED_SECTOR), [0, 0, 0.0, 0])
+        acc[0] += f.count
+        acc[1] += f.negative
+        acc[2] += f.mean_score * f.count
+        acc[3] += 1
+    frame = pd.DataFrame(
+        [{"sector": k, "tickers": int(t), "mentions": int(n), "negative share": neg / n if n else 0.0, "mean score": score / n if n else 0.0}
+         for k, (n, neg, score, t) in rows.items()],
+        columns=["sector", "tickers", "mentions", "negative share", "mean score"],
+    )
+    return frame.sort_values(["negative share", "mentions"], ascending=[False, False], ignore_index=True)
+
+
 @_cached
 def load_heatmap(settings: Settings, flt: Filter, tickers: int = 12, topics: int = 10) -> pd.DataFrame:
     """Negative share per (ticker, topic) for the busiest tickers and topics of the window.

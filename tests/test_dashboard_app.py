@@ -1192,3 +1192,26 @@ def test_28_a_time_zone_chosen_in_the_sidebar_is_used_everywhere_and_kept_in_the
     assert " UTC" in " ".join([markdown_text(at), *(c.value for c in at.caption)])
     bad = run_app(link={"tz": "Mars/Olympus_Mons"})
     assert bad.sidebar.selectbox(key="np_tz").value == "UTC"
+
+
+def test_28_the_overview_rolls_tickers_up_by_sector(seeded):
+    """XOM (Energy) turns negative in the last week; IBM and TXN are both Information Technology."""
+    at = run_app()
+    frame = next(df.value for df in at.dataframe if "sector" in df.value.columns)
+    rows = frame.set_index("sector")
+    window = in_window(seeded["articles"], 30)  # the default range
+    tech = [a for a in window if a.tickers and a.tickers[0] in ("IBM", "TXN")]
+    assert rows.loc["Information Technology", "tickers"] == 2 and rows.loc["Information Technology", "mentions"] == len(tech)
+    assert rows.loc["Information Technology", "negative share"] == pytest.approx(sum(a.label.value == "negative" for a in tech) / len(tech))
+    assert frame["sector"].iloc[0] == "Energy", "most negative first"
+
+
+def test_28_sector_rollup_weights_by_volume_and_keeps_unknown_tickers():
+    from newspulse.dashboard.data import UNLISTED_SECTOR, sector_rollup
+    from newspulse.store import Facet
+
+    frame = sector_rollup([Facet("A", 3, 3, -0.9), Facet("B", 1, 0, 0.5), Facet("ZZZ", 2, 1, 0.0)], {"A": "Energy", "B": "Energy"})
+    rows = frame.set_index("sector")
+    assert rows.loc["Energy", "mentions"] == 4 and rows.loc["Energy", "negative share"] == 0.75
+    assert rows.loc["Energy", "mean score"] == pytest.approx((-0.9 * 3 + 0.5) / 4)
+    assert rows.loc[UNLISTED_SECTOR, "tickers"] == 1

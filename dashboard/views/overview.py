@@ -1,4 +1,4 @@
-"""Overview: where is sentiment turning? Index, negative share, volume, heat map, firing alerts.
+"""Overview: where is sentiment turning? Index, negative share, volume, heat map, sectors, firing alerts.
 
 The live part runs in a fragment that re-runs itself every ``dashboard_refresh_s`` seconds, so
 the page follows the stream without reloading the sidebar or losing the analyst's place.
@@ -67,6 +67,24 @@ def heatmap_panel(settings: Settings, window: data.Window) -> None:
     st.altair_chart(charts.heatmap(frame, x="yearmonthdate(time)", x_type="O"), width="stretch")
 
 
+def sector_panel(settings: Settings, window: data.Window) -> None:
+    """Tone by sector: the window's tickers rolled up by their sector in the company list."""
+    st.subheader("Sectors")
+    facets = data.load_facets(settings, "tickers", window.filter(), limit=data.SECTOR_TICKERS)
+    if not facets:
+        st.caption("No article in this window is tagged with a ticker yet.")
+        return
+    widgets.table(
+        data.sector_rollup(facets, data.company_sectors()),
+        "sectors",
+        column_config={
+            "mentions": st.column_config.NumberColumn(help="Articles per ticker, summed: a story naming two companies of a sector counts twice."),
+            "negative share": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+            "mean score": st.column_config.NumberColumn(format="%+.2f"),
+        },
+    )
+
+
 def movers_panel(settings: Settings, window: data.Window) -> None:
     """The most negative tickers (with enough volume to mean something) and stories."""
     left, right = st.columns(2)
@@ -111,6 +129,7 @@ def live_content(settings: Settings) -> None:
     widgets.headline_metrics(data.totals(buckets), before, firing)
     trend_panel(data.series_frame(buckets), window)
     heatmap_panel(settings, window)
+    sector_panel(settings, window)
     movers_panel(settings, window)
 
 

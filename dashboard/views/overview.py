@@ -129,8 +129,8 @@ def live_content(settings: Settings) -> None:
     widgets.headline_metrics(data.totals(buckets), before, firing)
     trend_panel(data.series_frame(buckets), window)
     heatmap_panel(settings, window)
-    sector_panel(settings, window)
     movers_panel(settings, window)
+    sector_panel(settings, window)
 
 
 def render() -> None:

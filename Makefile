@@ -4,14 +4,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of PyTorch. On a CUDA host, install a CUDA build of torch into .venv first:
-# an already-installed torch is kept (see README).
-TORCH  ?= torch==2.13.0
+# PyTorch, for training (the `train` extra; serving runs on ONNX Runtime without it). pip takes it
+# from TORCH_INDEX, PyTorch's CPU wheel index by default, so an ordinary Linux host does not pull
+# the multi-GB CUDA build that is PyPI's default Linux wheel. A CUDA host sets the index PyTorch's
+# install selector gives for its driver, e.g. `make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128`
+# (or TORCH_INDEX=https://pypi.org/simple). An installed torch is kept, and a torch wheel that pip
+# already finds without any index (a wheel folder in pip's own configuration) is used as it is.
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench report faults install install-dev clean help readme-settings topics-model
+.PHONY: demo test bench report faults install install-dev clean help readme-settings topics-model lock
 
 help:
 	@echo "make demo   - train the classifier if needed, replay the bundled news, serve the dashboard"
@@ -20,17 +25,21 @@ help:
 	@echo "make report - regenerate BENCHMARKS.md and bench/plots/*.png from bench/results/*.json"
 	@echo "make faults - run the fault suite against real peers (bench/results/faults.json; about an hour)"
 	@echo "make topics-model - retrain the bundled topic classifier (models/topics_model) and measure it"
+	@echo "make lock   - re-pin constraints.txt and docker/requirements-serve.txt from .venv (after make test)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.torch: | $(BIN)/python
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then echo "keeping the installed torch"; \
+	elif $(BIN)/python -m pip install -q --dry-run --no-deps --no-index "$(TORCH)" >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install -q "$(TORCH)"; \
+	else $(BIN)/python -m pip install -q --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"; fi
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/python -m pip install -q -e ".[dashboard]"
+	$(BIN)/python -m pip install -q -e ".[dashboard,train]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
@@ -69,3 +78,8 @@ clean:
 # Regenerate the settings table in README.md from newspulse/settings.py (a test checks it).
 readme-settings: install
 	$(BIN)/python -c "from pathlib import Path; from newspulse.settings import markdown_table as t; p = Path('README.md'); s = p.read_text(); a = s.index('| variable | default | meaning |'); b = s.index('\n\n', a); p.write_text(s[:a] + t() + s[b:])"
+
+# The pins the images install from (constraints.txt, docker/requirements-serve.txt), read from
+# .venv: run it after `make test` passed with the versions to pin (docs/operations.md).
+lock: install-dev
+	$(BIN)/python docker/lock.py

@@ -24,8 +24,9 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "apache-airflow=
 WORKDIR /opt/newspulse
 COPY --chown=airflow:0 pyproject.toml ./
 # NewsPulse's core plus the [elasticsearch] role (the DAGs read feedback from the store and
-# re-score it): no dashboard or Kafka client, so less to conflict with the Airflow image's providers.
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['elasticsearch']))" > /tmp/requirements.txt \
+# re-score it) and the [train] role (torch came above): no dashboard or Kafka client, so less to
+# conflict with the Airflow image's providers.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['elasticsearch'] + [r for r in x['train'] if not r.startswith('torch')]))" > /tmp/requirements.txt \
  && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY --chown=airflow:0 . .

@@ -43,11 +43,13 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
+    from newspulse.models.onnx_backend import require_torch
     from newspulse.models.train import default_config
     from newspulse.models.train import train as run_training
     from newspulse.wiring import feedback_source
 
     settings = _settings()
+    require_torch("training")  # one line instead of an import error deep in the training loop
     overrides = {
         k: v
         for k, v in dict(
@@ -182,9 +184,11 @@ def ensure_model(settings: Settings) -> None:
     if version:
         typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
         return
+    from newspulse.models.onnx_backend import require_torch
     from newspulse.models.train import default_config, train
     from newspulse.wiring import feedback_source
 
+    require_torch(f"training the default classifier (no production model in {settings.model_registry})")
     typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
     card = train(default_config(settings, feedback=feedback_source(settings)))
     typer.echo(f"Trained {card.version}", err=True)

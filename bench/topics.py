@@ -5,7 +5,7 @@
 
 The honest figures come from training, not from here: the bundled model is trained on train +
 dev, so scoring it on dev would measure memory. `make topics-model` measures a model trained on
-train alone on dev, and k-fold CV of train, and writes them into the model card's ``metrics``;
+train alone on dev, and k-fold CV over train + dev (all of ModApte train), and writes them into the model card's ``metrics``;
 this copies them, with the model version and the date they were measured. ``--test`` scores the
 bundled model on a file it never saw through `newspulse model evaluate-topics --json` (the
 issue's ModApte test split, which this project does not have).
@@ -33,7 +33,7 @@ def main() -> None:
     result = {
         "model_version": card["version"],
         "created_at": card["created_at"],
-        "measured_by": "make topics-model (newspulse model train-topics): dev = a model trained on train only; cv = k folds of train",
+        "measured_by": "make topics-model (newspulse model train-topics): dev = a model trained on train only; cv = k folds over train + dev",
         "model": card["metrics"]["model"],
         "svm_baseline": card["metrics"].get("svm_baseline"),
     }

@@ -222,12 +222,12 @@ def evaluate_topics(
 @app.command("train-topics")
 def train_topics(
     out: Annotated[Optional[Path], typer.Option(help="Folder to write the model to (default: the bundled models/topics_model).")] = None,
-    folds: Annotated[int, typer.Option(min=0, help="Cross-validation folds of train to measure (0: skip the measurement).")] = 5,
+    folds: Annotated[int, typer.Option(min=0, help="Cross-validation folds over train + dev to measure (0: skip the measurement).")] = 5,
     baseline: Annotated[bool, typer.Option(help="Also measure the TF-IDF + linear SVM baseline on the same rows and folds.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Train the topic classifier on data/topics (Reuters-21578 ModApte train + dev), after measuring
-    it and the SVM baseline on dev and on k-fold CV of train; writes weights, thresholds and card."""
+    it and the SVM baseline on dev and on k-fold CV over train + dev; writes weights, thresholds and card."""
     from newspulse.models.topics import DEFAULT_TOPIC_MODEL
     from newspulse.models.topics_train import TopicTrainConfig
     from newspulse.models.topics_train import train_topics as run_training

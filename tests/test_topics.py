@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newspulse.models.data import DataError
-from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, load_topic_model
+from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
 from newspulse.models.topics_eval import TOPICS_DEV, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 from newspulse.models.topics_train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
 
@@ -91,6 +91,26 @@ def test_fit_save_load_round_trip_and_multi_label_output(tmp_path):
     assert loaded.intercept[3] < -10  # "gold" has no training story: it never passes
 
 
+def test_headline_weighted_repeats_only_the_first_line():
+    assert headline_weighted(["WHEAT UP\nbody text\nmore"], 3) == ["WHEAT UP\nWHEAT UP\nWHEAT UP\nbody text\nmore"]
+    assert headline_weighted(["no body"], 2) == ["no body\nno body\n"]
+    assert headline_weighted(["a\nb"], 1) == ["a\nb"]
+
+
+def test_title_repeat_is_trained_saved_and_applied_at_serve_time(tmp_path):
+    frame = _toy_frame()
+    frame["labels"] = frame["labels"].str.split(";")
+    model = fit_topic_model(frame["text"].tolist(), frame["labels"].tolist(), ["earn", "grain", "crude"], TopicTrainConfig(tune_folds=2, min_df=1, title_repeat=3))
+    loaded = TopicModel.load(model.save(tmp_path / "m"))
+    assert loaded.title_repeat == 3 and loaded.card["title_repeat"] == 3
+    # the headline outweighs a body about something else only because it counts three times
+    story = ["wheat harvest grain crop\ncrude oil barrels"]
+    assert np.allclose(model.scores(story), loaded.scores(story), atol=1e-3)
+    plain = TopicModel(loaded.categories, loaded.vocabulary, loaded.idf, loaded.coef, loaded.intercept, loaded.thresholds, loaded.vectorizer_params)
+    grain = loaded.categories.index("grain")
+    assert loaded.scores(story)[0, grain] > plain.scores(story)[0, grain]
+
+
 def test_train_topics_measures_baseline_and_model_then_writes_the_card(tmp_path):
     train, dev = _toy_frame(20, 1), _toy_frame(6, 2)
     train.to_csv(tmp_path / "train.csv", index=False)
@@ -103,6 +123,8 @@ def test_train_topics_measures_baseline_and_model_then_writes_the_card(tmp_path)
     for name in ("svm_baseline", "model"):
         cv = card["metrics"][name]["cv"]
         assert len(cv["per_fold"]) == 3 and cv["micro_f1_mean"] > 0.9 and cv["micro_f1_std"] >= 0
+        # CV runs over all of the labelled rows (train + dev), not train alone
+        assert cv["rows"] == "train + dev" and sum(f["n"] for f in cv["per_fold"]) == len(train) + len(dev)
         assert card["metrics"][name]["dev"]["micro_f1"] > 0.9
     assert [d["rows"] for d in card["data"]["train"]] == [len(train), len(dev)] and len(card["data"]["train"][0]["sha256"]) == 64
 

@@ -1,5 +1,10 @@
-"""Labelled data for the sentiment classifier: CSV files (``text,label[,agreement]``) and
-analyst feedback from the store, validated and merged into one frame.
+"""Labelled data for the sentiment classifier: CSV files (``text,label[,agreement]``, or
+entity-level ``id,text,entity,label``) and analyst feedback from the store, validated and merged
+into one frame.
+
+An entity-level row becomes a training row about that entity: its text with the entity's
+mentions marked (:func:`newspulse.models.entities.mark`), so one network learns story-level
+verdicts from plain sentences and entity-level ones from marked sentences.
 
 Bad rows fail loudly with the file and line, because a silently dropped label column turns a
 retraining run into a model that predicts "neutral" for everything.
@@ -7,6 +12,7 @@ retraining run into a model that predicts "neutral" for everything.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,7 +21,10 @@ import pandas as pd
 
 from newspulse.bundled import data_dir
 from newspulse.errors import BadInput
+from newspulse.models.entities import mark, mention_spans
 from newspulse.schema import LABELS, Feedback
+
+log = logging.getLogger(__name__)
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 DATA_DIR = data_dir()
@@ -23,16 +32,24 @@ PHRASEBANK_TRAIN = DATA_DIR / "phrasebank" / "train.csv"
 PHRASEBANK_DEV = DATA_DIR / "phrasebank" / "dev.csv"
 TWITTER_TRAIN = DATA_DIR / "twitter_financial_news" / "train.csv"
 TWITTER_DEV = DATA_DIR / "twitter_financial_news" / "dev.csv"
-DEFAULT_TRAIN_FILES = (PHRASEBANK_TRAIN, TWITTER_TRAIN)
+SENTFIN_TRAIN = DATA_DIR / "sentfin" / "train.csv"
+SENTFIN_DEV = DATA_DIR / "sentfin" / "dev.csv"
+DEFAULT_TRAIN_FILES = (PHRASEBANK_TRAIN, TWITTER_TRAIN, SENTFIN_TRAIN)
+#: Story-level dev rows (the training history's dev macro-F1).
 DEFAULT_DEV_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
 #: The fixed split the promotion gate compares models on.
 DEFAULT_EVAL_FILES = (PHRASEBANK_DEV, TWITTER_DEV)
+#: The entity-level dev split: the card's entity figures and the gate's entity comparison.
+DEFAULT_ENTITY_DEV_FILES = (SENTFIN_DEV,)
+#: Columns of an entity-level labelled file (``id`` groups the rows of one headline).
+ENTITY_COLUMNS = ("id", "text", "entity", "label")
 
 #: Licence of each bundled data set, keyed by its folder under data/ (see data/README.md).
 #: ``commercial``: whether a business may train a production model on it without asking.
 DATASET_LICENCES: dict[str, dict[str, object]] = {
     "phrasebank": {"name": "Financial PhraseBank v1.0", "licence": "CC BY-NC-SA 3.0", "commercial": False, "note": "non-commercial use only; ask Aalto University for a commercial licence"},
     "twitter_financial_news": {"name": "Twitter Financial News Sentiment v1.0.0", "licence": "MIT", "commercial": True, "note": "tweet texts are also subject to X/Twitter's terms"},
+    "sentfin": {"name": "SEntFiN 1.0", "licence": "MIT", "commercial": True, "note": "Sinha, Kedas, Kumar & Malo (2022); entity-level headline sentiment"},
     "news": {"name": "Reuters-21578 Distribution 1.0", "licence": "research use only (Reuters Ltd., Carnegie Group)", "commercial": False, "note": "free distribution for research purposes only"},
     "feedback": {"name": "analyst feedback from the store", "licence": "your organisation's own labels", "commercial": True, "note": ""},
 }
@@ -68,14 +85,24 @@ def normalise_label(value: object) -> str | None:
 
 def read_labelled_csv(path: Path | str) -> pd.DataFrame:
     """Read one labelled CSV into ``text, label, agreement, source`` (``source`` = file stem's
-    parent folder, e.g. ``phrasebank``). Raises :class:`DataError` naming bad rows."""
+    parent folder, e.g. ``phrasebank``). Raises :class:`DataError` naming bad rows.
+
+    An entity-level file (``id,text,entity,label``) gives one row per (text, entity) with the
+    entity's mentions marked in ``text``; a row whose entity does not occur in its text is left
+    out (logged): marking nothing would teach the story verdict under an entity's label."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        df = pd.read_csv(path, dtype={"text": str, "label": str}, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err})") from err
+    df = _read_csv(path)
+    if "entity" in df.columns:
+        entities = entity_frame(path, df)
+        found = entities["spans"].map(bool)
+        if not found.all():
+            log.info("%s: %d row(s) whose entity does not occur in the text are left out (lines %s...)", path, int((~found).sum()), (entities["line"][~found][:5]).tolist())
+        entities = entities[found]
+        marked = [mark(text, spans) for text, spans in zip(entities["text"], entities["spans"])]
+        out = pd.DataFrame({"text": marked, "label": entities["label"].tolist()})
+        out["agreement"] = float("nan")
+        out["source"] = _source(path)
+        return out.reset_index(drop=True)
     missing = {"text", "label"} - set(df.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected text,label[,agreement]")
@@ -94,8 +121,54 @@ def read_labelled_csv(path: Path | str) -> pd.DataFrame:
         out["agreement"] = pd.to_numeric(df["agreement"], errors="coerce")
     else:
         out["agreement"] = float("nan")
-    out["source"] = path.parent.name if path.parent.name not in ("", ".") else path.stem
+    out["source"] = _source(path)
     return out.reset_index(drop=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from err
+
+
+def _source(path: Path) -> str:
+    return path.parent.name if path.parent.name not in ("", ".") else path.stem
+
+
+def read_entity_csv(path: Path | str) -> pd.DataFrame:
+    """Read an entity-level labelled CSV (``id,text,entity,label``) into ``id, text, entity,
+    label, spans, line`` (``spans``: the entity's mentions in ``text``, empty when it does not
+    occur; ``line``: the row's line in the file). The first bad row raises one
+    :class:`DataError` naming its line."""
+    path = Path(path)
+    return entity_frame(path, _read_csv(path))
+
+
+def entity_frame(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """The validated rows of an entity-level file read into ``df`` (see :func:`read_entity_csv`)."""
+    missing = [c for c in ENTITY_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected {','.join(ENTITY_COLUMNS)}")
+    if df.empty:
+        raise DataError(f"{path}: no rows")
+    rows = []
+    for offset, (row_id, text, entity, label) in enumerate(zip(df["id"], df["text"], df["entity"], df["label"])):
+        line = offset + 2  # the header is line 1
+        text, entity, row_id = str(text).strip(), str(entity).strip(), str(row_id).strip()
+        norm = normalise_label(label)
+        problem = (
+            "empty id" if not row_id else
+            "empty text" if not text else
+            "empty entity" if not entity else
+            f"label {label!r} is not one of {list(LABELS)}" if norm is None else ""
+        )
+        if problem:
+            raise DataError(f"{path}: line {line}: {problem}")
+        rows.append((row_id, text, entity, norm, mention_spans(text, entity), line))
+    return pd.DataFrame(rows, columns=["id", "text", "entity", "label", "spans", "line"])
 
 
 def read_many(paths: Sequence[Path | str]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ is still a sentence.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 OPEN = "[["
@@ -38,3 +39,14 @@ def mark(text: str, spans: Sequence[Span]) -> str:
         cursor = end
     out.append(text[cursor:])
     return "".join(out)
+
+
+def mention_spans(text: str, name: str) -> list[Span]:
+    """The ``[start, end)`` spans of every case-insensitive occurrence of ``name`` in ``text``,
+    left to right and non-overlapping: how a labelled (headline, entity) row becomes the spans
+    that :func:`mark` wraps. An empty list when the name does not occur (SEntFiN has a few
+    entity strings damaged at the source, e.g. "L&T Finance neutralings")."""
+    name = name.strip()
+    if not name:
+        return []
+    return [(m.start(), m.end()) for m in re.finditer(re.escape(name), text, flags=re.IGNORECASE)]

@@ -2,7 +2,7 @@
 and the `sentiment_retrain` DAG run), timed end to end on this machine.
 
 Issue 14's target: the default retraining stays within 10 minutes on 2 cores. The recipe bounds
-its fine-tuning by a wall-clock budget (``time_budget_s``, 420 s on CPU), so what this measures is
+its fine-tuning by a fixed step count (``DEFAULT_STEPS``), so what this measures is the step time and
 the rest around it: loading and preparing the data, the evaluation, the int8 check and both ONNX
 exports, registering and the gate. The run trains into a fresh temporary registry and store
 (production elsewhere is never touched) and writes bench/results/retrain.json.

@@ -58,14 +58,16 @@ with DAG(
     params={
         "base_model": Param("", type="string", description="HF id or local path; empty = NEWSPULSE_BASE_MODEL or the packaged MiniLM."),
         "epochs": Param(None, type=["null", "integer"], minimum=1, description="Training epochs; empty = default."),
-        "data_sources": Param([], type="array", description="Training CSVs (text,label); empty = bundled PhraseBank + Twitter train."),
+        "data_sources": Param([], type="array", description="Training CSVs (text,label, or entity-level id,text,entity,label); empty = bundled PhraseBank + Twitter + SEntFiN train."),
         "include_feedback": Param(True, type="boolean", description="Add analyst feedback labels from the store."),
-        "dev_files": Param([], type="array", description="Dev CSVs for early stopping; empty = bundled dev splits."),
+        "dev_files": Param([], type="array", description="Dev CSVs of the training history (and early stopping, when the best checkpoint is kept); empty = bundled dev splits."),
+        "entity_dev_files": Param([], type="array", description="Entity-level dev CSVs (id,text,entity,label) for the card's entity figures, the gate and the int8 check; empty = bundled SEntFiN dev."),
         "eval_files": Param([], type="array", description="Fixed evaluation split of the gate; empty = bundled dev splits."),
         "max_train_rows": Param(None, type=["null", "integer"], minimum=10, description="Subsample the training rows."),
         "max_length": Param(None, type=["null", "integer"], minimum=8, description="Token window while training."),
         "learning_rate": Param(None, type=["null", "number"], description="Peak learning rate."),
-        "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Stop fine-tuning after this many seconds (best checkpoint kept); empty = default."),
+        "max_steps": Param(None, type=["null", "integer"], minimum=1, description="Optimiser steps of the fixed recipe; empty = default (newspulse.models.train.DEFAULT_STEPS)."),
+        "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Also stop fine-tuning after this many seconds; empty = none (the fixed step count alone)."),
         "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
         "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
         "commercial_only": Param(False, type="boolean", description="Refuse inputs not licensed for commercial use (PhraseBank, the bundled soft labels); defaults become the commercially usable bundled sets, without distillation."),
@@ -99,12 +101,12 @@ with DAG(
 
     @task
     def evaluate(version: str) -> dict:
-        """Dev + fixed-split metrics, lexicon baseline, int8 check, written into the card."""
+        """Dev + fixed-split metrics, lexicon baseline, entity-level dev figures, int8 check, written into the card."""
         from newspulse.models.evaluate import evaluate_candidate
         from newspulse.models.registry import Registry
 
         cfg = _config()
-        card = evaluate_candidate(Registry(cfg.registry), version, cfg.dev_files, cfg.gate_files, quantize_check=cfg.quantize_check)
+        card = evaluate_candidate(Registry(cfg.registry), version, cfg.dev_files, cfg.gate_files, entity_dev_files=cfg.entity_dev_files, quantize_check=cfg.quantize_check)
         return {"version": version, "macro_f1": card.metrics["eval"]["macro_f1"], "accuracy": card.metrics["eval"]["accuracy"]}
 
     @task

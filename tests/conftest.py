@@ -1,7 +1,7 @@
 """Shared fixtures: isolated settings per test, and one real fine-tuned classifier per session.
 
 The classifier fixture trains the real model (the packaged MiniLM, fine-tuned on a subsample of
-the bundled train splits) once, caches it under .cache/ keyed by the training code and data, and
+the bundled train splits, entity-level SEntFiN rows included) once, caches it under .cache/ keyed by the training code and data, and
 hands its registry to every test that needs real predictions.
 """
 
@@ -23,11 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TRAIN_FILES = [ROOT / "data/phrasebank/train.csv", ROOT / "data/twitter_financial_news/train.csv"]
+TRAIN_FILES = [ROOT / "data/phrasebank/train.csv", ROOT / "data/twitter_financial_news/train.csv", ROOT / "data/sentfin/train.csv"]
 DEV_FILES = [ROOT / "data/phrasebank/dev.csv"]
 #: The code that decides the quick model's weights; other models/ modules (CLI, registry, evaluation)
 #: don't, so editing them reuses the cached model instead of training another.
-TRAINING_CODE = [p for p in (ROOT / "models" / f"{m}.py" for m in ("train", "data", "distill", "checkpoint")) if p.exists()]
+TRAINING_CODE = [p for p in (ROOT / "models" / f"{m}.py" for m in ("train", "data", "distill", "checkpoint", "entities")) if p.exists()]
 
 
 @pytest.fixture
@@ -71,7 +71,8 @@ def quick_classifier_registry() -> Path:
 
 
 def _train_quick(registry: Path) -> None:
-    """1 epoch on 2,500 rows of the bundled train splits: a real, if modest, classifier."""
+    """1 epoch on 2,500 rows of the bundled train splits (about half of them SEntFiN entity
+    rows): a real, if modest, classifier of story and entity verdicts."""
     from newspulse.models.train import TrainConfig, train
 
     train(TrainConfig(registry=registry, train_files=TRAIN_FILES, dev_files=DEV_FILES, epochs=1, max_train_rows=2500, max_length=64, promote=True))

@@ -117,7 +117,7 @@ def test_config_from_params_keeps_defaults_for_empty_values(tmp_path):
     settings = load_settings(model_registry=tmp_path)
     cfg = config_from_params({"epochs": None, "base_model": "", "data_sources": [], "max_train_rows": 50, "include_feedback": False}, settings)
     assert cfg.epochs == TrainConfig(registry=tmp_path).epochs and cfg.max_train_rows == 50 and not cfg.include_feedback
-    assert cfg.registry == tmp_path and len(cfg.train_files) == 2 and cfg.eval_files
+    assert cfg.registry == tmp_path and len(cfg.train_files) == 3 and cfg.eval_files
 
 
 def test_fit_register_evaluate_gate_on_a_tiny_model(tmp_path, tiny_base, tiny_data):
@@ -264,13 +264,13 @@ def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_b
     and the card says every input allows commercial use."""
     from typer.testing import CliRunner
 
-    from newspulse.models.data import PHRASEBANK_TRAIN, TWITTER_DEV, TWITTER_TRAIN
+    from newspulse.models.data import PHRASEBANK_TRAIN, SENTFIN_TRAIN, TWITTER_DEV, TWITTER_TRAIN
     from newspulse.models.train import default_config
     from newspulse.cli import app
     from newspulse.settings import get_settings
 
     cfg = default_config(get_settings(), commercial_only=True)
-    assert cfg.train_files == [TWITTER_TRAIN] and cfg.dev_files == [TWITTER_DEV] and cfg.gate_files == [TWITTER_DEV]
+    assert cfg.train_files == [TWITTER_TRAIN, SENTFIN_TRAIN] and cfg.dev_files == [TWITTER_DEV] and cfg.gate_files == [TWITTER_DEV]
     tw_train = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_TRAIN).head(60), "train.csv")
     tw_dev = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_DEV).head(30), "dev.csv")
     args = ["model", "train", "--base-model", tiny_base, "--train", str(tw_train), "--dev", str(tw_dev), "--eval", str(tw_dev), "--no-feedback", "--commercial-only", "--epochs", "1", "--max-length", "32", "--json"]

@@ -1,5 +1,7 @@
 """Metrics for the sentiment classifier, overall, per agreement level and beside a lexicon
-baseline scored on the very same rows (so the comparison cannot flatter either side).
+baseline scored on the very same rows (so the comparison cannot flatter either side); and the
+entity-level metrics (:func:`evaluate_entities`) beside the story-level baseline, the story
+verdict copied to every entity of the headline, also scored on the very same rows.
 
 :func:`evaluate_candidate` is the retraining pipeline's evaluation stage: it writes a new
 version's metrics and int8 check into its card, which the gate
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from newspulse.models.data import read_many
+from newspulse.models.data import read_entity_csv, read_many
 from newspulse.models.registry import DataFile, ModelCard, Registry, sha256_file
 from newspulse.schema import LABELS
 
@@ -110,15 +112,69 @@ def evaluate_files(classifier, paths: Sequence[Path | str], *, lexicon: bool = T
     return result
 
 
+def entity_predictions(classifier, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(entity verdicts, story verdicts)`` for the rows of an entity-level frame
+    (:func:`newspulse.models.data.read_entity_csv`): each row's entity scored with its mentions
+    marked (``score_mentions``; a row whose entity does not occur in its text gets the verdict
+    of the unmarked text, as the pipeline's story fallback does), and the unmarked text's story
+    verdict, scored once per distinct text."""
+    entity_proba = classifier.score_mentions(list(zip(frame["text"], frame["spans"])))
+    texts = list(dict.fromkeys(frame["text"]))
+    story = dict(zip(texts, (LABELS[i] for i in classifier.predict_proba(texts).argmax(axis=1))))
+    return [LABELS[i] for i in entity_proba.argmax(axis=1)], [story[t] for t in frame["text"]]
+
+
+def entity_metrics(frame: pd.DataFrame, entity_pred: Sequence[str], story_pred: Sequence[str]) -> dict[str, Any]:
+    """``n, accuracy, macro_f1, conflict_accuracy, conflict_n`` of the entity verdicts, and the
+    same figures for the story-level baseline under ``story_baseline``. Conflict rows are the
+    rows of headlines (``id``) whose gold entity labels disagree: there a story verdict copied
+    to every entity is wrong for at least one of them, so they measure what marking buys."""
+    gold = frame["label"].tolist()
+    conflict = frame.groupby("id")["label"].transform("nunique").gt(1).to_numpy()
+
+    def figures(pred: Sequence[str]) -> dict[str, Any]:
+        m = classification_metrics(gold, pred)
+        hits = np.asarray(pred, dtype=object) == np.asarray(gold, dtype=object)
+        n_conflict = int(conflict.sum())
+        return {
+            "n": m["n"],
+            "accuracy": round(m["accuracy"], 4),
+            "macro_f1": round(m["macro_f1"], 4),
+            "conflict_accuracy": round(float(hits[conflict].mean()), 4) if n_conflict else None,
+            "conflict_n": n_conflict,
+        }
+
+    return {**figures(entity_pred), "unmatched_n": int((~frame["spans"].map(bool)).sum()), "story_baseline": figures(story_pred)}
+
+
+def evaluate_entities(classifier, frame: pd.DataFrame) -> dict[str, Any]:
+    """``newspulse model evaluate-entities``: entity-level metrics of a classifier on the rows
+    of :func:`read_entity_frame`, with the story-level baseline measured in the same run."""
+    return {**entity_metrics(frame, *entity_predictions(classifier, frame)), "model_version": classifier.version}
+
+
+def read_entity_frame(paths: Sequence[Path | str]) -> pd.DataFrame:
+    """The rows of several entity-level files; ids are prefixed by file so that two files'
+    headline groups never merge."""
+    frames = []
+    for k, path in enumerate(paths):
+        frame = read_entity_csv(path)
+        frame["id"] = f"{k}:" + frame["id"]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def eval_fingerprint(files: list[Path]) -> str:
     """Identity of the fixed evaluation split: the hashes of its files."""
     return hashlib.sha256("".join(sorted(sha256_file(p) for p in files)).encode()).hexdigest()[:16]
 
 
-def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, quantize_check: bool = True) -> ModelCard:
+def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], eval_files: list[Path], *, entity_dev_files: Sequence[Path] = (), quantize_check: bool = True) -> ModelCard:
     """Fill in a version's card: dev metrics (with lexicon baseline, per agreement level and per
-    data set), metrics on the fixed evaluation split, and the int8 quantisation check."""
-    from newspulse.models.onnx_backend import OnnxUnavailable, int8_check, onnx_path
+    data set), metrics on the fixed evaluation split, entity-level dev metrics beside the story
+    baseline (``metrics["entities"]``, when ``entity_dev_files`` are given) and the int8
+    quantisation check, which covers the entity verdicts too."""
+    from newspulse.models.onnx_backend import MentionCheck, OnnxUnavailable, int8_check, onnx_path
     from newspulse.models.predict import SentimentModel
 
     card = registry.card(version)
@@ -134,8 +190,14 @@ def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], 
         card.metrics["eval"] = evaluate_frame(clf.predict, read_many(eval_files), lexicon=False)
     card.eval_split = eval_fingerprint(eval_files)
     card.eval_files = DataFile.pin(eval_files)
+    mentions = None
+    if entity_dev_files:
+        entities = read_entity_frame(entity_dev_files)
+        entity_pred, story_pred = entity_predictions(clf, entities)
+        card.metrics["entities"] = {**entity_metrics(entities, entity_pred, story_pred), "data": entity_data(entity_dev_files)}
+        mentions = MentionCheck(items=list(zip(entities["text"], entities["spans"])), labels=entities["label"].tolist(), reference=entity_pred)
     if quantize_check:
-        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT, QUANT_MAX_F1_DROP)
+        card.quantization = int8_check(registry.version_dir(version), card, dev["text"].tolist(), dev["label"].tolist(), dev_pred, QUANT_MIN_AGREEMENT, QUANT_MAX_F1_DROP, mentions=mentions)
         # The check left the int8 export in the version folder; build the fp32 one too, so that
         # processes mounting the registry read-only (the compose processors) serve either
         # precision without building anything.
@@ -154,3 +216,19 @@ def split_macro_f1(registry: Registry, version: str, files: list[Path]) -> float
 
     clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off")
     return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])
+
+
+def entity_data(files: Sequence[Path | str]) -> list[dict[str, str]]:
+    """The entity dev files pinned by hash: the gate compares two cards' entity figures only
+    when they were measured on the same rows."""
+    return [{"path": str(p), "sha256": sha256_file(Path(p))} for p in files]
+
+
+def entity_macro_f1(registry: Registry, version: str, files: Sequence[Path | str]) -> float:
+    """Entity-level macro-F1 of ``version`` on ``files``: the gate's measure of a production
+    model whose card has no entity figures on the candidate's entity dev rows."""
+    from newspulse.models.predict import SentimentModel
+
+    clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off")
+    frame = read_entity_frame(files)
+    return float(entity_metrics(frame, *entity_predictions(clf, frame))["macro_f1"])

@@ -51,6 +51,7 @@ import numpy as np
 from newspulse.errors import NewsPulseError
 from newspulse.models.predict import Backend
 from newspulse.models.registry import sha256_file
+from newspulse.schema import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,17 @@ class OnnxBackend(Backend):
         return self.runner.run_many(batches)
 
 
-def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], reference: list[str], min_agreement: float, max_f1_drop: float) -> dict:
+@dataclass
+class MentionCheck:
+    """Entity-level rows for the int8 check: ``(text, spans)`` items as ``score_mentions`` takes
+    them, their gold labels, and the fp32 entity verdicts to keep."""
+
+    items: list[tuple[str, Any]]
+    labels: list[str]
+    reference: list[str]
+
+
+def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], reference: list[str], min_agreement: float, max_f1_drop: float, mentions: MentionCheck | None = None) -> dict:
     """The card's ``quantization`` entry: the share of the fp32 predictions ``reference`` on
     ``texts`` that the int8 model keeps, both macro-F1s, and ``recommended`` (then
     ``quantize=auto`` serves int8).
@@ -367,24 +378,39 @@ def int8_check(model_dir: Path, card, texts: list[str], labels: list[str], refer
     Recommended when int8 keeps ``min_agreement`` of the fp32 predictions *or* its dev macro-F1
     is at most ``max_f1_drop`` below fp32's: per-batch activation scales flip a few borderline
     sentences either way, and what an analyst loses is quality, not agreement (issue 16 states
-    its CPU target as macro-F1 within 0.005 of fp32). Without an int8 backend nothing is
-    recommended."""
-    from newspulse.models.evaluate import classification_metrics
+    its CPU target as macro-F1 within 0.005 of fp32). With ``mentions`` the entity verdicts
+    must pass the same test too (``entity_agreement`` etc.): int8 serves both kinds of verdict.
+    Without an int8 backend nothing is recommended."""
     from newspulse.models.predict import SentimentModel
 
     int8 = SentimentModel.from_dir(Path(model_dir), device="cpu", quantize="on", card=card)
     if not int8.quantized:  # ONNX Runtime missing or the export failed (cpu_backend logged why)
         return {"method": None, "recommended": False, "threshold": min_agreement, "max_f1_drop": max_f1_drop}
-    predicted = int8.predict(texts)
-    agreement = float(np.mean([a == b for a, b in zip(predicted, reference)]))
-    f1_int8 = classification_metrics(labels, predicted)["macro_f1"]
-    f1_fp32 = classification_metrics(labels, reference)["macro_f1"]
-    return {
+    story = _fidelity(int8.predict(texts), labels, reference)
+    result = {
         "method": INT8_METHOD,
-        "agreement": round(agreement, 4),
+        "agreement": story["agreement"],
         "threshold": min_agreement,
-        "dev_macro_f1_int8": round(f1_int8, 4),
-        "dev_macro_f1_fp32": round(f1_fp32, 4),
+        "dev_macro_f1_int8": story["int8"],
+        "dev_macro_f1_fp32": story["fp32"],
         "max_f1_drop": max_f1_drop,
-        "recommended": agreement >= min_agreement or f1_fp32 - f1_int8 <= max_f1_drop,
+    }
+    passed = story["agreement"] >= min_agreement or story["fp32"] - story["int8"] <= max_f1_drop
+    if mentions is not None:
+        predicted = [LABELS[i] for i in int8.score_mentions(mentions.items).argmax(axis=1)]
+        entity = _fidelity(predicted, mentions.labels, mentions.reference)
+        result.update(entity_agreement=entity["agreement"], entity_macro_f1_int8=entity["int8"], entity_macro_f1_fp32=entity["fp32"])
+        passed = passed and (entity["agreement"] >= min_agreement or entity["fp32"] - entity["int8"] <= max_f1_drop)
+    result["recommended"] = passed
+    return result
+
+
+def _fidelity(predicted: list[str], labels: list[str], reference: list[str]) -> dict[str, float]:
+    """Share of the fp32 ``reference`` that ``predicted`` keeps, and both macro-F1s on ``labels``."""
+    from newspulse.models.evaluate import classification_metrics
+
+    return {
+        "agreement": round(float(np.mean([a == b for a, b in zip(predicted, reference, strict=True)])), 4),
+        "int8": round(classification_metrics(labels, predicted)["macro_f1"], 4),
+        "fp32": round(classification_metrics(labels, reference)["macro_f1"], 4),
     }

@@ -91,6 +91,9 @@ class GateDecision(BaseModel):
     production_macro_f1: float | None = None
     floor: float = DEFAULT_F1_FLOOR
     split: str = ""
+    #: Entity-level dev macro-F1 of both (None: the candidate has no entity figures).
+    candidate_entity_macro_f1: float | None = None
+    production_entity_macro_f1: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -131,6 +134,15 @@ class ModelCard(BaseModel):
     def macro_f1(self, split: str = "eval") -> float | None:
         m = self.metrics.get(split) or self.metrics.get("dev")
         return None if m is None else float(m["macro_f1"])
+
+    def entity_macro_f1(self) -> float | None:
+        """Entity-level dev macro-F1 (``metrics["entities"]``); None for a card without it."""
+        m = self.metrics.get("entities")
+        return None if m is None else float(m["macro_f1"])
+
+    def entity_data(self) -> list[dict[str, str]]:
+        """The entity dev files (path, sha256) the entity figures were measured on."""
+        return list((self.metrics.get("entities") or {}).get("data", []))
 
 
 def sha256_file(path: Path) -> str:
@@ -318,20 +330,24 @@ class Registry:
         self.card(version)  # must exist and be readable
         _atomic_write(self.pointer, version + "\n")
 
-    def gate(self, candidate: ModelCard, floor: float = DEFAULT_F1_FLOOR, split: str = "eval", production_macro_f1: float | None = None) -> GateDecision:
+    def gate(self, candidate: ModelCard, floor: float = DEFAULT_F1_FLOOR, split: str = "eval", production_macro_f1: float | None = None, production_entity_macro_f1: float | None = None) -> GateDecision:
         """Promote only if the candidate's macro-F1 on the fixed evaluation split is above the
-        floor and at least production's on the same rows.
+        floor and at least production's on the same rows, and, when the candidate has
+        entity-level dev figures, its entity macro-F1 is at least production's on the same
+        rows too (a better story verdict must not buy a worse verdict per company).
 
-        Production's score comes from its card when it was evaluated on the same split (same
-        ``eval_split`` fingerprint); otherwise the caller measures it and passes
-        ``production_macro_f1`` (see :func:`gate_candidate`).
+        Production's scores come from its card when it was evaluated on the same split (same
+        ``eval_split`` fingerprint, same entity dev hashes); otherwise the caller measures them
+        and passes ``production_macro_f1`` / ``production_entity_macro_f1`` (see
+        :func:`gate_candidate`).
         """
         cand_f1 = candidate.macro_f1(split)
         if candidate.role == "teacher":
             return GateDecision(promote=False, reason="a teacher model is never served", candidate_version=candidate.version, candidate_macro_f1=cand_f1 or 0.0, floor=floor, split=split)
         if cand_f1 is None:
             return GateDecision(promote=False, reason="candidate has no evaluation metrics", candidate_version=candidate.version, candidate_macro_f1=0.0, floor=floor, split=split)
-        base = dict(candidate_version=candidate.version, candidate_macro_f1=cand_f1, floor=floor, split=candidate.eval_split or split)
+        cand_entity = candidate.entity_macro_f1()
+        base = dict(candidate_version=candidate.version, candidate_macro_f1=cand_f1, floor=floor, split=candidate.eval_split or split, candidate_entity_macro_f1=cand_entity)
         if cand_f1 < floor:
             return GateDecision(promote=False, reason=f"macro-F1 {cand_f1:.4f} is below the floor {floor:.4f}", **base)
         prod_version = self.production_version()
@@ -339,10 +355,19 @@ class Registry:
             return GateDecision(promote=True, reason="no production model yet" if prod_version is None else "already production", **base)
         prod = self.card(prod_version)
         prod_f1 = production_macro_f1 if production_macro_f1 is not None else prod.macro_f1(split)
-        base.update(production_version=prod_version, production_macro_f1=prod_f1)
+        prod_entity = None
+        if cand_entity is not None:
+            same_rows = prod.entity_data() == candidate.entity_data()
+            prod_entity = production_entity_macro_f1 if production_entity_macro_f1 is not None else prod.entity_macro_f1() if same_rows else None
+        base.update(production_version=prod_version, production_macro_f1=prod_f1, production_entity_macro_f1=prod_entity)
         if prod_f1 is not None and cand_f1 < prod_f1:
             return GateDecision(promote=False, reason=f"macro-F1 {cand_f1:.4f} < production {prod_f1:.4f}", **base)
-        return GateDecision(promote=True, reason=f"macro-F1 {cand_f1:.4f} >= production {prod_f1 if prod_f1 is not None else float('nan'):.4f}", **base)
+        if cand_entity is not None and prod_entity is not None and cand_entity < prod_entity:
+            return GateDecision(promote=False, reason=f"entity macro-F1 {cand_entity:.4f} < production {prod_entity:.4f}", **base)
+        reason = f"macro-F1 {cand_f1:.4f} >= production {prod_f1 if prod_f1 is not None else float('nan'):.4f}"
+        if cand_entity is not None and prod_entity is not None:
+            reason += f", entity macro-F1 {cand_entity:.4f} >= production {prod_entity:.4f}"
+        return GateDecision(promote=True, reason=reason, **base)
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per version folder for ``newspulse model list``; a misnamed folder is one row
@@ -387,16 +412,20 @@ def _plain_name(version: str) -> bool:
 
 def gate_candidate(registry: Registry, version: str, floor: float = DEFAULT_F1_FLOOR) -> GateDecision:
     """Decide (without promoting) whether ``version`` may replace production, and keep the
-    decision in its card. When production was evaluated on a different split, it is re-measured
-    on the candidate's split."""
-    from newspulse.models.evaluate import split_macro_f1
+    decision in its card. When production was evaluated on a different split (or has no
+    entity figures on the candidate's entity dev rows), it is re-measured on the candidate's."""
+    from newspulse.models.evaluate import entity_macro_f1, split_macro_f1
 
     card = registry.card(version)
     prod_version = registry.production_version()
-    prod_f1 = None
-    if prod_version and prod_version != version and registry.card(prod_version).eval_split != card.eval_split:
-        prod_f1 = split_macro_f1(registry, prod_version, [Path(d.path) for d in card.eval_files])
-    decision = registry.gate(card, floor=floor, production_macro_f1=prod_f1)
+    prod_f1 = prod_entity = None
+    if prod_version and prod_version != version:
+        prod = registry.card(prod_version)
+        if prod.eval_split != card.eval_split:
+            prod_f1 = split_macro_f1(registry, prod_version, [Path(d.path) for d in card.eval_files])
+        if card.entity_data() and prod.entity_data() != card.entity_data():
+            prod_entity = entity_macro_f1(registry, prod_version, [d["path"] for d in card.entity_data()])
+    decision = registry.gate(card, floor=floor, production_macro_f1=prod_f1, production_entity_macro_f1=prod_entity)
     card.gate = decision
     registry.write_card(card)
     return decision

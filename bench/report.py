@@ -38,6 +38,7 @@ TITLES = {
     "faults": "Faults: kill -9, store outages, expired credentials, poison (bench/faults.py)",
     "distill_cv": "Distillation: k-fold CV of the sentiment recipe (experiments/distill_cv.py)",
     "topics": "Topics: Reuters-21578 ModApte classifier (bench/topics.py, from `make topics-model`)",
+    "entities": "Entity-level sentiment: SEntFiN dev, joint vs story-only training (bench/entities.py)",
 }
 
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
@@ -63,6 +64,7 @@ HOW_TO_MEASURE = """## How to measure
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
 | `make topics-model` | retrains models/topics_model, then topics.json | ~17 min on a loaded machine |
 | `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
+| `python bench/entities.py [--steps N --seeds …]` | entities.json (joint and story-only models trained and evaluated per seed) | ~20 min per seed on 2 idle cores |
 | `python experiments/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
 | `python bench/gpu.py` (a CUDA host) | gpu.json | ≤ 8 min |
 | `make report` | this file and bench/plots/*.png, from the results as they are | seconds |
@@ -477,6 +479,43 @@ def retrain_rows(retrain: dict | None) -> list[Row]:
     return [Row(area, target, measured, at_most(wall, float(retrain.get("target_s", 600.0))), (src,))]
 
 
+def _mean_sd(data: dict, path: str) -> str:
+    mean, sd = number(data, f"{path}.mean"), number(data, f"{path}.std")
+    return "—" if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd else "")
+
+
+def entity_rows(entities: dict | None) -> list[Row]:
+    """Issue 25's model targets from bench/entities.py: SEntFiN dev figures of the joint model
+    (the story baseline of the same run beside them), the story-level cost of joint training,
+    and int8 fidelity on entity verdicts. A run shorter than the default recipe is reported but
+    not counted: the targets are about the model `make demo` trains."""
+    area, src = "Entity sentiment (#25)", "entities"
+    targets = [
+        ("SEntFiN dev accuracy ≥ 0.92", "accuracy", 0.92),
+        ("SEntFiN dev macro-F1 ≥ 0.91", "macro_f1", 0.91),
+        ("SEntFiN dev conflicting-headline accuracy ≥ 0.88", "conflict_accuracy", 0.88),
+    ]
+    if entities is None:
+        return [missing(area, t, src, "no entities.json (python bench/entities.py)") for t, _, _ in targets]
+    steps, default = entities.get("steps"), entities.get("default_steps")
+    seeds = len(entities.get("seeds", [])) or 1
+    short = None if steps == default else not_measured(f"a {steps}-step run, not the default {default}-step recipe")
+    rows = []
+    for target, key, goal in targets:
+        value = number(entities, f"joint.{key}.mean")
+        measured = f"joint {_mean_sd(entities, f'joint.{key}')} vs story baseline {_mean_sd(entities, f'joint_story_baseline.{key}')} ({steps} steps, {seeds} seed(s))"
+        rows.append(Row(area, target, measured, short or (not_measured("no figure") if value is None else at_least(value, goal)), (src,)))
+    drops = {name: number(entities, f"story_level.{name}.joint_minus_story_only.mean") for name in ("phrasebank_dev_accuracy", "twitter_dev_weighted_f1")}
+    measured = "; ".join(f"{name.replace('_', ' ')} {_mean_sd(entities, f'story_level.{name}.joint')} vs {_mean_sd(entities, f'story_level.{name}.story_only')} without SEntFiN" for name in drops)
+    known = [d for d in drops.values() if d is not None]
+    verdict = short or (not_measured("no figures") if len(known) < len(drops) else at_least(min(known), -0.005))
+    rows.append(Row(area, "story level within 0.005 of the model trained without SEntFiN (PhraseBank accuracy, Twitter weighted-F1)", measured, verdict, (src,)))
+    agreement = number(entities, "int8_entity_agreement.mean")
+    rows.append(Row(area, "int8 keeps ≥ 99 % of fp32 entity verdicts on dev", f"{_mean_sd(entities, 'int8_entity_agreement')} ({steps} steps)",
+                    short or (not_measured("no figure") if agreement is None else at_least(agreement, 0.99)), (src,)))
+    return rows
+
+
 def summary_rows(results: dict[str, dict]) -> list[Row]:
     r = results.get
     return [
@@ -488,6 +527,7 @@ def summary_rows(results: dict[str, dict]) -> list[Row]:
         *topic_rows(r("topics")),
         *speed_rows(r("model")),
         *retrain_rows(r("retrain")),
+        *entity_rows(r("entities")),
         *fault_rows(r("faults")),
         *rebalance_rows(r("rebalance")),
         *alert_rows(r("alerts")),

@@ -193,3 +193,24 @@ def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path)
     # the long dumps stay, collapsed, below the plots
     assert text.index("<details>") > text.index("## Plots")
     assert "| throughput.production_fp32 | 100 |" in text
+
+
+def test_entity_figures_count_only_for_the_default_recipe(report):
+    run = {
+        "steps": 2200, "default_steps": 2200, "seeds": [1, 2],
+        "joint": {k: {"mean": v, "std": 0.01} for k, v in (("accuracy", 0.93), ("macro_f1", 0.90), ("conflict_accuracy", 0.89))},
+        "joint_story_baseline": {k: {"mean": 0.70, "std": 0.0} for k in ("accuracy", "macro_f1", "conflict_accuracy")},
+        "story_level": {
+            "phrasebank_dev_accuracy": {"joint": {"mean": 0.85}, "story_only": {"mean": 0.853}, "joint_minus_story_only": {"mean": -0.003}},
+            "twitter_dev_weighted_f1": {"joint": {"mean": 0.86}, "story_only": {"mean": 0.87}, "joint_minus_story_only": {"mean": -0.01}},
+        },
+        "int8_entity_agreement": {"mean": 0.995, "std": 0.001},
+    }
+    rows = report.entity_rows(run)
+    assert verdict_of(rows, "Entity", "accuracy ≥ 0.92") == "met" and "0.930 ± 0.010 vs story baseline 0.700" in rows[0].measured
+    assert verdict_of(rows, "Entity", "macro-F1 ≥ 0.91") == "not met"
+    assert verdict_of(rows, "Entity", "within 0.005") == "not met"  # Twitter dropped 0.01
+    assert verdict_of(rows, "Entity", "int8") == "met"
+    short = report.entity_rows(run | {"steps": 800})
+    assert all(row.verdict.startswith("not measured: a 800-step run") for row in short)
+    assert all(row.verdict.startswith("not measured") for row in report.entity_rows(None))

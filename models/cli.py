@@ -128,33 +128,29 @@ def evaluate(
 @app.command("evaluate-entities")
 def evaluate_entities(
     data: Annotated[list[Path], typer.Option("--data", help="Entity-level CSV with columns id,text,entity,label (id groups one headline's rows); repeatable.")],
-    version: Annotated[Optional[str], typer.Option(help="Registry version (default: production).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")] = False,
+    version: Annotated[Optional[str], typer.Option("--model-version", help="Registry version (default: production).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Entity-level accuracy, macro-F1 and accuracy on conflicting headlines (whose entities'
     gold labels disagree), beside the story-level baseline (the unmarked headline's verdict
     copied to every entity) measured in the same run. An entity that does not occur in its
     headline is scored on the unmarked headline. A bad row stops with its line, exit 2."""
-    from newspulse.models.data import DataError
     from newspulse.models.evaluate import evaluate_entities as run_evaluation
     from newspulse.models.evaluate import read_entity_frame
     from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
 
     settings = _settings()
-    try:
-        frame = read_entity_frame(data)  # a bad row stops here, before a model is loaded
-    except DataError as err:
-        raise _data_error(err) from None
+    frame = read_entity_frame(data)  # DataError: exit 2; a bad row stops here, before a model is loaded
     registry = Registry(settings.model_registry)
-    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 2
+    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 4
     clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
     result = run_evaluation(clf, frame)
     result["data"] = [str(p) for p in data]
     result["quantized"] = clf.quantized
     result["backend"] = clf.backend.name
     if as_json:
-        typer.echo(json.dumps(result))
+        echo_json(result)
         return
     typer.echo(f"model {result['model_version']} on {', '.join(result['data'])} (n={result['n']}, conflict_n={result['conflict_n']}, entity not in text: {result['unmatched_n']})")
     for name, m in (("entity", result), ("story baseline", result["story_baseline"])):

@@ -37,7 +37,7 @@ READ_COMMANDS: list[list[str]] = [
     ["model", "list"],
 ]
 #: Read commands that need a trained model or real input, so they are not run here.
-HEAVY_READ_COMMANDS = [("model", "evaluate"), ("model", "evaluate-topics"), ("bench", "model"), ("summarize",)]
+HEAVY_READ_COMMANDS = [("model", "evaluate"), ("model", "evaluate-topics"), ("model", "evaluate-entities"), ("bench", "model"), ("summarize",)]
 
 
 def _tree(group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:

@@ -212,11 +212,3 @@ def test_default_retraining_is_a_fixed_step_count_on_story_and_entity_rows(np_en
     assert SENTFIN_TRAIN in cfg.train_files and cfg.entity_dev_files == [SENTFIN_DEV]
     assert config_from_params({"max_steps": 300}, get_settings()).max_steps == 300
 
-
-# --- a trained model tells two companies apart ------------------------------------------------------
-def test_a_trained_model_gives_two_companies_in_one_story_different_verdicts(trained_classifier_registry):
-    clf = SentimentModel.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off", backend="torch")
-    text = "Intel shares slide as AMD wins a $2 billion order"
-    intel, amd = clf.score_mentions([(text, mention_spans(text, "Intel")), (text, mention_spans(text, "AMD"))])
-    assert LABELS[intel.argmax()] != LABELS[amd.argmax()]
-    assert amd[LABELS.index("positive")] > intel[LABELS.index("positive")] and intel[LABELS.index("negative")] > amd[LABELS.index("negative")]

@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     dashboard_address: str = Field("127.0.0.1", min_length=1, description="Interface the dashboard listens on; anything but loopback requires NEWSPULSE_DASHBOARD_PASSWORD.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port the dashboard serves on.")
     dashboard_refresh_s: int = Field(30, ge=0, le=3600, description="Seconds between auto-refreshes of the dashboard's live panels; 0 = off.")
+    dashboard_watchlists: Path = Field(Path("var/watchlists.json"), description="JSON file of the Overview's watchlists of analysts signed in with OIDC (with the shared password or no sign-in a watchlist lives in the link).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as `text` (for people) or `json` (one object a line, for log shippers).")
 

@@ -357,6 +357,7 @@ def test_state_paths_live_on_named_volumes(project):
     assert len(registry) == 1, "processors, bootstrap, dashboard and Airflow must share one registry volume"
     assert len({volume_of(s, "alert_silences") for s in ("alerter", "dashboard")}) == 1
     volume_of("crawler", "crawler_state")
+    volume_of("dashboard", "dashboard_watchlists")
     # readers mount the registry read-only; the writers (bootstrap, Airflow) read-write
     for reader in ("processor", "processor-gpu", "dashboard"):
         assert any(v.endswith(":ro") for v in svcs[reader]["volumes"] if v.startswith("model-registry:")), reader

@@ -1215,3 +1215,41 @@ def test_28_sector_rollup_weights_by_volume_and_keeps_unknown_tickers():
     assert rows.loc["Energy", "mentions"] == 4 and rows.loc["Energy", "negative share"] == 0.75
     assert rows.loc["Energy", "mean score"] == pytest.approx((-0.9 * 3 + 0.5) / 4)
     assert rows.loc[UNLISTED_SECTOR, "tickers"] == 1
+
+
+def test_28_a_watchlist_without_oidc_lives_in_the_link(seeded):
+    at = run_app(link={"watch": "xom,GM,XOM"})
+    assert at.multiselect(key="np_watch").value == ["XOM", "GM"]
+    frame = next(df.value for df in at.dataframe if "alert firing" in df.value.columns).set_index("ticker")
+    window = in_window(seeded["articles"], 30)
+    assert frame.loc["XOM", "articles"] == len([a for a in window if "XOM" in a.tickers]) and frame.loc["XOM", "alert firing"]
+    assert not frame.loc["GM", "alert firing"]
+    at.multiselect(key="np_watch").unselect("GM").run()
+    assert at.query_params["watch"] == "XOM"
+
+
+def test_28_a_watchlist_is_saved_under_the_oidc_identity(seeded, dash_env, monkeypatch):
+    from newspulse.dashboard import auth, watchlists
+
+    path = dash_env / "watchlists.json"
+    monkeypatch.setenv("NEWSPULSE_DASHBOARD_WATCHLISTS", str(path))
+    watchlists.save_watchlist(path, "ana@bank.test", ["IBM"])
+    watchlists.save_watchlist(path, "bo@bank.test", ["GM"])
+    monkeypatch.setattr(auth, "oidc_providers", lambda: [])
+    monkeypatch.setattr(auth, "is_signed_in_with_oidc", lambda: True)
+    monkeypatch.setattr(auth, "identity", lambda: "ana@bank.test")
+    at = run_app(link={"watch": "TXN"})  # a link's list does not override a signed-in analyst's own
+    assert at.multiselect(key="np_watch").value == ["IBM"]
+    at.multiselect(key="np_watch").select("XOM").run()
+    assert watchlists.read_watchlists(path) == {"ana@bank.test": ["IBM", "XOM"], "bo@bank.test": ["GM"]}
+    assert run_app().multiselect(key="np_watch").value == ["IBM", "XOM"], "a new session finds the list again"
+
+
+def test_28_a_damaged_watchlists_file_reads_as_empty_and_is_rewritten(tmp_path):
+    from newspulse.dashboard import watchlists
+
+    path = tmp_path / "w.json"
+    path.write_text("{not json")
+    assert watchlists.read_watchlists(path) == {}
+    watchlists.save_watchlist(path, "ana", [" ibm", "IBM", ""])
+    assert watchlists.read_watchlists(path) == {"ana": ["IBM"]}

@@ -1,4 +1,4 @@
-"""Overview: where is sentiment turning? Index, negative share, volume, heat map, sectors, firing alerts.
+"""Overview: where is sentiment turning? Watchlist, index, negative share, volume, heat map, sectors, firing alerts.
 
 The live part runs in a fragment that re-runs itself every ``dashboard_refresh_s`` seconds, so
 the page follows the stream without reloading the sidebar or losing the analyst's place.
@@ -11,11 +11,13 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from newspulse.dashboard import charts, data, widgets
+from newspulse.dashboard import auth, charts, data, watchlists, widgets
 from newspulse.schema import Alert
 from newspulse.settings import Settings, load_settings
 
 SEEN_ALERTS_KEY = "np_seen_firing"
+WATCH_KEY = "np_watch"
+WATCH_PARAM = "watch"
 
 
 def alert_banner(firing: list[Alert]) -> None:
@@ -85,6 +87,52 @@ def sector_panel(settings: Settings, window: data.Window) -> None:
     )
 
 
+def _watch_param(raw: str) -> list[str]:
+    return watchlists.clean(raw.split(","))
+
+
+def watchlist_panel(settings: Settings, window: data.Window) -> None:
+    """The analyst's own tickers with their tone in the window and any alert firing on them:
+    saved under the OIDC identity, else kept in the link (``?watch=``; see dashboard/watchlists.py)."""
+    st.subheader("Watchlist")
+    facets = {f.value: f for f in data.load_facets(settings, "tickers", window.filter(), limit=data.SECTOR_TICKERS)}
+    user = auth.identity() if auth.oidc_providers() is not None else None
+    if WATCH_KEY not in st.session_state:
+        if user is not None:
+            st.session_state[WATCH_KEY] = watchlists.watchlist_of(settings.dashboard_watchlists, user)
+        else:
+            widgets.from_url(WATCH_KEY, WATCH_PARAM, _watch_param, [])
+    chosen = st.session_state[WATCH_KEY]
+    options = list(dict.fromkeys([*chosen, *sorted(facets, key=lambda t: -facets[t].count)]))
+    chosen = st.multiselect(
+        "Tickers you follow", options, key=WATCH_KEY, accept_new_options=True, max_selections=watchlists.MAX_TICKERS,
+        help=("Saved under your sign-in." if user is not None else "Kept in this page's link: bookmark it to keep the list."),
+    )
+    chosen = watchlists.clean(chosen)
+    if user is not None:
+        if chosen != watchlists.watchlist_of(settings.dashboard_watchlists, user):
+            watchlists.save_watchlist(settings.dashboard_watchlists, user, chosen)
+    else:
+        widgets.to_url(WATCH_PARAM, ",".join(chosen) or None)
+    if not chosen:
+        st.caption("Pick tickers to follow their tone and alerts here.")
+        return
+    firing = {a.scope.removeprefix("ticker:") for a in data.load_alerts(settings, status="firing") if a.scope.startswith("ticker:")}
+    rows = []
+    for ticker in chosen:
+        f = facets.get(ticker)
+        rows.append({"ticker": ticker, "articles": f.count if f else 0, "negative share": f.negative_share if f else None,
+                     "mean score": f.mean_score if f else None, "alert firing": ticker in firing})
+    widgets.table(
+        pd.DataFrame(rows),
+        "watchlist",
+        column_config={
+            "negative share": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+            "mean score": st.column_config.NumberColumn(format="%+.2f"),
+        },
+    )
+
+
 def movers_panel(settings: Settings, window: data.Window) -> None:
     """The most negative tickers (with enough volume to mean something) and stories."""
     left, right = st.columns(2)
@@ -127,6 +175,7 @@ def live_content(settings: Settings) -> None:
     previous = window.previous()
     before = data.totals(data.load_series(settings, previous.filter(), previous.bucket)) if previous else None
     widgets.headline_metrics(data.totals(buckets), before, firing)
+    watchlist_panel(settings, window)
     trend_panel(data.series_frame(buckets), window)
     heatmap_panel(settings, window)
     movers_panel(settings, window)

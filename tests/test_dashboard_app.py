@@ -1009,7 +1009,7 @@ def test_every_table_downloads_as_csv_with_the_rows_shown(seeded, dash_env, down
     SQLiteStore(dash_env / "newspulse.db").add_feedback(
         Feedback(article_id=seeded["xss"].id, label="neutral", text=seeded["xss"].text, analyst="jane")
     )
-    pages = {None: {"newspulse-negative-tickers.csv"}, "alerts": {"newspulse-alerts-firing.csv"},
+    pages = {None: {"newspulse-negative-tickers.csv", "newspulse-sectors.csv"}, "alerts": {"newspulse-alerts-firing.csv"},
              "model": {"newspulse-model-per-class.csv", "newspulse-label-drift.csv", "newspulse-model-versions.csv", "newspulse-articles-per-model-version.csv"},
              "feedback": {"newspulse-feedback.csv"}, "explore": {"newspulse-explore.csv"}}
     for page, names in pages.items():

@@ -294,9 +294,8 @@ def test_a_processor_exports_its_last_poll_and_arrival_to_indexed_latency(tmp_pa
 
 
 # --- model version and logs -----------------------------------------------------------------
-def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
-    """Two registry versions of a tiny random model: the gauge names the one served, also after a
-    hot reload, and only that one."""
+def _serving_v1_of_two(tmp_path):
+    """A registry with two versions of a tiny random model, and a hot-reloading classifier serving v1."""
     from newspulse.models.bench import random_bert_classifier
     from newspulse.models.data import packaged_base_model
     from newspulse.models.predict import HotReloadingClassifier
@@ -307,7 +306,13 @@ def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
     for version in ("v1", "v2"):
         registry.register(model, tokenizer, ModelCard(version=version, base_model="tiny", created_at=datetime.now(timezone.utc), code_version="test"))
     registry.promote("v1")
-    served = HotReloadingClassifier(registry, device="cpu", quantize="off", check_interval=0)
+    return registry, HotReloadingClassifier(registry, device="cpu", quantize="off", check_interval=0)
+
+
+def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
+    """Two registry versions of a tiny random model: the gauge names the one served, also after a
+    hot reload, and only that one."""
+    registry, served = _serving_v1_of_two(tmp_path)
     assert _sample("newspulse_model_info", version="v1") == 1
     registry.promote("v2")
     assert served.maybe_reload(force=True)
@@ -317,17 +322,7 @@ def test_the_served_model_version_is_exported_and_follows_a_promotion(tmp_path):
 
 def test_28_a_promoted_version_that_cannot_load_is_counted_and_the_old_one_keeps_serving(tmp_path):
     """The counter behind the NewsPulseModelReloadFailed alert: v2's weights are corrupt."""
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
-    from newspulse.models.predict import HotReloadingClassifier
-    from newspulse.models.registry import ModelCard, Registry
-
-    registry = Registry(tmp_path / "registry")
-    model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=1, num_heads=2)
-    for version in ("v1", "v2"):
-        registry.register(model, tokenizer, ModelCard(version=version, base_model="tiny", created_at=datetime.now(timezone.utc), code_version="test"))
-    registry.promote("v1")
-    served = HotReloadingClassifier(registry, device="cpu", quantize="off", check_interval=0)
+    registry, served = _serving_v1_of_two(tmp_path)
     before = _sample("newspulse_model_reload_failures_total")
     for weights in registry.version_dir("v2").glob("*.safetensors"):
         weights.write_bytes(b"not a tensor file")

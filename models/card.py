@@ -10,8 +10,9 @@ follows the Hub's rules that its validator enforces:
   (PhraseBank dev + Twitter dev rows) is a NewsPulse split, not ``takala/financial_phrasebank``'s
   ``validation`` split (PhraseBank has none); each bundled set's own figure is credited to that
   set's Hub id, with PhraseBank's configuration and no split it does not have;
-- entity-level figures (``ModelCard.metrics["entities"]``: ``macro_f1``, optional ``accuracy``,
-  ``n`` and ``data``) appear as their own result once the card has them.
+- entity-level figures (``ModelCard.metrics["entities"]`` from the candidate evaluation:
+  ``macro_f1``, ``accuracy``, ``n``, ``data`` = the entity dev files pinned by hash, and the
+  story-level baseline on the same rows) appear as their own result once the card has them.
 
 The prose gives intended and out-of-scope uses, risks and limitations, the teacher a distilled
 student learned from, the base encoder's provenance (``models/provenance.json`` when present), and
@@ -74,6 +75,13 @@ CITATIONS = {
   year         = {2022},
   howpublished = {\\url{https://huggingface.co/datasets/zeroshot/twitter-financial-news-sentiment}},
   note         = {MIT License}
+}""",
+    "sentfin": """@article{sinha2022sentfin,
+  title   = {SEntFiN 1.0: Entity-aware sentiment analysis for financial news},
+  author  = {Sinha, Ankur and Kedas, Satishwar and Kumar, Rishu and Malo, Pekka},
+  journal = {Journal of the Association for Information Science and Technology},
+  year    = {2022},
+  note    = {MIT License; arXiv:2305.12257}
 }""",
     "news": """@misc{lewis1997reuters21578,
   title  = {Reuters-21578 Text Categorization Test Collection, Distribution 1.0},
@@ -170,10 +178,17 @@ def eval_results(card: ModelCard) -> list[EvalResult]:
     if isinstance(entities, dict) and "macro_f1" in entities:
         # huggingface_hub groups results by task type, dataset type, config and split (not by
         # name): the config keeps these figures apart from the story-level mix's.
-        results += _metric_results(entities, dataset_type="custom", dataset_config="entity-mentions",
-                                   dataset_name=str(entities.get("data") or "NewsPulse entity-labelled stories"),
+        results += _metric_results(entities, dataset_type="custom", dataset_config="entity-mentions", dataset_name=_entity_data_name(entities.get("data")),
                                    task_name="Entity-level financial sentiment (a company's tone within a story)")
     return results
+
+
+def _entity_data_name(data: Any) -> str:
+    """The entity dev rows' name: their files (``[{"path", "sha256"}]``, as the evaluation pins them)."""
+    if isinstance(data, list) and data:
+        files = " + ".join(f"{Path(str(d.get('path', ''))).parent.name}/{Path(str(d.get('path', ''))).name}" for d in data if isinstance(d, dict))
+        return f"NewsPulse entity dev rows ({files})"
+    return str(data) if data else "NewsPulse entity dev rows"
 
 
 def card_data(card: ModelCard) -> ModelCardData:
@@ -203,7 +218,10 @@ def _citation_keys(card: ModelCard) -> list[str]:
     soft = _soft_labels(card)
     if soft and Path(str(soft.get("path", ""))).name.startswith("reuters"):
         used.add("news")
-    keys = [k for k in ("phrasebank", "twitter_financial_news", "news") if k in used]
+    entities = card.metrics.get("entities")
+    if isinstance(entities, dict) and isinstance(entities.get("data"), list):
+        used |= {Path(str(d.get("path", ""))).parent.name for d in entities["data"] if isinstance(d, dict)}
+    keys = [k for k in ("phrasebank", "twitter_financial_news", "sentfin", "news") if k in used]
     if hub_base_model(card.base_model) == PACKAGED_BASE_MODEL:
         keys.append("base_model")
     return keys

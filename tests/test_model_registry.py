@@ -192,10 +192,13 @@ def test_28_entity_level_figures_join_the_model_index_when_the_card_has_them():
 
     card = _distilled_card_with_the_bundled_dev_mix()
     assert not any("Entity" in (r.task_name or "") for r in HubModelCard(hf_model_card(card)).data.eval_results)
-    card.metrics["entities"] = {"n": 120, "macro_f1": 0.71, "accuracy": 0.75, "data": "hand-labelled company mentions"}
-    entity = [r for r in HubModelCard(hf_model_card(card)).data.eval_results if r.task_name.startswith("Entity-level")]
+    card.metrics["entities"] = {"n": 120, "macro_f1": 0.71, "accuracy": 0.75, "data": [{"path": "/x/data/sentfin/dev.csv", "sha256": "f" * 64}],
+                                "story_baseline": {"macro_f1": 0.6}}
+    readme = hf_model_card(card)
+    entity = [r for r in HubModelCard(readme).data.eval_results if r.task_name.startswith("Entity-level")]
     assert {r.metric_type: r.metric_value for r in entity} == {"f1": 0.71, "accuracy": 0.75}
-    assert entity[0].dataset_name == "hand-labelled company mentions"
+    assert entity[0].dataset_name == "NewsPulse entity dev rows (sentfin/dev.csv)"
+    assert "sinha2022sentfin" in readme, "SEntFiN's figures cite SEntFiN"
 
 
 def test_28_a_hub_licence_needs_no_link_and_a_single_bundled_dev_set_keeps_its_hub_id():

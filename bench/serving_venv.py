@@ -27,21 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 
-#: Scores, summarises and stores one story with the production processor; prints what it saw.
-CHECK = """
-import json, sys
-from newspulse.settings import load_settings
-from newspulse.wiring import open_embedded, open_store
-settings = load_settings()
-store = open_store(settings)
-with open_embedded(settings, store, finite=True, observers=[]) as pipe:
-    pipe.submit({"published_at": "2024-01-02T10:00:00Z", "source": "wire", "url": "https://x.test/1",
-                 "title": "Acme profit falls as costs rise",
-                 "body": "Acme Corp said quarterly profit fell 30 percent. Costs rose sharply. The shares dropped."}, origin="bench")
-import importlib.util
-print(json.dumps({"stored": store.stats()["articles"], "torch_importable": importlib.util.find_spec("torch") is not None}))
-"""
-
 
 def size_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20, 1)
@@ -70,6 +55,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="Build the environment here and keep it.")
     args = parser.parse_args()
     from test_model_predict import register_random_model
+    from test_packaging import SERVE_ONE_STORY
 
     from newspulse.models.predict import SentimentModel
     from newspulse.models.registry import Registry
@@ -102,10 +88,12 @@ def main() -> None:
             "NEWSPULSE_STORE_URL": f"sqlite:///{work / 'np.db'}",
             "NEWSPULSE_ONNX_CACHE": str(work / "onnx-cache"),
         }
-        done = subprocess.run([str(python), "-c", CHECK], env=env, cwd=work, capture_output=True, text=True, timeout=900)
+        done = subprocess.run([str(python), "-c", SERVE_ONE_STORY], env=env, cwd=work, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise SystemExit(f"the serving environment failed the check:\n{done.stderr[-3000:]}")
         check = json.loads(done.stdout.strip().splitlines()[-1])
+        probe = "import importlib.util; print(importlib.util.find_spec('torch') is not None)"
+        check["torch_importable"] = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "True"
         training = training_stack_mb(python)
         result = {
             "serving_venv_mb": serving_mb,

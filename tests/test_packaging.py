@@ -127,10 +127,10 @@ def test_packaged_encoder_weights_are_the_upstream_release() -> None:
     assert provenance["files"]["model.safetensors"]["upstream_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
-#: Run in a child process where torch and onnx (the exporter) cannot be found, as in the serving install (no
-#: training extra): build the production processor, score and summarise one story, store it.
-_SERVE_WITHOUT_TORCH = """
-import importlib.machinery, json, sys
+#: Put first in a child process: torch and onnx (the exporter) cannot be found, as in the serving
+#: install (no training extra).
+HIDE_TRAINING_STACK = """
+import importlib.machinery, sys
 
 class PathFinderWithoutTorch(importlib.machinery.PathFinder):
     @classmethod
@@ -138,6 +138,12 @@ class PathFinderWithoutTorch(importlib.machinery.PathFinder):
         return None if name.split(".")[0] in ("torch", "onnx") else super().find_spec(name, path, target)
 
 sys.meta_path = [PathFinderWithoutTorch if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+"""
+
+#: Build the production processor, score and summarise one story, store it, and say whether the
+#: training stack was loaded (bench/serving_venv.py runs it in a real serving environment).
+SERVE_ONE_STORY = """
+import json, sys
 from newspulse.settings import load_settings
 from newspulse.wiring import open_embedded, open_store
 settings = load_settings()
@@ -177,14 +183,14 @@ def test_serving_needs_no_torch(tmp_path: Path) -> None:
     SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="auto", backend="onnxruntime")
     build_summarizer(load_settings(device="cpu", onnx_cache=tmp_path / "onnx-cache"))
 
-    done = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_TORCH], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", HIDE_TRAINING_STACK + SERVE_ONE_STORY], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"stored": 1, "torch_loaded": False}, result
 
     register_random_model(registry, "v2", seed=2)  # never exported
     registry.promote("v2")
-    missing = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_TORCH], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    missing = subprocess.run([sys.executable, "-c", HIDE_TRAINING_STACK + SERVE_ONE_STORY], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0 and "newspulse[train]" in missing.stderr and "serving model v2" in missing.stderr, missing.stderr[-3000:]
     assert issubclass(TorchMissing, Exception)
 

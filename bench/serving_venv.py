@@ -69,8 +69,15 @@ def main() -> None:
         venv.create(env_dir, with_pip=True)
         python = env_dir / "bin" / "python"
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(ROOT / "docker" / "requirements-serve.txt")], check=True, timeout=1800)
+        # Built from a copy of what the wheel is made of: a setuptools build leaves build/ behind.
+        source = work / "source"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+            shutil.copy2(ROOT / name, source / name)
+        for name in ("newspulse", "models", "ingest", "dashboard", "data"):
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         wheels = work / "wheels"
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)], check=True, cwd=work, timeout=900)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True, cwd=work, timeout=900)
         (wheel,) = wheels.glob("newspulse-*.whl")
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=900)
         build_s = time.monotonic() - started

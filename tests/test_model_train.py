@@ -4,6 +4,7 @@ fit → register → evaluate → gate cycle on a tiny random base model (second
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,21 @@ def test_default_run_distils_from_the_pinned_bundled_soft_labels(np_env, tmp_pat
     assert distilled["soft_rows_added"] == 0 and cards["--distill"]["training"]["soft_rows"] == 0  # no extra rows, no extra steps
     assert cards["--distill"]["training"]["steps"] == cards["--no-distill"]["training"]["steps"]
     assert cards["--no-distill"]["distillation"] == {}
+
+
+def test_the_fixed_recipe_gives_the_same_weights_for_a_seed_on_a_busy_or_an_idle_machine(tmp_path, tiny_base, tiny_data, monkeypatch):
+    """Issue 26: the default retraining is a step count, not a wall clock. A run whose every
+    step takes ten times longer (a loaded machine, simulated by a slow clock) trains the same
+    steps and registers bit-identical weights; a keep="last" run never stops early on dev."""
+    import newspulse.models.train as train_module
+    from safetensors.torch import load_file
+
+    common = dict(base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=50, max_steps=12, keep="last", batch_size=4, max_length=32, evals_per_epoch=4, patience=1, progress=False, promote=False, quantize_check=False)
+    idle = fit_and_register(TrainConfig(registry=tmp_path / "idle", **common))
+    real = time.monotonic
+    started = real()
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: started + (real() - started) * 10)
+    busy = fit_and_register(TrainConfig(registry=tmp_path / "busy", **common))
+    assert idle.training["steps"] == busy.training["steps"] == 12 and not idle.training["stopped_early"]
+    weights = [load_file(Registry(tmp_path / name).version_dir(card.version) / "model.safetensors") for name, card in (("idle", idle), ("busy", busy))]
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])

@@ -321,3 +321,38 @@ def test_many_tickers_per_article_cost_the_detector_linear_time():
     k = det.closed_through
     assert [o.id for o in det._window(k, 1, "ticker:T1999")] == [a.id for a in arts[:4]]
     assert [o.id for o in det._window(k, 1, "ticker:OTHER")] == [arts[4].id]
+
+
+def two_company(t, story: str, intc: str, amd: str, serial: int):
+    """A story about Intel and AMD with each company's own verdict beside the story's."""
+    from alert_streams import _PROBS
+    from newspulse.schema import EntityVerdict
+
+    art = scored(t, label=story, tickers=["INTC", "AMD"], serial=serial)
+    verdicts = [
+        EntityVerdict(ticker=ticker, label=label, probabilities=_PROBS[label], score=_PROBS[label]["positive"] - _PROBS[label]["negative"], basis="mentions", mentions=1)
+        for ticker, label in (("INTC", intc), ("AMD", amd))
+    ]
+    return art.model_copy(update={"entities": verdicts})
+
+
+def test_burst_bad_for_one_company_and_good_for_the_other_alerts_on_the_first_only(store, tmp_path):
+    """"Intel slides as AMD wins": the story verdict is negative, Intel's too, AMD's positive.
+    A burst of such stories is a ticker:INTC alert and nothing for ticker:AMD, whose own
+    verdicts are good news, though every story is tagged with both."""
+    alerter, rec = make(store, tmp_path)
+    arts = []
+    for w in range(8):  # history: a quarter of the stories negative for each company
+        for i in range(4):
+            t = T0 + timedelta(minutes=W * w, seconds=(i + 0.5) * W * 60 / 4)
+            arts.append(two_company(t, "neutral", "negative" if i == 0 else "neutral", "negative" if i == 1 else "neutral", len(arts)))
+    for i in range(6):  # the burst
+        t = T0 + timedelta(minutes=W * 8, seconds=(i + 0.5) * W * 60 / 6)
+        arts.append(two_company(t, "negative", "negative", "positive", len(arts)))
+    alerter.observe(arts)
+    alerter.observe([scored(T0 + timedelta(minutes=W * 9, seconds=1), tickers=["OTHER"])])
+    alerter.deliver_pending()
+    alert = only_alert(store)
+    assert alert.scope == "ticker:INTC" and alert.status == AlertStatus.firing and alert.value == 1.0
+    assert alert.drivers and all(d.score < 0 for d in alert.drivers)
+    assert [scope for scope, _, _ in rec.sent] == ["ticker:INTC"]

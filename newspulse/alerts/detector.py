@@ -11,6 +11,10 @@ whose alert is open, so quiet windows count towards resolution). Sliding windows
 detection delay short: a burst that starts mid-window is caught when the window ending
 ``hop_minutes`` later holds enough of it, not only at the next fixed boundary.
 
+A ticker scope counts each article by the company's own verdict (its entity verdict) where
+the article has one, so a burst of stories that are bad for X and good for Y is a spike for X
+only; topic, source and market scopes count the story's verdict.
+
 The window's share of articles in the rule's direction is compared with the scope's baseline,
 built from the scope's past, non-overlapping windows of the same length:
 
@@ -38,7 +42,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -65,6 +69,16 @@ class _Obs:
     title: str
     scopes: tuple[str, ...]
     tickers: tuple[str, ...]
+    #: ``(scope, hit, score)`` for scopes that count another verdict than the story's: a
+    #: ticker scope counts the company's own (entity) verdict where the article has one.
+    own: tuple[tuple[str, bool, float], ...] = ()
+
+    def seen_from(self, scope: str) -> "_Obs":
+        """The article as ``scope`` counts it (its hit and score there)."""
+        for name, hit, score in self.own:
+            if name == scope:
+                return replace(self, hit=hit, score=score, own=())
+        return self
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,18 @@ def scopes_of(rule: Rule, article: ScoredArticle) -> tuple[str, ...]:
     else:
         values = [article.source]
     return tuple(f"{rule.scope}:{v}" for v in values if rule.watches(v))
+
+
+def own_verdicts(rule: Rule, article: ScoredArticle, scopes: Sequence[str]) -> tuple[tuple[str, bool, float], ...]:
+    """``(scope, hit, score)`` of each ticker scope whose company has its own verdict in the
+    article: "Intel slides as AMD wins" is a hit for ``ticker:INTC``, not for ``ticker:AMD``.
+    Topic, source and market scopes keep the story's verdict (none here)."""
+    if rule.scope != "ticker" or not article.entities:
+        return ()
+    wanted = set(scopes)
+    return tuple(
+        (f"ticker:{e.ticker}", e.label.value == rule.direction, e.score) for e in article.entities if f"ticker:{e.ticker}" in wanted
+    )
 
 
 def exact_z(hits: int, n: int, p0: float) -> float:
@@ -195,14 +221,16 @@ class Detector:
             if idx <= self.closed_through:
                 self.late_dropped += 1
                 continue
+            scopes = scopes_of(self.rule, art)
             self.open.setdefault(idx, {})[art.id] = _Obs(
                 id=art.id,
                 published_at=art.published_at,
                 hit=art.label.value == self.rule.direction,
                 score=art.score,
                 title=art.title,
-                scopes=scopes_of(self.rule, art),
+                scopes=scopes,
                 tickers=tuple(art.tickers),
+                own=own_verdicts(self.rule, art, scopes),
             )
 
     def next_close(self) -> datetime | None:
@@ -240,7 +268,7 @@ class Detector:
             by_scope: dict[str, list[_Obs]] = {}
             for obs in content:
                 for scope in obs.scopes:
-                    by_scope.setdefault(scope, []).append(obs)
+                    by_scope.setdefault(scope, []).append(obs.seen_from(scope))
             self.recent[k] = by_scope
             self.bucket_scopes[k] = {s: (len(items), sum(o.hit for o in items)) for s, items in by_scope.items()}
             self.totals[k] = (len(content), sum(o.hit for o in content))

@@ -67,10 +67,10 @@ class ClassifierAlone:
     def __init__(self, settings: Settings, batch: int) -> None:
         from newspulse.ingest.tagging import build_mention_finder, build_tagger
         from newspulse.models.predict import load_classifier
-        from newspulse.wiring import entity_scorer
+        from newspulse.entities import EntityScorer
 
         self.clf, self.batch = load_classifier(settings), batch
-        self.tagger, self.entities = build_tagger(), entity_scorer(settings, build_mention_finder())
+        self.tagger, self.entities = build_tagger(), EntityScorer.from_settings(settings, build_mention_finder())
 
     def score(self, articles: list[Article]) -> None:
         """Story and entity scoring of one batch of tagged articles."""
@@ -183,10 +183,10 @@ def stage_costs(settings: Settings, articles: list[Article], batch: int, workdir
     from newspulse.models.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
     from newspulse.schema import ScoredArticle
-    from newspulse.wiring import entity_scorer
+    from newspulse.entities import EntityScorer
 
     tagger, clf, summ = build_tagger(), load_classifier(settings), build_summarizer(settings)
-    entities = entity_scorer(settings, build_mention_finder())
+    entities = EntityScorer.from_settings(settings, build_mention_finder())
     store = timed_sqlite_store(workdir / "stages.db")
     tagged = tagger.tag_many(articles)
     chunks = [tagged[i : i + batch] for i in range(0, len(tagged), batch)]

@@ -1,10 +1,13 @@
-"""Re-score stored articles with the current production model after a promotion, then re-tag
-their topics with the current topic model.
+"""Re-score stored articles with the current production model after a promotion, fill the
+entity verdicts of history scored before entity-level scoring, then re-tag their topics with the
+current topic model.
 
 Runs whenever ``sentiment_retrain`` promotes a model (the ``newspulse-production-model``
-asset) or by hand (e.g. after deploying a new topic model). Articles already scored by the
-production version are skipped, and so are articles whose topics are already current, so a rerun
-after a failure continues where it stopped. The work is ``newspulse.models.predict.rescore_store`` and
+asset) or by hand (e.g. after deploying a new topic model, or once after upgrading to entity
+verdicts: articles the production version scored without them get them, their story verdict
+kept). Articles already scored by the production version with entity verdicts are skipped, and
+so are articles whose topics are already current, so a rerun after a failure continues where it
+stopped. ``newspulse model rescore`` runs the first task by hand. The work is ``newspulse.models.predict.rescore_store`` and
 ``newspulse.models.topics_rescore.retopic_store``; the two run one after the other because both rewrite
 whole articles.
 """
@@ -28,7 +31,7 @@ default_args = {
 
 with DAG(
     dag_id="rescore_history",
-    description="Re-score stored articles with the production sentiment model and re-tag their topics, in batches.",
+    description="Re-score stored articles with the production sentiment model (story and entity verdicts) and re-tag their topics, in batches.",
     schedule=[Asset("newspulse-production-model")],
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -45,7 +48,8 @@ with DAG(
 
     @task
     def rescore() -> dict:
-        """Stream the store in batches, score, upsert; returns counts for the log."""
+        """Stream the store in batches, score (story and entity verdicts, or the missing entity
+        verdicts alone), upsert; returns counts for the log."""
         from newspulse.schema import to_utc
         from newspulse.settings import load_settings
         from newspulse.wiring import open_store

@@ -201,6 +201,43 @@ def promote(
     typer.echo(f"production is now {version}: {decision.reason}")
 
 
+@app.command()
+def rescore(
+    since: Annotated[Optional[str], typer.Option(help="Only articles published at or after this ISO-8601 time (naive = UTC).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Articles per scoring and upsert batch.")] = 256,
+    force: Annotated[bool, typer.Option(help="Also re-score articles the production version scored already.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The counts.")] = False,
+) -> None:
+    """Re-score the stored history with the production model and fill the entity verdicts of
+    articles scored before them (what the rescore_history DAG runs). Reruns continue where
+    a stopped run left off."""
+    from datetime import datetime
+
+    from newspulse.models.predict import rescore_store
+    from newspulse.schema import to_utc
+    from newspulse.wiring import open_store
+
+    try:
+        start = to_utc(datetime.fromisoformat(since)) if since else None
+    except ValueError as err:
+        raise BadInput(f"--since: {err}") from None
+    settings = _settings()
+    store = open_store(settings)
+    try:
+        counts = rescore_store(settings, store, since=start, batch_size=batch_size, force=force, progress=not as_json)
+    finally:
+        store.close()
+    if as_json:
+        echo_json(counts)
+    else:
+        typer.echo(
+            f"{counts['model_version']}: {counts['rescored']} re-scored, {counts['entities_filled']} given entity verdicts, "
+            f"{counts['skipped']} already current, {counts['failed']} refused by the store, of {counts['seen']} articles"
+        )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
 @app.command("ensure")
 def ensure() -> None:
     """Fine-tune and promote the default classifier unless the registry has a production model."""

@@ -435,16 +435,23 @@ def load_classifier(settings, *, check_interval: float = 5.0) -> HotReloadingCla
 
 
 def rescore_store(settings, store, *, since=None, batch_size: int = 256, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Re-score stored articles with the production model, a batch at a time.
+    """Re-score stored articles with the production model, a batch at a time, and fill the
+    entity verdicts of history scored before entity-level scoring.
 
-    Articles already scored by the production version are skipped unless ``force``; the summary
-    and tags are kept, label/probabilities/score/model_version are replaced. Returns counts.
-    """
-    from newspulse.schema import ScoredArticle
+    An article scored by another version (or any, with ``force``) is scored again whole: story
+    verdict, entity verdicts; one scored by the production version but without entity verdicts
+    keeps its story verdict (no second forward pass over the story) and gets its entities;
+    the rest are skipped, so a rerun after a failure continues where it stopped. The summary
+    and tags are kept. Returns counts: ``rescored`` (whole), ``entities_filled`` (entities
+    only), ``skipped``, ``failed`` (refused by the store)."""
+    from newspulse.entities import EntityScorer
+    from newspulse.ingest.tagging import build_mention_finder
+    from newspulse.schema import SCHEMA_VERSION, ScoredArticle
     from newspulse.store.base import Filter
 
     clf = load_classifier(settings).current
-    counts = {"model_version": clf.version, "seen": 0, "rescored": 0, "skipped": 0, "failed": 0}
+    entities = EntityScorer.from_settings(settings, build_mention_finder())
+    counts = {"model_version": clf.version, "seen": 0, "rescored": 0, "entities_filled": 0, "skipped": 0, "failed": 0}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -452,18 +459,28 @@ def rescore_store(settings, store, *, since=None, batch_size: int = 256, force: 
         bar = tqdm(desc=f"re-scoring with {clf.version}", unit="article")
     for batch in store.iter_articles(Filter(start=since), batch_size=batch_size):
         counts["seen"] += len(batch)
-        todo = [a for a in batch if force or a.model_version != clf.version]
-        counts["skipped"] += len(batch) - len(todo)
-        if todo:
-            plain = [Article(**a.model_dump(include=set(Article.model_fields))) for a in todo]
+        stale = [a for a in batch if force or a.model_version != clf.version]
+        unfilled = [a for a in batch if not (force or a.model_version != clf.version) and a.tickers and not a.entities]
+        counts["skipped"] += len(batch) - len(stale) - len(unfilled)
+        scored: list[ScoredArticle] = []
+        if stale:
+            plain = [Article(**a.model_dump(include=set(Article.model_fields))) for a in stale]
             probs = clf.score_articles(plain)
-            scored = [
-                ScoredArticle.from_article(art, dict(zip(LABELS, map(float, p))), summary=old.summary, model_version=clf.version)
-                for art, old, p in zip(plain, todo, probs)
+            verdicts = entities.verdicts(plain, probs, clf)
+            scored += [
+                ScoredArticle.from_article(art, dict(zip(LABELS, map(float, p))), summary=old.summary, model_version=clf.version, entities=v)
+                for art, old, p, v in zip(plain, stale, probs, verdicts)
             ]
+        if unfilled:
+            story = np.array([[a.probabilities[label] for label in LABELS] for a in unfilled])
+            verdicts = entities.verdicts(unfilled, story, clf)
+            scored += [a.model_copy(update={"entities": v, "schema_version": SCHEMA_VERSION}) for a, v in zip(unfilled, verdicts)]
+        if scored:
             result = store.upsert_articles(scored)
-            counts["rescored"] += len(result.written)
-            counts["failed"] += len(result.failed)
+            failed = set(result.failed)
+            counts["rescored"] += sum(1 for a in stale if a.id not in failed)
+            counts["entities_filled"] += sum(1 for a in unfilled if a.id not in failed)
+            counts["failed"] += len(failed)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from newspulse.schema import LABELS, Article, EntityVerdict, Evidence, Label
+from newspulse.settings import Settings
 
 #: ``[start, end)`` character offsets.
 Span = tuple[int, int]
@@ -135,6 +136,12 @@ class EntityScorer:
         self.finder = finder
         self.max_tickers = max_tickers
         self.max_sentences = max_sentences
+
+    @classmethod
+    def from_settings(cls, settings: Settings, finder: MentionFinder) -> "EntityScorer":
+        """Within the settings' cost caps (``NEWSPULSE_ENTITY_MAX_TICKERS``/``_SENTENCES``):
+        the pipeline and re-scoring make the same verdicts."""
+        return cls(finder, max_tickers=settings.entity_max_tickers, max_sentences=settings.entity_max_sentences)
 
     def plan(self, article: Article) -> dict[str, list[Passage]]:
         """The passages to score per ticker, within the caps (the first tickers in tag order,

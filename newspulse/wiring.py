@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from newspulse.entities import EntityScorer, MentionFinder
+from newspulse.entities import EntityScorer
 from newspulse.pipeline import ArticleSink, Counters, DeadLetterSink, Observer, Processor
 from newspulse.schema import Feedback
 from newspulse.settings import Settings
@@ -85,13 +85,8 @@ def build_processor(
         observers=observers,
         max_published_ahead=timedelta(hours=settings.max_published_ahead_hours),
         max_tags=settings.max_tags_per_record,
-        entities=entity_scorer(settings, build_mention_finder()),
+        entities=EntityScorer.from_settings(settings, build_mention_finder()),
     )
-
-
-def entity_scorer(settings: Settings, finder: MentionFinder) -> EntityScorer:
-    """Entity-level verdicts within the settings' cost caps (the Processor and re-scoring)."""
-    return EntityScorer(finder, max_tickers=settings.entity_max_tickers, max_sentences=settings.entity_max_sentences)
 
 
 def open_embedded(settings: Settings, store: Store, *, finite: bool = False, observers: Sequence[Observer] | None = None, on_settled=None):

@@ -159,12 +159,70 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
         ]
         assert store.upsert_articles(old).ok
         counts = rescore_store(settings, store, batch_size=2, progress=False)
-        assert counts == {"model_version": "v1", "seen": 5, "rescored": 5, "skipped": 0, "failed": 0}
+        assert counts == {"model_version": "v1", "seen": 5, "rescored": 5, "entities_filled": 0, "skipped": 0, "failed": 0}
         again = store.get_article(old[0].id)
         assert again.model_version == "v1" and again.summary == "summary 0"
         assert rescore_store(settings, store, progress=False)["skipped"] == 5
     finally:
         store.close()
+
+
+def test_rescore_fills_entities_of_history_scored_before_them(tmp_path, tiny_registry):
+    """A record the production version scored before entity verdicts keeps its story verdict
+    and gets one verdict per ticker; a record of an older version is scored again whole."""
+    from newspulse.models.predict import rescore_store
+    from newspulse.schema import ScoredArticle
+    from newspulse.settings import load_settings
+    from newspulse.wiring import open_store
+
+    settings = load_settings(model_registry=tiny_registry.path, store_url=f"sqlite:///{tmp_path / 'db.sqlite'}", quantize="off")
+    store = open_store(settings)
+    probs = {"negative": 0.6, "neutral": 0.3, "positive": 0.1}
+    two = _article("Intel shares slide as AMD wins a $2 billion order", "Analysts expect Intel to cut prices. Advanced Micro Devices declined to comment.")
+    two = two.model_copy(update={"tickers": ["INTC", "AMD", "JPM"]})
+    current = ScoredArticle.from_article(two, probs, summary="s", model_version="v1").model_copy(update={"schema_version": 1})
+    older = ScoredArticle.from_article(_article("Apple rallies", "Apple rose."), probs, summary="t", model_version="v0").model_copy(update={"tickers": ["AAPL"], "schema_version": 1})
+    try:
+        assert store.upsert_articles([current, older]).ok
+        counts = rescore_store(settings, store, progress=False)
+        assert (counts["rescored"], counts["entities_filled"], counts["failed"]) == (1, 1, 0)
+        got = store.get_article(current.id)
+        assert got.schema_version == 2 and got.model_version == "v1" and got.label == current.label and got.score == pytest.approx(current.score)
+        assert [(e.ticker, e.basis, e.mentions) for e in got.entities] == [("INTC", "mentions", 2), ("AMD", "mentions", 2), ("JPM", "story", 0)]
+        assert all(got.text[ev.start : ev.end] == ev.text for e in got.entities for ev in e.evidence)
+        rescored = store.get_article(older.id)
+        assert rescored.model_version == "v1" and [e.ticker for e in rescored.entities] == ["AAPL"]
+        assert rescore_store(settings, store, progress=False)["skipped"] == 2
+    finally:
+        store.close()
+
+
+def test_model_rescore_command_fills_entities_and_reports_counts(tmp_path, tiny_registry, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from newspulse.cli import app
+    from newspulse.schema import ScoredArticle
+    from newspulse.settings import get_settings
+    from newspulse.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    art = _article("Intel slides as AMD wins", "Intel fell.").model_copy(update={"tickers": ["INTC", "AMD"]})
+    assert store.upsert_articles([ScoredArticle.from_article(art, {"negative": 0.6, "neutral": 0.3, "positive": 0.1}, summary="", model_version="v1")]).ok
+    store.close()
+    monkeypatch.setenv("NEWSPULSE_STORE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    monkeypatch.setenv("NEWSPULSE_MODEL_REGISTRY", str(tiny_registry.path))
+    monkeypatch.setenv("NEWSPULSE_QUANTIZE", "off")
+    get_settings.cache_clear()
+    try:
+        done = CliRunner().invoke(app, ["model", "rescore", "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout) | {"model_version": "v1"} == {"model_version": "v1", "seen": 1, "rescored": 0, "entities_filled": 1, "skipped": 0, "failed": 0}
+        bad = CliRunner().invoke(app, ["model", "rescore", "--since", "yesterday"])
+        assert bad.exit_code == 2 and "--since" in bad.stderr
+    finally:
+        get_settings.cache_clear()
 
 
 def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):

@@ -38,12 +38,12 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from newspulse.errors import NewsPulseError
-from newspulse.entities import confidence
+from newspulse.entities import confidence, drivers
 from newspulse.models.batched_scoring import BatchedScorer
 from newspulse.models.entities import Span, mark
 from newspulse.models.registry import ModelCard, NoProductionModel, Registry, verify_files
-from newspulse.models.sentences import split_sentences
-from newspulse.schema import LABELS, Article
+from newspulse.models.sentences import sentence_spans
+from newspulse.schema import LABELS, Article, Evidence, Label
 
 log = logging.getLogger(__name__)
 
@@ -213,35 +213,47 @@ class SentimentModel:
 
     # --- articles --------------------------------------------------------------------------
     def chunk(self, text: str, tokenizer: Any = None) -> list[tuple[str, int]]:
-        """Pack sentences into chunks of ≤ ``chunk_tokens`` word pieces: ``[(text, n_tokens)]``.
+        """Pack sentences into chunks of ≤ ``chunk_tokens`` word pieces: ``[(text, n_tokens)]``
+        (see :meth:`chunk_spans`)."""
+        return [(chunk_text, n_tok) for chunk_text, n_tok, _, _ in self.chunk_spans(text, tokenizer)]
+
+    def chunk_spans(self, text: str, tokenizer: Any = None) -> list[tuple[str, int, int, int]]:
+        """Pack sentences into chunks of ≤ ``chunk_tokens`` word pieces: ``[(text, n_tokens,
+        start, end)]``, ``[start, end)`` being where the chunk lies in ``text`` (the story's
+        explanation points there).
 
         The article's sentences are tokenised in one call. ``tokenizer``: a copy of this
         model's tokenizer owned by the calling thread (worker threads of the GPU path)."""
         tokenizer = tokenizer or self.tokenizer
-        chunks: list[tuple[str, int]] = []
-        cur: list[str] = []
+        chunks: list[tuple[str, int, int, int]] = []
+        cur: list[tuple[int, int]] = []
         cur_len = 0
-        sentences = split_sentences(text)
-        encoded = tokenizer(sentences, add_special_tokens=False) if sentences else None
-        for k, sent in enumerate(sentences):
+
+        def packed() -> tuple[str, int, int, int]:
+            return " ".join(text[s:e] for s, e in cur), cur_len, cur[0][0], cur[-1][1]
+
+        spans = sentence_spans(text)
+        encoded = tokenizer([text[s:e] for s, e in spans], add_special_tokens=False, return_offsets_mapping=True) if spans else None
+        for k, (start, end) in enumerate(spans):
             toks = encoded.tokens(k)
             if len(toks) > self.chunk_tokens:  # one over-long sentence: cut into windows
                 if cur:
-                    chunks.append((" ".join(cur), cur_len))
+                    chunks.append(packed())
                     cur, cur_len = [], 0
+                offsets = encoded["offset_mapping"][k]
                 for s in range(0, len(toks), self.chunk_tokens):
                     window = toks[s : s + self.chunk_tokens]
-                    chunks.append((tokenizer.convert_tokens_to_string(window), len(window)))
+                    chunks.append((tokenizer.convert_tokens_to_string(window), len(window), start + offsets[s][0], start + offsets[s + len(window) - 1][1]))
             elif cur_len + len(toks) > self.chunk_tokens:
-                chunks.append((" ".join(cur), cur_len))
-                cur, cur_len = [sent], len(toks)
+                chunks.append(packed())
+                cur, cur_len = [(start, end)], len(toks)
             else:
-                cur.append(sent)
+                cur.append((start, end))
                 cur_len += len(toks)
             if len(chunks) >= self.max_chunks:
                 return chunks[: self.max_chunks]
         if cur:
-            chunks.append((" ".join(cur), cur_len))
+            chunks.append(packed())
         return chunks[: self.max_chunks]
 
     def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
@@ -254,23 +266,33 @@ class SentimentModel:
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         """``(n, 3)`` article-level probabilities in LABELS order (see module docstring)."""
+        return self.explain_articles(articles)[0]
+
+    def explain_articles(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]]]:
+        """:meth:`score_articles` and, per article, the passages that drove its verdict (title,
+        body chunks; :func:`explanation`), from the same forward pass."""
         texts: list[str] = []
         owners: list[tuple[int, str, int]] = []  # (article index, "title"|"body", tokens)
+        spans: list[tuple[int, int]] = []  # where each text lies in its Article.text
         bodies = [art.body for art in articles]
         if self.batched is not None:  # chunking is host work too: on the worker threads
-            chunked = self.batched.map(lambda body: self.chunk(body, self.batched.thread_tokenizer()) if body else [], bodies)
+            chunked = self.batched.map(lambda body: self.chunk_spans(body, self.batched.thread_tokenizer()) if body else [], bodies)
         else:
-            chunked = [self.chunk(body) if body else [] for body in bodies]
+            chunked = [self.chunk_spans(body) if body else [] for body in bodies]
         for i, (art, chunks) in enumerate(zip(articles, chunked)):
             if art.title:
                 texts.append(art.title)
                 owners.append((i, "title", 1))
+                spans.append((0, len(art.title)))
             if art.body:
-                for chunk_text, n_tok in chunks:
+                offset = len(art.title) + 2 if art.title else 0  # Article.text: title, a blank line, body
+                for chunk_text, n_tok, start, end in chunks:
                     texts.append(chunk_text)
                     owners.append((i, "body", max(n_tok, 1)))
+                    spans.append((offset + start, offset + end))
         probs = self.predict_proba(texts, max_length=self.chunk_tokens + 2)
-        return aggregate(len(articles), owners, probs)
+        verdicts = aggregate(len(articles), owners, probs)
+        return verdicts, explanation(articles, owners, spans, probs, verdicts)
 
 
 def length_sorted_batches(
@@ -314,6 +336,43 @@ def length_sorted_batches(
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def part_weights(owners: Sequence[tuple[int, str, int]], probs: np.ndarray) -> np.ndarray:
+    """Each part's share of its article's verdict, as :func:`aggregate` weighs it: the title
+    :data:`TITLE_WEIGHT` (all of it without a body), body chunks the rest by tokens ×
+    (confidence + 0.1)."""
+    raw = np.array([1.0 if part == "title" else n_tok * (confidence(p) + 0.1) for (_, part, n_tok), p in zip(owners, probs)])
+    has_title = {i for i, part, _ in owners if part == "title"}
+    has_body = {i for i, part, _ in owners if part == "body"}
+    body_total: dict[int, float] = {}
+    for (i, part, _), w in zip(owners, raw):
+        if part == "body":
+            body_total[i] = body_total.get(i, 0.0) + w
+    out = np.zeros(len(owners))
+    for j, (i, part, _) in enumerate(owners):
+        if part == "title":
+            out[j] = TITLE_WEIGHT if i in has_body else 1.0
+        else:
+            out[j] = (1 - TITLE_WEIGHT if i in has_title else 1.0) * raw[j] / body_total[i]
+    return out
+
+
+def explanation(articles: Sequence[Article], owners: Sequence[tuple[int, str, int]], spans: Sequence[tuple[int, int]], probs: np.ndarray, verdicts: np.ndarray) -> list[list[Evidence]]:
+    """Per article, the one to three parts (title, body chunks) that pushed hardest towards its
+    label, with their own verdicts, weights and offsets into :attr:`Article.text`."""
+    weights = part_weights(owners, probs)
+    rows: list[list[int]] = [[] for _ in articles]
+    for j, (i, _, _) in enumerate(owners):
+        rows[i].append(j)
+    out: list[list[Evidence]] = []
+    for art, idx, verdict in zip(articles, rows, verdicts):
+        if not idx:
+            out.append([])
+            continue
+        label = Label(LABELS[int(np.argmax(verdict))])
+        out.append(drivers(art.text, [spans[j] for j in idx], probs[idx], weights[idx], label))
+    return out
 
 
 def aggregate(n: int, owners: Sequence[tuple[int, str, int]], probs: np.ndarray) -> np.ndarray:
@@ -412,6 +471,9 @@ class HotReloadingClassifier:
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         return self.current.score_articles(articles)
+
+    def explain_articles(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]]]:
+        return self.current.explain_articles(articles)
 
     def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
         return self.current.score_mentions(items)

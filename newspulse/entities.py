@@ -103,18 +103,25 @@ def combine(ticker: str, text: str, passages: Sequence[Passage], probs: np.ndarr
     the confidence-weighted mean, with the passages that drove it as evidence."""
     weights = np.array([(confidence(p) + 0.1) * (TITLE_BOOST if psg.title else 1.0) for psg, p in zip(passages, probs)])
     mean = (weights[:, None] * probs).sum(axis=0) / weights.sum()
-    mean = mean / mean.sum()
-    probabilities, label, score = _verdict_fields(mean)
-    k = LABELS.index(label.value)
-    # the passages that pushed hardest towards the verdict's label; ties: earlier first
-    drivers = sorted(range(len(passages)), key=lambda i: (-weights[i] * probs[i][k], i))[:MAX_EVIDENCE]
-    share = weights / weights.sum()
-    evidence = []
-    for i in sorted(drivers):
-        _, p_label, p_score = _verdict_fields(probs[i])
-        psg = passages[i]
-        evidence.append(Evidence(start=psg.start, end=psg.end, text=text[psg.start : psg.end], label=p_label, score=p_score, weight=round(float(share[i]), 4)))
+    probabilities, label, score = _verdict_fields(mean / mean.sum())
+    evidence = drivers(text, [(psg.start, psg.end) for psg in passages], probs, weights, label)
     return EntityVerdict(ticker=ticker, label=label, probabilities=probabilities, score=score, basis="mentions", mentions=len(passages), evidence=evidence)
+
+
+def drivers(text: str, spans: Sequence[Span], probs: np.ndarray, weights: np.ndarray, label: Label, limit: int = MAX_EVIDENCE) -> list[Evidence]:
+    """The passages (``spans`` of ``text``, scored ``probs``, counted with ``weights``) that
+    pushed hardest towards ``label`` (weight × P(label); ties: the earlier), at most ``limit``,
+    in text order, each with its own verdict and its share of the weight. Entity verdicts and
+    the story's explanation both show these."""
+    k = LABELS.index(label.value)
+    top = sorted(range(len(spans)), key=lambda i: (-weights[i] * probs[i][k], i))[:limit]
+    share = weights / weights.sum()
+    out = []
+    for i in sorted(top):
+        _, p_label, p_score = _verdict_fields(probs[i])
+        start, end = spans[i]
+        out.append(Evidence(start=start, end=end, text=text[start:end], label=p_label, score=p_score, weight=round(float(share[i]), 4)))
+    return out
 
 
 def clip(passage: Passage, limit: int = MAX_PASSAGE_CHARS) -> Passage:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from prometheus_client import Counter
@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from newspulse.entities import EntityScorer, Span
 from newspulse.errors import Failure, classify
-from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, ScoredArticle, check_published_at
+from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, Evidence, ScoredArticle, check_published_at
 from newspulse.store.base import DeadLetter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,14 @@ class Classifier(Protocol):
 
     def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
         """Per ``(text, spans)``: the verdict about the entity named at those spans of the text."""
+
+
+@runtime_checkable
+class ExplainingClassifier(Protocol):
+    """A classifier that also says which passages drove each story's verdict (the production
+    model does, from the same forward pass); others leave ``explanation`` empty."""
+
+    def explain_articles(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]]]: ...
 
 
 class Summarizer(Protocol):
@@ -129,6 +137,16 @@ class Outcome:
     transient: bool = False
 
 
+class Classified(NamedTuple):
+    """A batch after tagging and classifying, in input order: the tagged articles, the story
+    probabilities, each article's entity verdicts and its story's explanation."""
+
+    articles: list[Article]
+    probabilities: np.ndarray
+    entities: list[list[EntityVerdict]]
+    explanations: list[list[Evidence]]
+
+
 @dataclass
 class Prepared:
     """A batch after parsing, tagging and classifying (:meth:`Processor.prepare`), so a source
@@ -141,9 +159,7 @@ class Prepared:
     messages: list[RawMessage]
     outcomes: list[Outcome | None]
     order: list[int] = field(default_factory=list)
-    articles: list[Article] = field(default_factory=list)
-    probabilities: np.ndarray | None = None
-    entities: list[list[EntityVerdict]] = field(default_factory=list)
+    classified: Classified | None = None
     scored: list[ScoredArticle] = field(default_factory=list)
     poison: dict[int, str] = field(default_factory=dict)
     error: Exception | None = None
@@ -331,18 +347,21 @@ class Processor:
 
     def enrich(self, articles: Sequence[Article]) -> list[ScoredArticle]:
         """Tag, score and summarise; the classifier sees whole articles, batched."""
-        tagged, probs, entities = self._classify(articles)
-        return self._summarise(tagged, probs, entities)
+        return self._summarise(self._classify(articles))
 
-    def _classify(self, articles: Sequence[Article]) -> tuple[list[Article], np.ndarray, list[list[EntityVerdict]]]:
-        """Tag (once per batch), classify whole articles, then each ticker's mentions (one
-        ``score_mentions`` call per batch), batched."""
+    def _classify(self, articles: Sequence[Article]) -> Classified:
+        """Tag (once per batch), classify whole articles (with their explanation when the
+        classifier gives one), then each ticker's mentions (one ``score_mentions`` call per
+        batch), batched."""
         tagged = self.tagger.tag_many(articles) if self.tagger is not None else list(articles)
-        probs = self.classifier.score_articles(tagged)
-        return tagged, probs, self.entities.verdicts(tagged, probs, self.classifier)
+        if isinstance(self.classifier, ExplainingClassifier):
+            probs, explanations = self.classifier.explain_articles(tagged)
+        else:
+            probs, explanations = self.classifier.score_articles(tagged), [[] for _ in tagged]
+        return Classified(tagged, probs, self.entities.verdicts(tagged, probs, self.classifier), explanations)
 
-    def _summarise(self, articles: list[Article], probs: np.ndarray, entities: list[list[EntityVerdict]]) -> list[ScoredArticle]:
-        summaries = self.summarizer.summarize(articles)
+    def _summarise(self, batch: Classified) -> list[ScoredArticle]:
+        summaries = self.summarizer.summarize(batch.articles)
         return [
             ScoredArticle.from_article(
                 a,
@@ -350,8 +369,9 @@ class Processor:
                 summary=s,
                 model_version=self.classifier.version,
                 entities=verdicts,
+                explanation=why,
             )
-            for a, row, s, verdicts in zip(articles, probs, summaries, entities)
+            for a, row, s, verdicts, why in zip(batch.articles, batch.probabilities, summaries, batch.entities, batch.explanations)
         ]
 
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:
@@ -388,7 +408,7 @@ class Processor:
         prepared = Prepared(messages=attached, outcomes=outcomes, order=list(parsed), poison=poison)
         if parsed:
             try:
-                prepared.articles, prepared.probabilities, prepared.entities = self._classify([parsed[i] for i in prepared.order])
+                prepared.classified = self._classify([parsed[i] for i in prepared.order])
             except Exception as err:  # noqa: BLE001 - handed to the driver with the parsed messages
                 prepared.error = err
         prepared.seconds = time.perf_counter() - t0
@@ -409,8 +429,8 @@ class Processor:
         """
         t0 = time.perf_counter()
         messages, outcomes = prepared.messages, list(prepared.outcomes)
-        if prepared.articles and not prepared.scored:
-            prepared.scored = self._summarise(prepared.articles, prepared.probabilities, prepared.entities)
+        if prepared.classified is not None and prepared.classified.articles and not prepared.scored:
+            prepared.scored = self._summarise(prepared.classified)
         if prepared.scored:
             try:
                 refused = self._write(prepared.scored)

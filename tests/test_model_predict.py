@@ -89,6 +89,24 @@ def test_long_bodies_are_chunked_within_the_window(clf):
     assert all(n <= clf.chunk_tokens for _, n in clf.chunk(giant))
 
 
+def test_explanation_points_at_the_passages_that_drove_the_verdict(clf):
+    """The story's explanation comes from the scoring pass itself: the title and body chunks
+    with their own verdicts and weights, at offsets into Article.text (a hard-wrapped line
+    included)."""
+    body = "Revenue fell 20% in the quarter.\nThe company warned\n  of further losses. " + " ".join(f"Filler sentence {i} about the weather and nothing else." for i in range(60))
+    long, short = _article("Profits collapse at the bank", body), _article("Only a headline here")
+    probs, why = clf.explain_articles([long, short])
+    np.testing.assert_allclose(probs, clf.score_articles([long, short]), atol=1e-6)
+    assert 1 <= len(why[0]) <= 3 and [e.start for e in why[0]] == sorted(e.start for e in why[0])
+    for ev in why[0]:
+        assert long.text[ev.start : ev.end] == ev.text and 0 < ev.weight <= 1
+    chunks = clf.chunk_spans(body)
+    assert chunks[0][2] == 0 and "warned\n  of further" in body[chunks[0][2] : chunks[0][3]]
+    assert all(end > start for _, _, start, end in chunks) and len(chunks) > 1
+    (title_only,) = why[1]
+    assert (title_only.start, title_only.end, title_only.text, title_only.weight) == (0, len(short.title), short.title, 1.0)
+
+
 def test_aggregate_weights_title_and_confident_long_chunks():
     sure_neg, unsure_pos, title_pos = [0.98, 0.01, 0.01], [0.3, 0.3, 0.4], [0.0, 0.0, 1.0]
     owners = [(0, "title", 1), (0, "body", 10), (0, "body", 10), (1, "title", 1), (2, "body", 5)]

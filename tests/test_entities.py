@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from newspulse.embedded import EmbeddedPipeline, StoreSink
+from newspulse.embedded import EmbeddedPipeline
+from newspulse.store.sink import StoreSink
 from newspulse.entities import EntityScorer, Passage, clip, combine
 from newspulse.ingest.tagging import build_mention_finder
 from newspulse.pipeline import Processor, RawMessage

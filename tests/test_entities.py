@@ -6,16 +6,18 @@ two-company story is good for one company and bad for the other."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from newspulse.embedded import EmbeddedPipeline
 from newspulse.store.sink import StoreSink
 from newspulse.entities import EntityScorer, Passage, clip, combine
 from newspulse.ingest.tagging import build_mention_finder
 from newspulse.pipeline import Processor, RawMessage
-from newspulse.schema import Article, Label
+from newspulse.schema import Article, Label, ScoredArticle
 from newspulse.settings import load_settings
 from newspulse.store.sqlite import SQLiteStore
 
@@ -152,3 +154,43 @@ def test_embedded_pipeline_stores_entity_verdicts(tmp_path):
     stored = store.get_article(TWO_COMPANY.id)
     assert {(v.ticker, v.label) for v in stored.entities} >= {("INTC", Label.negative), ("AMD", Label.positive)}
     assert stored.schema_version == 2
+
+
+@pytest.mark.kafka
+@pytest.mark.es
+def test_two_company_story_through_kafka_and_elasticsearch(tmp_path):
+    """Scaled mode: news.raw → the processor group → Elasticsearch and news.scored, each
+    company with its own verdict, stored and queryable per ticker."""
+    from peers import start_elasticsearch, start_kafka
+    from test_kafka_stream import ProcessorThread, make_settings, read_topic, wait_for
+
+    from newspulse.kafka.producer import KafkaArticlePublisher
+    from newspulse.store.base import Filter
+    from newspulse.store.elastic import ElasticStore
+
+    with start_kafka() as bootstrap, start_elasticsearch() as es_url:
+        s = make_settings(bootstrap, tmp_path, store_url=es_url, es_index_prefix=f"e{uuid.uuid4().hex[:10]}", es_retry_seconds=5)
+        store = ElasticStore(s)
+
+        def factory(settings, scored, dlq):
+            return Processor(ClauseClassifier(), FirstSentence(), sinks=[StoreSink(store), scored], dead_letters=dlq, entities=EntityScorer(build_mention_finder()))
+
+        proc = ProcessorThread(s, factory)
+        try:
+            with KafkaArticlePublisher(s) as pub:
+                pub.publish([TWO_COMPANY])
+            stored = wait_for(lambda: store.get_article(TWO_COMPANY.id), 90, "the story in Elasticsearch")
+        finally:
+            proc.close()
+        try:
+            by = {v.ticker: v for v in stored.entities}
+            assert (by["INTC"].label, by["AMD"].label, by["JPM"].basis) == (Label.negative, Label.positive, "story")
+            assert all(stored.text[ev.start : ev.end] == ev.text for v in stored.entities for ev in v.evidence)
+            (record,) = read_topic(s, s.kafka_topic_scored, 1)
+            assert ScoredArticle.model_validate_json(record.value).entities == stored.entities
+            (amd,) = store.timeseries(Filter(ticker="AMD"), timedelta(days=1))
+            (intc,) = store.timeseries(Filter(ticker="INTC"), timedelta(days=1))
+            assert (amd.positive, amd.negative, intc.positive, intc.negative) == (1, 0, 0, 1)
+            assert [a.id for a in store.top_negative(Filter(ticker="AMD", label="positive"))] == [TWO_COMPANY.id]
+        finally:
+            store.close()

@@ -378,6 +378,33 @@ def alert_rows(alerts: dict | None) -> list[Row]:
     return rows
 
 
+def entity_pipeline_rows(pipeline: dict | None, alerts: dict | None) -> list[Row]:
+    """Issue 25's pipeline targets: entity scoring's cost beside the story-level classifier on
+    the Reuters replay (bench/pipeline.py's stage costs), and ticker alerts on two-company
+    stories (bench/alerts.py's two-company case)."""
+    area = "Entity sentiment (#25)"
+    rows = []
+    target = "entity scoring adds ≤ 30 % to the classifier's per-article time (Reuters replay)"
+    share = number(pipeline, "stage_costs.entity_share_of_classifier")
+    if share is None:
+        rows.append(missing(area, target, "pipeline", "pipeline.json's stage_costs lack entity_share_of_classifier"))
+    else:
+        entity_ms, story_ms = number(pipeline, "stage_costs.entities_ms_per_article"), number(pipeline, "stage_costs.classify_ms_per_article")
+        detail = f" ({entity_ms:.1f} vs {story_ms:.1f} ms/article)" if entity_ms is not None and story_ms is not None else ""
+        rows.append(Row(area, target, f"{share:.0%}{detail}", at_most(share, 0.30), ("pipeline",)))
+    target = "two-company bursts alert on the company they are bad for only (ticker-scope precision ≥ 0.9, recall ≥ 0.95)"
+    own = dig(alerts, "two_company.entity_verdicts")
+    precision, recall = number(own, "precision"), number(own, "recall")
+    if precision is None or recall is None:
+        rows.append(missing(area, target, "alerts", "alerts.json lacks two_company.entity_verdicts"))
+    else:
+        story = dig(alerts, "two_company.story_verdict_only")
+        detail = f"; story verdict alone {number(story, 'precision'):.3f} / {number(story, 'recall'):.3f}" if number(story, "precision") is not None else ""
+        verdict = MET if precision >= 0.9 and recall >= 0.95 else NOT_MET
+        rows.append(Row(area, target, f"{precision:.3f} / {recall:.3f}, {number(own, 'good_company_alerts') or 0:.0f} alerts on the good-news company{detail}", verdict, ("alerts",)))
+    return rows
+
+
 def rebalance_rows(rebalance: dict | None) -> list[Row]:
     area, src, target = "Kafka (#17)", "rebalance", "a processor joining revokes no kept partition (cooperative-sticky)"
     revoked = number(rebalance, "cooperative_sticky.first_revocations_of_kept")
@@ -528,6 +555,7 @@ def summary_rows(results: dict[str, dict]) -> list[Row]:
         *speed_rows(r("model")),
         *retrain_rows(r("retrain")),
         *entity_rows(r("entities")),
+        *entity_pipeline_rows(r("pipeline"), r("alerts")),
         *fault_rows(r("faults")),
         *rebalance_rows(r("rebalance")),
         *alert_rows(r("alerts")),

@@ -242,15 +242,30 @@ def _teacher_lines(card: ModelCard) -> list[str]:
     return lines
 
 
-def _provenance_lines() -> list[str]:
-    if not PROVENANCE_FILE.is_file():
+def _provenance_lines(card: ModelCard) -> list[str]:
+    """The packaged encoder's weights checked against the upstream release (``models/provenance.json``):
+    what was compared, the finding and the licence in force; nothing for another base model."""
+    if hub_base_model(card.base_model) != PACKAGED_BASE_MODEL or not PROVENANCE_FILE.is_file():
         return []
     try:
-        record = json.loads(PROVENANCE_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        base = json.loads(PROVENANCE_FILE.read_text(encoding="utf-8")).get("base_model") or {}
+    except (OSError, ValueError, AttributeError):
         return []
-    return ["", "## Base model provenance", "", "How the packaged encoder's weights compare with the upstream release (`models/provenance.json`):", "",
-            "```json", json.dumps(record, indent=2, sort_keys=True), "```"]
+    upstream, package = base.get("upstream") or {}, base.get("distribution") or {}
+    lines = ["", "## Base model provenance", ""]
+    if upstream:
+        lines.append(f"Upstream: `{upstream.get('repository', '?')}` revision `{upstream.get('revision', '?')}` ({upstream.get('license', '?')}). "
+                     f"Packaged as `{package.get('package', '?')}` {package.get('version', '')}, which declares {package.get('declared_license', '?')}.")
+    if base.get("finding"):
+        lines += ["", str(base["finding"])]
+    files = base.get("files") or {}
+    if files:
+        lines += ["", "| file | sha256 | same as upstream |", "| --- | --- | --- |"]
+        lines += [f"| `{name}` | `{str(f.get('sha256', ''))[:16]}…` | {'yes' if f.get('matches_upstream') else 'no'} |" for name, f in files.items() if isinstance(f, dict)]
+    if base.get("method"):
+        lines += ["", f"Method: {base['method']} Checked {base.get('checked_at', '')}."]
+    lines.append(f"Licence in force for the weights: {base.get('license_in_force', 'unknown')}.")
+    return lines
 
 
 def hf_model_card(card: ModelCard) -> str:
@@ -329,7 +344,7 @@ def hf_model_card(card: ModelCard) -> str:
         "measure that separately.",
         "- Neutral is the largest class; a rare strongly worded negative story can still be labelled neutral. "
         "Watch the per-class figures in `" + CARD_FILE + "`.",
-        *_provenance_lines(),
+        *_provenance_lines(card),
         "",
         "## Citation",
         "",

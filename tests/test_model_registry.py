@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 
 import pytest
@@ -181,6 +183,10 @@ def test_28_the_hub_card_round_trips_through_huggingface_hub_and_keeps_its_rules
     for section in ("## Intended use", "## Out-of-scope use", "## Risks and limitations", "## Teacher", "## Citation"):
         assert section in hub.text, section
     assert "ensemble of 3 all-mpnet-base-v2 fine-tunes" in hub.text and "reuters-v2.csv.gz" in hub.text
+    from newspulse.models.card import PROVENANCE_FILE
+
+    finding = json.loads(PROVENANCE_FILE.read_text())["base_model"]["finding"]
+    assert "## Base model provenance" in hub.text and finding in hub.text, "models/provenance.json's finding"
     for citation in ("malo2014good", "zeroshot2022twitterfinancialnews", "lewis1997reuters21578", "reimers2019sentencebert"):
         assert citation in hub.text, f"the data licences ask for {citation}"
 

@@ -180,3 +180,68 @@ def test_a_second_alerter_stands_by_and_takes_over(tmp_path, caplog):
         assert len(firing) == 1, [r.getMessage() for r in firing]
         for st in stores:
             st.close()
+
+
+def test_store_error_as_an_alert_fires_over_kafka_commits_nothing_until_stored(tmp_path, monkeypatch):
+    """#29.2 in Kafka mode: upsert_alerts raising StoreUnavailable does not escape the loop; the
+    alerter keeps polling, commits no offset while the alert waits for the store, and once the
+    store is back stores the alert, delivers it and commits every record."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from peers import start_kafka
+
+    from newspulse.alerts import service
+    from newspulse.kafka.client import connection_config, ensure_topics
+    from newspulse.retrying import Backoff
+    from newspulse.store.base import StoreUnavailable
+
+    class LockedStore(SQLiteStore):
+        """A real SQLite store whose alert writes fail while ``locked`` (as a locked file's do)."""
+
+        locked = True
+        refused = 0
+
+        def upsert_alerts(self, alerts):
+            if self.locked:
+                self.refused += 1
+                raise StoreUnavailable(f"SQLite store {self.path}: writing {len(alerts)} alerts failed: database is locked")
+            return super().upsert_alerts(alerts)
+
+    monkeypatch.setattr(service, "STORE_BACKOFF", Backoff(first_s=0.1, max_s=0.3))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    with start_kafka() as bootstrap:
+        settings = alerter_settings(bootstrap, tmp_path, rules, partitions=1)
+        ensure_topics(settings)
+        articles = windowed(T0, 15, [(4, 1)] * 8 + [(6, 6)]) + [scored(T0 + timedelta(minutes=135, seconds=1), tickers=["OTHER"])]
+        producer = KafkaProducer(**connection_config(settings))
+        for a in articles:
+            producer.send(settings.kafka_topic_scored, a.model_dump_json().encode())
+        producer.flush()
+        producer.close()
+
+        def committed():
+            consumer = KafkaConsumer(**connection_config(settings), group_id=f"{settings.kafka_group_id}-alerter", enable_auto_commit=False)
+            try:
+                return consumer.committed(TopicPartition(settings.kafka_topic_scored, 0))
+            finally:
+                consumer.close()
+
+        store = LockedStore(settings.sqlite_path)
+        alerter = build_alerter(settings, store, recover=False)
+        worker = AlerterThread(alerter, settings)
+        try:
+            deadline = time.monotonic() + 60
+            while store.refused < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert store.refused >= 3 and worker.thread.is_alive()
+            assert store.list_alerts() == [] and committed() is None
+            store.locked = False
+            while time.monotonic() < deadline and not any(a.delivery.get("log:firing") == "delivered" for a in store.list_alerts()):
+                time.sleep(0.2)
+            time.sleep(1.0)  # one more poll loop: the commit follows the stored changes
+        finally:
+            worker.close()
+        (alert,) = store.list_alerts()
+        store.close()
+        assert alert.status == AlertStatus.firing and alert.delivery == {"log:firing": "delivered"}
+        assert committed() == len(articles)

@@ -39,7 +39,7 @@ LIBRARY_LOGGERS = ("kafka", "elastic_transport", "elasticsearch", "urllib3", "ht
 
 class CommandGroup(TyperGroup):
     """A Typer group whose sub-commands end with one line and their error's exit code on an
-    expected error, and whose help pages show ``FILE``/``INTEGER``/``a|b`` instead of Python types."""
+    expected error, and whose help pages show ``PATH``/``INTEGER``/``a|b`` instead of Python types."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -64,7 +64,7 @@ class CommandGroup(TyperGroup):
 
 class _HumanOption(TyperOption):
     """Typer prints an option's Python type (``<bool>``, ``<list[Path]>``); people read the
-    metavars of git or kubectl: none for a flag, ``FILE``, ``INTEGER``, ``store|kafka``."""
+    metavars of git or kubectl: none for a flag, ``PATH``, ``INTEGER``, ``store|kafka``."""
 
     def display_type_rich(self, ctx: typer.Context) -> str | None:
         return None if self.is_flag else _metavar(self)

@@ -44,8 +44,24 @@ def alerter_settings(bootstrap: str, tmp_path, rules, *, partitions: int):
     )
 
 
+def publish_spike(settings, *raw: bytes) -> list:
+    """Put ``raw`` records, then a spike on ACME and a later story that closes its window, on
+    news.scored; returns the articles."""
+    from kafka import KafkaProducer
+
+    from newspulse.kafka.client import connection_config
+
+    articles = windowed(T0, 15, [(4, 1)] * 8 + [(6, 6)]) + [scored(T0 + timedelta(minutes=135, seconds=1), tickers=["OTHER"])]
+    producer = KafkaProducer(**connection_config(settings))
+    for value in [*raw, *(a.model_dump_json().encode() for a in articles)]:
+        producer.send(settings.kafka_topic_scored, value)
+    producer.flush()
+    producer.close()
+    return articles
+
+
 def test_alerter_consumes_news_scored(tmp_path):
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from peers import start_kafka
 
     from newspulse.kafka.client import connection_config, ensure_topics
@@ -55,13 +71,7 @@ def test_alerter_consumes_news_scored(tmp_path):
     with start_kafka() as bootstrap:
         settings = alerter_settings(bootstrap, tmp_path, rules, partitions=1)
         ensure_topics(settings)
-        articles = windowed(T0, 15, [(4, 1)] * 8 + [(6, 6)]) + [scored(T0 + timedelta(minutes=135, seconds=1), tickers=["OTHER"])]
-        producer = KafkaProducer(**connection_config(settings))
-        producer.send(settings.kafka_topic_scored, b"{not json")
-        for a in articles:
-            producer.send(settings.kafka_topic_scored, a.model_dump_json().encode())
-        producer.flush()
-        producer.close()
+        articles = publish_spike(settings, b"{not json")
 
         store = SQLiteStore(settings.sqlite_path)
         alerter = build_alerter(settings, store, recover=False)
@@ -186,25 +196,13 @@ def test_store_error_as_an_alert_fires_over_kafka_commits_nothing_until_stored(t
     """#29.2 in Kafka mode: upsert_alerts raising StoreUnavailable does not escape the loop; the
     alerter keeps polling, commits no offset while the alert waits for the store, and once the
     store is back stores the alert, delivers it and commits every record."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from peers import start_kafka
 
     from newspulse.alerts import service
     from newspulse.kafka.client import connection_config, ensure_topics
     from newspulse.retrying import Backoff
-    from newspulse.store.base import StoreUnavailable
-
-    class LockedStore(SQLiteStore):
-        """A real SQLite store whose alert writes fail while ``locked`` (as a locked file's do)."""
-
-        locked = True
-        refused = 0
-
-        def upsert_alerts(self, alerts):
-            if self.locked:
-                self.refused += 1
-                raise StoreUnavailable(f"SQLite store {self.path}: writing {len(alerts)} alerts failed: database is locked")
-            return super().upsert_alerts(alerts)
+    from test_alerts_reliability import FlakyStore
 
     monkeypatch.setattr(service, "STORE_BACKOFF", Backoff(first_s=0.1, max_s=0.3))
     rules = tmp_path / "rules.yaml"
@@ -212,12 +210,7 @@ def test_store_error_as_an_alert_fires_over_kafka_commits_nothing_until_stored(t
     with start_kafka() as bootstrap:
         settings = alerter_settings(bootstrap, tmp_path, rules, partitions=1)
         ensure_topics(settings)
-        articles = windowed(T0, 15, [(4, 1)] * 8 + [(6, 6)]) + [scored(T0 + timedelta(minutes=135, seconds=1), tickers=["OTHER"])]
-        producer = KafkaProducer(**connection_config(settings))
-        for a in articles:
-            producer.send(settings.kafka_topic_scored, a.model_dump_json().encode())
-        producer.flush()
-        producer.close()
+        articles = publish_spike(settings)
 
         def committed():
             consumer = KafkaConsumer(**connection_config(settings), group_id=f"{settings.kafka_group_id}-alerter", enable_auto_commit=False)
@@ -226,16 +219,17 @@ def test_store_error_as_an_alert_fires_over_kafka_commits_nothing_until_stored(t
             finally:
                 consumer.close()
 
-        store = LockedStore(settings.sqlite_path)
+        store = FlakyStore(settings.sqlite_path)
+        store.failures = locked = 10**6  # until the test unlocks it
         alerter = build_alerter(settings, store, recover=False)
         worker = AlerterThread(alerter, settings)
         try:
             deadline = time.monotonic() + 60
-            while store.refused < 3 and time.monotonic() < deadline:
+            while locked - store.failures < 3 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert store.refused >= 3 and worker.thread.is_alive()
+            assert locked - store.failures >= 3 and worker.thread.is_alive()
             assert store.list_alerts() == [] and committed() is None
-            store.locked = False
+            store.failures = 0
             while time.monotonic() < deadline and not any(a.delivery.get("log:firing") == "delivered" for a in store.list_alerts()):
                 time.sleep(0.2)
             time.sleep(1.0)  # one more poll loop: the commit follows the stored changes

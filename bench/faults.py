@@ -18,6 +18,9 @@ R3  poison messages of 12 kinds mixed into good ones (and one kill -9 mid-stream
     message dead-lettered with its reason and its source topic/partition/offset, every good one
     stored.
 R4  the crawler against hostile feeds: bench/faults_crawler.py (registered in SCENARIOS).
+R5  the broker killed -9 mid-stream and restarted empty (its own tansu): every story before and
+    after the restart stored once, the raw topic back with the configured partitions, and the
+    processor's health check never green while it made no progress past its pause limit.
 R6  the alerter's store fails as an alert fires (it waits, and once killed while waiting, its
     successor evaluates the window again): the alert is delivered exactly once.
 R7  a poisoned notification among good ones: every good one delivered, each poisoned one ends
@@ -48,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "docker")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,7 +64,7 @@ from newspulse.kafka.producer import build_producer  # noqa: E402
 from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
-from peers import CredentialProxy, Peer, start_elasticsearch_peer, start_kafka  # noqa: E402
+from peers import CredentialProxy, Peer, free_port, start_elasticsearch_peer, start_kafka, start_kafka_peer  # noqa: E402
 from fault_results import ChildProcess, Outcome, commit, machine, write_results  # noqa: E402
 from faults_alerts import run_scenario as run_alert_scenario  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
@@ -599,11 +602,118 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
 # --- the suite ------------------------------------------------------------------------------
 #: Scenario name → function(stack, args) giving its outcomes (printed as each one ends). Each
 #: runs on the shared broker.
+# --- R5: the broker restarts empty ---------------------------------------------------------
+class HealthWatch:
+    """Samples the processor every second: its container health check (``newspulse-healthcheck
+    fresh``, run in-process on its metrics endpoint) and the store's count. A sample is *wedged*
+    when stories are waiting yet nothing was stored for longer than the pause limit: the health
+    check must not be green then."""
+
+    def __init__(self, url: str, limit_s: float, stored: Callable[[], int]) -> None:
+        import threading
+
+        self.url, self.limit_s, self.stored = url, limit_s, stored
+        self.samples: list[dict] = []
+        self.waiting = False  # set while stories are published and not all stored
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="r5-health", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import healthcheck
+
+        last, moved = -1, time.monotonic()
+        while not self._stop.wait(1.0):
+            n = self.stored()
+            if n != last:
+                last, moved = n, time.monotonic()
+            try:
+                healthcheck.check_fresh(self.url, "newspulse_kafka_last_poll_timestamp_seconds", 360)
+                healthy, why = True, ""
+            except Exception as err:  # unhealthy, or the processor not up yet
+                healthy, why = False, str(err)
+            stalled = time.monotonic() - moved
+            self.samples.append({"healthy": healthy, "why": why, "stalled_s": stalled, "wedged": self.waiting and stalled > self.limit_s})
+
+    def close(self) -> dict:
+        self._stop.set()
+        self._thread.join(10)
+        wedged = [s for s in self.samples if s["wedged"]]
+        return {
+            "health_samples": len(self.samples),
+            "wedged_samples": len(wedged),
+            "wedged_but_healthy": sum(s["healthy"] for s in wedged),
+            "longest_stall_s": max((s["stalled_s"] for s in self.samples if s["wedged"] or not s["healthy"]), default=0.0),
+            "unhealthy_reasons": sorted({s["why"].split(":")[0] for s in self.samples if not s["healthy"]})[:5],
+        }
+
+
+def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
+    """The processor consumes ``n`` stories; the broker is killed -9 and restarted with nothing
+    in it; ``n`` more are published. Every story is stored once and the health check is never
+    green while the processor is wedged (its own broker: the shared one must not restart)."""
+    n, limit = args.restart_articles, args.max_paused
+    params = {"articles_before": n, "articles_after": n, "store": "sqlite", "partitions": 2, "max_paused_s": limit}
+    proc = None
+    watch = None
+    try:
+        with start_kafka_peer() as broker:
+            port = free_port()
+            run = new_run(Stack(f"127.0.0.1:{broker.port}", stack.registry, stack.workdir), "r5", kafka_partitions=2, max_paused_s=limit, metrics_port=port)
+            proc = ProcessorProcess(run)
+            stored = lambda: stored_counts(run.settings)[0]  # noqa: E731
+            before, after = headlines(n, "r5-before"), headlines(n, "r5-after")
+            publish_articles(run.settings, before, "R5 before the restart")
+            t0 = time.monotonic()
+            proc.start()
+            watch = HealthWatch(f"http://127.0.0.1:{port}/metrics", limit, stored)
+            watch.waiting = True
+            progress_wait(stored, n, "R5 before the restart", alive=lambda: proc.alive)
+            watch.waiting = False
+            broker.stop()  # kill -9: every topic, offset and producer id is gone
+            time.sleep(5)
+            broker.start()
+            time.sleep(5)
+            probe = KafkaConsumer(**connection_config(run.settings))
+            auto_created = run.settings.kafka_topic_raw in probe.topics()  # the processor's requests must not create it
+            probe.close()
+            ensure_topics(run.settings)  # what `kafka init-topics` does
+            publish_articles(run.settings, after, "R5 after the restart")
+            watch.waiting = True
+            progress_wait(stored, 2 * n, "R5 after the restart", alive=lambda: proc.alive)
+            watch.waiting = False
+            elapsed = time.monotonic() - t0
+            time.sleep(3)
+            health = watch.close()
+            rc = proc.stop()
+            articles, ids = stored_counts(run.settings)
+            consumer = KafkaConsumer(**connection_config(run.settings))
+            partitions = len(consumer.partitions_for_topic(run.settings.kafka_topic_raw) or ())
+            consumer.close()
+            log_text = proc.log.read_text(errors="replace")
+            figures = {
+                "produced": 2 * n, "stored": articles, "duplicates": articles - ids, "raw_partitions": partitions,
+                "auto_created_before_init": auto_created, "producers_dropped": log_text.count("dropping the Kafka producer"),
+                "topic_recreated_seen": log_text.count("was created again on the broker"), "exit_code": rc,
+                **health, "last_processor_counters": proc.counters(),
+            }
+            passed = articles == ids == 2 * n and partitions == 2 and not auto_created and health["wedged_but_healthy"] == 0 and rc == 0
+            return [Outcome("R5 broker restart", passed, figures, params, elapsed)]
+    except Exception as err:
+        return [failed_outcome("R5 broker restart", params, err, proc)]
+    finally:
+        if watch is not None:
+            watch.close()
+        if proc is not None:
+            proc.stop(30)
+
+
 SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], Iterable[Outcome]]] = {
     "R1": r1_kill9,
     "R2": r2_all,
     "R3": r3_poison,
     "R4": lambda stack, args: [Outcome("R4 hostile feeds", *r4_result())],  # bench/faults_crawler.py
+    "R5": r5_broker_restart,
     "R6": lambda stack, args: [run_alert_scenario("R6")],  # bench/faults_alerts.py
     "R7": lambda stack, args: [run_alert_scenario("R7")],
 }
@@ -631,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--credential-exit-timeout", type=float, default=300.0, help="longest R2 waits for the processor to stop on an expired key")
     ap.add_argument("--poison", type=int, default=1000, help="poison messages in R3 (12 kinds, round-robin)")
     ap.add_argument("--r3-kills", type=int, default=1, help="kill -9 of the processor during R3 (dead letters written twice must carry the same origin)")
+    ap.add_argument("--restart-articles", type=int, default=400, help="stories published before, and again after, the broker restart in R5")
+    ap.add_argument("--max-paused", type=float, default=20.0, help="R5's NEWSPULSE_MAX_PAUSED_S: how long the processor may make no progress before its health check must fail")
     ap.add_argument("--registry", type=Path, help="model registry of the classifier (default: the tests' quick-trained one)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results file (merged: other scenarios' results are kept)")
     args = ap.parse_args(argv)

@@ -43,7 +43,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor  # noqa: E4
 
 from newspulse.kafka.client import ensure_topics  # noqa: E402
 from newspulse.kafka.processor import KafkaSource  # noqa: E402
-from newspulse.kafka.producer import KafkaArticlePublisher, build_producer  # noqa: E402
+from newspulse.kafka.producer import KafkaArticlePublisher, RenewingProducer  # noqa: E402
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, parse_origin  # noqa: E402
 from newspulse.pipeline import Processor  # noqa: E402
 from newspulse.store.sink import StoreSink  # noqa: E402
@@ -109,7 +109,7 @@ def one_run(bootstrap: str, strategy: str, rate: float, warm: float, after: floa
         batch_max_records=20, batch_max_wait_ms=100, store_url=f"sqlite:///{workdir / f'{tag}.db'}", log_level="WARNING",
     )
     ensure_topics(settings)
-    producer = build_producer(settings)
+    producer = RenewingProducer(settings)
     store = SQLiteStore(settings.sqlite_path)
     overrides = {"partition_assignment_strategy": STRATEGIES[strategy]} if STRATEGIES[strategy] else {}
     first, second = Member(settings, producer, store, overrides), Member(settings, producer, store, overrides)

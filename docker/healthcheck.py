@@ -8,7 +8,12 @@ any number per call, all must pass (exit 0; otherwise exit 1 with the reason on 
 ``fresh URL METRIC SECONDS``
                the Prometheus endpoint at URL has a sample of METRIC (a Unix timestamp gauge,
                any labels) no older than SECONDS: the process's main loop polled its source
-               recently. The newest sample counts (the crawler has one per feed).
+               recently. The newest sample counts (the crawler has one per feed). If the
+               endpoint also reports that processing paused for an unavailable store or broker
+               (``newspulse_pipeline_paused_since_timestamp_seconds``) longer ago than its own
+               limit (``newspulse_pipeline_pause_limit_seconds``, ``NEWSPULSE_MAX_PAUSED_S``),
+               the check fails with "paused for N s": a paused loop keeps polling to stay in
+               its group, so its last poll alone would look healthy while nothing is stored.
 ``kafka``      a TCP connection to one of ``NEWSPULSE_KAFKA_BOOTSTRAP``'s brokers opens.
 ``store``      Elasticsearch at ``NEWSPULSE_STORE_URL`` answers ``_cluster/health`` with green
                or yellow, authenticated the way the application is (``NEWSPULSE_ES_*``).
@@ -41,23 +46,53 @@ def check_http(url: str, headers: dict[str, str] | None = None, context: ssl.SSL
         return resp.read()
 
 
-def newest_sample(exposition: str, metric: str) -> float | None:
-    """The largest value of ``metric`` (any labels) in a Prometheus text exposition."""
-    values = []
+#: Set by the pipeline while paused (Unix time the pause began, 0 while running) and its limit.
+PAUSED_SINCE = "newspulse_pipeline_paused_since_timestamp_seconds"
+PAUSE_LIMIT = "newspulse_pipeline_pause_limit_seconds"
+
+
+def samples(exposition: str, metric: str) -> dict[str, float]:
+    """Every value of ``metric`` in a Prometheus text exposition, by its label set as written."""
+    values = {}
     for line in exposition.splitlines():
         if line.startswith(metric) and line[len(metric) : len(metric) + 1] in (" ", "{"):
-            values.append(float(line.rsplit(" ", 1)[1] if "}" not in line else line.rsplit("}", 1)[1].split()[0]))
-    return max(values, default=None)
+            if "}" in line:
+                labels, rest = line[len(metric) :].rsplit("}", 1)
+                values[labels + "}"] = float(rest.split()[0])
+            else:
+                values[""] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def newest_sample(exposition: str, metric: str) -> float | None:
+    """The largest value of ``metric`` (any labels) in a Prometheus text exposition."""
+    return max(samples(exposition, metric).values(), default=None)
+
+
+def paused_too_long(exposition: str, now: float) -> str | None:
+    """Why the exposition's pipeline counts as wedged (a source paused past its own limit), or None."""
+    limits = samples(exposition, PAUSE_LIMIT)
+    for labels, started in samples(exposition, PAUSED_SINCE).items():
+        limit = limits.get(labels)
+        if started > 0 and limit is not None and now - started > limit:
+            return f"paused for {now - started:.0f}s (limit {limit:.0f}s): store or broker unavailable"
+    return None
 
 
 def check_fresh(url: str, metric: str, max_age_s: float) -> None:
-    """The newest ``metric`` timestamp at ``url`` is at most ``max_age_s`` seconds old."""
-    newest = newest_sample(check_http(url).decode("utf-8", "replace"), metric)
+    """The newest ``metric`` timestamp at ``url`` is at most ``max_age_s`` seconds old, and the
+    pipeline there (if any) is not paused past its limit."""
+    exposition = check_http(url).decode("utf-8", "replace")
+    newest = newest_sample(exposition, metric)
     if newest is None or newest <= 0:
         raise RuntimeError(f"{metric} not reported yet at {url}")
-    age = time.time() - newest
+    now = time.time()
+    age = now - newest
     if age > max_age_s:
         raise RuntimeError(f"{metric}: last poll {age:.0f}s ago (limit {max_age_s:.0f}s)")
+    wedged = paused_too_long(exposition, now)
+    if wedged is not None:
+        raise RuntimeError(wedged)
 
 
 def check_kafka(env: dict[str, str]) -> None:

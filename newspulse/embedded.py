@@ -117,7 +117,7 @@ class EmbeddedPipeline:
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_max_items)
         self.source = EmbeddedSource(self._queue, self.counters, settings.batch_max_records, on_settled)
         self.runner = SourceRunner(
-            self.source, processor, self.counters, batch_max_wait_ms=settings.batch_max_wait_ms, max_attempts=max_attempts, backoff=backoff
+            self.source, processor, self.counters, batch_max_wait_ms=settings.batch_max_wait_ms, max_paused_s=settings.max_paused_s, max_attempts=max_attempts, backoff=backoff
         )
         self._worker = threading.Thread(target=self._run, name="newspulse-embedded", daemon=True)
         self._worker.start()

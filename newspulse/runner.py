@@ -45,6 +45,11 @@ PAUSED_SINCE = Gauge(
     "Unix time processing paused for an unavailable store or broker; 0 while it runs (the healthcheck's measure of a wedged loop).",
     ["source"],
 )
+PAUSE_LIMIT = Gauge(
+    "newspulse_pipeline_pause_limit_seconds",
+    "How long processing may stay paused before the healthcheck reports it unhealthy (NEWSPULSE_MAX_PAUSED_S).",
+    ["source"],
+)
 INFRASTRUCTURE_RETRIES = Counter(
     "newspulse_pipeline_infrastructure_retries", "Batch retries after a store or broker was unavailable (never dead-lettered).", ["source"]
 )
@@ -108,6 +113,7 @@ class SourceRunner:
         counters: Counters,
         *,
         batch_max_wait_ms: int,
+        max_paused_s: float,
         max_attempts: int = 5,
         backoff: Backoff = Backoff(),
         classify_failure: FailureClassifier = classify,
@@ -117,6 +123,7 @@ class SourceRunner:
         self.driver = BatchDriver(processor, counters, max_attempts=max_attempts, backoff=backoff, classify_failure=classify_failure)
         self.scoring = ScoringStage(processor, name)
         self.max_wait_s = batch_max_wait_ms / 1000
+        PAUSE_LIMIT.labels(counters.source).set(max_paused_s)
         self._pending: list[RawMessage] = []
         self._batch_started: float | None = None
         self._last_arrival = 0.0

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     kafka_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest Kafka message produced or accepted (topics are created with this max.message.bytes).")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer-group session timeout: how fast a dead processor's partitions move to another.")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1000, description="Longest a processor may spend on one batch before the group considers it stuck.")
+    kafka_connect_timeout_s: float = Field(30.0, gt=0, le=3600, description="How long a Kafka client waits for a broker when it starts (connecting, creating topics); past it `process`, `replay --to kafka` and `crawl --to kafka` stop with one line instead of waiting.")
 
     # --- processing ----------------------------------------------------------------------
     batch_max_records: int = Field(64, ge=1, le=10_000, description="Largest micro-batch the processor scores at once.")
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(1024, ge=1, description="Bound of the embedded in-process queue (back-pressure).")
     max_published_ahead_hours: float = Field(24.0, gt=0, le=24 * 366, description="How far ahead of this host's clock an article's published_at may lie (clock skew, mislabelled time zones); later ones are dead-lettered.")
     max_tags_per_record: int = Field(MAX_TAGS_PER_RECORD, ge=1, le=100_000, description="Most tickers, and most topics, one record may carry; a record with more is dead-lettered with the reason (every symbol is an alert scope judged in every window).")
+    max_paused_s: float = Field(300.0, gt=0, description="How long processing may stay paused for an unavailable store or broker before the container healthcheck reports it unhealthy (it keeps retrying meanwhile).")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Port of the Prometheus metrics endpoint; unset = off.")
 
     # --- crawler (ingest/crawler.py) -----------------------------------------------------

@@ -91,6 +91,14 @@ def noida_binary() -> str:
 @contextlib.contextmanager
 def start_kafka() -> Iterator[str]:
     """Yield ``127.0.0.1:PORT`` of a fresh in-memory tansu broker."""
+    with start_kafka_peer() as peer:
+        yield f"127.0.0.1:{peer.port}"
+
+
+@contextlib.contextmanager
+def start_kafka_peer() -> Iterator[Peer]:
+    """Yield the :class:`Peer` of a fresh in-memory tansu broker: ``stop`` (kill -9) and
+    ``start`` restart it on the same port with nothing in it (a broker that lost its disk)."""
     with _peer(
         lambda port, d: [
             tansu_binary(), "broker",
@@ -99,7 +107,7 @@ def start_kafka() -> Iterator[str]:
             "--storage-engine", "memory://tansu/",
         ]
     ) as peer:
-        yield f"127.0.0.1:{peer.port}"
+        yield peer
 
 
 @contextlib.contextmanager

@@ -26,13 +26,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from newspulse.kafka.client import connection_config, describe, ensure_topics
 from newspulse.kafka.processor import KafkaSource, run_processor
-from newspulse.kafka.producer import KafkaArticlePublisher, build_producer
+from newspulse.kafka.producer import KafkaArticlePublisher, RenewingProducer, build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, parse_origin, read_dead_letter, record_origin
 from newspulse.pipeline import Processor
-from newspulse.store.sink import StoreSink
 from newspulse.schema import Article, ScoredArticle
 from newspulse.settings import Settings, SettingsError, load_settings
 from newspulse.store.base import StoreError, WriteResult
+from newspulse.store.sink import StoreSink
 from newspulse.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,7 +334,7 @@ def test_two_processors_split_the_partitions_and_store_everything_once(kafka_boo
     seen: list[set[int]] = [set(), set()]
     stops = [threading.Event(), threading.Event()]
     procs: list[KafkaSource] = []
-    producer = build_producer(s)
+    producer = RenewingProducer(s)
     threads = []
     for i in range(2):
         processor = fake_factory(stores[i])(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer))
@@ -645,7 +645,7 @@ def test_a_joining_processor_revokes_only_the_partitions_that_move(kafka_bootstr
     all four from it first). Work in flight on the moved partitions is committed, not lost."""
     s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=20)
     ensure_topics(s)
-    producer = build_producer(s)
+    producer = RenewingProducer(s)
     stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
     procs = [
         RevocationRecorder(s, fake_factory(st, delay_s=0.05, per_article_s=0.005)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)))

@@ -241,9 +241,56 @@ def test_fresh_healthcheck_reads_the_last_poll_timestamp_from_metrics():
     assert ok.returncode == 0, ok.stderr
     metrics.LAST_POLL.set(time.time() - 600)  # the loop is stuck; the metrics thread still answers
     stale = _healthcheck("fresh", url, name, "60")
-    assert stale.returncode == 1 and "last poll 600s ago" in stale.stderr
+    assert stale.returncode == 1 and re.search(r"last poll 60\ds ago", stale.stderr), stale.stderr  # 600 s and the check's own start-up
     missing = _healthcheck("fresh", url, "newspulse_nothing_timestamp_seconds", "60")
     assert missing.returncode == 1 and "not reported yet" in missing.stderr
+
+
+def test_a_processor_paused_past_its_limit_is_unhealthy_though_it_keeps_polling(tmp_path):
+    """Issue 29 #1: a processor wedged in "paused" kept refreshing its last-poll time, so the
+    container stayed healthy for 8 minutes while it stored nothing. A pipeline paused longer than
+    NEWSPULSE_MAX_PAUSED_S fails ``fresh`` with "paused for N s", and passes again once resumed."""
+    from newspulse.embedded import EmbeddedPipeline
+    from newspulse.kafka import metrics
+    from newspulse.metrics import serve_metrics
+    from newspulse.pipeline import Processor
+    from newspulse.retrying import Backoff
+    from newspulse.settings import load_settings
+    from newspulse.store.base import StoreUnavailable
+    from newspulse.store.sink import StoreSink
+    from newspulse.store.sqlite import SQLiteStore
+    from test_pipeline import FirstSentence, KeywordClassifier, raw
+
+    class DownSink(StoreSink):
+        down = True
+
+        def write(self, articles):
+            if self.down:
+                raise StoreUnavailable("store down")
+            return super().write(articles)
+
+    url = f"http://127.0.0.1:{serve_metrics(0)}/metrics"
+    store = SQLiteStore(tmp_path / "paused.db")
+    sink = DownSink(store)
+    settings = load_settings(batch_max_wait_ms=5, max_paused_s=1)
+    pipe = EmbeddedPipeline(settings, Processor(KeywordClassifier(), FirstSentence(), [sink], sink), backoff=Backoff(first_s=0.05, max_s=0.2))
+    try:
+        pipe.submit(json.dumps(raw(1)))
+        deadline = time.monotonic() + 30
+        while _sample("newspulse_pipeline_paused", source="embedded") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        metrics.LAST_POLL.set_to_current_time()  # the paused loop is alive and polling
+        wedged = _healthcheck("fresh", url, "newspulse_kafka_last_poll_timestamp_seconds", "60")
+        assert wedged.returncode == 1 and re.search(r"paused for \d+s \(limit 1s\)", wedged.stderr), wedged.stderr
+        sink.down = False
+        pipe.close(timeout=30)
+    finally:
+        store.close()
+    assert pipe.counters.stored == 1
+    metrics.LAST_POLL.set_to_current_time()
+    healthy = _healthcheck("fresh", url, "newspulse_kafka_last_poll_timestamp_seconds", "60")
+    assert healthy.returncode == 0, healthy.stderr
 
 
 def test_fresh_takes_the_newest_of_labelled_series():

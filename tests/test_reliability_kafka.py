@@ -25,7 +25,7 @@ from test_kafka_stream import ProcessorThread, articles, committed_lag, fake_fac
 
 from newspulse.kafka.client import ensure_topics
 from newspulse.kafka.processor import KafkaSource
-from newspulse.kafka.producer import build_producer
+from newspulse.kafka.producer import RenewingProducer, build_producer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, read_dead_letter
 from newspulse.pipeline import Counters
 from newspulse.retrying import Backoff
@@ -76,7 +76,7 @@ def test_store_outage_kafka_pauses_not_dead_letters(kafka_bootstrap, tmp_path):
     store = SQLiteStore(s.sqlite_path, busy_timeout_s=0.05)
     locker = sqlite3.connect(s.sqlite_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
-    producer = build_producer(s)
+    producer = RenewingProducer(s)
     proc = KafkaSource(s, fake_factory(store)(s, ScoredTopicSink(s, producer), DeadLetterTopicSink(s, producer)), backoff=FAST)
     stop = threading.Event()
     thread = threading.Thread(target=proc.run, args=(stop,), daemon=True)

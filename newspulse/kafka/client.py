@@ -1,4 +1,10 @@
-"""Connection settings shared by every Kafka client, topic creation, and retry with backoff.
+"""Connection settings shared by every Kafka client, topic creation, and reaching a broker at start-up.
+
+Every client is built with a bounded bootstrap (``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``) and with
+topic auto-creation off: topics come only from :func:`ensure_topics`, with the configured layout
+(a broker restarted empty must not get ``news.raw`` back with its own default partition count
+because a consumer asked for its metadata). Once running, outages are the batch driver's to
+wait out (:mod:`newspulse.retrying`); :func:`until_reached` only bounds a command's start.
 
 Secrets (the SASL password) go only into the client configuration dict; :func:`describe`
 gives the loggable view of a connection, so no log line ever carries them.
@@ -18,7 +24,8 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 
-from newspulse.retrying import Backoff
+from newspulse.errors import Unavailable
+from newspulse.retrying import Backoff, retry_until
 from newspulse.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ def connection_config(settings: Settings) -> dict:
         "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
         "security_protocol": settings.kafka_security_protocol,
         "client_id": "newspulse",
+        "bootstrap_timeout_ms": int(settings.kafka_connect_timeout_s * 1000),
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL") and settings.kafka_ssl_cafile is not None:
         if not settings.kafka_ssl_cafile.is_file():
@@ -124,7 +132,30 @@ class ActiveMember(ConsumerRebalanceListener):
 def group_config(settings: Settings, group_id: str, assignors: tuple = GROUP_ASSIGNORS) -> dict:
     """kafka-python keyword arguments for a member of consumer group ``group_id``: the
     connection plus the partition assignment (cooperative-sticky unless ``assignors`` says)."""
-    return {**connection_config(settings), "group_id": group_id, "partition_assignment_strategy": assignors}
+    return {**connection_config(settings), "group_id": group_id, "partition_assignment_strategy": assignors, "allow_auto_create_topics": False}
+
+
+def without_topic_creation(client: T) -> T:
+    """``client`` (a KafkaConsumer or KafkaProducer) with topic auto-creation off in its
+    metadata requests.
+
+    kafka-python 3.0 accepts ``allow_auto_create_topics=False`` but builds its metadata cache
+    without it, so every metadata request still asks the broker to create the topics it names
+    (tansu does: a restarted, empty broker got ``news.raw`` back with 4 partitions from the
+    processor's subscription). The flag is set where those requests read it; the configs say it
+    too, for a library that honours them."""
+    cluster = getattr(client, "_cluster", None) or getattr(client, "_metadata")
+    cluster.config["allow_auto_create_topics"] = False
+    return client
+
+
+def topic_id(consumer, topic: str) -> str | None:
+    """The broker's id of ``topic`` as ``consumer`` last saw it (KIP-516), or None if unknown.
+
+    It changes when the topic is deleted and created again (a broker that restarted empty):
+    the consumer's positions and the group's offsets then point into a log that no longer
+    exists. kafka-python keeps it in the consumer's metadata cache only."""
+    return consumer._cluster.topic_id(topic)
 
 
 def describe(settings: Settings) -> str:
@@ -144,31 +175,29 @@ def is_transient(err: BaseException) -> bool:
 BROKER_BACKOFF = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
 
 
-def retry(
+class BrokerUnreachable(Unavailable):
+    """No broker answered within the time a command allows itself to start: the command stops
+    with this one line (``process`` with no broker, say) instead of a traceback."""
+
+
+def until_reached(
     action: Callable[[], T],
     what: str,
+    settings: Settings,
     *,
-    timeout_s: float = 60.0,
+    timeout_s: float | None = None,
     stop: threading.Event | None = None,
-    backoff: Backoff = BROKER_BACKOFF,
 ) -> T:
-    """Run ``action`` until it succeeds, backing off exponentially (with jitter) on transient
-    broker errors, for at most ``timeout_s``; other errors and the last transient one propagate."""
-    deadline = time.monotonic() + timeout_s
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as err:
-            delay = backoff.delay(attempt)
-            if not is_transient(err) or time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
-                raise
-            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, err)
-            if stop is not None:
-                stop.wait(delay)
-            else:
-                time.sleep(delay)
-            attempt += 1
+    """``action`` retried on transient broker errors for at most ``timeout_s`` (default
+    ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``); then :class:`BrokerUnreachable` naming the
+    connection and the last error. Other errors propagate as they are."""
+    timeout = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
+    try:
+        return retry_until(action, what, timeout_s=timeout, transient=is_transient, backoff=BROKER_BACKOFF, stop=stop)
+    except Exception as err:
+        if not is_transient(err):
+            raise
+        raise BrokerUnreachable(f"{what}: no Kafka broker at {describe(settings)} answered within {timeout:g} s ({type(err).__name__}: {err})") from err
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -180,16 +209,19 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
     }
 
 
-def ensure_topics(settings: Settings, *, timeout_s: float = 60.0, stop: threading.Event | None = None) -> list[str]:
-    """Create the missing NewsPulse topics (idempotent) and wait until they have leaders.
+def ensure_topics(settings: Settings, *, timeout_s: float | None = None, stop: threading.Event | None = None) -> list[str]:
+    """Create the missing NewsPulse topics (idempotent) and wait until they have leaders, for at
+    most ``timeout_s`` (default ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``; then
+    :class:`BrokerUnreachable`).
 
     Returns the names that were created. Existing topics are left as they are, even when their
     partition count differs from the setting (changing it would remap keys to partitions).
     """
     specs = topic_specs(settings)
+    timeout = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
 
     def create() -> list[str]:
-        admin = KafkaAdminClient(**connection_config(settings))
+        admin = KafkaAdminClient(**{**connection_config(settings), "bootstrap_timeout_ms": int(timeout * 1000)})
         try:
             existing = set(admin.list_topics())
             missing = {name: spec for name, spec in specs.items() if name not in existing}
@@ -202,12 +234,12 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 60.0, stop: threadin
                         created.append(topic["name"])
                     elif code != TopicAlreadyExistsError.errno:  # a concurrent processor won the race
                         raise RuntimeError(f"cannot create topic {topic['name']}: error {code} {topic.get('error_message') or ''}")
-            admin.wait_for_topics(list(specs), timeout_ms=int(timeout_s * 1000))
+            admin.wait_for_topics(list(specs), timeout_ms=int(timeout * 1000))
             return created
         finally:
             admin.close()
 
-    created = retry(create, f"creating topics on {describe(settings)}", timeout_s=timeout_s, stop=stop)
+    created = until_reached(create, "creating topics", settings, timeout_s=timeout, stop=stop)
     if created:
         log.info("created topics %s (%d partitions, replication %d)", created, settings.kafka_partitions, settings.kafka_replication)
     return created

@@ -39,8 +39,8 @@ from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFaile
 
 from newspulse.errors import Failure, classify
 from newspulse.kafka import metrics
-from newspulse.kafka.client import BROKER_BACKOFF, describe, ensure_topics, group_config, is_transient, retry
-from newspulse.kafka.producer import build_producer
+from newspulse.kafka.client import BROKER_BACKOFF, ensure_topics, group_config, is_transient, topic_id, until_reached, without_topic_creation
+from newspulse.kafka.producer import RenewingProducer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
 from newspulse.pipeline import ArticleSink, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage
 from newspulse.retrying import Backoff
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: How long one poll waits while the processor is paused (bounds how quickly a stop is noticed).
 PAUSED_POLL_S = 0.5
+#: How long one offset commit may take; a commit that fails stays pending for the next one.
+COMMIT_TIMEOUT_MS = 30_000
 
 #: A valid article the processor scores once before joining the group (nothing is written).
 _WARM_UP = Article(published_at=datetime(2020, 1, 1, tzinfo=timezone.utc), source="warm-up", title="Company shares rise after results beat estimates")
@@ -143,6 +145,8 @@ class KafkaSource:
         self._failures_in_row = 0
         self._retried = 0
         self._stop = threading.Event()
+        #: The raw topic's broker id when first seen; another id means it was created again.
+        self._topic_id: str | None = None
 
     # --- consumer -------------------------------------------------------------------------
     def _build_consumer(self) -> KafkaConsumer:
@@ -161,7 +165,7 @@ class KafkaSource:
             "max_partition_fetch_bytes": 1024 * 1024,
         }
         cfg.update(self.consumer_overrides)
-        return KafkaConsumer(**cfg)
+        return without_topic_creation(KafkaConsumer(**cfg))
 
     def run(self, stop: threading.Event) -> Counters:
         """Consume until ``stop`` is set, then finish the batch in hand, commit and leave the group.
@@ -170,12 +174,13 @@ class KafkaSource:
         failed batch uncommitted) when retrying cannot help."""
         self._stop = stop
         self._warm_up()
-        self.consumer = retry(self._build_consumer, f"connecting to {describe(self.settings)}", timeout_s=120, stop=stop)
+        self.consumer = until_reached(self._build_consumer, "connecting the processor", self.settings, stop=stop)
         runner = SourceRunner(
             self,
             self.processor,
             self.stats,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
+            max_paused_s=self.settings.max_paused_s,
             max_attempts=self.max_attempts,
             backoff=self.backoff,
             classify_failure=kafka_failure,
@@ -227,6 +232,7 @@ class KafkaSource:
             return taken
         metrics.LAST_POLL.set_to_current_time()
         self._drop_revoked()
+        self._restart_if_recreated()
         taken += self._take(polled)
         self._update_lag()
         return taken
@@ -354,6 +360,28 @@ class KafkaSource:
             with contextlib.suppress(KeyError):
                 metrics.LAG.remove(tp.topic, str(tp.partition))
 
+    def _restart_if_recreated(self) -> None:
+        """Read the raw topic from its beginning if the broker created it again (it restarted
+        empty). The consumer would otherwise keep fetching at its old positions, past the end of
+        the new log, and skip every record below them as they arrive; records of the old log
+        still in hand are released, and their offsets never committed into the new one."""
+        current = topic_id(self.consumer, self.settings.kafka_topic_raw)
+        if current is None or current == self._topic_id:
+            return
+        known, self._topic_id = self._topic_id, current
+        if known is None:
+            return
+        parts = [tp for tp in self.consumer.assignment() if tp.topic == self.settings.kafka_topic_raw]
+        log.warning("%s was created again on the broker: reading its %d assigned partition(s) from the beginning", self.settings.kafka_topic_raw, len(parts))
+        with self._lock:
+            for tp in parts:
+                self._uncommitted.pop(tp, None)
+        for tp in parts:
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+            self._next_offset.pop(tp, None)
+        if parts:
+            self.consumer.seek_to_beginning(*parts)
+
     def _backoff(self) -> None:
         self._failures_in_row += 1
         time.sleep(BROKER_BACKOFF.delay(self._failures_in_row))
@@ -369,7 +397,7 @@ class KafkaSource:
             return
         self._next_offset.update(pending)
         try:
-            retry(lambda: self.consumer.commit(_offset_metadata(pending)), "offset commit", timeout_s=30)
+            self.consumer.commit(_offset_metadata(pending), timeout_ms=COMMIT_TIMEOUT_MS)
         except Exception as err:
             # Not committed: they stay pending for the next commit or the revocation callback.
             # If the group moved on, the new owner reprocesses them (idempotent writes).
@@ -419,7 +447,7 @@ def run_processor(
         if settings.metrics_port is not None:
             metrics.serve_metrics(settings.metrics_port)
         ensure_topics(settings, stop=stop)
-        producer = build_producer(settings)
+        producer = RenewingProducer(settings)
         try:
             scored = ScoredTopicSink(settings, producer)
             dlq = DeadLetterTopicSink(settings, producer)

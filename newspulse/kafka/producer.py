@@ -8,14 +8,16 @@ broker hiccup neither loses nor doubles a record in the log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from kafka import KafkaProducer
+from kafka.errors import AuthorizationError, InvalidRecordError, MessageSizeTooLargeError, SaslAuthenticationFailedError
 
-from newspulse.errors import Unavailable
-from newspulse.kafka.client import connection_config, describe, ensure_topics
+from newspulse.errors import PermanentFailure, Unavailable
+from newspulse.kafka.client import connection_config, describe, ensure_topics, without_topic_creation
 from newspulse.schema import SCHEMA_VERSION, Article
 from newspulse.settings import Settings
 
@@ -30,9 +32,20 @@ COMPRESSION = "zstd"
 JSON_HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 
 
+#: Producer errors that are a record's own fault; every other delivery failure is the broker's.
+RECORD_FAULTS = (MessageSizeTooLargeError, InvalidRecordError)
+#: The brokers refuse this client's credential or ACL: no retry helps.
+REFUSALS = (AuthorizationError, SaslAuthenticationFailedError)
+
+
 class PublishError(Unavailable):
     """Some records were not acknowledged by the brokers within the delivery timeout (transient:
     the pipeline pauses and retries rather than dead-lettering)."""
+
+
+class PublishRefused(PermanentFailure):
+    """The brokers refused to take records from this client (an ACL on the topic, a rejected
+    SASL credential): the processor stops with this message instead of pausing forever."""
 
 
 def build_producer(settings: Settings, **overrides: object) -> KafkaProducer:
@@ -49,9 +62,69 @@ def build_producer(settings: Settings, **overrides: object) -> KafkaProducer:
         "batch_size": 256 * 1024,
         "max_request_size": settings.kafka_max_message_bytes,
         "max_block_ms": 60_000,  # send() blocks when the buffer is full: back-pressure on the caller
+        "allow_auto_create_topics": False,  # topics come from ensure_topics, with the configured layout
     }
     cfg.update(overrides)
-    return KafkaProducer(**cfg)
+    return without_topic_creation(KafkaProducer(**cfg))
+
+
+class RenewingProducer:
+    """The processor's producer for ``news.scored`` and ``news.dlq``, replaced after a failed
+    delivery.
+
+    kafka-python's idempotent producer can enter a fatal state it never leaves: after the broker
+    restarts empty, InitProducerId fails ("UnknownError") and every later send fails at once, so
+    a long-lived producer wedges the processor for good while the batch driver retries. Dropping
+    the producer whenever a delivery fails for the broker's reasons (the outage itself is the
+    driver's to wait out) lets the next attempt start with a fresh producer and producer id.
+    """
+
+    def __init__(self, settings: Settings, **overrides: object) -> None:
+        self.settings = settings
+        self.overrides = overrides
+        #: Producers built so far (a rebuild after a failure counts).
+        self.builds = 0
+        self._producer: KafkaProducer | None = None
+
+    def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes, list]]) -> list[BaseException | None]:
+        """Send, flush, and return each record's delivery error (None when acknowledged).
+
+        Raises :class:`PublishRefused` when the brokers refuse this client; any other failure
+        of the producer itself propagates after the producer is dropped."""
+        if self._producer is None:
+            self._producer = build_producer(self.settings, **self.overrides)
+            self.builds += 1
+        try:
+            futures = [self._producer.send(topic, key=key, value=value, headers=headers) for key, value, headers in records]
+            self._producer.flush()
+        except REFUSALS as err:
+            raise PublishRefused(f"{topic}: the brokers refused this client ({type(err).__name__}: {err})") from err
+        except RECORD_FAULTS:  # a record too large for the producer: its own fault, the producer is fine
+            raise
+        except Exception:
+            self._drop("its send failed")
+            raise
+        errors = [f.exception if f.failed() else None for f in futures]
+        refused = next((e for e in errors if isinstance(e, REFUSALS)), None)
+        if refused is not None:
+            raise PublishRefused(f"{topic}: the brokers refused this client ({type(refused).__name__}: {refused})") from refused
+        if any(e is not None and not isinstance(e, RECORD_FAULTS) for e in errors):
+            self._drop("a delivery failed")
+        return errors
+
+    def _drop(self, why: str) -> None:
+        """Close the producer without waiting; the next send builds a fresh one."""
+        if self._producer is None:
+            return
+        log.warning("dropping the Kafka producer (%s); the next attempt starts a new one", why)
+        with contextlib.suppress(Exception):
+            self._producer.close(timeout=0)
+        self._producer = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
 
 class DeliveryTracker:

@@ -26,9 +26,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from kafka.errors import InvalidRecordError, MessageSizeTooLargeError
-
-from newspulse.kafka.producer import JSON_HEADERS, PublishError
+from newspulse.kafka.producer import JSON_HEADERS, RECORD_FAULTS, PublishError, RenewingProducer
 from newspulse.schema import ScoredArticle
 from newspulse.settings import Settings
 from newspulse.store.base import DeadLetter, WriteResult
@@ -38,9 +36,6 @@ log = logging.getLogger(__name__)
 MAX_REASON_CHARS = 4000
 #: Room left for key and headers when a dead letter's payload must be cut to fit the topic.
 _HEADER_ROOM = 64 * 1024
-
-#: Producer errors that are a record's own fault; every other delivery failure is the broker's.
-_RECORD_FAULTS = (MessageSizeTooLargeError, InvalidRecordError)
 
 _ORIGIN = re.compile(r"^kafka://(?P<topic>[^/]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
 
@@ -56,30 +51,24 @@ def parse_origin(origin: str) -> tuple[str, int, int] | None:
     return (m["topic"], int(m["partition"]), int(m["offset"])) if m else None
 
 
-def _send_all(producer, topic: str, records: Sequence[tuple[bytes | None, bytes, list]]) -> list[BaseException | None]:
-    """Send, flush, and return each record's delivery error (None when acknowledged)."""
-    futures = [producer.send(topic, key=key, value=value, headers=headers) for key, value, headers in records]
-    producer.flush()
-    return [f.exception if f.failed() else None for f in futures]
-
-
 class ScoredTopicSink:
     """ArticleSink that publishes scored articles to ``news.scored``, keyed by article id."""
 
-    def __init__(self, settings: Settings, producer) -> None:
+    def __init__(self, settings: Settings, producer: RenewingProducer) -> None:
         self.topic = settings.kafka_topic_scored
         self._producer = producer
 
     def write(self, articles: Sequence[ScoredArticle]) -> WriteResult:
-        """Publish; a record too large for the topic is refused (its own fault), any other
+        """Publish; a record too large for the topic is refused (its own fault), a refused
+        credential or ACL raises PublishRefused (permanent: the processor stops), any other
         delivery failure raises PublishError (the broker's: the pipeline pauses and retries)."""
         records = [(a.id.encode(), a.model_dump_json().encode(), JSON_HEADERS) for a in articles]
         result = WriteResult()
         outage: list[BaseException] = []
-        for article, err in zip(articles, _send_all(self._producer, self.topic, records)):
+        for article, err in zip(articles, self._producer.send_all(self.topic, records)):
             if err is None:
                 result.written.append(article.id)
-            elif isinstance(err, _RECORD_FAULTS):
+            elif isinstance(err, RECORD_FAULTS):
                 result.failed[article.id] = f"{self.topic}: {type(err).__name__}: {err}"
             else:
                 outage.append(err)
@@ -92,10 +81,11 @@ class DeadLetterTopicSink:
     """DeadLetterSink that publishes poison messages to ``news.dlq`` (format in the module doc).
 
     Raises PublishError when the broker does not acknowledge them, so the processor does not
-    commit the offsets of messages that would otherwise vanish.
+    commit the offsets of messages that would otherwise vanish (PublishRefused when it refuses
+    this client: the processor stops).
     """
 
-    def __init__(self, settings: Settings, producer) -> None:
+    def __init__(self, settings: Settings, producer: RenewingProducer) -> None:
         self.topic = settings.kafka_topic_dlq
         self.group = settings.kafka_group_id
         self.max_payload = max(1024, settings.kafka_max_message_bytes - _HEADER_ROOM)
@@ -124,7 +114,7 @@ class DeadLetterTopicSink:
         if not letters:
             return
         now = datetime.now(timezone.utc).isoformat()
-        errors = [e for e in _send_all(self._producer, self.topic, [self._record(d, now) for d in letters]) if e is not None]
+        errors = [e for e in self._producer.send_all(self.topic, [self._record(d, now) for d in letters]) if e is not None]
         if errors:
             raise PublishError(f"{len(errors)} of {len(letters)} dead letter(s) not delivered to {self.topic}: {errors[0]}")
 

@@ -20,7 +20,7 @@ R3  poison messages of 12 kinds mixed into good ones (and one kill -9 mid-stream
 R4  the crawler against hostile feeds: bench/faults_crawler.py (registered in SCENARIOS).
 R5  the broker killed -9 mid-stream and restarted empty (its own tansu): every story before and
     after the restart stored once, the raw topic back with the configured partitions, and the
-    processor's health check never green while it made no progress past its pause limit.
+    processor's health check never green while it was paused past its limit.
 R6  the alerter's store fails as an alert fires (it waits, and once killed while waiting, its
     successor evaluates the window again): the alert is delivered exactly once.
 R7  a poisoned notification among good ones: every good one delivered, each poisoned one ends
@@ -605,9 +605,11 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
 # --- R5: the broker restarts empty ---------------------------------------------------------
 class HealthWatch:
     """Samples the processor every second: its container health check (``newspulse-healthcheck
-    fresh``, run in-process on its metrics endpoint) and the store's count. A sample is *wedged*
-    when stories are waiting yet nothing was stored for longer than the pause limit: the health
-    check must not be green then."""
+    fresh``, run in-process on its metrics endpoint), how long its pipeline has been paused
+    (``newspulse_pipeline_paused_since_timestamp_seconds``) and the store's count. A sample is
+    *wedged* when the processor has been paused for longer than its limit: the health check must
+    not be green then. (Before the fix, a processor wedged after a broker restart stayed paused
+    for good with a green check.) ``stalled_s``: how long no story was stored while some waited."""
 
     def __init__(self, url: str, limit_s: float, stored: Callable[[], int]) -> None:
         import threading
@@ -625,15 +627,19 @@ class HealthWatch:
         last, moved = -1, time.monotonic()
         while not self._stop.wait(1.0):
             n = self.stored()
-            if n != last:
+            if n != last or not self.waiting:
                 last, moved = n, time.monotonic()
+            try:
+                started = [t for t in healthcheck.samples(healthcheck.check_http(self.url).decode(), healthcheck.PAUSED_SINCE).values() if t > 0]
+            except Exception:  # the processor is not serving metrics yet
+                started = []
+            paused = time.time() - min(started) if started else 0.0
             try:
                 healthcheck.check_fresh(self.url, "newspulse_kafka_last_poll_timestamp_seconds", 360)
                 healthy, why = True, ""
             except Exception as err:  # unhealthy, or the processor not up yet
                 healthy, why = False, str(err)
-            stalled = time.monotonic() - moved
-            self.samples.append({"healthy": healthy, "why": why, "stalled_s": stalled, "wedged": self.waiting and stalled > self.limit_s})
+            self.samples.append({"healthy": healthy, "why": why, "paused_s": paused, "stalled_s": time.monotonic() - moved, "wedged": paused > self.limit_s})
 
     def close(self) -> dict:
         self._stop.set()
@@ -643,7 +649,8 @@ class HealthWatch:
             "health_samples": len(self.samples),
             "wedged_samples": len(wedged),
             "wedged_but_healthy": sum(s["healthy"] for s in wedged),
-            "longest_stall_s": max((s["stalled_s"] for s in self.samples if s["wedged"] or not s["healthy"]), default=0.0),
+            "longest_pause_s": max((s["paused_s"] for s in self.samples), default=0.0),
+            "longest_stall_s": max((s["stalled_s"] for s in self.samples), default=0.0),
             "unhealthy_reasons": sorted({s["why"].split(":")[0] for s in self.samples if not s["healthy"]})[:5],
         }
 
@@ -651,7 +658,8 @@ class HealthWatch:
 def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
     """The processor consumes ``n`` stories; the broker is killed -9 and restarted with nothing
     in it; ``n`` more are published. Every story is stored once and the health check is never
-    green while the processor is wedged (its own broker: the shared one must not restart)."""
+    green while the processor is paused past its limit (its own broker: the shared one must not
+    restart)."""
     n, limit = args.restart_articles, args.max_paused
     params = {"articles_before": n, "articles_after": n, "store": "sqlite", "partitions": 2, "max_paused_s": limit}
     proc = None

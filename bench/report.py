@@ -316,6 +316,7 @@ def fault_rows(faults: dict | None) -> list[Row]:
         "R2": "store down 30 s / 10 min: 0 lost, 0 dead-lettered; bad key: stop, nothing committed",
         "R3": "poison (≥ 10 kinds): each dead-lettered once, every good one stored",
         "R4": "hostile feeds: healthy feeds keep their schedule, nothing crashes",
+        "R5": "broker restarted empty mid-stream: every story stored once, never healthy while wedged",
         "R6": "alert store error as it fires (and the alerter killed meanwhile): delivered exactly once",
         "R7": "one undeliverable notification among good ones: every good one delivered",
     }
@@ -356,6 +357,9 @@ def fault_summary(key: str, runs: list[dict]) -> str:
         return f"{len(runs)} runs: {lost} lost, {dead} dead-lettered{key_part}{tail}"
     if key == "R3":
         return f"{count(f[0].get('poison_dead_lettered'))}/{count(f[0].get('poison_produced'))} poison dead-lettered, {count(f[0].get('good_stored'))}/{count(f[0].get('good_produced'))} good stored{tail}"
+    if key == "R5":
+        return (f"{count(f[0].get('stored'))} stored of {count(f[0].get('produced'))}, {f[0].get('duplicates')} duplicates, "
+                f"{f[0].get('wedged_but_healthy')} healthy samples while paused past the limit{tail}")
     if key == "R6":
         return f"POSTs per alert {f[0].get('posts')}, alerter alive through the outage {f[0].get('a_alive_after_fault')}{tail}"
     if key == "R7":

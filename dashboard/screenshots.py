@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         shots = {
             "overview": (f"?range={args.range}", ["Most negative stories", "Market sentiment", "firing"], 3, 1900),
             "alerts": (f"alerts?range={args.range}&status=firing", ["Articles that drove it", "Firing (1"], 1, 1500),
-            "story": (f"story?range={args.range}&article={story}", ["Verdicts", "Why the story verdict"], 0, 1300),
+            "story": (f"story?range={args.range}&article={story}", ["Verdicts", "Why the story verdict"], 0, 1900),
         }
         with serve_dashboard(env, work / "streamlit.log") as url:
             for page in pages:

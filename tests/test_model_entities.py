@@ -212,3 +212,14 @@ def test_default_retraining_is_a_fixed_step_count_on_story_and_entity_rows(np_en
     assert SENTFIN_TRAIN in cfg.train_files and cfg.entity_dev_files == [SENTFIN_DEV]
     assert config_from_params({"max_steps": 300}, get_settings()).max_steps == 300
 
+
+
+# --- a trained model tells two companies apart ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "down", "up"),
+    [("Intel shares slide as AMD wins a $2 billion order", "Intel", "AMD"), ("Tata Motors falls 3%, Maruti gains", "Tata Motors", "Maruti")],
+)
+def test_a_trained_model_gives_two_companies_in_one_story_different_verdicts(entity_classifier_registry, text, down, up):
+    clf = SentimentModel.from_dir(Registry(entity_classifier_registry).production_dir(), device="cpu", quantize="off", backend="torch")
+    loser, winner = clf.score_mentions([(text, mention_spans(text, down)), (text, mention_spans(text, up))])
+    assert (LABELS[loser.argmax()], LABELS[winner.argmax()]) == ("negative", "positive")

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from newspulse.retrying import Backoff
+from newspulse.retrying import Backoff, retry_until
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
 from newspulse.store.base import (
@@ -304,25 +304,21 @@ class ElasticStore:
         return f"{self.articles_alias}-{ts.year:04d}.{ts.month:02d}"
 
     def _with_retry(self, what: str, call: Callable[[], T], budget: float) -> T:
-        """Run ``call`` (setup included), retrying transient errors with backoff for ``budget`` s."""
-        deadline = time.monotonic() + budget
-        attempt = 1
-        while True:
-            try:
-                self._ensure_ready()
-                return call()
-            except Exception as err:  # noqa: BLE001 - classified right below
-                reason = _transient_reason(err)
-                if reason is None:
-                    self._raise_if_denied(err, what)
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise StoreUnavailable(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
-                delay = min(_BACKOFF.delay(attempt), left)
-                log.warning("Elasticsearch %s failed (%s); retrying in %.1fs", what, reason, delay)
-                time.sleep(delay)
-                attempt += 1
+        """Run ``call`` (setup included), retrying transient errors with backoff for ``budget`` s
+        (:func:`~newspulse.retrying.retry_until`); then :class:`StoreUnavailable`."""
+
+        def attempt() -> T:
+            self._ensure_ready()
+            return call()
+
+        try:
+            return retry_until(attempt, f"Elasticsearch {what}", timeout_s=budget, transient=lambda err: _transient_reason(err) is not None, backoff=_BACKOFF)
+        except Exception as err:  # noqa: BLE001 - classified right below
+            reason = _transient_reason(err)
+            if reason is None:
+                self._raise_if_denied(err, what)
+                raise
+            raise StoreUnavailable(f"Elasticsearch at {self.url} unavailable for {what}: {reason}") from err
 
     def _raise_if_denied(self, err: BaseException, what: str) -> None:
         """A refused credential is permanent: say so plainly instead of a raw client error."""

@@ -669,25 +669,30 @@ class CompanyMentions:
         for key, (symbol, _form) in directory.aliases.items():
             if symbol:
                 self._names.setdefault(symbol, []).append(key)
-        self._patterns: dict[str, re.Pattern[str]] = {}
+        self._patterns: dict[str, tuple[re.Pattern[str], re.Pattern[str] | None]] = {}
 
-    def pattern(self, symbol: str) -> re.Pattern[str]:
-        """The compiled alternation of every way the text may name ``symbol`` (cached)."""
+    def patterns(self, symbol: str) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+        """Every way the text may name ``symbol``, and the longer names of other companies (or
+        indices) that contain one of its names ("GE Vernova" holds GE's "GE"), whose matches
+        are not ``symbol``'s, as the tagger's longest match decides (compiled once, cached)."""
         found = self._patterns.get(symbol)
         if found is None:
+            own = self._names.get(symbol, [])
             forms: set[str] = set()
-            for key in self._names.get(symbol, ()):
-                words = key.split()
-                forms.add(r"\W{1,5}".join(map(re.escape, words)))
-                if len(key) > 3:
-                    forms.add(r"\W{1,5}".join(re.escape(w.upper()) for w in words))
+            for key in own:
+                forms.update(_name_forms(key))
             base = re.escape(symbol.split(".")[0])
             forms.add(re.escape(symbol) if "." in symbol else rf"{base}\.[A-Z]{{1,2}}")
             forms.update((rf"\${base}", rf"<{base}>", rf"(?<=:)\s?{base}"))
             if symbol in self.directory.bare_symbols:
                 forms.add(base)
-            alternation = "|".join(sorted(forms, key=len, reverse=True))
-            found = self._patterns[symbol] = re.compile(rf"(?<![\w$])(?:{alternation})(?![\w&])")
+            shadows = {
+                form
+                for key, (other, _form) in self.directory.aliases.items()
+                if other != symbol and any(_contains_words(key, name) for name in own)
+                for form in _name_forms(key)
+            }
+            found = self._patterns[symbol] = (_alternation(forms), _alternation(shadows) if shadows else None)
         return found
 
     def passages(self, article: Article, tickers: Sequence[str]) -> dict[str, list[Passage]]:
@@ -697,8 +702,12 @@ class CompanyMentions:
         title_end = len(article.title)
         out: dict[str, list[Passage]] = {}
         for ticker in tickers:
+            names, shadows = self.patterns(ticker)
+            taken = [m.span() for m in shadows.finditer(text)] if shadows is not None else []
             by_sentence: dict[int, list[tuple[int, int]]] = {}
-            for m in self.pattern(ticker).finditer(text):
+            for m in names.finditer(text):
+                if any(s <= m.start() and m.end() <= e for s, e in taken):
+                    continue
                 k = bisect.bisect_right(starts, m.start()) - 1
                 if k >= 0 and m.end() <= spans[k][1]:
                     by_sentence.setdefault(k, []).append((m.start(), m.end()))
@@ -710,6 +719,27 @@ class CompanyMentions:
 @lru_cache(maxsize=1)
 def _default_directory() -> CompanyDirectory:
     return CompanyDirectory.from_csv()
+
+
+def _name_forms(key: str) -> set[str]:
+    """Regex forms of a normalised name: as written, with any punctuation between its words
+    ("Procter & Gamble"), and in capitals when longer than three letters (wire headlines)."""
+    words = key.split()
+    forms = {r"\W{1,5}".join(map(re.escape, words))}
+    if len(key) > 3:
+        forms.add(r"\W{1,5}".join(re.escape(w.upper()) for w in words))
+    return forms
+
+
+def _contains_words(longer: str, name: str) -> bool:
+    """Whether ``longer`` holds the words of ``name`` in a row, and more."""
+    outer, inner = longer.split(), name.split()
+    return len(outer) > len(inner) and any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
+
+
+def _alternation(forms: set[str]) -> re.Pattern[str]:
+    """One pattern for all ``forms``, longest first, each a whole word."""
+    return re.compile(rf"(?<![\w$])(?:{'|'.join(sorted(forms, key=len, reverse=True))})(?![\w&])")
 
 
 def build_mention_finder() -> CompanyMentions:

@@ -194,3 +194,19 @@ def test_two_company_story_through_kafka_and_elasticsearch(tmp_path):
             assert [a.id for a in store.top_negative(Filter(ticker="AMD", label="positive"))] == [TWO_COMPANY.id]
         finally:
             store.close()
+
+
+def test_mentions_follow_the_company_list_and_its_symbol_forms():
+    finder = build_mention_finder()
+    art = Article(
+        published_at=TWO_COMPANY.published_at, source="wire", title="APPLE RALLIES; Target cuts outlook",
+        body="Shares of $AAPL rose. Apple (NASDAQ:AAPL) and AAPL.O traded higher. An apple a day. "
+        "GE Vernova grew while General Electric shrank. Target Corp. said sales slowed.",
+        tickers=["AAPL", "TGT", "GE"],
+    )
+    found = finder.passages(art, art.tickers)
+    text = art.text
+    assert [[text[s:e] for s, e in p.mentions] for p in found["AAPL"]] == [["APPLE"], ["$AAPL"], ["Apple", "AAPL", "AAPL.O"]]
+    assert found["AAPL"][0].title and not found["AAPL"][1].title
+    assert [[text[s:e] for s, e in p.mentions] for p in found["TGT"]] == [["Target"], ["Target"]]  # a weak alias counts: TGT is tagged
+    assert [[text[s:e] for s, e in p.mentions] for p in found["GE"]] == [["General Electric"]]  # not GE Vernova's "GE"

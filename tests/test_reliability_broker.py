@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -159,6 +160,35 @@ def test_clients_never_ask_the_broker_to_create_topics(monkeypatch):
     assert built[0]["allow_auto_create_topics"] is False and built[0]["bootstrap_timeout_ms"] == 7000
     assert group_config(settings, "g")["allow_auto_create_topics"] is False
     assert connection_config(settings)["bootstrap_timeout_ms"] == 7000
+
+
+def test_the_alerters_consumer_never_asks_the_broker_to_create_topics(tmp_path, monkeypatch):
+    """#1, the alerter's side: its news.scored consumer is built with auto-creation off where
+    kafka-python reads it too, so a restarted, empty broker does not get news.scored back with
+    the broker's default layout from the alerter's subscription."""
+    import kafka
+
+    from newspulse.alerts import build_alerter
+
+    class Subscribed(Exception):
+        """Stops the service loop once the consumer is built and subscribed."""
+
+    built: list[SimpleNamespace] = []
+
+    def consumer(**cfg):
+        client = SimpleNamespace(cfg=cfg, _cluster=SimpleNamespace(config={"allow_auto_create_topics": True}))
+        client.subscribe = lambda topics, listener=None: (_ for _ in ()).throw(Subscribed())
+        built.append(client)
+        return client
+
+    monkeypatch.setattr(kafka, "KafkaConsumer", consumer)
+    settings = load_settings(store_url=f"sqlite:///{tmp_path / 'np.db'}", alert_checkpoint=tmp_path / "checkpoint.json")
+    store = SQLiteStore(tmp_path / "np.db")
+    alerter = build_alerter(settings, store, recover=False)
+    with pytest.raises(Subscribed):
+        alerter._consume_kafka(settings, threading.Event(), 0.1)
+    assert built[0].cfg["allow_auto_create_topics"] is False
+    assert built[0]._cluster.config["allow_auto_create_topics"] is False
 
 
 def test_process_with_no_broker_stops_with_one_line_within_the_connect_timeout(tmp_path):

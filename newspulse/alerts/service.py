@@ -506,15 +506,15 @@ class Alerter:
     def _consume_kafka(self, settings: object, stop: threading.Event, poll_seconds: float) -> None:
         from kafka import KafkaConsumer
 
-        from newspulse.kafka.client import ActiveMember, SingleActiveAssignor, group_config
+        from newspulse.kafka.client import ActiveMember, SingleActiveAssignor, group_config, without_topic_creation
 
-        consumer = KafkaConsumer(
+        consumer = without_topic_creation(KafkaConsumer(
             **group_config(settings, f"{settings.kafka_group_id}-alerter", (SingleActiveAssignor(),)),  # type: ignore[arg-type, attr-defined]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=getattr(settings, "kafka_max_poll_interval_ms", 300_000),
             session_timeout_ms=getattr(settings, "kafka_session_timeout_ms", 10_000),
-        )
+        ))
         self.member = member = ActiveMember()
         consumer.subscribe([settings.kafka_topic_scored], listener=member)  # type: ignore[attr-defined]
         uncommitted, failures = False, 0

@@ -215,6 +215,7 @@ def test_default_retraining_is_a_fixed_step_count_on_story_and_entity_rows(np_en
 
 
 # --- a trained model tells two companies apart ------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "down", "up"),
     [("Intel shares slide as AMD wins a $2 billion order", "Intel", "AMD"), ("Tata Motors falls 3%, Maruti gains", "Tata Motors", "Maruti")],

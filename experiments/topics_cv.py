@@ -1,5 +1,6 @@
 """Issue 26, Topics target: levers for the topic model, measured by 5-fold CV over all of ModApte
-train (train + dev, 7,770 stories), each against the shipped recipe on the same folds.
+train (train + dev, 7,770 stories), each against the recipe shipped before it (``before``: the
+headline counted once) on the same folds.
 
 Every arm is nested: each outer fold's training rows are cross-fitted in 4 inner folds (the
 shipped ``tune_folds``), the per-category thresholds come from those inner out-of-fold scores
@@ -9,13 +10,12 @@ and idf once on its training rows and the inner folds reuse it (no labels leak; 
 treated alike). Margins are cached under .cache/topics_cv/ per arm, so the threshold variants
 (floors, rare-category rules) cost nothing extra:
 
-    python experiments/topics_cv.py shipped title2 balanced C0.5 C2 ...     # one arm at a time
+    python experiments/topics_cv.py before title3 title5 title3+balanced   # ~150 s of CPU per arm
     python experiments/topics_cv.py --report                               # tables from the cache
 
-Arms: ``shipped`` (word 1-2-grams, min_df 2, 60,000 terms, linear SVM C=1); ``titleN`` (the
-first line, the headline, repeated N times); ``balanced`` (class_weight="balanced" per SVM);
-``C<x>``; ``allterms`` (no max_features cap); ``char`` (character 2-5-grams within words beside
-the word n-grams); combinations joined with ``+`` (``title2+balanced``). Results:
+Arms: ``before`` (word 1-2-grams, min_df 2, 60,000 terms, linear SVM C=1, headline once);
+``titleN`` (the first line, the headline, counted N times); ``balanced`` (class_weight="balanced"
+per SVM); ``C<x>``; combinations joined with ``+`` (``title3+balanced``). Results:
 bench/results/topics_cv.json; docs/model.md (Topics).
 """
 from __future__ import annotations
@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from newspulse.models.topics import decide
+from newspulse.models.topics import decide, headline_weighted
 from newspulse.models.topics_eval import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 from newspulse.models.topics_train import tune_thresholds
 
@@ -44,9 +43,9 @@ SEED, OUTER, INNER = 13, 5, 4
 
 
 def arm_config(arm: str) -> dict:
-    cfg = {"title": 1, "class_weight": None, "C": 1.0, "max_features": 60_000, "char": False}
+    cfg = {"title": 1, "class_weight": None, "C": 1.0}
     for part in arm.split("+"):
-        if part == "shipped":
+        if part == "before":
             continue
         if part.startswith("title"):
             cfg["title"] = int(part[5:])
@@ -54,33 +53,14 @@ def arm_config(arm: str) -> dict:
             cfg["class_weight"] = "balanced"
         elif part.startswith("C"):
             cfg["C"] = float(part[1:])
-        elif part == "allterms":
-            cfg["max_features"] = None
-        elif part == "char":
-            cfg["char"] = True
         else:
             raise SystemExit(f"unknown arm part {part!r}")
     return cfg
 
 
-def with_title(texts: np.ndarray, times: int) -> list[str]:
-    if times == 1:
-        return list(texts)
-    out = []
-    for t in texts:
-        title, _, body = t.partition("\n")
-        out.append("\n".join([title] * times + [body]))
-    return out
-
-
-def features(cfg: dict, fit_texts: list[str], other: list[str]):
-    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", min_df=2, max_features=cfg["max_features"], dtype=np.float32)
-    a, b = word.fit_transform(fit_texts), word.transform(other)
-    if cfg["char"]:
-        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, strip_accents="unicode", min_df=2, max_features=100_000, dtype=np.float32)
-        a = sp.hstack([a, char.fit_transform(fit_texts)]).tocsr() / np.sqrt(2)
-        b = sp.hstack([b, char.transform(other)]).tocsr() / np.sqrt(2)
-    return a.tocsr(), b.tocsr()
+def features(fit_texts: list[str], other: list[str]):
+    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", min_df=2, max_features=60_000, dtype=np.float32)
+    return word.fit_transform(fit_texts).tocsr(), word.transform(other).tocsr()
 
 
 def margins(x_fit, y_fit, x_score, cfg: dict) -> np.ndarray:
@@ -103,8 +83,7 @@ def run_arm(arm: str, texts: np.ndarray, y: np.ndarray) -> None:
     outer = list(KFold(OUTER, shuffle=True, random_state=SEED).split(texts))
     bar = tqdm(total=OUTER * (INNER + 1), desc=arm, unit="fit")
     for k, (tr, te) in enumerate(outer):
-        tx = with_title(texts[tr], cfg["title"])
-        x_tr, x_te = features(cfg, tx, with_title(texts[te], cfg["title"]))
+        x_tr, x_te = features(headline_weighted(texts[tr], cfg["title"]), headline_weighted(texts[te], cfg["title"]))
         oof = np.zeros((len(tr), y.shape[1]), dtype=np.float32)
         for a, b in KFold(INNER, shuffle=True, random_state=SEED).split(tr):
             oof[b] = margins(x_tr[a], y[tr][a], x_tr[b], cfg)
@@ -156,24 +135,27 @@ def _rare_recall(m: dict, y_tr: np.ndarray, cats: list[str], below: int = 20) ->
 def report(labels, y, cats) -> None:
     arms = sorted(p.stem for p in CACHE.glob("*.npz"))
     variants = {"floor-0.5": (-0.5, None), "floor-0.25": (-0.25, None), "floor-0.75": (-0.75, None), "floor-1.0": (-1.0, None),
-                "floor-0.5,rare<20:-0.75": (-0.5, (20, -0.75)), "floor-0.5,rare<20:-1.0": (-0.5, (20, -1.0)),
-                "floor-0.25,rare<20:-0.75": (-0.25, (20, -0.75))}
+                "floor-0.5,rare<20:-0.75": (-0.5, (20, -0.75))}
     results = {}
-    ref = evaluate("shipped", labels, y, cats, -0.5) if "shipped" in arms else None
+    ref = evaluate("before", labels, y, cats, -0.5) if "before" in arms else None
     for arm in arms:
         for name, (floor, rare) in variants.items():
             r = evaluate(arm, labels, y, cats, floor, rare)
             if ref is not None:
                 d_mi = [f["micro_f1"] - g["micro_f1"] for f, g in zip(r["per_fold"], ref["per_fold"])]
                 d_ma = [f["macro_f1"] - g["macro_f1"] for f, g in zip(r["per_fold"], ref["per_fold"])]
-                r["vs_shipped_per_fold"] = {"micro_f1": [round(d, 4) for d in d_mi], "macro_f1": [round(d, 4) for d in d_ma]}
-            results[f"{arm} | {name}"] = r
+                r["vs_before_per_fold"] = {"micro_f1": [round(d, 4) for d in d_mi], "macro_f1": [round(d, 4) for d in d_ma]}
+            results[f"{arm} | {name}"] = {
+                "micro_f1": [r["micro_f1_mean"], r["micro_f1_std"]], "macro_f1": [r["macro_f1_mean"], r["macro_f1_std"]],
+                "rare_recall": r["macro_recall_rare_mean"], "per_fold_micro_f1": [f["micro_f1"] for f in r["per_fold"]],
+                "per_fold_macro_f1": [f["macro_f1"] for f in r["per_fold"]], "cpu_seconds": r["cpu_seconds"],
+                **({"delta_micro_f1_per_fold": r["vs_before_per_fold"]["micro_f1"], "delta_macro_f1_per_fold": r["vs_before_per_fold"]["macro_f1"]} if ref else {})}
             print(f"{arm:28s} {name:26s} micro {r['micro_f1_mean']:.4f} ± {r['micro_f1_std']:.4f}  macro {r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}"
                   f"  rare-recall {r['macro_recall_rare_mean']:.3f}"
-                  + (f"  Δmicro/fold {' '.join(f'{d:+.3f}' for d in r['vs_shipped_per_fold']['micro_f1'])}"
-                     f"  Δmacro/fold {' '.join(f'{d:+.3f}' for d in r['vs_shipped_per_fold']['macro_f1'])}" if ref else ""))
+                  + (f"  Δmicro/fold {' '.join(f'{d:+.3f}' for d in r['vs_before_per_fold']['micro_f1'])}"
+                     f"  Δmacro/fold {' '.join(f'{d:+.3f}' for d in r['vs_before_per_fold']['macro_f1'])}" if ref else ""))
     OUT.write_text(json.dumps({
-        "what": "nested 5-fold CV over ModApte train + dev (7,770 stories), KFold seed 13; thresholds from 4 inner folds of each outer training set",
+        "what": "mean, std over folds; delta = arm minus before (headline once, floor -0.5) per fold; nested 5-fold CV over ModApte train + dev (7,770 stories), KFold seed 13; thresholds from 4 inner folds of each outer training set",
         "machine": f"{platform.machine()}, 2 cores shared by 8 sessions (load average 15-20)", "script": "experiments/topics_cv.py",
         "results": results}, indent=1) + "\n")
     print(f"wrote {OUT}")

@@ -18,8 +18,8 @@ Inference sorts texts by token length before batching (little padding) and hands
 :class:`newspulse.models.batched_scoring.BatchedScorer` (tokenisation ahead on worker threads,
 fixed-shape length buckets, no device sync per batch). On CPU, ONNX Runtime (fused attention, see
 ``models/onnx_backend.py``; one batch per core, side by side) in int8 when the model card says
-that keeps ≥ 99 % of the fp32 dev predictions or a dev macro-F1 at most 0.005 below fp32's
-(``NEWSPULSE_QUANTIZE=auto``; ``on``/``off`` force it), else in fp32. Without ONNX Runtime
+that keeps ≥ 99 % of the fp32 predictions and a macro-F1 at most 0.005 below fp32's on both dev
+splits at every checked batch size (``NEWSPULSE_QUANTIZE=auto``; ``on``/``off`` force it), else in fp32. Without ONNX Runtime
 (``NEWSPULSE_INFERENCE_BACKEND=torch``, not installed, or a model it cannot export) the CPU runs
 torch fp32.
 """
@@ -170,8 +170,8 @@ class SentimentModel:
     def from_dir(cls, path: Path, *, device: str = "auto", quantize: str = "auto", backend: str = "auto", card: ModelCard | None = None) -> "SentimentModel":
         """Load a registry version folder. On CUDA: torch bf16. On CPU: ONNX Runtime (unless
         ``backend`` is ``torch``), int8 when ``quantize`` is ``on``, or ``auto`` and the card
-        recommends it (its int8 check kept ≥ 99 % of the fp32 dev predictions, or the dev
-        macro-F1 within 0.005), else fp32."""
+        recommends it (its int8 check kept ≥ 99 % of the fp32 predictions and the macro-F1
+        within 0.005 on both dev splits and every checked batch size), else fp32."""
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

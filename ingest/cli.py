@@ -157,23 +157,15 @@ def replay(
     settings = settings_or_exit()
     rows = replay_rows(file, speed=speed, limit=limit, shift_to_now=shift_to_now)  # a bad file: ReplayError, before the model loads
     try:
-        summary = _replay_to_kafka(settings, rows) if to is Destination.kafka else _replay_embedded(settings, rows)
+        if to is Destination.kafka:
+            summary = _replay_to_kafka(settings, rows)
+        else:
+            from newspulse.wiring import replay_embedded
+
+            summary = replay_embedded(settings, rows, origin="replay")
     finally:
         rows.close()  # ends the progress bar's line before any error is printed
     typer.echo(json.dumps(summary))
-
-
-def _replay_embedded(settings: Settings, rows: Iterator[dict]) -> dict:
-    from newspulse.wiring import open_embedded, open_store
-
-    store = open_store(settings)
-    try:
-        with open_embedded(settings, store, finite=True) as pipe:
-            for msg in rows:
-                pipe.submit(msg, origin="replay")
-        return {**pipe.counters.summary(), "store": store.stats()}
-    finally:
-        store.close()
 
 
 def _replay_to_kafka(settings: Settings, rows: Iterator[dict]) -> dict:

@@ -7,22 +7,15 @@ in newspulse/console.py, so no CLI module imports another's.
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-import ipaddress
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 import threading
-import tomllib
 from enum import Enum
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NamedTuple, Optional
+from typing import TYPE_CHECKING, Annotated, NamedTuple, Optional
 
 import typer
 
@@ -31,10 +24,14 @@ from newspulse.models.cli import app as model_app
 from newspulse.models.cli import ensure_model
 from newspulse import __version__
 from newspulse.alerts.cli import app as alerts_app
+from newspulse.dashboard_process import serve_dashboard, start_dashboard, stop_dashboard
 from newspulse.console import command_app, echo_fields, echo_json, open_existing_store, quiet_libraries, settings_or_exit
 from newspulse.signals import stop_on_signals
-from newspulse.errors import BadInput, ConfigError, ExitCode, Unavailable
+from newspulse.errors import BadInput, ExitCode, Unavailable
 from newspulse.settings import Settings
+
+if TYPE_CHECKING:
+    from newspulse.wiring import RowPacer
 
 log = logging.getLogger("newspulse")
 
@@ -53,9 +50,6 @@ app.add_typer(kafka_app, name="kafka")
 app.command("crawl")(crawl)
 app.command("replay")(replay)
 
-#: The Streamlit script, found through the import system: ``dashboard/`` in a checkout,
-#: ``site-packages/newspulse/dashboard/`` in a wheel (the package is not imported here).
-DASHBOARD_APP = Path(importlib.util.find_spec("newspulse.dashboard").origin).parent / "app.py"
 #: ``newspulse demo``'s pace: the first 2,500 Reuters stories (to 1987-03-03, where a market alert
 #: fires) at full speed, then an hour of news a minute, waiting at most 30 s through a quiet spell.
 DEMO_SPEED = 60.0
@@ -105,75 +99,9 @@ def dashboard(port: Annotated[Optional[int], typer.Option(help="Port to serve on
     """Serve the analyst dashboard (Streamlit) on NEWSPULSE_DASHBOARD_ADDRESS (localhost by default)
     until SIGINT/SIGTERM, which also stop the Streamlit server."""
     settings = settings_or_exit()
-    with stop_on_signals() as stop:
-        proc = start_dashboard(settings, port or settings.dashboard_port)
-        try:
-            while proc.poll() is None and not stop.wait(0.5):
-                pass
-        finally:
-            stop_dashboard(proc)
-    if not stop.is_set() and proc.returncode:
-        raise typer.Exit(proc.returncode)
-
-
-def check_dashboard_exposure(settings: Settings) -> None:
-    """Refuse to serve the dashboard beyond this machine without a sign-in: its pages can
-    acknowledge and silence alerts."""
-    address = settings.dashboard_address
-    try:
-        loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and settings.dashboard_password is None and not _oidc_configured():
-        raise ConfigError(
-            f"NEWSPULSE_DASHBOARD_ADDRESS={address} would serve the dashboard beyond this machine without a sign-in; "
-            "set NEWSPULSE_DASHBOARD_PASSWORD or OIDC (docs/dashboard.md), or keep the default 127.0.0.1 behind a reverse proxy"
-        )
-
-
-def _oidc_configured() -> bool:
-    """Whether Streamlit's secrets (where it looks: ./.streamlit, ~/.streamlit) have an ``[auth]`` section."""
-    for path in (Path.cwd() / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"):
-        try:
-            if "auth" in tomllib.loads(path.read_text(encoding="utf-8")):
-                return True
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-    return False
-
-
-def start_dashboard(settings: Settings, port: int, quiet: bool = False) -> subprocess.Popen:
-    """Start Streamlit as a child that dies with this process (Linux: parent-death signal), so a
-    killed `newspulse dashboard` never leaves a server holding the port."""
-    check_dashboard_exposure(settings)
-    argv = [
-        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
-        "--server.address", settings.dashboard_address, "--server.port", str(port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        # Analysts view the app: no Deploy button, no developer menu (the operator runs the server).
-        "--client.toolbarMode", "viewer",
-    ]  # fmt: skip
-    out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(argv, stdout=out, stderr=out, env=os.environ.copy(), preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_dashboard(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the Streamlit child, then SIGKILL it if it has not exited within ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    returncode = serve_dashboard(settings, port or settings.dashboard_port)
+    if returncode:
+        raise typer.Exit(returncode)
 
 
 #: The help of every ``--json`` option: the promise scripts rely on.
@@ -317,6 +245,8 @@ def demo(
     full speed, the rest paced at --speed × real time, so alerts are live while someone watches
     (--speed 0 replays everything at full speed). Ctrl-C or SIGTERM stops everything."""
     from newspulse.ingest.replay import DEFAULT_CORPUS
+    from newspulse.ingest.replay import replay as replay_rows
+    from newspulse.wiring import replay_embedded
 
     settings = settings_or_exit()
     ensure_model(settings)
@@ -327,7 +257,10 @@ def demo(
                 dash_port = port or settings.dashboard_port
                 dash = start_dashboard(settings, dash_port, quiet=True)
                 typer.echo(f"\nDashboard: http://localhost:{dash_port}  (Ctrl-C stops)\n", err=True)
-            summary = _demo_replay(settings, file or DEFAULT_CORPUS, limit, stop, DemoPace(speed, warm_rows, max_gap))
+            summary = replay_embedded(
+                settings, replay_rows(file or DEFAULT_CORPUS, limit=limit), origin="demo", stop=stop, skip_stored=True,
+                pace=demo_pacer(DemoPace(speed, warm_rows, max_gap), stop),
+            )
             typer.echo(json.dumps(summary), err=True)
             if dash is not None and not stop.is_set():
                 typer.echo(f"Replay done; dashboard still at http://localhost:{dash_port} (Ctrl-C stops)", err=True)
@@ -339,10 +272,6 @@ def demo(
         finally:
             if dash is not None:
                 stop_dashboard(dash, grace_s=15)
-
-
-#: Rows the demo checks against the store in one query.
-_DEMO_CHUNK = 256
 
 
 class DemoPace(NamedTuple):
@@ -375,64 +304,21 @@ def pace_demo(messages: Iterable[dict], pace: DemoPace, *, wait: Callable[[float
         yield msg
 
 
+def demo_pacer(pace: DemoPace, stop: threading.Event) -> "RowPacer":
+    """:func:`pace_demo` for :func:`newspulse.wiring.replay_embedded`: the stories a previous run
+    stored count as warm rows too, so a second run catches up at full speed."""
+
+    def paced(rows: Iterable[dict], flush: Callable[[], None], stored: int) -> Iterable[dict]:
+        return pace_demo(rows, pace._replace(warm_rows=max(pace.warm_rows, stored)), wait=stop.wait, flush=flush)
+
+    return paced
+
+
 def _event_time(msg: dict) -> datetime | None:
     try:
         return datetime.fromisoformat(str(msg.get("published_at")))
     except ValueError:
         return None  # an unreadable time is dead-lettered downstream; it paces nothing
-
-
-def _demo_replay(settings: Settings, file: Path, limit: int | None, stop: threading.Event, pace: DemoPace) -> dict:
-    """Replay into the embedded store, skipping stories a previous run already stored, paced by
-    ``pace`` after the stories a previous run stored (a second run catches up at full speed).
-
-    Each row is parsed once: a valid one travels on as its Article, and whether it is stored
-    is asked once per chunk of rows (:meth:`Store.stored_ids`), not row by row."""
-    from newspulse.ingest.replay import replay as replay_rows
-    from newspulse.pipeline import RawMessage, parse_message
-    from newspulse.schema import Article
-    from newspulse.wiring import open_embedded, open_store
-
-    store = open_store(settings)
-    skipped = 0
-
-    def submit_new(pipe, chunk: list[Article | dict]) -> None:
-        nonlocal skipped
-        stored = store.stored_ids([item.id for item in chunk if isinstance(item, Article)])
-        for item in chunk:
-            if isinstance(item, Article) and item.id in stored:
-                skipped += 1
-            else:  # invalid rows go through as they are, to be dead-lettered with their reason
-                pipe.submit(item, origin="demo")
-
-    try:
-        pipe = open_embedded(settings, store)
-        try:
-            chunk: list[Article | dict] = []
-
-            def flush() -> None:
-                nonlocal chunk
-                if chunk:
-                    submit_new(pipe, chunk)
-                    chunk = []
-
-            pace = pace._replace(warm_rows=max(pace.warm_rows, int(store.stats().get("articles") or 0)))
-            for msg in pace_demo(replay_rows(file, limit=limit), pace, wait=stop.wait, flush=flush):
-                if stop.is_set():
-                    break
-                try:
-                    chunk.append(parse_message(RawMessage(msg, origin="demo")))
-                except ValueError:
-                    chunk.append(msg)
-                if len(chunk) >= _DEMO_CHUNK:
-                    flush()
-            if chunk and not stop.is_set():
-                submit_new(pipe, chunk)
-        finally:
-            pipe.close(end_of_stream=not stop.is_set())  # a stopped replay leaves its windows open
-        return {**pipe.counters.summary(), "already_stored": skipped, "store": store.stats()}
-    finally:
-        store.close()
 
 
 def main() -> None:

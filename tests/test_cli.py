@@ -206,7 +206,7 @@ def test_demo_sigterm_during_replay_stops_without_claiming_the_replay_is_done(cl
 
 def test_dashboard_on_every_interface_is_allowed_with_oidc(cli_env, tmp_path, monkeypatch):
     """OIDC (Streamlit's [auth] secrets) is a sign-in too: the exposure check lets it through."""
-    from newspulse.cli import check_dashboard_exposure
+    from newspulse.dashboard_process import check_dashboard_exposure
     from newspulse.errors import NewsPulseError
     from newspulse.settings import load_settings
 
@@ -252,12 +252,12 @@ def test_28_demo_at_speed_zero_never_waits_and_a_stop_ends_the_stream():
 
 def test_28_the_dashboard_hides_streamlits_deploy_button_from_analysts(cli_env, monkeypatch):
     """Streamlit's toolbar in viewer mode: no Deploy button or developer menu for analysts."""
-    import newspulse.cli as cli
+    import newspulse.dashboard_process as dashboard_process
     from newspulse.settings import load_settings
 
     started: list[list[str]] = []
-    monkeypatch.setattr(cli.subprocess, "Popen", lambda argv, **kw: started.append(argv))
-    cli.start_dashboard(load_settings(), 8599, quiet=True)
+    monkeypatch.setattr(dashboard_process.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    dashboard_process.start_dashboard(load_settings(), 8599, quiet=True)
     [argv] = started
     assert argv[argv.index("--client.toolbarMode") + 1] == "viewer"
     from streamlit import config

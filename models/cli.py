@@ -69,11 +69,9 @@ def train(
         ).items()
         if v is not None
     }
-    try:
-        cfg = default_config(settings, distill=distill, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
-        card = run_training(cfg)
-    except ValueError as err:  # DataError is already BadInput; a bad option combination is too
-        raise err if isinstance(err, BadInput) else BadInput(str(err)) from None
+    # a bad option combination or data file raises BadInput (DataError), which the group reports
+    cfg = default_config(settings, distill=distill, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
+    card = run_training(cfg)
     if as_json:
         echo_json(card.model_dump(mode="json"))
         return
@@ -187,14 +185,11 @@ def promote(
     from newspulse.models.registry import Registry, gate_and_promote
 
     registry = Registry(_settings().model_registry)
-    try:
-        if force:
-            registry.promote(version)
-            typer.echo(f"production is now {version} (forced)")
-            return
-        decision = gate_and_promote(registry, version)
-    except ValueError as err:  # a malformed version name
-        raise BadInput(str(err)) from None
+    if force:  # a malformed version name raises BadVersionName (BadInput), an unknown one NotFound
+        registry.promote(version)
+        typer.echo(f"production is now {version} (forced)")
+        return
+    decision = gate_and_promote(registry, version)
     if not decision.promote:
         typer.echo(f"refused: {decision.reason} (use --force to override)", err=True)
         raise typer.Exit(1)

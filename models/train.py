@@ -58,6 +58,7 @@ from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerpri
 from newspulse.models.distill import SOFT_LABELS_DIR, SoftLabels, kd_loss, load_soft_labels
 from newspulse.models.evaluate import evaluate_candidate
 from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, ModelCard, Registry, code_version, gate_and_promote
+from newspulse.errors import BadInput
 from newspulse.schema import LABELS, Feedback
 
 log = logging.getLogger(__name__)
@@ -156,9 +157,9 @@ class TrainConfig:
         if self.soft_labels is not None:
             self.soft_labels = Path(self.soft_labels)
         if self.distill_alpha < 0 or self.distill_temperature <= 0:
-            raise ValueError("distill_alpha must be ≥ 0 and distill_temperature > 0")
+            raise BadInput("distill_alpha must be ≥ 0 and distill_temperature > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
-            raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+            raise BadInput("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
 
     @property
     def gate_files(self) -> list[Path]:

@@ -130,6 +130,19 @@ def test_alerts_show_and_ack_of_a_missing_alert_exit_4(seeded):
         assert done.stderr.strip().count("\n") == 0 and "nope" in done.stderr
 
 
+def test_model_train_lets_an_unexpected_value_error_through_as_a_failure(seeded, monkeypatch):
+    """A ValueError that is not bad input (a bug deep in training) is no longer reported as a
+    usage error with exit 2: only the typed errors map to exit codes."""
+    import newspulse.models.train as train
+
+    def broken(cfg):
+        raise ValueError("shapes do not match")
+
+    monkeypatch.setattr(train, "train", broken)
+    done = invoke("model", "train", "--steps", "1", stdin="")
+    assert done.exit_code == ExitCode.failure and isinstance(done.exception, ValueError), (done.exit_code, done.output)
+
+
 @pytest.mark.parametrize(
     ("args", "env", "code", "needle"),
     [
@@ -144,6 +157,8 @@ def test_alerts_show_and_ack_of_a_missing_alert_exit_4(seeded):
         (["store", "stats"], {"NEWSPULSE_STORE_URL": "sqlite:///absent/np.db"}, ExitCode.not_found, "no store at absent/np.db"),
         (["model", "evaluate", "--model-version", "v0"], {}, ExitCode.not_found, "no model version 'v0'"),
         (["model", "promote", "v9"], {}, ExitCode.not_found, "v9"),
+        (["model", "promote", "../v9", "--force"], {}, ExitCode.usage, "bad model version"),
+        (["model", "train", "--max-length", "4"], {}, ExitCode.usage, "max_length ≥ 8"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

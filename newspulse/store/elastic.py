@@ -38,8 +38,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
+from newspulse.redact import redact
 from newspulse.retrying import Backoff, retry_until
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
@@ -169,15 +169,6 @@ DEAD_LETTER_MAPPINGS: dict[str, Any] = {
 }
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password, fit for logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class ElasticStore:
     """:class:`~newspulse.store.base.Store` over an Elasticsearch cluster of the Python client's
     major version (8.x: see docs/storage.md).
@@ -193,7 +184,7 @@ class ElasticStore:
 
         if not settings.store_url.startswith(("http://", "https://")):
             raise ValueError("ElasticStore needs an http(s):// store URL")
-        self.url = redact_url(settings.store_url)
+        self.url = redact(settings.store_url)  # userinfo and credential-like query values masked
         self.prefix = settings.es_index_prefix
         self.retry_seconds = settings.es_retry_seconds
         self.replicas = {} if settings.es_replicas is None else {"number_of_replicas": settings.es_replicas}

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
-from newspulse.alerts.notices import notify_task_failure
+from newspulse.airflow_notices import notify_task_failure
 
 default_args = {
     "owner": "ml-platform",

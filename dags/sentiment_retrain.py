@@ -10,7 +10,7 @@ Operations: ``train`` runs in the one-slot ``newspulse_training`` pool (one fine
 time, whatever else the scheduler runs) under an ``execution_timeout``; a retry resumes from the
 run's last checkpoint (``<registry>/_checkpoints/<run id>``, models/checkpoint.py), not from step
 0. A task that fails for good notifies the alert rules' webhook and e-mail receivers
-(newspulse.alerts.notices). Trigger manually with params, e.g.::
+(newspulse.airflow_notices). Trigger manually with params, e.g.::
 
     airflow dags trigger sentiment_retrain --conf '{"epochs": 3, "base_model": "ProsusAI/finbert"}'
 """
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 
-from newspulse.alerts.notices import notify_task_failure
+from newspulse.airflow_notices import notify_task_failure
 
 PRODUCTION_MODEL = Asset("newspulse-production-model")
 #: Created by docker-compose.yml's airflow-init with one slot.

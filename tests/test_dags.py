@@ -82,7 +82,7 @@ def test_every_dag_imports_with_tags_owner_and_retries(tmp_path):
     for dag_id, dag in result["dags"].items():
         assert all(t and t > 0 for t in dag["timeouts"].values()), f"{dag_id}: every task needs an execution_timeout ({dag['timeouts']})"
         for task_id, callbacks in dag["failure_callbacks"].items():
-            assert "newspulse.alerts.notices.notify_task_failure" in callbacks, f"{dag_id}.{task_id} fails silently"
+            assert "newspulse.airflow_notices.notify_task_failure" in callbacks, f"{dag_id}.{task_id} fails silently"
     retrain = result["dags"]["sentiment_retrain"]
     assert retrain["pools"]["train"] == ["newspulse_training", 1], "one fine-tuning run at a time"
     assert retrain["task_retries"][retrain["tasks"].index("train")] >= 2, "retries resume from the checkpoint, so they are cheap"

@@ -37,7 +37,7 @@ KERNEL = {
 WIRING = {"newspulse.wiring"}
 #: Applications: command lines, DAGs and the dashboard. They may import anything.
 APPS_PREFIXES = ("dags", "newspulse.dashboard")
-APPS = {"newspulse.cli", "newspulse.console", "newspulse.dashboard_process", "newspulse.models.cli", "newspulse.ingest.cli", "newspulse.alerts.cli"}
+APPS = {"newspulse.cli", "newspulse.console", "newspulse.dashboard_process", "newspulse.airflow_notices", "newspulse.models.cli", "newspulse.ingest.cli", "newspulse.alerts.cli"}
 #: Import roots: one for the product (its top-level folders install under ``newspulse``), one
 #: for the DAG files Airflow loads by path.
 FIRST_PARTY = ("newspulse", "dags")

@@ -1,5 +1,8 @@
 """Failure notices for the retraining DAGs, through the alert rules' receivers.
 
+It belongs to the DAG side (an application, like the CLIs): the alerter knows nothing of Airflow;
+this module adapts an Airflow task context to the alerter's operator notices.
+
 A retraining run that fails for good (retries spent) would otherwise only show red in the
 Airflow UI, which nobody watches on a weekend. Airflow calls :func:`notify_task_failure` as the
 tasks' ``on_failure_callback``; it sends one notice to every webhook and e-mail receiver of

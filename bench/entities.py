@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         args.out.write_text(json.dumps(train_variant(args.one, args.seed, args.steps)))
         return 0
-    load_before = os.getloadavg()[0]
+    machine = setup()  # before the runs: nothing imported after an hour of training can fail then
     started = time.perf_counter()
     runs = run_all(args.seeds, args.steps, args.parallel)
     result = {
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         **summarise(runs),
         "runs": runs,
-        "setup": {**setup(), "load_average_1min_before": round(load_before, 2), "wall_s": round(time.perf_counter() - started, 1)},
+        "setup": {**machine, "load_average_1min_after": round(os.getloadavg()[0], 2), "wall_s": round(time.perf_counter() - started, 1)},
         "note": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

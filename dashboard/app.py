@@ -98,9 +98,11 @@ def main() -> None:
 
 
 def run_redacted(page, settings: Settings) -> None:
-    """Run the page with its errors redacted (see :func:`newspulse.dashboard.widgets.redacted_errors`)."""
-    from newspulse.dashboard.widgets import redacted_errors
+    """Run the page with this run's settings and its errors redacted (see
+    :func:`newspulse.dashboard.widgets.page_settings` and :func:`~newspulse.dashboard.widgets.redacted_errors`)."""
+    from newspulse.dashboard.widgets import hand_over_settings, redacted_errors
 
+    hand_over_settings(settings)
     with redacted_errors(settings):
         page.run()
 

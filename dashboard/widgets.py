@@ -78,6 +78,25 @@ def redact(text: str, settings: Settings | None = None) -> str:
     return redact_credentials(text, [v.get_secret_value() for v in values if isinstance(v, SecretStr)])
 
 
+#: Where app.py leaves the settings it loaded for this run, for the page it runs.
+_RUN_SETTINGS = "np_run_settings"
+
+
+def hand_over_settings(settings: Settings) -> None:
+    """Called by app.py on every run, before the page runs: the page then uses these settings
+    (:func:`page_settings`) instead of reading and validating the environment a second time."""
+    st.session_state[_RUN_SETTINGS] = settings
+
+
+def page_settings() -> Settings:
+    """The settings app.py loaded for this run. A page runs only through app.py's navigation,
+    which hands them over first."""
+    try:
+        return st.session_state[_RUN_SETTINGS]
+    except KeyError:
+        raise RuntimeError("dashboard pages run through dashboard/app.py (`newspulse dashboard`), which loads the settings") from None
+
+
 @contextmanager
 def redacted_errors(settings: Settings) -> Iterator[None]:
     """Errors raised inside are logged and shown with their credentials redacted.

@@ -1253,3 +1253,18 @@ def test_28_a_damaged_watchlists_file_reads_as_empty_and_is_rewritten(tmp_path):
     assert watchlists.read_watchlists(path) == {}
     watchlists.save_watchlist(path, "ana", [" ibm", "IBM", ""])
     assert watchlists.read_watchlists(path) == {"ana": ["IBM"]}
+
+
+@pytest.mark.parametrize("page", ["overview", "alerts", "explore", "ticker", "story", "model", "feedback"])
+def test_pages_use_the_settings_app_loaded_once_per_run(seeded, monkeypatch, page):
+    """app.py reads and validates the settings once per run and hands them to the page; no page
+    loads them again on its rerun."""
+    import newspulse.settings as settings_module
+
+    loads: list[int] = []
+    real = settings_module.load_settings
+    monkeypatch.setattr(settings_module, "load_settings", lambda *a, **kw: loads.append(1) or real(*a, **kw))
+    at = run_app(page)
+    runs = 2  # the first run on the Overview, then the switch to the page
+    assert len(loads) == runs, f"{page}: {len(loads)} settings loads in {runs} runs"
+    assert at.session_state["np_run_settings"].store_url == load_settings().store_url

@@ -13,7 +13,7 @@ import streamlit as st
 from newspulse.dashboard import auth, charts, data, widgets
 from newspulse.alerts import ack_alert, expire_silence, list_silences, silence_scope
 from newspulse.schema import Alert, AlertStatus
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 
 STATUSES = data.ALERT_STATUSES
 VIEWS = (*STATUSES, "silences")
@@ -179,7 +179,7 @@ def view_picker(alerts: dict[str, list[Alert]]) -> str:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Alerts")
     alerts = {s: data.load_alerts(settings, status=s) for s in STATUSES}
     view = view_picker(alerts)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from newspulse.dashboard import data, widgets
 from newspulse.schema import LABELS
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 from newspulse.store import Filter
 
 ANY = "Any"
@@ -132,7 +132,7 @@ def results(settings: Settings, text: str, flt: Filter, limit: int) -> None:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Explore")
     if not widgets.has_articles(settings):
         return

@@ -11,7 +11,7 @@ import streamlit as st
 
 from newspulse.dashboard import data, widgets
 from newspulse.schema import ScoredArticle
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 
 
 HISTORY_ROWS = 500  # newest corrections shown (each looks its article up); the CSV has the same rows
@@ -47,7 +47,7 @@ def history_panel(settings: Settings) -> None:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Feedback")
     st.caption("Analyst corrections train the next model version.")
     if widgets.has_articles(settings):

@@ -10,7 +10,7 @@ import streamlit as st
 
 from newspulse.dashboard import charts, data, widgets
 from newspulse.schema import LABELS
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 
 NO_MODEL_HELP = (
     "No model is in production yet. Train and promote one with `newspulse model train` "
@@ -112,7 +112,7 @@ def versions_panel(settings: Settings) -> None:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Model")
     card = data.load_production_card(str(settings.model_registry))
     if card is None:

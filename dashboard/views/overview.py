@@ -13,7 +13,7 @@ import streamlit as st
 
 from newspulse.dashboard import auth, charts, data, watchlists, widgets
 from newspulse.schema import Alert
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 
 SEEN_ALERTS_KEY = "np_seen_firing"
 WATCH_KEY = "np_watch"
@@ -183,7 +183,7 @@ def live_content(settings: Settings) -> None:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Overview")
     every = settings.dashboard_refresh_s if st.session_state.get("np_autorefresh", True) else 0
     st.fragment(live_panels, run_every=every or None)(settings)

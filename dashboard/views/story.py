@@ -14,7 +14,6 @@ import streamlit as st
 
 from newspulse.dashboard import data, widgets
 from newspulse.schema import LABELS, EntityVerdict, ScoredArticle
-from newspulse.settings import load_settings
 
 HIGHLIGHT_KEY = "story-highlight"
 HIGHLIGHT_PARAM = "highlight"
@@ -91,7 +90,7 @@ def explanation_panel(article: ScoredArticle) -> None:
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Story")
     if not widgets.has_articles(settings):
         return

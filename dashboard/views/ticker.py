@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from newspulse.dashboard import charts, data, widgets
-from newspulse.settings import Settings, load_settings
+from newspulse.settings import Settings
 
 _OPTIONS = 500
 _WHY_STORIES = 5
@@ -106,7 +106,7 @@ def negative_panel(settings: Settings, ticker: str, window: data.Window) -> None
 
 
 def render() -> None:
-    settings = load_settings()
+    settings = widgets.page_settings()
     st.title("Ticker")
     if not widgets.has_articles(settings):
         return

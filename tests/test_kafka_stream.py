@@ -563,7 +563,8 @@ def test_a_processor_joining_mid_stream_takes_over_partitions_without_loss(kafka
     sent = articles(800, run="join")
     with KafkaArticlePublisher(s) as pub:
         pub.publish(sent)
-    before = {n: REGISTRY.get_sample_value(n) or 0 for n in ("newspulse_kafka_articles_processed_total", "newspulse_kafka_records_consumed_total")}
+    stored_sample = ("newspulse_pipeline_messages_total", {"source": "kafka", "fate": "stored"})
+    stored_before = REGISTRY.get_sample_value(*stored_sample) or 0
     stores = [SQLiteStore(s.sqlite_path), SQLiteStore(s.sqlite_path)]
     first = ProcessorThread(s, fake_factory(stores[0], delay_s=0.05, per_article_s=0.01))  # ~10 s alone
     try:
@@ -583,9 +584,9 @@ def test_a_processor_joining_mid_stream_takes_over_partitions_without_loss(kafka
     assert stores[0].stats()["articles"] == 800
     # a rebalance may redeliver at most the batch in flight per member; never lose anything
     assert 800 <= stats1.stored + stats2.stored <= 800 + 2 * s.batch_max_records
-    processed = REGISTRY.get_sample_value("newspulse_kafka_articles_processed_total") - before["newspulse_kafka_articles_processed_total"]
+    processed = REGISTRY.get_sample_value(*stored_sample) - stored_before
     assert processed == stats1.stored + stats2.stored
-    for name in ("newspulse_kafka_records_consumed_total", "newspulse_kafka_records_dead_lettered_total", "newspulse_kafka_records_failed_total",
+    for name in ("newspulse_kafka_records_consumed_total", 'newspulse_pipeline_messages_total{fate="stored",source="kafka"}', "newspulse_kafka_records_failed_total",
                  "newspulse_kafka_batch_seconds_bucket", "newspulse_kafka_consumer_lag{"):
         assert name in body, name
     for st in stores:

@@ -394,3 +394,17 @@ def test_json_log_format_gives_one_parsable_object_per_line(tmp_path):
     assert second["message"] == "boom\nsecond line" and "ZeroDivisionError" in second["exception"]
     text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "NEWSPULSE_LOG_FORMAT": "text"}, cwd=tmp_path, timeout=120)
     assert " WARNING newspulse.test: fetched 3" in text.stderr
+
+
+def test_kafka_metrics_do_not_count_message_fates_twice():
+    """What became of a message is counted once, for both modes, by
+    newspulse_pipeline_messages_total{source,fate}; the Kafka processor's own metrics count only
+    what is Kafka's (records read, retried, lag), not stored or dead-lettered messages again."""
+    from prometheus_client import REGISTRY
+
+    import newspulse.kafka.metrics  # noqa: F401  (registers the processor's metrics)
+    import newspulse.pipeline  # noqa: F401
+
+    names = {metric.name for metric in REGISTRY.collect()}
+    assert "newspulse_pipeline_messages" in names
+    assert not names & {"newspulse_kafka_articles_processed", "newspulse_kafka_records_dead_lettered"}

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the Kafka processor, served on ``NEWSPULSE_METRICS_PORT``."""
+"""Prometheus metrics of the Kafka processor, served on ``NEWSPULSE_METRICS_PORT``.
+
+Only what is Kafka's own lives here (records read, retried, lag, polls, arrival latency): what
+became of each message (stored, dead-lettered, duplicate, released) is counted once, for both
+modes, by ``newspulse_pipeline_messages_total{source,fate}`` (newspulse.pipeline.MESSAGES)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from newspulse.metrics import serve_metrics  # noqa: F401  (re-exported: the processor starts the endpoint here)
 
 CONSUMED = Counter("newspulse_kafka_records_consumed", "Records read from the raw topic (redeliveries included).")
-PROCESSED = Counter("newspulse_kafka_articles_processed", "Articles scored and accepted by every sink.")
 FAILED = Counter("newspulse_kafka_records_failed", "Records whose batch or sink write failed and that will be retried.")
-DEAD_LETTERED = Counter("newspulse_kafka_records_dead_lettered", "Records sent to the dead-letter topic.")
 BATCH_SECONDS = Histogram(
     "newspulse_kafka_batch_seconds",
     "Time to process one micro-batch (parse, score, summarise, write).",

@@ -298,9 +298,7 @@ class KafkaSource:
                 continue
             settled.append(outcome)
             offsets[tp] = msg.offset + 1
-        self.stats.settle(settled)
-        metrics.PROCESSED.inc(sum(o.fate is Fate.stored for o in settled))
-        metrics.DEAD_LETTERED.inc(sum(o.fate is Fate.dead_lettered for o in settled))
+        self.stats.settle(settled)  # counts each fate in newspulse_pipeline_messages_total{source="kafka"}
         if released:
             self.stats.release(released)
         self._commit(offsets)

@@ -99,13 +99,8 @@ def evaluate(
     agreement level, beside the lexicon baseline."""
     from newspulse.models.data import DEFAULT_EVAL_FILES
     from newspulse.models.evaluate import evaluate_files
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
 
-    settings = _settings()
-    registry = Registry(settings.model_registry)
-    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 4
-    clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
+    clf = _served_model(_settings(), version)
     result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)  # DataError: exit 2
     result["quantized"] = clf.quantized
     result["backend"] = clf.backend.name
@@ -123,6 +118,18 @@ def evaluate(
         typer.echo(f"  agreement {level:>3}%: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
 
 
+def _served_model(settings: Settings, version: str | None):
+    """Registry ``version`` (default: production) as the settings serve it (device, precision,
+    backend): the evaluation commands measure what the processors would run. A missing version
+    or production model raises NotFound / NoProductionModel (one line, exit 4)."""
+    from newspulse.models.predict import SentimentModel
+    from newspulse.models.registry import Registry
+
+    registry = Registry(settings.model_registry)
+    card = registry.card(version) if version else registry.production_card()
+    return SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
+
+
 @app.command("evaluate-entities")
 def evaluate_entities(
     data: Annotated[list[Path], typer.Option("--data", help="Entity-level CSV with columns id,text,entity,label (id groups one headline's rows); repeatable.")],
@@ -135,14 +142,10 @@ def evaluate_entities(
     headline is scored on the unmarked headline. A bad row stops with its line, exit 2."""
     from newspulse.models.evaluate import evaluate_entities as run_evaluation
     from newspulse.models.evaluate import read_entity_frame
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
 
     settings = _settings()
     frame = read_entity_frame(data)  # DataError: exit 2; a bad row stops here, before a model is loaded
-    registry = Registry(settings.model_registry)
-    card = registry.card(version) if version else registry.production_card()  # NotFound / NoProductionModel: one line, exit 4
-    clf = SentimentModel.from_dir(registry.version_dir(card.version), device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, card=card)
+    clf = _served_model(settings, version)
     result = run_evaluation(clf, frame)
     result["data"] = [str(p) for p in data]
     result["quantized"] = clf.quantized

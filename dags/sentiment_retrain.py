@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 
 from newspulse.airflow_notices import notify_task_failure
+from newspulse.models.train_options import dag_param_specs
 
 PRODUCTION_MODEL = Asset("newspulse-production-model")
 #: Created by docker-compose.yml's airflow-init with one slot.
@@ -55,26 +56,8 @@ with DAG(
     max_active_runs=1,
     default_args=default_args,
     tags=["newspulse", "ml", "sentiment"],
-    params={
-        "base_model": Param("", type="string", description="HF id or local path; empty = NEWSPULSE_BASE_MODEL or the packaged MiniLM."),
-        "epochs": Param(None, type=["null", "integer"], minimum=1, description="Training epochs; empty = default."),
-        "data_sources": Param([], type="array", description="Training CSVs (text,label, or entity-level id,text,entity,label); empty = bundled PhraseBank + Twitter + SEntFiN train."),
-        "include_feedback": Param(True, type="boolean", description="Add analyst feedback labels from the store."),
-        "dev_files": Param([], type="array", description="Dev CSVs of the training history (and early stopping, when the best checkpoint is kept); empty = bundled dev splits."),
-        "entity_dev_files": Param([], type="array", description="Entity-level dev CSVs (id,text,entity,label) for the card's entity figures, the gate and the int8 check; empty = bundled SEntFiN dev."),
-        "eval_files": Param([], type="array", description="Fixed evaluation split of the gate; empty = bundled dev splits."),
-        "max_train_rows": Param(None, type=["null", "integer"], minimum=10, description="Subsample the training rows."),
-        "max_length": Param(None, type=["null", "integer"], minimum=8, description="Token window while training."),
-        "learning_rate": Param(None, type=["null", "number"], description="Peak learning rate."),
-        "max_steps": Param(None, type=["null", "integer"], minimum=1, description="Optimiser steps of the fixed recipe; empty = default (newspulse.models.train.DEFAULT_STEPS)."),
-        "time_budget_s": Param(None, type=["null", "number"], minimum=1, description="Also stop fine-tuning after this many seconds; empty = none (the fixed step count alone)."),
-        "f1_floor": Param(None, type=["null", "number"], minimum=0, maximum=1, description="Lowest macro-F1 a model may be promoted with."),
-        "registry": Param("", type="string", description="Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),
-        "commercial_only": Param(False, type="boolean", description="Refuse inputs not licensed for commercial use (PhraseBank, the bundled soft labels); defaults become the commercially usable bundled sets, without distillation."),
-        "distill": Param(True, type="boolean", description="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz); false = gold labels only. Off for commercial_only."),
-        "soft_labels": Param("", type="string", description="Another teacher soft-label artifact to distil from (data/soft_labels/*.csv.gz); empty = the bundled one (see distill)."),
-        "soft_labels_sha256": Param("", type="string", description="The sha256 the soft-label artifact must have; empty = the one in its manifest."),
-    },
+    # generated from the one declaration of the retraining options (newspulse.models.train_options)
+    params={name: Param(**spec) for name, spec in dag_param_specs().items()},
     doc_md=__doc__,
 ) as dag:
 

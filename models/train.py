@@ -57,6 +57,7 @@ from newspulse.models.data import (
 from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
 from newspulse.models.distill import SOFT_LABELS_DIR, SoftLabels, kd_loss, load_soft_labels
 from newspulse.models.evaluate import evaluate_candidate
+from newspulse.models.train_options import config_fields
 from newspulse.models.registry import DEFAULT_F1_FLOOR, DataFile, ModelCard, Registry, code_version, gate_and_promote
 from newspulse.errors import BadInput
 from newspulse.schema import LABELS, Feedback
@@ -720,27 +721,6 @@ def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], 
     """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
     :func:`default_config`; ``data_sources`` names the training CSVs; ``distill: false`` trains
     on the gold labels alone."""
-    mapping = {
-        "registry": "registry",
-        "base_model": "base_model",
-        "epochs": "epochs",
-        "data_sources": "train_files",
-        "dev_files": "dev_files",
-        "eval_files": "eval_files",
-        "entity_dev_files": "entity_dev_files",
-        "max_steps": "max_steps",
-        "max_train_rows": "max_train_rows",
-        "max_length": "max_length",
-        "batch_size": "batch_size",
-        "learning_rate": "learning_rate",
-        "include_feedback": "include_feedback",
-        "f1_floor": "f1_floor",
-        "seed": "seed",
-        "time_budget_s": "time_budget_s",
-        "commercial_only": "commercial_only",
-        "soft_labels": "soft_labels",
-        "soft_labels_sha256": "soft_labels_sha256",
-        "checkpoint_dir": "checkpoint_dir",
-    }
+    mapping = config_fields()  # declared once, with the DAG params (models/train_options.py)
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
     return default_config(settings, distill=params.get("distill") is not False, progress=False, feedback=feedback, **overrides)

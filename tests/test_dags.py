@@ -33,7 +33,8 @@ print("RESULT " + json.dumps({
                         "pools": {t.task_id: [t.pool, t.pool_slots] for t in d.tasks},
                         "failure_callbacks": {t.task_id: [getattr(c, "__module__", "") + "." + getattr(c, "__name__", repr(c)) for c in
                                                           (t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback] if t.on_failure_callback else [])]
-                                              for t in d.tasks}} for d in bag.dags.values()},
+                                              for t in d.tasks},
+                        "params": {name: d.params.get_param(name).dump() for name in d.params}} for d in bag.dags.values()},
 }))
 """
 
@@ -84,6 +85,10 @@ def test_every_dag_imports_with_tags_owner_and_retries(tmp_path):
         for task_id, callbacks in dag["failure_callbacks"].items():
             assert "newspulse.airflow_notices.notify_task_failure" in callbacks, f"{dag_id}.{task_id} fails silently"
     retrain = result["dags"]["sentiment_retrain"]
+    from newspulse.models.train_options import dag_param_specs
+
+    params = {name: {"default": p["value"], **p["schema"], "description": p["description"]} for name, p in retrain["params"].items()}
+    assert params == dag_param_specs(), "the retraining form is generated from newspulse.models.train_options"
     assert retrain["pools"]["train"] == ["newspulse_training", 1], "one fine-tuning run at a time"
     assert retrain["task_retries"][retrain["tasks"].index("train")] >= 2, "retries resume from the checkpoint, so they are cheap"
     assert retrain["timeouts"]["train"] > retrain["timeouts"]["evaluate"]

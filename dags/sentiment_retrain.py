@@ -120,7 +120,7 @@ with DAG(
         from newspulse.models.registry import Registry
 
         registry = Registry(_config().registry)
-        production = registry.production_version()
+        production = registry.production_version(_config().tier)
         outcome = "promoted" if decision["promote"] else "rejected"
         logging.getLogger("airflow.task").info("sentiment_retrain: candidate %s %s (%s); production is %s", decision["candidate_version"], outcome, decision["reason"], production)
         registry.record_run({"dag": "sentiment_retrain", "outcome": outcome, "production": production, **decision})

@@ -7,6 +7,7 @@ one line and the exit code of their kind (docs/cli.md).
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,6 +22,13 @@ app = command_app("Train, evaluate and manage the sentiment and topic models.")
 
 #: The help of every ``--json`` option: the promise scripts rely on.
 JSON_HELP = "Print one JSON document on stdout and nothing else."
+
+
+class Tier(str, Enum):
+    """Serving tiers a training run can produce (models/registry.py ``TIERS``)."""
+
+    fast = "fast"
+    accurate = "accurate"
 
 
 @app.command()
@@ -41,11 +49,12 @@ def train(
     soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
     commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; every bundled soft-label file is non-commercial); defaults become the commercially usable bundled sets, without distillation.")] = False,
     promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
+    tier: Annotated[Tier, typer.Option(help="fast: the MiniLM every article is scored by. accurate: all-mpnet-base-v2 (NEWSPULSE_ACCURATE_BASE_MODEL) with its own learning rate and 3,000 steps, gated against and promoted to the accurate tier's own pointer; the processor consults it for the fast tier's least-confident stories (NEWSPULSE_CASCADE_THRESHOLD).")] = Tier.fast,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
     from newspulse.models.onnx_backend import require_torch
-    from newspulse.models.train import default_config
+    from newspulse.models.train import accurate_config, default_config
     from newspulse.models.train import train as run_training
     from newspulse.wiring import feedback_source
 
@@ -70,7 +79,8 @@ def train(
         if v is not None
     }
     # a bad option combination or data file raises BadInput (DataError), which the group reports
-    cfg = default_config(settings, distill=distill, include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
+    common = dict(include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
+    cfg = accurate_config(settings, **common) if tier is Tier.accurate else default_config(settings, distill=distill, **common)
     card = run_training(cfg)
     if as_json:
         echo_json(card.model_dump(mode="json"))

@@ -412,16 +412,17 @@ class HotReloadingClassifier:
     keeps serving.
     """
 
-    def __init__(self, registry: Registry, *, device: str = "auto", quantize: str = "auto", backend: str = "auto", check_interval: float = 5.0) -> None:
+    def __init__(self, registry: Registry, *, device: str = "auto", quantize: str = "auto", backend: str = "auto", check_interval: float = 5.0, tier: str = "fast") -> None:
         self.registry = registry
+        self.tier = tier
         self.device = device
         self.quantize = quantize
         self.backend = backend
         self.check_interval = check_interval
         self._lock = threading.Lock()
-        self._mtime = registry.pointer_mtime()
+        self._mtime = registry.pointer_mtime(tier)
         self._checked = time.monotonic()
-        self._current = self._load(registry.production_card())
+        self._current = self._load(registry.production_card(tier))
         self._export_version()
 
     def _load(self, card: ModelCard) -> SentimentModel:
@@ -444,11 +445,11 @@ class HotReloadingClassifier:
             return False
         with self._lock:
             self._checked = now
-            mtime = self.registry.pointer_mtime()
+            mtime = self.registry.pointer_mtime(self.tier)
             if not force and mtime == self._mtime:
                 return False
             self._mtime = mtime
-            version = self.registry.production_version()
+            version = self.registry.production_version(self.tier)
             if version is None or version == self._current.version:
                 return False
             try:
@@ -466,8 +467,9 @@ class HotReloadingClassifier:
             return True
 
     def _export_version(self) -> None:
-        SERVING.clear()
-        SERVING.labels(self._current.version).set(1)
+        if self.tier == "fast":  # the gauge names the model every article is scored by
+            SERVING.clear()
+            SERVING.labels(self._current.version).set(1)
 
     def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
         return self.current.score_articles(articles)
@@ -485,15 +487,107 @@ class HotReloadingClassifier:
         return self.current.predict(texts, **kw)
 
 
-def load_classifier(settings, *, check_interval: float = 5.0) -> HotReloadingClassifier:
-    """The production classifier from ``settings.model_registry``; follows promotions.
+def confidence_of(probs: np.ndarray) -> np.ndarray:
+    """The cascade's confidence of each row: its largest class probability."""
+    return probs.max(axis=1) if len(probs) else np.zeros(0, dtype=np.float32)
+
+
+class CascadeClassifier:
+    """The fast tier for every article, the accurate tier for the fast tier's least confident.
+
+    Why: the accurate tier (a larger encoder, ``newspulse model train --tier accurate``) is
+    several times slower; most articles are clear enough for the fast tier, and the rows it is
+    unsure of are where its mistakes concentrate. Stories whose fast-tier confidence (largest
+    class probability) is below ``threshold`` are scored again by the accurate tier, whose
+    verdict and explanation replace the fast one; :meth:`explain_articles_tiered` says which
+    tier decided each row, and the stored record keeps it (``ScoredArticle.decided_by``).
+
+    Without an accurate model promoted (``production-accurate``), every row is the fast tier's
+    and nothing else changes. The accurate pointer is checked every ``check_interval`` seconds,
+    so a first accurate promotion reaches a running processor without a restart. Entity
+    verdicts stay with the fast tier (they are scored per mention, from the same fast pass).
+    """
+
+    def __init__(self, fast: HotReloadingClassifier, *, threshold: float, check_interval: float = 5.0, accurate: HotReloadingClassifier | None = None) -> None:
+        self.fast = fast
+        self.threshold = threshold
+        self.check_interval = check_interval
+        self._accurate = accurate
+        self._checked = time.monotonic()
+
+    @property
+    def version(self) -> str:
+        """The fast tier's version: the one every record is scored by first."""
+        return self.fast.version
+
+    @property
+    def current(self) -> SentimentModel:
+        """The fast tier's loaded model (after a reload check)."""
+        return self.fast.current
+
+    @property
+    def accurate(self) -> HotReloadingClassifier | None:
+        """The accurate tier, loaded once its pointer appears (None: no accurate model)."""
+        if self._accurate is None and time.monotonic() - self._checked >= self.check_interval:
+            self._checked = time.monotonic()
+            if self.fast.registry.production_version("accurate") is not None:
+                try:
+                    self._accurate = self.fast.__class__(
+                        self.fast.registry, device=self.fast.device, quantize=self.fast.quantize, backend=self.fast.backend, check_interval=self.fast.check_interval, tier="accurate"
+                    )
+                except Exception:  # keep serving the fast tier alone; the log says why
+                    RELOAD_FAILURES.inc()
+                    log.exception("could not load the accurate-tier model; the cascade stays on the fast tier")
+        return self._accurate
+
+    def explain_articles_tiered(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]], list[str]]:
+        """Story probabilities, explanations and the deciding tier (``fast``/``accurate``) per article."""
+        probs, explanations = self.fast.explain_articles(articles)
+        tiers = ["fast"] * len(articles)
+        accurate = self.accurate
+        unsure = np.flatnonzero(confidence_of(probs) < self.threshold)
+        if accurate is not None and len(unsure):
+            second, why = accurate.explain_articles([articles[i] for i in unsure])
+            for k, i in enumerate(unsure):
+                probs[i], explanations[i], tiers[i] = second[k], why[k], "accurate"
+        return probs, explanations, tiers
+
+    def explain_articles(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]]]:
+        probs, explanations, _ = self.explain_articles_tiered(articles)
+        return probs, explanations
+
+    def score_articles(self, articles: Sequence[Article]) -> np.ndarray:
+        return self.explain_articles_tiered(articles)[0]
+
+    def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
+        return self.fast.score_mentions(items)
+
+    def predict_proba(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
+        """Sentence probabilities through the cascade (bench/cascade.py measures this path)."""
+        probs = self.fast.predict_proba(texts, **kw)
+        accurate = self.accurate
+        unsure = np.flatnonzero(confidence_of(probs) < self.threshold)
+        if accurate is not None and len(unsure):
+            probs[unsure] = accurate.predict_proba([texts[i] for i in unsure], **kw)
+        return probs
+
+    def predict(self, texts: Sequence[str], **kw: Any) -> list[str]:
+        return [LABELS[i] for i in self.predict_proba(texts, **kw).argmax(axis=1)]
+
+
+def load_classifier(settings, *, check_interval: float = 5.0) -> CascadeClassifier:
+    """The production classifier from ``settings.model_registry``: the fast tier, cascading to
+    the accurate tier when one is promoted (``NEWSPULSE_CASCADE_THRESHOLD``); follows promotions.
 
     Raises :class:`newspulse.models.registry.NoProductionModel` when nothing is promoted yet.
     """
     registry = Registry(settings.model_registry)
     if registry.production_version() is None:
         raise NoProductionModel(f"no production model in {registry.path}; train one with `newspulse model train`")
-    return HotReloadingClassifier(registry, device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, check_interval=check_interval)
+    kw = dict(device=settings.device, quantize=settings.quantize, backend=settings.inference_backend, check_interval=check_interval)
+    fast = HotReloadingClassifier(registry, **kw)
+    accurate = HotReloadingClassifier(registry, **kw, tier="accurate") if registry.production_version("accurate") is not None else None
+    return CascadeClassifier(fast, threshold=settings.cascade_threshold, check_interval=check_interval, accurate=accurate)
 
 
 def rescore_store(settings, store, *, since=None, batch_size: int = 256, force: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Layout::
 
     <registry>/
-      production                 # text file holding the production version (replaced atomically)
+      production                 # text file holding the fast tier's production version (replaced atomically)
+      production-accurate        # the accurate tier's production version (the cascade's second opinion), if any
       <version>/
         model_card.json          # ModelCard: where the model came from and how good it is
         README.md                # the same card for Hugging Face tools (models/card.py: Hub metadata + prose)
@@ -29,7 +30,7 @@ import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 CARD_FILE = "model_card.json"
 HF_CARD_FILE = "README.md"
 POINTER_FILE = "production"
+#: Serving tiers: ``fast`` scores every article; ``accurate`` (a larger encoder) is consulted by
+#: the cascade (models/predict.py) for the fast tier's least-confident rows. Each tier has its
+#: own production pointer, so an accurate model never replaces the fast one.
+TIERS = ("fast", "accurate")
 #: A candidate below this macro-F1 on the evaluation split is never promoted, even into an
 #: empty registry: a broken training run must not become the first production model.
 DEFAULT_F1_FLOOR = 0.5
@@ -121,6 +126,9 @@ class ModelCard(BaseModel):
     #: "student": a serving candidate; "teacher": trained only to make soft labels for
     #: distillation (``newspulse bench model`` times it too), never promoted.
     role: str = "student"
+    #: Which serving tier the model is for (:data:`TIERS`); the gate compares it with, and
+    #: promotion moves, that tier's production pointer only.
+    tier: Literal["fast", "accurate"] = "fast"
     #: Knowledge distillation: teacher, soft-label artifact sha256, loss weights ({} = none).
     distillation: dict[str, Any] = Field(default_factory=dict)
     #: Licence of every data set the model learned from or was selected on, and whether all of
@@ -211,22 +219,30 @@ class Registry:
     # --- reading ---------------------------------------------------------------------------
     @property
     def pointer(self) -> Path:
-        return self.path / POINTER_FILE
+        return self.pointer_of("fast")
 
-    def pointer_mtime(self) -> float | None:
+    def pointer_of(self, tier: str) -> Path:
+        """The production pointer of ``tier``: ``production`` for the fast tier,
+        ``production-<tier>`` for the others."""
+        if tier not in TIERS:
+            raise BadInput(f"unknown model tier {tier!r}; one of {', '.join(TIERS)}")
+        return self.path / (POINTER_FILE if tier == "fast" else f"{POINTER_FILE}-{tier}")
+
+    def pointer_mtime(self, tier: str = "fast") -> float | None:
         """Cheap change detection for hot reload (one ``stat``)."""
         try:
-            return self.pointer.stat().st_mtime_ns / 1e9
+            return self.pointer_of(tier).stat().st_mtime_ns / 1e9
         except FileNotFoundError:
             return None
 
-    def production_version(self) -> str | None:
+    def production_version(self, tier: str = "fast") -> str | None:
+        pointer = self.pointer_of(tier)
         try:
-            version = self.pointer.read_text(encoding="utf-8").strip()
+            version = pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
         if version and not _plain_name(version):
-            raise BadVersionName(f"the production pointer {self.pointer} holds {version!r}, not a version name; point it at a version with `newspulse model promote VERSION --force`")
+            raise BadVersionName(f"the production pointer {pointer} holds {version!r}, not a version name; point it at a version with `newspulse model promote VERSION --force`")
         return version or None
 
     def version_dir(self, version: str) -> Path:
@@ -252,8 +268,8 @@ class Registry:
             raise NotFound(f"no model version {folder!r} in {self.path}")
         return ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
 
-    def production_card(self) -> ModelCard:
-        version = self.production_version()
+    def production_card(self, tier: str = "fast") -> ModelCard:
+        version = self.production_version(tier)
         if version is None:
             raise NoProductionModel(f"no production model in {self.path}; train one with `newspulse model train`")
         return self.card(version)
@@ -326,9 +342,11 @@ class Registry:
         return final
 
     def promote(self, version: str) -> None:
-        """Point production at ``version`` (atomic). Raises NotFound for unknown versions."""
-        self.card(version)  # must exist and be readable
-        _atomic_write(self.pointer, version + "\n")
+        """Point the production pointer of the version's tier at ``version`` (atomic): an
+        accurate-tier model never becomes the fast tier's production. Raises NotFound for
+        unknown versions."""
+        card = self.card(version)  # must exist and be readable
+        _atomic_write(self.pointer_of(card.tier), version + "\n")
 
     def gate(self, candidate: ModelCard, floor: float = DEFAULT_F1_FLOOR, split: str = "eval", production_macro_f1: float | None = None, production_entity_macro_f1: float | None = None) -> GateDecision:
         """Promote only if the candidate's macro-F1 on the fixed evaluation split is above the
@@ -350,7 +368,7 @@ class Registry:
         base = dict(candidate_version=candidate.version, candidate_macro_f1=cand_f1, floor=floor, split=candidate.eval_split or split, candidate_entity_macro_f1=cand_entity)
         if cand_f1 < floor:
             return GateDecision(promote=False, reason=f"macro-F1 {cand_f1:.4f} is below the floor {floor:.4f}", **base)
-        prod_version = self.production_version()
+        prod_version = self.production_version(candidate.tier)
         if prod_version is None or prod_version == candidate.version:
             return GateDecision(promote=True, reason="no production model yet" if prod_version is None else "already production", **base)
         prod = self.card(prod_version)
@@ -372,7 +390,7 @@ class Registry:
     def describe(self) -> list[dict[str, Any]]:
         """One row per version folder for ``newspulse model list``; a misnamed folder is one row
         named by its folder, with its ``problem`` and never marked production."""
-        prod = self.production_version()
+        prod = {tier: self.production_version(tier) for tier in TIERS}
         rows: list[dict[str, Any]] = []
         for folder in self.list_versions():
             try:
@@ -383,7 +401,8 @@ class Registry:
             rows.append(
                 {
                     "version": card.version,
-                    "production": card.version == prod,
+                    "production": card.version == prod[card.tier],
+                    "tier": card.tier,
                     "role": card.role,
                     "created_at": card.created_at.isoformat(),
                     "base_model": card.base_model,
@@ -417,7 +436,7 @@ def gate_candidate(registry: Registry, version: str, floor: float = DEFAULT_F1_F
     from newspulse.models.evaluate import entity_macro_f1, split_macro_f1
 
     card = registry.card(version)
-    prod_version = registry.production_version()
+    prod_version = registry.production_version(card.tier)
     prod_f1 = prod_entity = None
     if prod_version and prod_version != version:
         prod = registry.card(prod_version)

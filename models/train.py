@@ -54,6 +54,7 @@ from newspulse.models.data import (
     read_many,
     resolve_base_model,
 )
+from newspulse.errors import BadInput
 from newspulse.models.checkpoint import LoopState, TrainingCheckpoint, fingerprint
 from newspulse.models.distill import SOFT_LABELS_DIR, SoftLabels, kd_loss, load_soft_labels
 from newspulse.models.evaluate import evaluate_candidate
@@ -72,6 +73,11 @@ DEFAULT_STEPS = 2200
 #: probabilities on the bundled training rows, each a second target of its gold row (no extra
 #: rows, so no extra steps within the CPU budget). Pinned: a swapped file fails the run.
 #: docs/model.md ("Distillation on the training rows") has the measurement that chose it.
+#: The accurate tier's recipe (``newspulse model train --tier accurate``): all-mpnet-base-v2
+#: fine-tuned on the gold rows, about 3 epochs of the bundled train splits at 16 rows a step, with
+#: the learning rate a 110M-parameter encoder takes (the MiniLM's 1e-4 makes it diverge).
+ACCURATE_STEPS = 3000
+ACCURATE_LEARNING_RATE = 2e-5
 DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v3.csv.gz"
 DEFAULT_SOFT_LABELS_SHA256 = "d936807474cc73f1b32fe208785746da3120c841c4d96f6368eeaa5659c6336a"
 
@@ -133,6 +139,9 @@ class TrainConfig:
     distill_rows: Literal["auto", "unlabelled", "gold", "both"] = "auto"
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
+    #: The serving tier the model is for: "accurate" models get their own production pointer
+    #: (``production-accurate``) and never replace the fast tier's (models/registry.py).
+    tier: Literal["fast", "accurate"] = "fast"
     #: Refuse inputs whose licence forbids commercial use (PhraseBank, the bundled soft labels).
     commercial_only: bool = False
     promote: bool = True
@@ -199,6 +208,21 @@ def default_config(settings, distill: bool = True, **overrides: Any) -> TrainCon
             log.warning("bundled soft labels %s are missing; training on the gold labels alone", DEFAULT_SOFT_LABELS)
     cfg.update(overrides)
     return TrainConfig(**cfg)
+
+
+def accurate_config(settings, **overrides: Any) -> TrainConfig:
+    """The accurate tier's retraining run: the default run's data, feedback, gate and int8 check,
+    but all-mpnet-base-v2 (``NEWSPULSE_ACCURATE_BASE_MODEL``: the folder ``python -m
+    newspulse.models.teacher fetch`` wrote) fine-tuned on the gold labels with its own learning
+    rate and :data:`ACCURATE_STEPS` steps, registered as tier ``accurate``. No distillation: the
+    bundled soft labels come from this very encoder."""
+    base = overrides.pop("base_model", None) or settings.accurate_base_model
+    if not base:
+        raise BadInput(
+            "the accurate tier needs all-mpnet-base-v2: fetch it with `python -m newspulse.models.teacher fetch --dest DIR` "
+            "and set NEWSPULSE_ACCURATE_BASE_MODEL=DIR/all-mpnet-base-v2 (or pass --base-model)"
+        )
+    return default_config(settings, distill=False, **({"base_model": base, "tier": "accurate", "max_steps": ACCURATE_STEPS, "learning_rate": ACCURATE_LEARNING_RATE} | overrides))
 
 
 def _bundled(files: tuple[Path, ...], commercial_only: bool) -> list[Path]:
@@ -644,6 +668,7 @@ def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: l
         params=cfg.params(),
         label_distribution={"train": data.counts, "dev": label_counts(data.dev)},
         role=cfg.role,
+        tier=cfg.tier,
         distillation=_distillation_card(cfg, data),
         licences=training_licences(train_files, cfg.dev_files, cfg.gate_files, data.soft),
         training={
@@ -720,7 +745,9 @@ def train(cfg: TrainConfig) -> ModelCard:
 def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None) -> TrainConfig:
     """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
     :func:`default_config`; ``data_sources`` names the training CSVs; ``distill: false`` trains
-    on the gold labels alone."""
+    on the gold labels alone; ``tier: accurate`` starts from :func:`accurate_config`."""
     mapping = config_fields()  # declared once, with the DAG params (models/train_options.py)
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
+    if params.get("tier") == "accurate":
+        return accurate_config(settings, progress=False, feedback=feedback, **overrides)
     return default_config(settings, distill=params.get("distill") is not False, progress=False, feedback=feedback, **overrides)

@@ -34,6 +34,7 @@ class TrainOption:
 
 
 TRAIN_OPTIONS: tuple[TrainOption, ...] = (
+    TrainOption("tier", "tier", "string", "fast", "fast: the MiniLM every article is scored by; accurate: all-mpnet-base-v2 (NEWSPULSE_ACCURATE_BASE_MODEL, its own learning rate and steps), gated against and promoted to the accurate tier's pointer (production-accurate).", cli="tier"),
     TrainOption("base_model", "base_model", "string", "", "HF id or local path; empty = NEWSPULSE_BASE_MODEL or the packaged MiniLM.", cli="base_model"),
     TrainOption("epochs", "epochs", ["null", "integer"], None, "Training epochs; empty = default.", cli="epochs", minimum=1),
     TrainOption("data_sources", "train_files", "array", [], "Training CSVs (text,label, or entity-level id,text,entity,label); empty = bundled PhraseBank + Twitter + SEntFiN train.", cli="train_file"),

@@ -59,6 +59,14 @@ class ExplainingClassifier(Protocol):
     def explain_articles(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]]]: ...
 
 
+@runtime_checkable
+class TieredClassifier(Protocol):
+    """A classifier that also says which serving tier decided each story (the production
+    cascade does: ``fast`` or ``accurate``); the record keeps it in ``decided_by``."""
+
+    def explain_articles_tiered(self, articles: Sequence[Article]) -> tuple[np.ndarray, list[list[Evidence]], list[str]]: ...
+
+
 class Summarizer(Protocol):
     def summarize(self, articles: Sequence[Article]) -> list[str]: ...
 
@@ -139,12 +147,14 @@ class Outcome:
 
 class Classified(NamedTuple):
     """A batch after tagging and classifying, in input order: the tagged articles, the story
-    probabilities, each article's entity verdicts and its story's explanation."""
+    probabilities, each article's entity verdicts, its story's explanation and the tier that
+    decided the story."""
 
     articles: list[Article]
     probabilities: np.ndarray
     entities: list[list[EntityVerdict]]
     explanations: list[list[Evidence]]
+    tiers: list[str]
 
 
 @dataclass
@@ -354,11 +364,14 @@ class Processor:
         classifier gives one), then each ticker's mentions (one ``score_mentions`` call per
         batch), batched."""
         tagged = self.tagger.tag_many(articles) if self.tagger is not None else list(articles)
-        if isinstance(self.classifier, ExplainingClassifier):
+        tiers = ["fast"] * len(tagged)
+        if isinstance(self.classifier, TieredClassifier):
+            probs, explanations, tiers = self.classifier.explain_articles_tiered(tagged)
+        elif isinstance(self.classifier, ExplainingClassifier):
             probs, explanations = self.classifier.explain_articles(tagged)
         else:
             probs, explanations = self.classifier.score_articles(tagged), [[] for _ in tagged]
-        return Classified(tagged, probs, self.entities.verdicts(tagged, probs, self.classifier), explanations)
+        return Classified(tagged, probs, self.entities.verdicts(tagged, probs, self.classifier), explanations, tiers)
 
     def _summarise(self, batch: Classified) -> list[ScoredArticle]:
         summaries = self.summarizer.summarize(batch.articles)
@@ -370,8 +383,9 @@ class Processor:
                 model_version=self.classifier.version,
                 entities=verdicts,
                 explanation=why,
+                decided_by=tier,
             )
-            for a, row, s, verdicts, why in zip(batch.articles, batch.probabilities, summaries, batch.entities, batch.explanations)
+            for a, row, s, verdicts, why, tier in zip(batch.articles, batch.probabilities, summaries, batch.entities, batch.explanations, batch.tiers)
         ]
 
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:

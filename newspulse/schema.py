@@ -265,6 +265,10 @@ class ScoredArticle(Article):
     entities: list[EntityVerdict] = Field(default_factory=list)
     #: The passages that drove the story-level verdict (title, body sentences or chunks).
     explanation: list[Evidence] = Field(default_factory=list)
+    #: Which serving tier decided the story verdict: ``fast`` (every record scored without an
+    #: accurate-tier model, and the confident ones with it) or ``accurate`` (the cascade's
+    #: second opinion on the fast tier's least-confident stories; models/predict.py).
+    decided_by: Literal["fast", "accurate"] = "fast"
 
     @field_validator("processed_at")
     @classmethod
@@ -291,6 +295,7 @@ class ScoredArticle(Article):
         model_version: str,
         entities: list[EntityVerdict] | None = None,
         explanation: list[Evidence] | None = None,
+        decided_by: str = "fast",
     ) -> "ScoredArticle":
         """Attach a verdict: label = argmax, score = P(positive) − P(negative), with the entity
         verdicts and the story's explanation (built and validated by their makers).
@@ -305,6 +310,7 @@ class ScoredArticle(Article):
             **({name: getattr(article, name) for name in Article.model_fields} | {"schema_version": SCHEMA_VERSION}),
             entities=list(entities or []),
             explanation=list(explanation or []),
+            decided_by=decided_by,
             label=label,
             probabilities=probs,
             score=score,

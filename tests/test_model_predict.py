@@ -3,6 +3,7 @@ randomly initialised BERT models (real transformers code, seconds to build)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from newspulse.models.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import Article
 
 
-def register_random_model(registry: Registry, version: str, *, seed: int = 0, macro_f1: float = 0.6, max_length: int = 32) -> Path:
+def register_random_model(registry: Registry, version: str, *, seed: int = 0, macro_f1: float = 0.6, max_length: int = 32, tier: str = "fast") -> Path:
     """Register a tiny random BERT classifier (hidden 32, 2 layers) with the MiniLM tokenizer."""
     from newspulse.models.bench import random_bert_classifier
     from newspulse.models.data import packaged_base_model
@@ -29,6 +30,7 @@ def register_random_model(registry: Registry, version: str, *, seed: int = 0, ma
         params={"max_length": max_length},
         metrics={"eval": {"macro_f1": macro_f1}},
         quantization={"recommended": False},
+        tier=tier,
     )
     return registry.register(model, tokenizer, card)
 
@@ -162,6 +164,59 @@ def test_hot_reload_follows_promotion_and_survives_a_broken_version(tmp_path):
     assert live.version == "v2"  # keeps serving the model it has
 
 
+def test_the_cascade_sends_the_fast_tiers_least_confident_story_to_the_accurate_tier_and_the_record_names_it(tmp_path):
+    """Issue 26 #3: with an accurate model promoted, a story whose fast-tier confidence is below
+    NEWSPULSE_CASCADE_THRESHOLD gets the accurate tier's verdict, a confident one keeps the fast
+    verdict, and the stored record says which tier decided."""
+    from newspulse.pipeline import Processor, RawMessage
+    from newspulse.settings import load_settings
+    from newspulse.store.sink import StoreSink
+    from newspulse.store.sqlite import SQLiteStore
+
+    reg = Registry(tmp_path / "reg")
+    register_random_model(reg, "fast1", seed=1)
+    register_random_model(reg, "acc1", seed=7, tier="accurate")
+    reg.promote("fast1")
+    reg.promote("acc1")
+    arts = [_article(f"Quarterly results {w}", "The company reported its numbers.") for w in ("beat every estimate", "were filed on Tuesday", "missed badly", "came in")]
+    fast = SentimentModel.from_dir(reg.version_dir("fast1"), device="cpu", quantize="off").score_articles(arts)
+    accurate = SentimentModel.from_dir(reg.version_dir("acc1"), device="cpu", quantize="off").score_articles(arts)
+    confidence = fast.max(axis=1)
+    order = np.argsort(confidence)
+    low, high = int(order[0]), int(order[-1])
+    assert confidence[low] < confidence[high], "the random model must rank its rows"
+    threshold = float((confidence[order[0]] + confidence[order[1]]) / 2)  # only the least confident row is below it
+    cascade = load_classifier(load_settings(model_registry=reg.path, quantize="off", cascade_threshold=threshold), check_interval=0)
+    probs, _, tiers = cascade.explain_articles_tiered(arts)
+    assert tiers[low] == "accurate" and tiers.count("accurate") == 1
+    np.testing.assert_allclose(probs[low], accurate[low], atol=1e-5)
+    np.testing.assert_allclose(probs[high], fast[high], atol=1e-5)
+    assert cascade.version == "fast1"
+
+    store = SQLiteStore(tmp_path / "cascade.db")
+    sink = StoreSink(store)
+    messages = [RawMessage(json.dumps({"published_at": "2026-01-01T00:00:00Z", "source": "wire", "title": a.title, "body": a.body, "url": f"https://x.test/{i}"})) for i, a in enumerate(arts)]
+    result = Processor(cascade, _FirstSentence(), [sink], sink).process(messages)
+    stored = {a.title: store.get_article(a.id) for a in result.stored}
+    assert stored[arts[low].title].decided_by == "accurate" and stored[arts[high].title].decided_by == "fast"
+    assert stored[arts[low].title].model_version == "fast1"
+
+
+def test_without_an_accurate_model_the_cascade_leaves_every_verdict_to_the_fast_tier(tiny_registry):
+    from newspulse.settings import load_settings
+
+    arts = [_article("Earnings beat estimates"), _article("The meeting is on Tuesday")]
+    served = load_classifier(load_settings(model_registry=tiny_registry.path, quantize="off", cascade_threshold=1.0), check_interval=0)
+    probs, _, tiers = served.explain_articles_tiered(arts)
+    assert served.accurate is None and tiers == ["fast", "fast"]
+    np.testing.assert_allclose(probs, SentimentModel.from_dir(tiny_registry.version_dir("v1"), device="cpu", quantize="off").score_articles(arts), atol=1e-5)
+
+
+class _FirstSentence:
+    def summarize(self, articles):
+        return [a.text.split(".")[0] for a in articles]
+
+
 def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny_registry):
     from newspulse.models.predict import rescore_store
     from newspulse.schema import ScoredArticle
@@ -216,7 +271,6 @@ def test_rescore_fills_entities_of_history_scored_before_them(tmp_path, tiny_reg
 
 
 def test_model_rescore_command_fills_entities_and_reports_counts(tmp_path, tiny_registry, monkeypatch):
-    import json
 
     from typer.testing import CliRunner
 

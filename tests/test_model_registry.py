@@ -281,3 +281,24 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
         probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")).logits, -1).numpy()
     ours = SentimentModel.from_dir(folder, device="cpu", quantize="off").predict_proba(texts, max_length=32)
     assert np.allclose(probs, ours, atol=1e-5), "plain transformers and NewsPulse give the same probabilities"
+
+
+def test_an_accurate_tier_model_is_gated_and_promoted_on_its_own_pointer_never_over_the_fast_one(tmp_path):
+    """Issue 26 #3: ``--tier accurate`` models share the registry, card and gate, but compare
+    with and move only ``production-accurate``; the fast tier's ``production`` stays put."""
+    reg = Registry(tmp_path)
+    _add(reg, "fast1", 0.80)
+    reg.promote("fast1")
+    accurate = _card("acc1", 0.70).model_copy(update={"tier": "accurate"})  # worse than fast1: a separate race
+    reg.version_dir("acc1").mkdir()
+    reg.write_card(accurate)
+    decision = reg.gate(reg.card("acc1"))
+    assert decision.promote and decision.reason == "no production model yet"
+    reg.promote("acc1")
+    assert (reg.production_version(), reg.production_version("accurate")) == ("fast1", "acc1")
+    assert (tmp_path / "production").read_text().strip() == "fast1" and (tmp_path / "production-accurate").read_text().strip() == "acc1"
+    assert reg.production_card("accurate").tier == "accurate" and reg.production_card().tier == "fast"
+    rows = {r["version"]: (r["tier"], r["production"]) for r in reg.describe()}
+    assert rows == {"fast1": ("fast", True), "acc1": ("accurate", True)}
+    with pytest.raises(ValueError):
+        reg.production_version("medium")

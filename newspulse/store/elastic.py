@@ -92,7 +92,8 @@ _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 
 _PROBABILITIES = {"properties": {"negative": {"type": "float"}, "neutral": {"type": "float"}, "positive": {"type": "float"}}}
-#: Fields added by schema version 2, also put into monthly indices created before it.
+#: Fields added since schema version 1 (entities, explanation, decided_by), also put into
+#: monthly indices created before them.
 ENTITY_MAPPINGS: dict[str, Any] = {
     # nested, not a plain object: "bad for X, good for Y" must not match a query for "bad for Y"
     # (a plain object array flattens tickers and labels into two unrelated lists)
@@ -109,6 +110,8 @@ ENTITY_MAPPINGS: dict[str, Any] = {
         },
     },
     "explanation": {"type": "object", "enabled": False},
+    # the serving tier that decided the story verdict (the cascade, models/predict.py)
+    "decided_by": _KEYWORD,
 }
 
 ARTICLE_MAPPINGS: dict[str, Any] = {

@@ -121,6 +121,24 @@ def test_config_from_params_keeps_defaults_for_empty_values(tmp_path):
     assert cfg.registry == tmp_path and len(cfg.train_files) == 3 and cfg.eval_files
 
 
+def test_tier_accurate_selects_mpnet_with_its_own_recipe_and_says_how_to_fetch_it(tmp_path):
+    """``--tier accurate`` / the DAG's ``tier`` param: the accurate base model, its own learning
+    rate and steps, no distillation, a card of tier accurate; without the base model, one line
+    naming the fetch command. The fast tier's defaults stay as they are."""
+    from newspulse.errors import BadInput
+    from newspulse.models.train import ACCURATE_LEARNING_RATE, ACCURATE_STEPS, DEFAULT_STEPS
+    from newspulse.settings import load_settings
+
+    with pytest.raises(BadInput, match="newspulse.models.teacher fetch"):
+        config_from_params({"tier": "accurate"}, load_settings(model_registry=tmp_path))
+    settings = load_settings(model_registry=tmp_path, accurate_base_model=str(tmp_path / "all-mpnet-base-v2"))
+    cfg = config_from_params({"tier": "accurate", "include_feedback": False}, settings)
+    assert (cfg.tier, cfg.base_model, cfg.max_steps, cfg.learning_rate, cfg.soft_labels) == ("accurate", str(tmp_path / "all-mpnet-base-v2"), ACCURATE_STEPS, ACCURATE_LEARNING_RATE, None)
+    assert cfg.params()["tier"] == "accurate" and not cfg.include_feedback
+    fast = config_from_params({}, settings)
+    assert (fast.tier, fast.base_model, fast.max_steps) == ("fast", "", DEFAULT_STEPS)
+
+
 def test_fit_register_evaluate_gate_on_a_tiny_model(tmp_path, tiny_base, tiny_data):
     reg = Registry(tmp_path / "reg")
     cfg = TrainConfig(registry=reg.path, base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=2, batch_size=16, max_length=32, learning_rate=1e-3, progress=False, f1_floor=0.0)

@@ -185,6 +185,18 @@ def test_get_article_round_trips(loaded):
     assert loaded.get_article("does-not-exist") is None
 
 
+def test_the_deciding_tier_is_stored_and_read_back(store):
+    """Issue 26 #3: a record the cascade's accurate tier decided says so after a round trip; a
+    record without the field (scored before the cascade) reads as the fast tier's."""
+    art = Article(published_at=T0, source="wire", title="Guidance cut, shares steady")
+    accurate = ScoredArticle.from_article(art, {"negative": 0.5, "neutral": 0.375, "positive": 0.125}, summary="", model_version="v1", decided_by="accurate")
+    assert store.upsert_articles([accurate]).ok
+    assert store.get_article(accurate.id).decided_by == "accurate"
+    plain = ScoredArticle.from_article(Article(published_at=T0, source="wire", title="Dividend held"), {"negative": 0.125, "neutral": 0.75, "positive": 0.125}, summary="", model_version="v1")
+    assert store.upsert_articles([plain]).ok
+    assert store.get_article(plain.id).decided_by == "fast"
+
+
 # --- queries ---------------------------------------------------------------------------
 @pytest.mark.parametrize("flt", FILTERS)
 def test_timeseries_matches_oracle(loaded, flt):

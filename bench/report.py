@@ -459,23 +459,23 @@ def sentiment_rows(model: dict | None, distill: dict | None) -> list[Row]:
 
 
 def topic_rows(topics: dict | None) -> list[Row]:
-    """Issue 14's topic targets on ModApte test when topics.json has it; otherwise on the dev and
-    CV estimates, met only when both are."""
-    area, src = "Topics (#14)", "topics"
+    """The topic targets on ModApte test when topics.json has it; otherwise issue 26's: 5-fold CV
+    over all of ModApte train (train + dev), judged on the CV mean; dev is shown beside it, since
+    its 777 stories hold too few rare-category stories to decide anything."""
+    area, src = "Topics (#26)", "topics"
     rows = []
     for key, goal in (("micro_f1", 0.91), ("macro_f1", 0.60)):
-        target = f"ModApte {key.replace('_f1', '-F1')} ≥ {goal:.2f}"
+        target = f"ModApte {key.replace('_f1', '-F1')} ≥ {goal:.2f} (CV over train + dev)"
         test = number(topics, f"test.{key}")
         if test is not None:
             rows.append(Row(area, target, f"test {test:.3f}", at_least(test, goal), (src,)))
             continue
         dev, cv, spread = number(topics, f"model.dev.{key}"), number(topics, f"model.cv.{key}_mean"), number(topics, f"model.cv.{key}_std")
-        values = [v for v in (dev, cv) if v is not None]
-        if not values:
-            rows.append(missing(area, target, src, f"topics.json lacks model.dev.{key} and model.cv.{key}_mean"))
+        if cv is None:
+            rows.append(missing(area, target, src, f"topics.json lacks model.cv.{key}_mean"))
             continue
-        parts = ([f"dev {dev:.3f}"] if dev is not None else []) + ([f"{dig(topics, 'model.cv.folds')}-fold CV {cv:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")] if cv is not None else [])
-        rows.append(Row(area, target, "; ".join(parts) + " (no test split here)", MET if all(v >= goal for v in values) else NOT_MET, (src,)))
+        figure = f"{dig(topics, 'model.cv.folds')}-fold CV over {dig(topics, 'model.cv.rows') or 'train'} {cv:.3f}" + (f" ± {spread:.3f}" if spread is not None else "")
+        rows.append(Row(area, target, figure + (f"; dev {dev:.3f}" if dev is not None else ""), at_least(cv, goal), (src,)))
     return rows
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from newspulse.models.data import DataError
 from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
-from newspulse.models.topics_eval import TOPICS_DEV, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.topics_eval import TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 from newspulse.models.topics_train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
 
 runner = CliRunner()
@@ -156,6 +156,7 @@ def test_bundled_model_has_the_modapte_categories_thresholds_and_card():
     model = load_topic_model()
     assert model.categories == read_categories() and len(model.categories) == 90
     assert model.thresholds.shape == (90,) and np.all((model.thresholds > 0) & (model.thresholds < 1))
+    assert model.title_repeat == TopicTrainConfig().title_repeat  # trained with the recipe's headline weight
     card = model.card
     assert card["version"].startswith("topics-") and "research purposes only" in card["licence"]
     for name in ("svm_baseline", "model"):
@@ -175,6 +176,25 @@ def test_bundled_model_has_the_modapte_categories_thresholds_and_card():
 )
 def test_bundled_model_tags_clear_reuters_style_stories(text, expected):
     assert expected <= set(load_topic_model().predict([text])[0])
+
+
+@pytest.mark.parametrize(
+    "category, text",
+    [
+        ("nickel", "INCO RAISES NICKEL PRICE\nInco Ltd said it raised its price for nickel cathodes by 10 cents a pound, citing tight supplies."),
+        ("lumber", "U.S. SOFTWOOD LUMBER IMPORTS FROM CANADA RISE\nImports of Canadian softwood lumber rose in the first quarter, the Commerce Department said, and sawmill output eased."),
+    ],
+)
+def test_bundled_model_tags_a_rare_category_through_its_tuned_threshold(category, text):
+    """Categories with fewer than 20 training stories rarely reach margin 0; their thresholds,
+    tuned on cross-fitted scores, sit below it, and that is what tags these stories."""
+    model = load_topic_model()
+    j = model.categories.index(category)
+    both = pd.concat([read_topics_csv(TOPICS_TRAIN), read_topics_csv(TOPICS_DEV)])
+    assert label_matrix(both["labels"], [category]).sum() < 20
+    score = model.scores([text])[0, j]
+    assert model.thresholds[j] < 0.5 and model.thresholds[j] <= score < 0.5  # margin 0 would have missed it
+    assert category in model.predict([text])[0]
 
 
 def test_every_story_gets_at_least_one_topic():

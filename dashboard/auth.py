@@ -63,7 +63,7 @@ def identity() -> str:
 
 
 def sign_in_gate(settings: Settings) -> bool:
-    """True when this session may see the dashboard; otherwise draws the sign-in page."""
+    """True when this browser tab may see the dashboard; otherwise draws the sign-in page."""
     providers = oidc_providers()
     if providers is not None:
         return is_signed_in_with_oidc() or oidc_sign_in(providers)
@@ -145,7 +145,7 @@ def password_sign_in(settings: Settings) -> bool:
     assert settings.dashboard_password is not None
     st.title("NewsPulse")
     with st.form("login"):
-        name = st.text_input("Your name", help="Recorded with your acknowledgements, silences and corrections this session.")
+        name = st.text_input("Your name", help="Recorded with your acknowledgements, silences and corrections while this tab stays open.")
         given = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in"):
             expected = settings.dashboard_password.get_secret_value()

@@ -33,7 +33,7 @@ def alert_banner(firing: list[Alert]) -> None:
 
 
 def toast_new_alerts(firing: list[Alert]) -> None:
-    """A toast for each alert that started firing since this session last looked.
+    """A toast for each alert that started firing since this browser tab last looked.
 
     The first look only records what is firing (the banner shows it); toasts are for news.
     """

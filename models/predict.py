@@ -291,8 +291,9 @@ class SentimentModel:
                     owners.append((i, "body", max(n_tok, 1)))
                     spans.append((offset + start, offset + end))
         probs = self.predict_proba(texts, max_length=self.chunk_tokens + 2)
-        verdicts = aggregate(len(articles), owners, probs)
-        return verdicts, explanation(articles, owners, spans, probs, verdicts)
+        weights = part_weights(owners, probs)
+        verdicts = aggregate(len(articles), owners, probs, weights)
+        return verdicts, explanation(articles, owners, spans, probs, verdicts, weights)
 
 
 def length_sorted_batches(
@@ -358,10 +359,12 @@ def part_weights(owners: Sequence[tuple[int, str, int]], probs: np.ndarray) -> n
     return out
 
 
-def explanation(articles: Sequence[Article], owners: Sequence[tuple[int, str, int]], spans: Sequence[tuple[int, int]], probs: np.ndarray, verdicts: np.ndarray) -> list[list[Evidence]]:
+def explanation(
+    articles: Sequence[Article], owners: Sequence[tuple[int, str, int]], spans: Sequence[tuple[int, int]], probs: np.ndarray, verdicts: np.ndarray, weights: np.ndarray
+) -> list[list[Evidence]]:
     """Per article, the one to three parts (title, body chunks) that pushed hardest towards its
-    label, with their own verdicts, weights and offsets into :attr:`Article.text`."""
-    weights = part_weights(owners, probs)
+    label, with their own verdicts, ``weights`` (:func:`part_weights`) and offsets into
+    :attr:`Article.text`."""
     rows: list[list[int]] = [[] for _ in articles]
     for j, (i, _, _) in enumerate(owners):
         rows[i].append(j)
@@ -375,31 +378,15 @@ def explanation(articles: Sequence[Article], owners: Sequence[tuple[int, str, in
     return out
 
 
-def aggregate(n: int, owners: Sequence[tuple[int, str, int]], probs: np.ndarray) -> np.ndarray:
-    """Combine title and chunk probabilities per article (weights in the module docstring)."""
-    k = len(LABELS)
-    title = np.zeros((n, k))
-    has_title = np.zeros(n, dtype=bool)
-    body = np.zeros((n, k))
-    body_w = np.zeros(n)
-    for (i, part, n_tok), p in zip(owners, probs):
-        if part == "title":
-            title[i] = p
-            has_title[i] = True
-        else:
-            w = n_tok * (confidence(p) + 0.1)
-            body[i] += w * p
-            body_w[i] += w
-    out = np.full((n, k), 1.0 / k)
-    for i in range(n):
-        has_body = body_w[i] > 0
-        b = body[i] / body_w[i] if has_body else None
-        if has_title[i] and has_body:
-            out[i] = TITLE_WEIGHT * title[i] + (1 - TITLE_WEIGHT) * b
-        elif has_title[i]:
-            out[i] = title[i]
-        elif has_body:
-            out[i] = b
+def aggregate(n: int, owners: Sequence[tuple[int, str, int]], probs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Combine title and chunk probabilities per article: the mean weighted by
+    :func:`part_weights` (pass ``weights`` when they are already computed); an article with no
+    part gets the uniform distribution."""
+    weights = part_weights(owners, probs) if weights is None else weights
+    out = np.zeros((n, len(LABELS)))
+    for (i, _, _), w, p in zip(owners, weights, probs):
+        out[i] += w * p
+    out[out.sum(axis=1) == 0] = 1.0 / len(LABELS)
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 

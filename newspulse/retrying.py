@@ -9,8 +9,10 @@ Two clocks exist and each has one owner:
   consumer, a dashboard read) uses :func:`retry_until` with its own deadline and then gives up
   with the last error.
 
-Clients below them (``newspulse.kafka.client``, ``newspulse.store.elastic``) make one attempt
-bounded by a timeout and raise a typed error; they never loop themselves.
+The Kafka client (``newspulse.kafka.client``) makes one attempt bounded by a timeout and raises
+a typed error. The Elasticsearch store still absorbs short outages itself: its writes and reads
+retry through :func:`retry_until` within ``NEWSPULSE_ES_RETRY_SECONDS`` before raising
+``StoreUnavailable`` to the batch driver (docs/streaming.md, "Who owns which clock").
 """
 
 from __future__ import annotations

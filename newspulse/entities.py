@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from newspulse.schema import LABELS, Article, EntityVerdict, Evidence, Label
+from newspulse.schema import LABELS, Article, EntityVerdict, Evidence, Label, verdict
 from newspulse.settings import Settings
 
 #: ``[start, end)`` character offsets.
@@ -85,11 +85,8 @@ def confidence(p: np.ndarray) -> float:
 
 
 def _verdict_fields(probs: np.ndarray) -> tuple[dict[Label, float], Label, float]:
-    """Probabilities by label, the argmax label and the score P(positive) − P(negative), as
-    :meth:`ScoredArticle.from_article` computes them for the story."""
-    p = {Label(k): float(v) for k, v in zip(LABELS, probs)}
-    label = max(p, key=lambda k: p[k])
-    return p, label, max(-1.0, min(1.0, p[Label.positive] - p[Label.negative]))
+    """:func:`newspulse.schema.verdict` of a probability row in LABELS order."""
+    return verdict(dict(zip(LABELS, probs)))
 
 
 def story_verdict(ticker: str, story_probs: np.ndarray) -> EntityVerdict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -212,6 +213,14 @@ class Article(BaseModel):
         return f"{self.title}\n\n{self.body}".strip() if self.body else self.title
 
 
+def verdict(probabilities: Mapping[str, float]) -> tuple[dict[Label, float], Label, float]:
+    """Probabilities by label, the argmax label and the score P(positive) − P(negative) (clamped
+    to [−1, 1]): how every verdict, a story's or a company's, is read from a distribution."""
+    probs = {Label(k): float(v) for k, v in probabilities.items()}
+    label = max(probs, key=lambda k: probs[k])
+    return probs, label, max(-1.0, min(1.0, probs[Label.positive] - probs[Label.negative]))
+
+
 class Evidence(BaseModel):
     """One passage behind a verdict: where it is, what the model said of it, how much it counted.
 
@@ -303,9 +312,7 @@ class ScoredArticle(Article):
         The article was validated when it was parsed, so its fields are taken as they are
         (not dumped to a dict and validated again); the verdict's own checks still run. The
         record is written in this reader's schema version, whatever the article's was."""
-        probs = {Label(k): float(v) for k, v in probabilities.items()}
-        label = max(probs, key=lambda k: probs[k])
-        score = max(-1.0, min(1.0, probs[Label.positive] - probs[Label.negative]))
+        probs, label, score = verdict(probabilities)
         scored = cls.model_construct(
             **({name: getattr(article, name) for name in Article.model_fields} | {"schema_version": SCHEMA_VERSION}),
             entities=list(entities or []),

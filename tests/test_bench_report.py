@@ -17,12 +17,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def report():
+    """bench/report.py, loaded by path; its sections are ``report.model``, ``report.gpu``, ….
+    What loading it adds (bench/ on sys.path, the report_sections modules) goes afterwards."""
+    path_before = list(sys.path)
     spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     yield module
-    del sys.modules[spec.name]
+    sys.path[:] = path_before
+    for name in [n for n in sys.modules if n == spec.name or n.split(".")[0] == "report_sections"]:
+        del sys.modules[name]
 
 
 def write(results: Path, name: str, data: dict) -> None:
@@ -105,38 +110,38 @@ def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_mi
 
 def test_sentiment_cv_comes_from_the_full_length_runs_when_there_are_some(report):
     def cv(accuracy: float, steps: int) -> dict:
-        return {"k": 3, "steps": steps, "arms": {report.SHIPPED_SENTIMENT_ARM: {"held_phrasebank_accuracy": {"mean": accuracy, "std": 0.01}}}}
+        return {"k": 3, "steps": steps, "arms": {report.model.SHIPPED_SENTIMENT_ARM: {"held_phrasebank_accuracy": {"mean": accuracy, "std": 0.01}}}}
 
-    rows = report.sentiment_rows(None, cv(0.77, 150) | {"full_length": cv(0.80, 1000)})
+    rows = report.model.sentiment_rows(None, cv(0.77, 150) | {"full_length": cv(0.80, 1000)})
     [row] = [r for r in rows if "PhraseBank accuracy" in r.target]
     assert "3-fold CV 0.800 ± 0.010 (1000-step recipe)" in row.measured and row.verdict == "not met"
-    [row] = [r for r in report.sentiment_rows(None, cv(0.90, 150)) if "PhraseBank accuracy" in r.target]
+    [row] = [r for r in report.model.sentiment_rows(None, cv(0.90, 150)) if "PhraseBank accuracy" in r.target]
     assert "(150-step recipe)" in row.measured and row.verdict == "met"
 
 
 def test_distilled_speed_counts_only_against_a_gold_only_model_timed_in_the_same_run(report):
     model = {"model_version": "v2", "throughput": {"production_int8": 600.0}, "distillation": {"teacher": "t"}}
-    assert verdict_of(report.speed_rows(model), "Sentiment speed", "same run") == "not measured: model.json times no gold-only model beside the student"
-    assert verdict_of(report.speed_rows({"throughput": {"production_int8": 600.0}}), "Sentiment speed", "same run").startswith("not measured: production is not a distilled")
+    assert verdict_of(report.model.speed_rows(model), "Sentiment speed", "same run") == "not measured: model.json times no gold-only model beside the student"
+    assert verdict_of(report.model.speed_rows({"throughput": {"production_int8": 600.0}}), "Sentiment speed", "same run").startswith("not measured: production is not a distilled")
     timed = model | {"distillation": {"speed_vs_gold_only": {"gold_only_version": "v1", "gold_only_int8": 610.0, "production_int8": 600.0, "ratio": 0.984}}}
-    assert verdict_of(report.speed_rows(timed), "Sentiment speed", "same run") == "met" and "0.98×" in report.speed_rows(timed)[0].measured
+    assert verdict_of(report.model.speed_rows(timed), "Sentiment speed", "same run") == "met" and "0.98×" in report.model.speed_rows(timed)[0].measured
     slower = model | {"distillation": {"speed_vs_gold_only": {"gold_only_version": "v1", "gold_only_int8": 700.0, "production_int8": 600.0, "ratio": 0.857}}}
-    assert verdict_of(report.speed_rows(slower), "Sentiment speed", "same run") == "not met"
+    assert verdict_of(report.model.speed_rows(slower), "Sentiment speed", "same run") == "not met"
 
 
 def test_retraining_time_counts_only_for_the_default_command_on_two_cores(report):
     run = {"command": "newspulse model train", "wall_s": 470.0, "target_s": 600.0, "fine_tuning_s": 421.0, "steps": 1000, "dev_macro_f1": 0.79, "setup": {"cores": 2}}
-    assert verdict_of(report.retrain_rows(run), "Retraining", "10 min") == "met"
-    assert "7.8 min" in report.retrain_rows(run)[0].measured
-    assert verdict_of(report.retrain_rows(run | {"wall_s": 640.0}), "Retraining", "10 min") == "not met"
+    assert verdict_of(report.retrain.retrain_rows(run), "Retraining", "10 min") == "met"
+    assert "7.8 min" in report.retrain.retrain_rows(run)[0].measured
+    assert verdict_of(report.retrain.retrain_rows(run | {"wall_s": 640.0}), "Retraining", "10 min") == "not met"
     other = run | {"command": "newspulse model train --max-train-rows 64"}
-    assert verdict_of(report.retrain_rows(other), "Retraining", "10 min").startswith("not measured")
-    assert verdict_of(report.retrain_rows(None), "Retraining", "10 min").startswith("not measured")
+    assert verdict_of(report.retrain.retrain_rows(other), "Retraining", "10 min").startswith("not measured")
+    assert verdict_of(report.retrain.retrain_rows(None), "Retraining", "10 min").startswith("not measured")
 
 
 def test_latency_above_half_capacity_is_not_a_measurement_of_the_target(report):
     old_shape = {"kafka_es": {"articles_per_s": 10.0}, "latency_s": {"p50": 60.0, "p95": 120.0, "offered_per_s": 20.0}}
-    rows = report.latency_rows(old_shape)
+    rows = report.pipeline.latency_rows(old_shape)
     assert verdict_of(rows, "Latency", "Kafka") == "not measured: offered 2.00× capacity, not half"
     assert verdict_of(rows, "Latency", "embedded").startswith("not measured")
 
@@ -144,16 +149,16 @@ def test_latency_above_half_capacity_is_not_a_measurement_of_the_target(report):
 def test_gpu_figures_count_only_with_a_named_device(report, tmp_path):
     gpu = {"device": "NVIDIA H200", "headlines_per_s": 61_000.0, "articles_per_s": 2_500.0, "speedup_vs_bert_base": 5.5,
            "throughput": {"production_bf16": 61_000.0, "bert_base_bf16": 11_000.0}}
-    assert report.plot_gpu_throughput(gpu, tmp_path / "gpu.png").read_bytes()[:8] == PNG_MAGIC
-    assert report.plot_gpu_throughput({k: v for k, v in gpu.items() if k != "device"}, tmp_path / "none.png") is None
-    rows = report.gpu_rows(gpu)
+    assert report.gpu.plot_gpu_throughput(gpu, tmp_path / "gpu.png").read_bytes()[:8] == PNG_MAGIC
+    assert report.gpu.plot_gpu_throughput({k: v for k, v in gpu.items() if k != "device"}, tmp_path / "none.png") is None
+    rows = report.gpu.gpu_rows(gpu)
     assert verdict_of(rows, "GPU", "headlines") == "met"
     assert verdict_of(rows, "GPU", "Reuters articles/s") == "not met"
     assert verdict_of(rows, "GPU", "5× BERT-base") == "met"
     assert verdict_of(rows, "GPU", "summaries").startswith("not measured: gpu.json has none of")
-    assert all(r.verdict.startswith("not measured: gpu.json names no device") for r in report.gpu_rows({k: v for k, v in gpu.items() if k != "device"}))
-    assert all(r.verdict == "not measured: gpu.json is a smoke run" for r in report.gpu_rows({**gpu, "smoke": True}))
-    failed = report.gpu_rows({**gpu, "errors": {"summaries": "OutOfMemoryError: CUDA out of memory"}})
+    assert all(r.verdict.startswith("not measured: gpu.json names no device") for r in report.gpu.gpu_rows({k: v for k, v in gpu.items() if k != "device"}))
+    assert all(r.verdict == "not measured: gpu.json is a smoke run" for r in report.gpu.gpu_rows({**gpu, "smoke": True}))
+    failed = report.gpu.gpu_rows({**gpu, "errors": {"summaries": "OutOfMemoryError: CUDA out of memory"}})
     assert verdict_of(failed, "GPU", "summaries") == "not measured: bench/gpu.py's summaries stage failed: OutOfMemoryError: CUDA out of memory"
 
 
@@ -161,10 +166,10 @@ def test_gpu_profile_before_and_after_is_a_table_only_with_a_device(report):
     summary = {"wall_s": 2.0, "device_busy_s": 0.2, "device_busy_share": 0.1, "syncs": {"cudaStreamSynchronize": 64, "aten::item": 1},
                "memcpy_calls": 130, "kernel_launches": 9000, "top_ops_by_device_time": [{"op": "aten::mm", "calls": 100, "device_ms": 150.0}]}
     gpu = {"device": "NVIDIA H200", "profile": {"workload": "16384 headlines", "before_plain_path": summary, "after_batched_path": {**summary, "syncs": {"cudaStreamSynchronize": 2}}}}
-    lines = report.profile_section(gpu)
+    lines = report.gpu.profile_section(gpu)
     assert "| host-device syncs | 65 | 2 |" in lines
     assert "| 1 | `aten::mm` (100, 150) | `aten::mm` (100, 150) |" in lines
-    assert report.profile_section({**gpu, "device": None}) == []
+    assert report.gpu.profile_section({**gpu, "device": None}) == []
 
 
 def test_render_writes_the_summary_first_and_embeds_small_pngs(report, tmp_path):
@@ -206,11 +211,11 @@ def test_entity_figures_count_only_for_the_default_recipe(report):
         },
         "int8_entity_agreement": {"mean": 0.995, "std": 0.001},
     }
-    rows = report.entity_rows(run)
+    rows = report.entities.entity_rows(run)
     assert verdict_of(rows, "Entity", "accuracy ≥ 0.92") == "met" and "0.930 ± 0.010 vs story baseline 0.700" in rows[0].measured
     assert verdict_of(rows, "Entity", "macro-F1 ≥ 0.91") == "not met"
     assert verdict_of(rows, "Entity", "within 0.005") == "not met"  # Twitter dropped 0.01
     assert verdict_of(rows, "Entity", "int8") == "met"
-    short = report.entity_rows(run | {"steps": 800})
+    short = report.entities.entity_rows(run | {"steps": 800})
     assert all(row.verdict.startswith("not measured: a 800-step run") for row in short)
-    assert all(row.verdict.startswith("not measured") for row in report.entity_rows(None))
+    assert all(row.verdict.startswith("not measured") for row in report.entities.entity_rows(None))

@@ -234,8 +234,13 @@ def test_embedded_mode_needs_no_kafka_or_elasticsearch_client() -> None:
 SCRIPT_FOLDERS = ("bench", "experiments")
 
 
-def _script_modules() -> dict[str, Path]:
-    return {path.stem: path for folder in SCRIPT_FOLDERS for path in sorted((ROOT / folder).glob("*.py"))}
+def _script_modules() -> dict[str, list[Path]]:
+    """Import name → its files: a script, or a package folder beside them (all its files)."""
+    found = {}
+    for folder in SCRIPT_FOLDERS:
+        found.update({path.stem: [path] for path in sorted((ROOT / folder).glob("*.py"))})
+        found.update({init.parent.name: sorted(init.parent.rglob("*.py")) for init in sorted((ROOT / folder).glob("*/__init__.py"))})
+    return found
 
 
 def _import_roots(path: Path) -> set[str]:
@@ -264,7 +269,7 @@ def test_benchmark_scripts_import_no_cycle() -> None:
     """bench/ and experiments/ scripts form a tree: a cycle (each importing a private name of
     the other) makes the order of imports decide what works."""
     scripts = _script_modules()
-    graph = {name: _import_roots(path) & set(scripts) - {name} for name, path in scripts.items()}
+    graph = {name: set().union(*map(_import_roots, paths)) & set(scripts) - {name} for name, paths in scripts.items()}
     cycles = []
 
     def visit(name: str, trail: tuple[str, ...]) -> None:

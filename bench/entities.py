@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import cpu_model  # bench/ is this script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -119,12 +120,7 @@ def summarise(runs: list[dict]) -> dict:
 def setup() -> dict:
     from newspulse.models.onnx_backend import cpu_count
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores": cpu_count(), "cpu": cpu, "device": "cpu", "torch_threads_per_training": 1, "load_average_1min": round(os.getloadavg()[0], 2)}
+    return {"cores": cpu_count(), "cpu": cpu_model(), "device": "cpu", "torch_threads_per_training": 1, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

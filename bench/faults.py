@@ -65,7 +65,8 @@ from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
 from peers import CredentialProxy, Peer, free_port, start_elasticsearch_peer, start_kafka, start_kafka_peer  # noqa: E402
-from fault_results import ChildProcess, Outcome, commit, machine, write_results  # noqa: E402
+from fault_results import ChildProcess, Outcome, SQLiteWriteLock, failed_outcome, machine, wait_until, write_results  # noqa: E402
+from provenance import commit  # noqa: E402
 from faults_alerts import run_scenario as run_alert_scenario  # noqa: E402
 from faults_crawler import r4_result  # noqa: E402
 
@@ -122,6 +123,9 @@ def new_run(stack: Stack, name: str, store_url: str | None = None, **overrides: 
 
 class ProcessorProcess(ChildProcess):
     """``newspulse process --source kafka`` as a child process, its output in a log file."""
+
+    role = "processor"
+    tail_lines = 15
 
     def __init__(self, run: Run) -> None:
         super().__init__([sys.executable, "-m", "newspulse.cli", "process", "--source", "kafka"], run.env, run.workdir, run.workdir / "processor.log")
@@ -261,19 +265,7 @@ def lag(settings: Settings, positions: list[tuple[int, int]]) -> int:
     return sum(max(0, last - done.get(p, 0)) for p, last in end.items())
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 1.0, alive: Callable[[], bool] | None = None) -> float:
-    """Poll ``predicate``; return the seconds it took, raise TimeoutError naming ``what``."""
-    t0 = time.monotonic()
-    while not predicate():
-        if alive is not None and not alive():
-            raise RuntimeError(f"the processor exited while waiting for {what}")
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"{what}: not reached in {timeout_s:.0f}s")
-        time.sleep(every_s)
-    return time.monotonic() - t0
-
-
-def progress_wait(count: Callable[[], int], target: int, what: str, alive: Callable[[], bool] | None = None, stall_s: float = STALL_S) -> float:
+def progress_wait(count: Callable[[], int], target: int, what: str, child: ChildProcess | None = None, stall_s: float = STALL_S) -> float:
     """Wait, with a progress bar, until ``count() >= target``; return the seconds it took. Raise
     TimeoutError only when the count has not moved for ``stall_s``: a slow shared machine is
     not a failure, a processor that stopped making progress is."""
@@ -285,8 +277,8 @@ def progress_wait(count: Callable[[], int], target: int, what: str, alive: Calla
             if n > last:
                 bar.update(max(0, n - max(last, 0)))
                 last, last_move = n, time.monotonic()
-            if alive is not None and not alive():
-                raise RuntimeError(f"the processor exited while waiting for {what}")
+            if child is not None and not child.alive:
+                raise RuntimeError(f"the {child.role} exited while waiting for {what}")
             if time.monotonic() - last_move > stall_s:
                 raise TimeoutError(f"{what}: stuck at {n} of {target} for {stall_s:.0f}s")
             time.sleep(1.0)
@@ -307,14 +299,6 @@ def sleep_with_bar(seconds: float, what: str, check: Callable[[], None] | None =
                 check()
 
 
-# --- results --------------------------------------------------------------------------------
-def failed_outcome(name: str, params: dict, err: BaseException, proc: ProcessorProcess | None) -> Outcome:
-    figures = {"error": f"{type(err).__name__}: {err}"}
-    if proc is not None:
-        figures["processor_log_tail"] = proc.tail(15)
-    return Outcome(name, False, figures, params)
-
-
 # --- R1: kill -9 ----------------------------------------------------------------------------
 def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
     """Kill -9 the processor ``kills`` times while it works through a stream, restart it each
@@ -332,13 +316,13 @@ def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
         proc.start()
         at_kill, lag_at_kill = [], []
         for k in range(1, kills + 1):
-            progress_wait(stored, unique * k // (kills + 1), f"R1 before kill {k}", alive=lambda: proc.alive)
+            progress_wait(stored, unique * k // (kills + 1), f"R1 before kill {k}", child=proc)
             proc.kill9()
             at_kill.append(stored())
             lag_at_kill.append(lag(run.settings, positions))
             proc.start()
-        progress_wait(stored, unique, "R1 catching up", alive=lambda: proc.alive)
-        wait_until(lambda: lag(run.settings, positions) == 0, 120, "R1 every offset committed", alive=lambda: proc.alive)
+        progress_wait(stored, unique, "R1 catching up", child=proc)
+        wait_until(lambda: lag(run.settings, positions) == 0, 120, "R1 every offset committed", child=proc)
         elapsed = time.monotonic() - t0
         rc = proc.stop()
         articles, ids = stored_counts(run.settings)
@@ -358,24 +342,6 @@ def r1_kill9(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
 
 
 # --- R2: store outages and credentials -----------------------------------------------------
-class SQLiteLock:
-    """Makes the SQLite store unwritable: another connection holds its write lock."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn: sqlite3.Connection | None = None
-
-    def begin(self) -> None:
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("BEGIN EXCLUSIVE")
-
-    def end(self) -> None:
-        assert self.conn is not None
-        self.conn.execute("ROLLBACK")
-        self.conn.close()
-        self.conn = None
-
-
 class PeerOutage:
     """Stops the noida-db server (gracefully, so it keeps what it acknowledged) and starts it again
     on the same port and data folder."""
@@ -401,7 +367,7 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
         try:
             if backend == "sqlite":
                 run = new_run(stack, f"r2-sqlite-{seconds:g}")
-                outage = SQLiteLock(run.settings.sqlite_path)
+                outage = SQLiteWriteLock(run.settings.sqlite_path)
             else:
                 peer = cleanup.enter_context(start_elasticsearch_peer())
                 run = new_run(stack, f"r2-es-{seconds:g}", store_url=f"http://127.0.0.1:{peer.port}")
@@ -413,7 +379,7 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
             positions = publish_articles(run.settings, first, "R2 first half")
             stored = lambda: stored_counts(run.settings)[0]  # noqa: E731
             proc.start()
-            progress_wait(stored, n // 4, f"{name}: before", alive=lambda: proc.alive)
+            progress_wait(stored, n // 4, f"{name}: before", child=proc)
             outage.begin()
             t_out = time.monotonic()
             positions += publish_articles(run.settings, second, "R2 second half (during the outage)")
@@ -430,8 +396,8 @@ def r2_outage(stack: Stack, args: argparse.Namespace, backend: str, seconds: flo
             alive_after_outage = proc.alive
             resume_s = None
             if alive_after_outage:
-                resume_s = progress_wait(stored, n, f"{name}: after", alive=lambda: proc.alive)
-                wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", alive=lambda: proc.alive)
+                resume_s = progress_wait(stored, n, f"{name}: after", child=proc)
+                wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", child=proc)
             rc = proc.stop()
             articles, ids = stored_counts(run.settings)
             dlq = len(read_topic(run.settings, run.settings.kafka_topic_dlq))
@@ -470,7 +436,7 @@ def r2_credential(stack: Stack, args: argparse.Namespace) -> Outcome:
             positions = publish_articles(run.settings, arts, "R2 credential")
             stored = lambda: stored_counts(probe)[0]  # noqa: E731
             proc.start()
-            progress_wait(stored, n // 4, f"{name}: before", alive=lambda: proc.alive)
+            progress_wait(stored, n // 4, f"{name}: before", child=proc)
             proxy.expired = True
             t_exp = time.monotonic()
             with contextlib.suppress(TimeoutError):
@@ -484,8 +450,8 @@ def r2_credential(stack: Stack, args: argparse.Namespace) -> Outcome:
             dlq = len(read_topic(run.settings, run.settings.kafka_topic_dlq))
             proc.stop(30)
             proc.start()  # renewed key: everything not committed must still be there
-            progress_wait(stored, n, f"{name}: renewed key", alive=lambda: proc.alive)
-            wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", alive=lambda: proc.alive)
+            progress_wait(stored, n, f"{name}: renewed key", child=proc)
+            wait_until(lambda: lag(run.settings, positions) == 0, 120, "every offset committed", child=proc)
             final_rc = proc.stop()
             articles, ids = stored_counts(probe)
             figures = {
@@ -549,11 +515,11 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
         t0 = time.monotonic()
         proc.start()
         for k in range(1, kills + 1):
-            progress_wait(stored, n_good * k // (kills + 1), f"R3 before kill {k}", alive=lambda: proc.alive)
+            progress_wait(stored, n_good * k // (kills + 1), f"R3 before kill {k}", child=proc)
             proc.kill9()
             proc.start()
-        progress_wait(stored, n_good, "R3 good stored", alive=lambda: proc.alive)
-        wait_until(lambda: lag(run.settings, positions) == 0, STALL_S, "R3 every offset committed", alive=lambda: proc.alive)
+        progress_wait(stored, n_good, "R3 good stored", child=proc)
+        wait_until(lambda: lag(run.settings, positions) == 0, STALL_S, "R3 every offset committed", child=proc)
         elapsed = time.monotonic() - t0
         rc = proc.stop()
         letters = [read_dead_letter(r) for r in read_topic(run.settings, run.settings.kafka_topic_dlq)]
@@ -599,9 +565,6 @@ def r3_poison(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
         proc.stop(30)
 
 
-# --- the suite ------------------------------------------------------------------------------
-#: Scenario name → function(stack, args) giving its outcomes (printed as each one ends). Each
-#: runs on the shared broker.
 # --- R5: the broker restarts empty ---------------------------------------------------------
 class HealthWatch:
     """Samples the processor every second: its container health check (``newspulse-healthcheck
@@ -676,7 +639,7 @@ def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             proc.start()
             watch = HealthWatch(f"http://127.0.0.1:{port}/metrics", limit, stored)
             watch.waiting = True
-            progress_wait(stored, n, "R5 before the restart", alive=lambda: proc.alive)
+            progress_wait(stored, n, "R5 before the restart", child=proc)
             watch.waiting = False
             broker.stop()  # kill -9: every topic, offset and producer id is gone
             time.sleep(5)
@@ -688,7 +651,7 @@ def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             ensure_topics(run.settings)  # what `kafka init-topics` does
             publish_articles(run.settings, after, "R5 after the restart")
             watch.waiting = True
-            progress_wait(stored, 2 * n, "R5 after the restart", alive=lambda: proc.alive)
+            progress_wait(stored, 2 * n, "R5 after the restart", child=proc)
             watch.waiting = False
             elapsed = time.monotonic() - t0
             time.sleep(3)
@@ -716,6 +679,9 @@ def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             proc.stop(30)
 
 
+# --- the suite ------------------------------------------------------------------------------
+#: Scenario name → function(stack, args) giving its outcomes (printed as each one ends). Each
+#: runs on the shared broker.
 SCENARIOS: dict[str, Callable[[Stack, argparse.Namespace], Iterable[Outcome]]] = {
     "R1": r1_kill9,
     "R2": r2_all,

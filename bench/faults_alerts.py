@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import socketserver
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -43,12 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from alert_streams import scored, windowed  # noqa: E402
-from fault_results import ChildProcess, Outcome, commit, machine, write_results  # noqa: E402
+from fault_results import ChildProcess, Outcome, SQLiteWriteLock, failed_outcome, machine, wait_until, write_results  # noqa: E402
+from provenance import commit  # noqa: E402
 from test_alerts_delivery import _SMTPHandler  # noqa: E402
 
 from newspulse.schema import ScoredArticle  # noqa: E402
 from newspulse.store.sqlite import SQLiteStore  # noqa: E402
 
+#: How often a wait polls the receivers and the alerter's log (the windows close on the minute).
+POLL_S = 0.2
 RULES = """
 allowed_lateness_minutes: 0
 receivers:
@@ -129,6 +131,8 @@ class Mailbox:
 class AlerterProcess(ChildProcess):
     """``newspulse alerts run`` (following the store) as a child process, its output in a log."""
 
+    role = "alerter"
+
     def __init__(self, workdir: Path, rules: str) -> None:
         (workdir / "rules.yaml").write_text(rules)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSPULSE_")}
@@ -146,18 +150,6 @@ class AlerterProcess(ChildProcess):
         return self.log.read_text(errors="replace").count(text) if self.log.exists() else 0
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool] | None = None) -> float:
-    """Poll ``predicate`` every 0.2 s; the seconds it took, or TimeoutError naming ``what``."""
-    t0 = time.monotonic()
-    while not predicate():
-        if alive is not None and not alive():
-            raise RuntimeError(f"the alerter exited while waiting for {what}")
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"{what}: not reached in {timeout_s:.0f}s")
-        time.sleep(0.2)
-    return time.monotonic() - t0
-
-
 def sleep_until(t: datetime) -> None:
     time.sleep(max(0.0, (t - datetime.now(timezone.utc)).total_seconds()))
 
@@ -169,25 +161,6 @@ def next_minute(after: datetime) -> datetime:
 def burst(ticker: str, start: datetime) -> list[ScoredArticle]:
     """Six negative stories on ``ticker`` within the first second after ``start``."""
     return [scored(start + timedelta(milliseconds=100 * i), label="negative", tickers=[ticker], serial=1000 + i, title=f"{ticker} recall {i} at {start:%H:%M}") for i in range(6)]
-
-
-class StoreLock:
-    """Another connection holds the SQLite store's write lock: the alerter's writes wait out
-    their 30 s busy timeout and fail with StoreUnavailable; reads go on (WAL)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn: sqlite3.Connection | None = None
-
-    def __enter__(self) -> StoreLock:
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("BEGIN EXCLUSIVE")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.conn is not None
-        self.conn.execute("ROLLBACK")
-        self.conn.close()
 
 
 # --- R6 -------------------------------------------------------------------------------------
@@ -206,18 +179,18 @@ def r6_store_error_as_an_alert_fires(workdir: Path) -> Outcome:
         for ticker in ("ALPHA", "BETA", "GAMMA"):
             store.upsert_articles(windowed(history_start, 1, [(4, 1)] * 20, ticker=ticker))
         alerter.start()
-        wait_for(lambda: (workdir / "checkpoint.json").exists(), 180, "R6 alerter warmed up", alive=lambda: alerter.alive)
+        wait_until(lambda: (workdir / "checkpoint.json").exists(), 180, "R6 alerter warmed up", POLL_S, child=alerter)
 
         # (a) the store is locked as ALPHA's burst window closes; the alerter must wait it out
         m = next_minute(datetime.now(timezone.utc))
         sleep_until(m + timedelta(seconds=1))
         store.upsert_articles(burst("ALPHA", m))
         sleep_until(m + timedelta(seconds=40))
-        with StoreLock(workdir / "store.db"):
-            figures["a_paused_after_close_s"] = round(wait_for(lambda: alerter.count("alerter paused") >= 1, 150, "R6a alerter paused", alive=lambda: alerter.alive), 1)
+        with SQLiteWriteLock(workdir / "store.db"):
+            figures["a_paused_after_close_s"] = round(wait_until(lambda: alerter.count("alerter paused") >= 1, 150, "R6a alerter paused", POLL_S, child=alerter), 1)
             time.sleep(10)
         figures["a_alive_after_fault"] = alerter.alive
-        figures["a_delivered_after_unlock_s"] = round(wait_for(lambda: hook.count("ticker:ALPHA") >= 1, 120, "R6a ALPHA delivered", alive=lambda: alerter.alive), 1)
+        figures["a_delivered_after_unlock_s"] = round(wait_until(lambda: hook.count("ticker:ALPHA") >= 1, 120, "R6a ALPHA delivered", POLL_S, child=alerter), 1)
 
         # (b) locked as BETA's burst window closes; killed while paused; the stream goes on
         m = next_minute(datetime.now(timezone.utc))
@@ -225,14 +198,14 @@ def r6_store_error_as_an_alert_fires(workdir: Path) -> Outcome:
         store.upsert_articles(burst("BETA", m))
         sleep_until(m + timedelta(seconds=40))
         paused_before = alerter.count("alerter paused")
-        with StoreLock(workdir / "store.db"):
-            wait_for(lambda: alerter.count("alerter paused") > paused_before, 150, "R6b alerter paused", alive=lambda: alerter.alive)
+        with SQLiteWriteLock(workdir / "store.db"):
+            wait_until(lambda: alerter.count("alerter paused") > paused_before, 150, "R6b alerter paused", POLL_S, child=alerter)
             alerter.kill9()
         later = [scored(m + timedelta(seconds=61 + 4 * i), tickers=["GAMMA"], serial=2000 + i) for i in range(8)]
         sleep_until(later[-1].published_at)
         store.upsert_articles(later)  # newer stories: the warm-up's watermark passes BETA's window
         alerter.start()
-        figures["b_delivered_after_restart_s"] = round(wait_for(lambda: hook.count("ticker:BETA") >= 1, 180, "R6b BETA delivered", alive=lambda: alerter.alive), 1)
+        figures["b_delivered_after_restart_s"] = round(wait_until(lambda: hook.count("ticker:BETA") >= 1, 180, "R6b BETA delivered", POLL_S, child=alerter), 1)
         time.sleep(5)  # more passes: nothing may be sent twice
         figures["exit_code"] = alerter.stop()
         alerts = {a.scope: a for a in store.list_alerts()}
@@ -250,8 +223,7 @@ def r6_store_error_as_an_alert_fires(workdir: Path) -> Outcome:
         )
         return Outcome("R6 alert store error", passed, figures, params, time.monotonic() - t0)
     except Exception as err:
-        figures.update({"error": f"{type(err).__name__}: {err}", "alerter_log_tail": alerter.tail()})
-        return Outcome("R6 alert store error", False, figures, params, time.monotonic() - t0)
+        return failed_outcome("R6 alert store error", params, err, alerter, figures, time.monotonic() - t0)
     finally:
         alerter.stop(30)
         store.close()
@@ -287,9 +259,9 @@ def r7_poisoned_notification(workdir: Path) -> Outcome:
         store.upsert_articles(arts)
         alerter.start()
         good_scopes = [f"ticker:{t}" for t in GOOD]
-        figures["good_delivered_s"] = round(wait_for(
+        figures["good_delivered_s"] = round(wait_until(
             lambda: all(hook.count(s) >= 1 for s in good_scopes) and sum(any(f"ticker:{t}" in m for t in GOOD) for m in mail.messages) >= len(GOOD),
-            180, "R7 every good alert delivered", alive=lambda: alerter.alive,
+            180, "R7 every good alert delivered", POLL_S, child=alerter,
         ), 1)
         time.sleep(10)  # the poisoned ones keep failing meanwhile; the good ones must not be sent again
         figures["exit_code"] = alerter.stop()
@@ -315,8 +287,7 @@ def r7_poisoned_notification(workdir: Path) -> Outcome:
         )
         return Outcome("R7 poisoned notice", passed, figures, params, time.monotonic() - t0)
     except Exception as err:
-        figures.update({"error": f"{type(err).__name__}: {err}", "alerter_log_tail": alerter.tail()})
-        return Outcome("R7 poisoned notice", False, figures, params, time.monotonic() - t0)
+        return failed_outcome("R7 poisoned notice", params, err, alerter, figures, time.monotonic() - t0)
     finally:
         alerter.stop(30)
         store.close()

@@ -30,20 +30,22 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from newspulse.ingest.crawler import Crawler, FeedReport  # noqa: E402
 from newspulse.ingest.feeds import FeedConfig  # noqa: E402
 from newspulse.ingest.fetch import Fetcher, IPAddress, is_blocked  # noqa: E402
 from newspulse.settings import Settings, load_settings  # noqa: E402
-from fault_results import Outcome, commit, machine, write_results  # noqa: E402
+from fault_results import Outcome, machine, write_results  # noqa: E402
+from provenance import commit  # noqa: E402
+from test_ingest_crawler import Route, text  # noqa: E402  (the crawler tests' response routes)
 
 PUBLIC_STANDIN = ipaddress.ip_address("127.0.0.2")  # "the internet" of this scenario
 INTERVAL_S = 30  # the shortest poll interval a feeds file allows
@@ -57,14 +59,13 @@ HOSTILE_KINDS = {  # the error kind each hostile feed must produce
     "Broken XML": {"malformed"},
     "Bad links": {"bad_link"},
 }
-Route = Callable[[BaseHTTPRequestHandler], None]
 
 
 class Site:
     """One web site: a threaded HTTP server with routes; counts requests per path."""
 
     def __init__(self, host: str, routes: dict[str, Route] | None = None) -> None:
-        self.routes: dict[str, Route] = {"/robots.txt": respond(b"User-agent: *\nAllow: /\n", "text/plain"), **(routes or {})}
+        self.routes: dict[str, Route] = {"/robots.txt": text(b"User-agent: *\nAllow: /\n", "text/plain"), **(routes or {})}
         self.hits: Counter[str] = Counter()
         site = self
 
@@ -96,21 +97,8 @@ class Site:
         self.httpd.server_close()
 
 
-def respond(body: bytes, content_type: str = "application/rss+xml", status: int = 200, headers: dict[str, str] | None = None) -> Route:
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(body)
-
-    return route
-
-
 def redirect(location: str) -> Route:
-    return respond(b"", "text/plain", 302, {"Location": location})
+    return text(b"", "text/plain", 302, {"Location": location})
 
 
 def drip(every_s: float) -> Route:
@@ -190,9 +178,9 @@ class NewsSite(Site):
             date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 3600 + n))
             self.published.append((title, path, date))
             page = f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1><p>{body}</p></article></body></html>"
-            self.routes[path] = respond(page.encode(), "text/html; charset=utf-8")
+            self.routes[path] = text(page.encode(), "text/html; charset=utf-8")
             items = [(t, self.base + p, t, d) for t, p, d in self.published[-10:]]
-        respond(rss(items))(h)
+        text(rss(items))(h)
 
 
 def bench_policy(ip: IPAddress) -> bool:
@@ -236,11 +224,11 @@ def hostile_sites(internal: Site) -> dict[str, tuple[Site, str]]:
     )
     sites = {
         "Slow drip": (Site(host, {"/feed.xml": drip(2.0)}), "/feed.xml"),
-        "Huge Crawl-delay": (Site(host, {"/robots.txt": respond(b"User-agent: *\nCrawl-delay: 100000\n", "text/plain"), "/feed.xml": respond(rss([polite]))}), "/feed.xml"),
+        "Huge Crawl-delay": (Site(host, {"/robots.txt": text(b"User-agent: *\nCrawl-delay: 100000\n", "text/plain"), "/feed.xml": text(rss([polite]))}), "/feed.xml"),
         "Redirect loop": (Site(host, {"/a.xml": redirect("/b.xml"), "/b.xml": redirect("/a.xml")}), "/a.xml"),
         "50 MB body": (Site(host, {"/feed.xml": huge(50 * 1024 * 1024)}), "/feed.xml"),
-        "Broken XML": (Site(host, {"/feed.xml": respond(b'<?xml version="1.0"?>\n<rss version="2.0"><channel><title>Broken <item><title>Unclosed & bad\n<<<< not xml at all >>>>\n')}), "/feed.xml"),
-        "Bad links": (Site(host, {"/feed.xml": respond(bad_links), "/good/1": respond(b"<html><body><p>A good story.</p></body></html>", "text/html")}), "/feed.xml"),
+        "Broken XML": (Site(host, {"/feed.xml": text(b'<?xml version="1.0"?>\n<rss version="2.0"><channel><title>Broken <item><title>Unclosed & bad\n<<<< not xml at all >>>>\n')}), "/feed.xml"),
+        "Bad links": (Site(host, {"/feed.xml": text(bad_links), "/good/1": text(b"<html><body><p>A good story.</p></body></html>", "text/html")}), "/feed.xml"),
     }
     private = Site(host, {"/feed.xml": redirect(internal.base + "/latest/meta-data/"), "/meta.xml": redirect("http://169.254.169.254/latest/meta-data/")})
     sites["Redirect to private"] = (private, "/feed.xml")
@@ -250,7 +238,7 @@ def hostile_sites(internal: Site) -> dict[str, tuple[Site, str]]:
 
 def r4_hostile_feeds(duration_s: float = 150.0, settings: Settings | None = None) -> dict:
     """Run the crawler for ``duration_s`` against all hostile feeds at once; return the figures."""
-    internal = Site("127.0.0.1", {"/latest/meta-data/": respond(b"iam-credentials", "text/plain")})
+    internal = Site("127.0.0.1", {"/latest/meta-data/": text(b"iam-credentials", "text/plain")})
     stories = iter(reuters_stories(3 * (int(duration_s // INTERVAL_S) + 3)))
     healthy = {name: NewsSite(str(PUBLIC_STANDIN), stories) for name in HEALTHY}
     hostile = hostile_sites(internal)

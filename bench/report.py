@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_sections, also when loaded by path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_sections, provenance; also when loaded by path
 
+from provenance import commit, cpu_model  # noqa: E402
 from report_sections import alerts, entities, faults, gpu, model, pipeline, rebalance, retrain, topics  # noqa: E402
 from report_sections.base import MARKS, MET, NOT_MEASURED, NOT_MET, Row, fmt  # noqa: E402
 
@@ -135,23 +135,6 @@ def flatten(value: object, prefix: str = "") -> list[tuple[str, object]]:
 def figure_table(data: object) -> list[str]:
     """Every figure of a results file, one row per flattened key."""
     return ["| figure | value |", "| --- | --- |", *(f"| {k} | {fmt(v)} |" for k, v in flatten(data))]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def summary_table(rows: list[Row], dates: dict[str, str], link, noted: set[str]) -> list[str]:

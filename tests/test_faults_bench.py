@@ -58,3 +58,23 @@ def test_r7_poisoned_notification_runs_and_records_every_good_alert_delivered(tm
     assert figures["poisoned"]["REFUSED"]["hook:firing"].startswith("rejected: HTTP 400")
     assert not figures["injected_bcc_sent"] and figures["exit_code"] == 0
     assert scenario["passed"] and done.returncode == 0, done.stdout[-3000:]
+
+
+def test_a_scenario_that_raised_keeps_its_figures_the_error_and_the_end_of_its_child_log(tmp_path, monkeypatch):
+    """bench/fault_results.py's failed_outcome, shared by every scenario: what was measured
+    before the error stays, and the log tail is named after the command (processor, alerter)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from fault_results import ChildProcess, failed_outcome
+
+    class Alerter(ChildProcess):
+        role = "alerter"
+        tail_lines = 3
+
+    log = tmp_path / "alerter.log"
+    log.write_text("\n".join(f"line {i}" for i in range(10)) + "\n")
+    outcome = failed_outcome("R6 alert store error", {"window_minutes": 1}, TimeoutError("R6a alerter paused: not reached in 150s"),
+                             Alerter(["true"], {}, tmp_path, log), {"a_paused_after_close_s": 12.5}, 40.0)
+    assert not outcome.passed and outcome.seconds == 40.0 and outcome.params == {"window_minutes": 1}
+    assert outcome.figures == {"a_paused_after_close_s": 12.5, "error": "TimeoutError: R6a alerter paused: not reached in 150s",
+                               "alerter_log_tail": "line 7\nline 8\nline 9"}
+    assert failed_outcome("R1 kill-9", {}, ValueError("x"), None).figures == {"error": "ValueError: x"}

@@ -156,7 +156,7 @@ def report(labels, y, cats) -> None:
                      f"  Δmacro/fold {' '.join(f'{d:+.3f}' for d in r['vs_before_per_fold']['macro_f1'])}" if ref else ""))
     OUT.write_text(json.dumps({
         "what": "mean, std over folds; delta = arm minus before (headline once, floor -0.5) per fold; nested 5-fold CV over ModApte train + dev (7,770 stories), KFold seed 13; thresholds from 4 inner folds of each outer training set",
-        "machine": f"{platform.machine()}, 2 cores shared by 8 sessions (load average 15-20)", "script": "experiments/topics_cv.py",
+        "machine": f"{platform.machine()}, 2 cores shared by 8 jobs (load average 15-20)", "script": "experiments/topics_cv.py",
         "results": results}, indent=1) + "\n")
     print(f"wrote {OUT}")
 

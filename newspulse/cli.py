@@ -144,13 +144,26 @@ def store_stats(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
 
 @store_app.command("init")
-def store_init(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
-    """Create the store's tables (SQLite) or index templates and indices (Elasticsearch) if missing; idempotent."""
+def store_init(
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to keep retrying while the store comes up (a container started beside it).")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Create the store's tables (SQLite) or index templates and indices (Elasticsearch) if missing; idempotent.
+    Store still unavailable after --timeout: one line, exit 1."""
+    from newspulse.retrying import Backoff, retry_until
+    from newspulse.store import StoreUnavailable
     from newspulse.wiring import open_store
 
     store = open_store(settings_or_exit())
     try:
-        latest = store.latest_published_at()  # the first request sets the store up
+        # the first request sets the store up; the store tries once, this command owns the wait
+        latest = retry_until(
+            store.latest_published_at,
+            "setting up the store",
+            timeout_s=timeout,
+            transient=lambda err: isinstance(err, StoreUnavailable),
+            backoff=Backoff(first_s=0.5, max_s=5.0),
+        )
     finally:
         store.close()
     result = {"backend": store.backend, "latest_published_at": latest}
@@ -184,14 +197,22 @@ def _ensure_topics_within(settings: Settings, timeout_s: float) -> list[str]:
     kafka-python's own timeouts bound single requests, not its connection set-up and metadata
     waits (a missing broker took 30 s on ``--timeout 1``), so the call runs on a daemon thread
     that is told to stop, and abandoned, when the deadline passes."""
-    from newspulse.kafka.client import describe, ensure_topics, is_transient
+    from newspulse.kafka.client import BROKER_BACKOFF, describe, ensure_topics, is_transient
+    from newspulse.retrying import retry_until
 
     outcome: dict[str, object] = {}
     stop = threading.Event()
 
     def work() -> None:
         try:
-            outcome["created"] = ensure_topics(settings, timeout_s=timeout_s, stop=stop)
+            outcome["created"] = retry_until(
+                lambda: ensure_topics(settings, timeout_s=timeout_s),
+                "creating topics",
+                timeout_s=timeout_s,
+                transient=is_transient,
+                backoff=BROKER_BACKOFF,
+                stop=stop,
+            )
         except BaseException as err:  # handed to the caller's thread below
             outcome["error"] = err
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from newspulse.entities import EntityScorer, Span
 from newspulse.errors import Failure, classify
 from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, Evidence, ScoredArticle, check_published_at
-from newspulse.store.base import DeadLetter, WriteResult
+from newspulse.store.base import DeadLetter, StoreUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -436,8 +436,9 @@ class Processor:
         other (``bench/pipeline.py``).
 
         Bad messages are dead-lettered and good ones always go on. A sink or dead-letter sink
-        that is unavailable leaves its messages to retry (``transient``); a document a sink
-        refuses is left to retry as an attempt. Anything else raises, for the driver to handle.
+        that is unavailable leaves its messages to retry (``transient``), only those it did not
+        store when the outage cut its write short; a document a sink refuses is left to retry
+        as an attempt. Anything else raises, for the driver to handle.
         Articles are written before dead letters: rewriting an article is idempotent,
         a dead letter written twice is a duplicate.
         """
@@ -447,7 +448,7 @@ class Processor:
             prepared.scored = self._summarise(prepared.classified)
         if prepared.scored:
             try:
-                refused = self._write(prepared.scored)
+                refused, unavailable = self._write(prepared.scored)
             except Exception as err:
                 if classify(err) is not Failure.transient:
                     raise
@@ -456,7 +457,9 @@ class Processor:
                     outcomes[i] = Outcome(messages[i], Fate.retry, reason, transient=True)
             else:
                 for i, art in zip(prepared.order, prepared.scored):
-                    if art.id in refused:
+                    if art.id in unavailable:
+                        outcomes[i] = Outcome(messages[i], Fate.retry, unavailable[art.id], transient=True)
+                    elif art.id in refused:
                         outcomes[i] = Outcome(messages[i], Fate.retry, f"refused by a sink: {refused[art.id]}")
                     else:
                         outcomes[i] = Outcome(messages[i], Fate.stored, article=art)
@@ -482,13 +485,24 @@ class Processor:
         result.seconds = prepared.seconds + time.perf_counter() - t0
         return result
 
-    def _write(self, scored: list[ScoredArticle]) -> dict[str, str]:
-        """Write to every sink; the ids some sink refused, with its reason."""
+    def _write(self, scored: list[ScoredArticle]) -> tuple[dict[str, str], dict[str, str]]:
+        """Write to every sink; the ids some sink refused, and the ids some sink could not take
+        because an outage cut its write short, each with the reason. A sink that stored nothing
+        raises."""
         refused: dict[str, str] = {}
+        unavailable: dict[str, str] = {}
         for sink in self.sinks:
-            written: WriteResult = sink.write(scored)
+            try:
+                written: WriteResult = sink.write(scored)
+            except StoreUnavailable as err:
+                if err.done is None:
+                    raise
+                written = err.done
+                stored = set(written.written)
+                reason = f"{type(err).__name__}: {err}"
+                unavailable.update((a.id, reason) for a in scored if a.id not in stored and a.id not in written.failed)
             refused.update(written.failed)
-        return refused
+        return refused, unavailable
 
     def dead_letter(self, outcomes: Sequence[tuple[RawMessage, str]]) -> list[Outcome]:
         """Dead-letter messages the driver gave up on; raises if the sink is unavailable."""

@@ -1,18 +1,23 @@
 """The one retry policy: how long to wait between attempts, and how long to keep trying.
 
-Two clocks exist and each has one owner:
+An outage is retried by one layer with one clock. The clients of the peers never retry: the
+Elasticsearch store (``newspulse.store.elastic``) and the Kafka client (``newspulse.kafka.client``)
+make one attempt, bounded by a timeout (``NEWSPULSE_ES_REQUEST_TIMEOUT_S``,
+``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``), and raise a typed error: transient
+(:class:`~newspulse.errors.Unavailable`: ``StoreUnavailable``, ``BrokerUnreachable``) or
+permanent (:class:`~newspulse.errors.PermanentFailure`). Whoever called them owns the clock:
 
 * the **batch driver** (:class:`newspulse.runner.BatchDriver`) owns the outage clock of the
   stream: a store or broker that is down pauses the batch and retries it with :class:`Backoff`
-  for as long as it takes;
-* a one-shot command that must reach a peer before it can start (creating topics, connecting a
-  consumer, a dashboard read) uses :func:`retry_until` with its own deadline and then gives up
-  with the last error.
+  for as long as it takes (the health check turns unhealthy after ``NEWSPULSE_MAX_PAUSED_S``).
+  A bulk write that the store took only in part is retried for the rest only;
+* the **alerter** keeps its unsaved changes through a store outage and retries them with its
+  own backoff (``newspulse.alerts.service``);
+* a one-shot command that must reach a peer before it can start (creating topics, connecting
+  a consumer, ``store init``) calls :func:`retry_until` at the call site with its own stated
+  deadline and then stops with the last error, as one line.
 
-The Kafka client (``newspulse.kafka.client``) makes one attempt bounded by a timeout and raises
-a typed error. The Elasticsearch store still absorbs short outages itself: its writes and reads
-retry through :func:`retry_until` within ``NEWSPULSE_ES_RETRY_SECONDS`` before raising
-``StoreUnavailable`` to the batch driver (docs/streaming.md, "Who owns which clock").
+docs/architecture.md ("Who retries what") has the table of layers and clocks.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     es_verify_certs: bool = Field(True, description="Verify the Elasticsearch TLS certificate.")
     es_index_prefix: str = Field("newspulse", description="Prefix of every Elasticsearch index and alias.")
     es_replicas: int | None = Field(None, ge=0, le=10, description="Replica shards of the NewsPulse indices it creates; unset = the cluster's default (1). A single node needs 0 to be green.")
-    es_retry_seconds: float = Field(120.0, ge=0, description="How long an Elasticsearch write keeps retrying (backoff) through an outage before it raises StoreUnavailable (the pipeline then pauses and tries again).")
+    es_request_timeout_s: float = Field(30.0, gt=0, le=600, description="How long one Elasticsearch request may take; past it (or at once, if the cluster is unreachable or answers 429/5xx) the store raises StoreUnavailable and the caller decides: the pipeline pauses and retries, a command stops. Keep it below NEWSPULSE_KAFKA_MAX_POLL_INTERVAL_MS.")
 
     # --- streaming -----------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")

@@ -139,20 +139,27 @@ def _peer(argv_for) -> Iterator[Peer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class CredentialProxy:
-    """A secured Elasticsearch in front of noida-db (which has no authentication): requests with
-    the expected API key are forwarded; any other, or every request once ``expired`` is set,
-    gets Elasticsearch's 401 ``security_exception``. A real HTTP server on a free port."""
+class ElasticProxy:
+    """A real HTTP server on a free port in front of noida-db that forwards every request;
+    subclasses change the answers (:meth:`exchange`) to play a cluster noida-db cannot be."""
 
-    def __init__(self, upstream_port: int, api_key: str) -> None:
+    def __init__(self, upstream_port: int) -> None:
         import http.client
-        import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.expired = False
-        self.refused = 0
         proxy = self
+
+        def forward(command: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+            try:
+                conn.request(command, path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                skip = ("content-length", "connection", "transfer-encoding")
+                return resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in skip], data
+            finally:
+                conn.close()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -162,30 +169,15 @@ class CredentialProxy:
 
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.expired or self.headers.get("Authorization") != f"ApiKey {api_key}":
-                    proxy.refused += 1
-                    error = {"type": "security_exception", "reason": "unable to authenticate with provided credentials and anonymous access is not allowed for this request"}
-                    self._reply(401, [("Content-Type", "application/json"), ("WWW-Authenticate", 'ApiKey realm="security"')], json.dumps({"error": error, "status": 401}).encode())
-                    return
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "host", "connection")}
-                    conn.request(self.command, self.path, body=body or None, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    skip = ("content-length", "connection", "transfer-encoding")
-                    self._reply(resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in skip], data)
-                finally:
-                    conn.close()
-
-            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+                status, out_headers, data = proxy.exchange(self.command, self.path, headers, body, forward)
                 self.send_response(status)
-                for k, v in headers:
+                for k, v in out_headers:
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(body)
+                    self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
 
@@ -195,6 +187,83 @@ class CredentialProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def exchange(self, command: str, path: str, headers: dict[str, str], body: bytes, forward) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to one request; ``forward(command, path, headers, body)`` asks noida-db."""
+        return forward(command, path, headers, body)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class CredentialProxy(ElasticProxy):
+    """A secured Elasticsearch in front of noida-db (which has no authentication): requests with
+    the expected API key are forwarded; any other, or every request once ``expired`` is set,
+    gets Elasticsearch's 401 ``security_exception``."""
+
+    def __init__(self, upstream_port: int, api_key: str) -> None:
+        self.api_key = api_key
+        self.expired = False
+        self.refused = 0
+        super().__init__(upstream_port)
+
+    def exchange(self, command, path, headers, body, forward):
+        import json
+
+        given = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+        if self.expired or given != f"ApiKey {self.api_key}":
+            self.refused += 1
+            error = {"type": "security_exception", "reason": "unable to authenticate with provided credentials and anonymous access is not allowed for this request"}
+            return 401, [("Content-Type", "application/json"), ("WWW-Authenticate", 'ApiKey realm="security"')], json.dumps({"error": error, "status": 401}).encode()
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        return forward(command, path, headers, body)
+
+
+class OverloadedProxy(ElasticProxy):
+    """An Elasticsearch cluster under load in front of noida-db: the next bulk request gets 429
+    (``es_rejected_execution_exception``) for the documents at the positions in ``reject``
+    (they are not forwarded) and the others are stored; while ``down`` is set every request
+    gets 503. ``indexed`` counts how many times each document id reached noida-db."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import collections
+
+        self.reject: set[int] = set()
+        self.down = False
+        self.indexed: collections.Counter[str] = collections.Counter()
+        super().__init__(upstream_port)
+
+    def exchange(self, command, path, headers, body, forward):
+        import json
+
+        if self.down:
+            error = {"type": "unavailable_shards_exception", "reason": "the cluster is restarting"}
+            return 503, [("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")], json.dumps({"error": error, "status": 503}).encode()
+        if "_bulk" not in path:
+            return forward(command, path, headers, body)
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        ops: list[list[bytes]] = []
+        at = 0
+        while at < len(lines):  # an action line, then its document unless it is a delete
+            size = 1 if "delete" in json.loads(lines[at]) else 2
+            ops.append(lines[at : at + size])
+            at += size
+        reject, self.reject = self.reject, set()
+        kept = [op for i, op in enumerate(ops) if i not in reject]
+        for op in kept:
+            action = json.loads(op[0])
+            if "index" in action:
+                self.indexed[action["index"]["_id"]] += 1
+        status, out_headers, data = forward(command, path, headers, b"".join(line + b"\n" for op in kept for line in op)) if kept else (200, [("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")], b'{"errors": false, "items": []}')
+        answer = json.loads(data)
+        items = iter(answer["items"])
+        merged = []
+        for i, op in enumerate(ops):
+            if i in reject:
+                kind, meta = next(iter(json.loads(op[0]).items()))
+                error = {"type": "es_rejected_execution_exception", "reason": "rejected execution of coordinating operation"}
+                merged.append({kind: {"_index": meta.get("_index"), "_id": meta.get("_id"), "status": 429, "error": error}})
+            else:
+                merged.append(next(items))
+        answer["items"], answer["errors"] = merged, answer.get("errors", False) or bool(reject)
+        return status, out_headers, json.dumps(answer).encode()

@@ -70,7 +70,7 @@ def test_missing_model_in_crawl_is_one_line(cli_env, tmp_path):
 
 
 def test_unreachable_elasticsearch_in_store_stats_is_one_line(cli_env):
-    env = dict(cli_env, NEWSPULSE_STORE_URL=f"http://127.0.0.1:{free_port()}", NEWSPULSE_ES_RETRY_SECONDS="0")
+    env = dict(cli_env, NEWSPULSE_STORE_URL=f"http://127.0.0.1:{free_port()}")
     _one_clear_line(run_cli("store", "stats", env=env), 1, "newspulse store", "unavailable")
 
 

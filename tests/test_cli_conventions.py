@@ -176,7 +176,6 @@ def test_exit_codes_follow_one_scheme(seeded, monkeypatch, args, env, code, need
 def test_a_failure_exits_1(seeded, monkeypatch):
     """A peer that cannot be reached is a failure of the command, not of its input."""
     monkeypatch.setenv("NEWSPULSE_STORE_URL", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("NEWSPULSE_ES_RETRY_SECONDS", "0")
     done = invoke("store", "stats")
     assert done.exit_code == ExitCode.failure and "unavailable" in done.stderr
 

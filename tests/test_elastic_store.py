@@ -3,6 +3,7 @@ version, deep paging, counts and secrets. Everything runs against a real server 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -11,17 +12,22 @@ import warnings
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from peers import start_elasticsearch_peer
+from peers import OverloadedProxy, start_elasticsearch_peer
+from test_pipeline import FirstSentence, KeywordClassifier, raw
 from test_store_contract import CORPUS, make_corpus
 
+from newspulse.pipeline import Counters, Fate, Processor, RawMessage
+from newspulse.retrying import Backoff
+from newspulse.runner import BatchDriver
 from newspulse.settings import load_settings
 from newspulse.store.base import Filter, StorePermanentError, StoreUnavailable
 from newspulse.store.elastic import ElasticStore
+from newspulse.store.sink import StoreSink
 
 pytestmark = pytest.mark.es
 
-#: The issue asks for a ~30 s outage; 8 s exercises the same path (several failed retries with
-#: backoff, then recovery) and keeps the suite fast.
+#: The issue asks for a ~30 s outage; 8 s exercises the same path (several of the driver's
+#: retries with backoff, then recovery) and keeps the suite fast.
 OUTAGE_SECONDS = 8
 
 
@@ -104,14 +110,39 @@ def wait_until_persisted(peer, store: ElasticStore, ids: list[str], timeout: flo
     raise TimeoutError("the noida-db peer did not persist acknowledged documents")
 
 
-def test_outage_writer_waits_and_loses_nothing(peer):
-    """Stop the server while a writer runs: it retries with backoff, then resumes by itself."""
-    store = make_store(peer.port, es_retry_seconds=120)
-    corpus = make_corpus(200)
-    batches = [corpus[i : i + 20] for i in range(0, 200, 20)]
-    results, stalls = [], []
+class TimedSink(StoreSink):
+    """The store as the pipeline's sink, timing each write the driver makes."""
 
-    hold, held = threading.Event(), threading.Event()
+    def __init__(self, store: ElasticStore) -> None:
+        super().__init__(store)
+        self.seconds: list[float] = []
+
+    def write(self, articles):
+        t = time.monotonic()
+        try:
+            return super().write(articles)
+        finally:
+            self.seconds.append(time.monotonic() - t)
+
+
+def driver_over(store: ElasticStore) -> tuple[BatchDriver, TimedSink]:
+    sink = TimedSink(store)
+    return BatchDriver(Processor(KeywordClassifier(), FirstSentence(), [sink], sink), Counters(), backoff=Backoff(first_s=0.2, max_s=1.0)), sink
+
+
+def messages(first: int, n: int) -> list[RawMessage]:
+    return [RawMessage(json.dumps(raw(i)).encode()) for i in range(first, first + n)]
+
+
+def test_elastic_outage_is_retried_by_the_driver_only(peer):
+    """Stop the server while batches are written: each write is one attempt that fails at once
+    with StoreUnavailable (the store has no retry loop of its own), the batch driver pauses and
+    retries on its one clock, and once the server is back every article is stored exactly once
+    and nothing is dead-lettered."""
+    store = make_store(peer.port)
+    driver, sink = driver_over(store)
+    batches = [messages(i, 20) for i in range(0, 200, 20)]
+    outcomes, hold, held = [], threading.Event(), threading.Event()
 
     def writer() -> None:
         for i, batch in enumerate(batches):
@@ -119,46 +150,89 @@ def test_outage_writer_waits_and_loses_nothing(peer):
                 held.set()
                 while hold.is_set():
                     time.sleep(0.05)
-            t = time.monotonic()
-            results.append(store.upsert_articles(batch))
-            stalls.append(time.monotonic() - t)
-            time.sleep(0.3)
+            outcomes.extend(driver.run(batch, lambda seconds: time.sleep(seconds) or True))
 
-    assert store.upsert_articles(batches[0]).ok  # connected and set up before the outage
     hold.set()
     thread = threading.Thread(target=writer)
     thread.start()
-    assert held.wait(30)
-    wait_until_persisted(peer, store, [a.id for b in batches[:2] for a in b])  # written before the hold
+    assert held.wait(60)
+    stored_ids = [o.article.id for o in outcomes]
+    wait_until_persisted(peer, store, stored_ids)  # written before the hold
+    writes_before = len(sink.seconds)
     peer.stop()
-    hold.clear()  # the writer's next batches meet the outage
+    hold.clear()  # the writer's next batch meets the outage
     time.sleep(OUTAGE_SECONDS)
     peer.start()
     thread.join(timeout=180)
     assert not thread.is_alive()
-    assert all(r.ok for r in results), [r.failed for r in results if not r.ok][:1]
-    assert max(stalls) >= OUTAGE_SECONDS - 2  # it really waited through the outage
+    assert [o.fate for o in outcomes] == [Fate.stored] * 200
+    during = sink.seconds[writes_before:]
+    assert len(during) >= 4, "the driver retried the write several times through the outage"
+    assert max(during) < 5, f"a write waited inside the store ({max(during):.1f}s): the store must try once"
+    assert driver.counters.infrastructure_retries >= 3 and driver.counters.dead_lettered == 0
+    assert driver.paused_seconds >= OUTAGE_SECONDS - 2  # the driver, not the store, waited it out
     stats = store.stats()
-    assert stats["articles"] == stats["unique_ids"] == 200
-    assert {a.id for b in store.iter_articles(Filter()) for a in b} == {a.id for a in corpus}
+    assert stats["articles"] == stats["unique_ids"] == 200 and stats["dead_letters"] == 0
     store.close()
 
 
-def test_outage_longer_than_retry_budget_raises_unavailable(peer):
-    """Past its retry budget a write raises StoreUnavailable (the caller pauses and retries; an
-    outage is never reported as bad documents); rewriting after recovery adds no duplicate."""
-    store = make_store(peer.port, es_retry_seconds=2)
+def test_partial_bulk_429_resends_only_failed_items(peer):
+    """A bulk request the cluster takes in part (429 for some documents) raises
+    StoreUnavailable saying what it stored; the driver pauses, then re-sends only the rejected
+    ones, so every article reaches the cluster exactly once. A re-send of all of them (a
+    caller that ignores ``done``, a redelivered message) is harmless: an article's id comes
+    from the message, and the upsert overwrites it in place."""
+    proxy = OverloadedProxy(peer.port)
+    try:
+        store = make_store(proxy.port)
+        store.stats()  # set up before the overload
+        corpus = make_corpus(10)
+        proxy.reject = {1, 4, 8}
+        with pytest.raises(StoreUnavailable, match=r"did not take 3 of 10 article\(s\) \(7 stored\): HTTP 429") as caught:
+            store.upsert_articles(corpus)
+        done = caught.value.done
+        assert done is not None and done.written == [a.id for i, a in enumerate(corpus) if i not in (1, 4, 8)] and not done.failed
+        store.close()
+
+        store = make_store(proxy.port)
+        store.stats()
+        batch = messages(0, 10)
+        proxy.indexed.clear()
+        driver, sink = driver_over(store)
+        proxy.reject = {0, 9}
+        outcomes = driver.run(batch, lambda seconds: True)
+        assert [o.fate for o in outcomes] == [Fate.stored] * 10
+        assert driver.counters.infrastructure_retries == 1 and driver.counters.dead_lettered == 0
+        ids = [o.article.id for o in outcomes]
+        assert proxy.indexed == {i: 1 for i in ids}, "each article reached the cluster once"
+        assert len(sink.seconds) == 2  # the first write, then the re-send of the two
+
+        again = driver.run(messages(0, 10), lambda seconds: True)  # parsed anew: the same ids
+        assert [o.article.id for o in again] == ids
+        stats = store.stats()
+        assert stats["articles"] == stats["unique_ids"] == 10
+        store.close()
+    finally:
+        proxy.close()
+
+
+def test_elastic_outage_fails_a_call_at_once_with_unavailable(peer):
+    """With the server down a write and a read each raise StoreUnavailable after one attempt
+    (the caller pauses and retries; an outage is never reported as bad documents); rewriting
+    after recovery adds no duplicate."""
+    store = make_store(peer.port)
     corpus = make_corpus(30)
     assert store.upsert_articles(corpus[:10]).ok
     wait_until_persisted(peer, store, [a.id for a in corpus[:10]])
     peer.stop()
     try:
         t = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="30 article.*not acknowledged"):
+        with pytest.raises(StoreUnavailable, match="unavailable for article write") as caught:
             store.upsert_articles(corpus)
-        assert time.monotonic() - t < 15
+        assert caught.value.done is None  # nothing stored
         with pytest.raises(StoreUnavailable):
             store.top_negative(Filter())
+        assert time.monotonic() - t < 5
     finally:
         peer.start()
     assert store.upsert_articles(corpus).ok

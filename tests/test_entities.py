@@ -169,7 +169,7 @@ def test_two_company_story_through_kafka_and_elasticsearch(tmp_path):
     from newspulse.store.elastic import ElasticStore
 
     with start_kafka() as bootstrap, start_elasticsearch() as es_url:
-        s = make_settings(bootstrap, tmp_path, store_url=es_url, es_index_prefix=f"e{uuid.uuid4().hex[:10]}", es_retry_seconds=5)
+        s = make_settings(bootstrap, tmp_path, store_url=es_url, es_index_prefix=f"e{uuid.uuid4().hex[:10]}")
         store = ElasticStore(s)
 
         def factory(settings, scored, dlq):

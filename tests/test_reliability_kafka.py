@@ -180,7 +180,7 @@ def test_es_outage_kafka_pauses_and_resumes_by_itself(kafka_bootstrap, tmp_path)
 
     with start_elasticsearch_peer() as peer:
         prefix = f"t{uuid.uuid4().hex[:8]}"
-        s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=2, batch_max_records=10, store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix, es_retry_seconds=1)
+        s = make_settings(kafka_bootstrap, tmp_path, kafka_partitions=2, batch_max_records=10, store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix)
         good = articles(150, run="es-outage")
         produce(s, [(a.id.encode(), a.model_dump_json().encode()) for a in good])
         direct = ElasticStore(load_settings(store_url=f"http://127.0.0.1:{peer.port}", es_index_prefix=prefix))

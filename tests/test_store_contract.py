@@ -98,7 +98,7 @@ def open_backend(kind: str, tmp_path, es_url_factory) -> Store:
     from newspulse.store.elastic import ElasticStore
 
     # a fresh index prefix per test: one server, no state shared between tests
-    settings = load_settings(store_url=es_url_factory(), es_index_prefix=f"t{uuid.uuid4().hex[:10]}", es_retry_seconds=5)
+    settings = load_settings(store_url=es_url_factory(), es_index_prefix=f"t{uuid.uuid4().hex[:10]}")
     return ElasticStore(settings)
 
 

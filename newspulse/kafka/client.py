@@ -3,8 +3,13 @@
 Every client is built with a bounded bootstrap (``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``) and with
 topic auto-creation off: topics come only from :func:`ensure_topics`, with the configured layout
 (a broker restarted empty must not get ``news.raw`` back with its own default partition count
-because a consumer asked for its metadata). Once running, outages are the batch driver's to
-wait out (:mod:`newspulse.retrying`); :func:`until_reached` only bounds a command's start.
+because a consumer asked for its metadata).
+
+Nothing here retries: :func:`reach` and :func:`ensure_topics` make one attempt, bounded by a
+timeout, and raise :class:`BrokerUnreachable` (transient) when no broker answered. Whoever calls
+them owns the clock (:mod:`newspulse.retrying`): a command that waits for the broker to come up
+retries them with :func:`~newspulse.retrying.retry_until` and its own deadline; once running,
+outages are the batch driver's to wait out.
 
 Secrets (the SASL password) go only into the client configuration dict; :func:`describe`
 gives the loggable view of a connection, so no log line ever carries them.
@@ -13,7 +18,6 @@ gives the loggable view of a connection, so no log line ever carries them.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,7 +29,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 
 from newspulse.errors import Unavailable
-from newspulse.retrying import Backoff, retry_until
+from newspulse.retrying import Backoff
 from newspulse.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -167,37 +171,30 @@ def describe(settings: Settings) -> str:
 
 
 def is_transient(err: BaseException) -> bool:
-    """True for broker errors worth retrying: connection loss, timeouts, leader or coordinator moves."""
-    return (isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))) or isinstance(err, (ConnectionError, TimeoutError))
+    """True for broker errors worth retrying: connection loss, timeouts, leader or coordinator
+    moves, and :class:`BrokerUnreachable`."""
+    return (isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))) or isinstance(err, (Unavailable, ConnectionError, TimeoutError))
 
 
-#: Broker calls (topic creation, metadata, producer flushes): 0.2 s doubling to 5 s, ±20 %.
+#: How a command retries a broker that is coming up (topic creation, connecting a consumer):
+#: 0.2 s doubling to 5 s, ±20 %, so that processors that failed together do not retry in step.
 BROKER_BACKOFF = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
 
 
 class BrokerUnreachable(Unavailable):
-    """No broker answered within the time a command allows itself to start: the command stops
-    with this one line (``process`` with no broker, say) instead of a traceback."""
+    """No broker answered one attempt (transient): a command that gave up waiting stops with
+    this one line (``process`` with no broker, say) instead of a traceback."""
 
 
-def until_reached(
-    action: Callable[[], T],
-    what: str,
-    settings: Settings,
-    *,
-    timeout_s: float | None = None,
-    stop: threading.Event | None = None,
-) -> T:
-    """``action`` retried on transient broker errors for at most ``timeout_s`` (default
-    ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``); then :class:`BrokerUnreachable` naming the
-    connection and the last error. Other errors propagate as they are."""
-    timeout = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
+def reach(action: Callable[[], T], what: str, settings: Settings) -> T:
+    """``action`` (a call that talks to the brokers) once; a transient broker error becomes
+    :class:`BrokerUnreachable` naming the connection and the error. Other errors propagate."""
     try:
-        return retry_until(action, what, timeout_s=timeout, transient=is_transient, backoff=BROKER_BACKOFF, stop=stop)
+        return action()
     except Exception as err:
-        if not is_transient(err):
+        if not is_transient(err) or isinstance(err, BrokerUnreachable):
             raise
-        raise BrokerUnreachable(f"{what}: no Kafka broker at {describe(settings)} answered within {timeout:g} s ({type(err).__name__}: {err})") from err
+        raise BrokerUnreachable(f"{what}: no Kafka broker at {describe(settings)} answered ({type(err).__name__}: {err})") from err
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -209,10 +206,11 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
     }
 
 
-def ensure_topics(settings: Settings, *, timeout_s: float | None = None, stop: threading.Event | None = None) -> list[str]:
-    """Create the missing NewsPulse topics (idempotent) and wait until they have leaders, for at
-    most ``timeout_s`` (default ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``; then
-    :class:`BrokerUnreachable`).
+def ensure_topics(settings: Settings, *, timeout_s: float | None = None) -> list[str]:
+    """Create the missing NewsPulse topics (idempotent) and wait until they have leaders: one
+    attempt, whose connection and wait are each bounded by ``timeout_s`` (default
+    ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``); no broker, or no leaders in time:
+    :class:`BrokerUnreachable`, for the caller to retry or report.
 
     Returns the names that were created. Existing topics are left as they are, even when their
     partition count differs from the setting (changing it would remap keys to partitions).
@@ -239,7 +237,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float | None = None, stop: t
         finally:
             admin.close()
 
-    created = until_reached(create, "creating topics", settings, timeout_s=timeout, stop=stop)
+    created = reach(create, "creating topics", settings)
     if created:
         log.info("created topics %s (%d partitions, replication %d)", created, settings.kafka_partitions, settings.kafka_replication)
     return created

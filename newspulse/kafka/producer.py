@@ -17,8 +17,9 @@ from kafka import KafkaProducer
 from kafka.errors import AuthorizationError, InvalidRecordError, MessageSizeTooLargeError, SaslAuthenticationFailedError
 
 from newspulse.errors import PermanentFailure, Unavailable
-from newspulse.kafka.client import connection_config, describe, ensure_topics, without_topic_creation
+from newspulse.kafka.client import BROKER_BACKOFF, connection_config, describe, ensure_topics, is_transient, without_topic_creation
 from newspulse.schema import SCHEMA_VERSION, Article
+from newspulse.retrying import retry_until
 from newspulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,9 @@ class KafkaArticlePublisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.kafka_topic_raw
-        ensure_topics(settings)
+        # a publisher may start beside a broker that is coming up: wait for it, at most
+        # NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S, then stop with BrokerUnreachable
+        retry_until(lambda: ensure_topics(settings), "creating topics", timeout_s=settings.kafka_connect_timeout_s, transient=is_transient, backoff=BROKER_BACKOFF)
         self._producer = build_producer(settings)
         self._delivery = DeliveryTracker()
         self.sent = 0

@@ -78,7 +78,8 @@ class WriteResult:
     ``failed`` holds what the store refused document by document (a value its mapping cannot
     take, a version conflict). A store that cannot take the request at all raises
     :class:`StoreUnavailable` or :class:`StorePermanentError` instead, so that an outage is
-    never mistaken for bad records."""
+    never mistaken for bad records; a write the outage cut short says in
+    :attr:`StoreUnavailable.done` what it stored before."""
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -149,7 +150,16 @@ class StoreError(InfrastructureError):
 
 
 class StoreUnavailable(StoreError, Unavailable):
-    """Unreachable, timing out, overloaded (429/5xx) or locked: retry with backoff."""
+    """Unreachable, timing out, overloaded (429/5xx) or locked: retry with backoff.
+
+    ``done``: for a bulk write that the outage cut short (Elasticsearch answered 429 for some
+    documents of a bulk request and stored the others), what the write did store or refuse
+    before; None when nothing was stored. A caller that knows it retries only the rest; one
+    that does not retries everything, which upserts by id make harmless."""
+
+    def __init__(self, message: str, done: WriteResult | None = None) -> None:
+        super().__init__(message)
+        self.done = done
 
 
 class StorePermanentError(StoreError, PermanentFailure):

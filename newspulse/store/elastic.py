@@ -12,12 +12,15 @@ Index design (see docs/storage.md):
 - ``{prefix}-alerts``, ``{prefix}-feedback`` (one document per article: the latest wins) and
   ``{prefix}-dead-letters``.
 
-Writes retry with exponential backoff on 429, 5xx and connection errors for
-``settings.es_retry_seconds``; if the cluster is still unavailable then, the write raises
-:class:`~newspulse.store.base.StoreUnavailable`, so that the caller pauses and retries instead of
-committing or dead-lettering. A rejected credential (401/403) or a mapping that refuses our own
-fields raises :class:`~newspulse.store.base.StorePermanentError` (retrying cannot help). Documents
-that the cluster rejects for their own content are reported in ``WriteResult.failed`` with
+Every call makes one attempt, each request bounded by ``NEWSPULSE_ES_REQUEST_TIMEOUT_S``, and
+never retries an outage itself: connection errors, timeouts, 429 and 5xx raise
+:class:`~newspulse.store.base.StoreUnavailable`, and the caller's policy decides whether to pause
+and retry (the batch driver, the alerter) or to give up (a command; :mod:`newspulse.retrying`).
+A bulk write that the cluster took only in part (429 for some documents) raises it with
+``done``, what was stored, so the driver re-sends only the rest. A rejected credential
+(401/403) or a mapping that refuses our own fields raises
+:class:`~newspulse.store.base.StorePermanentError` (retrying cannot help). Documents that the
+cluster rejects for their own content are reported in ``WriteResult.failed`` with
 Elasticsearch's reason at once and never hold up the rest of the batch.
 
 Writes are not refreshed one by one (that would make every bulk request pay for a Lucene
@@ -40,7 +43,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 from newspulse.redact import redact
-from newspulse.retrying import Backoff, retry_until
 from newspulse.schema import Alert, Feedback, ScoredArticle, epoch_ms, from_epoch_ms, to_utc
 from newspulse.settings import Settings
 from newspulse.store.base import (
@@ -67,9 +69,6 @@ T = TypeVar("T")
 BULK_CHUNK = 500
 #: Ids per ``stored_ids`` search (well under the default 10,000-hit result window).
 _IDS_PER_QUERY = 1000
-#: How long a read keeps retrying a connection error before it raises StoreError: a dashboard
-#: should say "store unavailable" quickly rather than hang.
-READ_RETRY_SECONDS = 5.0
 #: Upper bound of distinct values a negativity facet ranks (terms aggregation size).
 MAX_FACET_VALUES = 10_000
 #: How long a point in time stays open between two pages of a deep read (renewed by each page).
@@ -79,8 +78,6 @@ PIT_KEEP_ALIVE = "2m"
 EXACT_UNIQUE_IDS = 40_000
 #: How many recently written ids (and their monthly index) a store remembers, ~10 MB.
 RECENT_IDS = 100_000
-#: Retries of an unavailable cluster: 0.25 s doubling to 10 s, until the store's retry budget.
-_BACKOFF = Backoff(first_s=0.25, max_s=10.0)
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 #: Refusals that no retry can fix: the credential (401/403), or an index mapping that does not
 #: take the fields every article has (the store's setup is wrong, not the record).
@@ -189,7 +186,6 @@ class ElasticStore:
             raise ValueError("ElasticStore needs an http(s):// store URL")
         self.url = redact(settings.store_url)  # userinfo and credential-like query values masked
         self.prefix = settings.es_index_prefix
-        self.retry_seconds = settings.es_retry_seconds
         self.replicas = {} if settings.es_replicas is None else {"number_of_replicas": settings.es_replicas}
         self.bulk_chunk = bulk_chunk
         self.articles_alias = f"{self.prefix}-articles"
@@ -201,8 +197,8 @@ class ElasticStore:
         self.dead_letters_index = f"{self.prefix}-dead-letters"
 
         kwargs: dict[str, Any] = {
-            "request_timeout": 30,
-            "max_retries": 0,  # retries (with backoff) are ours, bounded by es_retry_seconds
+            "request_timeout": settings.es_request_timeout_s,
+            "max_retries": 0,  # one attempt: retrying an outage is the caller's (newspulse.retrying)
             "verify_certs": settings.es_verify_certs,
         }
         if settings.es_api_key is not None:
@@ -297,16 +293,13 @@ class ElasticStore:
         ts = to_utc(published_at)
         return f"{self.articles_alias}-{ts.year:04d}.{ts.month:02d}"
 
-    def _with_retry(self, what: str, call: Callable[[], T], budget: float) -> T:
-        """Run ``call`` (setup included), retrying transient errors with backoff for ``budget`` s
-        (:func:`~newspulse.retrying.retry_until`); then :class:`StoreUnavailable`."""
-
-        def attempt() -> T:
+    def _attempt(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` once (setting the store up first if no call has yet) and type its
+        failure: :class:`StoreUnavailable` when the cluster is unreachable, slow or overloaded,
+        :class:`StorePermanentError` when it refuses the credential. Retrying is the caller's."""
+        try:
             self._ensure_ready()
             return call()
-
-        try:
-            return retry_until(attempt, f"Elasticsearch {what}", timeout_s=budget, transient=lambda err: _transient_reason(err) is not None, backoff=_BACKOFF)
         except Exception as err:  # noqa: BLE001 - classified right below
             reason = _transient_reason(err)
             if reason is None:
@@ -329,7 +322,7 @@ class ElasticStore:
             self._refresh_dirty()
             return call()
 
-        return self._with_retry(what, refreshed, READ_RETRY_SECONDS)
+        return self._attempt(what, refreshed)
 
     def _mark_dirty(self, *indices: str) -> None:
         with self._dirty_lock:
@@ -354,66 +347,76 @@ class ElasticStore:
 
     # --- writes ------------------------------------------------------------------------
     def upsert_articles(self, articles: Sequence[ScoredArticle]) -> WriteResult:
-        """Bulk index by id into each article's monthly index; see the module docstring for
-        retries and what ``failed`` means."""
+        """Bulk index by id into each article's monthly index, one request per
+        :data:`BULK_CHUNK` articles, each sent once (the module docstring says what fails how).
+
+        Stops at the first chunk the cluster could not take whole, with
+        :class:`StoreUnavailable` whose ``done`` lists what the earlier chunks and that chunk's
+        other documents stored: the batch driver pauses and then re-sends only the rest."""
         result = WriteResult()
         done: dict[str, None] = {}
+
+        def so_far() -> WriteResult:
+            return WriteResult(written=[a.id for a in articles if a.id in done and a.id not in result.failed], failed=dict(result.failed))
+
         for start in range(0, len(articles), self.bulk_chunk):
             chunk = articles[start : start + self.bulk_chunk]
-            ok, failed = self._write_chunk(chunk)
+            try:
+                ok, failed, busy = self._write_chunk(chunk)
+            except StoreUnavailable as err:
+                if not done and not result.failed:
+                    raise
+                raise StoreUnavailable(str(err), done=so_far()) from err
             done.update(dict.fromkeys(ok))
             result.failed.update(failed)
-        result.written = [a.id for a in articles if a.id in done and a.id not in result.failed]
+            if busy:
+                reason = next(iter(busy.values()))
+                stored = so_far()
+                raise StoreUnavailable(
+                    f"Elasticsearch at {self.url} did not take {len(busy)} of {len(articles)} article(s) "
+                    f"({len(stored.written)} stored): {reason}",
+                    done=stored,
+                )
+        result.written = so_far().written
         if result.failed:
             log.warning("%d of %d articles not stored in Elasticsearch", len(result.failed), len(articles))
         return result
 
-    def _write_chunk(self, chunk: Sequence[ScoredArticle]) -> tuple[list[str], dict[str, str]]:
+    def _write_chunk(self, chunk: Sequence[ScoredArticle]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """One bulk request: the ids stored, the ids refused for their content (with the
+        reason), and the ids the cluster could not take now (429/5xx per document, or their
+        relocation's delete failed), with the reason. A request that fails whole raises."""
         pending = {a.id: a for a in chunk}  # the same id twice in one chunk: the last one wins
+
+        def send() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
+            return self._current_locations(pending), self._bulk_index(pending.values())
+
+        moved, items = self._attempt("article write", send)
         written: list[str] = []
         failed: dict[str, str] = {}
-        deadline = time.monotonic() + self.retry_seconds
-        attempt = 1
-        while pending:
-            reason = ""
-            try:
-                self._ensure_ready()
-                moved = self._current_locations(pending)
-                items = self._bulk_index(pending.values())
-            except Exception as err:  # noqa: BLE001 - classified right below
-                reason = _transient_reason(err) or ""
-                if not reason:
-                    self._raise_if_denied(err, "article write")
-                    raise
+        busy: dict[str, str] = {}
+        relocated: list[tuple[str, str]] = []
+        for art_id, status, error in items:
+            if 200 <= status < 300:
+                written.append(art_id)
+                home = self.article_index(pending[art_id].published_at)
+                relocated.extend((old, art_id) for old in moved.get(art_id, ()) if old != home)
+                self._remember(art_id, home)
+            elif status in _RETRYABLE_STATUS or status >= 500:
+                busy[art_id] = f"HTTP {status}: {error}"
+            elif status in _DENIED_STATUS or error.startswith(_BAD_MAPPING_ERRORS):
+                raise StorePermanentError(f"Elasticsearch at {self.url} refused article {art_id} ({status}): {error}")
             else:
-                relocated: list[tuple[str, str]] = []
-                for art_id, status, error in items:
-                    if 200 <= status < 300:
-                        written.append(art_id)
-                        art = pending.pop(art_id)
-                        home = self.article_index(art.published_at)
-                        relocated.extend((old, art_id) for old in moved.get(art_id, ()) if old != home)
-                        self._remember(art_id, home)
-                    elif status in _RETRYABLE_STATUS or status >= 500:
-                        reason = f"{status}: {error}"
-                    elif status in _DENIED_STATUS or error.startswith(_BAD_MAPPING_ERRORS):
-                        raise StorePermanentError(f"Elasticsearch at {self.url} refused article {art_id} ({status}): {error}")
-                    else:
-                        failed[art_id] = f"rejected by Elasticsearch ({status}): {error}"
-                        pending.pop(art_id)
-                        log.warning("article %s rejected by Elasticsearch: %s", art_id, error)
-                if relocated:
-                    self._delete_relocated(relocated)
-                if not pending:
-                    break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StoreUnavailable(f"{len(pending)} article(s) not acknowledged by Elasticsearch at {self.url} within {self.retry_seconds:.0f}s: {reason}")
-            delay = min(_BACKOFF.delay(attempt), left)
-            log.warning("Elasticsearch bulk write of %d articles failed (%s); retrying in %.1fs", len(pending), reason, delay)
-            time.sleep(delay)
-            attempt += 1
-        return written, failed
+                failed[art_id] = f"rejected by Elasticsearch ({status}): {error}"
+                log.warning("article %s rejected by Elasticsearch: %s", art_id, error)
+        if relocated:
+            try:
+                self._delete_relocated(relocated)
+            except StoreUnavailable as err:  # their old copies stay until the re-send deletes them
+                moving = {art_id for _, art_id in relocated}
+                written = [art_id for art_id in written if art_id not in moving]
+                busy.update(dict.fromkeys(moving, str(err)))
+        return written, failed, busy
 
     def _current_locations(self, pending: dict[str, ScoredArticle]) -> dict[str, set[str]]:
         """Where already stored ids live now: an article whose published_at was corrected moves
@@ -488,7 +491,7 @@ class ElasticStore:
     def _delete_relocated(self, relocated: list[tuple[str, str]]) -> None:
         ops = [{"delete": {"_index": index, "_id": art_id}} for index, art_id in relocated]
         self._mark_dirty(*(index for index, _ in relocated))
-        self._with_retry("delete of relocated articles", lambda: self.client.bulk(operations=ops), self.retry_seconds)
+        self._attempt("delete of relocated articles", lambda: self.client.bulk(operations=ops))
 
     def _index_docs(self, index: str, docs: list[tuple[str | None, dict[str, Any]]], what: str) -> None:
         """Bulk-write side documents (alerts, feedback, dead letters); raise on any failure."""
@@ -501,7 +504,7 @@ class ElasticStore:
         self._bulk_side(index, ops, what)
 
     def _bulk_side(self, index: str, ops: list[dict[str, Any]], what: str) -> None:
-        resp = self._with_retry(what, lambda: self.client.bulk(operations=ops), self.retry_seconds)
+        resp = self._attempt(what, lambda: self.client.bulk(operations=ops))
         self._mark_dirty(index)
         if resp.get("errors"):
             errors = [next(iter(i.values())).get("error") for i in resp["items"]]
@@ -562,7 +565,7 @@ class ElasticStore:
                     dropped.append(name)
             return dropped
 
-        return self._with_retry("retention", run, READ_RETRY_SECONDS)
+        return self._attempt("retention", run)
 
     # --- reads -------------------------------------------------------------------------
     def _search(self, index: str, **body: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from newspulse.kafka.client import connection_config, ensure_topics  # noqa: E402
+from newspulse.kafka.client import connection_config, ensure_topics, until_reached  # noqa: E402
 from newspulse.kafka.producer import build_producer  # noqa: E402
 from newspulse.kafka.sinks import read_dead_letter  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
@@ -648,7 +648,7 @@ def r5_broker_restart(stack: Stack, args: argparse.Namespace) -> list[Outcome]:
             probe = KafkaConsumer(**connection_config(run.settings))
             auto_created = run.settings.kafka_topic_raw in probe.topics()  # the processor's requests must not create it
             probe.close()
-            ensure_topics(run.settings)  # what `kafka init-topics` does
+            until_reached(lambda: ensure_topics(run.settings), "creating topics", run.settings)  # what `kafka init-topics` does
             publish_articles(run.settings, after, "R5 after the restart")
             watch.waiting = True
             progress_wait(stored, 2 * n, "R5 after the restart", child=proc)

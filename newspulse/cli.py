@@ -197,22 +197,15 @@ def _ensure_topics_within(settings: Settings, timeout_s: float) -> list[str]:
     kafka-python's own timeouts bound single requests, not its connection set-up and metadata
     waits (a missing broker took 30 s on ``--timeout 1``), so the call runs on a daemon thread
     that is told to stop, and abandoned, when the deadline passes."""
-    from newspulse.kafka.client import BROKER_BACKOFF, describe, ensure_topics, is_transient
-    from newspulse.retrying import retry_until
+    from newspulse.kafka.client import describe, ensure_topics, is_transient, until_reached
 
     outcome: dict[str, object] = {}
     stop = threading.Event()
 
     def work() -> None:
         try:
-            outcome["created"] = retry_until(
-                lambda: ensure_topics(settings, timeout_s=timeout_s),
-                "creating topics",
-                timeout_s=timeout_s,
-                transient=is_transient,
-                backoff=BROKER_BACKOFF,
-                stop=stop,
-            )
+            # one attempt per call; this command's clock is --timeout
+            outcome["created"] = until_reached(lambda: ensure_topics(settings, timeout_s=timeout_s), "creating topics", settings, timeout_s=timeout_s, stop=stop)
         except BaseException as err:  # handed to the caller's thread below
             outcome["error"] = err
 

@@ -15,7 +15,8 @@ permanent (:class:`~newspulse.errors.PermanentFailure`). Whoever called them own
   own backoff (``newspulse.alerts.service``);
 * a one-shot command that must reach a peer before it can start (creating topics, connecting
   a consumer, ``store init``) calls :func:`retry_until` at the call site with its own stated
-  deadline and then stops with the last error, as one line.
+  deadline (for a broker through ``newspulse.kafka.client.until_reached``) and then stops with
+  the last error, as one line.
 
 docs/architecture.md ("Who retries what") has the table of layers and clocks.
 """

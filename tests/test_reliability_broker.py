@@ -24,7 +24,7 @@ from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAuthori
 from peers import free_port, start_kafka_peer
 from test_kafka_stream import FakeClassifier, FakeSummarizer, ProcessorThread, articles, env_for, fake_factory, make_settings, store_count, wait_for
 
-from newspulse.errors import Failure, PermanentFailure
+from newspulse.errors import Failure, PermanentFailure, classify
 from newspulse.kafka import producer as producer_module
 from newspulse.kafka.client import connection_config
 from newspulse.kafka.processor import kafka_failure
@@ -206,6 +206,28 @@ def test_process_with_no_broker_stops_with_one_line_within_the_connect_timeout(t
     assert len(lines) == 1 and settings.kafka_bootstrap in lines[0] and "within 3 s" in lines[0], done.stderr[-2000:]
     # the timeout bounds the broker wait; the rest is starting Python (a loaded 2-core CI box)
     assert elapsed < 3 + 60, elapsed
+
+
+def test_ensure_topics_makes_one_attempt_and_the_caller_owns_the_deadline(monkeypatch):
+    """Issue 27: topic creation retried inside the Kafka client until its own deadline, under
+    the caller's. It makes one attempt now and raises BrokerUnreachable (transient); the caller
+    retries it on its own clock (until_reached at the call site), which names that deadline
+    when it gives up."""
+    from newspulse.kafka import client
+
+    settings = load_settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    admins: list[dict] = []
+    real = client.KafkaAdminClient
+    monkeypatch.setattr(client, "KafkaAdminClient", lambda **cfg: admins.append(cfg) or real(**cfg))
+    t0 = time.monotonic()
+    with pytest.raises(client.BrokerUnreachable, match=r"creating topics: no Kafka broker at 127\.0\.0\.1:\d+ \(PLAINTEXT\) answered \(") as caught:
+        client.ensure_topics(settings, timeout_s=1)
+    assert len(admins) == 1 and time.monotonic() - t0 < 10
+    assert classify(caught.value) is Failure.transient
+    admins.clear()
+    with pytest.raises(client.BrokerUnreachable, match=r"answered within 4 s \(KafkaTimeoutError"):
+        client.until_reached(lambda: client.ensure_topics(settings, timeout_s=0.5), "creating topics", settings, timeout_s=4)
+    assert len(admins) >= 3, "the caller retried"
 
 
 # --- against a real broker that restarts empty -----------------------------------------------

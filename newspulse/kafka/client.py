@@ -5,11 +5,11 @@ topic auto-creation off: topics come only from :func:`ensure_topics`, with the c
 (a broker restarted empty must not get ``news.raw`` back with its own default partition count
 because a consumer asked for its metadata).
 
-Nothing here retries: :func:`reach` and :func:`ensure_topics` make one attempt, bounded by a
-timeout, and raise :class:`BrokerUnreachable` (transient) when no broker answered. Whoever calls
-them owns the clock (:mod:`newspulse.retrying`): a command that waits for the broker to come up
-retries them with :func:`~newspulse.retrying.retry_until` and its own deadline; once running,
-outages are the batch driver's to wait out.
+The clients make one attempt: :func:`ensure_topics` is one attempt bounded by a timeout and
+raises :class:`BrokerUnreachable` (transient) when no broker answered. Whoever calls them owns
+the clock (:mod:`newspulse.retrying`): a command that waits for a broker coming up passes its
+call and its own deadline to :func:`until_reached` (:func:`~newspulse.retrying.retry_until` with
+the broker's backoff); once running, outages are the batch driver's to wait out.
 
 Secrets (the SASL password) go only into the client configuration dict; :func:`describe`
 gives the loggable view of a connection, so no log line ever carries them.
@@ -18,6 +18,7 @@ gives the loggable view of a connection, so no log line ever carries them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,7 +30,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 
 from newspulse.errors import Unavailable
-from newspulse.retrying import Backoff
+from newspulse.retrying import Backoff, retry_until
 from newspulse.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -182,19 +183,31 @@ BROKER_BACKOFF = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
 
 
 class BrokerUnreachable(Unavailable):
-    """No broker answered one attempt (transient): a command that gave up waiting stops with
-    this one line (``process`` with no broker, say) instead of a traceback."""
+    """No broker answered (transient): one attempt failed, or a command gave up waiting and
+    stops with this one line (``process`` with no broker, say) instead of a traceback."""
 
 
-def reach(action: Callable[[], T], what: str, settings: Settings) -> T:
-    """``action`` (a call that talks to the brokers) once; a transient broker error becomes
-    :class:`BrokerUnreachable` naming the connection and the error. Other errors propagate."""
+def until_reached(
+    action: Callable[[], T],
+    what: str,
+    settings: Settings,
+    *,
+    timeout_s: float | None = None,
+    stop: threading.Event | None = None,
+) -> T:
+    """The clock of a command that starts beside a broker, for its call site: ``action`` (one
+    attempt) retried on transient broker errors with :data:`BROKER_BACKOFF` for at most
+    ``timeout_s`` (default ``NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S``); then
+    :class:`BrokerUnreachable` naming the connection, the deadline and the last error. Other
+    errors propagate as they are. Never used under the batch driver."""
+    timeout = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
     try:
-        return action()
+        return retry_until(action, what, timeout_s=timeout, transient=is_transient, backoff=BROKER_BACKOFF, stop=stop)
     except Exception as err:
-        if not is_transient(err) or isinstance(err, BrokerUnreachable):
+        if not is_transient(err):
             raise
-        raise BrokerUnreachable(f"{what}: no Kafka broker at {describe(settings)} answered ({type(err).__name__}: {err})") from err
+        cause = err.__cause__ if isinstance(err, BrokerUnreachable) and err.__cause__ is not None else err
+        raise BrokerUnreachable(f"{what}: no Kafka broker at {describe(settings)} answered within {timeout:g} s ({type(cause).__name__}: {cause})") from cause
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -237,7 +250,12 @@ def ensure_topics(settings: Settings, *, timeout_s: float | None = None) -> list
         finally:
             admin.close()
 
-    created = reach(create, "creating topics", settings)
+    try:
+        created = create()
+    except Exception as err:
+        if not is_transient(err):
+            raise
+        raise BrokerUnreachable(f"creating topics: no Kafka broker at {describe(settings)} answered ({type(err).__name__}: {err})") from err
     if created:
         log.info("created topics %s (%d partitions, replication %d)", created, settings.kafka_partitions, settings.kafka_replication)
     return created

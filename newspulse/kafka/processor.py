@@ -39,11 +39,11 @@ from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFaile
 
 from newspulse.errors import Failure, classify
 from newspulse.kafka import metrics
-from newspulse.kafka.client import BROKER_BACKOFF, ensure_topics, group_config, is_transient, reach, topic_id, without_topic_creation
+from newspulse.kafka.client import BROKER_BACKOFF, ensure_topics, group_config, is_transient, topic_id, until_reached, without_topic_creation
 from newspulse.kafka.producer import RenewingProducer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink, record_origin
 from newspulse.pipeline import ArticleSink, Counters, DeadLetterSink, Fate, Outcome, Processor, RawMessage
-from newspulse.retrying import Backoff, retry_until
+from newspulse.retrying import Backoff
 from newspulse.runner import SourceRunner
 from newspulse.schema import Article
 from newspulse.settings import Settings
@@ -174,15 +174,9 @@ class KafkaSource:
         failed batch uncommitted) when retrying cannot help."""
         self._stop = stop
         self._warm_up()
-        # the start's own clock: wait for a broker that is coming up, then stop with one line
-        self.consumer = retry_until(
-            lambda: reach(self._build_consumer, "connecting the processor", self.settings),
-            "connecting the processor",
-            timeout_s=self.settings.kafka_connect_timeout_s,
-            transient=is_transient,
-            backoff=BROKER_BACKOFF,
-            stop=stop,
-        )
+        # the start's own clock (NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S): a broker coming up is
+        # waited for, a missing one stops the command with one line
+        self.consumer = until_reached(self._build_consumer, "connecting the processor", self.settings, stop=stop)
         runner = SourceRunner(
             self,
             self.processor,
@@ -452,8 +446,8 @@ def run_processor(
     with stop_on_signals(stop, on_signal=say) as stop:
         if settings.metrics_port is not None:
             metrics.serve_metrics(settings.metrics_port)
-        # the start's own clock, as for the consumer: NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S
-        retry_until(lambda: ensure_topics(settings), "creating topics", timeout_s=settings.kafka_connect_timeout_s, transient=is_transient, backoff=BROKER_BACKOFF, stop=stop)
+        # one attempt per call; the start's own clock, as for the consumer
+        until_reached(lambda: ensure_topics(settings), "creating topics", settings, stop=stop)
         producer = RenewingProducer(settings)
         try:
             scored = ScoredTopicSink(settings, producer)

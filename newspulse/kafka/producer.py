@@ -17,9 +17,8 @@ from kafka import KafkaProducer
 from kafka.errors import AuthorizationError, InvalidRecordError, MessageSizeTooLargeError, SaslAuthenticationFailedError
 
 from newspulse.errors import PermanentFailure, Unavailable
-from newspulse.kafka.client import BROKER_BACKOFF, connection_config, describe, ensure_topics, is_transient, without_topic_creation
+from newspulse.kafka.client import connection_config, describe, ensure_topics, until_reached, without_topic_creation
 from newspulse.schema import SCHEMA_VERSION, Article
-from newspulse.retrying import retry_until
 from newspulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,9 +163,9 @@ class KafkaArticlePublisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.kafka_topic_raw
-        # a publisher may start beside a broker that is coming up: wait for it, at most
-        # NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S, then stop with BrokerUnreachable
-        retry_until(lambda: ensure_topics(settings), "creating topics", timeout_s=settings.kafka_connect_timeout_s, transient=is_transient, backoff=BROKER_BACKOFF)
+        # a publisher may start beside a broker coming up: wait for it at most
+        # NEWSPULSE_KAFKA_CONNECT_TIMEOUT_S (ensure_topics itself tries once)
+        until_reached(lambda: ensure_topics(settings), "creating topics", settings)
         self._producer = build_producer(settings)
         self._delivery = DeliveryTracker()
         self.sent = 0

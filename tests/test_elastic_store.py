@@ -374,3 +374,32 @@ def test_stats_counts_without_a_terms_aggregation_over_ids(peer):
     stats = store.stats()
     assert (stats["articles"], stats["unique_ids"]) == (31, 30)
     store.close()
+
+
+def test_store_init_waits_for_a_cluster_coming_up_on_its_own_clock(peer, tmp_path):
+    """`store init` relied on the store's internal retry to outlast a cluster that was still
+    starting. The store tries once now, so the command retries at its call site for
+    ``--timeout``: it sets the store up once the server is back, and past the timeout it stops
+    with one line and exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NEWSPULSE_STORE_URL=f"http://127.0.0.1:{peer.port}", NEWSPULSE_ES_INDEX_PREFIX=f"t{uuid.uuid4().hex[:10]}")
+
+    def init(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "newspulse.cli", "store", "init", "--json", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    peer.stop()
+    try:
+        quick = init("--timeout", "1")
+        gave_up = quick.communicate(timeout=120)
+        waiting = init("--timeout", "120")
+        time.sleep(3)
+    finally:
+        peer.start()
+    out, err = waiting.communicate(timeout=180)
+    assert waiting.returncode == 0, err[-2000:]
+    assert json.loads(out)["backend"] == "elasticsearch" and "setting up the store failed" in err
+    errors = [line for line in gave_up[1].splitlines() if line.startswith("newspulse store init:")]  # besides the retries' warnings
+    assert quick.returncode == 1 and len(errors) == 1 and "unavailable" in errors[0] and "Traceback" not in gave_up[1], gave_up[1][-2000:]

@@ -50,7 +50,7 @@ from newspulse.alerts.rules import RuleSet, load_rules  # noqa: E402
 from newspulse.schema import EntityVerdict, ScoredArticle  # noqa: E402
 from newspulse.alerts.service import Alerter  # noqa: E402
 from newspulse.alerts.silences import SilenceBook  # noqa: E402
-from alert_streams import _PROBS, Burst, LabelledStream, _poisson_times, labelled_stream, scored  # noqa: E402
+from alert_streams import LABEL_PROBABILITIES, Burst, LabelledStream, labelled_stream, poisson_times, scored  # noqa: E402
 from newspulse.store.sqlite import SQLiteStore  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alerts.json"
@@ -150,7 +150,7 @@ PAIR_TITLES = (
 
 
 def _verdict(ticker: str, label: str) -> EntityVerdict:
-    probs = _PROBS[label]
+    probs = LABEL_PROBABILITIES[label]
     return EntityVerdict(ticker=ticker, label=label, probabilities=probs, score=probs["positive"] - probs["negative"], basis="mentions", mentions=1)
 
 
@@ -177,7 +177,7 @@ def with_pair_bursts(stream: LabelledStream, *, pairs: int, seed: int, entity_er
             continue
         truth.append(Burst(bad, start, end))
         good_side.append(Burst(good, start, end))
-        for t in _poisson_times(rng, start, end, rng.uniform(12, 30)):
+        for t in poisson_times(rng, start, end, rng.uniform(12, 30)):
             story = rng.choices(["negative", "positive", "neutral"], weights=[5, 3, 2])[0]
             bad_label = "negative" if rng.random() >= entity_error else "neutral"
             good_label = "positive" if rng.random() >= entity_error else "neutral"

@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from alert_streams import scored, windowed  # noqa: E402
 from fault_results import ChildProcess, Outcome, SQLiteWriteLock, failed_outcome, machine, wait_until, write_results  # noqa: E402
 from provenance import commit  # noqa: E402
-from test_alerts_delivery import _SMTPHandler  # noqa: E402
+from test_alerts_delivery import SMTPHandler  # noqa: E402
 
 from newspulse.schema import ScoredArticle  # noqa: E402
 from newspulse.store.sqlite import SQLiteStore  # noqa: E402
@@ -114,7 +114,7 @@ class Mailbox:
     """A minimal SMTP server on loopback (the tests' handler); ``messages`` as received."""
 
     def __init__(self) -> None:
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SMTPHandler)
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
         self.server.messages = []  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

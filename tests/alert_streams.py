@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 
 from newspulse.schema import ScoredArticle
 
-_PROBS = {
+#: Class probabilities of a story with each label (what a confident classifier gives).
+LABEL_PROBABILITIES = {
     "negative": {"negative": 0.86, "neutral": 0.1, "positive": 0.04},
     "neutral": {"negative": 0.08, "neutral": 0.84, "positive": 0.08},
     "positive": {"negative": 0.04, "neutral": 0.1, "positive": 0.86},
@@ -35,7 +36,7 @@ def scored(
     serial: int = 0,
 ) -> ScoredArticle:
     """One scored article with a fixed label (probabilities consistent with it)."""
-    probs = _PROBS[label]
+    probs = LABEL_PROBABILITIES[label]
     tickers = list(tickers)
     return ScoredArticle(
         published_at=published_at,
@@ -80,7 +81,8 @@ class LabelledStream:
     end: datetime | None = None
 
 
-def _poisson_times(rng: random.Random, start: datetime, end: datetime, rate_per_hour: float) -> list[datetime]:
+def poisson_times(rng: random.Random, start: datetime, end: datetime, rate_per_hour: float) -> list[datetime]:
+    """Arrival times of a Poisson process of ``rate_per_hour`` between ``start`` and ``end``."""
     out, t = [], start
     while rate_per_hour > 0:
         t += timedelta(hours=rng.expovariate(rate_per_hour))
@@ -124,7 +126,7 @@ def labelled_stream(
 
     for n in names:
         peak = rate[n]
-        for t in _poisson_times(rng, start, end, peak):
+        for t in poisson_times(rng, start, end, peak):
             if rng.random() < _busy(t):  # thinning: a non-homogeneous Poisson process
                 emit(t, n, background_label(n), "background")
 
@@ -141,7 +143,7 @@ def labelled_stream(
         if any(b.ticker == n and b.start < b_end + timedelta(hours=4) and b_start < b.end + timedelta(hours=4) for b in truth):
             continue
         truth.append(Burst(n, b_start, b_end))
-        for t in _poisson_times(rng, b_start, b_end, rng.uniform(12, 30)):
+        for t in poisson_times(rng, b_start, b_end, rng.uniform(12, 30)):
             emit(t, n, "negative" if rng.random() < 0.85 else "neutral", "burst")
 
     busy_names = sorted(names, key=lambda x: -rate[x])
@@ -149,7 +151,7 @@ def labelled_stream(
     for _ in range(surges):  # a flood of routine coverage: volume x5-x10, tone as usual or calmer
         n = rng.choice(busy_names[: len(names) // 2])
         s = random_slot(2.0)
-        for t in _poisson_times(rng, s, s + timedelta(hours=rng.uniform(0.5, 2.0)), rng.uniform(15, 40)):
+        for t in poisson_times(rng, s, s + timedelta(hours=rng.uniform(0.5, 2.0)), rng.uniform(15, 40)):
             emit(t, n, "negative" if rng.random() < share[n] * 0.8 else "neutral", "surge")
     for _ in range(singles):  # one bad story on a ticker that hardly ever makes the news
         emit(random_slot(1.0), rng.choice(quiet_names or names), "negative", "single")

@@ -252,7 +252,7 @@ def test_the_alerter_writes_from_its_own_state_and_never_clears_an_ack(tmp_path)
     analyst.close()
 
 
-class _SMTPHandler(socketserver.StreamRequestHandler):
+class SMTPHandler(socketserver.StreamRequestHandler):
     """Just enough SMTP (RFC 5321) to accept one message."""
 
     def handle(self) -> None:
@@ -282,7 +282,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
 
 
 def test_email_over_smtp():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SMTPHandler)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
     server.messages = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -325,12 +325,12 @@ def test_many_tickers_per_article_cost_the_detector_linear_time():
 
 def two_company(t, story: str, intc: str, amd: str, serial: int):
     """A story about Intel and AMD with each company's own verdict beside the story's."""
-    from alert_streams import _PROBS
+    from alert_streams import LABEL_PROBABILITIES
     from newspulse.schema import EntityVerdict
 
     art = scored(t, label=story, tickers=["INTC", "AMD"], serial=serial)
     verdicts = [
-        EntityVerdict(ticker=ticker, label=label, probabilities=_PROBS[label], score=_PROBS[label]["positive"] - _PROBS[label]["negative"], basis="mentions", mentions=1)
+        EntityVerdict(ticker=ticker, label=label, probabilities=LABEL_PROBABILITIES[label], score=LABEL_PROBABILITIES[label]["positive"] - LABEL_PROBABILITIES[label]["negative"], basis="mentions", mentions=1)
         for ticker, label in (("INTC", intc), ("AMD", amd))
     ]
     return art.model_copy(update={"entities": verdicts})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from alert_streams import scored, windowed
-from test_alerts_delivery import T0, Clock, Receiver, _SMTPHandler, free_port, rules, spike_stream
+from test_alerts_delivery import T0, Clock, Receiver, SMTPHandler, free_port, rules, spike_stream
 from test_pipeline import FirstSentence, KeywordClassifier, raw
 
 from newspulse.alerts import ack_alert, service
@@ -161,7 +161,7 @@ def test_one_bad_notification_does_not_block_the_others(tmp_path):
     """A ticker with ``\\r\\n`` (read from a store written before validation refused it) makes
     the mail library refuse the subject: that notice is failed permanently with its reason,
     and the clean alert beside it is delivered, in the same pass and in every later one."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SMTPHandler)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
     server.messages = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     store = SQLiteStore(tmp_path / "a.db")

@@ -282,3 +282,18 @@ def test_benchmark_scripts_import_no_cycle() -> None:
     for name in graph:
         visit(name, (name,))
     assert cycles == []
+
+
+def test_benchmarks_import_no_private_name() -> None:
+    """A benchmark that imports another module's ``_private`` name (a test helper's, a
+    product module's) breaks silently when that module renames its internals: what bench/
+    shares is public. (experiments/ are finished and not rerun; they are not held to it.)"""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}"
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.ImportFrom) and not node.level
+        for alias in node.names
+        if alias.name.startswith("_") and node.module != "__future__"
+    ]
+    assert found == []

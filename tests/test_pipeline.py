@@ -253,7 +253,7 @@ def test_a_failing_batch_is_parsed_once_across_its_retries(tmp_path, monkeypatch
 
 
 def test_backoff_doubles_to_its_cap_and_jitter_stays_within_its_fraction() -> None:
-    """The one delay policy (batch driver, Kafka client and poll loop, Elasticsearch store)."""
+    """The one delay policy (batch driver, the Kafka poll loop, the alerter, commands waiting for a peer)."""
     plain = Backoff(first_s=0.25, max_s=10.0)
     assert [plain.delay(n) for n in range(1, 8)] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
     jittered = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)

@@ -4,11 +4,14 @@ Every loader goes through the common :class:`~newspulse.store.base.Store` query 
 the dashboard works the same on SQLite and Elasticsearch. Loaders are cached with a short TTL:
 many analysts (and the auto-refresh) hit the same queries, and a few seconds of staleness is
 invisible next to the pipeline's own latency. Writes (feedback, acknowledgements) clear the
-cache so that the analyst sees their own change at once.
+cache so that the analyst sees their own change at once. The store tries each read once; a
+loader waits out a short outage (:data:`READ_DEADLINE_S`) on its own clock before the page says
+the store cannot be read.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -19,14 +22,19 @@ from urllib.parse import urlsplit
 import pandas as pd
 import streamlit as st
 
+from newspulse.retrying import Backoff, retry_until
 from newspulse.schema import LABELS, Alert, EntityVerdict, Feedback, Label, ScoredArticle
 from newspulse.settings import Settings
-from newspulse.store import Bucket, Facet, Filter, SearchHit, Store
+from newspulse.store import Bucket, Facet, Filter, SearchHit, Store, StoreUnavailable
 from newspulse.wiring import open_store
 
 #: How long a cached query answer is reused. Shorter than the default auto-refresh interval so
 #: that every refresh shows fresh numbers.
 CACHE_TTL = timedelta(seconds=10)
+#: How long a loader retries a store that is unavailable before the page shows the error: a
+#: restarting node or a busy cluster is waited for, a dashboard never hangs.
+READ_DEADLINE_S = 5.0
+_READ_BACKOFF = Backoff(first_s=0.25, max_s=2.0)
 #: Alerts listed per status (the Alerts page's tabs and the sidebar's counts).
 ALERT_LIST_LIMIT = 200
 ALERT_STATUSES = ("firing", "pending", "resolved")
@@ -69,7 +77,17 @@ _HASH_FUNCS = {Settings: _settings_key}
 
 
 def _cached(func):
-    return st.cache_data(ttl=CACHE_TTL, show_spinner=False, hash_funcs=_HASH_FUNCS)(func)
+    """``func`` cached for :data:`CACHE_TTL`, retried for :data:`READ_DEADLINE_S` while the
+    store is unavailable (failures are not cached)."""
+    cached = st.cache_data(ttl=CACHE_TTL, show_spinner=False, hash_funcs=_HASH_FUNCS)(func)
+
+    @functools.wraps(func)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        what = f"dashboard read {func.__name__}"
+        return retry_until(lambda: cached(*args, **kwargs), what, timeout_s=READ_DEADLINE_S, transient=lambda err: isinstance(err, StoreUnavailable), backoff=_READ_BACKOFF)
+
+    read.clear = cached.clear  # type: ignore[attr-defined]  # forget this loader's answers
+    return read
 
 
 @st.cache_resource(show_spinner=False, hash_funcs=_HASH_FUNCS)

@@ -14,7 +14,7 @@ permanent (:class:`~newspulse.errors.PermanentFailure`). Whoever called them own
 * the **alerter** keeps its unsaved changes through a store outage and retries them with its
   own backoff (``newspulse.alerts.service``);
 * a one-shot command that must reach a peer before it can start (creating topics, connecting
-  a consumer, ``store init``) calls :func:`retry_until` at the call site with its own stated
+  a consumer, ``store init``), and a dashboard loader, calls :func:`retry_until` at the call site with its own stated
   deadline (for a broker through ``newspulse.kafka.client.until_reached``) and then stops with
   the last error, as one line.
 

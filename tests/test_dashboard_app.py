@@ -1268,3 +1268,35 @@ def test_pages_use_the_settings_app_loaded_once_per_run(seeded, monkeypatch, pag
     runs = 2  # the first run on the Overview, then the switch to the page
     assert len(loads) == runs, f"{page}: {len(loads)} settings loads in {runs} runs"
     assert at.session_state["np_run_settings"].store_url == load_settings().store_url
+
+
+def test_a_loader_waits_out_a_short_store_outage_on_its_own_clock(monkeypatch, tmp_path):
+    """Issue 27: the store tries each read once now, so a page read that met a restarting
+    node would fail at once. A loader retries an unavailable store for READ_DEADLINE_S, on
+    the dashboard's own clock, and only then lets the page show the error."""
+    from newspulse.dashboard import data
+    from newspulse.store import StoreUnavailable
+
+    attempts: list[float] = []
+
+    class Restarting:
+        def __init__(self, fails: int) -> None:
+            self.fails = fails
+
+        def stats(self) -> dict:
+            attempts.append(time.monotonic())
+            if len(attempts) <= self.fails:
+                raise StoreUnavailable("Elasticsearch at http://es:9200 unavailable for stats: ConnectionError")
+            return {"articles": 7}
+
+    settings = load_settings(store_url=f"sqlite:///{tmp_path / 'unused.db'}")
+    monkeypatch.setattr(data, "get_store", lambda _settings: Restarting(fails=2))
+    data.load_stats.clear()
+    assert data.load_stats(settings) == {"articles": 7} and len(attempts) == 3
+
+    attempts.clear()
+    data.load_stats.clear()
+    monkeypatch.setattr(data, "get_store", lambda _settings: Restarting(fails=1000))
+    with pytest.raises(StoreUnavailable):
+        data.load_stats(settings)
+    assert 3 <= attempts[-1] - attempts[0] <= data.READ_DEADLINE_S

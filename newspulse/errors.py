@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum, IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from newspulse.store.base import WriteResult
 
 
 class ExitCode(IntEnum):
@@ -63,7 +67,17 @@ class InfrastructureError(NewsPulseError, RuntimeError):
 
 
 class Unavailable(InfrastructureError):
-    """Transient: the peer is unreachable, overloaded or locked; retry later."""
+    """Transient: the peer is unreachable, overloaded or locked; retry later.
+
+    ``done``: for a bulk write that the outage cut short (Elasticsearch answered 429 for some
+    documents of a bulk request, the broker acknowledged some records of a batch), what the
+    write did store or refuse before; None when it took nothing. A caller that knows re-sends
+    only the rest; one that does not re-sends everything, which writes keyed by article id
+    make harmless."""
+
+    def __init__(self, message: str, done: WriteResult | None = None) -> None:
+        super().__init__(message)
+        self.done = done
 
 
 class PermanentFailure(InfrastructureError):

@@ -32,9 +32,9 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from newspulse.entities import EntityScorer, Span
-from newspulse.errors import Failure, classify
+from newspulse.errors import Failure, Unavailable, classify
 from newspulse.schema import LABELS, MAX_PUBLISHED_AHEAD, MAX_TAGS_PER_RECORD, Article, EntityVerdict, Evidence, ScoredArticle, check_published_at
-from newspulse.store.base import DeadLetter, StoreUnavailable, WriteResult
+from newspulse.store.base import DeadLetter, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -487,20 +487,25 @@ class Processor:
 
     def _write(self, scored: list[ScoredArticle]) -> tuple[dict[str, str], dict[str, str]]:
         """Write to every sink; the ids some sink refused, and the ids some sink could not take
-        because an outage cut its write short, each with the reason. A sink that stored nothing
-        raises."""
+        because an outage cut its write short, each with the reason. Those are not handed to the
+        later sinks: the driver's retry writes them to every sink (again to the earlier ones,
+        where an upsert by id overwrites), and the articles every sink took are not sent again.
+        A sink that took nothing raises."""
         refused: dict[str, str] = {}
         unavailable: dict[str, str] = {}
         for sink in self.sinks:
+            pending = [a for a in scored if a.id not in unavailable]
+            if not pending:
+                break
             try:
-                written: WriteResult = sink.write(scored)
-            except StoreUnavailable as err:
+                written: WriteResult = sink.write(pending)
+            except Unavailable as err:
                 if err.done is None:
                     raise
                 written = err.done
                 stored = set(written.written)
                 reason = f"{type(err).__name__}: {err}"
-                unavailable.update((a.id, reason) for a in scored if a.id not in stored and a.id not in written.failed)
+                unavailable.update((a.id, reason) for a in pending if a.id not in stored and a.id not in written.failed)
             refused.update(written.failed)
         return refused, unavailable
 

@@ -30,7 +30,7 @@ from newspulse.kafka.client import connection_config
 from newspulse.kafka.processor import kafka_failure
 from newspulse.kafka.producer import KafkaArticlePublisher, PublishError, PublishRefused, RenewingProducer
 from newspulse.kafka.sinks import DeadLetterTopicSink, ScoredTopicSink
-from newspulse.pipeline import Counters, Processor, RawMessage
+from newspulse.pipeline import Counters, Fate, Processor, RawMessage
 from newspulse.retrying import Backoff
 from newspulse.runner import BatchDriver
 from newspulse.schema import ScoredArticle
@@ -106,6 +106,51 @@ def test_a_record_too_large_does_not_drop_the_producer(monkeypatch):
     producer = scripted(monkeypatch, only)
     result = ScoredTopicSink(load_settings(), producer).write(scored(2))
     assert len(result.failed) == 2 and not only.closed and producer.builds == 1
+
+
+class PartlyDelivering(ScriptedProducer):
+    """A KafkaProducer stand-in whose deliveries fail with ``errors[i]`` in turn (None: acked)."""
+
+    def __init__(self, errors: list[BaseException | None]) -> None:
+        super().__init__()
+        self.errors = list(errors)
+
+    def send(self, topic, key=None, value=None, headers=None) -> Delivery:
+        self.sent += 1
+        return Delivery(self.errors.pop(0) if self.errors else None)
+
+
+def test_partial_delivery_to_news_scored_resends_only_the_undelivered_records(monkeypatch, tmp_path):
+    """Issue 27, the broker's side of a partial bulk failure: the broker acknowledged two of
+    three records of a batch. The sink says which (PublishError with ``done``), the driver
+    pauses once, and its retry sends only the third, to news.scored and to the store alike."""
+    from kafka.errors import KafkaTimeoutError
+
+    partly = PartlyDelivering([None, KafkaTimeoutError("batch expired"), None])
+    fresh = ScriptedProducer()
+    settings = load_settings()
+    producer = scripted(monkeypatch, partly, fresh)
+    store = SQLiteStore(tmp_path / "s.db")
+
+    class CountingStoreSink(StoreSink):
+        def __init__(self, store: SQLiteStore) -> None:
+            super().__init__(store)
+            self.written: list[str] = []
+
+        def write(self, articles):
+            self.written += [a.id for a in articles]
+            return super().write(articles)
+
+    stored = CountingStoreSink(store)
+    processor = Processor(FakeClassifier(), FakeSummarizer(), sinks=[stored, ScoredTopicSink(settings, producer)], dead_letters=StoreSink(store))
+    driver = BatchDriver(processor, Counters(source="kafka"), backoff=Backoff(first_s=0.001, max_s=0.01), classify_failure=kafka_failure)
+    batch = articles(3, run="partial")
+    outcomes = driver.run([RawMessage(a.model_dump_json()) for a in batch], lambda s: True)
+    assert [o.fate for o in outcomes] == [Fate.stored] * 3
+    assert partly.sent == 3 and fresh.sent == 1, "only the undelivered record was sent again"
+    assert driver.counters.infrastructure_retries == 1 and driver.counters.dead_lettered == 0
+    assert stored.written == [a.id for a in batch] + [batch[1].id] and store.stats()["articles"] == 3
+    store.close()
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,11 @@ class ScoredTopicSink:
                 result.failed[article.id] = f"{self.topic}: {type(err).__name__}: {err}"
             else:
                 outage.append(err)
-        if outage:
-            raise PublishError(f"{len(outage)} of {len(articles)} scored article(s) not delivered to {self.topic}: {outage[0]}")
+        if outage:  # the delivered ones are said, so that the driver's retry re-sends only the rest
+            raise PublishError(
+                f"{len(outage)} of {len(articles)} scored article(s) not delivered to {self.topic}: {outage[0]}",
+                done=result if result.written or result.failed else None,
+            )
         return result
 
 

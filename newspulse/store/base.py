@@ -79,7 +79,7 @@ class WriteResult:
     take, a version conflict). A store that cannot take the request at all raises
     :class:`StoreUnavailable` or :class:`StorePermanentError` instead, so that an outage is
     never mistaken for bad records; a write the outage cut short says in
-    :attr:`StoreUnavailable.done` what it stored before."""
+    ``StoreUnavailable.done`` what it stored before."""
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -150,16 +150,8 @@ class StoreError(InfrastructureError):
 
 
 class StoreUnavailable(StoreError, Unavailable):
-    """Unreachable, timing out, overloaded (429/5xx) or locked: retry with backoff.
-
-    ``done``: for a bulk write that the outage cut short (Elasticsearch answered 429 for some
-    documents of a bulk request and stored the others), what the write did store or refuse
-    before; None when nothing was stored. A caller that knows it retries only the rest; one
-    that does not retries everything, which upserts by id make harmless."""
-
-    def __init__(self, message: str, done: WriteResult | None = None) -> None:
-        super().__init__(message)
-        self.done = done
+    """Unreachable, timing out, overloaded (429/5xx) or locked: retry with backoff (``done``:
+    what a bulk write cut short stored, :class:`~newspulse.errors.Unavailable`)."""
 
 
 class StorePermanentError(StoreError, PermanentFailure):

@@ -24,7 +24,7 @@ help:
 	@echo "make bench  - run the benchmarks (bench/results/*.json, BENCHMARKS.md)"
 	@echo "make report - regenerate BENCHMARKS.md and bench/plots/*.png from bench/results/*.json"
 	@echo "make faults - run the fault suite against real peers (bench/results/faults.json; about an hour)"
-	@echo "make topics-model - retrain the bundled topic classifier (models/topics_model) and measure it"
+	@echo "make topics-model - retrain the bundled topic classifier (models/topics/bundled) and measure it"
 	@echo "make lock   - re-pin constraints.txt and docker/requirements-serve.txt from .venv (after make test)"
 
 $(BIN)/python:

@@ -2,7 +2,7 @@
 
 The fast tier (the registry's ``production``) scores every sentence; at threshold ``t`` the
 sentences whose fast-tier confidence (largest class probability) is below ``t`` take the
-accurate tier's (``production-accurate``) verdict, as ``models/predict.py``'s
+accurate tier's (``production-accurate``) verdict, as ``models/sentiment/predict.py``'s
 ``CascadeClassifier`` does. Per threshold, on PhraseBank dev and Twitter dev: the share routed
 to the accurate tier, PhraseBank accuracy / macro-F1 / accuracy on 100 %-agreement sentences,
 Twitter weighted-F1, and sentences/s, as a ratio to FinBERT-sized BERT-base fp32 timed in the
@@ -35,10 +35,10 @@ def curve(registry, thresholds: tuple[float, ...], rows: int | None, rounds: int
     """The curve's rows, the two tiers' versions and speeds, and BERT-base's speed."""
     import numpy as np
 
-    from newspulse.models.bench import interleaved_throughput, random_bert_classifier
-    from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
-    from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.predict import SentimentModel, confidence_of
+    from newspulse.models.sentiment.bench import interleaved_throughput, random_bert_classifier
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+    from newspulse.models.sentiment.evaluate import classification_metrics
+    from newspulse.models.sentiment.predict import SentimentModel, confidence_of
     from newspulse.schema import LABELS
 
     tiers = {tier: registry.production_card(tier) for tier in ("fast", "accurate")}
@@ -76,7 +76,7 @@ def curve(registry, thresholds: tuple[float, ...], rows: int | None, rounds: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -39,7 +39,7 @@ fi
 export NEWSPULSE_BASE_MODEL=${NEWSPULSE_BASE_MODEL:-$PWD/$CARRY/minilm}
 export NEWSPULSE_MODEL_REGISTRY=${NEWSPULSE_MODEL_REGISTRY:-/tmp/newspulse-registry}  # empty: base encoder
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-"$PY" -c "import torch, transformers, newspulse.models.batched_scoring as b; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available(), b.__file__)" || exit 1
+"$PY" -c "import torch, transformers, newspulse.models.backends.cuda_batched as b; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available(), b.__file__)" || exit 1
 
 timeout "$LIMIT_S" "$PY" bench/gpu.py --out "$OUT/gpu.json" "$@"
 rc=$?

@@ -4,7 +4,7 @@ costs the story-level verdicts, measured in one run on this machine.
 Per seed, two models are trained with the same recipe and the same step count (the default
 retraining's fixed recipe, ``--steps`` of it): the **joint** model on PhraseBank + Twitter +
 SEntFiN train (entities marked), and the **story-only** model on PhraseBank + Twitter train
-alone. Both are evaluated as the retraining evaluates a candidate (models/evaluate.py):
+alone. Both are evaluated as the retraining evaluates a candidate (models/sentiment/evaluate.py):
 
 - SEntFiN dev: accuracy, macro-F1 and accuracy on conflicting headlines of the entity
   verdicts, beside the story-level baseline (the unmarked headline's verdict copied to every
@@ -45,8 +45,9 @@ VARIANTS = ("joint", "story-only")
 
 def train_variant(variant: str, seed: int, steps: int) -> dict:
     """Train and evaluate one model (in this process); the figures of its card."""
-    from newspulse.models.data import SENTFIN_TRAIN
-    from newspulse.models.train import default_config, train
+    from newspulse.models.sentiment.data import SENTFIN_TRAIN
+    from newspulse.models.sentiment.config import default_config
+    from newspulse.models.sentiment.train import train
     from newspulse.settings import get_settings
 
     with tempfile.TemporaryDirectory(prefix=f"newspulse-entities-{variant}-") as tmp:
@@ -118,13 +119,13 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def setup() -> dict:
-    from newspulse.models.onnx_backend import cpu_count
+    from newspulse.models.backends.onnx import cpu_count
 
     return {"cores": cpu_count(), "cpu": cpu_model(), "device": "cpu", "torch_threads_per_training": 1, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from newspulse.models.train import DEFAULT_STEPS
+    from newspulse.models.sentiment.config import DEFAULT_STEPS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps of every training (default: the default retraining's {DEFAULT_STEPS})")

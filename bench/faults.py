@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     registry = (args.registry or quick_registry()).resolve()
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     run_info = {
         "started_at": datetime.now(timezone.utc).isoformat(), "machine": machine(), "commit": commit(),

@@ -6,11 +6,11 @@
     bash bench/device_run.sh       # the whole run on a lent device machine (see BENCHMARKS.md)
 
 Every figure is measured in this one run, the plain path ("before") beside the batched path
-(models/batched_scoring.py, "after"):
+(models/backends/cuda_batched.py, "after"):
 
 - ``headlines_per_s``: dev sentences of PhraseBank and Twitter (L ≤ 64), the production MiniLM
   in bf16, tokenisation included; ``throughput`` holds every model × path, with a BERT-base of
-  FinBERT's shape (random weights, ``models/bench.py``'s ``random_bert_classifier``) scored the
+  FinBERT's shape (random weights, ``models/sentiment/bench.py``'s ``random_bert_classifier``) scored the
   same way, and ``speedup_vs_bert_base`` = production / BERT-base on the batched path;
 - ``articles_per_s``: whole Reuters stories through ``score_articles`` (chunking included);
 - ``profile``: torch profiler summaries of a headline run, plain path and batched path: wall
@@ -127,7 +127,7 @@ def base_folder(settings) -> tuple[Path, str]:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from newspulse.models.data import resolve_base_model
+    from newspulse.models.sentiment.data import resolve_base_model
 
     path = Path(resolve_base_model(settings.base_model))
     if any(path.glob("*.safetensors")) or any(path.glob("*.bin")):
@@ -147,8 +147,8 @@ def production_model(settings, base: Path, smoke: bool) -> tuple[Any, Any, str, 
     """(model, tokenizer, description, max_length) of the production classifier's shape."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.schema import LABELS
 
     if smoke:
@@ -173,8 +173,8 @@ def to_device(model: Any, device: str) -> Any:
 
 def classifiers(model: Any, tok: Any, version: str, max_length: int, device: str, smoke: bool) -> dict[str, Any]:
     """The plain path and the batched path over one model: ``{"plain": …, "batched": …}``."""
-    from newspulse.models.batched_scoring import BatchedScorer
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.backends.cuda_batched import BatchedScorer
+    from newspulse.models.sentiment.predict import SentimentModel
 
     plain = SentimentModel(model, tok, version=version, max_length=max_length, device=device)
     plain.batched = None
@@ -186,7 +186,7 @@ def classifiers(model: Any, tok: Any, version: str, max_length: int, device: str
 
 # --- stages --------------------------------------------------------------------------------
 def headline_texts(n: int) -> list[str]:
-    from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
 
     base = read_labelled_csv(PHRASEBANK_DEV)["text"].tolist() + read_labelled_csv(TWITTER_DEV)["text"].tolist()
     return (base * (n // len(base) + 1))[:n]
@@ -321,7 +321,7 @@ def profiles(prod: dict[str, Any], n: int, device: str) -> dict[str, Any]:
 
 def cuda_graphs(model: Any, tok: Any, max_length: int, eager: Any, n: int, device: str) -> dict[str, Any]:
     """Headlines/s replaying one CUDA graph per batch shape, and its agreement with ``eager``."""
-    from newspulse.models.batched_scoring import BatchedScorer
+    from newspulse.models.backends.cuda_batched import BatchedScorer
 
     if device != "cuda":
         return {"cuda_graphs": {"skipped": "needs CUDA"}}
@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import transformers
 
-    from newspulse.models.bench import random_bert_classifier
+    from newspulse.models.sentiment.bench import random_bert_classifier
     from newspulse.settings import load_settings
 
     cuda = torch.cuda.is_available()
@@ -389,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "dtype": "bf16" if device == "cuda" else "fp32",
                 "rounds": rounds,
                 "attention": {"production": model.config._attn_implementation, "bert_base": bert_model.config._attn_implementation},
-                "batched_path": "models/batched_scoring.py (worker-thread tokenisation, length buckets, pinned non-blocking copies, one copy back per micro-batch)",
+                "batched_path": "models/backends/cuda_batched.py (worker-thread tokenisation, length buckets, pinned non-blocking copies, one copy back per micro-batch)",
             },
         },
     )

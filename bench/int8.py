@@ -2,7 +2,7 @@
 
 Dynamic int8 quantises each batch's activations with one scale per tensor, so a verdict can
 depend on which other sentences share the batch: fidelity is measured on PhraseBank dev and
-Twitter dev separately, at several batch sizes. Per recipe in ``models/onnx_backend.py``'s
+Twitter dev separately, at several batch sizes. Per recipe in ``models/backends/onnx.py``'s
 ``INT8_RECIPES`` (the MatMuls that stay fp32, per-channel or per-tensor weights) the script
 reports the share of fp32 predictions the int8 graph keeps, the macro-F1 of both, and
 sentences/s at the largest batch size; the reference is the fp32 ONNX export of the same model.
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BATCH_SIZES = (4, 16, 64)
-#: The gate's bars (models/evaluate.py): agreement per split and batch size, macro-F1 drop.
+#: The gate's bars (models/sentiment/evaluate.py): agreement per split and batch size, macro-F1 drop.
 MIN_AGREEMENT = 0.99
 MAX_F1_DROP = 0.005
 
@@ -35,11 +35,11 @@ def measure(model_dir: Path, batch_sizes: tuple[int, ...], rows: int | None) -> 
     """Per recipe × split × batch size: agreement with fp32, both macro-F1s; plus speed."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
-    from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.onnx_backend import INT8_RECIPES, OnnxBackend, build_onnx, export_graph, onnxruntime_quiet, quantize_int8
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import ModelCard
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+    from newspulse.models.sentiment.evaluate import classification_metrics
+    from newspulse.models.backends.onnx import INT8_RECIPES, OnnxBackend, build_onnx, export_graph, onnxruntime_quiet, quantize_int8
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import ModelCard
 
     card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text(encoding="utf-8"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -87,7 +87,7 @@ def measure(model_dir: Path, batch_sizes: tuple[int, ...], rows: int | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

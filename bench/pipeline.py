@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from newspulse.models.onnx_backend import cpu_count  # noqa: E402
+from newspulse.models.backends.onnx import cpu_count  # noqa: E402
 from newspulse.ingest.replay import DEFAULT_CORPUS, replay  # noqa: E402
 from newspulse.pipeline import RawMessage, parse_message  # noqa: E402
 from newspulse.schema import Article  # noqa: E402
@@ -66,7 +66,7 @@ class ClassifierAlone:
 
     def __init__(self, settings: Settings, batch: int) -> None:
         from newspulse.ingest.tagging import build_mention_finder, build_tagger
-        from newspulse.models.predict import load_classifier
+        from newspulse.models.sentiment.predict import load_classifier
         from newspulse.entities import EntityScorer
 
         self.clf, self.batch = load_classifier(settings), batch
@@ -180,7 +180,7 @@ def stage_costs(settings: Settings, articles: list[Article], batch: int, workdir
     the entity-level half of classifying (finding each tagged ticker's mention sentences and
     scoring them); ``entity_share_of_classifier`` is its cost over the story-level scoring's."""
     from newspulse.ingest.tagging import build_mention_finder, build_tagger
-    from newspulse.models.predict import load_classifier
+    from newspulse.models.sentiment.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
     from newspulse.schema import ScoredArticle
     from newspulse.entities import EntityScorer
@@ -396,7 +396,7 @@ def _latency(watcher: ScoredWatcher, publish, articles: list[Article], rate: flo
 
 def length_cost(settings: Settings, articles: list[Article]) -> dict:
     """Pipeline cost (classifier + summariser) of a headline against a ~2,000-word story."""
-    from newspulse.models.predict import load_classifier
+    from newspulse.models.sentiment.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
 
     clf, summ = load_classifier(settings), build_summarizer(settings)

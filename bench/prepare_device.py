@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-wheels", action="store_true", help="skip pip download (wheels already there)")
     args = ap.parse_args(argv)
 
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.data import packaged_base_model
 
     carry = args.carry.resolve()
     if not args.no_wheels:

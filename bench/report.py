@@ -54,7 +54,7 @@ HOW_TO_MEASURE = """## How to measure
 | --- | --- | --- |
 | `make bench` | model, pipeline, rebalance, store, store_10k, summaries, alerts, topics `.json`, then this file | ≤ 15 min aimed |
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
-| `make topics-model` | retrains models/topics_model, then topics.json | ~17 min on a loaded machine |
+| `make topics-model` | retrains models/topics/bundled, then topics.json | ~17 min on a loaded machine |
 | `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
 | `python bench/entities.py [--steps N --seeds …]` | entities.json (joint and story-only models trained and evaluated per seed) | ~20 min per seed on 2 idle cores |
 | `python experiments/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |

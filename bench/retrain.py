@@ -45,8 +45,8 @@ def run_training(extra: list[str], workdir: Path) -> tuple[float, int, str]:
 
 def measure(extra: list[str], note: str = "") -> dict:
     """One timed default retraining and what its model card says about it."""
-    from newspulse.models.onnx_backend import cpu_count
-    from newspulse.models.registry import Registry
+    from newspulse.models.backends.onnx import cpu_count
+    from newspulse.models.sentiment.registry import Registry
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="newspulse-retrain-") as tmp:

@@ -57,8 +57,8 @@ def main() -> None:
     from test_model_predict import register_random_model
     from test_packaging import SERVE_ONE_STORY
 
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.models.summarize import build_summarizer
     from newspulse.settings import load_settings
 

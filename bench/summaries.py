@@ -9,7 +9,7 @@ tokens, no stemming, F1). The title is a weak reference (a headline, often in wi
 so compare the methods with each other, not with published ROUGE figures.
 
 Cost: CPU seconds of the extractive summariser over those of the sentiment classifier
-(newspulse.models.predict.SentimentModel on the same MiniLM base, float32 and int8) on the same articles, in
+(newspulse.models.sentiment.predict.SentimentModel on the same MiniLM base, float32 and int8) on the same articles, in
 one run (a ratio, not absolute time).
 
 Faithfulness: the share of abstractive summaries that name a number, ticker or capitalised name
@@ -128,7 +128,7 @@ def quality(summarizers: dict[str, object], stories: list[Article]) -> dict[str,
 
 
 def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
-    """Extractive CPU time over the classifier's (newspulse.models.predict.SentimentModel, same base encoder).
+    """Extractive CPU time over the classifier's (newspulse.models.sentiment.predict.SentimentModel, same base encoder).
 
     The classifier head is untrained here (cost does not depend on the weights); it is timed
     on the CPU backend the service uses (ONNX Runtime), in fp32 and in int8, as NEWSPULSE_QUANTIZE
@@ -138,8 +138,8 @@ def cost_ratio(summarizer, stories: list[Article]) -> dict[str, float]:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.onnx_backend import OnnxBackend
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.backends.onnx import OnnxBackend
+    from newspulse.models.sentiment.predict import SentimentModel
     from newspulse.models.summarize.extractive import packaged_encoder_path
 
     path = packaged_encoder_path()

@@ -7,8 +7,8 @@ asset) or by hand (e.g. after deploying a new topic model, or once after upgradi
 verdicts: articles the production version scored without them get them, their story verdict
 kept). Articles already scored by the production version with entity verdicts are skipped, and
 so are articles whose topics are already current, so a rerun after a failure continues where it
-stopped. ``newspulse model rescore`` runs the first task by hand. The work is ``newspulse.models.predict.rescore_store`` and
-``newspulse.models.topics_rescore.retopic_store``; the two run one after the other because both rewrite
+stopped. ``newspulse model rescore`` runs the first task by hand. The work is ``newspulse.models.sentiment.predict.rescore_store`` and
+``newspulse.models.topics.rescore.retopic_store``; the two run one after the other because both rewrite
 whole articles.
 """
 
@@ -54,7 +54,7 @@ with DAG(
         from newspulse.settings import load_settings
         from newspulse.wiring import open_store
 
-        from newspulse.models.predict import rescore_store
+        from newspulse.models.sentiment.predict import rescore_store
 
         params = get_current_context()["params"]
         since = to_utc(datetime.fromisoformat(params["since"])) if params.get("since") else None
@@ -72,7 +72,7 @@ with DAG(
         from newspulse.settings import load_settings
         from newspulse.wiring import open_store
 
-        from newspulse.models.topics_rescore import retopic_store
+        from newspulse.models.topics.rescore import retopic_store
 
         params = get_current_context()["params"]
         since = to_utc(datetime.fromisoformat(params["since"])) if params.get("since") else None

@@ -8,7 +8,7 @@ A successful promotion emits the ``newspulse-production-model`` asset, which tri
 
 Operations: ``train`` runs in the one-slot ``newspulse_training`` pool (one fine-tuning run at a
 time, whatever else the scheduler runs) under an ``execution_timeout``; a retry resumes from the
-run's last checkpoint (``<registry>/_checkpoints/<run id>``, models/checkpoint.py), not from step
+run's last checkpoint (``<registry>/_checkpoints/<run id>``, models/sentiment/checkpoint.py), not from step
 0. A task that fails for good notifies the alert rules' webhook and e-mail receivers
 (newspulse.airflow_notices). Trigger manually with params, e.g.::
 
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 
 from newspulse.airflow_notices import notify_task_failure
-from newspulse.models.train_options import dag_param_specs
+from newspulse.models.sentiment.train_options import dag_param_specs
 
 PRODUCTION_MODEL = Asset("newspulse-production-model")
 #: Created by docker-compose.yml's airflow-init with one slot.
@@ -38,8 +38,8 @@ default_args = {
 
 
 def _config():
-    """The run's TrainConfig from its params (defaults: newspulse.models.train.default_config)."""
-    from newspulse.models.train import config_from_params
+    """The run's TrainConfig from its params (defaults: newspulse.models.sentiment.config.default_config)."""
+    from newspulse.models.sentiment.config import config_from_params
     from newspulse.settings import load_settings
     from newspulse.wiring import feedback_source
 
@@ -56,7 +56,7 @@ with DAG(
     max_active_runs=1,
     default_args=default_args,
     tags=["newspulse", "ml", "sentiment"],
-    # generated from the one declaration of the retraining options (newspulse.models.train_options)
+    # generated from the one declaration of the retraining options (newspulse.models.sentiment.train_options)
     params={name: Param(**spec) for name, spec in dag_param_specs().items()},
     doc_md=__doc__,
 ) as dag:
@@ -64,7 +64,7 @@ with DAG(
     @task
     def prepare_data() -> list[str]:
         """Validate the inputs; snapshot analyst feedback to a CSV pinned in the model card."""
-        from newspulse.models.train import prepare_data as prepare
+        from newspulse.models.sentiment.train import prepare_data as prepare
 
         return [str(p) for p in prepare(_config())]
 
@@ -75,8 +75,8 @@ with DAG(
         """Fine-tune and register a candidate version (not promoted); resumable."""
         from pathlib import Path
 
-        from newspulse.models.checkpoint import run_checkpoint_dir
-        from newspulse.models.train import fit_and_register
+        from newspulse.models.sentiment.checkpoint import run_checkpoint_dir
+        from newspulse.models.sentiment.train import fit_and_register
 
         cfg = _config()
         cfg.checkpoint_dir = run_checkpoint_dir(cfg.registry, get_current_context()["run_id"])
@@ -85,8 +85,8 @@ with DAG(
     @task
     def evaluate(version: str) -> dict:
         """Dev + fixed-split metrics, lexicon baseline, entity-level dev figures, int8 check, written into the card."""
-        from newspulse.models.evaluate import evaluate_candidate
-        from newspulse.models.registry import Registry
+        from newspulse.models.sentiment.evaluate import evaluate_candidate
+        from newspulse.models.sentiment.registry import Registry
 
         cfg = _config()
         card = evaluate_candidate(Registry(cfg.registry), version, cfg.dev_files, cfg.gate_files, entity_dev_files=cfg.entity_dev_files, quantize_check=cfg.quantize_check)
@@ -95,7 +95,7 @@ with DAG(
     @task
     def gate(evaluation: dict) -> dict:
         """Compare with production on the fixed split; record the decision in the card."""
-        from newspulse.models.registry import Registry, gate_candidate
+        from newspulse.models.sentiment.registry import Registry, gate_candidate
 
         cfg = _config()
         return gate_candidate(Registry(cfg.registry), evaluation["version"], cfg.f1_floor).model_dump()
@@ -105,7 +105,7 @@ with DAG(
         """Move the production pointer (atomic) — skipped when the gate said no."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from newspulse.models.registry import Registry
+        from newspulse.models.sentiment.registry import Registry
 
         if not decision["promote"]:
             raise AirflowSkipException(f"not promoted: {decision['reason']}")
@@ -117,7 +117,7 @@ with DAG(
         """Log the outcome and append it to the registry's audit trail."""
         import logging
 
-        from newspulse.models.registry import Registry
+        from newspulse.models.sentiment.registry import Registry
 
         registry = Registry(_config().registry)
         production = registry.production_version(_config().tier)

@@ -356,7 +356,7 @@ def load_ticker_heatmap(settings: Settings, flt: Filter, bucket: timedelta, tick
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_production_card(registry: str) -> dict[str, Any] | None:
     """The production model card as plain data, or None when nothing is promoted yet."""
-    from newspulse.models.registry import NoProductionModel, Registry
+    from newspulse.models.sentiment.registry import NoProductionModel, Registry
 
     try:
         return Registry(registry).production_card().model_dump(mode="json")
@@ -367,7 +367,7 @@ def load_production_card(registry: str) -> dict[str, Any] | None:
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_model_versions(registry: str) -> list[dict[str, Any]]:
     """Every version in the registry with its macro-F1 per split, oldest first."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     return Registry(registry).describe()
 

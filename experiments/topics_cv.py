@@ -32,9 +32,9 @@ from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from newspulse.models.topics import decide, headline_weighted
-from newspulse.models.topics_eval import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
-from newspulse.models.topics_train import tune_thresholds
+from newspulse.models.topics.model import decide, headline_weighted
+from newspulse.models.topics.evaluate import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.topics.train import tune_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "topics_cv"

@@ -6,7 +6,7 @@ must do thousands of articles per second on one core, be explainable to an analy
 story under TSLA?") and be fixable by editing a CSV. Precision and recall on a hand-labelled
 sample are measured in ``tests/test_ingest_tagging.py`` and reported in ``docs/ingest.md``.
 
-Topics come from the topic classifier (``models/topics.py``, trained on Reuters-21578 ModApte,
+Topics come from the topic classifier (``models/topics/model.py``, trained on Reuters-21578 ModApte,
 90 categories, linear on TF-IDF: about 1,000 stories/s per core): every category that passes its
 threshold; when none does, the analyst-defined rule topics if any fired, else the model's single
 top category. Two categories keep the names the product used before (``earn`` → ``earnings``,
@@ -51,7 +51,7 @@ import numpy as np
 
 from newspulse.entities import Passage
 from newspulse.models.sentences import sentence_spans
-from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_model
+from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, load_topic_model
 from newspulse.schema import Article
 
 COMPANIES_CSV = Path(__file__).with_name("data") / "companies.csv"

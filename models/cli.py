@@ -25,7 +25,7 @@ JSON_HELP = "Print one JSON document on stdout and nothing else."
 
 
 class Tier(str, Enum):
-    """Serving tiers a training run can produce (models/registry.py ``TIERS``)."""
+    """Serving tiers a training run can produce (models/sentiment/registry.py ``TIERS``)."""
 
     fast = "fast"
     accurate = "accurate"
@@ -53,9 +53,9 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
-    from newspulse.models.onnx_backend import require_torch
-    from newspulse.models.train import accurate_config, default_config
-    from newspulse.models.train import train as run_training
+    from newspulse.models.backends.onnx import require_torch
+    from newspulse.models.sentiment.config import accurate_config, default_config
+    from newspulse.models.sentiment.train import train as run_training
     from newspulse.wiring import feedback_source
 
     settings = _settings()
@@ -107,8 +107,8 @@ def evaluate(
 ) -> None:
     """Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix (rows = true), per
     agreement level, beside the lexicon baseline."""
-    from newspulse.models.data import DEFAULT_EVAL_FILES
-    from newspulse.models.evaluate import evaluate_files
+    from newspulse.models.sentiment.data import DEFAULT_EVAL_FILES
+    from newspulse.models.sentiment.evaluate import evaluate_files
 
     clf = _served_model(_settings(), version)
     result = evaluate_files(clf, data or list(DEFAULT_EVAL_FILES), lexicon=lexicon)  # DataError: exit 2
@@ -132,8 +132,8 @@ def _served_model(settings: Settings, version: str | None):
     """Registry ``version`` (default: production) as the settings serve it (device, precision,
     backend): the evaluation commands measure what the processors would run. A missing version
     or production model raises NotFound / NoProductionModel (one line, exit 4)."""
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
 
     registry = Registry(settings.model_registry)
     card = registry.card(version) if version else registry.production_card()
@@ -150,8 +150,8 @@ def evaluate_entities(
     gold labels disagree), beside the story-level baseline (the unmarked headline's verdict
     copied to every entity) measured in the same run. An entity that does not occur in its
     headline is scored on the unmarked headline. A bad row stops with its line, exit 2."""
-    from newspulse.models.evaluate import evaluate_entities as run_evaluation
-    from newspulse.models.evaluate import read_entity_frame
+    from newspulse.models.sentiment.evaluate import evaluate_entities as run_evaluation
+    from newspulse.models.sentiment.evaluate import read_entity_frame
 
     settings = _settings()
     frame = read_entity_frame(data)  # DataError: exit 2; a bad row stops here, before a model is loaded
@@ -172,7 +172,7 @@ def evaluate_entities(
 @app.command("list")
 def list_versions(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " A JSON array.")] = False) -> None:
     """Registered versions, oldest first; `*` marks production, `!` a folder that cannot be served."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     rows = Registry(_settings().model_registry).describe()
     if as_json:
@@ -195,7 +195,7 @@ def promote(
 ) -> None:
     """Make VERSION production if the gate allows it (or unconditionally with --force).
     Running processors pick it up without a restart."""
-    from newspulse.models.registry import Registry, gate_and_promote
+    from newspulse.models.sentiment.registry import Registry, gate_and_promote
 
     registry = Registry(_settings().model_registry)
     if force:  # a malformed version name raises BadVersionName (BadInput), an unknown one NotFound
@@ -221,7 +221,7 @@ def rescore(
     a stopped run left off."""
     from datetime import datetime
 
-    from newspulse.models.predict import rescore_store
+    from newspulse.models.sentiment.predict import rescore_store
     from newspulse.schema import to_utc
     from newspulse.wiring import open_store
 
@@ -249,7 +249,7 @@ def rescore(
 @app.command("ensure")
 def ensure() -> None:
     """Fine-tune and promote the default classifier unless the registry has a production model."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     settings = _settings()
     ensure_model(settings)
@@ -260,15 +260,16 @@ def ensure() -> None:
 
 def ensure_model(settings: Settings) -> None:
     """Fine-tune and promote the default classifier when the registry has no production model."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     registry = Registry(settings.model_registry)
     version = registry.production_version()
     if version:
         typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
         return
-    from newspulse.models.onnx_backend import require_torch
-    from newspulse.models.train import default_config, train
+    from newspulse.models.backends.onnx import require_torch
+    from newspulse.models.sentiment.config import default_config
+    from newspulse.models.sentiment.train import train
     from newspulse.wiring import feedback_source
 
     require_torch(f"training the default classifier (no production model in {settings.model_registry})")
@@ -280,12 +281,12 @@ def ensure_model(settings: Settings) -> None:
 @app.command("evaluate-topics")
 def evaluate_topics(
     data: Annotated[Path, typer.Option("--data", help="Labelled CSV with columns text,labels (labels ;-separated); other columns are ignored.")],
-    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Topic-model folder (default: the bundled models/topics_model).")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Topic-model folder (default: the bundled one, models/topics/bundled).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Micro/macro F1 and per-category P/R/F1 of the topic classifier on a labelled CSV."""
-    from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError
-    from newspulse.models.topics_eval import multilabel_metrics, read_topics_csv
+    from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError
+    from newspulse.models.topics.evaluate import multilabel_metrics, read_topics_csv
 
     frame = read_topics_csv(data)  # DataError: exit 2
     try:
@@ -304,16 +305,16 @@ def evaluate_topics(
 
 @app.command("train-topics")
 def train_topics(
-    out: Annotated[Optional[Path], typer.Option(help="Folder to write the model to (default: the bundled models/topics_model).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write the model to (default: the bundled one, models/topics/bundled).")] = None,
     folds: Annotated[int, typer.Option(min=0, help="Cross-validation folds over train + dev to measure (0: skip the measurement).")] = 5,
     baseline: Annotated[bool, typer.Option(help="Also measure the TF-IDF + linear SVM baseline on the same rows and folds.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
 ) -> None:
     """Train the topic classifier on data/topics (Reuters-21578 ModApte train + dev), after measuring
     it and the SVM baseline on dev and on k-fold CV over train + dev; writes weights, thresholds and card."""
-    from newspulse.models.topics import DEFAULT_TOPIC_MODEL
-    from newspulse.models.topics_train import TopicTrainConfig
-    from newspulse.models.topics_train import train_topics as run_training
+    from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL
+    from newspulse.models.topics.train import TopicTrainConfig
+    from newspulse.models.topics.train import train_topics as run_training
 
     _settings()
     model = run_training(TopicTrainConfig(), out=out or DEFAULT_TOPIC_MODEL, folds=folds, baseline=baseline, progress=lambda line: typer.echo(line, err=True))  # DataError: exit 2

@@ -1,5 +1,5 @@
 """Sentence splitting that returns exact substrings of the source: one splitter for scoring
-(:mod:`newspulse.models.predict` packs sentences into chunks), summaries and distillation data.
+(:mod:`newspulse.models.sentiment.predict` packs sentences into chunks), summaries and distillation data.
 
 The extractive summary promises that every number and ticker is copied verbatim, so the splitter
 never rewrites text: it only finds boundaries. It is rule-based (no NLTK data to download) and

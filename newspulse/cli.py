@@ -230,7 +230,7 @@ def bench_model(
     note: Annotated[str, typer.Option(help="A note stored with the results (which model was measured and why, the machine's state).")] = "",
 ) -> None:
     """Dev macro-F1 and throughput of the production model (fp32, int8) against BERT-base."""
-    from newspulse.models.bench import run_model_bench
+    from newspulse.models.sentiment.bench import run_model_bench
 
     result = run_model_bench(settings_or_exit())
     if note:

@@ -7,7 +7,7 @@ list) are scored *for that company* (``score_mentions``: the mentions marked in 
 combined into its :class:`~newspulse.schema.EntityVerdict`:
 
 * each passage weighs ``(confidence + 0.1) × (TITLE_BOOST if it is the headline else 1)``, the
-  story-level recipe (``models/predict.py``: decisive passages count more than near-uniform
+  story-level recipe (``models/sentiment/predict.py``: decisive passages count more than near-uniform
   ones; the headline states the news);
 * the verdict is the weighted mean of the passages' probabilities (``basis="mentions"``);
 * ``evidence`` is the one to three passages that pushed hardest towards the verdict's label

@@ -276,7 +276,7 @@ class ScoredArticle(Article):
     explanation: list[Evidence] = Field(default_factory=list)
     #: Which serving tier decided the story verdict: ``fast`` (every record scored without an
     #: accurate-tier model, and the confident ones with it) or ``accurate`` (the cascade's
-    #: second opinion on the fast tier's least-confident stories; models/predict.py).
+    #: second opinion on the fast tier's least-confident stories; models/sentiment/predict.py).
     decided_by: Literal["fast", "accurate"] = "fast"
 
     @field_validator("processed_at")

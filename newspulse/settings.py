@@ -83,7 +83,7 @@ class Settings(BaseSettings):
 
     # --- models --------------------------------------------------------------------------
     model_registry: Path = Field(Path("var/registry"), description="Folder of versioned models with a `production` pointer.")
-    accurate_base_model: str = Field("", description="Encoder the accurate tier fine-tunes (`newspulse model train --tier accurate`): the all-mpnet-base-v2 folder `python -m newspulse.models.teacher fetch --dest DIR` writes (DIR/all-mpnet-base-v2) or an HF id; empty = the command says how to fetch it.")
+    accurate_base_model: str = Field("", description="Encoder the accurate tier fine-tunes (`newspulse model train --tier accurate`): the all-mpnet-base-v2 folder `python -m newspulse.models.sentiment.teacher fetch --dest DIR` writes (DIR/all-mpnet-base-v2) or an HF id; empty = the command says how to fetch it.")
     base_model: str = Field("", description="Base encoder to fine-tune: HF id or local path; empty = the packaged all-MiniLM-L6-v2.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the classifier runs.")
     quantize: Literal["auto", "on", "off"] = Field("auto", description="int8 on CPU (ONNX Runtime dynamic quantisation). auto: the classifier when its model card's int8 check kept ≥99% of the fp32 predictions and the macro-F1 within 0.005 of fp32 on both dev splits at every checked batch size, the summariser's sentence encoder always; off: fp32 for both.")

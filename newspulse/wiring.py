@@ -69,7 +69,7 @@ def build_processor(
     alerter service consumes news.scored instead (Kafka mode).
     """
     from newspulse.ingest.tagging import build_mention_finder, build_tagger
-    from newspulse.models.predict import load_classifier
+    from newspulse.models.sentiment.predict import load_classifier
     from newspulse.models.summarize import build_summarizer
     from newspulse.store.sink import StoreSink
 

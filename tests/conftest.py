@@ -28,7 +28,7 @@ TRAIN_FILES = [ROOT / "data/phrasebank/train.csv", ROOT / "data/twitter_financia
 DEV_FILES = [ROOT / "data/phrasebank/dev.csv"]
 #: The code that decides the quick model's weights; other models/ modules (CLI, registry, evaluation)
 #: don't, so editing them reuses the cached model instead of training another.
-TRAINING_CODE = [p for p in (ROOT / "models" / f"{m}.py" for m in ("train", "data", "distill", "checkpoint", "entities")) if p.exists()]
+TRAINING_CODE = [p for p in (ROOT / "models" / "sentiment" / f"{m}.py" for m in ("config", "train", "data", "soft_labels", "checkpoint", "entities")) if p.exists()]
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def entity_classifier_registry() -> Path:
 
 def _cached_registry(name: str, train_into: Callable[[Path], None]) -> Path:
     """``.cache/<name>-<training key>``, trained by ``train_into`` on first use."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     cache = ROOT / ".cache" / f"{name}-{_training_key()}"
     cache.parent.mkdir(exist_ok=True)
@@ -85,7 +85,8 @@ def _cached_registry(name: str, train_into: Callable[[Path], None]) -> Path:
 def _train_quick(registry: Path) -> None:
     """1 epoch on 2,500 rows of the bundled train splits (about half of them SEntFiN entity
     rows): a real, if modest, classifier of story and entity verdicts."""
-    from newspulse.models.train import TrainConfig, train
+    from newspulse.models.sentiment.config import TrainConfig
+    from newspulse.models.sentiment.train import train
 
     train(TrainConfig(registry=registry, train_files=TRAIN_FILES, dev_files=DEV_FILES, epochs=1, max_train_rows=2500, max_length=64, promote=True))
 
@@ -97,7 +98,8 @@ def _train_entity(registry: Path) -> None:
     or not) gives two companies in one story the same verdict; these 468 steps tell them apart."""
     import pandas as pd
 
-    from newspulse.models.train import TrainConfig, train
+    from newspulse.models.sentiment.config import TrainConfig
+    from newspulse.models.sentiment.train import train
 
     data = registry.with_name(registry.name + "-data")
     (data / "sentfin").mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The GPU serving path (models/batched_scoring.py), run on CPU: same predictions as the plain path.
+"""The GPU serving path (models/backends/cuda_batched.py), run on CPU: same predictions as the plain path.
 
 The quick-trained classifier fixture is scored both ways on the bundled dev sentences and Reuters
 stories. Small micro-batches and token budgets force several micro-batches, every length bucket
@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newspulse.models.batched_scoring import BatchedScorer, bucket_lengths, padded_rows, rows_for
+from newspulse.models.backends.cuda_batched import BatchedScorer, bucket_lengths, padded_rows, rows_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def clf(trained_classifier_registry):
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
 
     return SentimentModel.from_dir(Registry(trained_classifier_registry).production_dir(), device="cpu", quantize="off", backend="torch")
 
@@ -34,7 +34,7 @@ def scorer_for(clf, **kw) -> BatchedScorer:
 
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
-    from newspulse.models.data import PHRASEBANK_DEV, read_labelled_csv
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, read_labelled_csv
 
     texts = read_labelled_csv(PHRASEBANK_DEV)["text"].tolist()[:300]
     return texts + ["", "Profit.", " ".join(texts[:6])]  # empty, one word, longer than max_length
@@ -121,8 +121,8 @@ def test_chunks_count_the_tokens_of_their_text(clf, stories):
 def test_compiled_forward_scores_like_eager():
     """``compile=True`` (torch.compile of the fixed-shape forward pass) changes no output; one
     shape here, since each shape compiles once (tens of seconds on CPU)."""
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
 
     model, tok = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
     texts = [f"Shares of company {i} rose after results" for i in range(8)]

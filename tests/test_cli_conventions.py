@@ -115,7 +115,7 @@ def test_bench_model_json_is_a_document_and_plain_output_is_for_people(seeded, m
     """#28: `bench model --json` meant only "no indentation"; now it is the one JSON document and
     the plain output is one line per figure."""
     result = {"model_version": "v1", "dev_macro_f1": 0.83, "throughput": {"production_int8": {"texts_per_s": 120.5}}, "note": None}
-    monkeypatch.setattr("newspulse.models.bench.run_model_bench", lambda settings: dict(result))
+    monkeypatch.setattr("newspulse.models.sentiment.bench.run_model_bench", lambda settings: dict(result))
     as_json = invoke("bench", "model", "--json")
     assert as_json.exit_code == 0 and json.loads(as_json.stdout) == result
     human = invoke("bench", "model")
@@ -133,7 +133,7 @@ def test_alerts_show_and_ack_of_a_missing_alert_exit_4(seeded):
 def test_model_train_lets_an_unexpected_value_error_through_as_a_failure(seeded, monkeypatch):
     """A ValueError that is not bad input (a bug deep in training) is no longer reported as a
     usage error with exit 2: only the typed errors map to exit codes."""
-    import newspulse.models.train as train
+    import newspulse.models.sentiment.train as train
 
     def broken(cfg):
         raise ValueError("shapes do not match")

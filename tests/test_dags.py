@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from newspulse.models.registry import Registry
+from newspulse.models.sentiment.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
@@ -85,10 +85,10 @@ def test_every_dag_imports_with_tags_owner_and_retries(tmp_path):
         for task_id, callbacks in dag["failure_callbacks"].items():
             assert "newspulse.airflow_notices.notify_task_failure" in callbacks, f"{dag_id}.{task_id} fails silently"
     retrain = result["dags"]["sentiment_retrain"]
-    from newspulse.models.train_options import dag_param_specs
+    from newspulse.models.sentiment.train_options import dag_param_specs
 
     params = {name: {"default": p["value"], **p["schema"], "description": p["description"]} for name, p in retrain["params"].items()}
-    assert params == dag_param_specs(), "the retraining form is generated from newspulse.models.train_options"
+    assert params == dag_param_specs(), "the retraining form is generated from newspulse.models.sentiment.train_options"
     assert retrain["pools"]["train"] == ["newspulse_training", 1], "one fine-tuning run at a time"
     assert retrain["task_retries"][retrain["tasks"].index("train")] >= 2, "retries resume from the checkpoint, so they are cheap"
     assert retrain["timeouts"]["train"] > retrain["timeouts"]["evaluate"]
@@ -109,8 +109,8 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_inputs(tmp_path_factory) -> dict[str, str]:
     """A few dozen PhraseBank rows and a tiny random BERT as the base model (fast to train)."""
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
 
     d = tmp_path_factory.mktemp("tiny")
     pd.read_csv(ROOT / "data/phrasebank/train.csv").head(48)[["text", "label"]].to_csv(d / "train.csv", index=False)

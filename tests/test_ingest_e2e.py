@@ -100,12 +100,12 @@ class KeywordClassifier:
 
 
 def test_crawl_embedded_stores_each_story_once_with_tags_and_novelty(wire, tmp_path, monkeypatch):
-    import newspulse.models.predict
+    import newspulse.models.sentiment.predict
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
     from newspulse.store.base import Filter
 
-    monkeypatch.setattr(newspulse.models.predict, "load_classifier", lambda settings: KeywordClassifier())
+    monkeypatch.setattr(newspulse.models.sentiment.predict, "load_classifier", lambda settings: KeywordClassifier())
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)
     assert summary["emitted"] == 3 and summary["stored"] == 3 and summary["duplicates"] == 1
@@ -153,7 +153,7 @@ def test_crawl_embedded_scores_and_stores_each_story_once(wire, tmp_path, monkey
 STUCK_STORE_CRAWL = """
 import sys, threading
 import numpy as np
-import newspulse.models.predict
+import newspulse.models.sentiment.predict
 from newspulse.store.sqlite import SQLiteStore
 
 class KeywordClassifier:
@@ -163,7 +163,7 @@ class KeywordClassifier:
     def score_mentions(self, items):
         return np.array([[0.2, 0.6, 0.2]] * len(items))
 
-newspulse.models.predict.load_classifier = lambda settings: KeywordClassifier()
+newspulse.models.sentiment.predict.load_classifier = lambda settings: KeywordClassifier()
 SQLiteStore.upsert_articles = lambda self, articles: threading.Event().wait()
 from newspulse.cli import app
 app(["crawl", "--feeds", sys.argv[1], "--once", "--to", "embedded"])
@@ -180,7 +180,7 @@ def test_kill_9_with_stories_queued_loses_none(wire, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    import newspulse.models.predict
+    import newspulse.models.sentiment.predict
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
 
@@ -203,7 +203,7 @@ def test_kill_9_with_stories_queued_loses_none(wire, tmp_path, monkeypatch):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    monkeypatch.setattr(newspulse.models.predict, "load_classifier", lambda settings: KeywordClassifier())
+    monkeypatch.setattr(newspulse.models.sentiment.predict, "load_classifier", lambda settings: KeywordClassifier())
     summary = run_crawl(monkeypatch, tmp_path, wire, "embedded", store_url=store_url)
     assert (summary["emitted"], summary["stored"]) == (3, 3)
     store = open_store(load_settings(store_url=store_url))

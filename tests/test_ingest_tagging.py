@@ -12,7 +12,7 @@ import pytest
 
 from newspulse.ingest.tagging import ALIAS_HISTORY_CSV, COMPANIES_CSV, TOPICS, Tagger, build_tagger, is_tagged
 from newspulse.ingest.tagging_eval import SAMPLE, SAMPLE_TOPICS, evaluate, load_sample
-from newspulse.models.topics import TopicModel
+from newspulse.models.topics.model import TopicModel
 from newspulse.schema import Article
 
 HELDOUT = SAMPLE.with_name("heldout_tagging.jsonl")

@@ -281,7 +281,7 @@ def test_topics_are_created_once_with_configured_partitions(kafka_bootstrap, tmp
 def test_round_trip_through_the_cli_with_the_real_classifier(kafka_bootstrap, tmp_path, trained_classifier_registry):
     """`newspulse replay --to kafka` → news.raw → `newspulse process --source kafka` (real model,
     summariser, tagger; the production wiring) → store + news.scored; SIGTERM stops it cleanly."""
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.registry import Registry
 
     s = make_settings(kafka_bootstrap, tmp_path, batch_max_records=16, kafka_max_poll_interval_ms=60_000)  # a CPU model on a busy box
     env = env_for(s) | {"NEWSPULSE_MODEL_REGISTRY": str(trained_classifier_registry), "HF_HUB_OFFLINE": "1"}

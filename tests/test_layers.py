@@ -134,12 +134,52 @@ def violations() -> list[str]:
 def test_the_walk_sees_lazy_imports() -> None:
     """The rule is only as good as the walk: a function-level import must be found."""
     imports = first_party_imports(ROOT / "newspulse" / "wiring.py", "newspulse.wiring")
-    assert {"newspulse.models.predict", "newspulse.ingest.tagging", "newspulse.kafka.processor", "newspulse.embedded"} <= imports
-    assert layer("newspulse.models.predict") == "plugin" and layer("newspulse.pipeline") == "kernel"
+    assert {"newspulse.models.sentiment.predict", "newspulse.ingest.tagging", "newspulse.kafka.processor", "newspulse.embedded"} <= imports
+    assert layer("newspulse.models.sentiment.predict") == "plugin" and layer("newspulse.pipeline") == "kernel"
 
 
 def test_layers_import_only_downwards() -> None:
     assert violations() == []
+
+
+#: ``newspulse.models`` holds one package per concern (docs/architecture.md, "Models"); each may
+#: import only the concerns named here. The classifier's serving picks a backend; the backends
+#: read the classifier's model card (hashes, the int8 check); the topic model reuses the
+#: classifier's data folder and code version; the summariser runs on the backends and packs
+#: sentences like the classifier. ``models/cli.py`` is an application: no concern imports it.
+MODEL_CONCERNS = {
+    "sentences": set(),
+    "backends": {"sentiment"},
+    "sentiment": {"backends", "sentences"},
+    "topics": {"sentiment"},
+    "summarize": {"backends", "sentiment", "sentences"},
+    "cli": {"backends", "sentiment", "topics"},
+}
+
+
+def model_concern(module: str) -> str | None:
+    """``newspulse.models.<concern>[.…]`` → concern; None outside ``newspulse.models``."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["newspulse", "models"] and len(parts) > 2 else None
+
+
+def test_every_models_package_is_a_declared_concern() -> None:
+    """A new package or top-level module under models/ must say where it sits among the others."""
+    found = {model_concern(m) for m in all_modules()} - {None}
+    assert found == set(MODEL_CONCERNS)
+
+
+def test_models_concerns_import_only_their_declared_neighbours() -> None:
+    found = []
+    for module, path in all_modules().items():
+        mine = model_concern(module)
+        if mine is None:
+            continue
+        for imported in sorted(first_party_imports(path, module)):
+            theirs = model_concern(imported)
+            if theirs is not None and theirs != mine and theirs not in MODEL_CONCERNS[mine]:
+                found.append(f"{module} ({mine}) imports {imported} ({theirs})")
+    assert found == []
 
 
 def test_nothing_imports_the_old_top_level_names() -> None:

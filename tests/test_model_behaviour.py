@@ -29,8 +29,8 @@ DIRECTION_PAIRS = [
 
 @pytest.fixture(scope="module")
 def clf(trained_classifier_registry):
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
 
     reg = Registry(trained_classifier_registry)
     return SentimentModel.from_dir(reg.production_dir(), device="cpu", quantize="off")

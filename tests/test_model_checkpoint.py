@@ -1,4 +1,4 @@
-"""Resumable fine-tuning (models/checkpoint.py): a run killed after a checkpoint and started
+"""Resumable fine-tuning (models/sentiment/checkpoint.py): a run killed after a checkpoint and started
 again ends exactly where an uninterrupted run ends; a checkpoint of another run is ignored."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from newspulse.models.checkpoint import STATE_FILE, TrainingCheckpoint
-from newspulse.models.registry import Registry
-from newspulse.models.train import TrainConfig, fit_and_register
+from newspulse.models.sentiment.checkpoint import STATE_FILE, TrainingCheckpoint
+from newspulse.models.sentiment.registry import Registry
+from newspulse.models.sentiment.config import TrainConfig
+from newspulse.models.sentiment.train import fit_and_register
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +24,8 @@ class Killed(RuntimeError):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
 
     d = tmp_path_factory.mktemp("ckpt")
     pd.read_csv(ROOT / "data/phrasebank/train.csv").head(64)[["text", "label"]].to_csv(d / "train.csv", index=False)

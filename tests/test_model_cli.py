@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from newspulse.models.registry import Registry
+from newspulse.models.sentiment.registry import Registry
 from test_model_predict import register_random_model
 
 runner = CliRunner()
@@ -78,13 +78,13 @@ def test_a_corrupted_model_safetensors_is_refused_with_one_line_exit_1(registry,
 
 
 def test_the_card_pins_weights_and_tokenizer_and_a_card_without_hashes_loads_with_a_warning(registry, caplog):
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     card = registry.card("v1")
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(card.files)
     card.files = {}  # a card written before hashes were recorded
     registry.write_card(card)
-    with caplog.at_level("WARNING", logger="newspulse.models.registry"):
+    with caplog.at_level("WARNING", logger="newspulse.models.sentiment.registry"):
         model = SentimentModel.from_dir(registry.version_dir("v1"), device="cpu", quantize="off", backend="torch")
     assert model.version == "v1"
     assert [r.getMessage() for r in caplog.records] == ["model version v1 has no file hashes in its card (registered before they were recorded); loading it unverified"]

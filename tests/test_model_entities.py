@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from newspulse.models.data import DEFAULT_TRAIN_FILES, SENTFIN_DEV, SENTFIN_TRAIN, DataError, licence_of, read_entity_csv, read_labelled_csv
-from newspulse.models.entities import CLOSE, OPEN, mark, mention_spans
-from newspulse.models.evaluate import entity_metrics, evaluate_candidate
-from newspulse.models.predict import SentimentModel
-from newspulse.models.registry import ModelCard, Registry, gate_candidate, sha256_file
+from newspulse.models.sentiment.data import DEFAULT_TRAIN_FILES, SENTFIN_DEV, SENTFIN_TRAIN, DataError, licence_of, read_entity_csv, read_labelled_csv
+from newspulse.models.sentiment.entities import CLOSE, OPEN, mark, mention_spans
+from newspulse.models.sentiment.evaluate import entity_metrics, evaluate_candidate
+from newspulse.models.sentiment.predict import SentimentModel
+from newspulse.models.sentiment.registry import ModelCard, Registry, gate_candidate, sha256_file
 from newspulse.schema import LABELS
 from test_model_predict import register_random_model
 
@@ -204,7 +204,7 @@ def test_gate_measures_a_production_model_without_entity_figures_on_the_candidat
 
 # --- the fixed recipe -----------------------------------------------------------------------------
 def test_default_retraining_is_a_fixed_step_count_on_story_and_entity_rows(np_env):
-    from newspulse.models.train import DEFAULT_STEPS, config_from_params, default_config
+    from newspulse.models.sentiment.config import DEFAULT_STEPS, config_from_params, default_config
     from newspulse.settings import get_settings
 
     cfg = default_config(get_settings())

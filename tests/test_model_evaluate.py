@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from newspulse.models.evaluate import classification_metrics, evaluate_frame
-from newspulse.models.lexicon import LexiconClassifier
+from newspulse.models.sentiment.evaluate import classification_metrics, evaluate_frame
+from newspulse.models.sentiment.lexicon import LexiconClassifier
 
 # rows = true, columns = predicted (negative, neutral, positive):
 #   negative [1, 1, 0]   neutral [0, 2, 1]   positive [1, 0, 1]

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newspulse.models.predict import TITLE_WEIGHT, SentimentModel, aggregate, load_classifier
+from newspulse.models.sentiment.predict import TITLE_WEIGHT, SentimentModel, aggregate, load_classifier
 from newspulse.models.sentences import split_sentences
-from newspulse.models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.sentiment.registry import ModelCard, NoProductionModel, Registry
 from newspulse.schema import Article
 
 
 def register_random_model(registry: Registry, version: str, *, seed: int = 0, macro_f1: float = 0.6, max_length: int = 32, tier: str = "fast") -> Path:
     """Register a tiny random BERT classifier (hidden 32, 2 layers) with the MiniLM tokenizer."""
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
 
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2, seed=seed)
     card = ModelCard(
@@ -69,7 +69,7 @@ def test_length_sorted_batches_keep_the_input_order(clf):
 
 
 def test_batches_respect_the_token_budget_and_cover_every_text_once(clf):
-    from newspulse.models.predict import length_sorted_batches
+    from newspulse.models.sentiment.predict import length_sorted_batches
 
     texts = [("word " * n).strip() for n in (40, 1, 3, 25, 2, 60, 8, 5, 12, 90)]
     batches = list(length_sorted_batches(clf.tokenizer, texts, 128, batch_size=4, batch_tokens=64))
@@ -218,7 +218,7 @@ class _FirstSentence:
 
 
 def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny_registry):
-    from newspulse.models.predict import rescore_store
+    from newspulse.models.sentiment.predict import rescore_store
     from newspulse.schema import ScoredArticle
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
@@ -243,7 +243,7 @@ def test_rescore_store_replaces_old_scores_and_skips_current_ones(tmp_path, tiny
 def test_rescore_fills_entities_of_history_scored_before_them(tmp_path, tiny_registry):
     """A record the production version scored before entity verdicts keeps its story verdict
     and gets one verdict per ticker; a record of an older version is scored again whole."""
-    from newspulse.models.predict import rescore_store
+    from newspulse.models.sentiment.predict import rescore_store
     from newspulse.schema import ScoredArticle
     from newspulse.settings import load_settings
     from newspulse.wiring import open_store
@@ -298,8 +298,8 @@ def test_model_rescore_command_fills_entities_and_reports_counts(tmp_path, tiny_
 
 
 def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
-    from newspulse.models import onnx_backend
-    from newspulse.models.bench import run_model_bench
+    from newspulse.models.backends import onnx as onnx_backend
+    from newspulse.models.sentiment.bench import run_model_bench
     from newspulse.settings import load_settings
 
     result = run_model_bench(load_settings(model_registry=tiny_registry.path), sentences=16, rounds=2)

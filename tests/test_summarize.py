@@ -305,11 +305,11 @@ def test_batched_generation_equals_one_by_one(tiny_t5, extractive, reuters, monk
 
 
 def test_encoder_gpu_path_embeds_like_the_plain_loop(encoder, reuters) -> None:
-    """The encoder's CUDA path (models/batched_scoring.py with mean pooling), run on CPU, embeds
+    """The encoder's CUDA path (models/backends/cuda_batched.py with mean pooling), run on CPU, embeds
     a batch of stories' sentences like the plain loop."""
     import numpy as np
 
-    from newspulse.models.batched_scoring import BatchedScorer, mean_pooled
+    from newspulse.models.backends.cuda_batched import BatchedScorer, mean_pooled
 
     sentences = [s for a in reuters for s in split_sentences(a.body)]
     plain = encoder.encode(sentences)
@@ -331,7 +331,7 @@ def test_onnxruntime_encoder_embeds_like_torch_and_keeps_the_summaries(encoder, 
     ``cache_dir`` (the packaged encoder's folder may be read-only) and reused."""
     import numpy as np
 
-    from newspulse.models import onnx_backend
+    from newspulse.models.backends import onnx as onnx_backend
 
     sentences = [s for a in reuters for s in split_sentences(a.body)]
     reference = encoder.encode(sentences)
@@ -356,7 +356,7 @@ def test_encoder_falls_back_to_torch_without_onnxruntime(reuters, tmp_path, monk
     import logging
     import sys
 
-    from newspulse.models.onnx_backend import OnnxUnavailable
+    from newspulse.models.backends.onnx import OnnxUnavailable
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     with caplog.at_level(logging.WARNING):

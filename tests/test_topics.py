@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from newspulse.models.data import DataError
-from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
-from newspulse.models.topics_eval import TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
-from newspulse.models.topics_train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
+from newspulse.models.sentiment.data import DataError
+from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
+from newspulse.models.topics.evaluate import TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.topics.train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
 
 runner = CliRunner()
 
@@ -227,7 +227,7 @@ def test_evaluate_topics_exits_2_on_a_missing_column_or_file(tmp_path, content):
 def test_retopic_store_replaces_stale_topics_and_keeps_everything_else(tmp_path):
     from datetime import datetime, timezone
 
-    from newspulse.models.topics_rescore import retopic_store
+    from newspulse.models.topics.rescore import retopic_store
     from newspulse.schema import Article, ScoredArticle
     from newspulse.store.sqlite import SQLiteStore
 

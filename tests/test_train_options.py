@@ -1,4 +1,4 @@
-"""The retraining options are declared once (newspulse.models.train_options): the DAG's params are
+"""The retraining options are declared once (newspulse.models.sentiment.train_options): the DAG's params are
 generated from the declaration, DAG params map to TrainConfig fields through it, and every
 `newspulse model train` option that sets a TrainConfig field is declared there under its CLI name.
 Code only: no training, no Airflow (tests/test_dags.py checks the loaded DAG's params against
@@ -10,8 +10,8 @@ import dataclasses
 import inspect
 
 from newspulse.models.cli import train as train_command
-from newspulse.models.train import TrainConfig, default_config
-from newspulse.models.train_options import TRAIN_OPTIONS, config_fields, dag_param_specs
+from newspulse.models.sentiment.config import TrainConfig, default_config
+from newspulse.models.sentiment.train_options import TRAIN_OPTIONS, config_fields, dag_param_specs
 
 #: `newspulse model train` options that are not training options: output format and the gate.
 CLI_ONLY = {"as_json", "promote"}

@@ -15,7 +15,7 @@ from newspulse.pipeline import Summarizer
 from newspulse.schema import Article
 from newspulse.settings import Settings
 
-from newspulse.models.predict import pick_device
+from newspulse.models.backends.factory import pick_device
 from newspulse.models.summarize.extractive import ExtractiveConfig, ExtractiveSummarizer, SentenceEncoder
 
 __all__ = ["build_summarizer", "build_extractive", "summarize_text", "summarize_cli_text", "article_from_text"]

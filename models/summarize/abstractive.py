@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from newspulse.models.predict import pick_device
+from newspulse.models.backends.factory import pick_device
 from newspulse.models.summarize.faithfulness import FAITHFULNESS_FALLBACKS, GENERATED_SUMMARIES, unsupported
 from newspulse.pipeline import Summarizer
 from newspulse.schema import Article

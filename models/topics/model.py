@@ -1,7 +1,7 @@
 """The topic classifier at serve time: which Reuters-21578 categories a story is about.
 
 A :class:`TopicModel` is a TF-IDF vectoriser and one linear scorer per category (one-vs-rest),
-with one decision threshold per category tuned on held-out scores (``models/topics_train.py``).
+with one decision threshold per category tuned on held-out scores (``models/topics/train.py``).
 A story gets every category whose score passes its threshold; when none does it gets the single
 category that comes closest (score minus threshold), so every story has a topic. A story's text is
 its headline on the first line and then its body (as the tagger and the ModApte files give it);
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 #: The committed production topic model (trained by ``make topics-model``).
-DEFAULT_TOPIC_MODEL = Path(__file__).resolve().parent / "topics_model"
+DEFAULT_TOPIC_MODEL = Path(__file__).resolve().parent / "bundled"
 WEIGHTS = "weights.npz"
 VOCABULARY = "vocabulary.txt"
 CARD = "model_card.json"

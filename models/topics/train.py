@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from newspulse.models.registry import code_version, sha256_file
-from newspulse.models.topics import DEFAULT_TOPIC_MODEL, TopicModel, headline_weighted
-from newspulse.models.topics_eval import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
+from newspulse.models.sentiment.registry import code_version, sha256_file
+from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, headline_weighted
+from newspulse.models.topics.evaluate import CATEGORIES_TXT, TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TopicTrainConfig:
     class_weight: str | None = None  # None or "balanced"
     ngram_max: int = 2
     min_df: int = 2
-    # Times the headline (the first line) counts; models/topics.py, headline_weighted. 3 measured
+    # Times the headline (the first line) counts; models/topics/model.py, headline_weighted. 3 measured
     # better than 1 on every fold of 5-fold CV over train + dev (docs/model.md, Topics).
     title_repeat: int = 3
     max_features: int | None = 60_000

@@ -1,8 +1,8 @@
 """The retraining options a run may be given, declared once.
 
 The ``sentiment_retrain`` DAG's params are generated from :data:`TRAIN_OPTIONS`
-(:func:`dag_param_specs`), :func:`newspulse.models.train.config_from_params` maps params to
-:class:`~newspulse.models.train.TrainConfig` fields through it, and ``tests/test_train_options.py``
+(:func:`dag_param_specs`), :func:`newspulse.models.sentiment.config.config_from_params` maps params to
+:class:`~newspulse.models.sentiment.config.TrainConfig` fields through it, and ``tests/test_train_options.py``
 checks that every ``newspulse model train`` option that sets a TrainConfig field is declared here
 under its CLI name, so the three surfaces cannot drift apart silently.
 """
@@ -18,7 +18,7 @@ class TrainOption:
     """One retraining option.
 
     ``param`` is its name in DAG params (and ``--conf`` JSON), ``field`` the TrainConfig field it
-    sets (None: an argument of :func:`~newspulse.models.train.default_config`), ``cli`` the
+    sets (None: an argument of :func:`~newspulse.models.sentiment.config.default_config`), ``cli`` the
     parameter of ``newspulse model train`` that sets it (None: DAG only). ``in_form``: shown in
     the DAG's trigger form; otherwise accepted from ``--conf`` JSON only."""
 
@@ -45,7 +45,7 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("max_train_rows", "max_train_rows", ["null", "integer"], None, "Subsample the training rows.", cli="max_train_rows", minimum=10),
     TrainOption("max_length", "max_length", ["null", "integer"], None, "Token window while training.", cli="max_length", minimum=8),
     TrainOption("learning_rate", "learning_rate", ["null", "number"], None, "Peak learning rate.", cli="learning_rate"),
-    TrainOption("max_steps", "max_steps", ["null", "integer"], None, "Optimiser steps of the fixed recipe; empty = default (newspulse.models.train.DEFAULT_STEPS).", cli="steps", minimum=1),
+    TrainOption("max_steps", "max_steps", ["null", "integer"], None, "Optimiser steps of the fixed recipe; empty = default (newspulse.models.sentiment.config.DEFAULT_STEPS).", cli="steps", minimum=1),
     TrainOption("time_budget_s", "time_budget_s", ["null", "number"], None, "Also stop fine-tuning after this many seconds; empty = none (the fixed step count alone).", cli="time_budget", minimum=1),
     TrainOption("f1_floor", "f1_floor", ["null", "number"], None, "Lowest macro-F1 a model may be promoted with.", minimum=0, maximum=1),
     TrainOption("registry", "registry", "string", "", "Registry folder; empty = NEWSPULSE_MODEL_REGISTRY."),

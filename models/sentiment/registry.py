@@ -7,7 +7,7 @@ Layout::
       production-accurate        # the accurate tier's production version (the cascade's second opinion), if any
       <version>/
         model_card.json          # ModelCard: where the model came from and how good it is
-        README.md                # the same card for Hugging Face tools (models/card.py: Hub metadata + prose)
+        README.md                # the same card for Hugging Face tools (models/sentiment/card.py: Hub metadata + prose)
         config.json, model.safetensors, tokenizer files ...
 
 A version folder is a plain Hugging Face model folder:
@@ -42,7 +42,7 @@ CARD_FILE = "model_card.json"
 HF_CARD_FILE = "README.md"
 POINTER_FILE = "production"
 #: Serving tiers: ``fast`` scores every article; ``accurate`` (a larger encoder) is consulted by
-#: the cascade (models/predict.py) for the fast tier's least-confident rows. Each tier has its
+#: the cascade (models/sentiment/predict.py) for the fast tier's least-confident rows. Each tier has its
 #: own production pointer, so an accurate model never replaces the fast one.
 TIERS = ("fast", "accurate")
 #: A candidate below this macro-F1 on the evaluation split is never promoted, even into an
@@ -80,7 +80,7 @@ class DataFile(BaseModel):
     @classmethod
     def pin(cls, paths: list[Path]) -> list[DataFile]:
         """The labelled CSVs ``paths`` with their hashes and row counts."""
-        from newspulse.models.data import read_labelled_csv
+        from newspulse.models.sentiment.data import read_labelled_csv
 
         return [cls(path=str(p), sha256=sha256_file(p), rows=len(read_labelled_csv(p))) for p in paths]
 
@@ -114,7 +114,7 @@ class ModelCard(BaseModel):
     eval_files: list[DataFile] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     #: ``{"dev": {...}, "<dev file stem>": {...}, "eval": {...}}``; each is the dict from
-    #: :func:`newspulse.models.evaluate.classification_metrics`.
+    #: :func:`newspulse.models.sentiment.evaluate.classification_metrics`.
     metrics: dict[str, Any] = Field(default_factory=dict)
     label_distribution: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: ``{"agreement": share of fp32 dev predictions the int8 model keeps, "dev_macro_f1_int8",
@@ -185,7 +185,7 @@ def verify_files(folder: Path, card: ModelCard) -> None:
 
 def code_version() -> str:
     """The git commit of the code that trained a model (``+dirty`` when uncommitted changes)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout: models/sentiment/ → models/ → root
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "models"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -318,7 +318,7 @@ class Registry:
 
     def write_card(self, card: ModelCard) -> None:
         """Write both cards: ``model_card.json`` (ours, complete) and the Hugging Face README.md."""
-        from newspulse.models.card import hf_model_card
+        from newspulse.models.sentiment.card import hf_model_card
 
         _atomic_write(self.version_dir(card.version) / CARD_FILE, card.model_dump_json(indent=2))
         _atomic_write(self.version_dir(card.version) / HF_CARD_FILE, hf_model_card(card))
@@ -326,7 +326,7 @@ class Registry:
     def register(self, model, tokenizer, card: ModelCard) -> Path:
         """Save a model, its tokenizer and card as version ``card.version``. Written to a hidden
         staging folder first and renamed, so a version appears complete or not at all."""
-        from newspulse.models.card import hf_model_card
+        from newspulse.models.sentiment.card import hf_model_card
 
         final = self.version_dir(card.version)
         if final.exists():
@@ -433,7 +433,7 @@ def gate_candidate(registry: Registry, version: str, floor: float = DEFAULT_F1_F
     """Decide (without promoting) whether ``version`` may replace production, and keep the
     decision in its card. When production was evaluated on a different split (or has no
     entity figures on the candidate's entity dev rows), it is re-measured on the candidate's."""
-    from newspulse.models.evaluate import entity_macro_f1, split_macro_f1
+    from newspulse.models.sentiment.evaluate import entity_macro_f1, split_macro_f1
 
     card = registry.card(version)
     prod_version = registry.production_version(card.tier)

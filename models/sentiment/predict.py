@@ -14,10 +14,11 @@ single sentences and headlines while articles run to thousands of tokens:
    other is missing). Headlines state the news, so the title gets a fixed large share.
 
 Inference sorts texts by token length before batching (little padding) and hands each batch to a
-:class:`Backend`. On CUDA, torch in bf16 through
-:class:`newspulse.models.batched_scoring.BatchedScorer` (tokenisation ahead on worker threads,
+:class:`~newspulse.models.backends.base.Backend` that :func:`~newspulse.models.backends.factory.load_backend`
+picks. On CUDA, torch in bf16 through
+:class:`newspulse.models.backends.cuda_batched.BatchedScorer` (tokenisation ahead on worker threads,
 fixed-shape length buckets, no device sync per batch). On CPU, ONNX Runtime (fused attention, see
-``models/onnx_backend.py``; one batch per core, side by side) in int8 when the model card says
+``models/backends/onnx.py``; one batch per core, side by side) in int8 when the model card says
 that keeps ≥ 99 % of the fp32 predictions and a macro-F1 at most 0.005 below fp32's on both dev
 splits at every checked batch size (``NEWSPULSE_QUANTIZE=auto``; ``on``/``off`` force it), else in fp32. Without ONNX Runtime
 (``NEWSPULSE_INFERENCE_BACKEND=torch``, not installed, or a model it cannot export) the CPU runs
@@ -30,7 +31,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,12 @@ from prometheus_client import Counter, Gauge
 
 from newspulse.errors import NewsPulseError
 from newspulse.entities import confidence, drivers
-from newspulse.models.batched_scoring import BatchedScorer
-from newspulse.models.entities import Span, mark
-from newspulse.models.registry import ModelCard, NoProductionModel, Registry, verify_files
+from newspulse.models.backends.base import Backend
+from newspulse.models.backends.cuda_batched import BatchedScorer
+from newspulse.models.backends.factory import load_backend, pick_device
+from newspulse.models.backends.torch import TorchBackend
+from newspulse.models.sentiment.entities import Span, mark
+from newspulse.models.sentiment.registry import ModelCard, NoProductionModel, Registry, verify_files
 from newspulse.models.sentences import sentence_spans
 from newspulse.schema import LABELS, Article, Evidence, Label
 
@@ -55,93 +59,6 @@ RELOAD_FAILURES = Counter(
 TITLE_WEIGHT = 0.4
 MAX_CHUNKS = 24
 DEFAULT_BATCH_SIZE = 64
-
-
-class Backend:
-    """What runs the network: padded token ids in, logits out (numpy on both sides).
-
-    :class:`SentimentModel` owns everything around it (tokenising, length-sorted batching, softmax,
-    chunking and aggregating articles), so a backend is only the forward pass. ``name`` is what
-    ``newspulse bench model`` reports; ``precision`` is ``fp32``, ``bf16`` or ``int8``.
-    """
-
-    name: str = ""
-    precision: str = "fp32"
-    #: Longest input the model's position embeddings allow.
-    max_positions: int = 512
-    #: Batches it runs side by side (ONNX Runtime: one per core); callers split their work
-    #: into at least this many batches so that every core gets one.
-    parallel: int = 1
-    #: Most padded tokens per batch it runs fastest with (None: the caller's batch size alone).
-    batch_tokens: int | None = None
-
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def logits_many(self, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(indices, logits)`` per ``(indices, input_ids, attention_mask)`` batch, in order."""
-        for idx, input_ids, attention_mask in batches:
-            yield idx, self.logits(input_ids, attention_mask)
-
-
-class TorchBackend(Backend):
-    """A PyTorch ``*ForSequenceClassification`` module: fp32 on CPU, bf16 on CUDA."""
-
-    name = "torch"
-
-    def __init__(self, model, device: str = "cpu") -> None:
-        import torch
-
-        self.device = device
-        self.model = model.to(device, dtype=torch.bfloat16).eval() if device == "cuda" else model.eval()
-        self.precision = "bf16" if device == "cuda" else "fp32"
-        self.max_positions = getattr(model.config, "max_position_embeddings", 512) or 512
-
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            batch = {"input_ids": torch.from_numpy(input_ids).to(self.device), "attention_mask": torch.from_numpy(attention_mask).to(self.device)}
-            return self.model(**batch).logits.float().cpu().numpy()
-
-
-def pick_device(setting: str = "auto") -> str:
-    """``cuda`` when asked for or (``auto``) available, else ``cpu``; an installation without
-    torch (the serving one) has no CUDA path, so ``auto`` means the CPU there."""
-    try:
-        import torch
-    except ImportError:
-        if setting == "cuda":
-            from newspulse.models.onnx_backend import require_torch
-
-            require_torch("NEWSPULSE_DEVICE=cuda")
-        return "cpu"
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
-def cpu_backend(path: Path, *, precision: str, engine: str = "auto") -> Backend:
-    """The CPU backend for a model folder: ONNX Runtime (``precision`` fp32 or int8) unless
-    ``engine`` is ``torch``. With ``auto``, torch fp32 when ONNX Runtime is missing or cannot
-    export the model (one warning); with ``onnxruntime`` that raises
-    :class:`newspulse.models.onnx_backend.OnnxUnavailable`. Without torch (the serving install)
-    the fallback is :class:`~newspulse.models.onnx_backend.TorchMissing`, naming the reason."""
-    from transformers import AutoModelForSequenceClassification
-
-    from newspulse.models.onnx_backend import OnnxBackend, OnnxUnavailable, require_torch
-
-    if engine != "torch":
-        try:
-            return OnnxBackend.for_model(path, precision)
-        except OnnxUnavailable as exc:
-            if engine == "onnxruntime":
-                raise
-            require_torch(f"serving model {path.name} without ONNX Runtime ({exc})")
-            log.warning("ONNX Runtime backend unavailable, serving %s with torch fp32 instead: %s", path.name, exc)
-    else:
-        require_torch("NEWSPULSE_INFERENCE_BACKEND=torch")
-    return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"))
 
 
 class SentimentModel:
@@ -175,17 +92,13 @@ class SentimentModel:
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         card = card or ModelCard.model_validate_json((path / "model_card.json").read_text(encoding="utf-8"))
         verify_files(path, card)  # before anything reads the weights or exports them to ONNX
         dev = pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        if dev == "cuda":
-            engine: Backend = TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"), dev)
-        else:
-            int8 = quantize == "on" or (quantize == "auto" and bool(card.quantization.get("recommended")))
-            engine = cpu_backend(path, precision="int8" if int8 else "fp32", engine=backend)
+        engine = load_backend(path, card, device=dev, quantize=quantize, engine=backend)
         return cls(engine, tokenizer, version=card.version, max_length=int(card.params.get("max_length", 128)), device=dev)
 
     # --- sentences -------------------------------------------------------------------------
@@ -259,7 +172,7 @@ class SentimentModel:
     def score_mentions(self, items: Sequence[tuple[str, Sequence[Span]]]) -> np.ndarray:
         """``(n, 3)`` entity-level probabilities in LABELS order: for each ``(text, spans)``,
         the verdict about the entity whose mentions are those character spans of the text
-        (see :mod:`newspulse.models.entities`)."""
+        (see :mod:`newspulse.models.sentiment.entities`)."""
         if not items:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         return self.predict_proba([mark(text, spans) for text, spans in items], max_length=self.chunk_tokens + 2)
@@ -566,7 +479,7 @@ def load_classifier(settings, *, check_interval: float = 5.0) -> CascadeClassifi
     """The production classifier from ``settings.model_registry``: the fast tier, cascading to
     the accurate tier when one is promoted (``NEWSPULSE_CASCADE_THRESHOLD``); follows promotions.
 
-    Raises :class:`newspulse.models.registry.NoProductionModel` when nothing is promoted yet.
+    Raises :class:`newspulse.models.sentiment.registry.NoProductionModel` when nothing is promoted yet.
     """
     registry = Registry(settings.model_registry)
     if registry.production_version() is None:

@@ -1,0 +1,203 @@
+"""The sentiment classifier's training recipe: :class:`TrainConfig` (one run's inputs and
+hyper-parameters), the production runs of each tier (:func:`default_config`,
+:func:`accurate_config`) and the mapping from DAG params / CLI JSON (:func:`config_from_params`).
+
+Kept apart from the training loop (:mod:`newspulse.models.sentiment.train`) so that the recipe a
+run follows can be read, and built by the CLI and the DAG, without importing torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from newspulse.errors import BadInput
+from newspulse.models.sentiment.data import DEFAULT_DEV_FILES, DEFAULT_ENTITY_DEV_FILES, DEFAULT_EVAL_FILES, DEFAULT_TRAIN_FILES, DataError, commercial_defaults
+from newspulse.models.sentiment.registry import DEFAULT_F1_FLOOR
+from newspulse.models.sentiment.soft_labels import SOFT_LABELS_DIR
+from newspulse.models.sentiment.train_options import config_fields
+from newspulse.schema import Feedback
+
+log = logging.getLogger(__name__)
+
+#: Optimiser steps of the default retraining: a fixed recipe, so the same command gives the same
+#: model for a seed however busy the machine is (a wall-clock budget trained fewer steps on a
+#: loaded machine, issue 26). Sized to ≤ 10 minutes end to end on 2 idle CPU cores.
+DEFAULT_STEPS = 2200
+#: The accurate tier's recipe (``newspulse model train --tier accurate``): all-mpnet-base-v2
+#: fine-tuned on the gold rows, about 3 epochs of the bundled train splits at 16 rows a step, with
+#: the learning rate a 110M-parameter encoder takes (the MiniLM's 1e-4 makes it diverge).
+ACCURATE_STEPS = 3000
+ACCURATE_LEARNING_RATE = 2e-5
+#: The teacher soft labels the default run distils from: all-mpnet-base-v2 fold teachers' mean
+#: probabilities on the bundled training rows, each a second target of its gold row (no extra
+#: rows, so no extra steps within the CPU budget). Pinned: a swapped file fails the run.
+#: docs/model.md ("Distillation on the training rows") has the measurement that chose it.
+DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v3.csv.gz"
+DEFAULT_SOFT_LABELS_SHA256 = "d936807474cc73f1b32fe208785746da3120c841c4d96f6368eeaa5659c6336a"
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Paths may be given as strings (DAG params are JSON)."""
+
+    registry: Path
+    base_model: str = ""
+    train_files: list[Path] = field(default_factory=lambda: list(DEFAULT_TRAIN_FILES))
+    dev_files: list[Path] = field(default_factory=lambda: list(DEFAULT_DEV_FILES))
+    #: The fixed split the gate compares candidate and production on; None = dev_files.
+    eval_files: list[Path] | None = None
+    #: Entity-level dev files (``id,text,entity,label``): the card's entity figures, the gate's
+    #: entity comparison and the int8 check of entity verdicts; empty = none.
+    entity_dev_files: list[Path] = field(default_factory=list)
+    epochs: int = 3
+    batch_size: int = 16  # more updates per CPU-second: short runs learn more (behavioural tests pass)
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    seed: int = 42
+    max_train_rows: int | None = None
+    #: Stop after this many optimiser steps (fixed-compute comparisons, e.g. cross-validation).
+    max_steps: int | None = None
+    #: Loss weights per class: "balanced" = n / (k · count), "sqrt" = its square root (milder).
+    class_weighting: Literal["balanced", "sqrt", "none"] = "sqrt"
+    #: Dev evaluations per epoch (early stopping granularity) and how many without gain to stop.
+    evals_per_epoch: int = 2
+    patience: int = 3
+    #: Which weights the run registers: "best" = the best dev checkpoint (early stopping on the
+    #: dev files), "last" = the weights at the final step. Fixed-compute comparisons use "last":
+    #: a small dev slice picking among checkpoints adds noise larger than the effect measured.
+    keep: Literal["best", "last"] = "best"
+    #: Freeze the 30k×d word-embedding matrix: ~half the parameters, little accuracy, much time.
+    freeze_embeddings: bool = True
+    #: Wall-clock budget of the fine-tuning loop: when spent, training stops and the best
+    #: checkpoint so far is kept (CPU runs stay within their slot; a GPU finishes every epoch).
+    time_budget_s: float | None = None
+    #: Folder of the resumable checkpoint (models/sentiment/checkpoint.py): a retried run continues from its
+    #: last dev evaluation instead of step 0. None = no checkpoint.
+    checkpoint_dir: Path | None = None
+    #: Teacher soft labels (models/sentiment/soft_labels.py artifact) to distil from; None = gold labels only.
+    soft_labels: Path | None = None
+    #: The sha256 the artifact must have ("" = the one in its manifest); a mismatch fails the run.
+    soft_labels_sha256: str = ""
+    #: Loss = class-weighted cross-entropy on gold rows + ``distill_alpha`` · T² · KL(teacher_T ‖
+    #: student_T) on soft-labelled rows, T = ``distill_temperature``.
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    #: Which soft labels the run uses. "unlabelled": rows the gold set lacks become extra soft rows,
+    #: soft labels of gold texts are dropped (the gold label wins). "gold": a soft label of a gold
+    #: row becomes that row's second target (cross-entropy + the distillation term: Hinton's
+    #: distillation on the training set, no extra rows and so no extra steps), other texts are
+    #: dropped. "both": the two together. "auto": "gold" for an artifact whose manifest says it
+    #: labels training rows (``"kind": "training-rows"``), else "unlabelled".
+    distill_rows: Literal["auto", "unlabelled", "gold", "both"] = "auto"
+    #: "teacher" registers a model that makes soft labels and is never promoted.
+    role: Literal["student", "teacher"] = "student"
+    #: The serving tier the model is for: "accurate" models get their own production pointer
+    #: (``production-accurate``) and never replace the fast tier's (models/sentiment/registry.py).
+    tier: Literal["fast", "accurate"] = "fast"
+    #: Refuse inputs whose licence forbids commercial use (PhraseBank, the bundled soft labels).
+    commercial_only: bool = False
+    promote: bool = True
+    f1_floor: float = DEFAULT_F1_FLOOR
+    quantize_check: bool = True
+    #: Analyst feedback, snapshotted into a CSV first. ``feedback`` reads it: the caller (the
+    #: CLI, the DAG, via :func:`newspulse.wiring.feedback_source`) decides where from, so
+    #: models/ never opens a store itself.
+    include_feedback: bool = False
+    feedback: Callable[[], Iterable[Feedback]] | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.registry = Path(self.registry)
+        self.train_files = [Path(p) for p in self.train_files]
+        self.dev_files = [Path(p) for p in self.dev_files]
+        if self.eval_files is not None:
+            self.eval_files = [Path(p) for p in self.eval_files]
+        self.entity_dev_files = [Path(p) for p in self.entity_dev_files]
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = Path(self.checkpoint_dir)
+        if self.soft_labels is not None:
+            self.soft_labels = Path(self.soft_labels)
+        if self.distill_alpha < 0 or self.distill_temperature <= 0:
+            raise BadInput("distill_alpha must be ≥ 0 and distill_temperature > 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
+            raise BadInput("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+
+    @property
+    def gate_files(self) -> list[Path]:
+        return list(self.eval_files) if self.eval_files else list(self.dev_files)
+
+    def params(self) -> dict[str, Any]:
+        skip = {"registry", "train_files", "dev_files", "eval_files", "entity_dev_files", "feedback", "progress", "checkpoint_dir"}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k not in skip}
+
+
+def default_config(settings, distill: bool = True, **overrides: Any) -> TrainConfig:
+    """The production retraining run: the bundled train splits (story-level PhraseBank and
+    Twitter, entity-level SEntFiN) + analyst feedback, distilled from the bundled teacher soft
+    labels (``distill``; an explicit ``soft_labels`` replaces them), a fixed
+    :data:`DEFAULT_STEPS` steps keeping the last weights, gated on the fixed evaluation split. Bundled
+    files that a deployment removed (e.g. PhraseBank, for its non-commercial licence) are left
+    out, and ``commercial_only=True`` leaves out every non-commercial one, the soft labels too
+    (their teacher learned from PhraseBank)."""
+    commercial = bool(overrides.get("commercial_only"))
+    cfg = dict(
+        registry=settings.model_registry,
+        base_model=settings.base_model,
+        train_files=_bundled(DEFAULT_TRAIN_FILES, commercial),
+        dev_files=_bundled(DEFAULT_DEV_FILES, commercial),
+        eval_files=_bundled(DEFAULT_EVAL_FILES, commercial),
+        entity_dev_files=[p for p in DEFAULT_ENTITY_DEV_FILES if p.exists()],
+        include_feedback=True,
+        device=settings.device,
+        max_steps=DEFAULT_STEPS,
+        keep="last",
+    )
+    if distill and not commercial and "soft_labels" not in overrides:
+        if DEFAULT_SOFT_LABELS.exists():
+            cfg.update(soft_labels=DEFAULT_SOFT_LABELS, soft_labels_sha256=DEFAULT_SOFT_LABELS_SHA256)
+        else:
+            log.warning("bundled soft labels %s are missing; training on the gold labels alone", DEFAULT_SOFT_LABELS)
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+def accurate_config(settings, **overrides: Any) -> TrainConfig:
+    """The accurate tier's retraining run: the default run's data, feedback, gate and int8 check,
+    but all-mpnet-base-v2 (``NEWSPULSE_ACCURATE_BASE_MODEL``: the folder ``python -m
+    newspulse.models.sentiment.teacher fetch`` wrote) fine-tuned on the gold labels with its own learning
+    rate and :data:`ACCURATE_STEPS` steps, registered as tier ``accurate``. No distillation: the
+    bundled soft labels come from this very encoder."""
+    base = overrides.pop("base_model", None) or settings.accurate_base_model
+    if not base:
+        raise BadInput(
+            "the accurate tier needs all-mpnet-base-v2: fetch it with `python -m newspulse.models.sentiment.teacher fetch --dest DIR` "
+            "and set NEWSPULSE_ACCURATE_BASE_MODEL=DIR/all-mpnet-base-v2 (or pass --base-model)"
+        )
+    return default_config(settings, distill=False, **({"base_model": base, "tier": "accurate", "max_steps": ACCURATE_STEPS, "learning_rate": ACCURATE_LEARNING_RATE} | overrides))
+
+
+def _bundled(files: tuple[Path, ...], commercial_only: bool) -> list[Path]:
+    present = [p for p in files if p.exists()]
+    for p in set(files) - set(present):
+        log.warning("bundled data file %s is missing; training without it", p)
+    if not present:
+        raise DataError(f"none of the bundled data files {[str(p) for p in files]} exists; pass --train/--dev")
+    return commercial_defaults(present) if commercial_only else present
+
+
+def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None) -> TrainConfig:
+    """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
+    :func:`default_config`; ``data_sources`` names the training CSVs; ``distill: false`` trains
+    on the gold labels alone; ``tier: accurate`` starts from :func:`accurate_config`."""
+    mapping = config_fields()  # declared once, with the DAG params (models/sentiment/train_options.py)
+    overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
+    if params.get("tier") == "accurate":
+        return accurate_config(settings, progress=False, feedback=feedback, **overrides)
+    return default_config(settings, distill=params.get("distill") is not False, progress=False, feedback=feedback, **overrides)

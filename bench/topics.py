@@ -19,12 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=ROOT / "models" / "topics" / "bundled", help="topic-model folder (default: the bundled one)")
+    ap.add_argument("--model", type=Path, default=DEFAULT_TOPIC_MODEL, help="topic-model folder (default: the bundled one)")
     ap.add_argument("--test", type=Path, default=None, help="held-out CSV (text,labels) to score the model on")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "topics.json")
     args = ap.parse_args()

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_sections, provenance; also when loaded by path
 
 from provenance import commit, cpu_model  # noqa: E402
-from report_sections import alerts, entities, faults, gpu, model, pipeline, rebalance, retrain, topics  # noqa: E402
+from report_sections import alerts, entities, faults, gpu, model, pipeline, rebalance, retrain, tiers, topics  # noqa: E402
 from report_sections.base import MARKS, MET, NOT_MEASURED, NOT_MET, Row, fmt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ TITLES = {
     **faults.TITLES,
     **topics.TITLES,
     **entities.TITLES,
+    **tiers.TITLES,
 }
 #: A results file whose figures read better as its own table than as the flattened key list.
 FIGURE_TABLES = {"faults": faults.faults_table}
@@ -94,6 +95,8 @@ def summary_rows(results: dict[str, dict]) -> list[Row]:
         *pipeline.pipeline_rows(r("pipeline")),
         *pipeline.latency_rows(r("pipeline")),
         *model.sentiment_rows(r("model"), r("distill_cv")),
+        *tiers.teacher_rows(r("teacher")),
+        *tiers.cascade_rows(r("cascade")),
         *topics.topic_rows(r("topics")),
         *model.speed_rows(r("model")),
         *retrain.retrain_rows(r("retrain")),
@@ -114,6 +117,8 @@ def write_plots(results: dict[str, dict], plots: Path) -> list[tuple[str, Path]]
         ("Pipeline stage costs", pipeline.plot_stage_costs(results.get("pipeline"), plots / "stage_costs.png")),
         ("Latency per backend", pipeline.plot_latency(results.get("pipeline"), plots / "latency.png")),
         ("Alert delay", alerts.plot_alert_delays(results.get("alerts"), plots / "alert_delay.png")),
+        ("Accurate tier: learning curve", tiers.plot_teacher_curve(results.get("teacher"), plots / "teacher_curve.png")),
+        ("Cascade: accuracy against speed", tiers.plot_cascade(results.get("cascade"), plots / "cascade.png")),
     ]
     kept = [(caption, path) for caption, path in made if path is not None]
     for stale in set(plots.glob("*.png")) - {path for _, path in kept}:  # a plot its data no longer allows

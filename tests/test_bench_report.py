@@ -219,3 +219,30 @@ def test_entity_figures_count_only_for_the_default_recipe(report):
     short = report.entities.entity_rows(run | {"steps": 800})
     assert all(row.verdict.startswith("not measured: a 800-step run") for row in short)
     assert all(row.verdict.startswith("not measured") for row in report.entities.entity_rows(None))
+
+
+def test_teacher_converges_only_with_enough_epochs_and_seeds(report, tmp_path):
+    curve = [{"step": 712 * i, "epoch": 0.5 * i, "dev_macro_f1": 0.80 + 0.01 * i, "loss": 0.5} for i in range(1, 7)]
+    one_seed = {"runs": [{"seed": 42, "history": curve}]}
+    [row] = report.tiers.teacher_rows(one_seed)
+    assert row.verdict == "not met" and "seed 42: 3.00 epochs, dev macro-F1 0.860" in row.measured
+    [row] = report.tiers.teacher_rows({"runs": [{"seed": 42, "history": curve}, {"seed": 7, "history": curve}]})
+    assert row.verdict == "met"
+    [row] = report.tiers.teacher_rows(None)
+    assert row.verdict.startswith("not measured")
+    assert report.tiers.plot_teacher_curve(one_seed, tmp_path / "curve.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_cascade_targets_are_read_at_the_production_threshold_and_need_the_speed_floor(report, tmp_path):
+    def point(t, acc, ratio):
+        return {"threshold": t, "phrasebank_routed": t / 2, "phrasebank_accuracy": acc, "phrasebank_macro_f1": acc - 0.02,
+                "phrasebank_100_accuracy": 0.99, "twitter_weighted_f1": 0.885, "ratio_vs_bert_base": ratio}
+
+    cascade = {"default_threshold": 0.7, "curve": [point(0.0, 0.85, 30.0), point(0.7, 0.885, 9.0), point(1.01, 0.89, 1.2)]}
+    rows = report.tiers.cascade_rows(cascade)
+    assert verdict_of(rows, "Cascade", "PhraseBank accuracy") == "met" and "threshold 0.7" in rows[0].measured
+    assert verdict_of(rows, "Cascade", "macro-F1") == "met"
+    slow = report.tiers.cascade_rows(cascade | {"default_threshold": 1.01})
+    assert verdict_of(slow, "Cascade", "PhraseBank accuracy") == "not met"  # accurate enough, but 1.2× BERT-base
+    assert all(r.verdict.startswith("not measured") for r in report.tiers.cascade_rows(None))
+    assert report.tiers.plot_cascade(cascade, tmp_path / "cascade.png").read_bytes().startswith(PNG_MAGIC)

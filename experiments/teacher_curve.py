@@ -1,0 +1,69 @@
+"""Issue 26, item 1: the all-mpnet-base-v2 classifier (the accurate tier and the distillation
+teacher) trained with the accurate tier's fixed recipe, with its learning curve.
+
+It runs exactly what ``newspulse model train --tier accurate`` runs (:func:`accurate_config`: the
+bundled train splits, gold labels, :data:`ACCURATE_STEPS` steps at 16 rows, learning rate
+:data:`ACCURATE_LEARNING_RATE`), plus a resumable checkpoint under ``--workdir`` so an
+interrupted run (a killed process, a machine that goes away) continues from its last dev
+evaluation with bit-identical results. Dev macro-F1 (PhraseBank + Twitter dev) is evaluated
+``--evals-per-epoch`` times per epoch; that history is the learning curve. The registered model
+is gated and promoted to ``production-accurate`` in the ``--workdir`` registry, so
+``bench/cascade.py`` can measure the cascade with it.
+
+    NEWSPULSE_ACCURATE_BASE_MODEL=DIR/all-mpnet-base-v2 \\
+        python experiments/teacher_curve.py --workdir /scratch/teacher --seed 42
+
+Results: ``bench/results/teacher.json`` (one entry per seed: the curve, the card's dev figures,
+steps, seconds and the machine); BENCHMARKS.md plots the curve.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from newspulse.models.train import ACCURATE_STEPS, accurate_config, train
+from newspulse.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "teacher.json"
+
+
+def run(workdir: Path, seed: int, evals_per_epoch: int, steps: int) -> dict:
+    """Train (or resume) one seed and return its results entry."""
+    settings = load_settings(model_registry=workdir / "registry")
+    cfg = accurate_config(settings, seed=seed, evals_per_epoch=evals_per_epoch, max_steps=steps, checkpoint_dir=workdir / f"checkpoint-seed{seed}", include_feedback=False)
+    started = time.monotonic()
+    card = train(cfg)
+    return {
+        "seed": seed,
+        "version": card.version,
+        "steps": steps,
+        "evals_per_epoch": evals_per_epoch,
+        "seconds_this_process": round(time.monotonic() - started, 1),
+        "history": card.training.get("history", []) if isinstance(card.training, dict) else [],
+        "metrics": card.metrics,
+        "gate": card.gate,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, required=True, help="scratch folder outside git: registry and checkpoints")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--evals-per-epoch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=ACCURATE_STEPS)
+    args = ap.parse_args()
+    entry = run(args.workdir, args.seed, args.evals_per_epoch, args.steps)
+    entry["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, shared with other work"
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
+    results["runs"] = [r for r in results["runs"] if r["seed"] != args.seed] + [entry]
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps({k: entry[k] for k in ("seed", "version", "metrics")}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,8 @@ to the accurate tier, PhraseBank accuracy / macro-F1 / accuracy on 100 %-agreeme
 Twitter weighted-F1, and sentences/s, as a ratio to FinBERT-sized BERT-base fp32 timed in the
 same run. Both tiers score every dev row once (so each threshold's verdicts are exact), and the
 cascade's speed at ``t`` is computed from the two tiers' measured speeds on the PhraseBank dev
-mix: ``n / (n / fast + routed / accurate)``. Both tiers serve at the precision their cards'
+mix: ``n / (n / fast + routed / accurate)``. ``default_threshold`` records the threshold production
+uses (``NEWSPULSE_CASCADE_THRESHOLD``), the point BENCHMARKS.md reads the targets at. Both tiers serve at the precision their cards'
 int8 gate allows (``NEWSPULSE_QUANTIZE=auto``). Results go to ``bench/results/cascade.json``.
 
     python bench/cascade.py                        # the settings' registry
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="what the run measured (machine state)")
     parser.add_argument("--out", type=Path, default=RESULTS / "cascade.json")
     args = parser.parse_args(argv)
-    registry = Registry(args.registry or get_settings().model_registry)
+    settings = get_settings()
+    registry = Registry(args.registry or settings.model_registry)
     for tier in ("fast", "accurate"):
         if registry.production_version(tier) is None:
             print(f"no {tier}-tier model promoted in {registry.path}: nothing to measure (train one with `newspulse model train --tier {tier}`)", file=sys.stderr)
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     result = curve(registry, tuple(args.thresholds), args.rows, args.rounds)
     result.update(
+        default_threshold=settings.cascade_threshold,
         note=args.note,
         load_average_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
         cores=len(os.sched_getaffinity(0)),

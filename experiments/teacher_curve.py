@@ -25,7 +25,8 @@ import platform
 import time
 from pathlib import Path
 
-from newspulse.models.train import ACCURATE_STEPS, accurate_config, train
+from newspulse.models.sentiment.config import ACCURATE_STEPS, accurate_config
+from newspulse.models.sentiment.train import train
 from newspulse.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

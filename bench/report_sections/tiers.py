@@ -84,12 +84,7 @@ def plot_teacher_curve(teacher: dict | None, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for run in runs:
         ax.plot([p["epoch"] for p in run["history"]], [p["dev_macro_f1"] for p in run["history"]], marker="o", label=f"seed {run['seed']}")
-    ax.set_xlabel("epochs over the training rows")
-    ax.set_ylabel("dev macro-F1 (PhraseBank + Twitter)")
-    ax.set_title("all-mpnet-base-v2 classifier: learning curve")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save(fig, out)
+    return _labelled(fig, ax, "epochs over the training rows", "dev macro-F1 (PhraseBank + Twitter)", "all-mpnet-base-v2 classifier: learning curve", out)
 
 
 def plot_cascade(cascade: dict | None, out: Path) -> Path | None:
@@ -107,9 +102,14 @@ def plot_cascade(cascade: dict | None, out: Path) -> Path | None:
         ax.annotate(f"{p['threshold']:g}", (p["ratio_vs_bert_base"], p.get("phrasebank_accuracy")), fontsize=7, xytext=(2, 3), textcoords="offset points")
     ax.axvline(CASCADE_MIN_RATIO, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("sentences/s ÷ BERT-base fp32 (same run)")
-    ax.set_ylabel("dev score")
-    ax.set_title("Cascade: accuracy against speed per threshold")
+    return _labelled(fig, ax, "sentences/s ÷ BERT-base fp32 (same run)", "dev score", "Cascade: accuracy against speed per threshold", out)
+
+
+def _labelled(fig, ax, xlabel: str, ylabel: str, title: str, out: Path) -> Path:
+    """Axis labels, title, grid and legend, then the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return save(fig, out)

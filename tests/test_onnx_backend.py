@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from newspulse.models.backends import int8_outliers
 from newspulse.models.backends import onnx as onnx_backend
 from newspulse.models.backends.onnx import OnnxUnavailable
 from newspulse.models.sentiment.predict import SentimentModel
@@ -140,6 +141,72 @@ def test_a_model_whose_int8_flips_verdicts_on_one_split_serves_fp32(registry):
     registry.write_card(card)
     served = SentimentModel.from_dir(path, device="cpu", quantize="auto", card=card)
     assert (served.backend.name, served.quantized) == ("onnxruntime", False)
+
+
+def test_the_int8_classifier_keeps_its_outlier_channels_in_fp32_and_builds_the_same_file_twice(registry, tmp_path):
+    """Issue 26 item 4: the served int8 recipe moves each MatMul input's outlier channels (chosen
+    on training text) to fp32 side MatMuls, the quantiser leaves those alone, and the same model
+    and calibration rows give the same bytes."""
+    import onnx
+
+    path = registry.version_dir("v1")
+    built = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        with onnx_backend.onnxruntime_quiet():
+            built.append(onnx_backend.build_onnx(path, tmp_path / name, "int8"))
+    assert built[0].read_bytes() == built[1].read_bytes()
+    nodes = onnx.load(str(built[0])).graph.node
+    side = [n for n in nodes if n.name.endswith(int8_outliers.OUTLIER_SUFFIX)]
+    assert side and {n.op_type for n in side} == {"MatMul"}
+    assert any(n.op_type == "MatMulInteger" for n in nodes)
+
+
+def test_moving_the_outlier_channels_to_fp32_leaves_the_fp32_logits_unchanged(registry, tmp_path):
+    """The rewrite before quantisation is exact: y = x_inliers W' + x_outliers W[outliers]."""
+    import onnxruntime as ort
+
+    path = registry.version_dir("v1")
+    with onnx_backend.onnxruntime_quiet():
+        exported, _ = onnx_backend.export_graph(path, tmp_path)
+    feeds = int8_outliers.calibration_feeds(path, TEXTS, ["input_ids", "attention_mask", "token_type_ids"])
+    side = int8_outliers.split_outlier_channels(exported, tmp_path / "split.onnx", feeds)
+    assert len(side) == 2 * 6  # 2 layers × (query, key, value, attention output, FFN in, FFN out); pooler and head are Gemms
+    plain, split = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (exported, tmp_path / "split.onnx"))
+    for feed in int8_outliers.calibration_feeds(path, [t + " More words here." for t in TEXTS], ["input_ids", "attention_mask", "token_type_ids"], batch_size=3):
+        np.testing.assert_allclose(split.run(None, feed)[0], plain.run(None, feed)[0], atol=1e-5)
+
+
+def test_other_calibration_rows_give_another_int8_export(registry, monkeypatch):
+    path = registry.version_dir("v1")
+    before = onnx_backend.cache_key(path, precision="int8")
+    assert onnx_backend.cache_key(path, precision="fp32") != before
+    monkeypatch.setattr(onnx_backend, "calibration_texts", lambda: ("Another calibration row.",))
+    assert onnx_backend.cache_key(path, precision="int8") != before
+
+
+def test_the_calibration_rows_are_commercially_licensed_training_text_never_dev():
+    from newspulse.models.sentiment.data import PHRASEBANK_DEV, SENTFIN_DEV, TWITTER_DEV, read_entity_csv, read_labelled_csv
+    from newspulse.models.sentiment.entities import mark
+
+    rows = int8_outliers.calibration_texts()
+    assert len(rows) == int8_outliers.CALIBRATION_ROWS and rows == int8_outliers.calibration_texts.__wrapped__()
+    dev = set(read_labelled_csv(PHRASEBANK_DEV)["text"]) | set(read_labelled_csv(TWITTER_DEV)["text"])
+    entities = read_entity_csv(SENTFIN_DEV)
+    dev |= {mark(t, s) for t, s in zip(entities["text"], entities["spans"])}
+    assert not dev & set(rows)
+
+
+def test_the_gates_int8_check_scores_the_outlier_channel_recipe(registry):
+    import onnx
+
+    path = registry.version_dir("v1")
+    texts = [f"{t} ({i})" for i in range(5) for t in TEXTS]
+    labels = SentimentModel.from_dir(path, device="cpu", quantize="off").predict(texts)
+    check = onnx_backend.int8_check(path, registry.card("v1"), texts, labels, labels, 0.99, 0.005, batch_sizes=(4,))
+    assert check["recipe"] == onnx_backend.INT8_RECIPE.name == "outlier-channels-fp32" and "outlier channels" in check["method"]
+    served = onnx.load(str(onnx_backend.onnx_path(path, "int8"))).graph.node
+    assert any(n.name.endswith(int8_outliers.OUTLIER_SUFFIX) for n in served)
 
 
 def test_batches_run_side_by_side_one_core_each_with_the_same_results(registry):

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_sections, provenance; also when loaded by path
 
 from provenance import commit, cpu_model  # noqa: E402
-from report_sections import alerts, entities, faults, gpu, model, pipeline, rebalance, retrain, tiers, topics  # noqa: E402
+from report_sections import alerts, entities, faults, gpu, int8, model, pipeline, rebalance, retrain, tiers, topics  # noqa: E402
 from report_sections.base import MARKS, MET, NOT_MEASURED, NOT_MET, Row, fmt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,7 @@ TITLES = {
     **pipeline.TITLES,
     **rebalance.TITLES,
     **model.TITLES,
+    **int8.TITLES,
     "store": "Stores: bulk indexing and dashboard query latency (bench/store.py)",
     "store_10k": "Stores at 10,000 articles, SQLite and Elasticsearch (bench/store.py)",
     "summaries": "Summaries: ROUGE against lead baselines (bench/summaries.py)",
@@ -46,7 +47,7 @@ TITLES = {
     **tiers.TITLES,
 }
 #: A results file whose figures read better as its own table than as the flattened key list.
-FIGURE_TABLES = {"faults": faults.faults_table}
+FIGURE_TABLES = {"faults": faults.faults_table, "int8": int8.int8_table}
 DATE_KEYS = ("started_at", "created_at", "measured_at", "generated_at")
 #: Which command writes which results file, then the GPU run (bench/device_run.sh points here).
 HOW_TO_MEASURE = """## How to measure
@@ -56,6 +57,7 @@ HOW_TO_MEASURE = """## How to measure
 | `make bench` | model, pipeline, rebalance, store, store_10k, summaries, alerts, topics `.json`, then this file | ≤ 15 min aimed |
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
 | `make topics-model` | retrains models/topics/bundled, then topics.json | ~17 min on a loaded machine |
+| `python bench/int8.py` (`--arms …` for some) | int8.json (every quantisation arm per dev split and batch size) | ~3 min per arm under load |
 | `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
 | `python bench/entities.py [--steps N --seeds …]` | entities.json (joint and story-only models trained and evaluated per seed) | ~20 min per seed on 2 idle cores |
 | `python experiments/distill_cv.py folds`, `fit …`, `report` | distill_cv.json | hours (one run per fold and arm) |
@@ -91,6 +93,7 @@ def summary_rows(results: dict[str, dict]) -> list[Row]:
     r = results.get
     return [
         *model.cpu_rows(r("model")),
+        *int8.int8_rows(r("int8")),
         *gpu.gpu_rows(r("gpu")),
         *pipeline.pipeline_rows(r("pipeline")),
         *pipeline.latency_rows(r("pipeline")),

@@ -46,12 +46,12 @@ VARIANTS = ("joint", "story-only")
 def train_variant(variant: str, seed: int, steps: int) -> dict:
     """Train and evaluate one model (in this process); the figures of its card."""
     from newspulse.models.sentiment.data import SENTFIN_TRAIN
-    from newspulse.models.sentiment.config import default_config
+    from newspulse.models.sentiment.config import TrainConfig
     from newspulse.models.sentiment.train import train
     from newspulse.settings import get_settings
 
     with tempfile.TemporaryDirectory(prefix=f"newspulse-entities-{variant}-") as tmp:
-        cfg = default_config(get_settings(), registry=Path(tmp) / "registry", max_steps=steps, seed=seed, include_feedback=False, promote=False, progress=False)
+        cfg = TrainConfig.production(get_settings(), registry=Path(tmp) / "registry", max_steps=steps, seed=seed, include_feedback=False, promote=False, progress=False)
         if variant == "story-only":
             cfg.train_files = [p for p in cfg.train_files if p != SENTFIN_TRAIN]
         started = time.perf_counter()

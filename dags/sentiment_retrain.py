@@ -38,7 +38,7 @@ default_args = {
 
 
 def _config():
-    """The run's TrainConfig from its params (defaults: newspulse.models.sentiment.config.default_config)."""
+    """The run's TrainConfig from its params (defaults: newspulse.models.sentiment.config.TrainConfig.production)."""
     from newspulse.models.sentiment.config import config_from_params
     from newspulse.settings import load_settings
     from newspulse.wiring import feedback_source

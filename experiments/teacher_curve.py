@@ -1,7 +1,7 @@
 """Issue 26, item 1: the all-mpnet-base-v2 classifier (the accurate tier and the distillation
 teacher) trained with the accurate tier's fixed recipe, with its learning curve.
 
-It runs exactly what ``newspulse model train --tier accurate`` runs (:func:`accurate_config`: the
+It runs exactly what ``newspulse model train --tier accurate`` runs (``TrainConfig.production(settings, "accurate")``: the
 bundled train splits, gold labels, :data:`ACCURATE_STEPS` steps at 16 rows, learning rate
 :data:`ACCURATE_LEARNING_RATE`), plus a resumable checkpoint under ``--workdir`` so an
 interrupted run (a killed process, a machine that goes away) continues from its last dev
@@ -25,7 +25,7 @@ import platform
 import time
 from pathlib import Path
 
-from newspulse.models.sentiment.config import ACCURATE_STEPS, accurate_config
+from newspulse.models.sentiment.config import ACCURATE_STEPS, TrainConfig
 from newspulse.models.sentiment.train import train
 from newspulse.settings import load_settings
 
@@ -36,7 +36,7 @@ RESULTS = ROOT / "bench" / "results" / "teacher.json"
 def run(workdir: Path, seed: int, evals_per_epoch: int, steps: int) -> dict:
     """Train (or resume) one seed and return its results entry."""
     settings = load_settings(model_registry=workdir / "registry")
-    cfg = accurate_config(settings, seed=seed, evals_per_epoch=evals_per_epoch, max_steps=steps, checkpoint_dir=workdir / f"checkpoint-seed{seed}", include_feedback=False)
+    cfg = TrainConfig.production(settings, "accurate", seed=seed, evals_per_epoch=evals_per_epoch, max_steps=steps, checkpoint_dir=workdir / f"checkpoint-seed{seed}", include_feedback=False)
     started = time.monotonic()
     card = train(cfg)
     return {

@@ -7,15 +7,17 @@ one line and the exit code of their kind (docs/cli.md).
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from newspulse.console import command_app, echo_json
 from newspulse.console import settings_or_exit as _settings
 from newspulse.errors import BadInput
+from newspulse.models.sentiment.train_options import TRAIN_OPTIONS, TrainOption
 from newspulse.settings import Settings
 
 app = command_app("Train, evaluate and manage the sentiment and topic models.")
@@ -24,63 +26,19 @@ app = command_app("Train, evaluate and manage the sentiment and topic models.")
 JSON_HELP = "Print one JSON document on stdout and nothing else."
 
 
-class Tier(str, Enum):
-    """Serving tiers a training run can produce (models/sentiment/registry.py ``TIERS``)."""
-
-    fast = "fast"
-    accurate = "accurate"
-
-
-@app.command()
-def train(
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default from the default config).")] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="HF id or local path (default NEWSPULSE_BASE_MODEL / packaged MiniLM).")] = None,
-    train_file: Annotated[Optional[list[Path]], typer.Option("--train", help="Labelled CSV (text,label, or entity-level id,text,entity,label); repeat for several. Default: bundled PhraseBank + Twitter + SEntFiN train (those present).")] = None,
-    dev_file: Annotated[Optional[list[Path]], typer.Option("--dev", help="Dev CSV of the training history; repeatable.")] = None,
-    eval_file: Annotated[Optional[list[Path]], typer.Option("--eval", help="Fixed evaluation CSV the gate compares on; repeatable.")] = None,
-    max_train_rows: Annotated[Optional[int], typer.Option(help="Subsample training rows (stratified).")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token window while training.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Optimiser steps of the fixed recipe (default 2200: the same model for a seed on a busy or an idle machine, about 7 minutes of fine-tuning on 2 idle CPU cores).")] = None,
-    time_budget: Annotated[Optional[float], typer.Option(help="Also stop fine-tuning after this many seconds (default: none; the step count alone decides).")] = None,
-    feedback: Annotated[bool, typer.Option(help="Add analyst feedback labels from the store.")] = True,
-    distill: Annotated[bool, typer.Option("--distill/--no-distill", help="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz, sha256 pinned); --no-distill trains on the gold labels alone. Off with --commercial-only.")] = True,
-    soft_labels: Annotated[Optional[Path], typer.Option("--soft-labels", help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).")] = None,
-    commercial_only: Annotated[bool, typer.Option("--commercial-only", help="Refuse inputs not licensed for commercial use (PhraseBank is CC BY-NC-SA; every bundled soft-label file is non-commercial); defaults become the commercially usable bundled sets, without distillation.")] = False,
-    promote: Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")] = True,
-    tier: Annotated[Tier, typer.Option(help="fast: the MiniLM every article is scored by. accurate: all-mpnet-base-v2 (NEWSPULSE_ACCURATE_BASE_MODEL) with its own learning rate and 3,000 steps, gated against and promoted to the accurate tier's own pointer; the processor consults it for the fast tier's least-confident stories (NEWSPULSE_CASCADE_THRESHOLD).")] = Tier.fast,
-    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")] = False,
-) -> None:
+def train(**options: Any) -> None:
     """Fine-tune a classifier, register it as a new version and (gate permitting) promote it."""
     from newspulse.models.backends.onnx import require_torch
-    from newspulse.models.sentiment.config import accurate_config, default_config
+    from newspulse.models.sentiment.config import config_from_params
     from newspulse.models.sentiment.train import train as run_training
     from newspulse.wiring import feedback_source
 
     settings = _settings()
     require_torch("training")  # one line instead of an import error deep in the training loop
-    overrides = {
-        k: v
-        for k, v in dict(
-            epochs=epochs,
-            base_model=base_model,
-            train_files=train_file or None,
-            dev_files=dev_file or None,
-            eval_files=eval_file or None,
-            max_train_rows=max_train_rows,
-            max_length=max_length,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_steps=steps,
-            time_budget_s=time_budget,
-            soft_labels=soft_labels,
-        ).items()
-        if v is not None
-    }
-    # a bad option combination or data file raises BadInput (DataError), which the group reports
-    common = dict(include_feedback=feedback, feedback=feedback_source(settings), promote=promote, commercial_only=commercial_only, **overrides)
-    cfg = accurate_config(settings, **common) if tier is Tier.accurate else default_config(settings, distill=distill, **common)
+    promote, as_json = options.pop("promote"), options.pop("as_json")
+    params = {option.param: _plain(options[option.cli]) for option in TRAIN_OPTIONS if option.cli is not None}
+    # a bad option combination, value or data file raises BadInput (DataError), which the group reports
+    cfg = config_from_params(params, settings, feedback_source(settings), progress=True, promote=promote)
     card = run_training(cfg)
     if as_json:
         echo_json(card.model_dump(mode="json"))
@@ -96,6 +54,44 @@ def train(
         typer.echo(f"gate: {'PROMOTED' if card.gate.promote else 'kept production'} ({card.gate.reason})")
     use = {True: "all inputs allow commercial use", False: "NOT for commercial use (see licences in the card)", None: "an input's licence is unknown"}
     typer.echo(f"licences: {use[card.licences.get('commercial_use')]}")
+
+
+def _plain(value: Any) -> Any:
+    """A choice option's value as the string the declaration names."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _train_option(option: TrainOption) -> inspect.Parameter:
+    """``newspulse model train``'s parameter for a declared retraining option (train_options.py).
+    Not given, it is None (an empty list for a repeatable one): the run's default applies, as
+    for an empty DAG param. Switches and choices default to the declared default."""
+    limits = {key: value for key, value in (("min", option.minimum), ("max", option.maximum)) if value is not None}
+    decls = [option.flag] if option.flag else []
+    kind = option.cli_type
+    if isinstance(kind, tuple):
+        choices = Enum(option.cli.title(), {choice: choice for choice in kind}, type=str)  # type: ignore[misc]
+        annotation, default = choices, choices(option.default)
+    elif kind is bool:
+        annotation, default = bool, option.default
+    else:
+        annotation, default = Optional[kind], None
+    help_text = option.cli_help or option.description
+    return inspect.Parameter(option.cli, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, typer.Option(*decls, help=help_text, **limits)])
+
+
+def _build_train_command() -> None:
+    """Register ``train`` with one option per declared retraining option, then the options that
+    are not training options: the gate and the output format."""
+    parameters = [_train_option(option) for option in TRAIN_OPTIONS if option.cli is not None] + [
+        inspect.Parameter("promote", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=Annotated[bool, typer.Option(help="Apply the promotion gate (production moves only if not worse).")]),
+        inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--json", help=JSON_HELP + " The model card.")]),
+    ]
+    train.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    train.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    app.command()(train)
+
+
+_build_train_command()
 
 
 @app.command()
@@ -268,13 +264,13 @@ def ensure_model(settings: Settings) -> None:
         typer.echo(f"Using production model {version} from {settings.model_registry}", err=True)
         return
     from newspulse.models.backends.onnx import require_torch
-    from newspulse.models.sentiment.config import default_config
+    from newspulse.models.sentiment.config import TrainConfig
     from newspulse.models.sentiment.train import train
     from newspulse.wiring import feedback_source
 
     require_torch(f"training the default classifier (no production model in {settings.model_registry})")
     typer.echo(f"No production model in {settings.model_registry}: fine-tuning the default classifier (a few minutes on CPU)…", err=True)
-    card = train(default_config(settings, feedback=feedback_source(settings)))
+    card = train(TrainConfig.production(settings, feedback=feedback_source(settings)))
     typer.echo(f"Trained {card.version}", err=True)
 
 

@@ -204,10 +204,10 @@ def test_gate_measures_a_production_model_without_entity_figures_on_the_candidat
 
 # --- the fixed recipe -----------------------------------------------------------------------------
 def test_default_retraining_is_a_fixed_step_count_on_story_and_entity_rows(np_env):
-    from newspulse.models.sentiment.config import DEFAULT_STEPS, config_from_params, default_config
+    from newspulse.models.sentiment.config import DEFAULT_STEPS, TrainConfig, config_from_params
     from newspulse.settings import get_settings
 
-    cfg = default_config(get_settings())
+    cfg = TrainConfig.production(get_settings())
     assert (cfg.max_steps, cfg.keep, cfg.time_budget_s) == (DEFAULT_STEPS, "last", None)  # no wall clock decides
     assert SENTFIN_TRAIN in cfg.train_files and cfg.entity_dev_files == [SENTFIN_DEV]
     assert config_from_params({"max_steps": 300}, get_settings()).max_steps == 300

@@ -285,11 +285,11 @@ def test_training_without_phrasebank_for_commercial_use(np_env, tmp_path, tiny_b
     from typer.testing import CliRunner
 
     from newspulse.models.sentiment.data import PHRASEBANK_TRAIN, SENTFIN_TRAIN, TWITTER_DEV, TWITTER_TRAIN
-    from newspulse.models.sentiment.config import default_config
+    from newspulse.models.sentiment.config import TrainConfig
     from newspulse.cli import app
     from newspulse.settings import get_settings
 
-    cfg = default_config(get_settings(), commercial_only=True)
+    cfg = TrainConfig.production(get_settings(), commercial_only=True)
     assert cfg.train_files == [TWITTER_TRAIN, SENTFIN_TRAIN] and cfg.dev_files == [TWITTER_DEV] and cfg.gate_files == [TWITTER_DEV]
     tw_train = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_TRAIN).head(60), "train.csv")
     tw_dev = _licensed(tmp_path, "twitter_financial_news", pd.read_csv(TWITTER_DEV).head(30), "dev.csv")
@@ -347,17 +347,17 @@ def test_default_run_distils_from_the_pinned_bundled_soft_labels(np_env, tmp_pat
 
     from newspulse.cli import app
     from newspulse.models.sentiment.soft_labels import load_soft_labels
-    from newspulse.models.sentiment.config import DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, config_from_params, default_config
+    from newspulse.models.sentiment.config import DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, TrainConfig, config_from_params
     from newspulse.settings import get_settings
 
     settings = get_settings()
     assert load_soft_labels(DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256).manifest["kind"] == "training-rows"
-    cfg = default_config(settings)
+    cfg = TrainConfig.production(settings)
     assert (cfg.soft_labels, cfg.soft_labels_sha256, cfg.distill_rows) == (DEFAULT_SOFT_LABELS, DEFAULT_SOFT_LABELS_SHA256, "auto")
-    assert default_config(settings, distill=False).soft_labels is None
-    assert default_config(settings, commercial_only=True).soft_labels is None  # its teacher learned from PhraseBank
+    assert TrainConfig.production(settings, distill=False).soft_labels is None
+    assert TrainConfig.production(settings, commercial_only=True).soft_labels is None  # its teacher learned from PhraseBank
     other = tmp_path / "other.csv.gz"
-    assert (default_config(settings, soft_labels=other).soft_labels, default_config(settings, soft_labels=other).soft_labels_sha256) == (other, "")
+    assert (TrainConfig.production(settings, soft_labels=other).soft_labels, TrainConfig.production(settings, soft_labels=other).soft_labels_sha256) == (other, "")
     assert config_from_params({"distill": False}, settings).soft_labels is None and config_from_params({}, settings).soft_labels == DEFAULT_SOFT_LABELS
 
     args = ["model", "train", "--base-model", tiny_base, "--train", str(tiny_data["train"]), "--dev", str(tiny_data["dev"]), "--eval", str(tiny_data["dev"]), "--no-feedback", "--epochs", "1", "--max-length", "32", "--no-promote", "--json"]

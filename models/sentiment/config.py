@@ -1,6 +1,7 @@
 """The sentiment classifier's training recipe: :class:`TrainConfig` (one run's inputs and
-hyper-parameters), the production runs of each tier (:func:`default_config`,
-:func:`accurate_config`) and the mapping from DAG params / CLI JSON (:func:`config_from_params`).
+hyper-parameters, validated), :meth:`TrainConfig.production` (the production run of each tier)
+and :func:`config_from_params` (DAG params, CLI options → a run, through the one declaration of
+the retraining options in :mod:`newspulse.models.sentiment.train_options`).
 
 Kept apart from the training loop (:mod:`newspulse.models.sentiment.train`) so that the recipe a
 run follows can be read, and built by the CLI and the DAG, without importing torch.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from newspulse.errors import BadInput
 from newspulse.models.sentiment.data import DEFAULT_DEV_FILES, DEFAULT_ENTITY_DEV_FILES, DEFAULT_EVAL_FILES, DEFAULT_TRAIN_FILES, DataError, commercial_defaults
@@ -40,19 +42,22 @@ DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v3.csv.gz"
 DEFAULT_SOFT_LABELS_SHA256 = "d936807474cc73f1b32fe208785746da3120c841c4d96f6368eeaa5659c6336a"
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Paths may be given as strings (DAG params are JSON)."""
+class TrainConfig(BaseModel):
+    """One training run. Paths may be given as strings (DAG params are JSON); a value of the
+    wrong type or out of range raises :class:`~newspulse.errors.BadInput` (exit 2 on the CLI)
+    with one line naming the field."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     registry: Path
     base_model: str = ""
-    train_files: list[Path] = field(default_factory=lambda: list(DEFAULT_TRAIN_FILES))
-    dev_files: list[Path] = field(default_factory=lambda: list(DEFAULT_DEV_FILES))
+    train_files: list[Path] = Field(default_factory=lambda: list(DEFAULT_TRAIN_FILES))
+    dev_files: list[Path] = Field(default_factory=lambda: list(DEFAULT_DEV_FILES))
     #: The fixed split the gate compares candidate and production on; None = dev_files.
     eval_files: list[Path] | None = None
     #: Entity-level dev files (``id,text,entity,label``): the card's entity figures, the gate's
     #: entity comparison and the int8 check of entity verdicts; empty = none.
-    entity_dev_files: list[Path] = field(default_factory=list)
+    entity_dev_files: list[Path] = Field(default_factory=list)
     epochs: int = 3
     batch_size: int = 16  # more updates per CPU-second: short runs learn more (behavioural tests pass)
     learning_rate: float = 1e-4
@@ -113,21 +118,19 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.registry = Path(self.registry)
-        self.train_files = [Path(p) for p in self.train_files]
-        self.dev_files = [Path(p) for p in self.dev_files]
-        if self.eval_files is not None:
-            self.eval_files = [Path(p) for p in self.eval_files]
-        self.entity_dev_files = [Path(p) for p in self.entity_dev_files]
-        if self.checkpoint_dir is not None:
-            self.checkpoint_dir = Path(self.checkpoint_dir)
-        if self.soft_labels is not None:
-            self.soft_labels = Path(self.soft_labels)
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise BadInput(f"training configuration: {_one_line(err)}") from None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "TrainConfig":
         if self.distill_alpha < 0 or self.distill_temperature <= 0:
-            raise BadInput("distill_alpha must be ≥ 0 and distill_temperature > 0")
+            raise ValueError("distill_alpha must be ≥ 0 and distill_temperature > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
-            raise BadInput("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+            raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+        return self
 
     @property
     def gate_files(self) -> list[Path]:
@@ -135,52 +138,64 @@ class TrainConfig:
 
     def params(self) -> dict[str, Any]:
         skip = {"registry", "train_files", "dev_files", "eval_files", "entity_dev_files", "feedback", "progress", "checkpoint_dir"}
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k not in skip}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.model_dump(exclude=skip).items()}
 
+    @classmethod
+    def production(cls, settings, tier: str = "fast", *, distill: bool = True, **overrides: Any) -> "TrainConfig":
+        """The production retraining run of ``tier``.
 
-def default_config(settings, distill: bool = True, **overrides: Any) -> TrainConfig:
-    """The production retraining run: the bundled train splits (story-level PhraseBank and
-    Twitter, entity-level SEntFiN) + analyst feedback, distilled from the bundled teacher soft
-    labels (``distill``; an explicit ``soft_labels`` replaces them), a fixed
-    :data:`DEFAULT_STEPS` steps keeping the last weights, gated on the fixed evaluation split. Bundled
-    files that a deployment removed (e.g. PhraseBank, for its non-commercial licence) are left
-    out, and ``commercial_only=True`` leaves out every non-commercial one, the soft labels too
-    (their teacher learned from PhraseBank)."""
-    commercial = bool(overrides.get("commercial_only"))
-    cfg = dict(
-        registry=settings.model_registry,
-        base_model=settings.base_model,
-        train_files=_bundled(DEFAULT_TRAIN_FILES, commercial),
-        dev_files=_bundled(DEFAULT_DEV_FILES, commercial),
-        eval_files=_bundled(DEFAULT_EVAL_FILES, commercial),
-        entity_dev_files=[p for p in DEFAULT_ENTITY_DEV_FILES if p.exists()],
-        include_feedback=True,
-        device=settings.device,
-        max_steps=DEFAULT_STEPS,
-        keep="last",
-    )
-    if distill and not commercial and "soft_labels" not in overrides:
-        if DEFAULT_SOFT_LABELS.exists():
-            cfg.update(soft_labels=DEFAULT_SOFT_LABELS, soft_labels_sha256=DEFAULT_SOFT_LABELS_SHA256)
-        else:
-            log.warning("bundled soft labels %s are missing; training on the gold labels alone", DEFAULT_SOFT_LABELS)
-    cfg.update(overrides)
-    return TrainConfig(**cfg)
+        ``fast``: the bundled train splits (story-level PhraseBank and Twitter, entity-level
+        SEntFiN) + analyst feedback, distilled from the bundled teacher soft labels (``distill``;
+        an explicit ``soft_labels`` replaces them), a fixed :data:`DEFAULT_STEPS` steps keeping
+        the last weights, gated on the fixed evaluation split. Bundled files that a deployment
+        removed (e.g. PhraseBank, for its non-commercial licence) are left out, and
+        ``commercial_only=True`` leaves out every non-commercial one, the soft labels too (their
+        teacher learned from PhraseBank).
 
-
-def accurate_config(settings, **overrides: Any) -> TrainConfig:
-    """The accurate tier's retraining run: the default run's data, feedback, gate and int8 check,
-    but all-mpnet-base-v2 (``NEWSPULSE_ACCURATE_BASE_MODEL``: the folder ``python -m
-    newspulse.models.sentiment.teacher fetch`` wrote) fine-tuned on the gold labels with its own learning
-    rate and :data:`ACCURATE_STEPS` steps, registered as tier ``accurate``. No distillation: the
-    bundled soft labels come from this very encoder."""
-    base = overrides.pop("base_model", None) or settings.accurate_base_model
-    if not base:
-        raise BadInput(
-            "the accurate tier needs all-mpnet-base-v2: fetch it with `python -m newspulse.models.sentiment.teacher fetch --dest DIR` "
-            "and set NEWSPULSE_ACCURATE_BASE_MODEL=DIR/all-mpnet-base-v2 (or pass --base-model)"
+        ``accurate``: the same data, feedback, gate and int8 check, but all-mpnet-base-v2
+        (``NEWSPULSE_ACCURATE_BASE_MODEL``: the folder ``python -m
+        newspulse.models.sentiment.teacher fetch`` wrote) fine-tuned on the gold labels with its
+        own learning rate and :data:`ACCURATE_STEPS` steps, registered as tier ``accurate``. No
+        distillation (``distill`` is ignored): the bundled soft labels come from this very encoder."""
+        if tier == "accurate":
+            base = overrides.pop("base_model", None) or settings.accurate_base_model
+            if not base:
+                raise BadInput(
+                    "the accurate tier needs all-mpnet-base-v2: fetch it with `python -m newspulse.models.sentiment.teacher fetch --dest DIR` "
+                    "and set NEWSPULSE_ACCURATE_BASE_MODEL=DIR/all-mpnet-base-v2 (or pass --base-model)"
+                )
+            overrides = {"base_model": base, "max_steps": ACCURATE_STEPS, "learning_rate": ACCURATE_LEARNING_RATE} | overrides
+            distill = False
+        commercial = bool(overrides.get("commercial_only"))
+        values: dict[str, Any] = dict(
+            registry=settings.model_registry,
+            base_model=settings.base_model,
+            train_files=_bundled(DEFAULT_TRAIN_FILES, commercial),
+            dev_files=_bundled(DEFAULT_DEV_FILES, commercial),
+            eval_files=_bundled(DEFAULT_EVAL_FILES, commercial),
+            entity_dev_files=[p for p in DEFAULT_ENTITY_DEV_FILES if p.exists()],
+            include_feedback=True,
+            device=settings.device,
+            max_steps=DEFAULT_STEPS,
+            keep="last",
+            tier=tier,
         )
-    return default_config(settings, distill=False, **({"base_model": base, "tier": "accurate", "max_steps": ACCURATE_STEPS, "learning_rate": ACCURATE_LEARNING_RATE} | overrides))
+        if distill and not commercial and "soft_labels" not in overrides:
+            if DEFAULT_SOFT_LABELS.exists():
+                values.update(soft_labels=DEFAULT_SOFT_LABELS, soft_labels_sha256=DEFAULT_SOFT_LABELS_SHA256)
+            else:
+                log.warning("bundled soft labels %s are missing; training on the gold labels alone", DEFAULT_SOFT_LABELS)
+        return cls(**(values | overrides))
+
+
+def _one_line(err: ValidationError) -> str:
+    """pydantic's multi-line report as one line: ``field: problem (got value)`` per error."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg} (got {e['input']!r})" if where else msg)
+    return "; ".join(parts)
 
 
 def _bundled(files: tuple[Path, ...], commercial_only: bool) -> list[Path]:
@@ -192,12 +207,13 @@ def _bundled(files: tuple[Path, ...], commercial_only: bool) -> list[Path]:
     return commercial_defaults(present) if commercial_only else present
 
 
-def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None) -> TrainConfig:
-    """A TrainConfig from DAG params / CLI JSON: empty or missing values keep the defaults of
-    :func:`default_config`; ``data_sources`` names the training CSVs; ``distill: false`` trains
-    on the gold labels alone; ``tier: accurate`` starts from :func:`accurate_config`."""
-    mapping = config_fields()  # declared once, with the DAG params (models/sentiment/train_options.py)
+def config_from_params(params: dict[str, Any], settings, feedback: Callable[[], Iterable[Feedback]] | None = None, *, progress: bool = False, promote: bool = True) -> TrainConfig:
+    """A TrainConfig from the retraining options by their declared names (DAG params, ``--conf``
+    JSON, and ``newspulse model train``'s options, which are generated from the same
+    declaration): empty or missing values keep the defaults of :meth:`TrainConfig.production`;
+    ``data_sources`` names the training CSVs; ``distill: false`` trains on the gold labels alone;
+    ``tier: accurate`` starts from the accurate tier's recipe."""
+    mapping = config_fields()  # declared once, with the DAG params and CLI options (train_options.py)
     overrides = {field_name: params[key] for key, field_name in mapping.items() if params.get(key) not in (None, "", [])}
-    if params.get("tier") == "accurate":
-        return accurate_config(settings, progress=False, feedback=feedback, **overrides)
-    return default_config(settings, distill=params.get("distill") is not False, progress=False, feedback=feedback, **overrides)
+    tier = overrides.pop("tier", "fast")
+    return TrainConfig.production(settings, tier, distill=params.get("distill") is not False, progress=progress, promote=promote, feedback=feedback, **overrides)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
@@ -42,33 +43,71 @@ OUT = ROOT / "bench" / "results" / "topics_cv.json"
 SEED, OUTER, INNER = 13, 5, 4
 
 
+#: The arm every other one is compared with: the recipe shipped today (headline counted three times).
+REFERENCE = "title3"
+
+
 def arm_config(arm: str) -> dict:
-    cfg = {"title": 1, "class_weight": None, "C": 1.0}
+    """Settings of ``arm``: ``+``-joined parts over the recipe with the headline once."""
+    cfg = {"title": 1, "class_weight": None, "C": 1.0, "ngram": 2, "min_df": 2, "max_features": 60_000, "sublinear": True, "char": False, "band": None}
     for part in arm.split("+"):
         if part == "before":
             continue
         if part.startswith("title"):
             cfg["title"] = int(part[5:])
-        elif part == "balanced":
-            cfg["class_weight"] = "balanced"
+        elif part in ("balanced", "sqrtbal"):
+            cfg["class_weight"] = part
         elif part.startswith("C"):
             cfg["C"] = float(part[1:])
+        elif part.startswith("ng"):
+            cfg["ngram"] = int(part[2:])
+        elif part.startswith("mindf"):
+            cfg["min_df"] = int(part[5:])
+        elif part.startswith("mf"):
+            cfg["max_features"] = int(part[2:]) * 1000 or None
+        elif part == "nosub":
+            cfg["sublinear"] = False
+        elif part == "char":
+            cfg["char"] = True
+        elif part.startswith("lt"):
+            cfg["band"] = int(part[2:])
         else:
             raise SystemExit(f"unknown arm part {part!r}")
     return cfg
 
 
-def features(fit_texts: list[str], other: list[str]):
-    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", min_df=2, max_features=60_000, dtype=np.float32)
-    return word.fit_transform(fit_texts).tocsr(), word.transform(other).tocsr()
+def features(fit_texts: list[str], other: list[str], cfg: dict):
+    """TF-IDF of word n-grams (and with ``char``, a second block of char_wb 3-5-grams, each block
+    L2-normalised and the two scaled by 1/sqrt 2 so a row keeps unit norm)."""
+    word = TfidfVectorizer(ngram_range=(1, cfg["ngram"]), sublinear_tf=cfg["sublinear"], strip_accents="unicode", min_df=cfg["min_df"],
+                           max_features=cfg["max_features"], dtype=np.float32)
+    blocks = [(word.fit_transform(fit_texts), word.transform(other))]
+    if cfg["char"]:
+        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, strip_accents="unicode", min_df=2,
+                               max_features=cfg["max_features"], dtype=np.float32)
+        blocks.append((char.fit_transform(fit_texts), char.transform(other)))
+    if len(blocks) == 1:
+        return blocks[0][0].tocsr(), blocks[0][1].tocsr()
+    scale = np.float32(1 / np.sqrt(len(blocks)))
+    return (sparse.hstack([a for a, _ in blocks]).tocsr() * scale, sparse.hstack([b for _, b in blocks]).tocsr() * scale)
 
 
-def margins(x_fit, y_fit, x_score, cfg: dict) -> np.ndarray:
-    out = np.full((x_score.shape[0], y_fit.shape[1]), -20.0, dtype=np.float32)
-    for j in range(y_fit.shape[1]):
+def _class_weight(kind: str | None, y: np.ndarray) -> dict | str | None:
+    """``sqrtbal``: the square root of sklearn's balanced weights (n / (2 n_class))."""
+    if kind != "sqrtbal":
+        return kind
+    n, pos = len(y), int(y.sum())
+    return {0: float(np.sqrt(n / (2 * (n - pos)))), 1: float(np.sqrt(n / (2 * pos)))}
+
+
+def margins(x_fit, y_fit, x_score, cfg: dict, columns: np.ndarray) -> np.ndarray:
+    """Margins of one SVM per category in ``columns`` (others NaN: a band arm fits only its band)."""
+    out = np.full((x_score.shape[0], y_fit.shape[1]), np.nan, dtype=np.float32)
+    out[:, columns] = -20.0
+    for j in np.flatnonzero(columns):
         if 0 < y_fit[:, j].sum() < len(y_fit):
-            clf = LinearSVC(C=cfg["C"], class_weight=cfg["class_weight"]).fit(x_fit, y_fit[:, j])
-            out[:, j] = clf.decision_function(x_score)
+            clf = LinearSVC(C=cfg["C"], class_weight=_class_weight(cfg["class_weight"], y_fit[:, j]), max_iter=5000 if cfg["class_weight"] else 1000)
+            out[:, j] = clf.fit(x_fit, y_fit[:, j]).decision_function(x_score)
     return out
 
 
@@ -83,12 +122,13 @@ def run_arm(arm: str, texts: np.ndarray, y: np.ndarray) -> None:
     outer = list(KFold(OUTER, shuffle=True, random_state=SEED).split(texts))
     bar = tqdm(total=OUTER * (INNER + 1), desc=arm, unit="fit")
     for k, (tr, te) in enumerate(outer):
-        x_tr, x_te = features(headline_weighted(texts[tr], cfg["title"]), headline_weighted(texts[te], cfg["title"]))
+        x_tr, x_te = features(headline_weighted(texts[tr], cfg["title"]), headline_weighted(texts[te], cfg["title"]), cfg)
+        columns = np.ones(y.shape[1], dtype=bool) if cfg["band"] is None else y[tr].sum(0) < cfg["band"]
         oof = np.zeros((len(tr), y.shape[1]), dtype=np.float32)
         for a, b in KFold(INNER, shuffle=True, random_state=SEED).split(tr):
-            oof[b] = margins(x_tr[a], y[tr][a], x_tr[b], cfg)
+            oof[b] = margins(x_tr[a], y[tr][a], x_tr[b], cfg, columns)
             bar.update()
-        store[f"oof{k}"], store[f"test{k}"] = oof, margins(x_tr, y[tr], x_te, cfg)
+        store[f"oof{k}"], store[f"test{k}"] = oof, margins(x_tr, y[tr], x_te, cfg, columns)
         bar.update()
     bar.close()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -99,20 +139,99 @@ def sigmoid(m: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-m))
 
 
-def evaluate(arm: str, labels: list[list[str]], y: np.ndarray, cats: list[str], floor: float, rare: tuple[int, float] | None = None) -> dict:
-    """Per-fold micro/macro-F1 with thresholds tuned on the inner out-of-fold scores, never below
-    margin ``floor``; ``rare = (n, f)`` gives categories with fewer than n training positives the
-    floor f instead."""
-    with np.load(CACHE / f"{arm}.npz") as z:
+_CLASSIFIER_PARTS = ("C", "balanced", "sqrtbal", "lt")
+
+
+def _outer_counts(y: np.ndarray) -> list[np.ndarray]:
+    """Training stories per category in each outer fold (the frequency bands are defined on them)."""
+    return [y[tr].sum(0) for tr, _ in KFold(OUTER, shuffle=True, random_state=SEED).split(y)]
+
+
+def load_margins(spec: str, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Cached margins of ``spec``: an arm; ``A/B@n``, arm A's margins for the categories with at
+    least n training stories and arm B's for the rest (one-vs-rest fits are independent, so this
+    is exactly training each frequency band with its own settings); ``A&B``, the mean of two arms'
+    margins (late fusion). A band arm (``...+lt20``) has its other categories from the same
+    features' full arm (the arm without its classifier parts)."""
+    if "/" in spec:
+        freq, rest = spec.split("/")
+        rare, below = rest.rsplit("@", 1)
+        a, b = load_margins(freq, y), load_margins(rare, y)
+        out = {"cpu_seconds": np.float64(float(a["cpu_seconds"]) + float(b["cpu_seconds"]))}
+        for k, counts in enumerate(_outer_counts(y)):
+            for key in (f"oof{k}", f"test{k}"):
+                out[key] = np.where(counts < int(below), b[key], a[key])
+        return out
+    if "&" in spec:
+        parts = [load_margins(p, y) for p in spec.split("&")]
+        out = {key: np.mean([p[key] for p in parts], axis=0) for key in parts[0] if key != "cpu_seconds"}
+        out["cpu_seconds"] = np.float64(sum(float(p["cpu_seconds"]) for p in parts))
+        return out
+    with np.load(CACHE / f"{spec}.npz") as z:
         store = dict(z)
+    if arm_config(spec)["band"] is not None:
+        base = "+".join(p for p in spec.split("+") if not p.startswith(_CLASSIFIER_PARTS)) or "before"
+        full = load_margins(base, y)
+        for key, value in store.items():
+            if key != "cpu_seconds":
+                store[key] = np.where(np.isnan(value), full[key], value)
+        store["cpu_seconds"] = np.float64(float(store["cpu_seconds"]) + float(full["cpu_seconds"]))
+    return store
+
+
+def micro_thresholds(scores: np.ndarray, y: np.ndarray, start: np.ndarray, tune: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Coordinate ascent on micro-F1 over ``scores`` (the inner out-of-fold scores): each category
+    in ``tune`` in turn gets the cut that maximises the micro-F1 of all categories together, the
+    others held fixed, starting from ``start``. Per-category F1 is not what micro-F1 rewards: a
+    frequent category's marginal story is worth accepting when its chance of being right exceeds
+    half the micro-F1, not half its own F1."""
+    t = start.astype(np.float64).copy()
+    pred = scores >= t
+    tp_k, fp_k = (pred & (y == 1)).sum(0), (pred & (y == 0)).sum(0)
+    positives = int(y.sum())
+    for _ in range(passes):
+        for j in np.flatnonzero(tune):
+            tp_o, fp_o = int(tp_k.sum() - tp_k[j]), int(fp_k.sum() - fp_k[j])
+            order = np.argsort(-scores[:, j], kind="stable")
+            s = scores[order, j]
+            tp = np.concatenate([[0], np.cumsum(y[order, j])])
+            fp = np.arange(len(s) + 1) - tp
+            f1 = 2 * (tp_o + tp) / (tp_o + tp + fp_o + fp + positives)
+            best = int(np.argmax(f1))
+            t[j] = s[0] + 1e-6 if best == 0 else (s[best - 1] + (s[best] if best < len(s) else s[best - 1] / 2)) / 2
+            tp_k[j], fp_k[j] = tp[best], fp[best]
+    return t.astype(np.float32)
+
+
+#: Threshold rules: the floor (a margin) below which no category's threshold goes; ``rare`` =
+#: (n, f) gives categories with fewer than n training stories the floor f; ``micro`` = n retunes
+#: the categories with at least n training stories for micro-F1 (:func:`micro_thresholds`).
+VARIANTS: dict[str, dict] = {
+    "floor-0.5": {"floor": -0.5},
+    "floor-0.75": {"floor": -0.75},
+    "floor-0.5,rare<20:-0.75": {"floor": -0.5, "rare": (20, -0.75)},
+    "floor-0.5,rare<50:-0.75": {"floor": -0.5, "rare": (50, -0.75)},
+    "floor-0.5,micro>=20": {"floor": -0.5, "micro": 20},
+    "floor-0.5,micro>=2": {"floor": -0.5, "micro": 2},
+    "floor-0.5,rare<20:-0.75,micro>=20": {"floor": -0.5, "rare": (20, -0.75), "micro": 20},
+}
+
+
+def evaluate(spec: str, labels: list[list[str]], y: np.ndarray, cats: list[str], floor: float, rare: tuple[int, float] | None = None,
+             micro: int | None = None) -> dict:
+    """Per-fold micro/macro-F1 with thresholds tuned on the inner out-of-fold scores (per-category
+    F1, never below margin ``floor``; see :data:`VARIANTS` for ``rare`` and ``micro``)."""
+    store = load_margins(spec, y)
     folds = []
     for k, (tr, te) in enumerate(KFold(OUTER, shuffle=True, random_state=SEED).split(y)):
         s_oof, s_te = sigmoid(store[f"oof{k}"]), sigmoid(store[f"test{k}"])
-        t = tune_thresholds(s_oof, y[tr], min_positives=2)
+        counts = y[tr].sum(0)
         floors = np.full(y.shape[1], floor)
         if rare is not None:
-            floors[y[tr].sum(0) < rare[0]] = rare[1]
-        t = np.maximum(t, sigmoid(floors))
+            floors[counts < rare[0]] = rare[1]
+        t = np.maximum(tune_thresholds(s_oof, y[tr], min_positives=2), sigmoid(floors))
+        if micro is not None:
+            t = np.maximum(micro_thresholds(s_oof, y[tr], t, counts >= micro), sigmoid(floors))
         m = multilabel_metrics([labels[i] for i in te], decide(s_te, t, cats))
         folds.append({"micro_f1": round(m["micro_f1"], 4), "macro_f1": round(m["macro_f1"], 4), "micro_recall": round(m["micro_recall"], 4),
                       "macro_recall_rare": _rare_recall(m, y[tr], cats)})
@@ -132,39 +251,41 @@ def _rare_recall(m: dict, y_tr: np.ndarray, cats: list[str], below: int = 20) ->
     return round(float(np.mean(vals)), 4) if vals else 0.0
 
 
-def report(labels, y, cats) -> None:
-    arms = sorted(p.stem for p in CACHE.glob("*.npz"))
-    variants = {"floor-0.5": (-0.5, None), "floor-0.25": (-0.25, None), "floor-0.75": (-0.75, None), "floor-1.0": (-1.0, None),
-                "floor-0.5,rare<20:-0.75": (-0.5, (20, -0.75))}
+def report(labels, y, cats, specs: list[str], variants: list[str]) -> None:
+    """Every spec under every threshold variant, each with its per-fold difference from the
+    shipped recipe (:data:`REFERENCE`, floor -0.5); writes :data:`OUT`, keeping the rows of arms
+    measured before against their own reference under ``earlier``."""
+    ref = evaluate(REFERENCE, labels, y, cats, -0.5)
     results = {}
-    ref = evaluate("before", labels, y, cats, -0.5) if "before" in arms else None
-    for arm in arms:
-        for name, (floor, rare) in variants.items():
-            r = evaluate(arm, labels, y, cats, floor, rare)
-            if ref is not None:
-                d_mi = [f["micro_f1"] - g["micro_f1"] for f, g in zip(r["per_fold"], ref["per_fold"])]
-                d_ma = [f["macro_f1"] - g["macro_f1"] for f, g in zip(r["per_fold"], ref["per_fold"])]
-                r["vs_before_per_fold"] = {"micro_f1": [round(d, 4) for d in d_mi], "macro_f1": [round(d, 4) for d in d_ma]}
-            results[f"{arm} | {name}"] = {
+    for spec in specs:
+        for name in variants:
+            r = evaluate(spec, labels, y, cats, **VARIANTS[name])
+            d_mi = [round(f["micro_f1"] - g["micro_f1"], 4) for f, g in zip(r["per_fold"], ref["per_fold"])]
+            d_ma = [round(f["macro_f1"] - g["macro_f1"], 4) for f, g in zip(r["per_fold"], ref["per_fold"])]
+            results[f"{spec} | {name}"] = {
                 "micro_f1": [r["micro_f1_mean"], r["micro_f1_std"]], "macro_f1": [r["macro_f1_mean"], r["macro_f1_std"]],
                 "rare_recall": r["macro_recall_rare_mean"], "per_fold_micro_f1": [f["micro_f1"] for f in r["per_fold"]],
                 "per_fold_macro_f1": [f["macro_f1"] for f in r["per_fold"]], "cpu_seconds": r["cpu_seconds"],
-                **({"delta_micro_f1_per_fold": r["vs_before_per_fold"]["micro_f1"], "delta_macro_f1_per_fold": r["vs_before_per_fold"]["macro_f1"]} if ref else {})}
-            print(f"{arm:28s} {name:26s} micro {r['micro_f1_mean']:.4f} ± {r['micro_f1_std']:.4f}  macro {r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}"
-                  f"  rare-recall {r['macro_recall_rare_mean']:.3f}"
-                  + (f"  Δmicro/fold {' '.join(f'{d:+.3f}' for d in r['vs_before_per_fold']['micro_f1'])}"
-                     f"  Δmacro/fold {' '.join(f'{d:+.3f}' for d in r['vs_before_per_fold']['macro_f1'])}" if ref else ""))
+                "delta_micro_f1_per_fold": d_mi, "delta_macro_f1_per_fold": d_ma}
+            print(f"{spec:30s} {name:34s} micro {r['micro_f1_mean']:.4f} ± {r['micro_f1_std']:.4f}  macro {r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}"
+                  f"  rare-recall {r['macro_recall_rare_mean']:.3f}  Δmicro {np.mean(d_mi):+.4f} [{' '.join(f'{d:+.3f}' for d in d_mi)}]"
+                  f"  Δmacro {np.mean(d_ma):+.4f} [{' '.join(f'{d:+.3f}' for d in d_ma)}]", flush=True)
+    previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    earlier = previous.get("earlier") or {"what": previous.get("what"), "results": {
+        k: v for k, v in previous.get("results", {}).items() if k.split(" | ")[0] not in specs}}
     OUT.write_text(json.dumps({
-        "what": "mean, std over folds; delta = arm minus before (headline once, floor -0.5) per fold; nested 5-fold CV over ModApte train + dev (7,770 stories), KFold seed 13; thresholds from 4 inner folds of each outer training set",
-        "machine": f"{platform.machine()}, 2 cores shared by 8 jobs (load average 15-20)", "script": "experiments/topics_cv.py",
-        "results": results}, indent=1) + "\n")
+        "what": f"mean, std over folds; delta = arm minus the shipped recipe ({REFERENCE}, floor -0.5) per fold; nested 5-fold CV over ModApte train + dev "
+                "(7,770 stories), KFold seed 13; thresholds from 4 inner folds of each outer training set",
+        "machine": f"{platform.machine()}, 2 cores shared with other sessions and a model training (load average 2-8)", "script": "experiments/topics_cv.py",
+        "results": results, "earlier": earlier}, indent=1) + "\n")
     print(f"wrote {OUT}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("arms", nargs="*")
-    ap.add_argument("--report", action="store_true")
+    ap.add_argument("arms", nargs="*", help="arms to fit (cached ones are skipped)")
+    ap.add_argument("--report", nargs="*", metavar="SPEC", help="tables for these specs (default: every cached arm)")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
     cats = read_categories(CATEGORIES_TXT)
     both = read_topics_csv(TOPICS_TRAIN)
@@ -174,8 +295,8 @@ def main() -> None:
     y = label_matrix(labels, cats)
     for arm in args.arms:
         run_arm(arm, texts, y)
-    if args.report:
-        report(labels, y, cats)
+    if args.report is not None:
+        report(labels, y, cats, args.report or sorted(p.stem for p in CACHE.glob("*.npz")), args.variants)
 
 
 if __name__ == "__main__":

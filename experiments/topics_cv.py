@@ -1,21 +1,28 @@
 """Issue 26, Topics target: levers for the topic model, measured by 5-fold CV over all of ModApte
-train (train + dev, 7,770 stories), each against the recipe shipped before it (``before``: the
-headline counted once) on the same folds.
+train (train + dev, 7,770 stories), each against the recipe with the headline counted three times
+(``title3``, :data:`REFERENCE`) on the same folds.
 
 Every arm is nested: each outer fold's training rows are cross-fitted in 4 inner folds (the
 shipped ``tune_folds``), the per-category thresholds come from those inner out-of-fold scores
 only, and the outer model (trained on all of the outer training rows) is scored on the held-out
 fifth. To keep it affordable on the shared machine, each outer fold fits its TF-IDF vocabulary
 and idf once on its training rows and the inner folds reuse it (no labels leak; every arm is
-treated alike). Margins are cached under .cache/topics_cv/ per arm, so the threshold variants
-(floors, rare-category rules) cost nothing extra:
+treated alike). Margins are cached under .cache/topics_cv/ per arm, so threshold variants
+(floors per frequency band, micro-F1 tuning), per-band mixes of arms and late fusion cost
+nothing extra:
 
-    python experiments/topics_cv.py before title3 title5 title3+balanced   # ~150 s of CPU per arm
-    python experiments/topics_cv.py --report                               # tables from the cache
+    python experiments/topics_cv.py title3 title3+C2 title3+balanced+lt20   # ~150-300 s of CPU per arm
+    python experiments/topics_cv.py --report                                # every cached arm, every variant
+    python experiments/topics_cv.py --report title3+C2/title3+balanced+lt20@20 --variants floor-0.5
 
-Arms: ``before`` (word 1-2-grams, min_df 2, 60,000 terms, linear SVM C=1, headline once);
-``titleN`` (the first line, the headline, counted N times); ``balanced`` (class_weight="balanced"
-per SVM); ``C<x>``; combinations joined with ``+`` (``title3+balanced``). Results:
+Arm parts, joined with ``+`` over ``before`` (word 1-2-grams, min_df 2, 60,000 terms, sublinear
+tf, linear SVM C=1, headline once): ``titleN`` (the headline counted N times); ``C<x>``;
+``balanced`` / ``sqrtbal`` (class weights n / (2 n_class), or their square root); ``ng<N>`` (word
+1..N-grams); ``mindf<N>``; ``mf<K>`` (the K thousand most frequent terms, ``mf0`` all);
+``nosub`` (raw tf); ``char`` (a second TF-IDF block of char_wb 3-5-grams); ``lt<N>`` (fit only the
+categories with fewer than N training stories, the others from the arm without its classifier
+parts). Specs for ``--report``: an arm; ``A/B@N`` (arm B for the categories with fewer than N
+training stories, A for the rest); ``A&B`` (mean of the two arms' margins). Results:
 bench/results/topics_cv.json; docs/model.md (Topics).
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from newspulse.models.sentiment.data import DataError
 from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
 from newspulse.models.topics.evaluate import TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
-from newspulse.models.topics.train import TopicTrainConfig, fit_topic_model, train_topics, tune_thresholds
+from newspulse.models.topics.train import TopicTrainConfig, fit_linear, fit_topic_model, rare_band, train_topics, tune_thresholds
 
 runner = CliRunner()
 
@@ -109,6 +109,25 @@ def test_title_repeat_is_trained_saved_and_applied_at_serve_time(tmp_path):
     plain = TopicModel(loaded.categories, loaded.vocabulary, loaded.idf, loaded.coef, loaded.intercept, loaded.thresholds, loaded.vectorizer_params)
     grain = loaded.categories.index("grain")
     assert loaded.scores(story)[0, grain] > plain.scores(story)[0, grain]
+
+
+def test_a_rare_category_is_fitted_with_balanced_weights_and_scores_its_stories_higher():
+    frame = _toy_frame()
+    rng = np.random.default_rng(3)
+    gold = [{"text": " ".join(rng.choice("gold ounces bullion mine net profit quarter".split(), 6)), "labels": "gold;earn"} for _ in range(4)]
+    frame = pd.concat([frame, pd.DataFrame(gold)], ignore_index=True)
+    y = label_matrix(frame["labels"].str.split(";").tolist(), ["earn", "grain", "crude", "gold"])
+    weighted = TopicTrainConfig(min_df=1)
+    assert rare_band(y, weighted).tolist() == [False, False, False, True]  # 4 gold stories, under rare_below
+    unweighted = TopicTrainConfig(min_df=1, rare_class_weight=None)
+    story = ["gold ounces from the mine lift quarter profit"]
+    margins = []
+    for cfg in (weighted, unweighted):
+        vec, coef, intercept = fit_linear(frame["text"].tolist(), y, cfg)
+        margins.append(np.asarray(vec.transform(story) @ coef.T)[0] + intercept)
+    # the rare category reaches the unseen gold story further; the frequent ones are fitted alike
+    assert margins[0][3] > margins[1][3] + 0.2
+    assert np.allclose(margins[0][:3], margins[1][:3], atol=1e-3)
 
 
 def test_train_topics_measures_baseline_and_model_then_writes_the_card(tmp_path):

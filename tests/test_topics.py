@@ -204,15 +204,16 @@ def test_bundled_model_tags_clear_reuters_style_stories(text, expected):
         ("lumber", "U.S. SOFTWOOD LUMBER IMPORTS FROM CANADA RISE\nImports of Canadian softwood lumber rose in the first quarter, the Commerce Department said, and sawmill output eased."),
     ],
 )
-def test_bundled_model_tags_a_rare_category_through_its_tuned_threshold(category, text):
-    """Categories with fewer than 20 training stories rarely reach margin 0; their thresholds,
-    tuned on cross-fitted scores, sit below it, and that is what tags these stories."""
+def test_bundled_model_tags_a_rare_category_through_its_weights_and_tuned_threshold(category, text):
+    """Categories with fewer than 20 training stories are fitted with balanced class weights, and
+    their thresholds, tuned on cross-fitted scores, sit below margin 0: together they tag these
+    stories."""
     model = load_topic_model()
     j = model.categories.index(category)
     both = pd.concat([read_topics_csv(TOPICS_TRAIN), read_topics_csv(TOPICS_DEV)])
-    assert label_matrix(both["labels"], [category]).sum() < 20
-    score = model.scores([text])[0, j]
-    assert model.thresholds[j] < 0.5 and model.thresholds[j] <= score < 0.5  # margin 0 would have missed it
+    assert label_matrix(both["labels"], [category]).sum() < model.card["params"]["rare_below"] == 20
+    assert model.card["params"]["rare_class_weight"] == "balanced"
+    assert model.thresholds[j] < 0.5 and model.thresholds[j] <= model.scores([text])[0, j]
     assert category in model.predict([text])[0]
 
 

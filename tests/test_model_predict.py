@@ -314,3 +314,18 @@ def test_model_bench_reports_quality_throughput_and_speedup(tiny_registry):
     assert result["speedup_int8_vs_bert_base"] == pytest.approx(result["throughput"]["production_int8"] / result["throughput"]["bert_base_fp32"], rel=0.01)
     assert result["setup"]["batch_size"] == 32 and result["setup"]["sentences"] == 16
     assert result["setup"]["onnxruntime_calls"] == {"batch_tokens": 384, "side_by_side": onnx_backend.cpu_count()}
+
+
+def test_the_accurate_tiers_encoder_loads_on_the_torch_backend(tmp_path):
+    """all-mpnet-base-v2 (the accurate tier) has no SDPA attention in transformers: the torch
+    backend (the gate's evaluation, CUDA serving) must load it with the attention it supports
+    instead of failing after hours of training."""
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    from newspulse.models.backends.factory import cpu_backend
+
+    config = MPNetConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    MPNetForSequenceClassification(config).save_pretrained(tmp_path)
+    backend = cpu_backend(tmp_path, precision="fp32", engine="torch")
+    logits = backend.logits(np.array([[0, 5, 6, 2]]), np.array([[1, 1, 1, 1]]))
+    assert logits.shape == (1, 3) and np.isfinite(logits).all()

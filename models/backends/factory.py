@@ -51,7 +51,7 @@ def cpu_backend(path: Path, *, precision: str, engine: str = "auto") -> Backend:
             log.warning("ONNX Runtime backend unavailable, serving %s with torch fp32 instead: %s", path.name, exc)
     else:
         require_torch("NEWSPULSE_INFERENCE_BACKEND=torch")
-    return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"))
+    return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path))
 
 
 def load_backend(path: Path, card: ModelCard, *, device: str, quantize: str = "auto", engine: str = "auto") -> Backend:
@@ -63,6 +63,6 @@ def load_backend(path: Path, card: ModelCard, *, device: str, quantize: str = "a
     if device == "cuda":
         from transformers import AutoModelForSequenceClassification
 
-        return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa"), device)
+        return TorchBackend(AutoModelForSequenceClassification.from_pretrained(path), device)
     int8 = quantize == "on" or (quantize == "auto" and bool(card.quantization.get("recommended")))
     return cpu_backend(path, precision="int8" if int8 else "fp32", engine=engine)

@@ -49,7 +49,7 @@ def curve(registry, thresholds: tuple[float, ...], rows: int | None, rounds: int
     phrasebank, twitter = read_labelled_csv(PHRASEBANK_DEV).head(rows), read_labelled_csv(TWITTER_DEV).head(rows)
     probs = {name: {tier: m.predict_proba(frame["text"].tolist()) for tier, m in models.items()} for name, frame in (("phrasebank", phrasebank), ("twitter", twitter))}
     speeds = interleaved_throughput({"fast": models["fast"], "accurate": models["accurate"], "bert_base_fp32": bert}, phrasebank["text"].tolist(), rounds=rounds)
-    full = (phrasebank["agreement"] == 1.0).to_numpy()
+    full = (phrasebank["agreement"] == 100).to_numpy()  # annotator agreement in percent
     points = []
     for t in thresholds:
         point: dict = {"threshold": t}

@@ -48,8 +48,10 @@ def _weights(registry: Path, version: str) -> dict[str, torch.Tensor]:
     return load_file(Registry(registry).version_dir(version) / "model.safetensors")
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
-    whole = fit_and_register(_cfg(tiny, tmp_path / "a", tmp_path / "ckpt-a"))
+@pytest.mark.parametrize("recipe", [{}, {"keep": "last", "average_last": 0.5}], ids=["best", "averaged"])
+def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, recipe):
+    """Also with weight averaging: the running mean travels in the checkpoint."""
+    whole = fit_and_register(_cfg(tiny, tmp_path / "a", tmp_path / "ckpt-a", **recipe))
     assert not (tmp_path / "ckpt-a").exists(), "a finished run removes its checkpoint"
 
     real_save = TrainingCheckpoint.save
@@ -63,12 +65,12 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
 
     monkeypatch.setattr(TrainingCheckpoint, "save", save_then_die)
     with pytest.raises(Killed):
-        fit_and_register(_cfg(tiny, tmp_path / "b", tmp_path / "ckpt-b"))
+        fit_and_register(_cfg(tiny, tmp_path / "b", tmp_path / "ckpt-b", **recipe))
     assert (tmp_path / "ckpt-b" / STATE_FILE).is_file() and Registry(tmp_path / "b").list_versions() == []
     killed_at = saves[-1]
     monkeypatch.setattr(TrainingCheckpoint, "save", real_save)
 
-    resumed = fit_and_register(_cfg(tiny, tmp_path / "b", tmp_path / "ckpt-b"))
+    resumed = fit_and_register(_cfg(tiny, tmp_path / "b", tmp_path / "ckpt-b", **recipe))
     history = resumed.training["history"]
     assert history == whole.training["history"], "same evaluations, same scores, in the same order"
     assert history[0]["step"] < killed_at < history[-1]["step"]
@@ -76,6 +78,25 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
     a, b = _weights(tmp_path / "a", whole.version), _weights(tmp_path / "b", resumed.version)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "bit-identical weights"
     assert not (tmp_path / "ckpt-b").exists()
+    assert resumed.training["averaged_steps"] == (resumed.training["steps"] // 2 if recipe else 0)
+
+
+def test_weight_averaging_registers_the_mean_of_the_last_steps(tiny, tmp_path):
+    """average_last=0.5 registers other weights than the last step's, from the same run."""
+    last = fit_and_register(_cfg(tiny, tmp_path / "last", None, keep="last"))
+    mean = fit_and_register(_cfg(tiny, tmp_path / "mean", None, keep="last", average_last=0.5))
+    assert last.training["history"] == mean.training["history"], "averaging does not change the run itself"
+    assert mean.training["averaged_steps"] == mean.training["steps"] // 2 and mean.params["average_last"] == 0.5
+    a, b = _weights(tmp_path / "last", last.version), _weights(tmp_path / "mean", mean.version)
+    trained = [k for k in a if "classifier" in k]
+    assert trained and any(not torch.equal(a[k], b[k]) for k in trained)
+
+
+def test_weight_averaging_needs_the_last_weights_kept(tiny, tmp_path):
+    from newspulse.errors import BadInput
+
+    with pytest.raises(BadInput, match="average_last needs keep='last'"):
+        _cfg(tiny, tmp_path, None, keep="best", average_last=0.2)
 
 
 def test_a_checkpoint_of_another_run_is_ignored(tiny, tmp_path, monkeypatch):

@@ -390,3 +390,28 @@ def test_the_fixed_recipe_gives_the_same_weights_for_a_seed_on_a_busy_or_an_idle
     assert idle.training["steps"] == busy.training["steps"] == 12 and not idle.training["stopped_early"]
     weights = [load_file(Registry(tmp_path / name).version_dir(card.version) / "model.safetensors") for name, card in (("idle", idle), ("busy", busy))]
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+def test_agreement_smoothing_softens_disputed_phrasebank_rows_only(tmp_path):
+    """A 50 %-agreement sentence gets twice the smoothing of a 75 % one, a unanimous one and a
+    row without an agreement (Twitter, SEntFiN) none; off, the loss is the plain class-weighted
+    cross-entropy."""
+    import torch
+
+    from newspulse.models.sentiment.train import TrainingSet, _loss, agreement_smoothing
+
+    frame = pd.DataFrame({"text": list("abcd"), "label": ["positive", "neutral", "negative", "neutral"], "agreement": [50, 75, 100, float("nan")]})
+    data = TrainingSet(frame=frame, dev=frame, soft=None, texts=list("abcd"), labels=[2, 1, 0, 1], teacher=np.zeros((4, 3), np.float32), counts={"negative": 1, "neutral": 2, "positive": 1})
+    assert agreement_smoothing(TrainConfig(registry=tmp_path), data) is None
+    eps = agreement_smoothing(TrainConfig(registry=tmp_path, agreement_smoothing=0.4), data)
+    assert eps.tolist() == pytest.approx([0.2, 0.1, 0.0, 0.0])
+
+    cfg = TrainConfig(registry=tmp_path)
+    ce = torch.nn.CrossEntropyLoss(weight=torch.tensor([2.0, 1.0, 1.5]))
+    logits, y, none = torch.tensor([[2.0, 0.1, -1.0], [0.3, 1.2, 0.0], [-0.5, 0.2, 2.5], [0.0, 0.0, 1.0]]), torch.tensor([2, 1, 0, 1]), torch.zeros(4, 3)
+    plain = _loss(cfg, ce, logits, y, none)
+    assert _loss(cfg, ce, logits, y, none, torch.zeros(4)) == pytest.approx(plain.item())
+    smoothed = _loss(cfg, ce, logits, y, none, torch.from_numpy(eps))
+    assert smoothed.item() != pytest.approx(plain.item())
+    # a confidently right prediction on a disputed row costs more once smoothed
+    assert _loss(cfg, ce, torch.tensor([[-5.0, -5.0, 8.0]]), torch.tensor([2]), torch.zeros(1, 3), torch.tensor([0.5])) > _loss(cfg, ce, torch.tensor([[-5.0, -5.0, 8.0]]), torch.tensor([2]), torch.zeros(1, 3))

@@ -40,6 +40,8 @@ class LoopState:
     best_step: int = 0
     stale: int = 0
     history: list[dict] = field(default_factory=list)
+    #: Steps whose weights the running average (``TrainConfig.average_last``) holds.
+    averaged_steps: int = 0
     horizon_steps: int = 0
     #: Seconds already spent (run and fine-tuning loop): a time budget covers every attempt.
     elapsed_s: float = 0.0
@@ -66,7 +68,7 @@ class TrainingCheckpoint:
         self.folder = Path(folder) if folder is not None else None
         self.fingerprint = run_fingerprint
 
-    def save(self, loop: LoopState, *, model, optim, sched, scaler, best_state: dict | None) -> None:
+    def save(self, loop: LoopState, *, model, optim, sched, scaler, best_state: dict | None, averaged: dict | None = None) -> None:
         """Write the checkpoint atomically (a kill mid-write leaves the previous one intact)."""
         if self.folder is None:
             return
@@ -78,6 +80,7 @@ class TrainingCheckpoint:
             "loop": asdict(loop),
             "model": model.state_dict(),
             "best_state": best_state,
+            "averaged": averaged,
             "optim": optim.state_dict(),
             "sched": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -88,9 +91,10 @@ class TrainingCheckpoint:
         os.replace(tmp, self.folder / STATE_FILE)
         log.info("checkpoint at step %d written to %s", loop.step, self.folder)
 
-    def restore(self, *, model, optim, sched, scaler) -> tuple[LoopState, dict | None] | None:
-        """Load the checkpoint into the given objects; returns the loop state and best weights,
-        or None when there is none for this run."""
+    def restore(self, *, model, optim, sched, scaler) -> tuple[LoopState, dict | None, dict | None] | None:
+        """Load the checkpoint into the given objects; returns the loop state, the best weights
+        and the running weight average (``TrainConfig.average_last``), or None when there is
+        none for this run."""
         if self.folder is None or not (self.folder / STATE_FILE).is_file():
             return None
         import torch
@@ -107,7 +111,7 @@ class TrainingCheckpoint:
         torch.set_rng_state(blob["torch_rng"])
         loop = LoopState(**blob["loop"])
         log.info("resuming from the checkpoint at step %d (epoch %d, best dev macro-F1 %.4f)", loop.step, loop.epoch + 1, loop.best_f1)
-        return loop, blob["best_state"]
+        return loop, blob["best_state"], blob.get("averaged")
 
     def clear(self) -> None:
         """Remove the checkpoint once the run's model is registered."""

@@ -100,6 +100,15 @@ class TrainConfig(BaseModel):
     #: dropped. "both": the two together. "auto": "gold" for an artifact whose manifest says it
     #: labels training rows (``"kind": "training-rows"``), else "unlabelled".
     distill_rows: Literal["auto", "unlabelled", "gold", "both"] = "auto"
+    #: Weight averaging (SWA over the end of the schedule): the registered weights are the mean
+    #: of the weights after each of the last ``average_last`` share of the planned steps; 0 = the
+    #: weights of the last step. Needs ``keep="last"``.
+    average_last: float = Field(0.0, ge=0.0, lt=1.0)
+    #: Agreement-aware targets: a gold row whose annotators agreed at ``a`` % (PhraseBank's 50, 66,
+    #: 75 and 100) is label-smoothed by ``agreement_smoothing · (1 − a/100)``, so a sentence half
+    #: the annotators disputed is a softer target than a unanimous one; rows without an agreement
+    #: (Twitter, SEntFiN, feedback) keep their hard label. 0 = off.
+    agreement_smoothing: float = Field(0.0, ge=0.0, le=1.0)
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
     #: The serving tier the model is for: "accurate" models get their own production pointer
@@ -130,6 +139,8 @@ class TrainConfig(BaseModel):
             raise ValueError("distill_alpha must be ≥ 0 and distill_temperature > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8:
             raise ValueError("epochs and batch_size must be ≥ 1 and max_length ≥ 8")
+        if self.average_last > 0 and self.keep != "last":
+            raise ValueError("average_last needs keep='last' (the average is of the last steps, not of the best checkpoint)")
         return self
 
     @property

@@ -357,6 +357,9 @@ class FineTuning:
         self.enc = tokenizer(data.texts, truncation=True, max_length=cfg.max_length)
         weights = torch.tensor(class_weights(data.counts, cfg.class_weighting), dtype=torch.float32, device=device)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+        self.smoothing = agreement_smoothing(cfg, data)
+        #: The first step whose weights go into the average (past the planned steps: none do).
+        self.average_from = plan.total - int(round(cfg.average_last * plan.total)) + 1 if cfg.average_last > 0 else plan.total + 1
         self.scorer = SentimentModel(model, tokenizer, version="candidate", max_length=cfg.max_length, device=device)
 
     def run(self, checkpoint: TrainingCheckpoint, started: float) -> FitResult:
@@ -366,11 +369,11 @@ class FineTuning:
 
         cfg, plan, model = self.cfg, self.plan, self.model
         rng = np.random.default_rng(cfg.seed)
-        state, best_state = LoopState(horizon_steps=plan.total), None
+        state, best_state, averaged = LoopState(horizon_steps=plan.total), None, None
         resumed = checkpoint.restore(model=model, optim=self.opt.optim, sched=self.opt.sched, scaler=self.opt.scaler)
         fit_started = time.monotonic()
         if resumed is not None:
-            state, best_state = resumed
+            state, best_state, averaged = resumed
             rng.bit_generator.state = state.epoch_rng
             started, fit_started = started - state.elapsed_s, fit_started - state.fit_elapsed_s
         self.opt.schedule.horizon = state.horizon_steps
@@ -381,6 +384,8 @@ class FineTuning:
         for epoch, batch_no, epoch_rng, rows in _batches(lengths, cfg, rng, state.epoch, state.batches_done):
             loss = self._step(rows)
             state.step += 1
+            if state.step >= self.average_from:
+                averaged = self._average_in(averaged, state)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_f1=f"{state.best_f1:.3f}")
             out_of_time = self._spend(state.step, started, fit_started)
@@ -394,14 +399,30 @@ class FineTuning:
                 now = time.monotonic()
                 state.epoch, state.batches_done, state.epoch_rng = epoch, batch_no + 1, epoch_rng
                 state.horizon_steps, state.elapsed_s, state.fit_elapsed_s = self.opt.schedule.horizon, now - started, now - fit_started
-                checkpoint.save(state, model=model, optim=self.opt.optim, sched=self.opt.sched, scaler=self.opt.scaler, best_state=best_state)
+                checkpoint.save(state, model=model, optim=self.opt.optim, sched=self.opt.sched, scaler=self.opt.scaler, best_state=best_state, averaged=averaged)
             if state.step >= plan.total:
                 break
         bar.close()
         if best_state is not None and cfg.keep == "best":
             model.load_state_dict(best_state)
+        elif averaged is not None:
+            model.load_state_dict(averaged)
+            log.info("registering the mean of the weights of the last %d steps", state.averaged_steps)
         model.eval()
         return FitResult(loop=state, planned_steps=plan.total, stop=stop, started=started)
+
+    def _average_in(self, averaged: dict | None, state: LoopState) -> dict:
+        """Add the current weights to the running mean of the last steps' weights (SWA: a flat
+        average over the end of the decay, which lands in a wider optimum than its last point)."""
+        current = self.model.state_dict()
+        state.averaged_steps += 1
+        if averaged is None:
+            return {k: v.detach().to("cpu", copy=True) for k, v in current.items()}
+        n = state.averaged_steps
+        for k, v in current.items():
+            if v.is_floating_point():
+                averaged[k] += (v.detach().to("cpu") - averaged[k]) / n
+        return averaged
 
     def _step(self, rows: list[int]):
         """One optimiser step on the batch of training rows ``rows``; returns its loss."""
@@ -412,7 +433,8 @@ class FineTuning:
         y = torch.tensor([self.data.labels[i] for i in rows], device=self.device)
         with _autocast(self.device):
             logits = self.model(**batch).logits
-        loss = _loss(self.cfg, self.loss_fn, logits.float(), y, torch.from_numpy(self.data.teacher[rows]).to(self.device))
+        smoothing = torch.from_numpy(self.smoothing[rows]).to(self.device) if self.smoothing is not None else None
+        loss = _loss(self.cfg, self.loss_fn, logits.float(), y, torch.from_numpy(self.data.teacher[rows]).to(self.device), smoothing)
         self.opt.step(loss)
         return loss
 
@@ -504,6 +526,7 @@ def model_card(cfg: TrainConfig, version: str, data: TrainingSet, train_files: l
             "best_step": loop.best_step,
             "best_dev_macro_f1": round(loop.best_f1, 4),
             "kept_step": loop.best_step if cfg.keep == "best" else loop.step,
+            "averaged_steps": loop.averaged_steps,
             "stopped_early": fit.stop or None,
             "seconds": round(time.monotonic() - fit.started, 1),
             "device": device,
@@ -523,11 +546,41 @@ def _soft_rows(cfg: TrainConfig, exclude: set[str]) -> SoftLabels | None:
     return SoftLabels(path=soft.path, sha256=soft.sha256, texts=[soft.texts[i] for i in keep], probs=soft.probs[keep], manifest=soft.manifest)
 
 
-def _loss(cfg: TrainConfig, ce, logits, y, teacher):
-    """Cross-entropy on the gold rows of the batch plus ``alpha`` · KD on every row that has
-    teacher probabilities (the soft rows, and gold rows too with ``distill_rows`` "gold"/"both")."""
+def agreement_smoothing(cfg: TrainConfig, data: TrainingSet) -> np.ndarray | None:
+    """Each training row's label-smoothing share (``TrainConfig.agreement_smoothing``): by the
+    annotators' agreement on gold rows that have one, 0 elsewhere; None when the lever is off."""
+    if cfg.agreement_smoothing <= 0 or "agreement" not in data.frame.columns:
+        return None
+    out = np.zeros(len(data.texts), dtype=np.float32)
+    agreement = data.frame["agreement"].to_numpy(dtype=np.float64)
+    known = ~np.isnan(agreement)
+    out[: len(data.frame)][known] = cfg.agreement_smoothing * (1.0 - np.clip(agreement[known], 0.0, 100.0) / 100.0)
+    return out if out.any() else None
+
+
+def _smoothed_ce(ce, logits, y, smoothing):
+    """Class-weighted cross-entropy with a per-row label-smoothing share: ``(1 − ε) · CE(gold) +
+    ε · mean over classes of −log p``, each row weighted by its gold class's weight (so ε = 0
+    everywhere gives exactly ``ce``)."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    w = ce.weight[y] if ce.weight is not None else torch.ones_like(smoothing)
+    per_row = (1 - smoothing) * -logp.gather(1, y[:, None]).squeeze(1) + smoothing * -logp.mean(dim=-1)
+    return (w * per_row).sum() / w.sum()
+
+
+def _loss(cfg: TrainConfig, ce, logits, y, teacher, smoothing=None):
+    """Cross-entropy on the gold rows of the batch (label-smoothed by annotator agreement when
+    ``smoothing`` is given) plus ``alpha`` · KD on every row that has teacher probabilities (the
+    soft rows, and gold rows too with ``distill_rows`` "gold"/"both")."""
     gold = y >= 0
-    loss = ce(logits[gold], y[gold]) if gold.any() else logits.sum() * 0.0
+    if not gold.any():
+        loss = logits.sum() * 0.0
+    elif smoothing is not None:
+        loss = _smoothed_ce(ce, logits[gold], y[gold], smoothing[gold])
+    else:
+        loss = ce(logits[gold], y[gold])
     taught = teacher.sum(dim=-1) > 0
     if taught.any():
         loss = loss + cfg.distill_alpha * kd_loss(logits[taught], teacher[taught], cfg.distill_temperature)

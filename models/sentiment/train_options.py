@@ -101,6 +101,16 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         cli_help="Distil from this teacher soft-label artifact instead (data/soft_labels/*.csv.gz; its sha256 is checked against its manifest).",
     ),
     TrainOption("soft_labels_sha256", "soft_labels_sha256", "string", "", "The sha256 the soft-label artifact must have; empty = the one in its manifest."),
+    TrainOption(
+        "average_last", "average_last", ["null", "number"], None, "Share of the last steps whose weights are averaged (SWA); 0 = the last step's weights; empty = the recipe's.",
+        cli="average_last", minimum=0, cli_type=float,
+        cli_help="Register the mean of the weights of this share of the last steps (SWA; 0 = the last step's weights; default: the recipe's).",
+    ),
+    TrainOption(
+        "agreement_smoothing", "agreement_smoothing", ["null", "number"], None, "Label smoothing by annotator agreement: a gold row agreed at a % is smoothed by this × (1 − a/100); empty = the recipe's.",
+        cli="agreement_smoothing", flag="--label-smoothing", minimum=0, cli_type=float,
+        cli_help="Label-smooth gold rows by their annotators' agreement: this × (1 − agreement/100) (PhraseBank; default: the recipe's).",
+    ),
     # accepted from --conf JSON, not shown in the trigger form
     TrainOption("batch_size", "batch_size", ["null", "integer"], None, cli="batch_size", in_form=False, cli_type=int, cli_help="Training batch size."),
     TrainOption("seed", "seed", ["null", "integer"], None, in_form=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -106,7 +107,7 @@ def test_title_repeat_is_trained_saved_and_applied_at_serve_time(tmp_path):
     # the headline outweighs a body about something else only because it counts three times
     story = ["wheat harvest grain crop\ncrude oil barrels"]
     assert np.allclose(model.scores(story), loaded.scores(story), atol=1e-3)
-    plain = TopicModel(loaded.categories, loaded.vocabulary, loaded.idf, loaded.coef, loaded.intercept, loaded.thresholds, loaded.vectorizer_params)
+    plain = dataclasses.replace(loaded, title_repeat=1)
     grain = loaded.categories.index("grain")
     assert loaded.scores(story)[0, grain] > plain.scores(story)[0, grain]
 

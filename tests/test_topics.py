@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newspulse.models.sentiment.data import DataError
-from newspulse.models.topics.model import DEFAULT_TOPIC_MODEL, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
+from newspulse.models.topics.model import CARD, CHAR_VOCABULARY, DEFAULT_TOPIC_MODEL, FORMAT, TopicModel, TopicModelError, decide, headline_weighted, load_topic_model
 from newspulse.models.topics.evaluate import TOPICS_DEV, TOPICS_TRAIN, label_matrix, multilabel_metrics, read_categories, read_topics_csv
 from newspulse.models.topics.train import TopicTrainConfig, fit_linear, fit_topic_model, rare_band, train_topics, tune_thresholds
 
@@ -147,6 +148,73 @@ def test_train_topics_measures_baseline_and_model_then_writes_the_card(tmp_path)
         assert cv["rows"] == "train + dev" and sum(f["n"] for f in cv["per_fold"]) == len(train) + len(dev)
         assert card["metrics"][name]["dev"]["micro_f1"] > 0.9
     assert [d["rows"] for d in card["data"]["train"]] == [len(train), len(dev)] and len(card["data"]["train"][0]["sha256"]) == 64
+
+
+def _toy_model(**cfg) -> TopicModel:
+    frame = _toy_frame()
+    frame["labels"] = frame["labels"].str.split(";")
+    return fit_topic_model(frame["text"].tolist(), frame["labels"].tolist(), ["earn", "grain", "crude"], TopicTrainConfig(tune_folds=2, min_df=1, **cfg))
+
+
+def test_char_block_is_stacked_after_the_words_and_saved_as_format_2(tmp_path):
+    model = _toy_model()
+    assert model.char_vocabulary and all(3 <= len(t) <= 5 for t in model.char_vocabulary)  # char_wb 3-5-grams
+    assert model.coef.shape == (3, len(model.vocabulary) + len(model.char_vocabulary))
+    # each block is L2-normalised and the pair scaled by 1/sqrt 2: a story's row has unit norm
+    row = model._features.transform(["wheat harvest grain\ncrude oil"])
+    assert np.linalg.norm(row.toarray()) == pytest.approx(1.0, abs=1e-5)
+    path = model.save(tmp_path / "m")
+    card = json.loads((path / CARD).read_text())
+    assert card["format"] == FORMAT == 2 and card["char_vectorizer"]["analyzer"] == "char_wb" and card["char_vectorizer"]["ngram_range"] == [3, 5]
+    loaded = TopicModel.load(path)
+    assert loaded.char_vocabulary == model.char_vocabulary
+    texts = ["wheat harvests and grains", "crude oils from opec"]
+    assert np.allclose(model.scores(texts), loaded.scores(texts), atol=1e-3)
+
+
+def test_char_block_scores_an_inflection_the_word_block_never_saw():
+    """"harvests" and "bushel" are not word terms of the toy corpus (it says "harvest" and
+    "bushels"); their character n-grams are, so only the char block ties them to grain."""
+    words, both = _toy_model(char_block=False), _toy_model()
+    assert "harvests" not in words.vocabulary and "bushel" not in words.vocabulary
+    grain = words.categories.index("grain")
+    story = ["harvests bushel"]
+    assert both.scores(story)[0, grain] > words.scores(story)[0, grain] + 0.1
+    assert both.predict(story)[0][0] == "grain"
+
+
+def test_a_format_1_folder_without_the_char_block_still_loads(tmp_path):
+    """A model folder written before the char block (no ``format`` in its card, no
+    char_vocabulary.txt) keeps tagging as it did."""
+    model = _toy_model(char_block=False)
+    path = model.save(tmp_path / "m")
+    card = json.loads((path / CARD).read_text())
+    del card["format"]
+    (path / CARD).write_text(json.dumps(card))
+    assert not (path / CHAR_VOCABULARY).exists()
+    loaded = TopicModel.load(path)
+    assert loaded.char_vocabulary == [] and loaded.predict(["wheat grain crop"]) == model.predict(["wheat grain crop"])
+
+
+def test_load_refuses_a_newer_format_and_a_missing_char_vocabulary(tmp_path):
+    path = _toy_model().save(tmp_path / "m")
+    (path / CHAR_VOCABULARY).unlink()
+    with pytest.raises(TopicModelError, match="missing char_vocabulary.txt"):
+        TopicModel.load(path)
+    card = json.loads((path / CARD).read_text())
+    (path / CARD).write_text(json.dumps({**card, "format": FORMAT + 1}))
+    with pytest.raises(TopicModelError, match="newer than this NewsPulse reads"):
+        TopicModel.load(path)
+
+
+def test_training_twice_on_the_same_rows_writes_the_same_weights_and_vocabularies(tmp_path):
+    """Seeded SVMs and a timestamp-free weights.npz: a retraining that changes nothing changes no
+    bundled weights in git (only the card's version and dates)."""
+    first, second = _toy_model().save(tmp_path / "a"), _toy_model().save(tmp_path / "b")
+    for name in ("weights.npz", "vocabulary.txt", CHAR_VOCABULARY):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    with zipfile.ZipFile(first / "weights.npz") as archive:  # no save-time stamp that a later save would change
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 # --- data files and errors --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
 from transformers import AutoTokenizer
 from newspulse.models.topics.evaluate import TOPICS_TRAIN, TOPICS_DEV, CATEGORIES_TXT, read_topics_csv, label_matrix, multilabel_metrics
-from newspulse.models.topics.train import TopicTrainConfig, _vectorizer, tune_thresholds
+from newspulse.models.topics.train import TopicTrainConfig, fit_features, tune_thresholds
 from newspulse.models.topics.model import decide
 from newspulse.models.backends.cuda_batched import load_encoder, mean_pooled
 from newspulse.models.sentiment.data import resolve_base_model
@@ -35,7 +35,7 @@ ap.add_argument("--layers", type=int, default=None, help="keep only the encoder'
 args = ap.parse_args()
 
 torch.set_num_threads(1)
-cfg = TopicTrainConfig()
+cfg = TopicTrainConfig(title_repeat=1, char_block=False)  # the word block with the headline once, as measured
 cats = [c.strip() for c in CATEGORIES_TXT.read_text().split() if c.strip()]
 train, dev = read_topics_csv(TOPICS_TRAIN), read_topics_csv(TOPICS_DEV)
 if args.encoder == "base":
@@ -65,7 +65,7 @@ def features(kind, tr_idx, te_texts_idx):
     Ete = E_dev if src == "dev" else E_tr[te]
     if kind == "emb":
         return Etr, Ete
-    vec = _vectorizer(cfg); Xtr = vec.fit_transform(tr_texts); Xte = vec.transform(te_texts)
+    vec, Xtr = fit_features(tr_texts, cfg); Xte = vec.transform(te_texts)
     if kind == "tfidf":
         return Xtr, Xte
     return sp.hstack([Xtr, sp.csr_matrix(Etr)]).tocsr(), sp.hstack([Xte, sp.csr_matrix(Ete)]).tocsr()

@@ -366,7 +366,10 @@ def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: Classifier
                 out[f"processors_{n_proc}_peak_rss_mb"] = max(_peak_rss_mb(p.pid) for p in procs)
                 if n_proc == 1:
                     capacity = out["processors_1_articles_per_s"]
+                    before = store_lookup(store, articles)
                     out["latency_s"] = _latency(watcher, publish, articles, latency_share * capacity, latency_seconds) | {"capacity_per_s": capacity}
+                    after = store_lookup(store, articles)
+                    out["latency_s"]["store"] = {key: [before[key], after[key]] for key in before} | {"what": STORE_LOOKUP_NOTE}
             finally:
                 for p in procs:
                     p.terminate()
@@ -376,6 +379,27 @@ def kafka_es_runs(base: Settings, chunks: list[list[Article]], alone: Classifier
         out["stored_equals_produced"] = True
         store.close()
     return out
+
+
+STORE_LOOKUP_NOTE = (
+    "documents stored and the seconds one id lookup took, at the start and the end of the latency run: each batch the "
+    "processor writes first looks its ids up in every monthly index (a copy a published_at correction left in another "
+    "month is deleted), and noida-db answers a search by reading every stored document, so on this peer that lookup, "
+    "and with it the latency, grows with what the earlier rounds stored (Elasticsearch answers it from the _id index)"
+)
+
+
+def store_lookup(store, articles: list[Article]) -> dict:
+    """The store's size and what one lookup of a batch's ids costs on it now (median of 3): the
+    lookup every batch write starts with (:data:`STORE_LOOKUP_NOTE`), timed from outside."""
+    ids = [a.id for a in fresh(articles[:8], "lookup")]
+    documents = _es_count(store)  # refreshes first, so the lookups below read a settled index
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        store.stored_ids(ids)
+        times.append(time.perf_counter() - t0)
+    return {"documents": documents, "id_lookup_s": statistics.median(times)}
 
 
 def _latency(watcher: ScoredWatcher, publish, articles: list[Article], rate: float, seconds: float) -> dict:

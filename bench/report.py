@@ -56,7 +56,7 @@ HOW_TO_MEASURE = """## How to measure
 | --- | --- | --- |
 | `make bench` | model, pipeline, rebalance, store, store_10k, summaries, alerts, topics `.json`, then this file | ≤ 15 min aimed |
 | `make faults` (`FAULTS_ARGS="--only R1"` …) | faults.json | about an hour |
-| `make topics-model` | retrains models/topics/bundled, then topics.json | ~17 min on a loaded machine |
+| `make topics-model` | retrains models/topics/bundled, then topics.json | ~17 min on a loaded machine word-only; about an hour of CPU with the char block |
 | `python bench/int8.py` (`--arms …` for some) | int8.json (every quantisation arm per dev split and batch size) | ~3 min per arm under load |
 | `python bench/retrain.py` | retrain.json (the default `newspulse model train`, timed whole) | ~8 min |
 | `python bench/entities.py [--steps N --seeds …]` | entities.json (joint and story-only models trained and evaluated per seed) | ~20 min per seed on 2 idle cores |

@@ -2,7 +2,7 @@
 
     python bench/topics.py                    # the bundled model's measured dev and CV figures, scoring speed
     python bench/topics.py --test test.csv    # plus a held-out file (e.g. ModApte test)
-    python bench/topics.py --speed-against OLD_MODEL_FOLDER   # scoring speed of both, same run
+    python bench/topics.py --speed-also FOLDER   # and the scoring speed of another model (a candidate, or the one before), same run
 
 The honest figures come from training, not from here: the bundled model is trained on train +
 dev, so scoring it on dev would measure memory. `make topics-model` measures a model trained on
@@ -13,8 +13,8 @@ issue's ModApte test split, which this project does not have).
 
 Scoring speed is measured here, on this machine: CPU time per dev story (process time, so other
 processes' load counts less than in wall time), one story per call (``Tagger.analyze``) and all
-of them in one call (``Tagger.tag_many``), best of three rounds. ``--speed-against`` times a
-second model in the same rounds, interleaved, for a before/after ratio.
+of them in one call (``Tagger.tag_many``), best of three rounds. ``--speed-also`` times a
+second model in the same rounds, interleaved, for a ratio that one run's load cannot skew.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_TOPIC_MODEL, help="topic-model folder (default: the bundled one)")
     ap.add_argument("--test", type=Path, default=None, help="held-out CSV (text,labels) to score the model on")
-    ap.add_argument("--speed-against", type=Path, default=None, metavar="FOLDER", help="another topic-model folder to time in the same run")
+    ap.add_argument("--speed-also", type=Path, default=None, metavar="FOLDER", help="another topic-model folder to time in the same rounds")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "topics.json")
     args = ap.parse_args()
 
@@ -75,19 +75,19 @@ def main() -> None:
         "svm_baseline": card["metrics"].get("svm_baseline"),
     }
     models = {"model": TopicModel.load(args.model)}
-    if args.speed_against is not None:
-        models["against"] = TopicModel.load(args.speed_against)
+    if args.speed_also is not None:
+        models["also"] = TopicModel.load(args.speed_also)
     texts = read_topics_csv(TOPICS_DEV)["text"].tolist()
     speed = scoring_speed(models, texts)
     result["scoring"] = {
         "what": f"CPU ms per story (process time), best of {ROUNDS} interleaved rounds over the {len(texts)} dev stories; "
                 "one_by_one = one story per call (Tagger.analyze), batch = all in one call (Tagger.tag_many)",
         "load_average": round(os.getloadavg()[0], 1),
-        "model": speed["model"],
     }
-    if "against" in speed:
-        result["scoring"]["against"] = {"model_version": models["against"].version, **speed["against"]}
-        result["scoring"]["ratio"] = {mode: round(speed["model"][mode] / speed["against"][mode], 2) for mode in ("one_by_one", "batch")}
+    result["scoring"]["model"] = {"model_version": models["model"].version, **speed["model"]}
+    if "also" in speed:
+        result["scoring"]["also"] = {"model_version": models["also"].version, **speed["also"]}
+        result["scoring"]["also_over_model"] = {mode: round(speed["also"][mode] / speed["model"][mode], 2) for mode in ("one_by_one", "batch")}
     print(f"scoring: {json.dumps(result['scoring'])}")
     if args.test is not None:
         argv = [sys.executable, "-m", "newspulse.cli", "model", "evaluate-topics", "--data", str(args.test), "--model", str(args.model), "--json"]

@@ -247,6 +247,9 @@ def test_bundled_model_has_the_modapte_categories_thresholds_and_card():
     assert model.title_repeat == TopicTrainConfig().title_repeat  # trained with the recipe's headline weight
     card = model.card
     assert card["version"].startswith("topics-") and "research purposes only" in card["licence"]
+    # format 2: the char_wb block beside the words, as the training recipe builds it
+    assert card["format"] == FORMAT and card["params"]["char_block"] and card["char_vectorizer"] == TopicTrainConfig().char_vectorizer_params()
+    assert len(model.char_vocabulary) == card["params"]["max_features"] and model.coef.shape[1] == len(model.vocabulary) + len(model.char_vocabulary)
     for name in ("svm_baseline", "model"):
         assert {"dev", "cv"} <= set(card["metrics"][name]) and card["metrics"][name]["cv"]["folds"] >= 3
     assert sum(f.stat().st_size for f in DEFAULT_TOPIC_MODEL.iterdir()) < 25_000_000

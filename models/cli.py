@@ -64,13 +64,13 @@ def _plain(value: Any) -> Any:
 def _train_option(option: TrainOption) -> inspect.Parameter:
     """``newspulse model train``'s parameter for a declared retraining option (train_options.py).
     Not given, it is None (an empty list for a repeatable one): the run's default applies, as
-    for an empty DAG param. Switches and choices default to the declared default."""
+    for an empty DAG param. Switches, and choices that declare a default, default to it."""
     limits = {key: value for key, value in (("min", option.minimum), ("max", option.maximum)) if value is not None}
     decls = [option.flag] if option.flag else []
     kind = option.cli_type
     if isinstance(kind, tuple):
         choices = Enum(option.cli.title(), {choice: choice for choice in kind}, type=str)  # type: ignore[misc]
-        annotation, default = choices, choices(option.default)
+        annotation, default = (choices, choices(option.default)) if option.default is not None else (Optional[choices], None)
     elif kind is bool:
         annotation, default = bool, option.default
     else:

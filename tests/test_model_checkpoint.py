@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from newspulse.models.sentiment.checkpoint import STATE_FILE, TrainingCheckpoint
 from newspulse.models.sentiment.registry import Registry
 from newspulse.models.sentiment.config import TrainConfig
-from newspulse.models.sentiment.train import fit_and_register
+from newspulse.models.sentiment.train import fit_and_register, training_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +48,21 @@ def _weights(registry: Path, version: str) -> dict[str, torch.Tensor]:
     return load_file(Registry(registry).version_dir(version) / "model.safetensors")
 
 
-@pytest.mark.parametrize("recipe", [{}, {"keep": "last", "average_last": 0.5}], ids=["best", "averaged"])
+NATIVE_BF16 = training_precision(TrainConfig(registry=Path("r"), cpu_precision="auto"), "cpu") == "bf16"
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {},
+        {"keep": "last", "average_last": 0.5},
+        pytest.param({"cpu_precision": "bf16"}, marks=pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")),
+    ],
+    ids=["best", "averaged", "bf16"],
+)
 def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, recipe):
-    """Also with weight averaging: the running mean travels in the checkpoint."""
+    """Also with weight averaging (the running mean travels in the checkpoint) and with bf16
+    autocast (the accurate tier's recipe on a CPU that has it)."""
     whole = fit_and_register(_cfg(tiny, tmp_path / "a", tmp_path / "ckpt-a", **recipe))
     assert not (tmp_path / "ckpt-a").exists(), "a finished run removes its checkpoint"
 
@@ -78,7 +90,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
     a, b = _weights(tmp_path / "a", whole.version), _weights(tmp_path / "b", resumed.version)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "bit-identical weights"
     assert not (tmp_path / "ckpt-b").exists()
-    assert resumed.training["averaged_steps"] == (resumed.training["steps"] // 2 if recipe else 0)
+    assert resumed.training["averaged_steps"] == (resumed.training["steps"] // 2 if "average_last" in recipe else 0)
+    assert resumed.training["precision"] == ("bf16" if "cpu_precision" in recipe else "fp32")
 
 
 def test_weight_averaging_registers_the_mean_of_the_last_steps(tiny, tmp_path):

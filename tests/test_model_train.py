@@ -138,6 +138,28 @@ def test_tier_accurate_selects_mpnet_with_its_own_recipe_and_says_how_to_fetch_i
     assert cfg.params()["tier"] == "accurate" and not cfg.include_feedback
     fast = config_from_params({}, settings)
     assert (fast.tier, fast.base_model, fast.max_steps) == ("fast", "", DEFAULT_STEPS)
+    assert (cfg.cpu_precision, fast.cpu_precision) == ("auto", "fp32")
+    assert config_from_params({"tier": "accurate", "cpu_precision": "fp32"}, settings).cpu_precision == "fp32"
+
+
+def test_cpu_precision_takes_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch):
+    """``auto`` is bf16 on a CPU with native bf16 and fp32 elsewhere; an explicit ``bf16`` on a
+    CPU that would emulate it is refused, naming the alternatives; ``fp32`` is always fp32."""
+    import torch
+
+    from newspulse.errors import BadInput
+    from newspulse.models.sentiment.train import training_precision
+
+    def cfg(precision: str) -> TrainConfig:
+        return TrainConfig(registry=tmp_path, cpu_precision=precision)
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert [training_precision(cfg(p), "cpu") for p in ("fp32", "auto")] == ["fp32", "fp32"]
+    with pytest.raises(BadInput, match="native bf16.*fp32 or auto"):
+        training_precision(cfg("bf16"), "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert [training_precision(cfg(p), "cpu") for p in ("fp32", "auto", "bf16")] == ["fp32", "bf16", "bf16"]
 
 
 def test_fit_register_evaluate_gate_on_a_tiny_model(tmp_path, tiny_base, tiny_data):

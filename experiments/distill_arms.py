@@ -24,6 +24,7 @@ from newspulse.models.sentiment.config import TrainConfig
 from newspulse.models.sentiment.registry import ModelCard
 from newspulse.models.sentiment.train import train
 from newspulse.settings import load_settings
+from teacher_curve import final_figures  # the sibling script (experiments/ is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "distill_arms.json"
@@ -41,17 +42,11 @@ def parse_arm(spec: str) -> tuple[str, dict]:
 
 
 def figures(card) -> dict:
-    """The dev figures the issue's targets name, from the card."""
-    dev, ent = card.metrics["dev"], card.metrics.get("entities", {})
-    return {
-        "phrasebank_accuracy": round(dev["by_source"]["phrasebank"]["accuracy"], 4),
-        "phrasebank_macro_f1": round(dev["by_source"]["phrasebank"]["macro_f1"], 4),
-        "phrasebank_100_accuracy": round(dev["by_agreement"]["100"]["accuracy"], 4),
-        "twitter_weighted_f1": round(dev["by_source"]["twitter_financial_news"]["weighted_f1"], 4),
-        "dev_macro_f1": round(dev["macro_f1"], 4),
-        "entity_accuracy": ent.get("accuracy"),
-        "entity_conflict_accuracy": ent.get("conflict_accuracy"),
-    }
+    """The dev figures the issue's targets name (:func:`teacher_curve.final_figures`), the
+    entity ones flattened into the arm's row."""
+    final = final_figures(card.metrics)
+    entity = final.pop("entity")
+    return final | {"entity_accuracy": entity["accuracy"], "entity_conflict_accuracy": entity["conflict_accuracy"]}
 
 
 def main() -> None:

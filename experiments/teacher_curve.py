@@ -58,6 +58,7 @@ def run(workdir: Path, seed: int, evals_per_epoch: int, steps: int) -> dict:
         "steps": card.training["steps"],
         "evals_per_epoch": evals_per_epoch,
         "training_seconds": card.training["seconds"],
+        "precision": card.training["precision"],
         "history": card.training["history"],
         "final": final_figures(card.metrics),
     }
@@ -73,6 +74,11 @@ def main() -> None:
     entry = run(args.workdir, args.seed, args.evals_per_epoch, args.steps)
     entry["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, shared with other work"
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
+    # A seed's run of another recipe (another step count or precision) moves to ``earlier_runs``:
+    # BENCHMARKS.md draws its curve beside the current recipe's, the target row reads "runs" only.
+    replaced = [r for r in results["runs"] if r["seed"] == args.seed]
+    earlier = [r for r in replaced if (r["steps"], r.get("precision", "fp32")) != (entry["steps"], entry["precision"])]
+    results["earlier_runs"] = [r for r in results.get("earlier_runs", []) if r not in earlier] + earlier
     results["runs"] = [r for r in results["runs"] if r["seed"] != args.seed] + [entry]
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     print(json.dumps({k: entry[k] for k in ("seed", "version", "final")}, indent=2))

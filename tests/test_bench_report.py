@@ -223,10 +223,11 @@ def test_entity_figures_count_only_for_the_default_recipe(report):
 
 def test_teacher_converges_only_with_enough_epochs_and_seeds(report, tmp_path):
     curve = [{"step": 712 * i, "epoch": 0.5 * i, "dev_macro_f1": 0.80 + 0.01 * i, "loss": 0.5} for i in range(1, 7)]
-    one_seed = {"runs": [{"seed": 42, "history": curve}]}
+    earlier = {"seed": 7, "steps": 3000, "history": curve[:4]}
+    one_seed = {"runs": [{"seed": 42, "steps": 4272, "history": curve}], "earlier_runs": [earlier]}
     [row] = report.tiers.teacher_rows(one_seed)
-    assert row.verdict == "not met" and "seed 42: 3.00 epochs, dev macro-F1 0.860" in row.measured
-    [row] = report.tiers.teacher_rows({"runs": [{"seed": 42, "history": curve}, {"seed": 7, "history": curve}]})
+    assert row.verdict == "not met" and "seed 42: 3.00 epochs, dev macro-F1 0.860" in row.measured, "an earlier recipe's run is no seed of this one"
+    [row] = report.tiers.teacher_rows({"runs": [{"seed": 42, "steps": 4272, "history": curve}, {"seed": 7, "steps": 4272, "history": curve}]})
     assert row.verdict == "met"
     [row] = report.tiers.teacher_rows(None)
     assert row.verdict.startswith("not measured")

@@ -76,14 +76,19 @@ def cascade_rows(cascade: dict | None) -> list[Row]:
 
 
 def plot_teacher_curve(teacher: dict | None, out: Path) -> Path | None:
-    """Dev macro-F1 against epochs, one line per seed."""
+    """Dev macro-F1 against epochs, one line per seed: the current recipe solid, runs of an
+    earlier recipe (``earlier_runs``: fewer steps, another precision) dashed."""
     runs = _runs(teacher)
     if not runs:
         return None
+    earlier = [run for run in (teacher or {}).get("earlier_runs", []) if isinstance(run, dict) and run.get("history")]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for run in runs:
-        ax.plot([p["epoch"] for p in run["history"]], [p["dev_macro_f1"] for p in run["history"]], marker="o", label=f"seed {run['seed']}")
+        ax.plot([p["epoch"] for p in run["history"]], [p["dev_macro_f1"] for p in run["history"]], marker="o", label=f"seed {run['seed']}, {run['steps']:,} steps")
+    for run in earlier:
+        label = f"seed {run['seed']}, {run['steps']:,} steps {run.get('precision', 'fp32')} (earlier recipe)"
+        ax.plot([p["epoch"] for p in run["history"]], [p["dev_macro_f1"] for p in run["history"]], marker=".", linestyle="--", alpha=0.6, label=label)
     return _labelled(fig, ax, "epochs over the training rows", "dev macro-F1 (PhraseBank + Twitter)", "all-mpnet-base-v2 classifier: learning curve", out)
 
 

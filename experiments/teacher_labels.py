@@ -61,10 +61,38 @@ def teacher_probs(teacher_dir: Path, texts: list[str], cache: Path, batch_size: 
     return probs, member
 
 
+def training_rows():
+    """The rows the default retraining trains on, in its order (dev and evaluation texts removed,
+    SEntFiN rows with their company marked)."""
+    holdout = set(read_many(list(DEFAULT_DEV_FILES) + list(DEFAULT_EVAL_FILES))["text"])
+    return load_training_frame(list(DEFAULT_TRAIN_FILES), holdout, None, 42)
+
+
+def write_artifact(version: str, frame, probs: np.ndarray, members: list[dict], teacher: str, made_by: str, per_row: int = 1) -> dict:
+    """``data/soft_labels/train-<version>.csv.gz`` with its manifest (``per_row``: how many
+    teachers' probabilities each row's label averages; an artifact averaged in with ``--with``
+    counts that many); returns the manifest."""
+    texts = frame["text"].tolist()
+    sources = frame["source"].tolist() if "source" in frame.columns else ["train"] * len(texts)
+    manifest = {
+        "version": version,
+        "kind": "training-rows",
+        "commercial": False,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "made_by": made_by,
+        "teacher": teacher,
+        "teacher_provenance": {"members": members},
+        "teacher_dev": {"members": per_row},
+        "licences": {"teacher training data": training_licences(list(DEFAULT_TRAIN_FILES), [], [], None), "texts": "the bundled train splits (data/README.md)"},
+        "rows_by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()} if "source" in frame.columns else {},
+        "texts": f"{len(texts)} rows the default retraining trains on (load_training_frame), SEntFiN rows with their company marked",
+    }
+    return write_soft_labels(SOFT_LABELS_DIR / f"train-{version}.csv.gz", texts, np.asarray(probs, dtype=np.float32), sources, manifest)
+
+
 def label(teachers: list[Path], version: str, with_artifact: Path | None, cache: Path, batch_size: int) -> dict:
     """Score the training rows with every teacher and write the artifact; returns its manifest."""
-    holdout = set(read_many(list(DEFAULT_DEV_FILES) + list(DEFAULT_EVAL_FILES))["text"])
-    frame = load_training_frame(list(DEFAULT_TRAIN_FILES), holdout, None, 42)
+    frame = training_rows()
     texts = frame["text"].tolist()
     scored = [teacher_probs(t, texts, cache, batch_size) for t in teachers]
     probs = np.mean([p for p, _ in scored], axis=0)
@@ -78,22 +106,10 @@ def label(teachers: list[Path], version: str, with_artifact: Path | None, cache:
         for row, i in shared:  # a mean over every member: the old artifact counts as its members
             probs[row] = (len(teachers) * probs[row] + old * previous.probs[i]) / (len(teachers) + old)
         members.append({"artifact": previous.path.name, "sha256": previous.sha256, "members": old, "shared_rows": len(shared)})
-    sources = frame["source"].tolist() if "source" in frame.columns else ["train"] * len(texts)
     made_by = ["python experiments/teacher_labels.py"] + [f"--teacher {t.name}" for t in teachers] + ["--version", version] + ([f"--with {with_artifact.name}"] if with_artifact else [])
-    manifest = {
-        "version": version,
-        "kind": "training-rows",
-        "commercial": False,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "made_by": " ".join(made_by),
-        "teacher": f"mean probabilities of {len(teachers)} all-mpnet-base-v2 classifiers (the accurate tier's recipe, one seed each, trained on the bundled train splits)" + (f", averaged with {previous.path.name}'s members on the texts they share" if previous else ""),
-        "teacher_provenance": {"members": members},
-        "teacher_dev": {"members": len(teachers) + (int(previous.manifest.get("teacher_dev", {}).get("members", 1)) if previous else 0)},
-        "licences": {"teacher training data": training_licences(list(DEFAULT_TRAIN_FILES), [], [], None), "texts": "the bundled train splits (data/README.md)"},
-        "rows_by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()} if "source" in frame.columns else {},
-        "texts": f"{len(texts)} rows the default retraining trains on (load_training_frame), SEntFiN rows with their company marked",
-    }
-    return write_soft_labels(SOFT_LABELS_DIR / f"train-{version}.csv.gz", texts, np.asarray(probs, dtype=np.float32), sources, manifest)
+    teacher = f"mean probabilities of {len(teachers)} all-mpnet-base-v2 classifiers (the accurate tier's recipe, one seed each, trained on the bundled train splits)" + (f", averaged with {previous.path.name}'s members on the texts they share" if previous else "")
+    per_row = len(teachers) + (int(previous.manifest.get("teacher_dev", {}).get("members", 1)) if previous else 0)
+    return write_artifact(version, frame, probs, members, teacher, " ".join(made_by), per_row)
 
 
 def main() -> None:

@@ -338,7 +338,7 @@ class Optimiser:
         self.sched.step()
 
 
-def build_optimiser(cfg: TrainConfig, model, plan: StepPlan, device: str) -> Optimiser:
+def build_optimiser(cfg: TrainConfig, model, plan: StepPlan, device: str, precision: str) -> Optimiser:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -350,7 +350,7 @@ def build_optimiser(cfg: TrainConfig, model, plan: StepPlan, device: str) -> Opt
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate, **fused)
     schedule = WarmupLinearDecay(warmup=plan.warmup, horizon=plan.total)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
-    scaler = torch.amp.GradScaler("cuda") if device == "cuda" and not torch.cuda.is_bf16_supported() else None
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 autocast needs loss scaling
     return Optimiser(params=params, optim=optim, schedule=schedule, sched=sched, scaler=scaler)
 
 
@@ -514,7 +514,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     plan = StepPlan.of(cfg, len(data.texts))
     checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(data.texts), data.counts))
     precision = training_precision(cfg, device)
-    fit = FineTuning(cfg, model, tokenizer, data, build_optimiser(cfg, model, plan, device), plan, device, precision).run(checkpoint, started)
+    fit = FineTuning(cfg, model, tokenizer, data, build_optimiser(cfg, model, plan, device, precision), plan, device, precision).run(checkpoint, started)
     model.to("cpu")
     card = model_card(cfg, registry.new_version(), data, train_files, fit, device, precision)
     registry.register(model, tokenizer, card)

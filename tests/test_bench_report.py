@@ -79,7 +79,7 @@ def test_summary_verdicts_follow_the_results_and_say_not_measured_for_what_is_mi
 
     # CPU: 450 / 20 = 22.5× met; that variant loses 0.01 macro-F1 (> 0.005): not met; agreement met
     assert verdict_of(rows, "CPU", "20× BERT-base") == "met"
-    [speed] = [r for r in rows if "20× BERT-base" in r.target]
+    [speed] = [r for r in rows if "20× BERT-base" in r.target and r.area.startswith("CPU")]
     assert "22.5×" in speed.measured and "onnxruntime" in speed.measured
     assert verdict_of(rows, "CPU", "within 0.005") == "not met"
     assert verdict_of(rows, "CPU", "99 %") == "met"
@@ -247,3 +247,24 @@ def test_cascade_targets_are_read_at_the_production_threshold_and_need_the_speed
     assert verdict_of(slow, "Cascade", "PhraseBank accuracy") == "not met"  # accurate enough, but 1.2× BERT-base
     assert all(r.verdict.startswith("not measured") for r in report.tiers.cascade_rows(None))
     assert report.tiers.plot_cascade(cascade, tmp_path / "cascade.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_fast_tier_is_the_cascades_threshold_zero_point_as_served(report):
+    fast_only = {"threshold": 0.0, "phrasebank_routed": 0.0, "phrasebank_accuracy": 0.862, "phrasebank_macro_f1": 0.84, "phrasebank_100_accuracy": 0.971,
+                 "twitter_weighted_f1": 0.875, "sentences_per_s": 680.0, "ratio_vs_bert_base": 13.4}
+    cascade = {"tiers": {"fast": {"version": "v1", "precision": "int8"}}, "curve": [fast_only, {**fast_only, "threshold": 0.7, "phrasebank_accuracy": 0.9}]}
+    rows = report.tiers.fast_tier_rows(cascade)
+    assert verdict_of(rows, "Fast tier", "PhraseBank accuracy") == "met" and rows[0].measured == "0.862 (v1 int8)", "the threshold-0 point, not the routed one"
+    assert verdict_of(rows, "Fast tier", "macro-F1") == "not met"
+    assert verdict_of(rows, "Fast tier", "20×") == "not met" and "13.4× (680/s, v1 int8)" in rows[-1].measured
+    assert all(r.verdict.startswith("not measured") for r in report.tiers.fast_tier_rows({"curve": [fast_only | {"threshold": 0.5}]}))
+
+
+def test_fixed_recipe_counts_only_on_an_idle_machine_without_a_time_budget(report):
+    run = {"command": "newspulse model train", "wall_s": 470.0, "target_s": 600.0, "steps": 2200, "planned_steps": 2200, "time_budget_s": None, "setup": {"cores": 2, "load_average_1min": [0.3, 1.9]}}
+    [row] = report.retrain.fixed_recipe_rows(run)
+    assert row.verdict == "met" and "2200 of 2200 planned steps, no time budget, 7.8 min" in row.measured
+    assert report.retrain.fixed_recipe_rows(run | {"steps": 1453, "time_budget_s": 420.0})[0].verdict == "not met"
+    assert report.retrain.fixed_recipe_rows(run | {"wall_s": 640.0})[0].verdict == "not met"
+    assert report.retrain.fixed_recipe_rows(run | {"setup": {"cores": 2, "load_average_1min": [2.5, 2.0]}})[0].verdict.startswith("not measured: the machine was not idle")
+    assert report.retrain.fixed_recipe_rows({k: v for k, v in run.items() if k != "planned_steps"})[0].verdict.startswith("not measured")

@@ -22,6 +22,15 @@ CASCADE_TARGETS = (
     ("Twitter weighted-F1 ≥ 0.88", "twitter_weighted_f1", 0.88),
 )
 CASCADE_MIN_RATIO = 8.0
+#: The fast tier's targets alone (the `make demo` model at the precision production serves):
+#: FinBERT's published figures, and its speed against BERT-base fp32 in the same run.
+FAST_TARGETS = (
+    ("PhraseBank accuracy ≥ 0.86", "phrasebank_accuracy", 0.86),
+    ("PhraseBank macro-F1 ≥ 0.85", "phrasebank_macro_f1", 0.85),
+    ("PhraseBank 100 %-agreement accuracy ≥ 0.97", "phrasebank_100_accuracy", 0.97),
+    ("Twitter weighted-F1 ≥ 0.87", "twitter_weighted_f1", 0.87),
+    ("≥ 20× BERT-base fp32 sentences/s, same run", "ratio_vs_bert_base", 20.0),
+)
 
 
 def _runs(teacher: dict | None) -> list[dict]:
@@ -72,6 +81,27 @@ def cascade_rows(cascade: dict | None) -> list[Row]:
         measured = "—" if value is None else f"{value:.3f} at threshold {point['threshold']:g} ({point.get('phrasebank_routed', 0):.0%} routed, {ratio:.1f}× BERT-base)"
         verdict = not_measured("no figure") if value is None else (at_least(value, goal) if ratio >= CASCADE_MIN_RATIO else NOT_MET)
         rows.append(Row(area, target, measured, verdict, (src,)))
+    return rows
+
+
+def fast_tier_rows(cascade: dict | None) -> list[Row]:
+    """The fast tier alone: cascade.json's threshold-0 point routes nothing, so it is the
+    production student scored and timed as served (the precision its card allows), beside
+    BERT-base in the same run."""
+    area, src = "Fast tier (#26)", "cascade"
+    point = next((p for p in (cascade or {}).get("curve", []) if isinstance(p, dict) and p.get("threshold") == 0.0), None)
+    if point is None:
+        return [missing(area, t, src, "no cascade.json point at threshold 0 (bench/cascade.py)") for t, _, _ in FAST_TARGETS]
+    fast = (cascade.get("tiers") or {}).get("fast", {})
+    served = f"{fast.get('version', '?')} {fast.get('precision', '?')}"
+    rows = []
+    for target, key, goal in FAST_TARGETS:
+        value = number(point, key)
+        if value is None:
+            rows.append(missing(area, target, src, f"no {key} at threshold 0"))
+            continue
+        measured = f"{value:.1f}× ({point.get('sentences_per_s', 0):,.0f}/s, {served})" if key == "ratio_vs_bert_base" else f"{value:.3f} ({served})"
+        rows.append(Row(area, target, measured, at_least(value, goal), (src,)))
     return rows
 
 

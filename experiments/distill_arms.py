@@ -5,7 +5,7 @@ keep the last weights) so an arm's figures are the model ``make demo`` would tra
 
 Arms are ``name=key:value,key:value`` over TrainConfig fields (``soft_labels``,
 ``average_last``, ``agreement_smoothing``, ``distill_temperature``, ``distill_alpha``,
-``seed``); each registers into ``--workdir``'s registry (never promoted) and appends the
+``entity_share``, ``seed``); each registers into ``--workdir``'s registry (never promoted) and appends the
 card's dev figures to ``bench/results/distill_arms.json``:
 
     python experiments/distill_arms.py --workdir /scratch/arms \\
@@ -28,7 +28,7 @@ from teacher_curve import final_figures  # the sibling script (experiments/ is o
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "distill_arms.json"
-FLOATS = {"average_last", "agreement_smoothing", "distill_temperature", "distill_alpha"}
+FLOATS = {"average_last", "agreement_smoothing", "distill_temperature", "distill_alpha", "entity_share"}
 
 
 def parse_arm(spec: str) -> tuple[str, dict]:
@@ -49,6 +49,14 @@ def figures(card) -> dict:
     return final | {"entity_accuracy": entity["accuracy"], "entity_conflict_accuracy": entity["conflict_accuracy"]}
 
 
+def record(entry: dict) -> None:
+    """Put ``entry`` into distill_arms.json in place of an arm of its name, reading the file
+    afresh so that arms run side by side (one process per core) keep each other's rows."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"what": __doc__.split("\n\n")[0], "arms": []}
+    results["arms"] = [a for a in results["arms"] if a["arm"] != entry["arm"]] + [entry]
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, required=True, help="scratch folder outside git: the arms' registry")
@@ -57,12 +65,9 @@ def main() -> None:
     ap.add_argument("arms", nargs="*", help="name=key:value,key:value")
     args = ap.parse_args()
     settings = load_settings(model_registry=args.workdir / "registry")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"what": __doc__.split("\n\n")[0], "arms": []}
     if args.baseline is not None:
         card = ModelCard.model_validate_json((args.baseline / "model_card.json").read_text(encoding="utf-8"))
-        entry = {"arm": "baseline", "overrides": {}, "version": card.version, "soft_labels": card.distillation.get("artifact_version"), "steps": card.training["steps"], "seconds": card.training["seconds"], **figures(card)}
-        results["arms"] = [a for a in results["arms"] if a["arm"] != "baseline"] + [entry]
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        record({"arm": "baseline", "overrides": {}, "version": card.version, "soft_labels": card.distillation.get("artifact_version"), "steps": card.training["steps"], "seconds": card.training["seconds"], **figures(card)})
     for spec in args.arms:
         name, overrides = parse_arm(spec)
         cfg = TrainConfig.production(settings, "fast", include_feedback=False, promote=False, quantize_check=args.int8_check, **overrides)
@@ -77,8 +82,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other work, torch threads {card.training.get('torch_threads')}",
             **figures(card),
         }
-        results["arms"] = [a for a in results["arms"] if a["arm"] != name] + [entry]
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        record(entry)
         print(json.dumps(entry, indent=2), flush=True)
 
 

@@ -15,7 +15,7 @@ from newspulse.models.sentiment.data import DataError, read_labelled_csv
 from newspulse.models.sentiment.evaluate import evaluate_candidate
 from newspulse.models.sentiment.registry import Registry, gate_and_promote
 from newspulse.models.sentiment.config import TrainConfig, config_from_params
-from newspulse.models.sentiment.train import WarmupLinearDecay, class_weights, fit_and_register, length_bucketed_batches, load_training_frame, train
+from newspulse.models.sentiment.train import WarmupLinearDecay, _batches, class_weights, epoch_rows, fit_and_register, length_bucketed_batches, load_training_frame, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +92,29 @@ def test_length_bucketed_batches_cover_every_row_once():
     assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
     spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
     assert spread < 10  # rows of similar length share a batch: little padding
+
+
+def test_entity_share_trains_every_story_row_each_epoch_and_a_fresh_share_of_the_entity_rows(tmp_path):
+    """entity_share 0.5: each epoch holds every story row once and half of the entity rows,
+    another half the next epoch, the same for a seed; 1.0 is the plain epoch, drawing nothing."""
+    entity = np.arange(10, 30)  # rows 10..29 are entity-marked, 0..9 and 30..39 story rows
+    lengths = [5 + i % 7 for i in range(40)]
+    cfg = TrainConfig(registry=tmp_path, epochs=2, batch_size=4, entity_share=0.5)
+    epochs: dict[int, list[int]] = {}
+    for epoch, _, _, rows in _batches(lengths, cfg, np.random.default_rng(1), 0, 0, entity):
+        epochs.setdefault(epoch, []).extend(rows)
+    story = set(range(40)) - set(entity.tolist())
+    for rows in epochs.values():
+        assert len(rows) == len(set(rows)) == 30 and story <= set(rows) and len(set(rows) & set(entity.tolist())) == 10
+    assert set(epochs[0]) != set(epochs[1]), "each epoch draws its own entity rows"
+    again = [r for _, _, _, rows in _batches(lengths, cfg, np.random.default_rng(1), 0, 0, entity) for r in rows]
+    assert again == epochs[0] + epochs[1]
+    plain = TrainConfig(registry=tmp_path, epochs=1, batch_size=4)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [r for *_, rows in _batches(lengths, plain, rng_a, 0, 0, entity) for r in rows] == [r for b in length_bucketed_batches(lengths, 4, rng_b) for r in b]
+    assert epoch_rows(40, entity, 1.0, np.random.default_rng(0)).tolist() == list(range(40))
+    with pytest.raises(ValueError):
+        TrainConfig(registry=tmp_path, entity_share=0.0)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero_at_a_movable_horizon():

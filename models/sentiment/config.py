@@ -110,6 +110,10 @@ class TrainConfig(BaseModel):
     #: the annotators disputed is a softer target than a unanimous one; rows without an agreement
     #: (Twitter, SEntFiN, feedback) keep their hard label. 0 = off.
     agreement_smoothing: float = Field(0.0, ge=0.0, le=1.0)
+    #: Share of the entity-marked rows (SEntFiN headlines, ``[[company]]``) each epoch trains on:
+    #: a fresh seeded subset per epoch, every story-level row every epoch. Below 1 the story rows
+    #: get more passes within the same step count, the entity rows fewer. 1 = every row.
+    entity_share: float = Field(1.0, gt=0.0, le=1.0)
     #: "teacher" registers a model that makes soft labels and is never promoted.
     role: Literal["student", "teacher"] = "student"
     #: The serving tier the model is for: "accurate" models get their own production pointer

@@ -52,6 +52,7 @@ from newspulse.models.sentiment.data import (
     read_many,
     resolve_base_model,
 )
+from newspulse.models.sentiment.entities import OPEN
 from newspulse.models.sentiment.evaluate import evaluate_candidate
 from newspulse.models.sentiment.registry import DataFile, ModelCard, Registry, code_version, gate_and_promote
 from newspulse.models.sentiment.soft_labels import SoftLabels, kd_loss, load_soft_labels
@@ -189,6 +190,15 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def epoch_rows(rows: int, entity_rows: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """The rows one epoch trains on: every row, or (``share`` < 1) every row but the
+    entity-marked ones, of which a seeded ``share`` is drawn afresh each epoch."""
+    if share >= 1.0 or not len(entity_rows):
+        return np.arange(rows)
+    drawn = rng.choice(entity_rows, size=max(1, round(share * len(entity_rows))), replace=False)
+    return np.sort(np.concatenate([np.setdiff1d(np.arange(rows), entity_rows), drawn]))
+
+
 @dataclass
 class TrainingSet:
     """What one run fine-tunes on: the gold rows, then the soft-labelled ones (distillation)."""
@@ -201,6 +211,16 @@ class TrainingSet:
     teacher: np.ndarray  # teacher probabilities per row; zeros for a gold row without a soft label
     counts: dict[str, int]  # gold rows per label
     distill_rows: str = ""  # the resolved TrainConfig.distill_rows ("" = no distillation)
+
+    @property
+    def entity_rows(self) -> np.ndarray:
+        """Indices of the entity-marked gold rows (SEntFiN: the company wrapped in markers)."""
+        return np.array([i for i, t in enumerate(self.frame["text"]) if OPEN in t], dtype=np.int64)
+
+    def rows_per_epoch(self, share: float) -> int:
+        """How many rows one epoch trains on (:func:`epoch_rows`)."""
+        entity = len(self.entity_rows)
+        return len(self.texts) - entity + (max(1, round(share * entity)) if entity and share < 1.0 else entity)
 
     @property
     def taught_gold_rows(self) -> int:
@@ -404,7 +424,7 @@ class FineTuning:
         bar = tqdm(total=plan.total, initial=state.step, desc="fine-tuning", unit="step", disable=not cfg.progress)
         model.train()
         lengths = [len(x) for x in self.enc["input_ids"]]
-        for epoch, batch_no, epoch_rng, rows in _batches(lengths, cfg, rng, state.epoch, state.batches_done):
+        for epoch, batch_no, epoch_rng, rows in _batches(lengths, cfg, rng, state.epoch, state.batches_done, self.data.entity_rows):
             loss = self._step(rows)
             state.step += 1
             if state.step >= self.average_from:
@@ -488,15 +508,17 @@ class FineTuning:
         return False
 
 
-def _batches(lengths: list[int], cfg: TrainConfig, rng: np.random.Generator, first_epoch: int, skip: int) -> Iterator[tuple[int, int, dict, list[int]]]:
+def _batches(lengths: list[int], cfg: TrainConfig, rng: np.random.Generator, first_epoch: int, skip: int, entity_rows: np.ndarray) -> Iterator[tuple[int, int, dict, list[int]]]:
     """``(epoch, batch number, the RNG state the epoch started from, rows)`` from ``first_epoch``
     on, leaving out the first ``skip`` batches of it (a resumed run trained them already). An
-    epoch's batches are drawn when the epoch starts, so its RNG state rebuilds them."""
+    epoch's rows (:func:`epoch_rows`) and batches are drawn when the epoch starts, so its RNG
+    state rebuilds them."""
     for epoch in range(first_epoch, cfg.epochs):
         epoch_rng = rng.bit_generator.state
-        for batch_no, rows in enumerate(length_bucketed_batches(lengths, cfg.batch_size, rng)):
+        rows_now = epoch_rows(len(lengths), entity_rows, cfg.entity_share, rng)
+        for batch_no, batch in enumerate(length_bucketed_batches([lengths[i] for i in rows_now], cfg.batch_size, rng)):
             if epoch > first_epoch or batch_no >= skip:
-                yield epoch, batch_no, epoch_rng, rows
+                yield epoch, batch_no, epoch_rng, [int(rows_now[i]) for i in batch]
 
 
 def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) -> ModelCard:
@@ -511,7 +533,7 @@ def fit_and_register(cfg: TrainConfig, train_files: list[Path] | None = None) ->
     data = load_training_set(cfg, train_files)
     device = pick_device(cfg.device)
     model, tokenizer = build_model(cfg, device)
-    plan = StepPlan.of(cfg, len(data.texts))
+    plan = StepPlan.of(cfg, data.rows_per_epoch(cfg.entity_share))
     checkpoint = TrainingCheckpoint(cfg.checkpoint_dir, fingerprint(cfg.params(), len(data.texts), data.counts))
     precision = training_precision(cfg, device)
     fit = FineTuning(cfg, model, tokenizer, data, build_optimiser(cfg, model, plan, device, precision), plan, device, precision).run(checkpoint, started)

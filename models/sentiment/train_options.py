@@ -107,6 +107,11 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         cli_help="Register the mean of the weights of this share of the last steps (SWA; 0 = the last step's weights; default: the recipe's).",
     ),
     TrainOption(
+        "entity_share", "entity_share", ["null", "number"], None, "Share of the entity-marked (SEntFiN) rows each epoch draws afresh; the story rows train every epoch; empty = the recipe's.",
+        cli="entity_share", minimum=0, maximum=1, cli_type=float,
+        cli_help="Train each epoch on this share of the entity-marked (SEntFiN) rows, drawn afresh per epoch, and on every story-level row (default: the recipe's).",
+    ),
+    TrainOption(
         "agreement_smoothing", "agreement_smoothing", ["null", "number"], None, "Label smoothing by annotator agreement: a gold row agreed at a % is smoothed by this × (1 − a/100); empty = the recipe's.",
         cli="agreement_smoothing", flag="--label-smoothing", minimum=0, cli_type=float,
         cli_help="Label-smooth gold rows by their annotators' agreement: this × (1 − agreement/100) (PhraseBank; default: the recipe's).",

@@ -32,12 +32,13 @@ FLOATS = {"average_last", "agreement_smoothing", "distill_temperature", "distill
 
 
 def parse_arm(spec: str) -> tuple[str, dict]:
-    """``name=key:value,...`` → (name, TrainConfig overrides)."""
+    """``name=key:value,...`` → (name, TrainConfig overrides); a ``soft_labels`` path is relative
+    to the repository (an absolute one stays as it is)."""
     name, _, body = spec.partition("=")
     overrides: dict = {}
     for part in filter(None, body.split(",")):
         key, _, value = part.partition(":")
-        overrides[key] = float(value) if key in FLOATS else int(value) if key == "seed" else Path(value) if key == "soft_labels" else value
+        overrides[key] = float(value) if key in FLOATS else int(value) if key == "seed" else ROOT / value if key == "soft_labels" else value
     return name, overrides
 
 
@@ -74,7 +75,7 @@ def main() -> None:
         card = train(cfg)
         entry = {
             "arm": name,
-            "overrides": {k: str(v) for k, v in overrides.items()},
+            "overrides": {k: str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v) for k, v in overrides.items()},
             "version": card.version,
             "soft_labels": card.distillation.get("artifact_version") if card.distillation else None,
             "steps": card.training["steps"],

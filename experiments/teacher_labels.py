@@ -51,7 +51,7 @@ def teacher_probs(teacher_dir: Path, texts: list[str], cache: Path, batch_size: 
     dev = card.metrics.get("dev", {})
     member = {
         "version": card.version,
-        "base_model": card.base_model,
+        "base_model": Path(card.base_model).name,  # the encoder's name, not this machine's folder
         "model_safetensors_sha256": weights,
         "seed": card.params.get("seed"),
         "steps": card.training.get("steps"),
@@ -66,6 +66,16 @@ def training_rows():
     SEntFiN rows with their company marked)."""
     holdout = set(read_many(list(DEFAULT_DEV_FILES) + list(DEFAULT_EVAL_FILES))["text"])
     return load_training_frame(list(DEFAULT_TRAIN_FILES), holdout, None, 42)
+
+
+def _relative_paths(value):
+    """``value`` with every ``path`` under the repository written relative to it: a manifest in
+    git names the bundled files, not the folder of the machine that made it."""
+    if isinstance(value, dict):
+        return {k: (str(Path(v).relative_to(ROOT)) if k == "path" and Path(v).is_relative_to(ROOT) else _relative_paths(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(v) for v in value]
+    return value
 
 
 def write_artifact(version: str, frame, probs: np.ndarray, members: list[dict], teacher: str, made_by: str, per_row: int = 1) -> dict:
@@ -83,7 +93,7 @@ def write_artifact(version: str, frame, probs: np.ndarray, members: list[dict], 
         "teacher": teacher,
         "teacher_provenance": {"members": members},
         "teacher_dev": {"members": per_row},
-        "licences": {"teacher training data": training_licences(list(DEFAULT_TRAIN_FILES), [], [], None), "texts": "the bundled train splits (data/README.md)"},
+        "licences": {"teacher training data": _relative_paths(training_licences(list(DEFAULT_TRAIN_FILES), [], [], None)), "texts": "the bundled train splits (data/README.md)"},
         "rows_by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()} if "source" in frame.columns else {},
         "texts": f"{len(texts)} rows the default retraining trains on (load_training_frame), SEntFiN rows with their company marked",
     }

@@ -385,7 +385,7 @@ def test_keep_last_registers_the_final_weights_not_the_best_dev_checkpoint(tmp_p
 
 
 def test_default_run_distils_from_the_pinned_bundled_soft_labels(np_env, tmp_path, tiny_base, tiny_data):
-    """`make demo`, `newspulse model train` and the DAG distil from data/soft_labels/train-v3 by
+    """`make demo`, `newspulse model train` and the DAG distil from data/soft_labels/train-v5 by
     default (hash pinned in code), on the gold rows it labels; --no-distill / distill=false and
     commercial-only runs do not, and an explicit artifact replaces it."""
     from typer.testing import CliRunner

@@ -35,12 +35,13 @@ DEFAULT_STEPS = 2200
 #: diverge), in bf16 autocast where the CPU has it natively.
 ACCURATE_STEPS = 4300
 ACCURATE_LEARNING_RATE = 2e-5
-#: The teacher soft labels the default run distils from: all-mpnet-base-v2 fold teachers' mean
-#: probabilities on the bundled training rows, each a second target of its gold row (no extra
-#: rows, so no extra steps within the CPU budget). Pinned: a swapped file fails the run.
+#: The teacher soft labels the default run distils from: out-of-fold probabilities of three
+#: all-mpnet-base-v2 fold teachers (the accurate tier's recipe) on every bundled training row,
+#: SEntFiN included, each a second target of its gold row (no extra rows, so no extra steps).
+#: Pinned: a swapped file fails the run.
 #: docs/model.md ("Distillation on the training rows") has the measurement that chose it.
-DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v3.csv.gz"
-DEFAULT_SOFT_LABELS_SHA256 = "d936807474cc73f1b32fe208785746da3120c841c4d96f6368eeaa5659c6336a"
+DEFAULT_SOFT_LABELS = SOFT_LABELS_DIR / "train-v5.csv.gz"
+DEFAULT_SOFT_LABELS_SHA256 = "82d45a713471049ceb855c59c8e350d7fbdcf6558b58718a24a87ea3f960b850"
 
 
 class TrainConfig(BaseModel):

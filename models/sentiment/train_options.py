@@ -91,9 +91,9 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     ),
     TrainOption(
         "distill", None, "boolean", True,
-        "Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz); false = gold labels only. Off for commercial_only.",
+        "Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v5.csv.gz); false = gold labels only. Off for commercial_only.",
         cli="distill", flag="--distill/--no-distill", cli_type=bool,
-        cli_help="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v3.csv.gz, sha256 pinned); --no-distill trains on the gold labels alone. Off with --commercial-only.",
+        cli_help="Distil from the bundled teacher soft labels on the training rows (data/soft_labels/train-v5.csv.gz, sha256 pinned); --no-distill trains on the gold labels alone. Off with --commercial-only.",
     ),
     TrainOption(
         "soft_labels", "soft_labels", "string", "", "Another teacher soft-label artifact to distil from (data/soft_labels/*.csv.gz); empty = the bundled one (see distill).",

@@ -107,8 +107,8 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         cli_help="Register the mean of the weights of this share of the last steps (SWA; 0 = the last step's weights; default: the recipe's).",
     ),
     TrainOption(
-        "entity_share", "entity_share", ["null", "number"], None, "Share of the entity-marked (SEntFiN) rows each epoch draws afresh; the story rows train every epoch; empty = the recipe's.",
-        cli="entity_share", minimum=0, maximum=1, cli_type=float,
+        "entity_share", "entity_share", ["null", "number"], None, "Share (above 0, at most 1) of the entity-marked (SEntFiN) rows each epoch draws afresh; the story rows train every epoch; empty = the recipe's.",
+        cli="entity_share", minimum=0, cli_type=float,
         cli_help="Train each epoch on this share of the entity-marked (SEntFiN) rows, drawn afresh per epoch, and on every story-level row (default: the recipe's).",
     ),
     TrainOption(

@@ -24,7 +24,8 @@ from newspulse.models.sentiment.config import TrainConfig
 from newspulse.models.sentiment.registry import ModelCard
 from newspulse.models.sentiment.train import train
 from newspulse.settings import load_settings
-from teacher_curve import final_figures  # the sibling script (experiments/ is on sys.path when run)
+from teacher_curve import final_figures  # the sibling scripts (experiments/ is on sys.path when run)
+from teacher_labels import repo_path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "distill_arms.json"
@@ -75,7 +76,7 @@ def main() -> None:
         card = train(cfg)
         entry = {
             "arm": name,
-            "overrides": {k: str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v) for k, v in overrides.items()},
+            "overrides": {k: repo_path(v) if isinstance(v, Path) else str(v) for k, v in overrides.items()},
             "version": card.version,
             "soft_labels": card.distillation.get("artifact_version") if card.distillation else None,
             "steps": card.training["steps"],

@@ -68,11 +68,16 @@ def training_rows():
     return load_training_frame(list(DEFAULT_TRAIN_FILES), holdout, None, 42)
 
 
+def repo_path(path: Path | str) -> str:
+    """``path`` relative to the repository when it lies inside it: results and manifests in git
+    name the bundled files, not the folder of the machine that made them."""
+    return str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT) else str(path)
+
+
 def _relative_paths(value):
-    """``value`` with every ``path`` under the repository written relative to it: a manifest in
-    git names the bundled files, not the folder of the machine that made it."""
+    """``value`` with every ``path`` entry written by :func:`repo_path`."""
     if isinstance(value, dict):
-        return {k: (str(Path(v).relative_to(ROOT)) if k == "path" and Path(v).is_relative_to(ROOT) else _relative_paths(v)) for k, v in value.items()}
+        return {k: (repo_path(v) if k == "path" else _relative_paths(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_relative_paths(v) for v in value]
     return value

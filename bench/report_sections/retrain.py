@@ -18,9 +18,16 @@ def retrain_rows(retrain: dict | None) -> list[Row]:
         return [missing(area, target, src, "no retrain.json (python bench/retrain.py)")]
     wall = float(retrain["wall_s"])
     measured = f"{wall / 60:.1f} min ({retrain['fine_tuning_s']:.0f} s fine-tuning, {retrain['steps']} steps; dev macro-F1 {retrain['dev_macro_f1']:.3f})"
-    if retrain.get("command") != "newspulse model train" or retrain.get("setup", {}).get("cores") != 2:
-        return [Row(area, target, measured, not_measured(f"`{retrain.get('command')}` on {retrain.get('setup', {}).get('cores')} cores, not the default on 2"), (src,))]
+    if why := _not_the_default(retrain):
+        return [Row(area, target, measured, not_measured(why), (src,))]
     return [Row(area, target, measured, at_most(wall, float(retrain.get("target_s", 600.0))), (src,))]
+
+
+def _not_the_default(retrain: dict) -> str:
+    """Why the run is not the default command on 2 cores ("" when it is)."""
+    if retrain.get("command") != "newspulse model train" or retrain.get("setup", {}).get("cores") != 2:
+        return f"`{retrain.get('command')}` on {retrain.get('setup', {}).get('cores')} cores, not the default on 2"
+    return ""
 
 
 def fixed_recipe_rows(retrain: dict | None) -> list[Row]:
@@ -34,8 +41,7 @@ def fixed_recipe_rows(retrain: dict | None) -> list[Row]:
     setup = retrain.get("setup", {})
     load = (setup.get("load_average_1min") or [None])[0]
     planned = retrain.get("planned_steps")
-    if retrain.get("command") != "newspulse model train" or setup.get("cores") != 2 or planned is None:
-        why = "no planned step count in retrain.json" if planned is None else f"`{retrain.get('command')}` on {setup.get('cores')} cores, not the default on 2"
+    if why := ("no planned step count in retrain.json" if planned is None else _not_the_default(retrain)):
         return [missing(area, target, src, why)]
     budget = retrain.get("time_budget_s")
     measured = (f"{retrain['steps']} of {planned} planned steps, {'no time budget' if budget is None else f'time budget {budget:.0f} s'}, "

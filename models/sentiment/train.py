@@ -28,6 +28,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterator
@@ -190,12 +191,18 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def entity_quota(entity: int, share: float) -> int:
+    """How many of ``entity`` entity-marked rows one epoch trains on (at least one of them)."""
+    return entity if share >= 1.0 or not entity else max(1, round(share * entity))
+
+
 def epoch_rows(rows: int, entity_rows: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
     """The rows one epoch trains on: every row, or (``share`` < 1) every row but the
     entity-marked ones, of which a seeded ``share`` is drawn afresh each epoch."""
-    if share >= 1.0 or not len(entity_rows):
+    quota = entity_quota(len(entity_rows), share)
+    if quota == len(entity_rows):
         return np.arange(rows)
-    drawn = rng.choice(entity_rows, size=max(1, round(share * len(entity_rows))), replace=False)
+    drawn = rng.choice(entity_rows, size=quota, replace=False)
     return np.sort(np.concatenate([np.setdiff1d(np.arange(rows), entity_rows), drawn]))
 
 
@@ -212,15 +219,15 @@ class TrainingSet:
     counts: dict[str, int]  # gold rows per label
     distill_rows: str = ""  # the resolved TrainConfig.distill_rows ("" = no distillation)
 
-    @property
+    @cached_property
     def entity_rows(self) -> np.ndarray:
         """Indices of the entity-marked gold rows (SEntFiN: the company wrapped in markers)."""
-        return np.array([i for i, t in enumerate(self.frame["text"]) if OPEN in t], dtype=np.int64)
+        return np.flatnonzero(self.frame["text"].str.contains(OPEN, regex=False).to_numpy())
 
     def rows_per_epoch(self, share: float) -> int:
         """How many rows one epoch trains on (:func:`epoch_rows`)."""
         entity = len(self.entity_rows)
-        return len(self.texts) - entity + (max(1, round(share * entity)) if entity and share < 1.0 else entity)
+        return len(self.texts) - entity + entity_quota(entity, share)
 
     @property
     def taught_gold_rows(self) -> int:
